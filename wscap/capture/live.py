@@ -1,0 +1,794 @@
+"""Live capture: backends that yield RawFrames, and the loop that feeds the pipeline.
+
+Two backends, one interface (`Backend`):
+
+* ``tcpdump``: `tcpdump -i IF -U --immediate-mode -w - -s SNAP FILTER` in a
+  child process; its pcap stream is parsed incrementally by `PcapStreamReader`.
+  libpcap's TPACKET_V3 ring and a second core do the capturing, so this is the
+  high-rate backend. Kernel drop counts come from tcpdump's own statistics
+  (SIGUSR1 prints them; the final ones come at exit).
+* ``scapy``: an AF_PACKET socket in this process, with the BPF program compiled
+  by scapy's libpcap binding (`scapy.arch.common.compile_filter`), like
+  scapy's `L2ListenSocket` but with a large receive buffer, nanosecond kernel
+  timestamps, SLL2 headers for `any`, and PACKET_STATISTICS for drops.
+
+`LiveLoop` is the one place frames go: numbered from 1, written to `--write`,
+fed to the streaming `Pipeline` (the same one `wscap analyze` runs), with
+`Pipeline.tick()` every ~200 ms so timeouts decide chains while the wire is
+quiet. Stopping (signal, --duration, --count, interface gone) always drains
+what the backend already captured, finishes the pipeline and closes the file.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+from wscap.model import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, RawFrame
+
+DEFAULT_SNAPLEN = 262144
+DEFAULT_BUFFER_MB = 32
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
+PACKET_STATISTICS = 6
+SO_TIMESTAMPNS = 35          # == SCM_TIMESTAMPNS on Linux (not exported by the socket module)
+SO_RCVBUFFORCE = 33
+SO_ATTACH_FILTER = 26
+ARPHRD_ETHER = 1
+ARPHRD_LOOPBACK = 772
+
+
+# ---- errors -----------------------------------------------------------------------------
+
+class CaptureError(Exception):
+    """A capture could not start; the message is for the user. Exit code 2."""
+
+    kind = "capture"
+    exit_code = 2
+
+
+class NoSuchInterface(CaptureError):
+    kind = "no-such-interface"
+
+
+class NoPermission(CaptureError):
+    kind = "permission"
+
+
+class BadFilter(CaptureError):
+    kind = "bad-filter"
+
+
+class BackendMissing(CaptureError):
+    kind = "backend-missing"
+
+
+def _iface_error(iface: str) -> NoSuchInterface:
+    from wscap.capture.ifaces import describe_missing
+    return NoSuchInterface(describe_missing(iface))
+
+
+def _perm_error(detail: str = "") -> NoPermission:
+    from wscap.capture.privilege import permission_help
+    msg = permission_help()
+    return NoPermission((f"permission denied: {detail}\n" if detail else "permission denied\n") + msg)
+
+
+def _filter_error(expr: str, detail: str) -> BadFilter:
+    return BadFilter(f"invalid capture filter (BPF): {expr!r}\n  {detail.strip()}\n"
+                     "  see `man pcap-filter` for the syntax, e.g. 'tcp port 8080'")
+
+
+# ---- configuration -------------------------------------------------------------------------
+
+@dataclass
+class CaptureConfig:
+    iface: str = "any"
+    bpf: str = "tcp"
+    snaplen: int = DEFAULT_SNAPLEN
+    promisc: bool = True
+    buffer_mb: int = DEFAULT_BUFFER_MB
+    run_as: str | None = None        # tcpdump -Z USER (the user we drop to)
+
+
+# ---- streaming pcap reader -----------------------------------------------------------------
+
+class PcapStreamReader:
+    """Incremental classic-pcap parser: feed() bytes as they arrive, get RawFrames.
+
+    Frame numbers are left at 0; the live loop numbers frames itself.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.linktype: int | None = None
+        self.snaplen = 0
+        self._rec: struct.Struct | None = None
+        self._nano = False
+        self.bytes = 0
+
+    @property
+    def started(self) -> bool:
+        return self.linktype is not None
+
+    def feed(self, data: bytes) -> list[RawFrame]:
+        self._buf += data
+        self.bytes += len(data)
+        out: list[RawFrame] = []
+        buf = self._buf
+        pos = 0
+        if self._rec is None:
+            if len(buf) < 24:
+                return out
+            magic = buf[:4]
+            if magic == b"\xd4\xc3\xb2\xa1":
+                e, self._nano = "<", False
+            elif magic == b"\xa1\xb2\xc3\xd4":
+                e, self._nano = ">", False
+            elif magic == b"\x4d\x3c\xb2\xa1":
+                e, self._nano = "<", True
+            elif magic == b"\xa1\xb2\x3c\x4d":
+                e, self._nano = ">", True
+            else:
+                raise ValueError(f"not a pcap stream (magic {bytes(magic).hex()})")
+            _, _, _, _, self.snaplen, lt = struct.unpack(e + "HHiIII", buf[4:24])
+            self.linktype = lt & 0x0FFFFFFF
+            self._rec = struct.Struct(e + "IIII")
+            pos = 24
+        rec = self._rec
+        lt = self.linktype or 0
+        mult = 1 if self._nano else 1000
+        n = len(buf)
+        while n - pos >= 16:
+            sec, frac, incl, orig = rec.unpack_from(buf, pos)
+            if n - pos - 16 < incl:
+                break
+            s = pos + 16
+            out.append(RawFrame(0, sec * 1_000_000_000 + frac * mult, lt, bytes(buf[s:s + incl]), orig))
+            pos = s + incl
+        if pos:
+            del buf[:pos]
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete record still buffered."""
+        return len(self._buf)
+
+
+# ---- backend interface ---------------------------------------------------------------------
+
+class Backend(Protocol):
+    name: str
+    linktype: int
+    ended: bool               # the source ended by itself (interface gone, child died)
+    end_reason: str | None
+
+    def fileno(self) -> int: ...
+    def read(self, max_frames: int = 4096) -> list[RawFrame]: ...
+    def stats(self) -> dict[str, int]: ...
+    def stop(self) -> None: ...
+    def drain(self, timeout_s: float = 10.0) -> Iterable[RawFrame]: ...
+    def close(self) -> None: ...
+
+
+def _set_nonblock(fd: int) -> None:
+    fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
+
+
+def _pdeathsig() -> None:
+    # Child side of tcpdump: die with us even on SIGKILL, so no capture is left running.
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+_TCPDUMP_STAT = re.compile(rb"(\d+) packets? (captured|received by filter|dropped by kernel"
+                           rb"|dropped by interface)")
+
+
+class TcpdumpBackend:
+    """tcpdump writing pcap to a pipe; we parse the stream."""
+
+    name = "tcpdump"
+
+    def __init__(self, cfg: CaptureConfig, binary: str | None = None, start_timeout: float = 10.0):
+        self.cfg = cfg
+        self.binary = binary or shutil.which("tcpdump") or ""
+        if not self.binary:
+            raise BackendMissing(
+                "the tcpdump backend needs tcpdump: `sudo apt-get install tcpdump` "
+                "(or use `--backend scapy`: pip install scapy)")
+        self.reader = PcapStreamReader()
+        self.ended = False
+        self.end_reason: str | None = None
+        self._stats = {"captured": 0, "received": 0, "dropped": 0, "ifdropped": 0}
+        self._stderr = b""
+        self._eof = False
+        self._stopping = False
+        self._pending: list[RawFrame] = []
+        cmd = [self.binary, "-i", cfg.iface, "-U", "--immediate-mode", "-w", "-",
+               "-s", str(cfg.snaplen), "-B", str(cfg.buffer_mb * 1024)]
+        if not cfg.promisc:
+            cmd.append("-p")
+        if cfg.iface == "any":
+            cmd += ["-y", "LINUX_SLL2"]
+        if cfg.run_as:
+            cmd += ["-Z", cfg.run_as]
+        if cfg.bpf:
+            cmd.append(cfg.bpf)
+        self.cmd = cmd
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, preexec_fn=_pdeathsig,
+                                         start_new_session=True)
+        except OSError as e:
+            raise BackendMissing(f"cannot run {self.binary}: {e}") from e
+        assert self.proc.stdout and self.proc.stderr
+        self._out = self.proc.stdout.fileno()
+        self._err = self.proc.stderr.fileno()
+        _set_nonblock(self._out)
+        _set_nonblock(self._err)
+        self._wait_started(start_timeout)
+
+    # tcpdump writes the pcap header once the capture is open and the filter set;
+    # an exit before that is a startup error that we classify for the user.
+    def _wait_started(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.reader.started:
+            r, _, _ = __import__("select").select([self._out, self._err], [], [], 0.05)
+            self._read_err()
+            if self._out in r:
+                data = self._read_out()
+                if data:
+                    self._pending.extend(self.reader.feed(data))
+                    continue
+            if self.proc.poll() is not None or (self._eof and not self.reader.started):
+                self._read_err()
+                self._raise_start_error()
+            if b"listening on" in self._stderr and not self.reader.started:
+                # -U flushes the header only with the first packet on some libpcap
+                # versions; "listening on" already proves the capture is open.
+                self.linktype = self._linktype_from_banner()
+                return
+            if time.monotonic() > deadline:
+                self.close()
+                raise CaptureError(f"tcpdump did not start within {timeout:.0f}s: "
+                                   + self._stderr.decode("utf-8", "replace").strip())
+        self.linktype = self.reader.linktype or LINKTYPE_ETHERNET
+
+    def _linktype_from_banner(self) -> int:
+        m = re.search(rb"link-type (\S+)", self._stderr)
+        name = m.group(1).decode() if m else "EN10MB"
+        return {"EN10MB": LINKTYPE_ETHERNET, "LINUX_SLL2": LINKTYPE_LINUX_SLL2,
+                "LINUX_SLL": 113, "RAW": LINKTYPE_RAW, "NULL": 0}.get(name, LINKTYPE_ETHERNET)
+
+    def _raise_start_error(self) -> None:
+        err = self._stderr.decode("utf-8", "replace").strip()
+        low = err.lower()
+        self.close()
+        if "no such device" in low or "no such interface" in low or "doesn't exist" in low:
+            raise _iface_error(self.cfg.iface)
+        if "permitted" in low or "permission" in low or "you don't have" in low:
+            raise _perm_error(err)
+        if "syntax error" in low or "parse filter" in low or "filter" in low and "expression" in low:
+            detail = err.splitlines()[-1] if err else "syntax error"
+            raise _filter_error(self.cfg.bpf, detail.replace("tcpdump: ", ""))
+        if "-z" in low and "user" in low:
+            raise CaptureError(f"tcpdump could not switch to user {self.cfg.run_as!r}: {err}")
+        raise CaptureError(f"tcpdump failed to start (exit {self.proc.returncode}): {err}")
+
+    def _read_out(self) -> bytes:
+        try:
+            data = os.read(self._out, 1 << 20)
+        except BlockingIOError:
+            return b""
+        if not data:
+            self._eof = True
+        return data
+
+    def _read_err(self) -> None:
+        while True:
+            try:
+                data = os.read(self._err, 65536)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                return
+            self._stderr += data
+            self._parse_stats()
+            if len(self._stderr) > 65536:
+                self._stderr = self._stderr[-32768:]
+
+    def _parse_stats(self) -> None:
+        key = {b"captured": "captured", b"received by filter": "received",
+               b"dropped by kernel": "dropped", b"dropped by interface": "ifdropped"}
+        for m in _TCPDUMP_STAT.finditer(self._stderr):
+            self._stats[key[m.group(2)]] = int(m.group(1))
+
+    def fileno(self) -> int:
+        return self._out
+
+    def read(self, max_frames: int = 4096) -> list[RawFrame]:
+        out = self._pending
+        self._pending = []
+        while len(out) < max_frames:
+            data = self._read_out()
+            if not data:
+                break
+            out.extend(self.reader.feed(data))
+        if self._eof:
+            self._finish_child()
+        return out
+
+    def _finish_child(self) -> None:
+        if self.ended:
+            return
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._read_err()
+        self.ended = True
+        if not self._stopping:
+            err = self._stderr.decode("utf-8", "replace")
+            lines = [ln for ln in err.splitlines()
+                     if ln.strip() and not _TCPDUMP_STAT.search(ln.encode())
+                     and "listening on" not in ln]
+            why = lines[-1].strip() if lines else f"tcpdump exited with status {self.proc.returncode}"
+            if "went down" in why or "disappeared" in why or "no such device" in why.lower():
+                why = f"interface {self.cfg.iface} went away ({why})"
+            self.end_reason = why
+
+    def stats(self) -> dict[str, int]:
+        # Ask tcpdump for fresh numbers (SIGUSR1 = print statistics); they arrive on
+        # stderr shortly, so callers see the previous request's answer.
+        self._read_err()
+        if self.proc.poll() is None and not self._stopping:
+            try:
+                os.kill(self.proc.pid, signal.SIGUSR1)
+            except OSError:
+                pass
+        return {"received": self._stats["received"] or self._stats["captured"],
+                "dropped": self._stats["dropped"] + self._stats["ifdropped"]}
+
+    def stop(self) -> None:
+        """Ask tcpdump to stop capturing; it flushes what it has and exits."""
+        self._stopping = True
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+    def drain(self, timeout_s: float = 10.0) -> Iterable[RawFrame]:
+        deadline = time.monotonic() + timeout_s
+        import select as _select
+        while not self._eof and time.monotonic() < deadline:
+            r, _, _ = _select.select([self._out], [], [], 0.2)
+            if r:
+                frames = self.read()
+                yield from frames
+            elif self.proc.poll() is not None and not r:
+                # Exited; one more read picks up anything left and the EOF.
+                frames = self.read()
+                yield from frames
+                if not frames:
+                    break
+        yield from self.read()
+        self._finish_child()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=3)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()
+
+
+def _ifindex(name: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return -1
+
+
+def _arphrd(iface: str) -> int:
+    """ARPHRD_* type of `iface` via SIOCGIFHWADDR (works in any netns, unlike sysfs)."""
+    import fcntl as _f
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            res = _f.ioctl(s.fileno(), 0x8927, struct.pack("16s16x", iface.encode()[:15]))
+        except OSError:
+            return ARPHRD_ETHER
+    return struct.unpack_from("H", res, 16)[0]
+
+
+class SocketBackend:
+    """AF_PACKET socket in-process, BPF compiled with scapy's libpcap binding."""
+
+    name = "scapy"
+
+    def __init__(self, cfg: CaptureConfig):
+        self.cfg = cfg
+        self.ended = False
+        self.end_reason: str | None = None
+        self._received = 0
+        self._dropped = 0
+        self._stopping = False
+        try:
+            from scapy.arch.common import compile_filter  # noqa: F401
+        except ImportError as e:
+            raise BackendMissing(f"the scapy backend needs scapy: `pip install scapy` ({e}); "
+                                 "or use `--backend tcpdump` (apt-get install tcpdump)") from e
+        any_if = cfg.iface == "any"
+        if any_if:
+            self.ifindex = 0
+            arphrd = ARPHRD_ETHER
+        else:
+            try:
+                self.ifindex = socket.if_nametoindex(cfg.iface)
+            except OSError:
+                raise _iface_error(cfg.iface) from None
+            arphrd = _arphrd(cfg.iface)
+        # `any` and non-Ethernet links: cooked (SOCK_DGRAM) frames start at the network
+        # header; we prepend SLL2 (any) or hand them on as RAW.
+        self._cooked = any_if or arphrd not in (ARPHRD_ETHER, ARPHRD_LOOPBACK)
+        self.linktype = (LINKTYPE_LINUX_SLL2 if any_if
+                         else LINKTYPE_RAW if self._cooked else LINKTYPE_ETHERNET)
+        try:
+            # Protocol 0 receives nothing until bind(): the filter is in place before the
+            # first packet, so no unfiltered packet sneaks in.
+            s = socket.socket(socket.AF_PACKET,
+                              socket.SOCK_DGRAM if self._cooked else socket.SOCK_RAW, 0)
+        except PermissionError as e:
+            raise _perm_error(f"opening a packet socket: {e.strerror}") from None
+        self.sock = s
+        try:
+            if cfg.bpf:
+                self._attach_filter(cfg.bpf)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, cfg.buffer_mb << 20)
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cfg.buffer_mb << 20)
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            if cfg.promisc and not any_if:
+                mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
+                s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+            s.bind((cfg.iface if not any_if else "", ETH_P_ALL))
+        except PermissionError as e:
+            s.close()
+            raise _perm_error(str(e)) from None
+        except OSError as e:
+            s.close()
+            if e.errno in (errno.ENODEV, errno.ENXIO):
+                raise _iface_error(cfg.iface) from None
+            raise CaptureError(f"cannot open capture on {cfg.iface}: {e}") from None
+        except BaseException:
+            s.close()
+            raise
+        s.setblocking(False)
+        self._lo = _ifindex("lo") if any_if else -1
+        self._idx: dict[str, int] = {}
+        self._buf = bytearray(cfg.snaplen)
+        self._view = memoryview(self._buf)
+        self.stats()  # reset the kernel counters (they count from socket creation)
+        self._received = 0
+        self._dropped = 0
+
+    def _attach_filter(self, expr: str) -> None:
+        from scapy.arch.common import compile_filter
+        from scapy.error import Scapy_Exception
+        lt = LINKTYPE_RAW if self._cooked else LINKTYPE_ETHERNET
+        try:
+            bp = compile_filter(expr, linktype=lt)
+        except Scapy_Exception as e:
+            msg = str(e)
+            m = re.search(r"\((.*)\)\s*$", msg)
+            raise _filter_error(expr, m.group(1) if m else msg) from None
+        except ImportError as e:
+            raise BackendMissing(f"the scapy backend compiles filters with libpcap: "
+                                 f"`apt-get install libpcap0.8` ({e})") from None
+        import ctypes
+        from scapy.arch.common import free_filter
+        # struct sock_fprog {unsigned short len; struct sock_filter *filter;}; the kernel
+        # copies the program, so libpcap's copy is freed right after.
+        fprog = struct.pack("HL", bp.bf_len, ctypes.addressof(bp.bf_insns.contents))
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        finally:
+            try:
+                free_filter(bp)
+            except Exception:  # noqa: BLE001 - freeing is best effort
+                pass
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self, max_frames: int = 4096) -> list[RawFrame]:
+        out: list[RawFrame] = []
+        sock, view, snap = self.sock, self._view, self.cfg.snaplen
+        cooked, lo = self._cooked, self._lo
+        any_if = self.linktype == LINKTYPE_LINUX_SLL2
+        lt = self.linktype
+        for _ in range(max_frames):
+            try:
+                n, anc, _flags, addr = sock.recvmsg_into([view], 64, socket.MSG_TRUNC)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno in (errno.ENETDOWN, errno.ENXIO, errno.ENODEV):
+                    self.ended = True
+                    self.end_reason = f"interface {self.cfg.iface} went away ({e.strerror})"
+                    break
+                raise
+            ts = 0
+            for lvl, typ, data in anc:
+                if lvl == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(data) >= 16:
+                    sec, nsec = struct.unpack_from("qq", data)
+                    ts = sec * 1_000_000_000 + nsec
+            if not ts:
+                ts = time.time_ns()
+            caplen = min(n, snap)
+            if any_if:
+                # addr = (ifname, proto, pkttype, hatype, hwaddr[, ifindex? no])
+                _ifn, proto, pkttype, hatype, hw = addr[:5]
+                if pkttype == socket.PACKET_OUTGOING and lo >= 0 and _ifn == "lo":
+                    continue  # libpcap drops the outgoing copy of loopback packets too
+                ifidx = self._idx.get(_ifn)
+                if ifidx is None:
+                    ifidx = self._idx[_ifn] = max(_ifindex(_ifn), 0)
+                hdr = struct.pack(">HHIHBB8s", proto, 0, ifidx, hatype, pkttype, len(hw), hw)
+                out.append(RawFrame(0, ts, lt, hdr + bytes(view[:caplen]), n + 20))
+            else:
+                out.append(RawFrame(0, ts, lt, bytes(view[:caplen]), n))
+        return out
+
+    def stats(self) -> dict[str, int]:
+        try:
+            raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+            pk, dr = struct.unpack("II", raw)
+            # tp_packets includes drops; the kernel resets both on read.
+            self._received += pk
+            self._dropped += dr
+        except OSError:
+            pass
+        return {"received": self._received, "dropped": self._dropped}
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def drain(self, timeout_s: float = 10.0) -> Iterable[RawFrame]:
+        # Whatever sits in the socket buffer was captured: hand it over, bounded so a
+        # flood cannot keep us here forever.
+        deadline = time.monotonic() + min(timeout_s, 2.0)
+        while time.monotonic() < deadline and not self.ended:
+            frames = self.read(8192)
+            if not frames:
+                break
+            yield from frames
+
+    def close(self) -> None:
+        try:
+            self.stats()
+        finally:
+            self.sock.close()
+
+
+# ---- backend choice --------------------------------------------------------------------------
+
+BACKENDS = ("tcpdump", "scapy")
+
+
+def backend_available(name: str) -> bool:
+    if name == "tcpdump":
+        return shutil.which("tcpdump") is not None
+    if name == "scapy":
+        try:
+            import scapy.arch.common  # noqa: F401
+            return True
+        except ImportError:
+            return False
+    return False
+
+
+def open_backend(name: str, cfg: CaptureConfig) -> Backend:
+    """Open the named backend, or the best installed one for "auto".
+
+    tcpdump is preferred (see scripts/bench/live_backends.py for the numbers): it
+    captures on its own core from an mmap ring, so bursts don't cost kernel drops.
+    """
+    if name == "auto":
+        for cand in BACKENDS:
+            if backend_available(cand):
+                name = cand
+                break
+        else:
+            raise BackendMissing("no capture backend: install tcpdump (`apt-get install tcpdump`) "
+                                 "or scapy (`pip install scapy`)")
+    if name == "tcpdump":
+        return TcpdumpBackend(cfg)
+    if name == "scapy":
+        return SocketBackend(cfg)
+    raise CaptureError(f"unknown backend {name!r} (choose from auto, {', '.join(BACKENDS)})")
+
+
+# ---- the loop --------------------------------------------------------------------------------
+
+@dataclass
+class LiveResult:
+    packets: int = 0
+    received: int = 0          # as counted by the backend/kernel
+    dropped: int = 0           # kernel drops from the backend's statistics
+    reason: str = "stopped"    # why capture ended
+    interface_gone: bool = False
+    events: int = 0
+    elapsed: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LiveLoop:
+    """Runs a backend into the pipeline (and writer) until something stops it.
+
+    `pipeline` may be None (benchmarks, backends tested on their own); then
+    frames are only counted/written and handed to `on_frame`.
+    """
+
+    def __init__(self, backend: Backend, pipeline: Any = None, writer: Any = None,
+                 on_event: Callable[[Any], None] | None = None,
+                 on_status: Callable[[dict], None] | None = None,
+                 on_frame: Callable[[RawFrame], None] | None = None,
+                 duration: float | None = None, count: int | None = None,
+                 tick_s: float = 0.2, status_s: float = 0.5, source: int = 0):
+        self.backend = backend
+        self.pipeline = pipeline
+        self.writer = writer
+        self.on_event = on_event
+        self.on_status = on_status
+        self.on_frame = on_frame
+        self.duration = duration
+        self.count = count
+        self.tick_s = tick_s
+        self.status_s = status_s
+        self.source = source
+        self.result = LiveResult()
+        self._stop_reason: str | None = None
+        self._no = 0
+        self._start = 0.0
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Signal-safe: just records the request; the loop notices within one tick."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_reason is not None
+
+    def _emit(self, events: list | None) -> None:
+        if not events:
+            return
+        self.result.events += len(events)
+        if self.on_event:
+            for ev in events:
+                self.on_event(ev)
+
+    def _handle(self, frames: list[RawFrame]) -> None:
+        pipe, writer, on_frame, src = self.pipeline, self.writer, self.on_frame, self.source
+        for f in frames:
+            if self.count is not None and self._no >= self.count:
+                self.stop(f"--count {self.count} reached")
+                return
+            self._no += 1
+            f = f._replace(no=self._no, source=src)
+            if writer is not None:
+                writer.write(f)
+            if on_frame is not None:
+                on_frame(f)
+            if pipe is not None:
+                self._emit(pipe.feed(f))
+        if self.count is not None and self._no >= self.count:
+            self.stop(f"--count {self.count} reached")
+
+    def status(self) -> dict:
+        st = self.backend.stats()
+        flows = None
+        if self.pipeline is not None:
+            flows = (getattr(self.pipeline, "stats", None) or {}).get("flows")
+        d = {"packets": self._no, "received": st.get("received", 0), "dropped": st.get("dropped", 0),
+             "flows": flows, "decided": self.result.events,
+             "elapsed": time.monotonic() - self._start}
+        if self.writer is not None:
+            d["written"] = self.writer.packets
+            d["write_error"] = self.writer.error
+        return d
+
+    def run(self) -> LiveResult:
+        b = self.backend
+        sel = selectors.DefaultSelector()
+        sel.register(b.fileno(), selectors.EVENT_READ)
+        self._start = now = time.monotonic()
+        next_tick = now + self.tick_s
+        next_status = now + self.status_s
+        deadline = now + self.duration if self.duration is not None else None
+        try:
+            while self._stop_reason is None:
+                now = time.monotonic()
+                wake = min(next_tick, next_status, deadline if deadline is not None else next_tick)
+                ready = sel.select(max(0.0, wake - now)) if wake > now else sel.select(0)
+                if ready:
+                    self._handle(b.read())
+                if b.ended:
+                    self.result.interface_gone = "went away" in (b.end_reason or "")
+                    self.stop(b.end_reason or "capture ended")
+                    break
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    self.stop(f"--duration {self.duration:g}s elapsed")
+                if now >= next_tick:
+                    next_tick = now + self.tick_s
+                    if self.pipeline is not None:
+                        self._emit(self.pipeline.tick(time.time_ns()))
+                    if self.writer is not None:
+                        self.writer.flush()
+                if now >= next_status:
+                    next_status = now + self.status_s
+                    if self.on_status:
+                        self.on_status(self.status())
+        finally:
+            sel.close()
+            self._shutdown()
+        return self.result
+
+    def _shutdown(self) -> None:
+        b = self.backend
+        self.result.reason = self._stop_reason or "stopped"
+        try:
+            b.stop()
+            if True:
+                if self.count is None or self._no < self.count:
+                    batch: list[RawFrame] = []
+                    for f in b.drain():
+                        batch.append(f)
+                        if len(batch) >= 1024:
+                            self._handle(batch)
+                            batch = []
+                    self._handle(batch)
+                else:
+                    for _ in b.drain():
+                        pass
+            st = b.stats()
+        finally:
+            b.close()
+        self.result.packets = self._no
+        self.result.received = st.get("received", 0)
+        self.result.dropped = st.get("dropped", 0)
+        self.result.elapsed = time.monotonic() - self._start
+        try:
+            if self.pipeline is not None:
+                self._emit(self.pipeline.finish())
+        finally:
+            if self.writer is not None:
+                self.writer.close()
