@@ -1,0 +1,196 @@
+"""The lab's scenarios: how each is built and what it must produce.
+
+Everything in `chains` is derived from how the scenario is built (which hook,
+which backend, which bytes) and is *checked* after every recording against
+the capture (lib/pcapcheck.py: statuses per leg, number of legs) and against
+what the browser reported (`expect_open`). Nothing here comes from wscap.
+
+Chain conventions (see README.md):
+  hops      number of TCP legs, client side first (browser->first proxy = hop 0)
+  hop       0-based index of the leg where the fault first shows on the wire
+            (null when the chain is ok)
+  statuses  HTTP status of each leg's response, client side first; null when
+            no complete response head came on that leg
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+APP = "/ws"
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    chains: list
+    backend: str = "ws"            # ws | bun | raw:<mode> | none
+    backend_name: str = "ok"       # ok | dead (resolves, nobody answers) | missing (does not resolve)
+    vite: str = "node"             # node | bun  (bun = `bun --bun vite`)
+    hook: str = ""                 # LAB_PROXY_HOOK for vite.config.js
+    hmr: bool = False
+    nginx: str = ""                # "" | upgrade | no-upgrade
+    path: str = APP
+    wait: float = 6.0              # seconds before the "user" (lab) gives up
+    expect_open: bool = False      # did the browser's WebSocket open?
+    expect_echo: bool = False      # did the echo come back?
+    notes: str = ""
+    extra_topology: dict = field(default_factory=dict)
+
+
+def chain(cause, hops, hop, statuses, path=APP, **kw):
+    d = {"path": path, "hops": hops, "cause": cause, "hop": hop, "statuses": statuses}
+    d.update(kw)
+    return d
+
+
+SCENARIOS = [
+    Scenario(
+        "healthy",
+        "Browser -> Vite proxy (/ws, ws:true, changeOrigin) -> Node ws backend allowing http://localhost:5173; "
+        "101 on both legs, echo comes back",
+        chains=[chain("ok", 2, None, [101, 101])],
+        expect_open=True, expect_echo=True,
+    ),
+    Scenario(
+        "origin-rewrite",
+        "Vite proxyReqWs hook rewrites Origin to http://meetsonar-backend:5000; "
+        "ws backend allows only http://localhost:5173 -> 403",
+        hook="origin-rewrite",
+        chains=[chain("origin-rejected", 2, 1, [403, 403])],
+    ),
+    Scenario(
+        "origin-rewrite-option",
+        "Same as origin-rewrite but done with Vite's own proxy option rewriteWsOrigin: true "
+        "(with changeOrigin the Origin becomes the target) -> ws backend answers 403",
+        hook="origin-rewrite-option",
+        chains=[chain("origin-rejected", 2, 1, [403, 403])],
+    ),
+    Scenario(
+        "backend-down-refused",
+        "meetsonar-backend's container is up but nothing listens on :5000: Vite's connect is answered by RST "
+        "(ECONNREFUSED) and Vite closes the browser's socket without a response",
+        backend="none",
+        chains=[chain("upstream-refused", 2, 1, [None, None])],
+    ),
+    Scenario(
+        "backend-unreachable",
+        "meetsonar-backend resolves to 10.88.0.21 where no container answers: Vite's SYNs go unanswered; "
+        "the browser waits until the lab gives up",
+        backend="none", backend_name="dead",
+        chains=[chain("upstream-unreachable", 2, 1, [None, None])],
+    ),
+    Scenario(
+        "backend-name-missing",
+        "meetsonar-backend does not resolve (service not running in Compose): Vite gets ENOTFOUND, "
+        "never opens an upstream connection and closes the browser's socket",
+        backend="none", backend_name="missing",
+        chains=[chain("no-upstream-connection", 1, 0, [None])],
+    ),
+    Scenario(
+        "wrong-path",
+        "The page connects to /socket, which no server.proxy entry matches: Vite neither answers nor forwards "
+        "the upgrade; the browser waits until the lab gives up",
+        path="/socket",
+        chains=[chain("no-upstream-connection", 1, 0, [None], path="/socket")],
+    ),
+    Scenario(
+        "upgrade-stripped",
+        "Vite proxyReqWs hook removes the Upgrade header: the backend sees a plain GET and answers 426, "
+        "which Vite relays to the browser",
+        hook="strip-upgrade",
+        chains=[chain("upgrade-header-stripped", 2, 1, [426, 426])],
+    ),
+    Scenario(
+        "connection-stripped",
+        "Vite proxyReqWs hook removes the Connection header (Node then sends its own Connection value): "
+        "the backend sees no upgrade and answers 426, relayed to the browser",
+        hook="strip-connection",
+        chains=[chain("connection-header-stripped", 2, 1, [426, 426])],
+    ),
+    Scenario(
+        "bad-accept",
+        "Raw backend answers 101 with a Sec-WebSocket-Accept computed from another key; Vite relays it "
+        "unchanged and the browser fails the handshake",
+        backend="raw:bad-accept",
+        chains=[chain("bad-accept", 2, 1, [101, 101])],
+    ),
+    Scenario(
+        "bare-lf-101",
+        "Raw backend answers a correct 101 whose lines end in bare LF; Vite (llhttp) accepts it and "
+        "re-serialises the head with CRLF, so the browser connects",
+        backend="raw:bare-lf",
+        chains=[chain("malformed-response", 2, 1, [101, 101], broken=False)],
+        expect_open=True, expect_echo=True,
+    ),
+    Scenario(
+        "content-length-101",
+        "Raw backend answers a correct 101 that carries Content-Length: 5 (forbidden on 1xx); Vite copies "
+        "the header into its own 101",
+        backend="raw:content-length-101",
+        chains=[chain("malformed-response", 2, 1, [101, 101])],
+    ),
+    Scenario(
+        "deflate-mismatch",
+        "Raw backend accepts without negotiating permessage-deflate, then answers the first message with an "
+        "RSV1 (compressed) frame; the browser fails the connection",
+        backend="raw:deflate-rsv1",
+        chains=[chain("extension-mismatch", 2, 1, [101, 101])],
+        expect_open=True,
+    ),
+    Scenario(
+        "slow-backend",
+        "Backend accepts the connection and reads the upgrade request but never answers; the browser waits "
+        "until the lab gives up",
+        backend="raw:silent",
+        chains=[chain("timeout", 2, 1, [None, None])],
+    ),
+    Scenario(
+        "hmr-beside-app",
+        "Healthy app socket plus Vite's own HMR WebSocket (subprotocol vite-hmr, served by Vite itself: "
+        "a one-hop chain)",
+        hmr=True,
+        chains=[chain("ok", 1, None, [101], path="/"), chain("ok", 2, None, [101, 101])],
+        expect_open=True, expect_echo=True,
+    ),
+    Scenario(
+        "bun-backend",
+        "Vite (Node) proxy -> Bun.serve backend with the same Origin allow-list: healthy",
+        backend="bun",
+        chains=[chain("ok", 2, None, [101, 101])],
+        expect_open=True, expect_echo=True,
+    ),
+    Scenario(
+        "bun-vite-unterminated-101",
+        "The incident: Vite run under Bun 1.3 (`bun --bun vite`) proxying to a backend whose 101 head is "
+        "never terminated; Bun's HTTP client fails with Malformed_HTTP_Response and the browser's socket is "
+        "closed without a response",
+        vite="bun", backend="raw:unterminated-101",
+        chains=[chain("malformed-response", 2, 1, [None, None])],
+    ),
+    Scenario(
+        "bun-vite-healthy",
+        "Vite run under Bun 1.3 (`bun --bun vite`) against the healthy Node ws backend",
+        vite="bun",
+        chains=[chain("ok", 2, None, [101, 101])],
+        expect_open=True, expect_echo=True,
+    ),
+    Scenario(
+        "nginx-vite-backend",
+        "Three hops: browser -> nginx (proxy_http_version 1.1, Upgrade/Connection forwarded) -> Vite proxy "
+        "-> ws backend; healthy",
+        nginx="upgrade",
+        chains=[chain("ok", 3, None, [101, 101, 101])],
+        expect_open=True, expect_echo=True,
+    ),
+    Scenario(
+        "nginx-no-upgrade",
+        "Three hops with the classic nginx mistake: no proxy_http_version 1.1 / Upgrade / Connection "
+        "forwarding. Vite receives a plain HTTP/1.0 GET /ws, proxies it as plain HTTP and the backend's 426 "
+        "comes back through both proxies",
+        nginx="no-upgrade",
+        chains=[chain("upgrade-header-stripped", 3, 1, [426, 426, 426])],
+    ),
+]
+
+BY_NAME = {s.name: s for s in SCENARIOS}

@@ -1,0 +1,64 @@
+// The incident's Vite config, parameterised by the lab through environment
+// variables so every scenario runs the same file:
+//   LAB_HMR=1              keep Vite's HMR WebSocket (otherwise server.hmr=false)
+//   LAB_PROXY_HOOK=...     origin-rewrite | origin-rewrite-option |
+//                          strip-upgrade | strip-connection | (empty: none)
+import { fileURLToPath } from 'node:url'
+import { defineConfig } from 'vite'
+
+const hook = process.env.LAB_PROXY_HOOK || ''
+
+const wsProxy = {
+  target: 'http://meetsonar-backend:5000',
+  ws: true,
+  changeOrigin: true,
+}
+
+if (hook === 'origin-rewrite') {
+  // "Fix" seen in the wild for CORS-ish errors: pretend to be the backend.
+  wsProxy.configure = (proxy) =>
+    proxy.on('proxyReqWs', (proxyReq) => proxyReq.setHeader('origin', 'http://meetsonar-backend:5000'))
+} else if (hook === 'origin-rewrite-option') {
+  // Vite's own option that does the same thing.
+  wsProxy.rewriteWsOrigin = true
+} else if (hook === 'strip-upgrade') {
+  wsProxy.configure = (proxy) => proxy.on('proxyReqWs', (proxyReq) => proxyReq.removeHeader('upgrade'))
+} else if (hook === 'strip-connection') {
+  wsProxy.configure = (proxy) => proxy.on('proxyReqWs', (proxyReq) => proxyReq.removeHeader('connection'))
+} else if (hook) {
+  throw new Error(`unknown LAB_PROXY_HOOK ${hook}`)
+}
+
+const hmr = process.env.LAB_HMR === '1'
+
+// Vite 8 still injects /@vite/client with hmr:false, and the client still
+// opens its vite-hmr socket (with server.ws:false it hangs in CONNECTING and
+// Chromium then holds back every other WebSocket to localhost:5173 - one
+// handshake per host at a time). Scenarios that are not about HMR drop the
+// client script so the capture holds only the app's socket; the dedicated
+// hmr-beside-app scenario keeps it.
+const dropViteClient = {
+  name: 'wscap-lab-drop-vite-client',
+  transformIndexHtml: {
+    order: 'post',
+    handler: (html) => html.replace(/<script type="module" src="\/@vite\/client"><\/script>\s*/g, ''),
+  },
+}
+
+export default defineConfig({
+  plugins: hmr ? [] : [dropViteClient],
+  root: fileURLToPath(new URL('./app', import.meta.url)),
+  cacheDir: process.env.LAB_VITE_CACHE || undefined,
+  clearScreen: false,
+  logLevel: 'info',
+  server: {
+    host: '0.0.0.0',
+    port: 5173,
+    strictPort: true,
+    hmr: hmr,
+    watch: null,
+    proxy: {
+      '/ws': wsProxy,
+    },
+  },
+})
