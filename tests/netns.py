@@ -144,3 +144,118 @@ def wait_port(lab: Lab, host: str, port: int, timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port}")
+
+
+# ---- lab programs (run inside the namespaces: `python tests/netns.py ROLE ...`) ---------------
+
+def _backend(port: int) -> None:
+    """websockets echo server; /forbidden answers 403 like an origin check would."""
+    import asyncio
+
+    from websockets.asyncio.server import serve
+    from websockets.http11 import Response
+    from websockets.datastructures import Headers
+
+    async def handler(ws):
+        async for msg in ws:
+            await ws.send(msg)
+
+    def process_request(conn, request):
+        if request.path.startswith("/forbidden"):
+            return Response(403, "Forbidden", Headers([("Content-Length", "0")]), b"")
+        return None
+
+    async def main():
+        async with serve(handler, "0.0.0.0", port, process_request=process_request):
+            print("ready", flush=True)
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
+def _proxy(port: int, routes: list[str]) -> None:
+    """Hand-rolled asyncio reverse proxy: forwards the upgrade request, then pipes bytes.
+
+    routes: "PREFIX=HOST:PORT" (first match wins). Unreachable upstream → 502.
+    """
+    import asyncio
+
+    table = []
+    for r in routes:
+        prefix, _, hp = r.partition("=")
+        h, _, p = hp.rpartition(":")
+        table.append((prefix, h, int(p)))
+
+    async def pipe(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def handle(cr, cw):
+        try:
+            head = await cr.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            cw.close()
+            return
+        target = head.split(b" ", 2)[1].decode("latin-1")
+        up = next(((h, p) for pre, h, p in table if target.startswith(pre)), None)
+        peer = cw.get_extra_info("peername")[0]
+        try:
+            if up is None:
+                raise ConnectionRefusedError
+            ur, uw = await asyncio.open_connection(*up)
+        except OSError:
+            cw.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await cw.drain()
+            cw.close()
+            return
+        lines = head.split(b"\r\n")
+        lines.insert(1, b"X-Forwarded-For: " + peer.encode())
+        uw.write(b"\r\n".join(lines))
+        await uw.drain()
+        await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
+
+    async def main():
+        srv = await asyncio.start_server(handle, "0.0.0.0", port)
+        print("ready", flush=True)
+        async with srv:
+            await srv.serve_forever()
+
+    asyncio.run(main())
+
+
+def _client(url: str, messages: int) -> None:
+    """One WebSocket handshake (+ echo messages); prints the HTTP status it got."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+    try:
+        with connect(url, open_timeout=5, close_timeout=2) as ws:
+            for i in range(messages):
+                ws.send(f"hello {i}")
+                ws.recv(timeout=5)
+        print("101", flush=True)
+    except InvalidStatus as e:
+        print(e.response.status_code, flush=True)
+    except (OSError, TimeoutError) as e:
+        print("error", type(e).__name__, e, flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+    role, args = sys.argv[1], sys.argv[2:]
+    if role == "backend":
+        _backend(int(args[0]))
+    elif role == "proxy":
+        _proxy(int(args[0]), args[1:])
+    elif role == "client":
+        _client(args[0], int(args[1]) if len(args) > 1 else 1)
+    else:
+        raise SystemExit(f"unknown role {role}")

@@ -95,7 +95,7 @@ def iface_exists(name: str, sysfs: str = SYS_NET) -> bool:
     """Does `name` exist in the current namespace? (`any` always does.)"""
     if name == "any":
         return True
-    if os.path.exists(os.path.join(sysfs, name)):
+    if sysfs != SYS_NET and os.path.exists(os.path.join(sysfs, name)):
         return True
     try:
         import socket
@@ -125,8 +125,59 @@ def _addresses() -> dict[str, list[str]]:
     return res
 
 
+def _kernel_names() -> set[str]:
+    """Interface names of the calling thread's namespace (netlink/ioctl, not sysfs)."""
+    import socket
+    try:
+        return {n for _, n in socket.if_nameindex()}
+    except OSError:
+        return set()
+
+
+def sysfs_is_current(sysfs: str = SYS_NET) -> bool:
+    """Does sysfs describe our namespace? Not after setns() into another one."""
+    kern = _kernel_names()
+    try:
+        return not kern or set(os.listdir(sysfs)) == kern
+    except OSError:
+        return False
+
+
+def _list_via_ip() -> list[Iface]:
+    """`ip -j -d link` view, for namespaces entered with setns (sysfs shows another)."""
+    import json
+    import subprocess
+    try:
+        out = subprocess.run(["ip", "-j", "-d", "link", "show"], capture_output=True,
+                             timeout=5, check=True).stdout
+        links = json.loads(out or b"[]")
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+    addrs = _addresses()
+    res: list[Iface] = []
+    for ln in links:
+        name = ln.get("ifname", "")
+        info = (ln.get("linkinfo") or {}).get("info_kind")
+        kind = ("loopback" if ln.get("link_type") == "loopback" else
+                "bridge" if info == "bridge" else "veth" if info == "veth" else
+                "virtual" if info else "device")
+        res.append(Iface(name=name, index=ln.get("ifindex", 0), kind=kind,
+                         up="UP" in (ln.get("flags") or []), operstate=str(ln.get("operstate", "unknown")).lower(),
+                         mac=ln.get("address"), mtu=ln.get("mtu"), master=ln.get("master"),
+                         docker=(kind == "bridge" and is_docker_bridge(name)),
+                         addresses=addrs.get(name, [])))
+    for i in res:
+        if i.kind == "bridge":
+            i.ports = sorted(j.name for j in res if j.master == i.name)
+    return res
+
+
 def list_ifaces(sysfs: str = SYS_NET, with_addresses: bool = True) -> list[Iface]:
     """Every interface of the current namespace with bridge/veth wiring."""
+    if sysfs == SYS_NET and not sysfs_is_current(sysfs):
+        via_ip = _list_via_ip()
+        if via_ip:
+            return via_ip
     res: list[Iface] = []
     addrs = _addresses() if with_addresses else {}
     for name in interface_names(sysfs):

@@ -716,7 +716,8 @@ class LiveLoop:
         st = self.backend.stats()
         flows = None
         if self.pipeline is not None:
-            flows = (getattr(self.pipeline, "stats", None) or {}).get("flows")
+            st_p = getattr(self.pipeline, "stats", None) or {}
+            flows = st_p.get("flows_tracked", st_p.get("flows"))
         d = {"packets": self._no, "received": st.get("received", 0), "dropped": st.get("dropped", 0),
              "flows": flows, "decided": self.result.events,
              "elapsed": time.monotonic() - self._start}

@@ -1,0 +1,395 @@
+"""`wscap live` and `wscap ifaces`: click commands (registered by wscap.cli).
+
+`live` captures on an interface (or inside a container's network namespace),
+runs every packet through the same streaming `Pipeline` that `wscap analyze`
+runs, prints each handshake and chain verdict as soon as it is decided, and
+optionally writes every captured packet to a pcap/pcapng file (or ring).
+
+Privileges: the capture is opened first (needs root or CAP_NET_RAW +
+CAP_NET_ADMIN; entering a namespace needs CAP_SYS_ADMIN); then, when run via
+sudo (SUDO_UID/SUDO_GID) or with `--user`, wscap becomes that user for good —
+like `tcpdump -Z` — before it opens the `--write` file, so it never writes
+where the invoking user could not.
+
+Exit codes follow docs/json-contract.md: 0 all valid, 1 something broken,
+2 usage/capture errors (interface missing, no permission, bad BPF filter,
+backend missing).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from wscap.capture import docker as dockerapi
+from wscap.capture import ifaces as ifmod
+from wscap.capture import privilege
+from wscap.capture.live import (
+    BACKENDS, CaptureConfig, CaptureError, LiveLoop, NoPermission, NoSuchInterface, open_backend,
+)
+from wscap.capture.writer import PcapWriter
+
+EXIT_OK, EXIT_BROKEN, EXIT_USAGE = 0, 1, 2
+
+
+def _err(msg: str) -> None:
+    click.echo(f"wscap: {msg}", err=True)
+
+
+def build_filter(bpf: str | None, ports: tuple[int, ...]) -> str:
+    """--filter and --port shortcuts → one BPF expression (default: all TCP)."""
+    port_expr = " or ".join(f"port {p}" for p in ports)
+    if bpf and port_expr:
+        return f"({bpf}) and tcp and ({port_expr})"
+    if bpf:
+        return bpf
+    if port_expr:
+        return f"tcp and ({port_expr})"
+    return "tcp"
+
+
+# ---- rendering (fallbacks until wscap.render.table exists) --------------------------------------
+
+def _fallback_handshake_line(h: dict) -> str:
+    req = h.get("request") or {}
+    target = req.get("target") or ""
+    st = h.get("status")
+    anomalies = ", ".join(a.get("code", "?") for a in h.get("anomalies") or [])
+    ts = time.strftime("%H:%M:%S", time.localtime(h.get("first_ts") or 0))
+    return (f"{ts} hs#{h.get('id')} {h.get('client')} -> {h.get('server')} {req.get('method', '')} "
+            f"{target} => {h.get('outcome')}{f' {st}' if st else ''}"
+            f"{f'  [{anomalies}]' if anomalies else ''}").replace("  ", " ", 1)
+
+
+def _fallback_chain_line(c: dict) -> str:
+    v = c.get("verdict") or {}
+    mark = "BROKEN" if v.get("broken") else "ok"
+    hops = "->".join(f"#{x}" for x in c.get("hops") or [])
+    return f"chain#{c.get('id')} [{hops}] {mark} {v.get('cause')}: {v.get('summary', '')}"
+
+
+def _renderers():
+    try:
+        from wscap.render.table import chain_line, handshake_line  # type: ignore
+        return handshake_line, chain_line
+    except ImportError:
+        return _fallback_handshake_line, _fallback_chain_line
+
+
+def _make_pipeline(timeout_s: float, names: dict[str, str]):
+    """The analyze pipeline, or None (capture only) while it does not exist yet."""
+    try:
+        from wscap.pipeline import Options, Pipeline  # type: ignore
+    except ImportError as e:
+        _err(f"analysis core not available ({e}); capturing only")
+        return None
+    kw: dict[str, Any] = {"timeout_s": timeout_s}
+    fields = {f.name for f in dataclasses.fields(Options)}
+    if "names" in fields and names:
+        kw["names"] = tuple(sorted(names.items()))
+    if "live" in fields:
+        kw["live"] = True
+    return Pipeline(Options(**kw))
+
+
+# ---- status line -----------------------------------------------------------------------------
+
+class Status:
+    """A one-line status on stderr, rewritten in place on a terminal."""
+
+    def __init__(self, enabled: bool, tty: bool):
+        self.enabled = enabled
+        self.tty = tty
+        self._shown = False
+        self._last = 0.0
+
+    @staticmethod
+    def text(d: dict) -> str:
+        s = (f"{d['packets']} packets, {d['dropped']} dropped by kernel, "
+             f"{d['flows'] if d.get('flows') is not None else '-'} flows, {d['decided']} decided")
+        if "written" in d:
+            s += f", {d['written']} written" + (" (write stopped: see above)" if d.get("write_error") else "")
+        return s
+
+    def update(self, d: dict) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            sys.stderr.write("\r\x1b[K" + self.text(d))
+            sys.stderr.flush()
+            self._shown = True
+        elif time.monotonic() - self._last >= 5:
+            # Not a terminal (logs, CI): a plain line every few seconds.
+            self._last = time.monotonic()
+            sys.stderr.write("status: " + self.text(d) + "\n")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._shown = False
+
+
+# ---- live ------------------------------------------------------------------------------------
+
+@click.command("live")
+@click.option("--iface", "-i", metavar="IFACE",
+              help="Interface to capture on (default: docker0 when it exists; `any` inside --container/--netns).")
+@click.option("--container", metavar="NAME", help="Capture inside this Docker container's network namespace.")
+@click.option("--netns", metavar="PATH|PID|NAME", help="Capture inside this network namespace.")
+@click.option("--filter", "bpf", metavar="BPF", help="Capture filter (pcap-filter syntax). Default: tcp.")
+@click.option("--port", "-p", "ports", type=int, multiple=True, help="Only TCP traffic on this port (repeatable).")
+@click.option("--duration", type=float, metavar="SECONDS", help="Stop after this long.")
+@click.option("--count", "-c", type=click.IntRange(min=1), metavar="N", help="Stop after N packets.")
+@click.option("--timeout", type=float, default=3.0, show_default=True, metavar="SECONDS",
+              help="How long a leg may wait for its response before its chain is decided.")
+@click.option("--write", "-w", "write_path", metavar="FILE",
+              help="Write every captured packet here (.pcapng → pcapng, else pcap).")
+@click.option("--ring-files", type=click.IntRange(min=1), help="Ring buffer: keep this many files.")
+@click.option("--ring-size", type=float, metavar="MB", help="Ring buffer: start a new file after this many MB.")
+@click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
+              help="Capture backend (auto: tcpdump when installed, else scapy).")
+@click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True,
+              help="json: one JSON object per line (handshakes, chains, then a summary).")
+@click.option("--names", "names_file", type=click.Path(exists=True, dir_okay=False),
+              help="hosts-format file naming IPs (fallback when the Docker API is unreachable).")
+@click.option("--no-docker", is_flag=True, help="Do not ask the Docker Engine API for container names.")
+@click.option("--user", "-Z", "user", metavar="USER",
+              help="Become USER after opening the capture (default under sudo: the invoking user).")
+@click.option("--snaplen", "-s", type=click.IntRange(min=64), default=262144, show_default=True)
+@click.option("--buffer-mb", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Kernel capture buffer size.")
+@click.option("--no-promisc", is_flag=True, help="Do not put the interface into promiscuous mode.")
+@click.option("--status/--no-status", "show_status", default=None,
+              help="Status line on stderr (default: on; rewritten in place on a terminal).")
+def live_command(iface, container, netns, bpf, ports, duration, count, timeout, write_path, ring_files,
+                 ring_size, backend, fmt, names_file, no_docker, user, snaplen, buffer_mb, no_promisc,
+                 show_status):
+    """Capture live and print WebSocket handshakes and chain verdicts as they are decided."""
+    sys.exit(run_live(**locals()))
+
+
+def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duration=None, count=None,
+             timeout=3.0, write_path=None, ring_files=None, ring_size=None, backend="auto", fmt="text",
+             names_file=None, no_docker=False, user=None, snaplen=262144, buffer_mb=32, no_promisc=False,
+             show_status=None) -> int:
+    # -- usage checks -------------------------------------------------------------------
+    if container and netns:
+        _err("--container and --netns are exclusive")
+        return EXIT_USAGE
+    if (ring_files or ring_size) and not write_path:
+        _err("--ring-files/--ring-size need --write FILE")
+        return EXIT_USAGE
+    if bool(ring_files) != bool(ring_size):
+        _err("a ring buffer needs both --ring-files N and --ring-size MB")
+        return EXIT_USAGE
+    expr = build_filter(bpf, tuple(ports))
+
+    # -- names (before entering any namespace: the Docker socket is a host path) ------------
+    names: dict[str, str] = {}
+    if not no_docker:
+        names.update(dockerapi.docker_names())
+    if names_file:
+        try:
+            for ip, n in dockerapi.load_names(names_file).items():
+                names.setdefault(ip, n)
+        except OSError as e:
+            _err(f"--names {names_file}: {e.strerror}")
+            return EXIT_USAGE
+
+    ns_path = None
+    if container:
+        try:
+            ns_path = dockerapi.container_netns(container)
+        except dockerapi.DockerError as e:
+            _err(str(e))
+            return EXIT_USAGE
+    elif netns:
+        ns_path = privilege.netns_path(netns)
+        if not os.path.exists(ns_path):
+            _err(f"--netns {netns}: {ns_path} does not exist")
+            return EXIT_USAGE
+
+    if not iface:
+        iface = "any" if ns_path else ifmod.default_iface()
+        if not iface:
+            _err("no --iface given and docker0 does not exist.\n"
+                 + ifmod.describe_missing("docker0").split("\n", 1)[1])
+            return EXIT_USAGE
+
+    try:
+        target = privilege.drop_target(user)
+    except ValueError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    if write_path:
+        why = privilege.check_writable_as(write_path, target)
+        if why:
+            _err(why)
+            return EXIT_USAGE
+
+    cfg = CaptureConfig(iface=iface, bpf=expr, snaplen=snaplen, promisc=not no_promisc,
+                        buffer_mb=buffer_mb, run_as=target.name if target else None)
+
+    # -- open the capture (privileged part) -----------------------------------------------
+    try:
+        with privilege.in_netns(ns_path):
+            if not ifmod.iface_exists(iface):
+                raise NoSuchInterface(ifmod.describe_missing(iface))
+            if backend != "tcpdump" and not privilege.can_capture():
+                raise NoPermission(privilege.permission_help())
+            be = open_backend(backend, cfg)
+    except CaptureError as e:
+        _err(str(e))
+        return e.exit_code
+    except PermissionError as e:
+        _err(f"entering network namespace {ns_path}: {e.strerror}\n" + privilege.permission_help())
+        return EXIT_USAGE
+    except FileNotFoundError as e:
+        _err(str(e))
+        return EXIT_USAGE
+
+    # -- from here on: unprivileged --------------------------------------------------------
+    try:
+        privilege.drop_privileges(target)
+    except OSError as e:
+        be.close()
+        _err(f"could not become {target.name if target else '?'}: {e}")
+        return EXIT_USAGE
+
+    status = Status(enabled=show_status is not False, tty=sys.stderr.isatty())
+    writer = None
+    if write_path:
+        try:
+            writer = PcapWriter(write_path, be.linktype, snaplen=snaplen,
+                                ring_files=ring_files or 0,
+                                ring_size=int((ring_size or 0) * 1_000_000),
+                                iface_name=iface,
+                                on_error=lambda m: (status.clear(), _err(m)))
+        except OSError as e:
+            be.close()
+            _err(f"--write {write_path}: {e.strerror}")
+            return EXIT_USAGE
+
+    pipeline = _make_pipeline(timeout, names)
+    hs_line, ch_line = _renderers()
+    out = sys.stdout
+    loop: LiveLoop
+
+    def emit(obj: dict | str) -> None:
+        try:
+            out.write((json.dumps(obj, separators=(",", ":")) if isinstance(obj, dict) else obj) + "\n")
+            out.flush()
+        except BrokenPipeError:
+            # `wscap live | head`: stop capturing, still close the file properly.
+            loop.stop("stdout closed")
+
+    def on_event(ev: Any) -> None:
+        status.clear()
+        kind, doc = getattr(ev, "kind", None), getattr(ev, "json", None)
+        if fmt == "json":
+            emit({"type": kind, kind: doc})
+        else:
+            emit(hs_line(doc) if kind == "handshake" else ch_line(doc))
+
+    loop = LiveLoop(be, pipeline=pipeline, writer=writer, on_event=on_event, on_status=status.update,
+                    duration=duration, count=count)
+    caught: list[str] = []
+
+    def on_signal(signum, _frame):
+        name = signal.Signals(signum).name
+        caught.append(name)
+        loop.stop(name)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    if status.enabled:
+        where = f" in {container or netns}" if ns_path else ""
+        _err(f"capturing on {iface}{where} with {be.name} (filter: {expr}); Ctrl-C to stop")
+    try:
+        res = loop.run()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    status.clear()
+
+    doc: dict = pipeline.document() if pipeline is not None else {}
+    live_info = {
+        "iface": iface, "netns": ns_path, "container": container, "backend": be.name, "filter": expr,
+        "packets": res.packets, "received": res.received, "dropped": res.dropped,
+        "ended": res.reason, "interface_gone": res.interface_gone, "elapsed": round(res.elapsed, 3),
+        "write": None,
+    }
+    if writer is not None:
+        live_info["write"] = {"path": write_path, "files": writer.files, "packets": writer.packets,
+                              "bytes": writer.bytes, "error": writer.error, "skipped": writer.skipped}
+    summary = doc.get("summary") or {}
+    if fmt == "json":
+        obj = {"type": "summary"}
+        obj.update({k: v for k, v in doc.items() if k not in ("handshakes", "chains")})
+        obj["live"] = live_info
+        emit(obj)
+    else:
+        parts = [f"{res.packets} packets captured", f"{res.dropped} dropped by kernel"]
+        if summary:
+            parts.append(f"{summary.get('handshakes', 0)} handshakes, {summary.get('chains', 0)} chains, "
+                         f"{summary.get('broken', 0)} broken")
+        _err("; ".join(parts) + f" — ended: {res.reason}")
+        if writer is not None:
+            _err(f"wrote {writer.packets} packets to {', '.join(writer.files)}"
+                 + (f" (writing stopped: {writer.error})" if writer.error else ""))
+    if res.interface_gone:
+        _err(f"capture ended because the interface went away: {res.reason}")
+    broken = summary.get("broken", 0)
+    return EXIT_BROKEN if broken else EXIT_OK
+
+
+# ---- ifaces ----------------------------------------------------------------------------------
+
+@click.command("ifaces")
+@click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
+@click.option("--netns", metavar="PATH|PID|NAME", help="List the interfaces of this network namespace.")
+@click.option("--no-docker", is_flag=True, help="Do not ask the Docker Engine API for network names.")
+def ifaces_command(fmt, netns, no_docker):
+    """List interfaces, bridges and their veths; mark Docker bridges."""
+    bridges = {} if no_docker else dockerapi.bridge_networks()
+    try:
+        with privilege.in_netns(privilege.netns_path(netns) if netns else None):
+            lst = ifmod.list_ifaces()
+    except (OSError, PermissionError) as e:
+        _err(f"--netns {netns}: {e}")
+        sys.exit(EXIT_USAGE)
+    ifmod.enrich_with_docker(lst, bridges)
+    if fmt == "json":
+        click.echo(json.dumps({"interfaces": [i.to_json() for i in lst],
+                               "docker_api": bool(bridges)}, indent=2))
+        return
+    click.echo(format_ifaces(lst))
+
+
+def format_ifaces(lst: list[ifmod.Iface]) -> str:
+    lines = []
+    w = max([len(i.name) for i in lst] + [4])
+    for i in lst:
+        if i.master:  # shown under their bridge
+            continue
+        flags = "up" if i.up else "down"
+        tag = "  [docker]" if i.docker else ""
+        addrs = " ".join(i.addresses)
+        lines.append(f"{i.name:<{w}}  {i.kind:<8} {flags:<4} {addrs}{tag}")
+        if i.network or i.containers:
+            lines.append(f"{'':<{w}}    network: {i.network or '?'}"
+                         + (f"; containers: {', '.join(i.containers)}" if i.containers else ""))
+        for p in i.ports:
+            port = next((x for x in lst if x.name == p), None)
+            lines.append(f"{'':<{w}}    └─ {p} ({port.kind if port else '?'})")
+    bridges = [i.name for i in lst if i.docker]
+    lines.append("")
+    lines.append(("Docker bridges: " + ", ".join(bridges)) if bridges else "no Docker bridge here")
+    return "\n".join(lines)
