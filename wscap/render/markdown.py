@@ -1,0 +1,174 @@
+"""Markdown output of an analysis (``wscap analyze --format markdown``).
+
+A pure function of the JSON document: summary line, chains, handshakes,
+anomalies and captures as GFM tables. Every wire value is escaped with
+:func:`wscap.render.escape.md_cell`; the only Markdown syntax in the output is
+what this module writes itself. Redaction is the caller's step
+(:func:`wscap.render.redact.redact_document`) so this stays pure.
+
+Also holds the small Markdown builders the incident report reuses.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Sequence
+
+from wscap.render import escape
+from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_index, header,
+                                  hop_status, linktype_name)
+
+__all__ = ["render_markdown", "md_table", "code_span", "hops_path", "chain_rows",
+           "handshake_rows", "REDACTED_NOTE"]
+
+REDACTED_NOTE = ("Secrets are redacted: each is shown as `[redacted sha256:xxxxxxxx]` "
+                 "(the same value gives the same hash on every hop). Use `--no-redact` to show them.")
+
+
+def md_table(header_cells: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GFM table from cells that are *already* Markdown-escaped."""
+    head = "| " + " | ".join(header_cells) + " |"
+    sep = "|" + "|".join("---" for _ in header_cells) + "|"
+    body = ["| " + " | ".join(c if c != "" else " " for c in row) + " |" for row in rows]
+    return "\n".join([head, sep, *body])
+
+
+def code_span(s: str) -> str:
+    """An inline code span for text *we* generate (filters, ids): no pipes expected.
+
+    Wire values never go in code spans: a backslash before a ``|`` inside a
+    code span in a table is read differently by GitHub and markdown-it.
+    """
+    t = escape.visible(s).replace("|", "\\|")
+    longest = max((len(r) for r in re.findall(r"`+", t)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if t.startswith("`") or t.endswith("`") else ""
+    return f"{fence}{pad}{t}{pad}{fence}"
+
+
+def _c(s: Any) -> str:
+    return escape.md_cell("" if s is None else s)
+
+
+def _who(doc: dict[str, Any], addr: str) -> str:
+    name, _ = endpoint_label(doc, addr)
+    return f"{name} {addr}" if name else str(addr)
+
+
+def hops_path(doc: dict[str, Any], chain: dict[str, Any]) -> str:
+    """``client → proxy (403) → backend (403)`` as plain (unescaped) text."""
+    by_id = handshake_index(doc)
+    hops = [by_id.get(h) or {} for h in chain.get("hops") or []]
+    if not hops:
+        return ""
+    parts = [_who(doc, str(hops[0].get("client") or "?"))]
+    for hs in hops:
+        parts.append(f"{_who(doc, str(hs.get('server') or '?'))} ({hop_status(hs)})")
+    return " \u2192 ".join(parts)
+
+
+def _verdict_label(v: dict[str, Any]) -> str:
+    cause = v.get("cause") or "ok"
+    if v.get("broken"):
+        return f"\u2716 {cause}" + (" (benign)" if v.get("benign") else "")
+    return f"\u2714 {cause}"
+
+
+def chain_rows(doc: dict[str, Any], chains: Iterable[dict[str, Any]]) -> list[list[str]]:
+    """Plain (unescaped) rows: chain, verdict, failing hop, request, path, summary."""
+    by_id = handshake_index(doc)
+    rows = []
+    for ch in chains:
+        v = ch.get("verdict") or {}
+        hops = ch.get("hops") or []
+        first = by_id.get(hops[0]) if hops else None
+        req = (first or {}).get("request") or {}
+        fail = v.get("hop")
+        fail_txt = ""
+        if v.get("broken") and isinstance(fail, int) and 0 <= fail < len(hops):
+            fh = by_id.get(hops[fail]) or {}
+            fail_txt = f"{fail}: {fh.get('client', '?')} \u2192 {_who(doc, str(fh.get('server', '?')))}"
+        rows.append([str(ch.get("id")), _verdict_label(v), fail_txt,
+                     f"{req.get('method', '')} {req.get('target', '')}".strip(),
+                     hops_path(doc, ch), str(v.get("summary") or "")])
+    return rows
+
+
+def handshake_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """Plain rows: id, chain/hop, client, server, request, host, origin, status, outcome, anomalies, frames, time."""
+    where = chain_of(doc)
+    rows = []
+    for hs in doc.get("handshakes") or []:
+        req = hs.get("request") or {}
+        ch = where.get(hs.get("id"))
+        anomalies = ", ".join(f"{a.get('severity', '?')}:{a.get('code', '?')}" for a in hs.get("anomalies") or [])
+        rows.append([
+            str(hs.get("id")),
+            f"{ch[0].get('id')}/{ch[1]}" if ch else "",
+            _who(doc, str(hs.get("client", ""))),
+            _who(doc, str(hs.get("server", ""))),
+            f"{req.get('method', '')} {req.get('target', '')}".strip(),
+            header(req, "host") or "",
+            header(req, "origin") or "",
+            str(hs.get("status")) if hs.get("status") is not None else "",
+            str(hs.get("outcome") or ""),
+            anomalies,
+            f"{hs.get('first_frame')}\u2013{hs.get('last_frame')}",
+            fmt_ts(hs.get("first_ts")),
+        ])
+    return rows
+
+
+def plural(n: Any, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _summary_line(doc: dict[str, Any]) -> str:
+    s = doc.get("summary") or {}
+    causes = ", ".join(f"{k}: {v}" for k, v in sorted((s.get("by_cause") or {}).items()) if k != "ok")
+    text = (f"{plural(s.get('handshakes', 0), 'handshake')} ({s.get('websocket', 0)} WebSocket), "
+            f"{plural(s.get('chains', 0), 'chain')}, {s.get('broken', 0)} broken")
+    return text + (f" ({causes})." if causes else ".")
+
+
+def capture_rows(doc: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for i, src in enumerate(doc.get("source") or []):
+        rows.append([str(i), str(src.get("path", "")), str(src.get("format", "")),
+                     str(src.get("packets", "")), str(src.get("bytes", "")),
+                     fmt_ts(src.get("first_ts")), fmt_ts(src.get("last_ts")),
+                     ", ".join(linktype_name(x) for x in src.get("linktypes") or []),
+                     "yes" if src.get("complete", True) else "NO",
+                     "; ".join(str(e) for e in src.get("errors") or [])])
+    return rows
+
+
+CAPTURE_HEADER = ["#", "File", "Format", "Packets", "Bytes", "First packet", "Last packet",
+                  "Link types", "Complete", "Errors"]
+CHAIN_HEADER = ["Chain", "Verdict", "Failing hop", "Request", "Path (status per hop)", "Summary"]
+HANDSHAKE_HEADER = ["#", "Chain/hop", "Client", "Server", "Request", "Host", "Origin", "Status",
+                    "Outcome", "Anomalies", "Frames", "First seen"]
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """The whole analysis as GitHub-flavoured Markdown."""
+    out = ["# wscap: WebSocket handshakes", "", _c(_summary_line(doc))]
+    if doc.get("redacted"):
+        out += ["", "_" + REDACTED_NOTE.replace("_", "\\_") + "_"]
+    chains = [c for c in doc.get("chains") or [] if isinstance(c, dict)]
+    if chains:
+        out += ["", "## Chains", "",
+                md_table(CHAIN_HEADER, [[_c(x) for x in r] for r in chain_rows(doc, chains)])]
+    out += ["", "## Handshakes", ""]
+    hrows = handshake_rows(doc)
+    out.append(md_table(HANDSHAKE_HEADER, [[_c(x) for x in r] for r in hrows]) if hrows
+               else "No handshakes found.")
+    arows = []
+    for hs in doc.get("handshakes") or []:
+        for a in hs.get("anomalies") or []:
+            arows.append([_c(hs.get("id")), _c(a.get("severity")), _c(a.get("code")),
+                          _c(a.get("frame")), _c(a.get("message"))])
+    if arows:
+        out += ["", "## Anomalies", "", md_table(["Handshake", "Severity", "Code", "Frame", "Message"], arows)]
+    out += ["", "## Captures", "",
+            md_table(CAPTURE_HEADER, [[_c(x) for x in r] for r in capture_rows(doc)])]
+    return "\n".join(out) + "\n"
