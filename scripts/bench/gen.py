@@ -47,10 +47,10 @@ GENERATOR_VERSION = 1
 PRESETS = {
     # packets: target record count (the real count lands within a few % of it)
     # chains: WebSocket chains; duration: capture length in seconds
-    "tiny": {"packets": 3_000, "chains": 40, "duration": 60},
-    "small": {"packets": 20_000, "chains": 150, "duration": 120},
-    "medium": {"packets": 1_000_000, "chains": 3_000, "duration": 900},
-    "large": {"packets": 5_000_000, "chains": 12_000, "duration": 3_600},
+    "tiny": {"packets": 3_000, "chains": 40, "duration": 20},
+    "small": {"packets": 20_000, "chains": 150, "duration": 60},
+    "medium": {"packets": 1_000_000, "chains": 3_000, "duration": 600},
+    "large": {"packets": 5_000_000, "chains": 12_000, "duration": 1_800},
 }
 
 CAUSES = ("ok", "origin-rejected", "upstream-refused", "proxy-rejected",
@@ -701,11 +701,13 @@ class Gen:
         elif cause == "bad-accept":
             variant = rng.choice(["accept-without-guid", "accept-of-other-key", "accept-garbled"])
         elif cause == "upgrade-header-stripped":
-            variant = rng.choice(["stripped-426", "stripped-400"])
+            # the proxy drops the Upgrade header; sometimes Connection too ("close")
+            variant = rng.choice(["stripped-426", "stripped-400", "stripped-upgrade-only-426"])
         elif cause == "timeout":
             variant = "upstream-silent" if len(legs) > 1 else "server-silent"
-            if len(legs) > 1 and rng.random() < 0.25:
-                variant = "upstream-syn-unanswered"
+            # "upstream-syn-unanswered" (the proxy's SYN never answered) exists but is not
+            # drawn: the cause list has no code for it (wscap calls it
+            # upstream-unreachable) and a proxy that never answers its client is unrealistic.
         elif cause == "ok":
             variant = rng.choice(["close", "close", "open-pings", "stream"])
         # which legs exist on the wire
@@ -715,23 +717,18 @@ class Gen:
         if cause != "ok":
             hop = 0 if len(legs) == 1 else 1
         path = [legs[0]["cip"]] + [f"{lg['sip']}:{lg['sport']}" for lg in legs]
-        n_upg_req = 0
-        n_101 = 0
+        upg_legs = []
         for i, lg in enumerate(legs):
             upstream = i > 0
-            if cause == "upstream-refused" and upstream:
-                continue
-            if cause == "timeout" and upstream and variant == "upstream-syn-unanswered":
-                continue
-            if cause == "upgrade-header-stripped" and upstream:
-                continue
-            n_upg_req += 1
-            if cause in ("ok", "bad-accept"):
-                n_101 += 1
+            upg = not (upstream and (cause in ("upstream-refused", "upgrade-header-stripped")
+                                     or variant == "upstream-syn-unanswered"))
+            upg_legs.append(upg)
+        n_upg_req = sum(upg_legs)
+        n_101 = n_upg_req if cause in ("ok", "bad-accept") else 0
         truth = {
             "id": len(self.truth) + 1,
-            "legs": [{"client": f"{lg['cip']}:{lg['cport']}", "server": f"{lg['sip']}:{lg['sport']}"}
-                     for lg in legs],
+            "legs": [{"client": f"{lg['cip']}:{lg['cport']}", "server": f"{lg['sip']}:{lg['sport']}",
+                      "upgrade_request": upg} for lg, upg in zip(legs, upg_legs)],
             "path": path,
             "names": [NAMES.get(legs[0]["cip"], "?")] + [NAMES.get(lg["sip"], "?") for lg in legs],
             "topology": topo,
@@ -747,9 +744,9 @@ class Gen:
                              "/socket.io/?EIO=4&transport=websocket", "/ws?token=%x" % rng.getrandbits(48)])
         truth["target"] = target
         self.truth.append(truth)
-        return self._chain(legs, cause, variant, key, origin, target, truth)
+        return self._chain(legs, cause, variant, key, origin, target, truth, len(legs_spec) == 1)
 
-    def _chain(self, legs, cause, variant, key, origin, target, truth):
+    def _chain(self, legs, cause, variant, key, origin, target, truth, direct):
         rng = self.rng
         ua = CHROME_UA if rng.random() < 0.8 else FIREFOX_UA
         l0 = legs[0]
@@ -782,7 +779,7 @@ class Gen:
                    ("Sec-WebSocket-Extensions", "permessage-deflate"), ("Date", http_date(self.now)),
                    ("Server", srv)]
 
-        if len(legs) == 1:
+        if direct:
             # direct connection to an odd-port WebSocket server
             if cause == "timeout":
                 return
@@ -840,7 +837,7 @@ class Gen:
             if cause == "upgrade-header-stripped":
                 if lname == "upgrade":
                     continue
-                if lname == "connection":
+                if lname == "connection" and "upgrade-only" not in variant:
                     value = "close"
             up_headers.append((lname, value))
         up_headers += [("x-forwarded-for", l0["cip"]), ("x-forwarded-port", str(l0["sport"])),
@@ -857,7 +854,7 @@ class Gen:
                 status = "403 Forbidden"
                 body = f"Failed to open a WebSocket connection: invalid Origin header: {sent_origin}.\n".encode()
                 extra = []
-            elif variant == "stripped-426":
+            elif variant.endswith("-426"):
                 status = "426 Upgrade Required"
                 body = b"Failed to open a WebSocket connection: missing Upgrade header.\n"
                 extra = [("Upgrade", "websocket")]

@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Benchmark the live-capture backends (tcpdump pipe vs scapy/AF_PACKET) on a veth bridge.
+
+Root only. Builds the namespace lab of tests/netns.py (a br-<12 hex> bridge in
+its own namespace, client/backend namespaces on veth pairs, 10.213.N.x
+addresses that exist only there), then for each backend and workload captures
+on the bridge while a generator loads it, and reports:
+
+* captured packets/s and the kernel's drop count (from the backend's own
+  statistics: tcpdump's "dropped by kernel", PACKET_STATISTICS tp_drops);
+* delivery delay: kernel timestamp of a packet → the moment the live loop has
+  it (p50/p99/max), i.e. what the backend adds before analysis;
+* with the analysis pipeline (when wscap.pipeline is importable, `--pipeline`):
+  the same numbers with every frame fed to Pipeline, and the handshake delay:
+  response packet on the wire → its Decided event (≈ its line on screen).
+
+Workloads (each bounded in time, traffic only inside the lab):
+  bulk    one TCP stream, 64 KiB writes (large GSO segments on veth)
+  small   4 TCP streams, 200-byte writes with TCP_NODELAY (message-sized packets)
+  storm   4 workers opening/closing connections as fast as they can
+  ws      WebSocket handshakes + echo messages through the real lab proxy
+
+    sudo PYTHONPATH=. python3 scripts/bench/live_backends.py --seconds 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from netns import Lab, wait_port  # noqa: E402
+
+from wscap.capture.live import CaptureConfig, LiveLoop, open_backend  # noqa: E402
+from wscap.capture.privilege import in_netns  # noqa: E402
+
+NETNS_PY = os.path.join(ROOT, "tests", "netns.py")
+
+SINK = r"""
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", int(sys.argv[1]))); ls.listen(4096); ls.setblocking(False)
+sel.register(ls, selectors.EVENT_READ)
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        s = key.fileobj
+        if s is ls:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                continue
+            c.setblocking(False); sel.register(c, selectors.EVENT_READ)
+        else:
+            try:
+                d = s.recv(1 << 20)
+            except OSError:
+                d = b""
+            if not d:
+                sel.unregister(s); s.close()
+"""
+
+GEN = r"""
+import socket, sys, time, os
+mode, host, port, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+end = time.monotonic() + secs
+n = 0
+if mode == "bulk":
+    s = socket.create_connection((host, port)); buf = b"x" * 65536
+    while time.monotonic() < end:
+        s.sendall(buf); n += 1
+    s.close()
+elif mode == "small":
+    s = socket.create_connection((host, port)); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = b"m" * 200
+    while time.monotonic() < end:
+        s.send(buf); n += 1
+    s.close()
+elif mode == "storm":
+    while time.monotonic() < end:
+        try:
+            s = socket.create_connection((host, port), timeout=2)
+            s.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"); s.close(); n += 1
+        except OSError:
+            pass
+print(n)
+"""
+
+WS = r"""
+import sys, time
+from websockets.sync.client import connect
+url, secs, msgs = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+end = time.monotonic() + secs; n = 0
+while time.monotonic() < end:
+    with connect(url, open_timeout=5) as ws:
+        for i in range(msgs):
+            ws.send("hello %d" % i); ws.recv(timeout=5)
+    n += 1
+    time.sleep(float(sys.argv[4]) if len(sys.argv) > 4 else 0)
+print(n)
+"""
+
+
+def pct(vals: list[float], p: float) -> float:
+    if not vals:
+        return float("nan")
+    vals = sorted(vals)
+    return vals[min(len(vals) - 1, int(p / 100 * len(vals)))]
+
+
+def run_one(lab: Lab, backend: str, workload: str, seconds: float, with_pipeline: bool,
+            procs_per: int = 4) -> dict:
+    cfg = CaptureConfig(iface=lab.bridge, bpf="tcp", buffer_mb=32)
+    with in_netns(lab.netns_path()):
+        be = open_backend(backend, cfg)
+    delays: list[float] = []
+    sample = [0]
+
+    def on_frame(f) -> None:
+        # Sample 1 in 16 to keep the measurement itself cheap.
+        sample[0] += 1
+        if sample[0] & 15 == 0:
+            delays.append((time.time_ns() - f.ts_ns) / 1e6)
+
+    pipeline = None
+    hs_delays: list[float] = []
+    if with_pipeline:
+        from wscap.pipeline import Options, Pipeline  # type: ignore
+        pipeline = Pipeline(Options(timeout_s=1.0))
+
+    def on_event(ev) -> None:
+        if ev.kind == "handshake" and (ev.json.get("response") or {}).get("ts"):
+            hs_delays.append((time.time() - ev.json["response"]["ts"]) * 1000)
+
+    loop = LiveLoop(be, pipeline=pipeline, on_frame=on_frame, on_event=on_event)
+    t = threading.Thread(target=loop.run, daemon=True)
+    t.start()
+    time.sleep(0.3)
+    backend_ip, proxy_ip = lab.ip("backend"), lab.ip("proxy")
+    gens = []
+    t0 = time.monotonic()
+    if workload == "bulk":
+        gens.append(lab.spawn("client", sys.executable, "-c", GEN, "bulk", backend_ip, "5001", str(seconds)))
+    elif workload in ("small", "storm"):
+        for _ in range(procs_per):
+            gens.append(lab.spawn("client", sys.executable, "-c", GEN, workload, backend_ip, "5001",
+                                  str(seconds)))
+    elif workload == "ws":
+        for _ in range(2):
+            gens.append(lab.spawn("client", sys.executable, "-c", WS, f"ws://{proxy_ip}:8000/ws",
+                                  str(seconds), "20"))
+    elif workload == "latency":
+        # Low-rate handshakes: what a person watching the screen sees.
+        gens.append(lab.spawn("client", sys.executable, "-c", WS, f"ws://{proxy_ip}:8000/ws",
+                              str(seconds), "1", "0.1"))
+    done = 0
+    for g in gens:
+        out, _ = g.communicate(timeout=seconds + 30)
+        try:
+            done += int(out.strip() or 0)
+        except ValueError:
+            pass
+        lab.procs.remove(g)
+    gen_time = time.monotonic() - t0
+    time.sleep(0.5)
+    loop.stop("bench done")
+    t.join(timeout=60)
+    r = loop.result
+    return {
+        "backend": backend, "workload": workload, "pipeline": with_pipeline,
+        "seconds": round(gen_time, 2), "ops": done,
+        "packets": r.packets, "pps": round(r.packets / gen_time) if gen_time else 0,
+        "kernel_received": r.received, "kernel_dropped": r.dropped,
+        "delay_ms_p50": round(pct(delays, 50), 3), "delay_ms_p99": round(pct(delays, 99), 3),
+        "delay_ms_max": round(max(delays), 3) if delays else None,
+        "handshakes": len(hs_delays),
+        "hs_delay_ms_p50": round(pct(hs_delays, 50), 2) if hs_delays else None,
+        "hs_delay_ms_p99": round(pct(hs_delays, 99), 2) if hs_delays else None,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", default="tcpdump,scapy")
+    ap.add_argument("--workloads", default="bulk,small,storm,ws,latency")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--pipeline", choices=("auto", "yes", "no", "both"), default="auto",
+                    help="feed frames to wscap.pipeline.Pipeline (auto: when importable)")
+    ap.add_argument("--json", metavar="FILE", help="also write the results here")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        print("live_backends: needs root (network namespaces, packet capture)", file=sys.stderr)
+        return 2
+    have_pipe = True
+    try:
+        from wscap.pipeline import Pipeline  # type: ignore  # noqa: F401
+    except ImportError:
+        have_pipe = False
+    modes = {"auto": [have_pipe], "yes": [True], "no": [False], "both": [False, True]}[a.pipeline]
+    results = []
+    with Lab() as lab:
+        lab.spawn("backend", sys.executable, "-c", SINK, "5001")
+        lab.spawn("backend", sys.executable, NETNS_PY, "backend", "8080")
+        lab.spawn("proxy", sys.executable, NETNS_PY, "proxy", "8000", f"/={lab.ip('backend')}:8080")
+        for h, p in (("backend", 5001), ("backend", 8080), ("proxy", 8000)):
+            wait_port(lab, h, p)
+        for wl in a.workloads.split(","):
+            for be in a.backends.split(","):
+                for mode in modes:
+                    res = run_one(lab, be, wl, a.seconds, mode)
+                    results.append(res)
+                    print(json.dumps(res), flush=True)
+    cols = ["backend", "workload", "pipeline", "pps", "packets", "kernel_dropped", "delay_ms_p50",
+            "delay_ms_p99", "delay_ms_max", "hs_delay_ms_p50", "hs_delay_ms_p99"]
+    print()
+    print(" | ".join(cols))
+    for r in results:
+        print(" | ".join(str(r[c]) for c in cols))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"results": results, "cpus": os.cpu_count(), "when": time.time()}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
