@@ -245,6 +245,15 @@ class TcpdumpBackend:
         self._err = self.proc.stderr.fileno()
         _set_nonblock(self._out)
         _set_nonblock(self._err)
+        try:
+            # A bigger pipe (64 KiB by default) lets tcpdump run ahead in bursts
+            # instead of stalling on us while its ring fills up.
+            fcntl.fcntl(self._out, 1031, 4 << 20)  # F_SETPIPE_SZ
+        except OSError:
+            try:
+                fcntl.fcntl(self._out, 1031, 1 << 20)
+            except OSError:
+                pass
         self._wait_started(start_timeout)
 
     # tcpdump writes the pcap header once the capture is open and the filter set;
@@ -702,7 +711,9 @@ class LiveLoop:
                 self.stop(f"--count {self.count} reached")
                 return
             self._no += 1
-            f = f._replace(no=self._no, source=src)
+            # µs timestamps, as tcpdump and the pcap we write have: the live verdicts
+            # then match a re-analysis of the written file to the last digit.
+            f = f._replace(no=self._no, source=src, ts_ns=f.ts_ns - f.ts_ns % 1000)
             if writer is not None:
                 writer.write(f)
             if on_frame is not None:

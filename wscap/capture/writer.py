@@ -11,8 +11,8 @@ the file is readable up to its last complete record.
   fails (ENOSPC, EDQUOT, EFBIG, EIO) the file is truncated back to it (which
   needs no space), writing stops, `error` says why, and capture/analysis carry
   on without the file.
-* Format follows the extension: .pcapng/.ntar → pcapng (ns timestamps), else
-  classic pcap with microsecond timestamps (the most widely readable).
+* Format follows the extension: .pcapng/.ntar → pcapng, else classic pcap;
+  both with microsecond timestamps (the most widely readable).
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def pcapng_idb(linktype: int, snaplen: int, name: str | None) -> bytes:
     opts = b""
     if name:
         opts += _opt(2, name.encode())
-    opts += _opt(9, bytes([9]))  # if_tsresol = 10^-9: keep the kernel's ns timestamps
+    # No if_tsresol: the default (µs) is what every reader handles exactly, and live
+    # frames carry µs timestamps anyway (see LiveLoop) so nothing is lost.
     opts += _opt(0, b"")
     body = struct.pack("<HHI", linktype, 0, snaplen) + opts
     ln = 12 + len(body)
@@ -70,7 +71,7 @@ def pcapng_idb(linktype: int, snaplen: int, name: str | None) -> bytes:
 
 
 def pcapng_epb(f: RawFrame, iface_id: int = 0) -> bytes:
-    ts = f.ts_ns
+    ts = f.ts_ns // 1000
     data = _pad4(f.data)
     ln = 32 + len(data)
     return (struct.pack("<IIIIIII", 6, ln, iface_id, ts >> 32, ts & 0xFFFFFFFF, len(f.data), f.wirelen)

@@ -1,0 +1,30 @@
+"""Offline entry point: capture files -> the JSON document, through the one pipeline."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from .capture.files import ReadResult, read_frames
+from .pipeline import Options, Pipeline
+
+
+def analyze_paths(paths: Iterable[str], options: Options | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> dict:
+    """Analyse capture files in order, as one timeline per file, into one document.
+
+    Files are independent captures (frame numbers restart per file), so each is
+    fed through the same pipeline with its own `source` index.
+    """
+    pipe = Pipeline(options)
+    results: list[ReadResult] = []
+    for i, path in enumerate(paths):
+        res = ReadResult(path=path)
+        results.append(res)
+        n = 0
+        for frame in read_frames(path, res, source=i):
+            pipe.feed(frame._replace(source=i) if frame.source != i else frame)
+            n += 1
+            if progress is not None and not n & 0xFFFF:
+                progress(i, n)
+    pipe.finish()
+    pipe.sources = [r.to_json() for r in results]
+    return pipe.document()

@@ -1,0 +1,133 @@
+"""Link handshakes that are legs of one client handshake across proxies.
+
+A request received by endpoint P is linked to the request P sends upstream:
+ 1. by key — the upstream request carries the same Sec-WebSocket-Key (node
+    http-proxy, nginx, Envoy and Traefik pass it through), leaves from P's
+    address, and starts shortly after;
+ 2. inferred — when a proxy regenerates the key: same source address, a related
+    path, nearest in time, one-to-one;
+ 3. missing hop — P received an upgrade and, shortly after, a connection
+    attempt from P never carried a request (refused, unanswered, closed).
+Pure function of the document's handshake dicts, so `analyze`, `live` and tests
+all link the same way. Many concurrent handshakes on one path are never
+cross-linked: keys are unique per client handshake (RFC 6455 §4.1), and the
+inferred matching is one-to-one in time order.
+"""
+from __future__ import annotations
+
+from .diff import diff_boundary
+from .verdict import decide
+
+LINK_WINDOW_S = 10.0     # an upstream leg starts within this long after the downstream request
+
+
+def _ip(ep: str) -> str:
+    return ep.rpartition(":")[0].strip("[]")
+
+
+def _key(h: dict) -> str | None:
+    req = h.get("request")
+    if not req:
+        return None
+    for n, v in req["headers"]:
+        if n.lower() == "sec-websocket-key":
+            return v.strip()
+    return None
+
+
+def _path(h: dict) -> str:
+    return h["request"]["target"].split("?", 1)[0]
+
+
+def _related(down: str, up: str) -> bool:
+    """Could `up` be `down` after a proxy's path rewrite? (same path, or a shared last segment)"""
+    if down == up:
+        return True
+    d = down.rstrip("/").rsplit("/", 1)[-1]
+    u = up.rstrip("/").rsplit("/", 1)[-1]
+    return bool(d) and d == u or up.endswith(down) or down.endswith(up)
+
+
+def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float = 3.0
+                 ) -> tuple[list[dict], list[dict]]:
+    """-> (chains, attempts that became hops). Chain hops hold handshake dicts until ids are final."""
+    reqs = [h for h in handshakes if h.get("request")]
+    window = max(LINK_WINDOW_S, timeout_s)
+    up_of: dict[int, dict] = {}        # id(down) -> upstream leg
+    down_of: dict[int, dict] = {}      # id(up) -> downstream leg
+    link_by: dict[int, str] = {}
+    by_key: dict[str, list[dict]] = {}
+    for h in reqs:
+        k = _key(h)
+        if k:
+            by_key.setdefault(k, []).append(h)
+
+    def req_ts(h: dict) -> float:
+        return h["request"]["ts"] if h.get("request") else h["first_ts"]
+
+    def candidate(down: dict, up: dict) -> bool:
+        if up is down or id(up) in down_of or up["source"] != down["source"] and False:
+            return False
+        dt = req_ts(up) - req_ts(down)
+        return -0.001 <= dt <= window and up["first_ts"] >= down["first_ts"] - 0.001
+
+    ordered = sorted(reqs, key=req_ts)
+    # 1. same key, leaving from the address that received the request (or any address: multi-homed proxies)
+    for down in ordered:
+        k = _key(down)
+        if not k:
+            continue
+        p = _ip(down["server"])
+        cands = [u for u in by_key.get(k, []) if candidate(down, u)]
+        if not cands:
+            continue
+        cands.sort(key=lambda u: (_ip(u["client"]) != p, req_ts(u) - req_ts(down)))
+        up = cands[0]
+        up_of[id(down)], down_of[id(up)], link_by[id(up)] = up, down, "key"
+    # 2. inferred: a request leaving P with a related path, nearest in time, one-to-one
+    for down in ordered:
+        if id(down) in up_of:
+            continue
+        p = _ip(down["server"])
+        cands = [u for u in ordered if id(u) not in down_of and u is not down and _ip(u["client"]) == p
+                 and candidate(down, u) and _related(_path(down), _path(u))
+                 and not (_key(u) and _key(u) in {_key(x) for x in by_key.get(_key(u) or "", []) if x is not u})]
+        if not cands:
+            continue
+        up = min(cands, key=lambda u: req_ts(u) - req_ts(down))
+        up_of[id(down)], down_of[id(up)], link_by[id(up)] = up, down, "inferred"
+    # 3. missing hop: P received an upgrade, then a connection attempt from P carried no request
+    used_attempts: list[dict] = []
+    taken: set[int] = set()
+    for down in ordered:
+        if id(down) in up_of or down.get("outcome") == "upgraded" and not _is_proxy_side(down, reqs):
+            continue
+        p = _ip(down["server"])
+        cands = [a for a in attempts if id(a) not in taken and _ip(a["client"]) == p
+                 and -0.001 <= a["first_ts"] - req_ts(down) <= window
+                 and (down.get("response") is None or a["first_ts"] <= down["response"]["ts"] + 0.001)]
+        if not cands:
+            continue
+        a = min(cands, key=lambda x: x["first_ts"])
+        taken.add(id(a))
+        used_attempts.append(a)
+        up_of[id(down)], down_of[id(a)], link_by[id(a)] = a, down, "attempt"
+    proxies = {_ip(h["client"]) for h in reqs + used_attempts if id(h) in down_of}
+    chains = []
+    heads = [h for h in reqs if id(h) not in down_of]
+    for n, head in enumerate(sorted(heads, key=lambda h: (h["source"], h["first_frame"])), start=1):
+        hops = [head]
+        while id(hops[-1]) in up_of and len(hops) < 16:
+            hops.append(up_of[id(hops[-1])])
+        links = [{"from": hops[i], "to": hops[i + 1], "by": link_by[id(hops[i + 1])],
+                  "delay": round(req_ts(hops[i + 1]) - req_ts(hops[i]), 6)} for i in range(len(hops) - 1)]
+        diffs = []
+        for i in range(len(hops) - 1):
+            diffs += diff_boundary(i, hops[i], hops[i + 1])
+        verdict = decide(hops, diffs, links, proxies)
+        chains.append({"id": n, "hops": hops, "links": links, "diffs": diffs, "verdict": verdict})
+    return chains, used_attempts
+
+
+def _is_proxy_side(h: dict, reqs: list[dict]) -> bool:
+    return False

@@ -1,0 +1,498 @@
+"""One TCP connection's story: reassembled bytes -> HTTP heads -> handshakes -> frames.
+
+A `Connection` receives ordered stream bytes from its two `HalfStream`s (it is
+their `StreamSink`) and runs a small per-direction state machine:
+
+    client: HEAD -> (plain request) BODY -> HEAD ... -> (upgrade request) WAIT -> FRAMES | HEAD
+    server: HEAD -> BODY -> HEAD ... -> (101) FRAMES | (other) BODY -> HEAD
+
+A connection whose first client bytes are not an HTTP request line is marked
+IGNORE at once, so the pipeline can forget it (the fast path). Bytes after an
+upgrade request are held (bounded) until the response says whether they are
+WebSocket frames or another HTTP request — never parsed as HTTP blindly
+(OISF/libhtp#141 is that bug).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import handshake as hs
+from . import opinions
+from .anomaly import Anomaly, make
+from .http1 import HttpHead, find_head_end, looks_like_request, looks_like_response, parse_head
+from .limits import Limits
+from .tcp import HalfStream
+from .wsframe import FrameScanner
+
+C2S, S2C = 0, 1
+HEAD, BODY, WAIT, FRAMES, IGNORE = "head", "body", "wait", "frames", "ignore"
+
+
+def fmt_endpoint(ip: bytes, port: int) -> str:
+    if len(ip) == 4:
+        return f"{ip[0]}.{ip[1]}.{ip[2]}.{ip[3]}:{port}"
+    import ipaddress
+    return f"[{ipaddress.IPv6Address(ip)}]:{port}"
+
+
+def fmt_ip(ip: bytes) -> str:
+    if len(ip) == 4:
+        return f"{ip[0]}.{ip[1]}.{ip[2]}.{ip[3]}"
+    import ipaddress
+    return str(ipaddress.IPv6Address(ip))
+
+
+@dataclass(slots=True)
+class TcpEnd:
+    kind: str          # "fin" | "rst"
+    by: str            # "client" | "server"
+    frame: int
+    ts_ns: int
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "by": self.by, "frame": self.frame, "ts": round(self.ts_ns / 1e9, 6)}
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One upgrade attempt on a connection; becomes a Handshake in the output."""
+
+    conn: "Connection"
+    request: HttpHead | None
+    response: HttpHead | None = None
+    anomalies: list[Anomaly] = field(default_factory=list)
+    client_frames: FrameScanner | None = None
+    server_frames: FrameScanner | None = None
+    id: int | None = None
+    emitted: bool = False
+    early_data: int = 0                # bytes that came with the 101 head in the same segment
+    early_frame: int | None = None
+    request_done_ts: int | None = None
+
+    @property
+    def websocket(self) -> bool:
+        return self.request is not None and hs.is_websocket_request(self.request)
+
+    @property
+    def ts_ns(self) -> int:
+        return self.request.ts_ns if self.request is not None else self.conn.first_ts
+
+    def outcome(self) -> str:
+        c = self.conn
+        if self.request is None:
+            if c.synack_frame is None:
+                return "refused" if c.end is not None and c.end.kind == "rst" and c.end.by == "server" else "unanswered"
+            return "reset" if c.end is not None and c.end.kind == "rst" else "closed"
+        if self.response is not None and self.response.status is not None:
+            return "upgraded" if self.response.status == 101 else "rejected"
+        if c.end is not None:
+            return "reset" if c.end.kind == "rst" else "closed"
+        return "no-response"
+
+    def decided(self, now_ns: int | None, timeout_ns: int) -> bool:
+        if self.response is not None or self.conn.end is not None:
+            return True
+        return now_ns is not None and now_ns - self.ts_ns >= timeout_ns
+
+    def all_anomalies(self) -> list[Anomaly]:
+        out = list(self.conn.anomalies)
+        if self.request is not None:
+            out += self.request.anomalies
+        if self.response is not None:
+            out += self.response.anomalies
+        out += self.anomalies
+        for sc in (self.client_frames, self.server_frames):
+            if sc is not None:
+                out += sc.anomalies
+        if self.request is not None:
+            out += list(hs.check_request(self.request)) if self.websocket else [
+                make("not-websocket-upgrade", "Upgrade: " + ", ".join(self.request.tokens(b"upgrade")) or "none",
+                     self.request.frame)]
+            if self.response is not None and self.response.status is not None:
+                out += list(hs.check_response(self.request, self.response))
+            out += self._opinion_anomalies()
+        return out
+
+    def parsers(self) -> dict:
+        req = self.request
+        resp = self.response
+        return {
+            "llhttp": {"request": opinions.llhttp_request(req.raw).to_json() if req else None,
+                       "response": opinions.llhttp_response(resp.raw).to_json() if resp else None},
+            "h11": {"request": opinions.h11_request(req.raw).to_json() if req else None,
+                    "response": opinions.h11_response(resp.raw).to_json() if resp else None},
+        }
+
+    def _opinion_anomalies(self) -> list[Anomaly]:
+        out = []
+        for head, ll, strict in ((self.request, opinions.llhttp_request, opinions.h11_request),
+                                 (self.response, opinions.llhttp_response, opinions.h11_response)):
+            if head is None or not head.complete:
+                continue
+            o = ll(head.raw)
+            if o.accepts is False:
+                out.append(make("llhttp-rejects", f"Node's llhttp rejects the {head.kind}: {o.error}", head.frame))
+            o = strict(head.raw)
+            if o.accepts is False:
+                out.append(make("h11-rejects", f"h11 rejects the {head.kind}: {o.error}", head.frame))
+        return out
+
+    def waited(self, end_ns: int) -> float | None:
+        if self.response is not None or self.request is None:
+            return None
+        return round((end_ns - self.request.ts_ns) / 1e9, 6)
+
+    def to_json(self, end_ns: int | None = None) -> dict:
+        c = self.conn
+        frames = []
+        for sc in (self.client_frames, self.server_frames):
+            if sc is not None:
+                frames += sc.frames
+        frames.sort(key=lambda f: (f.frame, f.dir))
+        resp = self.response
+        return {
+            "id": self.id, "source": c.source,
+            "client": fmt_endpoint(*c.client), "server": fmt_endpoint(*c.server),
+            "first_frame": c.first_frame, "last_frame": c.last_frame,
+            "first_ts": round(c.first_ts / 1e9, 6), "last_ts": round(c.last_ts / 1e9, 6),
+            "websocket": self.websocket,
+            "request": self.request.to_json() if self.request is not None else None,
+            "response": resp.to_json() if resp is not None else None,
+            "outcome": self.outcome(),
+            "status": resp.status if resp is not None else None,
+            "anomalies": [a.to_json() for a in self.all_anomalies()],
+            "parsers": self.parsers(),
+            "frames": [f.to_json() for f in frames],
+            "tcp": {"syn_frame": c.syn_frame, "synack_frame": c.synack_frame,
+                    "end": c.end.to_json() if c.end else None, "gaps": c.gaps(),
+                    "client_bytes": c.streams[C2S].delivered, "server_bytes": c.streams[S2C].delivered},
+            "waited": self.waited(end_ns if end_ns is not None else c.last_ts),
+        }
+
+
+class Connection:
+    """TCP lifecycle + HTTP/WebSocket state for one connection (a StreamSink)."""
+
+    def __init__(self, client: tuple[bytes, int], server: tuple[bytes, int], source: int,
+                 frame: int, ts_ns: int, limits: Limits) -> None:
+        self.client = client
+        self.server = server
+        self.source = source
+        self.limits = limits
+        self.streams = (HalfStream(C2S, limits.flow_buffer), HalfStream(S2C, limits.flow_buffer))
+        self.first_frame = self.last_frame = frame
+        self.first_ts = self.last_ts = ts_ns
+        self.syn_frame: int | None = None
+        self.synack_frame: int | None = None
+        self.end: TcpEnd | None = None
+        self.fins: list[TcpEnd] = []
+        self.anomalies: list[Anomaly] = []
+        self.exchanges: list[Exchange] = []
+        self.mode = [HEAD, HEAD]
+        self.buf = [bytearray(), bytearray()]
+        self.head_first_frame: list[int | None] = [None, None]
+        self.body_left = [0, 0]
+        self.pending: list[Exchange | None] = []     # requests awaiting responses (None = plain request)
+        self.held = bytearray()                      # client bytes after an upgrade request, until decided
+        self.held_frames: list[tuple[int, int]] = []
+        self.plain_requests = 0
+        self.saw_payload = False
+        self.limits_hit: dict[str, int] = {}
+
+    # -- helpers -------------------------------------------------------------
+    @property
+    def ignored(self) -> bool:
+        return self.mode[C2S] == IGNORE and self.mode[S2C] in (IGNORE, HEAD) and not self.exchanges
+
+    def gaps(self) -> int:
+        return self.streams[C2S].gaps + self.streams[S2C].gaps
+
+    def _hit(self, name: str) -> None:
+        self.limits_hit[name] = self.limits_hit.get(name, 0) + 1
+
+    def current(self) -> Exchange | None:
+        return self.exchanges[-1] if self.exchanges else None
+
+    # -- StreamSink ----------------------------------------------------------
+    def on_data(self, direction: int, data: bytes, frame: int, ts_ns: int) -> None:
+        self.saw_payload = True
+        if direction == C2S:
+            self._client_data(data, frame, ts_ns)
+        else:
+            self._server_data(data, frame, ts_ns)
+
+    def on_gap(self, direction: int, length: int, frame: int, ts_ns: int) -> None:
+        who = "client" if direction == C2S else "server"
+        self.anomalies.append(make("tcp-gap", f"{length} {who} bytes missing before frame {frame}", frame))
+        mode = self.mode[direction]
+        if mode == BODY:
+            self.body_left[direction] -= length
+            if self.body_left[direction] <= 0:
+                self.mode[direction] = HEAD
+                self.body_left[direction] = 0
+            return
+        if mode == FRAMES:
+            ex = self.current()
+            sc = ex and (ex.client_frames if direction == C2S else ex.server_frames)
+            if sc is not None and not sc.desynced:
+                sc.desynced = True
+                sc.anomalies.append(make("frames-desync", f"{who} frames lost sync at a {length}-byte gap", frame))
+            return
+        if mode == HEAD and self.buf[direction]:
+            # A hole inside a head: the head cannot be trusted past it.
+            self.buf[direction].clear()
+        if mode != FRAMES:
+            self.mode[direction] = IGNORE if mode != WAIT else WAIT
+
+    def on_conflict(self, direction: int, offset: int, old_frame: int, new_frame: int) -> None:
+        who = "client" if direction == C2S else "server"
+        self.anomalies.append(make(
+            "retransmission-conflict",
+            f"{who} bytes at stream offset {offset} differ between frame {old_frame} and frame {new_frame}; "
+            f"kept frame {old_frame}'s", new_frame))
+
+    # -- client side ---------------------------------------------------------
+    def _client_data(self, data: bytes, frame: int, ts_ns: int) -> None:
+        mode = self.mode[C2S]
+        if mode == IGNORE:
+            return
+        if mode == FRAMES:
+            ex = self.current()
+            if ex is not None and ex.client_frames is not None:
+                ex.client_frames.feed(data, frame, ts_ns)
+            return
+        if mode == WAIT:
+            if len(self.held) < self.limits.flow_buffer:
+                self.held += data
+                self.held_frames.append((frame, ts_ns))
+            return
+        if mode == BODY:
+            n = min(len(data), self.body_left[C2S])
+            self.body_left[C2S] -= n
+            data = data[n:]
+            if self.body_left[C2S]:
+                return
+            self.mode[C2S] = HEAD
+            if not data:
+                return
+        self._client_heads(data, frame, ts_ns)
+
+    def _client_heads(self, data: bytes, frame: int, ts_ns: int) -> None:
+        buf = self.buf[C2S]
+        while data or buf:
+            if not buf:
+                if not looks_like_request(data):
+                    self.mode[C2S] = IGNORE
+                    return
+                self.head_first_frame[C2S] = frame
+            start = max(0, len(buf) - 3)
+            buf += data
+            data = b""
+            end = find_head_end(buf, start)
+            if end is None:
+                if len(buf) > self.limits.head_bytes:
+                    self._hit("head_bytes")
+                    head = parse_head(bytes(buf[:self.limits.head_bytes]), "request", frame)
+                    head.complete = False
+                    head.anomalies.append(make("head-too-large", f"request head exceeds {self.limits.head_bytes} bytes", frame))
+                    self._request_done(head, frame, ts_ns)
+                    buf.clear()
+                    self.mode[C2S] = IGNORE
+                return
+            raw = bytes(buf[:end])
+            rest = bytes(buf[end:])
+            buf.clear()
+            head = parse_head(raw, "request", frame)
+            head.first_frame = self.head_first_frame[C2S]
+            head.ts_ns = ts_ns
+            upgrade = self._request_done(head, frame, ts_ns)
+            if upgrade:
+                ex = self.current()
+                if self.mode[C2S] == FRAMES and ex is not None and ex.client_frames is not None:
+                    ex.client_frames.feed(rest, frame, ts_ns)   # the 101 came first (early response)
+                    return
+                self.mode[C2S] = WAIT
+                if rest:
+                    self.held += rest
+                    self.held_frames.append((frame, ts_ns))
+                return
+            cl = _content_length(head)
+            if cl is None:     # chunked or unknown request body: cannot follow further requests
+                self.mode[C2S] = IGNORE
+                return
+            if cl:
+                n = min(cl, len(rest))
+                rest = rest[n:]
+                if cl > n:
+                    self.body_left[C2S] = cl - n
+                    self.mode[C2S] = BODY
+                    return
+            data = rest
+
+    def _request_done(self, head: HttpHead, frame: int, ts_ns: int) -> bool:
+        head.ts_ns = ts_ns
+        head.frame = frame
+        if not hs.is_upgrade_request(head):
+            self.plain_requests += 1
+            self.pending.append(None)
+            return False
+        ex = Exchange(self, head, request_done_ts=ts_ns)
+        if self.plain_requests:
+            ex.anomalies.append(make("keep-alive-before-upgrade",
+                                     f"{self.plain_requests} plain request(s) preceded the upgrade", frame))
+        self.exchanges.append(ex)
+        self.pending.append(ex)
+        if self.early_response is not None:
+            early, self.early_response = self.early_response, None
+            self.mode[S2C] = HEAD
+            self._response_done(*early)
+        return True
+
+    early_response: tuple | None = None
+
+    # -- server side ---------------------------------------------------------
+    def _server_data(self, data: bytes, frame: int, ts_ns: int) -> None:
+        mode = self.mode[S2C]
+        if mode == IGNORE:
+            return
+        if mode == FRAMES:
+            ex = self.current()
+            if ex is not None and ex.server_frames is not None:
+                ex.server_frames.feed(data, frame, ts_ns)
+            return
+        if mode == BODY:
+            n = min(len(data), self.body_left[S2C])
+            self.body_left[S2C] -= n
+            data = data[n:]
+            if self.body_left[S2C]:
+                return
+            self.mode[S2C] = HEAD
+            if not data:
+                return
+        buf = self.buf[S2C]
+        while data or buf:
+            if not buf:
+                if not looks_like_response(data):
+                    ex = self._awaiting_exchange()
+                    if ex is not None:
+                        ex.anomalies.append(make("non-http-response",
+                                                 f"server's first bytes are {data[:24]!r}, not an HTTP/1 status line", frame))
+                    self.mode[S2C] = IGNORE
+                    return
+                self.head_first_frame[S2C] = frame
+            start = max(0, len(buf) - 3)
+            buf += data
+            data = b""
+            end = find_head_end(buf, start)
+            if end is None:
+                if len(buf) > self.limits.head_bytes:
+                    self._hit("head_bytes")
+                    head = parse_head(bytes(buf[:self.limits.head_bytes]), "response", frame)
+                    head.complete = False
+                    head.ts_ns = ts_ns
+                    head.anomalies.append(make("head-too-large", f"response head exceeds {self.limits.head_bytes} bytes", frame))
+                    buf.clear()
+                    self.mode[S2C] = IGNORE
+                    self._response_done(head, b"", frame, ts_ns)
+                return
+            raw = bytes(buf[:end])
+            rest = bytes(buf[end:])
+            buf.clear()
+            head = parse_head(raw, "response", frame)
+            head.first_frame = self.head_first_frame[S2C]
+            head.ts_ns = ts_ns
+            if not self.pending:
+                # Response before the request head was complete: keep it until the request is.
+                if self.mode[C2S] == HEAD and self.buf[C2S]:
+                    head.anomalies.append(make("response-before-request",
+                                               "response head arrived before the request head was complete", frame))
+                    self.early_response = (head, rest, frame, ts_ns)
+                    self.mode[S2C] = WAIT
+                    return
+            data = self._response_done(head, rest, frame, ts_ns)
+            if self.mode[S2C] != HEAD:
+                return
+
+    def _awaiting_exchange(self) -> Exchange | None:
+        for p in self.pending:
+            if p is not None and p.response is None:
+                return p
+        return None
+
+    def _response_done(self, head: HttpHead, rest: bytes, frame: int, ts_ns: int) -> bytes:
+        """Match a response to the oldest pending request; return bytes still to parse as heads."""
+        status = head.status or 0
+        if 100 <= status < 200 and status != 101:
+            return rest                       # interim response: the request stays pending
+        ex = self.pending.pop(0) if self.pending else None
+        if ex is None:
+            cl = _content_length(head)
+            if status in (204, 304) or cl == 0:
+                return rest
+            if cl is None:
+                self.mode[S2C] = IGNORE
+                return b""
+            n = min(cl, len(rest))
+            if cl > n:
+                self.body_left[S2C] = cl - n
+                self.mode[S2C] = BODY
+                return b""
+            return rest[n:]
+        ex.response = head
+        if status == 101 and not ex.websocket:
+            # Upgrade to another protocol (Upgrade: tcp, h2c): its bytes are not frames.
+            self.mode[S2C] = self.mode[C2S] = IGNORE
+            self.held = bytearray()
+            return b""
+        if status == 101:
+            deflate = hs.deflate_negotiated(head)
+            lim = self.limits
+            ex.server_frames = FrameScanner("server", deflate, lim.frames_per_direction, lim.preview_bytes, lim.inflate_bytes)
+            ex.client_frames = FrameScanner("client", deflate, lim.frames_per_direction, lim.preview_bytes, lim.inflate_bytes)
+            self.mode[S2C] = FRAMES
+            self.mode[C2S] = FRAMES
+            if rest:
+                ex.early_data = len(rest)
+                ex.early_frame = frame
+                ex.anomalies.append(make("data-with-101", f"{len(rest)} bytes of WebSocket data follow the 101 head "
+                                         f"in the same segment (frame {frame})", frame))
+                ex.server_frames.feed(rest, frame, ts_ns)
+            held, self.held = bytes(self.held), bytearray()
+            if held:
+                fr, t = self.held_frames[0]
+                ex.client_frames.feed(held, fr, t)
+            self.held_frames = []
+            return b""
+        # A refused upgrade: the connection goes on as plain HTTP (both sides).
+        if self.mode[C2S] == WAIT:
+            self.mode[C2S] = HEAD
+            held, self.held = bytes(self.held), bytearray()
+            if held:
+                fr, t = self.held_frames[0]
+                self.held_frames = []
+                self._client_heads(held, fr, t)
+        cl = _content_length(head)
+        if cl is None or self.mode[S2C] == IGNORE:
+            self.mode[S2C] = IGNORE if cl is None else self.mode[S2C]
+            return b""
+        n = min(cl, len(rest))
+        if cl > n:
+            self.body_left[S2C] = cl - n
+            self.mode[S2C] = BODY
+            return b""
+        return rest[n:]
+
+
+def _content_length(head: HttpHead) -> int | None:
+    """Body length to skip; None when it cannot be known without parsing (chunked, close-delimited)."""
+    if head.kind == "response" and head.status is not None and (head.status < 200 or head.status in (204, 304)):
+        return 0
+    if "chunked" in head.tokens(b"transfer-encoding"):
+        return None
+    v = head.get(b"content-length")
+    if v is None:
+        return 0 if head.kind == "request" else None
+    try:
+        return max(0, int(v.split(b",")[0].strip()))
+    except ValueError:
+        return None

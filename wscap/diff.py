@@ -1,0 +1,167 @@
+"""Header diff at a hop boundary, compared the way proxies actually relay.
+
+Real proxies re-serialise what they relay (node http-proxy lower-cases names,
+merges duplicates, rebuilds the 101 status line), so values are compared
+semantically — names case-insensitively, token lists as sets, the reason phrase
+ignored — while every raw difference is still listed. Each change is classified
+by a rule table: `expected`, `suspicious` or `breaking`.
+"""
+from __future__ import annotations
+
+# Compared as sets of comma-separated tokens (case-insensitive where the RFC says so).
+TOKEN_LISTS = {"connection", "upgrade", "sec-websocket-protocol", "sec-websocket-extensions", "via"}
+# RFC 9110 §7.6.1: hop-by-hop; a proxy must not forward them as they are.
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+              "upgrade", "proxy-authenticate", "proxy-authorization"}
+ADDED_BY_PROXIES = {"x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", "x-forwarded-host",
+                    "x-forwarded-server", "x-real-ip", "forwarded", "via", "x-request-id"}
+
+
+def _group(headers: list[list[str]]) -> dict[str, list[tuple[str, str]]]:
+    g: dict[str, list[tuple[str, str]]] = {}
+    for name, value in headers:
+        g.setdefault(name.lower(), []).append((name, value))
+    return g
+
+
+def _norm(name: str, values: list[str]) -> object:
+    joined = ", ".join(values)
+    if name in TOKEN_LISTS:
+        toks = {t.strip() for t in joined.split(",") if t.strip()}
+        if name in ("connection", "upgrade"):
+            toks = {t.lower() for t in toks}
+        return frozenset(toks)
+    return joined.strip()
+
+
+def _tokens(values: list[str] | None) -> set[str]:
+    if not values:
+        return set()
+    return {t.strip().lower() for v in values for t in v.split(",") if t.strip()}
+
+
+def classify(direction: str, kind: str, name: str, before: list[str] | None, after: list[str] | None) -> tuple[str, str]:
+    """(class, why) for one change; the rule table of what proxies may and may not do."""
+    if kind in ("case-changed", "reordered"):
+        return "expected", "proxies re-serialise headers (node http-proxy lower-cases names)"
+    if kind == "duplicated":
+        return "expected", "repeated header lines merged or split; same values"
+    if direction == "request":
+        if name == "upgrade" and "websocket" not in _tokens(after):
+            return "breaking", "Upgrade no longer asks for websocket: the next hop sees a plain GET"
+        if name == "connection":
+            if "upgrade" in _tokens(before) and "upgrade" not in _tokens(after):
+                return "breaking", "Connection lost the 'upgrade' token"
+            return "expected", "Connection is hop-by-hop (RFC 9110 §7.6.1)"
+        if name == "sec-websocket-key":
+            return "breaking", "the key changed: the Accept the client checks must still match its own key"
+        if name == "sec-websocket-version":
+            return "breaking", "Sec-WebSocket-Version changed or vanished"
+        if name == "origin":
+            return "breaking", "Origin rewritten or removed: backends check it (RFC 6455 §10.2)"
+        if name in ("sec-websocket-protocol", "sec-websocket-extensions"):
+            return "breaking", f"{name} offer changed between hops"
+        if name == "host" and kind == "changed":
+            return "expected", "Host rewritten to the target (changeOrigin / proxy_set_header Host)"
+        if name in ADDED_BY_PROXIES and kind in ("added", "changed"):
+            return "expected", "proxy identification added (X-Forwarded-*/Forwarded/Via)"
+        if name in HOP_BY_HOP:
+            return "expected", "hop-by-hop header handled by the proxy (RFC 9110 §7.6.1)"
+        if name == ":target":
+            return "suspicious", "the request target changed (a path rewrite?)"
+        return "suspicious", "end-to-end header changed by a proxy"
+    # response direction: as the backend sent it -> as the proxy returned it
+    if name == ":status":
+        return "breaking", "the client did not get the status the backend sent"
+    if name == "upgrade" and "websocket" not in _tokens(after):
+        return "breaking", "the 101 relayed to the client lost 'Upgrade: websocket'"
+    if name == "connection" and "upgrade" not in _tokens(after):
+        return "breaking", "the 101 relayed to the client lost 'Connection: upgrade'"
+    if name == "sec-websocket-accept":
+        return "breaking", "Sec-WebSocket-Accept changed between hops"
+    if name == "sec-websocket-protocol":
+        return "breaking", "the backend's chosen subprotocol was not passed back unchanged"
+    if name == "sec-websocket-extensions":
+        return "breaking", "the negotiated extensions differ between hops"
+    if name in HOP_BY_HOP:
+        return "expected", "hop-by-hop header handled by the proxy (RFC 9110 §7.6.1)"
+    if name in ADDED_BY_PROXIES or name in ("date", "server", "x-powered-by"):
+        return "expected", "header a proxy commonly adds or replaces"
+    return "suspicious", "end-to-end header changed by a proxy"
+
+
+def diff_headers(direction: str, before: list[list[str]], after: list[list[str]]) -> list[dict]:
+    gb, ga = _group(before), _group(after)
+    changes: list[dict] = []
+
+    def add(kind: str, name: str, b: list[str] | None, a: list[str] | None, raw_b: str | None = None,
+            raw_a: str | None = None) -> None:
+        cls, why = classify(direction, kind, name, b, a)
+        changes.append({"kind": kind, "name": name,
+                        "before": raw_b if raw_b is not None else (", ".join(b) if b is not None else None),
+                        "after": raw_a if raw_a is not None else (", ".join(a) if a is not None else None),
+                        "class": cls, "why": why})
+
+    for name in list(gb) + [n for n in ga if n not in gb]:
+        b = [v for _, v in gb[name]] if name in gb else None
+        a = [v for _, v in ga[name]] if name in ga else None
+        if a is None:
+            add("removed", name, b, None)
+        elif b is None:
+            add("added", name, None, a)
+        elif _norm(name, b) != _norm(name, a):
+            add("changed", name, b, a)
+        else:
+            if len(b) != len(a):
+                add("duplicated", name, b, a, f"{len(b)} line(s)", f"{len(a)} line(s)")
+            rb = [n for n, _ in gb[name]]
+            ra = [n for n, _ in ga[name]]
+            if rb[:1] != ra[:1]:
+                add("case-changed", name, b, a, rb[0], ra[0])
+    common_b = [n for n in dict.fromkeys(h[0].lower() for h in before) if n in ga]
+    common_a = [n for n in dict.fromkeys(h[0].lower() for h in after) if n in gb]
+    if common_b != common_a:
+        add("reordered", "*", None, None, ", ".join(common_b[:8]), ", ".join(common_a[:8]))
+    return changes
+
+
+def _path(target: str) -> str:
+    return target.split("?", 1)[0]
+
+
+def diff_boundary(i: int, down: dict, up: dict) -> list[dict]:
+    """Diffs at the boundary between leg i (`down`, client side) and leg i+1 (`up`)."""
+    out = []
+    rq_d, rq_u = down.get("request"), up.get("request")
+    if rq_d and rq_u:
+        changes = diff_headers("request", rq_d["headers"], rq_u["headers"])
+        if rq_d["target"] != rq_u["target"]:
+            cls = "expected" if _path(rq_u["target"]).endswith(_path(rq_d["target"]).rstrip("/").rsplit("/", 1)[-1]) else "suspicious"
+            changes.insert(0, {"kind": "changed", "name": ":target", "before": rq_d["target"], "after": rq_u["target"],
+                               "class": cls, "why": "request target rewritten by the proxy"})
+        if rq_d["method"] != rq_u["method"] or rq_d["version"] != rq_u["version"]:
+            changes.insert(0, {"kind": "changed", "name": ":request-line",
+                               "before": f"{rq_d['method']} {rq_d['version']}", "after": f"{rq_u['method']} {rq_u['version']}",
+                               "class": "breaking" if rq_u["version"] == "HTTP/1.0" or rq_u["method"] != "GET" else "suspicious",
+                               "why": "method or HTTP version changed (HTTP/1.0 cannot upgrade)"})
+        out.append({"boundary": i, "direction": "request", "from_hop": i, "to_hop": i + 1,
+                    "status_change": None, "changes": changes})
+    rs_u, rs_d = up.get("response"), down.get("response")
+    st_u = up.get("status")
+    st_d = down.get("status")
+    if rs_u or rs_d:
+        changes = diff_headers("response", rs_u["headers"] if rs_u else [], rs_d["headers"] if rs_d else []) \
+            if rs_u and rs_d else []
+        status_change = None
+        if st_u != st_d:
+            status_change = {"before": str(st_u) if st_u is not None else up.get("outcome"),
+                             "after": str(st_d) if st_d is not None else down.get("outcome")}
+            changes.insert(0, {"kind": "changed", "name": ":status", "before": status_change["before"],
+                               "after": status_change["after"], "class": "breaking",
+                               "why": "the client did not get the status the backend sent"})
+        elif rs_u and rs_d and rs_u["version"] != rs_d["version"]:
+            changes.insert(0, {"kind": "changed", "name": ":version", "before": rs_u["version"], "after": rs_d["version"],
+                               "class": "suspicious", "why": "response HTTP version changed"})
+        out.append({"boundary": i, "direction": "response", "from_hop": i + 1, "to_hop": i,
+                    "status_change": status_change, "changes": changes})
+    return out

@@ -1,0 +1,182 @@
+"""Lossless, lenient HTTP/1.x head parsing: bytes -> HttpHead with anomalies.
+
+Keeps everything as it was on the wire (header order, case, duplicates, raw
+bytes) and computes normalised views on demand. Unlike h11, leniency is loud:
+bare LF, obs-fold, whitespace before the colon, bad name characters and the
+like are accepted *and* recorded, because "what exactly was odd about these
+bytes" is the answer wscap exists to give.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .anomaly import Anomaly, make
+
+# RFC 9110 §5.6.2 tchar
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEAD_END = re.compile(rb"\n\r?\n")
+_REQUEST_START = re.compile(rb"^(?:\r?\n)*[A-Z][A-Z-]{1,15} \S")
+_RESPONSE_START = re.compile(rb"^(?:\r?\n)*HTTP/\d")
+_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def looks_like_request(data: bytes) -> bool:
+    """Could these first bytes of a stream be an HTTP/1 request line? (content, not port)"""
+    return bool(_REQUEST_START.match(data[:24])) if len(data) >= 3 else data.isupper()
+
+
+def looks_like_response(data: bytes) -> bool:
+    return bool(_RESPONSE_START.match(data[:16])) or (len(data) < 6 and b"HTTP/"[:len(data)] == data)
+
+
+def find_head_end(buf: bytes | bytearray, start: int = 0) -> int | None:
+    """Offset just past the empty line ending the head, or None if it has not arrived yet."""
+    m = _HEAD_END.search(buf, start)
+    return m.end() if m else None
+
+
+@dataclass(slots=True)
+class Field:
+    """One header line as it was on the wire."""
+
+    raw_name: bytes       # case kept, for "case changed" diffs
+    name: bytes           # lowercased, for lookup only
+    value: bytes          # optional whitespace around it removed (RFC 9110 §5.5)
+    line: int             # 1-based line number in the head (start line = 1)
+
+
+@dataclass(slots=True)
+class HttpHead:
+    kind: str                          # "request" | "response"
+    start_line: bytes
+    method: bytes = b""
+    target: bytes = b""
+    version: bytes = b""
+    status: int | None = None
+    reason: bytes = b""
+    fields: list[Field] = field(default_factory=list)
+    raw: bytes = b""
+    anomalies: list[Anomaly] = field(default_factory=list)
+    first_frame: int | None = None     # frame holding the head's first byte
+    frame: int | None = None           # frame holding its last byte (where Wireshark shows it)
+    ts_ns: int = 0
+    complete: bool = True
+
+    def get_all(self, name: bytes) -> list[bytes]:
+        name = name.lower()
+        return [f.value for f in self.fields if f.name == name]
+
+    def get(self, name: bytes) -> bytes | None:
+        vals = self.get_all(name)
+        return vals[0] if vals else None
+
+    def has(self, name: bytes) -> bool:
+        name = name.lower()
+        return any(f.name == name for f in self.fields)
+
+    def tokens(self, name: bytes) -> list[str]:
+        """Comma-separated tokens across repeated headers, lowercased (RFC 9110 §5.6.1)."""
+        out = []
+        for v in self.get_all(name):
+            for t in v.split(b","):
+                t = t.strip(b" \t")
+                if t:
+                    out.append(t.decode("latin-1").lower())
+        return out
+
+    @property
+    def is_http10(self) -> bool:
+        return self.version.upper() == b"HTTP/1.0"
+
+    def to_json(self) -> dict:
+        base = {"version": self.version.decode("latin-1"),
+                "headers": [[f.raw_name.decode("latin-1"), f.value.decode("latin-1")] for f in self.fields],
+                "frame": self.frame, "ts": round(self.ts_ns / 1e9, 6),
+                "raw": self.raw.decode("latin-1"), "complete": self.complete}
+        if self.kind == "request":
+            return {"method": self.method.decode("latin-1"), "target": self.target.decode("latin-1"), **base}
+        return {**base, "status": self.status, "reason": self.reason.decode("latin-1")}
+
+
+def parse_head(raw: bytes, kind: str, frame: int | None = None) -> HttpHead:
+    """Parse one complete (or capped) head. Never raises; oddities become anomalies."""
+    stripped = raw.lstrip(b"\r\n")
+    lines = stripped.split(b"\n")
+    anomalies: list[Anomaly] = []
+    bare_lf: list[int] = []
+    clean: list[bytes] = []
+    for i, line in enumerate(lines):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        elif i < len(lines) - 1:
+            bare_lf.append(i + 1)
+        if not line and i > 0:
+            break
+        clean.append(line)
+    if bare_lf:
+        shown = ", ".join(map(str, bare_lf[:6])) + ("…" if len(bare_lf) > 6 else "")
+        anomalies.append(make("bare-lf", f"line(s) {shown} end in bare LF", frame))
+    start = clean[0] if clean else b""
+    head = HttpHead(kind=kind, start_line=start, raw=raw, frame=frame)
+    _parse_start_line(head, start, anomalies, frame)
+    prev: Field | None = None
+    for n, line in enumerate(clean[1:], start=2):
+        if line[:1] in (b" ", b"\t"):
+            if prev is not None:
+                anomalies.append(make("obs-fold", f"line {n} continues header '{_s(prev.raw_name)}' (obs-fold)", frame))
+                prev.value = prev.value + b" " + line.strip(b" \t")
+                continue
+        name, colon, value = line.partition(b":")
+        if not colon:
+            anomalies.append(make("malformed-header-line", f"line {n} has no colon: {_s(line[:60])!r}", frame))
+            continue
+        if name != name.rstrip(b" \t"):
+            anomalies.append(make("whitespace-before-colon",
+                                  f"line {n}: whitespace between '{_s(name.strip())}' and the colon", frame))
+            name = name.rstrip(b" \t")
+        if not _TOKEN.match(name):
+            anomalies.append(make("invalid-header-name", f"line {n}: header name {_s(name[:60])!r} is not a token", frame))
+        v = value.strip(b" \t")
+        if any(b > 0x7F for b in line):
+            anomalies.append(make("non-ascii-header", f"line {n} ('{_s(name[:40])}') holds non-ASCII bytes", frame))
+        if _CTL.search(v):
+            anomalies.append(make("invalid-header-value", f"line {n} ('{_s(name[:40])}') holds control characters", frame))
+        prev = Field(name, name.lower(), v, n)
+        head.fields.append(prev)
+    head.anomalies = anomalies
+    return head
+
+
+def _parse_start_line(head: HttpHead, start: bytes, anomalies: list[Anomaly], frame: int | None) -> None:
+    if head.kind == "request":
+        parts = start.split(b" ")
+        if len(parts) != 3:
+            anomalies.append(make("malformed-start-line", f"request line {_s(start[:80])!r} is not 'METHOD target version'", frame))
+            parts = start.split()
+        if parts:
+            head.method = parts[0]
+        if len(parts) > 1:
+            head.target = parts[1]
+        if len(parts) > 2:
+            head.version = parts[-1]
+        if head.version and not re.match(rb"^HTTP/\d\.\d$", head.version):
+            anomalies.append(make("malformed-start-line", f"request version {_s(head.version[:20])!r} is not HTTP/x.y", frame))
+        return
+    version, _, rest = start.partition(b" ")
+    head.version = version
+    code, sp, reason = rest.partition(b" ")
+    if not re.match(rb"^HTTP/\d\.\d$", version) or not re.match(rb"^\d{3}$", code):
+        anomalies.append(make("malformed-start-line", f"status line {_s(start[:80])!r} is not 'HTTP/x.y NNN reason'", frame))
+    try:
+        head.status = int(code)
+    except ValueError:
+        head.status = None
+    head.reason = reason
+    if head.status is not None and not reason:
+        anomalies.append(make("missing-reason-phrase",
+                              "status line has no reason phrase" + ("" if sp else " (and no space after the code)"), frame))
+
+
+def _s(b: bytes) -> str:
+    return b.decode("latin-1")

@@ -1,0 +1,20 @@
+"""Resource bounds, passed down explicitly (no globals, no environment).
+
+Every buffer wscap keeps is bounded by one of these; hitting a bound produces an
+anomaly on the affected value and increments `stats.limits_hit[name]`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    head_bytes: int = 64 * 1024          # bytes of one HTTP header block
+    flow_buffer: int = 256 * 1024        # out-of-order bytes buffered per direction
+    max_flows: int = 100_000             # TCP connections tracked at once (oldest evicted)
+    frames_per_direction: int = 16       # WebSocket frame summaries kept per direction
+    preview_bytes: int = 64              # payload preview kept per frame
+    inflate_bytes: int = 64 * 1024       # compressed bytes buffered per message to inflate a preview
+    max_handshakes: int = 1_000_000      # handshakes kept for the final document
+    fragments: int = 4096                # IP datagrams under reassembly at once

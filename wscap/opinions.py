@@ -1,0 +1,96 @@
+"""What real HTTP parsers say about a raw head: llhttp (Node, via httptools) and h11.
+
+This is the difference between "the backend sent something odd" and "Node's
+parser (Vite's proxy) rejects it". Both libraries are fed the exact bytes and
+their exceptions become data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+try:
+    import httptools
+except ImportError:  # pragma: no cover - optional at runtime, required by the tests
+    httptools = None
+try:
+    import h11
+except ImportError:  # pragma: no cover
+    h11 = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParserOpinion:
+    accepts: bool | None          # None: the parser is not installed
+    error: str | None
+
+    def to_json(self) -> dict:
+        return {"accepts": self.accepts, "error": self.error}
+
+
+class _Sink:
+    """httptools callback object; the head is all we feed, so nothing to collect."""
+
+
+def llhttp_request(raw: bytes) -> ParserOpinion:
+    if httptools is None:
+        return ParserOpinion(None, "httptools not installed")
+    p = httptools.HttpRequestParser(_Sink())
+    try:
+        p.feed_data(raw)
+    except httptools.HttpParserUpgrade:
+        return ParserOpinion(True, None)
+    except httptools.HttpParserError as e:
+        return _llhttp_error(e)
+    return ParserOpinion(True, None)
+
+
+def llhttp_response(raw: bytes) -> ParserOpinion:
+    if httptools is None:
+        return ParserOpinion(None, "httptools not installed")
+    p = httptools.HttpResponseParser(_Sink())
+    try:
+        p.feed_data(raw)
+    except httptools.HttpParserUpgrade:
+        return ParserOpinion(True, None)
+    except httptools.HttpParserError as e:
+        return _llhttp_error(e)
+    return ParserOpinion(True, None)
+
+
+def _llhttp_error(e: Exception) -> ParserOpinion:
+    msg = str(e) or type(e).__name__
+    # HPE_PAUSED_UPGRADE: llhttp stops at a valid upgrade head and hands the socket over.
+    if "Pause on CONNECT/Upgrade" in msg:
+        return ParserOpinion(True, None)
+    return ParserOpinion(False, msg)
+
+
+def h11_request(raw: bytes) -> ParserOpinion:
+    if h11 is None:
+        return ParserOpinion(None, "h11 not installed")
+    conn = h11.Connection(our_role=h11.SERVER)
+    try:
+        conn.receive_data(raw)
+        ev = conn.next_event()
+        if ev is h11.NEED_DATA:
+            return ParserOpinion(False, "incomplete head")
+    except h11.RemoteProtocolError as e:
+        return ParserOpinion(False, str(e))
+    return ParserOpinion(True, None)
+
+
+def h11_response(raw: bytes) -> ParserOpinion:
+    if h11 is None:
+        return ParserOpinion(None, "h11 not installed")
+    conn = h11.Connection(our_role=h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[
+        ("Host", "x"), ("Connection", "Upgrade"), ("Upgrade", "websocket")]))
+    conn.send(h11.EndOfMessage())
+    try:
+        conn.receive_data(raw)
+        ev = conn.next_event()
+        if ev is h11.NEED_DATA:
+            return ParserOpinion(False, "incomplete head")
+    except h11.RemoteProtocolError as e:
+        return ParserOpinion(False, str(e))
+    return ParserOpinion(True, None)

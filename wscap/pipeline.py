@@ -1,0 +1,318 @@
+"""The one streaming pipeline: RawFrame in, decided handshakes and chains out.
+
+`analyze` (files) and `live` (sniffers) both drive exactly this object:
+`feed(frame)` per captured frame, `tick(ts_ns)` when time passes without
+packets, `finish()` at the end, `document()` for the full JSON document. Time
+only comes from frame timestamps and ticks, so a capture re-analysed offline
+reaches the same verdicts as the live run that wrote it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import __version__
+from .chains import build_chains
+from .connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_ip
+from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder
+from .http1 import looks_like_request, looks_like_response
+from .anomaly import make
+from .limits import Limits
+from .model import RawFrame
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    timeout_s: float = 3.0            # a leg without a response is decided after this long
+    limits: Limits = field(default_factory=Limits)
+    names: tuple[tuple[str, str], ...] = ()   # ip -> name labels (Docker, --names)
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    kind: str          # "handshake" | "chain"
+    json: dict
+
+
+class Pipeline:
+    def __init__(self, options: Options | None = None) -> None:
+        self.options = options or Options()
+        self.limits = self.options.limits
+        self.timeout_ns = int(self.options.timeout_s * 1e9)
+        self.decoder = Decoder(self.limits.fragments)
+        # flow key -> Connection, or None for a flow proven uninteresting (cheap to skip).
+        self.conns: dict[tuple, Connection | None] = {}
+        self.exchanges: list[Exchange] = []      # every upgrade attempt with a request, by id
+        self.attempts: list[Exchange] = []       # connections that never carried a request
+        self.next_id = 1
+        self.now_ns = 0
+        self.flows_seen = 0
+        self.evicted = 0
+        self.dropped_exchanges = 0
+        self.limits_hit: dict[str, int] = {}
+        self._undecided: list[Exchange] = []
+        self._chained: set[int] = set()
+        self._chain_seq = 0
+        self.sources: list[dict] = []
+
+    # -- driving ---------------------------------------------------------------
+    def feed(self, frame: RawFrame) -> list[Decided]:
+        seg = self.decoder.decode(frame)
+        if frame.ts_ns > self.now_ns:
+            self.now_ns = frame.ts_ns
+        if seg is None:
+            return []
+        src = (seg.src, seg.sport)
+        dst = (seg.dst, seg.dport)
+        key = (seg.source, src, dst) if src < dst else (seg.source, dst, src)
+        flags = seg.flags
+        conns = self.conns
+        conn = conns.get(key, False)
+        if conn is None:
+            # Known-uninteresting flow: only a fresh SYN (port reuse) revives it.
+            if not (flags & TH_SYN and not flags & TH_ACK):
+                if flags & (TH_RST | TH_FIN):
+                    del conns[key]
+                return []
+            conn = False
+        if conn is False:
+            conn = self._new_connection(seg, key)
+            if conn is None:
+                return []
+        elif flags & TH_SYN and not flags & TH_ACK and src == conn.client and conn.end is not None:
+            # A new connection on the same 4-tuple after the old one ended.
+            self._retire(key, conn)
+            conn = self._new_connection(seg, key)
+            if conn is None:
+                return []
+        direction = C2S if src == conn.client else S2C
+        conn.last_frame = seg.frame
+        conn.last_ts = seg.ts_ns
+        stream = conn.streams[direction]
+        if flags & TH_SYN:
+            if direction == C2S and not flags & TH_ACK:
+                stream.set_isn(seg.seq)
+                if conn.syn_frame is None:
+                    conn.syn_frame = seg.frame
+            elif direction == S2C and flags & TH_ACK:
+                stream.set_isn(seg.seq)
+                if conn.synack_frame is None:
+                    conn.synack_frame = seg.frame
+        if seg.paylen:
+            stream.feed(seg.seq, seg.payload, seg.paylen, seg.frame, seg.ts_ns, conn)
+            if conn.exchanges and conn.exchanges[-1].id is None:
+                self._register(conn.exchanges[-1])
+        if flags & (TH_FIN | TH_RST):
+            by = "client" if direction == C2S else "server"
+            end = TcpEnd("rst" if flags & TH_RST else "fin", by, seg.frame, seg.ts_ns)
+            if conn.end is None or (end.kind == "rst" and conn.end.kind == "fin" and not conn.saw_payload):
+                conn.end = end
+            conn.fins.append(end)
+            if flags & TH_RST or len({e.by for e in conn.fins if e.kind == "fin"}) == 2:
+                for s in conn.streams:
+                    if s.ooo:
+                        s.flush_gap(seg.frame, seg.ts_ns, conn)
+        if conn.ignored and not conn.exchanges:
+            conns[key] = None
+        out = self._collect(self.now_ns)
+        return out
+
+    def tick(self, ts_ns: int) -> list[Decided]:
+        if ts_ns > self.now_ns:
+            self.now_ns = ts_ns
+        return self._collect(self.now_ns, chains=True)
+
+    def finish(self) -> list[Decided]:
+        for key, conn in list(self.conns.items()):
+            if conn is not None:
+                for s in conn.streams:
+                    if s.ooo:
+                        s.flush_gap(conn.last_frame, conn.last_ts, conn)
+                self._retire(key, conn)
+        self.conns.clear()
+        return self._collect(None, chains=True)
+
+    # -- internals ---------------------------------------------------------------
+    def _new_connection(self, seg, key) -> Connection | None:
+        flags = seg.flags
+        src = (seg.src, seg.sport)
+        dst = (seg.dst, seg.dport)
+        if flags & TH_SYN and not flags & TH_ACK:
+            client, server = src, dst
+        elif flags & TH_SYN:
+            client, server = dst, src
+        elif seg.paylen and looks_like_request(seg.payload):
+            client, server = src, dst
+        elif seg.paylen and looks_like_response(seg.payload):
+            client, server = dst, src
+        else:
+            if seg.paylen:
+                self.conns[key] = None     # first bytes are not HTTP: never interesting
+            return None
+        if len(self.conns) >= self.limits.max_flows:
+            self._evict()
+        conn = Connection(client, server, seg.source, seg.frame, seg.ts_ns, self.limits)
+        if not flags & TH_SYN:
+            conn.anomalies.append(make("mid-stream-start", "the capture starts after this connection's SYN", seg.frame))
+        self.conns[key] = conn
+        self.flows_seen += 1
+        return conn
+
+    def _evict(self) -> None:
+        # Oldest first: dicts keep insertion order, so the first live entry is the oldest flow.
+        for key, conn in self.conns.items():
+            self.evicted += 1
+            self.limits_hit["max_flows"] = self.limits_hit.get("max_flows", 0) + 1
+            del self.conns[key]
+            if conn is not None:
+                self._retire(key, conn)
+            return
+
+    def _retire(self, key, conn: Connection) -> None:
+        for k, v in conn.limits_hit.items():
+            self.limits_hit[k] = self.limits_hit.get(k, 0) + v
+        conn.limits_hit.clear()
+        if not conn.saw_payload and conn.syn_frame is not None and not conn.exchanges:
+            ex = Exchange(conn, None)
+            if conn.synack_frame is None and conn.end is None:
+                pass  # unanswered: decided by the timeout/finish logic
+            self.attempts.append(ex)
+            self._undecided.append(ex)
+        if self.conns.get(key) is conn:
+            del self.conns[key]
+
+    def _register(self, ex: Exchange) -> None:
+        if len(self.exchanges) >= self.limits.max_handshakes:
+            self.dropped_exchanges += 1
+            self.limits_hit["max_handshakes"] = self.limits_hit.get("max_handshakes", 0) + 1
+            ex.id = -1
+            return
+        ex.id = self.next_id
+        self.next_id += 1
+        self.exchanges.append(ex)
+        self._undecided.append(ex)
+
+    def _collect(self, now_ns: int | None, chains: bool = False) -> list[Decided]:
+        """Emit handshakes that became decided (response, end of connection, or timeout)."""
+        if not self._undecided:
+            return self._chains(now_ns) if chains else []
+        out: list[Decided] = []
+        keep = []
+        for ex in self._undecided:
+            if ex.request is None:
+                continue       # bare connection attempts are only reported inside chains
+            if ex.decided(now_ns, self.timeout_ns) or now_ns is None:
+                ex.emitted = True
+                out.append(Decided("handshake", ex.to_json(self.now_ns)))
+            else:
+                keep.append(ex)
+        self._undecided = keep
+        if chains:
+            out += self._chains(now_ns)
+        return out
+
+    def _chains(self, now_ns: int | None) -> list[Decided]:
+        """Chains whose legs are all settled (live); everything at finish."""
+        if now_ns is not None:
+            return []      # live chain decisions: see live_chains()
+        return []
+
+    # -- output ------------------------------------------------------------------
+    def handshake_docs(self) -> list[dict]:
+        end = self.now_ns
+        return [ex.to_json(end) for ex in self.exchanges]
+
+    def attempt_docs(self) -> list[dict]:
+        docs = []
+        for ex in self.attempts:
+            d = ex.to_json(self.now_ns)
+            if d["outcome"] == "unanswered" and ex.conn.last_ts + self.timeout_ns > self.now_ns and self.now_ns:
+                pass
+            docs.append(d)
+        return docs
+
+    @property
+    def stats(self) -> dict:
+        d = self.decoder.stats
+        return {"packets": d.packets, "tcp_packets": d.tcp, "truncated_packets": d.truncated,
+                "flows": self.flows_seen, "flows_tracked": sum(1 for c in self.conns.values() if c is not None),
+                "evicted_flows": self.evicted, "ip_fragments_dropped": self.decoder.frags.dropped,
+                "limits_hit": dict(self.limits_hit)}
+
+    def document(self) -> dict:
+        handshakes = self.handshake_docs()
+        attempts = self.attempt_docs()
+        chains, used_attempts = build_chains(handshakes, attempts, self.options.timeout_s)
+        # Attempts appear as handshakes only when a chain needs them as its missing hop.
+        next_id = self.next_id
+        for a in used_attempts:
+            a["id"] = next_id
+            next_id += 1
+        for c in chains:
+            c["hops"] = [h if isinstance(h, int) else h["id"] for h in c["hops"]]
+            for link in c["links"]:
+                for k in ("from", "to"):
+                    if not isinstance(link[k], int):
+                        link[k] = link[k]["id"]
+        all_hs = sorted(handshakes + used_attempts, key=lambda h: (h["source"], h["first_frame"]))
+        names = dict(self.options.names)
+        return {
+            "version": SCHEMA_VERSION,
+            "tool": f"wscap {__version__}",
+            "source": self.sources,
+            "handshakes": all_hs,
+            "chains": chains,
+            "endpoints": endpoints(all_hs, chains, names),
+            "stats": self.stats,
+            "summary": summary(all_hs, chains),
+        }
+
+
+def endpoints(handshakes: list[dict], chains: list[dict], names: dict[str, str]) -> list[dict]:
+    by_id = {h["id"]: h for h in handshakes}
+    roles: dict[str, set[str]] = {}
+    ports: dict[str, set[int]] = {}
+
+    def ip_port(ep: str) -> tuple[str, int]:
+        host, _, port = ep.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    for h in handshakes:
+        for side in ("client", "server"):
+            ip, port = ip_port(h[side])
+            roles.setdefault(ip, set())
+            if side == "server":
+                ports.setdefault(ip, set()).add(port)
+    for c in chains:
+        hops = [by_id[i] for i in c["hops"] if i in by_id]
+        for i, h in enumerate(hops):
+            cip = ip_port(h["client"])[0]
+            sip = ip_port(h["server"])[0]
+            roles[cip].add("client" if i == 0 else "proxy")
+            roles[sip].add("backend" if i == len(hops) - 1 else "proxy")
+    out = []
+    for ip in sorted(roles):
+        r = roles[ip]
+        role = "proxy" if "proxy" in r else "client" if r == {"client"} else "backend" if r == {"backend"} else (
+            "client" if "client" in r else "unknown")
+        out.append({"ip": ip, "name": names.get(ip), "role": role, "ports": sorted(ports.get(ip, ()))})
+    return out
+
+
+def summary(handshakes: list[dict], chains: list[dict]) -> dict:
+    by_cause: dict[str, int] = {}
+    for c in chains:
+        cause = c["verdict"]["cause"]
+        by_cause[cause] = by_cause.get(cause, 0) + 1
+    return {
+        "handshakes": sum(1 for h in handshakes if h["request"] is not None),
+        "websocket": sum(1 for h in handshakes if h["websocket"]),
+        "upgraded": sum(1 for h in handshakes if h["outcome"] == "upgraded"),
+        "chains": len(chains),
+        "broken": sum(1 for c in chains if c["verdict"]["broken"]),
+        "by_cause": dict(sorted(by_cause.items())),
+    }
+
+
+__all__ = ["Pipeline", "Options", "Decided", "SCHEMA_VERSION", "fmt_ip"]

@@ -1,0 +1,153 @@
+"""Terminal rendering (tabulate): handshake table, chain ladders, diff tables.
+
+Pure functions of the JSON document. Every value that came from the network
+goes through `term()` first, so ANSI escapes and control characters in header
+values cannot drive the analyst's terminal.
+"""
+from __future__ import annotations
+
+import re
+
+from tabulate import tabulate
+
+_CTRL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def term(s: object) -> str:
+    """Neutralise control characters (incl. ESC of ANSI sequences) for a terminal: show them escaped."""
+    text = "" if s is None else str(s)
+    return _CTRL.sub(lambda m: "\\x%02x" % ord(m.group()), text)
+
+
+def _hdr(h: dict, part: str, name: str) -> str:
+    msg = h.get(part)
+    if not msg:
+        return ""
+    for n, v in msg["headers"]:
+        if n.lower() == name:
+            return v
+    return ""
+
+
+def _names(doc: dict) -> dict[str, str]:
+    return {e["ip"]: e["name"] for e in doc.get("endpoints", []) if e.get("name")}
+
+
+def label(ep: str, names: dict[str, str]) -> str:
+    ip, _, port = ep.rpartition(":")
+    name = names.get(ip.strip("[]"))
+    return f"{name}:{port}" if name else ep
+
+
+def handshake_rows(doc: dict) -> list[list[str]]:
+    names = _names(doc)
+    rows = []
+    for h in doc["handshakes"]:
+        req = h.get("request") or {}
+        errs = [a["code"] for a in h["anomalies"] if a["severity"] == "error"]
+        warns = [a["code"] for a in h["anomalies"] if a["severity"] != "error"]
+        rows.append([
+            h["id"], term(label(h["client"], names)), term(label(h["server"], names)),
+            term(req.get("target", "—"))[:48], h["status"] if h["status"] is not None else "—",
+            h["outcome"], h["first_frame"],
+            ", ".join(dict.fromkeys(errs + warns))[:70] or "—",
+        ])
+    return rows
+
+
+def handshake_line(h: dict, names: dict[str, str] | None = None) -> str:
+    """One line per decided handshake (live output)."""
+    names = names or {}
+    req = h.get("request") or {}
+    errs = [a["code"] for a in h["anomalies"] if a["severity"] == "error"]
+    return (f"#{h['id']} {term(label(h['client'], names))} → {term(label(h['server'], names))} "
+            f"{term(req.get('method', ''))} {term(req.get('target', ''))[:60]} → "
+            f"{h['status'] if h['status'] is not None else h['outcome']} [{h['outcome']}]"
+            + (f" ! {', '.join(dict.fromkeys(errs))}" if errs else ""))
+
+
+def ladder(chain: dict, by_id: dict[int, dict], names: dict[str, str]) -> str:
+    hops = [by_id[i] for i in chain["hops"] if i in by_id]
+    if not hops:
+        return ""
+    parts = [term(label(hops[0]["client"], names))]
+    for i, h in enumerate(hops):
+        mark = " ✗" if chain["verdict"]["hop"] == i else ""
+        st = h["status"] if h["status"] is not None else h["outcome"]
+        parts.append(f"─[{st}{mark}]→ {term(label(h['server'], names))}")
+    return " ".join(parts)
+
+
+def chain_line(chain: dict, doc: dict | None = None) -> str:
+    v = chain["verdict"]
+    text = f"chain {chain['id']}: {v['cause']}" + (f" at hop {v['hop']}" if v["hop"] is not None else "")
+    if doc is not None:
+        by_id = {h["id"]: h for h in doc["handshakes"]}
+        text += "  " + ladder(chain, by_id, _names(doc))
+    return text + "\n    " + term(v["summary"])
+
+
+def diff_table(d: dict) -> str:
+    rows = [[c["class"], c["kind"], term(c["name"]), term(c["before"] or "")[:50], term(c["after"] or "")[:50]]
+            for c in d["changes"]]
+    if not rows:
+        return "    (no differences)"
+    head = f"  {d['direction']} diff, hop {d['from_hop']} → hop {d['to_hop']}"
+    return head + "\n" + tabulate(rows, headers=["class", "change", "header", "before", "after"], tablefmt="simple")
+
+
+def render_table(doc: dict, verbose: bool = False) -> str:
+    out = []
+    for s in doc["source"]:
+        line = f"{term(s['path'])}: {s['packets']} packets ({s['format']})"
+        out.append(line)
+        for e in s["errors"]:
+            out.append("  ! " + term(e))
+    if doc["handshakes"]:
+        out.append("")
+        out.append(tabulate(handshake_rows(doc), headers=["id", "client", "server", "target", "status",
+                                                          "outcome", "frame", "anomalies"], tablefmt="simple"))
+    else:
+        out.append("\nno HTTP upgrade handshakes found")
+    by_id = {h["id"]: h for h in doc["handshakes"]}
+    names = _names(doc)
+    if doc.get("chains"):
+        out.append("")
+        out.append("chains:")
+        for c in doc["chains"]:
+            v = c["verdict"]
+            status = "BROKEN" if v["broken"] else "ok"
+            out.append(f"  [{c['id']}] {status:6} {v['cause']}"
+                       + (f" (hop {v['hop']})" if v["hop"] is not None else "") + "  " + ladder(c, by_id, names))
+            out.append("         " + term(v["summary"]))
+            if v["broken"] and v["hop"] is not None:
+                for d in c["diffs"]:
+                    if d["changes"] and (d["to_hop"] == v["hop"] or d["from_hop"] == v["hop"]) and (
+                            verbose or any(ch["class"] != "expected" for ch in d["changes"])):
+                        out.append(_indent(diff_table(d), 9))
+    if verbose:
+        for h in doc["handshakes"]:
+            out.append("")
+            out.append(f"── handshake {h['id']}: {term(h['client'])} → {term(h['server'])}")
+            for part in ("request", "response"):
+                msg = h.get(part)
+                if msg:
+                    out.append(_indent(term(msg["raw"].replace("\r\n", "\n")).replace("\\x0a", "\n").rstrip(), 4))
+            for a in h["anomalies"]:
+                out.append(f"    {a['severity']:5} {a['code']}: {term(a['message'])}"
+                           + (f" (frame {a['frame']})" if a["frame"] else ""))
+            for f in h["frames"]:
+                extra = f" close={f['close_code']} {term(f['close_reason'] or '')}" if f["opcode"] == 8 else \
+                    f" {term(f['preview'] or '')[:40]}"
+                out.append(f"    frame {f['frame']} {f['dir']:6} {f['opcode_name']:12} len={f['length']}"
+                           f"{' RSV1' if f['rsv1'] else ''}{' masked' if f['masked'] else ''}{extra}")
+    s = doc["summary"]
+    out.append("")
+    out.append(f"{s['handshakes']} handshake(s), {s['upgraded']} upgraded; {s['chains']} chain(s), {s['broken']} broken"
+               + (": " + ", ".join(f"{k} {v}" for k, v in s["by_cause"].items() if k != "ok") if s["broken"] else ""))
+    return "\n".join(out)
+
+
+def _indent(text: str, n: int) -> str:
+    pad = " " * n
+    return "\n".join(pad + line for line in text.splitlines())

@@ -1,0 +1,325 @@
+"""Verdict per chain: the first hop where the handshake stops being valid, and why.
+
+Rules run in a fixed order, from the deepest leg (backend side) back towards
+the client, because the root cause is usually where the request stopped: a
+backend's 403 explains the client's 502, not the other way round. Each rule
+cites frames and header values as evidence so the sentence can be checked in
+Wireshark.
+"""
+from __future__ import annotations
+
+# cause -> what to check next (README "Causes" table is generated from this)
+ADVICE: dict[str, str] = {
+    "ok": "Nothing to fix in the handshake.",
+    "origin-rejected": "The backend refused the Origin it received. Add the client's origin to the backend's allow-list "
+                       "(e.g. ALLOWED_ORIGINS), or remove a proxy hook that rewrites Origin (Vite `configure` + "
+                       "`proxyReqWs`). `changeOrigin` rewrites Host only, never Origin.",
+    "upgrade-header-stripped": "A proxy dropped `Upgrade`. nginx needs `proxy_http_version 1.1; proxy_set_header Upgrade "
+                               "$http_upgrade;`; check Vite `configure` hooks that call removeHeader.",
+    "connection-header-stripped": "A proxy dropped the `upgrade` token from `Connection`. nginx: `proxy_set_header "
+                                  "Connection \"upgrade\";`; Varnish/other proxies: pipe Connection through.",
+    "key-changed": "An intermediary regenerated Sec-WebSocket-Key without re-deriving Sec-WebSocket-Accept for the client.",
+    "bad-accept": "Sec-WebSocket-Accept does not match the key: a buggy server or an intermediary that rewrote the key.",
+    "malformed-response": "The response bytes break HTTP/1.1 grammar; see which parser rejects them. Fix the server "
+                          "(bare LF, Content-Length on 101, unterminated head) — Node/Bun clients reject what nginx may accept.",
+    "upstream-refused": "The proxy's target refused the connection (RST to SYN): backend not listening on that port, or "
+                        "`localhost` inside a container. Use the Compose service name and the container's port.",
+    "upstream-unreachable": "The proxy's SYNs to the target were never answered: wrong address, firewall, or a "
+                            "container on another network.",
+    "no-upstream-connection": "The proxy received the upgrade but never connected upstream: no `ws: true` for that path, "
+                              "name not resolvable, Vite in middleware mode, or the leg runs on loopback inside a "
+                              "container (capture there: `wscap live --container NAME`).",
+    "upstream-rejected": "The backend answered the upgrade with a non-101 status; see its response and headers.",
+    "upstream-closed": "The backend closed or reset the connection without answering: crash, TLS expected, or a "
+                       "protocol mismatch.",
+    "proxy-rejected": "The proxy answered without going upstream: the path is not proxied (check `server.proxy` "
+                      "keys and `rewrite`), or Vite's own host/origin check refused it (`server.allowedHosts`).",
+    "proxy-dropped-upgrade": "The backend said 101 but the client got something else: a proxy runtime bug (Bun's "
+                             "node:http client not surfacing 'upgrade', oven-sh/bun#24127) or an old http-proxy.",
+    "proxy-dropped-response": "The backend's non-101 answer never reached the client (http-proxy listened only for "
+                              "'upgrade'; node-http-proxy#624, http-proxy-3#26). Upgrade the proxy.",
+    "frames-lost-at-proxy": "Frames that arrived with the upstream 101 never reached the client: the proxy lost the "
+                            "'head' bytes when switching to piping.",
+    "subprotocol-mismatch": "The chosen Sec-WebSocket-Protocol was not offered, or was not passed back to the client.",
+    "extension-mismatch": "Extensions differ between what was negotiated and what frames use (RSV1 without "
+                          "permessage-deflate): a proxy relayed the offer but not the answer, or vice versa.",
+    "version-unsupported": "Sec-WebSocket-Version is not 13, or the server answered 426 with the versions it supports.",
+    "timeout": "No answer within the capture/timeout: the backend is slow or hung, or the proxy is waiting on it.",
+    "closed-after-upgrade": "The WebSocket opened and was then closed abnormally; check the close code, which side "
+                            "closed, and idle timeouts (nginx proxy_read_timeout 60 s, load balancers) — send pings.",
+}
+
+BROKEN_FRAME_CODES = {"rsv1-without-extension": "extension-mismatch"}
+MALFORMED_CODES = ("bare-lf", "body-on-101", "llhttp-rejects", "malformed-start-line", "head-incomplete",
+                   "non-http-response", "http-after-101", "obs-fold", "whitespace-before-colon",
+                   "invalid-header-name", "malformed-header-line", "head-too-large")
+IDLE_TIMEOUTS = (30, 60, 75, 90, 100, 120, 300, 350, 600, 900, 3600)
+
+
+def _codes(h: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for a in h.get("anomalies", []):
+        out.setdefault(a["code"], a)
+    return out
+
+
+def _hdr(h: dict, part: str, name: str) -> str | None:
+    msg = h.get(part)
+    if not msg:
+        return None
+    for n, v in msg["headers"]:
+        if n.lower() == name:
+            return v
+    return None
+
+
+def _ev(h: dict, frame: int | None, what: str) -> dict:
+    return {"hop_id": h.get("id"), "source": h.get("source"), "frame": frame, "what": what}
+
+
+def _leg(h: dict) -> str:
+    return f"{h['client']} → {h['server']}"
+
+
+def software(h: dict) -> list[str]:
+    """Name the software on a leg from its bytes (Server header, reason phrase, header casing)."""
+    names = []
+    resp = h.get("response")
+    req = h.get("request")
+    if resp:
+        server = _hdr(h, "response", "server")
+        if server:
+            names.append(server.split("/")[0].split(" ")[0].lower())
+        raw = resp.get("raw", "")
+        hdr_names = [n for n, _ in resp["headers"]]
+        if resp["status"] == 101 and resp["reason"] == "Switching protocols":
+            names.append("bun")
+        elif resp["status"] == 101 and hdr_names and all(n == n.lower() for n in hdr_names) and not server:
+            names.append("node-http-proxy" if any(n.startswith("x-") or n in ("date",) for n in hdr_names)
+                         or "connection: upgrade" in raw.lower() and "upgrade: websocket" in raw else "lowercase-headers")
+        elif resp["status"] == 101 and raw.startswith("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                                      "Connection: Upgrade\r\nSec-WebSocket-Accept:"):
+            names.append("ws")
+    if req:
+        ua = _hdr(h, "request", "user-agent")
+        if ua:
+            names.append(ua.split(" ")[0].lower())
+    return list(dict.fromkeys(names))
+
+
+def decide(hops: list[dict], diffs: list[dict], links: list[dict], proxies: set[str]) -> dict:
+    cause, hop, summary, evidence = _decide(hops, diffs, proxies)
+    benign = False
+    if cause == "ok":
+        benign_note = _teardown_note(hops)
+        if benign_note:
+            summary += " " + benign_note
+            benign = True
+    sw: list[str] = []
+    for h in hops:
+        sw += software(h)
+    return {"cause": cause, "hop": hop, "summary": summary, "evidence": evidence,
+            "broken": cause != "ok", "benign": benign, "software": list(dict.fromkeys(sw)),
+            "advice": ADVICE[cause]}
+
+
+def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str, int | None, str, list[dict]]:
+    n = len(hops)
+    last = hops[-1]
+    li = n - 1
+    # 1. The deepest leg never carried a request: the proxy could not reach its target.
+    if last.get("request") is None:
+        oc = last["outcome"]
+        down = hops[-2] if n > 1 else last
+        ev = [_ev(down, down["request"]["frame"] if down.get("request") else None, f"upgrade request to {down['server']}"),
+              _ev(last, last["tcp"]["syn_frame"], f"SYN {last['client']} → {last['server']}")]
+        if oc == "refused":
+            end = last["tcp"]["end"] or {}
+            ev.append(_ev(last, end.get("frame"), "RST from " + last["server"]))
+            return ("upstream-refused", li, f"The proxy's connection to {last['server']} was refused: SYN in frame "
+                    f"{last['tcp']['syn_frame']} answered by RST in frame {end.get('frame')}.", ev)
+        if oc == "unanswered":
+            return ("upstream-unreachable", li, f"The proxy's SYN to {last['server']} (frame {last['tcp']['syn_frame']}) "
+                    f"was never answered.", ev)
+        return ("upstream-closed", li, f"The proxy connected to {last['server']} but the connection "
+                f"was {'reset' if oc == 'reset' else 'closed'} before any request was sent.", ev)
+    # 2. Breaking request changes at a boundary explain what the next hop did.
+    for d in diffs:
+        if d["direction"] != "request":
+            continue
+        for c in d["changes"]:
+            if c["class"] != "breaking":
+                continue
+            up = hops[d["to_hop"]]
+            name = c["name"]
+            ev = [_ev(hops[d["from_hop"]], hops[d["from_hop"]]["request"]["frame"], f"{name}: {c['before']}"),
+                  _ev(up, up["request"]["frame"], f"{name}: {c['after']}")]
+            said = f" {up['server']} answered {up['status']}." if up.get("status") else ""
+            if name == "upgrade":
+                return ("upgrade-header-stripped", d["to_hop"], f"The proxy at {up['client']} sent the request upstream "
+                        f"without 'Upgrade: websocket' (was {c['before']!r}, now {c['after']!r}, frame "
+                        f"{up['request']['frame']}).{said}", ev)
+            if name == "connection" or name == ":request-line":
+                return ("connection-header-stripped", d["to_hop"], f"The proxy at {up['client']} dropped the 'upgrade' "
+                        f"token from Connection ({c['before']!r} → {c['after']!r}, frame {up['request']['frame']}).{said}", ev)
+            if name == "origin" and up.get("status") not in (101,):
+                return ("origin-rejected", d["to_hop"], f"The proxy rewrote Origin {c['before']!r} → {c['after']!r} "
+                        f"(frame {up['request']['frame']}) and {up['server']} answered "
+                        f"{up.get('status') or up['outcome']} (frame {(up.get('response') or {}).get('frame')}).", ev)
+            if name == "sec-websocket-key":
+                client_codes = _codes(hops[0])
+                if "bad-accept" in client_codes or up.get("status") != 101:
+                    return ("key-changed", d["to_hop"], f"The key changed between hops ({c['before']!r} → "
+                            f"{c['after']!r}) and the client's Accept no longer matches its key.", ev)
+            if name == "sec-websocket-version":
+                return ("version-unsupported", d["to_hop"], f"Sec-WebSocket-Version changed between hops "
+                        f"({c['before']!r} → {c['after']!r}).", ev)
+    # 3. The deepest leg's own answer.
+    codes = _codes(last)
+    resp = last.get("response")
+    if resp is None:
+        oc = last["outcome"]
+        end = last["tcp"]["end"] or {}
+        if oc == "no-response":
+            return ("timeout", li, f"{last['server']} never answered the upgrade request (frame "
+                    f"{last['request']['frame']}); waited {last.get('waited')} s until the end of the evidence.",
+                    [_ev(last, last["request"]["frame"], "request")])
+        by = end.get("by")
+        ev = [_ev(last, last["request"]["frame"], "request"), _ev(last, end.get("frame"), f"{end.get('kind')} by {by}")]
+        if "non-http-response" in codes:
+            return ("malformed-response", li, f"{last['server']} answered with bytes that are not HTTP/1: "
+                    f"{codes['non-http-response']['message']}.", ev)
+        if n == 1 and _ip(last["server"]) in proxies or n == 1 and by == "server":
+            cause = "no-upstream-connection" if n == 1 else "upstream-closed"
+            return (cause, li, f"{last['server']} {'reset' if oc == 'reset' else 'closed'} the connection "
+                    f"(frame {end.get('frame')}, by the {by}) without answering the upgrade, and no upstream "
+                    f"connection was seen.", ev)
+        if by == "client":
+            return ("timeout", li, f"The client gave up: it {'reset' if oc == 'reset' else 'closed'} the connection "
+                    f"in frame {end.get('frame')} without an answer from {last['server']}.", ev)
+        return ("upstream-closed", li, f"{last['server']} {'reset' if oc == 'reset' else 'closed'} the connection "
+                f"(frame {end.get('frame')}) without answering.", ev)
+    st = resp["status"]
+    ev_resp = [_ev(last, last["request"]["frame"], f"{last['request']['method']} {last['request']['target']}"),
+               _ev(last, resp["frame"], f"{resp['version']} {st} {resp['reason']}")]
+    if st != 101:
+        origin = _hdr(last, "request", "origin")
+        if "version-unsupported" in codes or st == 426:
+            return ("version-unsupported", li, f"{last['server']} answered {st}: "
+                    f"{(codes.get('version-rejected') or codes.get('version-unsupported') or {}).get('message', '')}.", ev_resp)
+        if st == 403 and origin:
+            return ("origin-rejected", li, f"{last['server']} answered 403 to Origin {origin!r} (frame {resp['frame']}).",
+                    ev_resp)
+        if n == 1 and _ip(last["server"]) in proxies:
+            return ("proxy-rejected", 0, f"The proxy {last['server']} answered {st} {resp['reason']} itself "
+                    f"(frame {resp['frame']}) without going upstream.", ev_resp)
+        if n == 1 and st in (502, 503, 504):
+            return ("no-upstream-connection", 0, f"{last['server']} answered {st} {resp['reason']} (frame "
+                    f"{resp['frame']}) and no upstream connection was seen.", ev_resp)
+        return ("upstream-rejected", li, f"{last['server']} answered {st} {resp['reason']} to the upgrade "
+                f"(frame {resp['frame']}).", ev_resp)
+    mal = [codes[c] for c in MALFORMED_CODES if c in codes]
+    if mal:
+        node = " Node's llhttp rejects it." if "llhttp-rejects" in codes else " Node's llhttp accepts it."
+        return ("malformed-response" if any(a["frame"] == resp["frame"] for a in mal) or "http-after-101" in codes
+                else "malformed-response", li,
+                f"The 101 from {last['server']} is malformed: " + "; ".join(a["message"] for a in mal[:3]) + "." + node,
+                ev_resp)
+    if "bad-accept" in codes:
+        return ("bad-accept", li, codes["bad-accept"]["message"] + f" (frame {resp['frame']}).", ev_resp)
+    if "subprotocol-not-offered" in codes:
+        return ("subprotocol-mismatch", li, codes["subprotocol-not-offered"]["message"] + ".", ev_resp)
+    if "extension-not-offered" in codes:
+        return ("extension-mismatch", li, codes["extension-not-offered"]["message"] + ".", ev_resp)
+    # 4. Walk back towards the client: did each proxy relay what it got?
+    for i in range(n - 2, -1, -1):
+        down, up = hops[i], hops[i + 1]
+        dres = down.get("response")
+        dcodes = _codes(down)
+        if dres is None or dres["status"] != up["status"]:
+            got = f"{dres['status']} {dres['reason']}" if dres else down["outcome"]
+            ev = [_ev(up, up["response"]["frame"] if up.get("response") else None, f"upstream {up['status']}"),
+                  _ev(down, dres["frame"] if dres else (down["tcp"]["end"] or {}).get("frame"), f"client got {got}")]
+            return ("proxy-dropped-upgrade", i, f"{up['server']} answered 101 (frame {up['response']['frame']}) but "
+                    f"the client got {got} from the proxy {down['server']}.", ev)
+        if "bad-accept" in dcodes:
+            cause = "key-changed" if _key_of(down) != _key_of(up) else "bad-accept"
+            return (cause, i, dcodes["bad-accept"]["message"] + f" (frame {dres['frame']}).",
+                    [_ev(down, dres["frame"], "Sec-WebSocket-Accept")])
+        mal = [dcodes[c] for c in MALFORMED_CODES if c in dcodes and dcodes[c]["frame"] == dres["frame"]]
+        if mal:
+            return ("malformed-response", i, f"The 101 relayed by {down['server']} is malformed: "
+                    + "; ".join(a["message"] for a in mal[:3]) + ".", [_ev(down, dres["frame"], "101")])
+        for d in diffs:
+            if d["direction"] == "response" and d["boundary"] == i:
+                for c in d["changes"]:
+                    if c["class"] == "breaking" and c["name"] == "sec-websocket-protocol":
+                        return ("subprotocol-mismatch", i, f"The backend chose subprotocol {c['before']!r} but the "
+                                f"client got {c['after']!r}.", [_ev(down, dres["frame"], "Sec-WebSocket-Protocol")])
+                    if c["class"] == "breaking" and c["name"] == "sec-websocket-extensions":
+                        return ("extension-mismatch", i, f"The backend negotiated extensions {c['before']!r} but "
+                                f"the client got {c['after']!r}.", [_ev(down, dres["frame"], "Sec-WebSocket-Extensions")])
+        if up.get("frames") is not None and "data-with-101" in _codes(up):
+            up_server = [f for f in up["frames"] if f["dir"] == "server"]
+            down_server = [f for f in down["frames"] if f["dir"] == "server"]
+            if up_server and len(down_server) < min(len(up_server), 1 + 0):
+                return ("frames-lost-at-proxy", i, f"{len(up_server)} frame(s) came with the upstream 101 (frame "
+                        f"{up['response']['frame']}) but none reached the client.",
+                        [_ev(up, up["response"]["frame"], "101 + frames"), _ev(down, dres["frame"], "101 without frames")])
+    # 5. Frames after the upgrade.
+    for i, h in enumerate(hops):
+        hc = _codes(h)
+        for code, cause in BROKEN_FRAME_CODES.items():
+            if code in hc:
+                return (cause, i, hc[code]["message"] + f" (frame {hc[code]['frame']}).",
+                        [_ev(h, hc[code]["frame"], code)])
+    for i, h in enumerate(hops):
+        bad = _abnormal_close(h)
+        if bad:
+            return ("closed-after-upgrade", i, bad[0], bad[1])
+    legs = " → ".join([hops[0]["client"]] + [h["server"] for h in hops])
+    return ("ok", None, f"Upgraded on every hop ({legs}).", [_ev(h, h["response"]["frame"], "101") for h in hops])
+
+
+def _key_of(h: dict) -> str | None:
+    return _hdr(h, "request", "sec-websocket-key")
+
+
+def _ip(ep: str) -> str:
+    return ep.rpartition(":")[0].strip("[]")
+
+
+def _abnormal_close(h: dict) -> tuple[str, list[dict]] | None:
+    """A close that is a failure: an error close code, an idle timeout, or a drop right after the 101."""
+    closes = [f for f in h.get("frames", []) if f["opcode"] == 8]
+    data_frames = [f for f in h.get("frames", []) if f["opcode"] in (0, 1, 2)]
+    end = h["tcp"].get("end")
+    for c in closes:
+        code = c.get("close_code")
+        if code is not None and code not in (1000, 1001):
+            return (f"The {c['dir']} closed the WebSocket with code {code}"
+                    + (f" ({c['close_reason']!r})" if c.get("close_reason") else "") + f" in frame {c['frame']}.",
+                    [_ev(h, c["frame"], f"close {code}")])
+    if end and not closes:
+        last_ts = max([f["ts"] for f in h.get("frames", [])] or [h["response"]["ts"]])
+        idle = end["ts"] - last_ts
+        for t in IDLE_TIMEOUTS:
+            if abs(idle - t) < 0.5:
+                return (f"The {end['by']} ended the connection with {end['kind'].upper()} (frame {end['frame']}) "
+                        f"{idle:.1f} s after the last frame: an idle-timeout pattern ({t} s).",
+                        [_ev(h, end["frame"], f"{end['kind']} by {end['by']}")])
+        if not data_frames and end["ts"] - h["response"]["ts"] < 1.0 and end["kind"] == "rst":
+            return (f"The {end['by']} reset the connection (frame {end['frame']}) right after the 101, before any "
+                    f"message.", [_ev(h, end["frame"], f"rst by {end['by']}")])
+    return None
+
+
+def _teardown_note(hops: list[dict]) -> str:
+    notes = []
+    for h in hops:
+        end = h["tcp"].get("end")
+        if end and end["kind"] == "rst":
+            notes.append(f"{h['client']} → {h['server']} ended with RST by the {end['by']}")
+    if notes:
+        return "Benign teardown after a healthy exchange: " + "; ".join(notes) + "."
+    return ""
