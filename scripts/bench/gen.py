@@ -569,9 +569,9 @@ class Gen:
     def filler(self, k: int):
         rng = self.rng
         r = rng.random()
-        if r < 0.30:
+        if r < 0.33:
             yield from self.bulk()
-        elif r < 0.82:
+        elif r < 0.83:
             yield from self.http_session()
         else:
             yield from self.api_via_proxy()
