@@ -217,7 +217,7 @@ def refused_v6():
         "id": 1, "hops": [1, 2],
         "links": [{"from": 1, "to": 2, "by": "inferred", "delay": 0.002}],
         "diffs": [],
-        "verdict": {"cause": "backend-refused", "hop": 1,
+        "verdict": {"cause": "upstream-refused", "hop": 1,
                     "summary": ("The proxy's connection to 127.0.0.1:24678 was refused (RST at frame 6); "
                                 "the proxy then closed the browser's connection without a response (FIN at frame 8)."),
                     "evidence": [{"frame": 6, "source": 0, "what": "RST from 127.0.0.1:24678"},

@@ -24,6 +24,7 @@ __all__ = [
     "md_text",
     "md_fence",
     "html",
+    "html_pre",
     "csv_cell",
     "mermaid",
     "raw_head_lines",
@@ -122,6 +123,15 @@ def html(s: object) -> str:
     in HTML), then ``& < > " '`` are entity-encoded.
     """
     return _html.escape(visible(s), quote=True)
+
+
+def html_pre(s: str) -> str:
+    """Multi-line display text for ``<pre>``: line breaks kept, all else as :func:`html`.
+
+    For text that already went through :func:`raw_head_lines`; any control
+    character other than LF left in it is still made visible.
+    """
+    return "\n".join(html(line) for line in str(s).split("\n"))
 
 
 # Spreadsheet formula triggers (OWASP CSV injection): a cell starting with one

@@ -37,8 +37,9 @@ class Participant:
 
     @property
     def lines(self) -> list[str]:
-        head = self.name or split_addr(self.addr)[0]
-        return [f"{head} ({self.role})", self.addr]
+        if self.name:
+            return [f"{self.name} ({self.role})", self.addr]
+        return [self.role, self.addr]
 
 
 @dataclass

@@ -1,0 +1,727 @@
+"""Incident report (``wscap report CAPTURE... -o report.md|.html``) and filters.
+
+The report is built once as a list of blocks (headings, paragraphs, tables,
+preformatted heads, ladder diagrams), then written as Markdown or as one
+self-contained HTML file. Both writers escape every piece of text they are
+given; the blocks themselves hold plain, unescaped strings. So the report's
+content is decided in one place and the two formats cannot drift apart.
+
+Contents: a summary (captures, time range, link types, endpoints, handshakes
+and chains, broken ones counted by cause); for each broken chain its hop
+ladder with the failing hop marked, the verdict and its evidence, the header
+diff at the failing boundary, every hop's raw request/response head (escaped,
+cut at ``max_head`` characters), a Wireshark filter per leg and what to check
+next for its cause; then the healthy chains in one table.
+
+:func:`filter_document` implements ``--only-broken/--chain/--host/--path``
+for every output format.
+"""
+from __future__ import annotations
+
+import copy
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence, Union
+
+from wscap.render import escape
+from wscap.render import html as H
+from wscap.render.markdown import REDACTED_NOTE, capture_rows, hops_path, md_table, plural
+from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_index, header, hop_status,
+                                  ladder, linktype_name, sequence_diagram, split_addr, wireshark_filter)
+
+__all__ = ["filter_document", "report_markdown", "report_html", "write_report", "CAUSE_ADVICE",
+           "advice_for", "is_broken_handshake", "DEFAULT_MAX_HEAD"]
+
+DEFAULT_MAX_HEAD = 4096   # characters of each raw head shown in a report
+
+# ---------------------------------------------------------------------------
+# what to check next, per verdict cause (the causes wscap.verdict produces)
+
+CAUSE_ADVICE: dict[str, list[str]] = {
+    "origin-rejected": [
+        "Compare the Origin the backend received (diff table above) with the backend's allow-list: "
+        "ALLOWED_ORIGINS / CORS_ORIGINS / Socket.IO `cors.origin` / Django `CSRF_TRUSTED_ORIGINS` / "
+        "Spring `setAllowedOrigins`.",
+        "Vite `server.proxy`: `changeOrigin: true` rewrites Host only, never Origin. To rewrite Origin "
+        "use `rewriteWsOrigin: true` (Vite 6+), or a `configure: (proxy) => proxy.on('proxyReqWs', "
+        "(req) => req.setHeader('origin', target))` hook.",
+        "If a proxy hook already rewrites Origin, check the value it writes (scheme, host and port must "
+        "all match the allow-list entry).",
+        "Behind nginx: Origin passes through unchanged unless `proxy_set_header Origin ...` is set.",
+    ],
+    "upgrade-header-stripped": [
+        "nginx: `proxy_http_version 1.1;` and `proxy_set_header Upgrade $http_upgrade;` in the location.",
+        "Vite: look for `configure` hooks that call `removeHeader`/`setHeader` on `proxyReqWs`.",
+        "Load balancers/CDNs: WebSocket support must be enabled for the route.",
+    ],
+    "connection-header-stripped": [
+        "nginx: `proxy_set_header Connection \"upgrade\";` (or a `map $http_upgrade $connection_upgrade`).",
+        "HTTP/1.0 proxies drop hop-by-hop headers: make the proxy speak HTTP/1.1 upstream.",
+    ],
+    "key-changed": [
+        "An intermediary regenerated Sec-WebSocket-Key; it must also recompute Sec-WebSocket-Accept "
+        "for the client, or pass the key through unchanged.",
+    ],
+    "bad-accept": [
+        "Recompute Accept = base64(SHA-1(key + 258EAFA5-E914-47DA-95CA-C5AB0DC85B11)) and compare with "
+        "the response head below; a mismatch means the server or an intermediary rewrote the key.",
+    ],
+    "malformed-response": [
+        "Read the raw response head below for bare LF line endings, a body or Content-Length on the "
+        "101, or a head that never ends; see which parser rejects it in the JSON `parsers` field.",
+        "Node/Bun clients are strict (llhttp); nginx may accept what they reject.",
+    ],
+    "upstream-refused": [
+        "Nothing listens on the proxy's target address/port: check the backend is up and bound to "
+        "0.0.0.0 (not 127.0.0.1) inside its container.",
+        "`localhost` inside a container is the container itself: use the Compose service name "
+        "(e.g. `http://backend:5000`) as the proxy target.",
+        "Vite HMR: the HMR socket port must be reachable; set `server.hmr.clientPort` (and "
+        "`server.hmr.port`) when the dev server runs behind a proxy or in a container.",
+    ],
+    "upstream-unreachable": [
+        "The proxy's SYNs went unanswered: wrong address, firewall, or the backend container is on "
+        "another Docker network (`docker network inspect`).",
+    ],
+    "no-upstream-connection": [
+        "The proxy never connected upstream: make sure the path is proxied with `ws: true` "
+        "(Vite `server.proxy['/ws'] = {target, ws: true}`).",
+        "The upstream name may not resolve inside the proxy's container: use the Compose service name.",
+        "If the upstream leg runs on loopback inside a container, capture there "
+        "(`wscap live --container NAME`).",
+    ],
+    "upstream-rejected": [
+        "The backend answered the upgrade with a non-101 status: read its response head below "
+        "(auth, path, Host allow-lists such as Django `ALLOWED_HOSTS`).",
+        "A 404 usually means a path mismatch: check the proxy's `rewrite` and the backend's route.",
+    ],
+    "upstream-closed": [
+        "The backend closed/reset without answering: check its logs for a crash, a TLS listener "
+        "receiving plaintext, or a protocol mismatch (HTTP/2-only server).",
+    ],
+    "proxy-rejected": [
+        "The proxy answered itself without going upstream: is the path in `server.proxy` (key and "
+        "`rewrite`)? Vite's host check: `server.allowedHosts`.",
+        "nginx: check the `location` that matched and any `allow/deny` or auth directives.",
+    ],
+    "proxy-dropped-upgrade": [
+        "The backend said 101 but the client got something else: upgrade the proxy runtime "
+        "(Bun node:http 'upgrade' bug oven-sh/bun#24127, old http-proxy versions).",
+    ],
+    "proxy-dropped-response": [
+        "The backend's non-101 answer never reached the client: old http-proxy listened only for "
+        "'upgrade' (node-http-proxy#624). Upgrade the proxy; the backend's own answer is below.",
+    ],
+    "frames-lost-at-proxy": [
+        "Frames sent together with the upstream 101 never reached the client: the proxy dropped the "
+        "'head' bytes when it switched to piping. Upgrade the proxy.",
+    ],
+    "subprotocol-mismatch": [
+        "The server must choose one of the offered Sec-WebSocket-Protocol values and the proxy must "
+        "pass it back; browsers fail the connection otherwise.",
+        "If a token travels in Sec-WebSocket-Protocol, the server must echo only the protocol name.",
+    ],
+    "extension-mismatch": [
+        "Negotiated extensions and the frames disagree (RSV1 without permessage-deflate): a proxy "
+        "relayed the offer but not the answer, or vice versa. Disable compression on one side to confirm.",
+    ],
+    "version-unsupported": [
+        "Sec-WebSocket-Version must be 13; a 426 lists what the server supports.",
+    ],
+    "timeout": [
+        "No answer before the capture (or `--timeout`) ended: check whether the backend is hung or the "
+        "proxy is waiting on a slow upstream; capture longer to be sure.",
+    ],
+    "closed-after-upgrade": [
+        "The WebSocket opened and was closed abnormally: check the close code and which side closed.",
+        "Idle timeouts close quiet sockets (nginx `proxy_read_timeout` 60 s, load balancers): send pings.",
+    ],
+}
+
+_ADVICE_KEYWORDS = (
+    ("origin", "origin-rejected"), ("refused", "upstream-refused"), ("unreachable", "upstream-unreachable"),
+    ("upgrade", "upgrade-header-stripped"), ("connection", "connection-header-stripped"),
+    ("accept", "bad-accept"), ("key", "key-changed"), ("malformed", "malformed-response"),
+    ("subprotocol", "subprotocol-mismatch"), ("extension", "extension-mismatch"),
+    ("timeout", "timeout"), ("closed", "upstream-closed"), ("reject", "upstream-rejected"),
+)
+
+
+def advice_for(cause: str | None) -> list[str]:
+    """Checklist for ``cause`` (exact name first, then by keyword, then generic)."""
+    if not cause or cause == "ok":
+        return []
+    if cause in CAUSE_ADVICE:
+        return CAUSE_ADVICE[cause]
+    low = cause.lower()
+    for kw, known in _ADVICE_KEYWORDS:
+        if kw in low:
+            return CAUSE_ADVICE[known]
+    return ["Read the failing hop's request and response heads below and compare them with the hop before it."]
+
+
+# ---------------------------------------------------------------------------
+# filtering
+
+def is_broken_handshake(hs: dict[str, Any]) -> bool:
+    """A handshake outside any chain counts as broken unless it upgraded cleanly."""
+    if hs.get("outcome") != "upgraded":
+        return True
+    return any(a.get("severity") == "error" for a in hs.get("anomalies") or [])
+
+
+def _host_matches(doc: dict[str, Any], hs: dict[str, Any], pattern: str) -> bool:
+    pat = pattern.lower()
+    cands: list[str] = []
+    for head in (hs.get("request"),):
+        h = header(head, "host")
+        if h:
+            cands += [h, split_addr(h)[0] if ":" in h else h]
+    for addr in (hs.get("client"), hs.get("server")):
+        if addr:
+            ip = split_addr(str(addr))[0]
+            cands.append(ip)
+            name = endpoint_label(doc, str(addr))[0]
+            if name:
+                cands.append(name)
+    return any(fnmatch.fnmatchcase(c.lower(), pat) for c in cands)
+
+
+def _path_matches(hs: dict[str, Any], pattern: str) -> bool:
+    target = str((hs.get("request") or {}).get("target") or "")
+    if not target:
+        return False
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    if "://" in path:  # absolute-form target
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(target, pattern)
+
+
+def _summary(doc: dict[str, Any], hss: list[dict[str, Any]], chains: list[dict[str, Any]]) -> dict[str, Any]:
+    by_cause: dict[str, int] = {}
+    for c in chains:
+        cause = (c.get("verdict") or {}).get("cause") or "ok"
+        by_cause[cause] = by_cause.get(cause, 0) + 1
+    out = dict(doc.get("summary") or {})
+    out.update({
+        "handshakes": len(hss),
+        "websocket": sum(1 for h in hss if h.get("websocket")),
+        "chains": len(chains),
+        "broken": sum(1 for c in chains if (c.get("verdict") or {}).get("broken")),
+        "by_cause": dict(sorted(by_cause.items())),
+    })
+    if "upgraded" in out:
+        out["upgraded"] = sum(1 for h in hss if h.get("outcome") == "upgraded")
+    return out
+
+
+def filter_document(doc: dict[str, Any], only_broken: bool = False, chain: Any = None,
+                    host: str | None = None, path: str | None = None) -> dict[str, Any]:
+    """A copy of ``doc`` keeping only the chains (and their handshakes) that match.
+
+    - ``only_broken``: chains whose verdict is broken; handshakes outside any
+      chain that did not upgrade cleanly (:func:`is_broken_handshake`).
+    - ``chain``: that chain id only (int or numeric str); lone handshakes are dropped.
+    - ``host``: glob, case-insensitive, on the request's Host header (with or
+      without port), or either endpoint's IP or name; a chain matches when
+      any hop does.
+    - ``path``: glob on the request target's path (query ignored; the full
+      target is tried too); any hop.
+
+    ``summary`` is recomputed for what is kept, ``endpoints`` trimmed to the
+    kept handshakes; ``source`` and ``stats`` describe the captures and stay.
+    The applied filters are recorded under ``"filter"``. With no filter the
+    document is returned as a copy, unchanged.
+    """
+    if not only_broken and chain is None and host is None and path is None:
+        return copy.deepcopy(doc)
+    by_id = handshake_index(doc)
+    want_chain = None
+    if chain is not None:
+        want_chain = int(chain) if isinstance(chain, str) and chain.strip().lstrip("-").isdigit() else chain
+
+    def hs_ok(hs: dict[str, Any]) -> tuple[bool, bool]:
+        return (host is None or _host_matches(doc, hs, host),
+                path is None or _path_matches(hs, path))
+
+    kept_chains = []
+    for ch in doc.get("chains") or []:
+        if want_chain is not None and ch.get("id") != want_chain:
+            continue
+        if only_broken and not (ch.get("verdict") or {}).get("broken"):
+            continue
+        hops = [by_id.get(h) or {} for h in ch.get("hops") or []]
+        marks = [hs_ok(h) for h in hops]
+        if not (any(m[0] for m in marks) and any(m[1] for m in marks)):
+            continue
+        kept_chains.append(ch)
+    keep_ids = {h for ch in kept_chains for h in ch.get("hops") or []}
+    in_chain = set(chain_of(doc))
+    if want_chain is None:
+        for hs in doc.get("handshakes") or []:
+            if hs.get("id") in in_chain:
+                continue
+            if only_broken and not is_broken_handshake(hs):
+                continue
+            if all(hs_ok(hs)):
+                keep_ids.add(hs.get("id"))
+    hss = [h for h in doc.get("handshakes") or [] if h.get("id") in keep_ids]
+    ips = {split_addr(str(h.get(k) or ""))[0] for h in hss for k in ("client", "server")}
+    out = copy.deepcopy({k: v for k, v in doc.items() if k not in ("handshakes", "chains", "endpoints")})
+    out["handshakes"] = copy.deepcopy(hss)
+    out["chains"] = copy.deepcopy(kept_chains)
+    out["endpoints"] = copy.deepcopy([e for e in doc.get("endpoints") or [] if e.get("ip") in ips])
+    out["summary"] = _summary(doc, hss, kept_chains)
+    out["filter"] = {"only_broken": bool(only_broken), "chain": want_chain, "host": host, "path": path}
+    # Keep the document's key order (version, tool, source, handshakes, ...).
+    return {k: out[k] for k in list(doc.keys()) + [k for k in out if k not in doc] if k in out}
+
+
+# ---------------------------------------------------------------------------
+# the block model
+
+@dataclass
+class Code:
+    """Generated text (filters, frame numbers) shown as code."""
+    text: str
+
+
+@dataclass
+class Strong:
+    text: str
+    cls: str = ""    # "bad" / "ok": colour in HTML
+
+
+Inline = Union[str, Code, Strong]
+Cell = Union[Inline, Sequence[Inline]]
+
+
+@dataclass
+class Heading:
+    level: int
+    parts: Sequence[Inline]
+    anchor: str = ""
+
+
+@dataclass
+class Para:
+    parts: Sequence[Inline]
+    cls: str = ""
+
+
+@dataclass
+class Bullets:
+    items: Sequence[Sequence[Inline]]
+
+
+@dataclass
+class Table:
+    header: Sequence[str]
+    rows: Sequence[Sequence[Cell]]
+    row_classes: Sequence[str] = field(default_factory=list)
+
+
+@dataclass
+class Pre:
+    caption: Sequence[Inline]
+    text: str        # display text, control characters already visible
+
+
+@dataclass
+class Diagram:
+    doc: dict[str, Any]
+    chain: dict[str, Any]
+
+
+Block = Union[Heading, Para, Bullets, Table, Pre, Diagram]
+
+
+def rich(text: str) -> list[Inline]:
+    """Split *our own* advice text on `backticks` into text and code parts."""
+    parts: list[Inline] = []
+    for k, piece in enumerate(text.split("`")):
+        if piece:
+            parts.append(Code(piece) if k % 2 else piece)
+    return parts
+
+
+def _head_text(head: dict[str, Any] | None, max_head: int) -> tuple[str, int]:
+    raw = (head or {}).get("raw")
+    if not isinstance(raw, str):
+        return "", 0
+    cut = max(0, len(raw) - max_head)
+    return escape.raw_head_lines(raw[:max_head] if cut else raw), cut
+
+
+def _leg(doc: dict[str, Any], addr: str) -> str:
+    name = endpoint_label(doc, addr)[0]
+    return f"{name} {addr}" if name else addr
+
+
+def _source_name(doc: dict[str, Any], idx: Any) -> str:
+    src = doc.get("source") or []
+    if isinstance(idx, int) and 0 <= idx < len(src):
+        return str(src[idx].get("path") or idx)
+    return "" if idx is None else str(idx)
+
+
+def _diff_rows(d: dict[str, Any]) -> tuple[list[list[Cell]], list[str]]:
+    """Rows for one diff; expected case-only changes folded into one row."""
+    order = {"breaking": 0, "suspicious": 1, "expected": 2}
+    changes = sorted((c for c in d.get("changes") or [] if isinstance(c, dict)),
+                     key=lambda c: order.get(str(c.get("class")), 3))
+    rows: list[list[Cell]] = []
+    classes: list[str] = []
+    folded = [c for c in changes if c.get("kind") == "case-changed" and c.get("class") == "expected"]
+    for c in changes:
+        if c in folded:
+            continue
+        cls = str(c.get("class") or "")
+        rows.append([str(c.get("kind") or ""), str(c.get("name") or ""),
+                     "(absent)" if c.get("before") is None else str(c.get("before")),
+                     "(absent)" if c.get("after") is None else str(c.get("after")),
+                     Strong(cls, "bad") if cls == "breaking" else cls, str(c.get("why") or "")])
+        classes.append(cls if cls in ("breaking", "suspicious") else "")
+    if folded:
+        rows.append(["case-changed", ", ".join(str(c.get("name")) for c in folded),
+                     ", ".join(str(c.get("before")) for c in folded),
+                     ", ".join(str(c.get("after")) for c in folded), "expected",
+                     f"{plural(len(folded), 'header name')} changed case only: "
+                     + str(folded[0].get("why") or "")])
+        classes.append("")
+    return rows, classes
+
+
+def _failing_boundary(chain: dict[str, Any]) -> int | None:
+    v = chain.get("verdict") or {}
+    hop = v.get("hop")
+    if not isinstance(hop, int):
+        return None
+    return hop - 1 if hop >= 1 else 0
+
+
+def _chain_blocks(doc: dict[str, Any], ch: dict[str, Any], max_head: int) -> list[Block]:
+    by_id = handshake_index(doc)
+    v = ch.get("verdict") or {}
+    hops_ids = ch.get("hops") or []
+    hops = [by_id.get(h) or {"id": h} for h in hops_ids]
+    fail = v.get("hop") if isinstance(v.get("hop"), int) else None
+    cause = str(v.get("cause") or "broken")
+    title = f"Chain {ch.get('id')}: {cause}" + (f" at hop {fail}" if fail is not None else "")
+    blocks: list[Block] = [Heading(3, [title], anchor=f"chain-{ch.get('id')}")]
+    blocks.append(Para([Strong("Verdict: ", "bad"), str(v.get("summary") or "")], cls="verdict"))
+    blocks.append(Para([Strong("Path: "), hops_path(doc, ch)]))
+    if v.get("software"):
+        blocks.append(Para([Strong("Software seen: "), ", ".join(str(s) for s in v["software"])]))
+    links = [f"{ln.get('from')}\u2192{ln.get('to')} by {ln.get('by')}"
+             + (f" ({ln['delay'] * 1000:.1f} ms)" if isinstance(ln.get("delay"), (int, float)) else "")
+             for ln in ch.get("links") or []]
+    if links:
+        blocks.append(Para([Strong("Hops linked: "), "; ".join(links)]))
+    blocks.append(Heading(4, ["Hop ladder"]))
+    blocks.append(Diagram(doc, ch))
+
+    ev = [e for e in v.get("evidence") or [] if isinstance(e, dict)]
+    if ev:
+        blocks.append(Heading(4, ["Evidence"]))
+        blocks.append(Table(["Frame", "Capture", "What"],
+                            [[Code(str(e.get("frame"))) if e.get("frame") is not None else "",
+                              _source_name(doc, e.get("source")), str(e.get("what") or "")] for e in ev]))
+
+    b = _failing_boundary(ch)
+    if b is not None and len(hops) > 1:
+        proxy = hops[b].get("server") if b < len(hops) else None
+        blocks.append(Heading(4, [f"Header diff at the failing boundary (hop {b} \u2192 hop {b + 1}, "
+                                  f"proxy {_leg(doc, str(proxy or '?'))})"]))
+        diffs = [d for d in ch.get("diffs") or [] if isinstance(d, dict) and d.get("boundary") == b]
+        if not diffs:
+            blocks.append(Para([f"No diff at this boundary: hop {b + 1} carried no request "
+                                f"({hop_status(hops[b + 1]) if b + 1 < len(hops) else '?'})."]))
+        for d in sorted(diffs, key=lambda d: 0 if d.get("direction") == "request" else 1):
+            if d.get("direction") == "request":
+                cap = (f"Request: as the proxy received it (hop {b}) \u2192 as it sent it upstream (hop {b + 1})")
+                before, after = f"Before (hop {b})", f"After (hop {b + 1})"
+            else:
+                cap = (f"Response: as the upstream sent it (hop {b + 1}) \u2192 as the proxy returned it (hop {b})")
+                before, after = f"Before (hop {b + 1})", f"After (hop {b})"
+            sc = d.get("status_change")
+            parts: list[Inline] = [Strong(cap)]
+            if isinstance(sc, dict):
+                parts += [" \u2014 status changed: ", Strong(f"{sc.get('before')} \u2192 {sc.get('after')}", "bad")]
+            blocks.append(Para(parts))
+            rows, classes = _diff_rows(d)
+            if rows:
+                blocks.append(Table(["Change", "Header", before, after, "Class", "Why"], rows, classes))
+            else:
+                blocks.append(Para(["No header changes."]))
+
+    blocks.append(Heading(4, ["Hops"]))
+    for i, hs in enumerate(hops):
+        mark = " \u2716 failing hop" if i == fail else ""
+        blocks.append(Heading(5, [f"Hop {i}: {_leg(doc, str(hs.get('client') or '?'))} \u2192 "
+                                  f"{_leg(doc, str(hs.get('server') or '?'))} \u2014 "
+                                  f"{hop_status(hs)} ({hs.get('outcome') or '?'}){mark}"]))
+        flt = wireshark_filter(str(hs.get("client") or ""), str(hs.get("server") or ""))
+        meta: list[Inline] = [f"Handshake {hs.get('id')}, capture {_source_name(doc, hs.get('source'))}, "
+                              f"frames {hs.get('first_frame')}\u2013{hs.get('last_frame')}. Wireshark filter: "]
+        meta.append(Code(flt) if flt else "(addresses unknown)")
+        blocks.append(Para(meta))
+        for side, label in (("request", "Request"), ("response", "Response")):
+            head = hs.get(side)
+            if not isinstance(head, dict):
+                what = ("no request was sent" if side == "request"
+                        else f"no response head ({hs.get('outcome') or 'unknown'})")
+                blocks.append(Para([Strong(f"{label}: "), what]))
+                continue
+            text, cut = _head_text(head, max_head)
+            cap: list[Inline] = [Strong(f"{label}"), f" (frame {head.get('frame')}, {fmt_ts(head.get('ts'))})"]
+            if cut:
+                cap.append(f" \u2014 cut at {max_head} characters, {cut} more not shown")
+            blocks.append(Pre(cap, text))
+        anomalies = [a for a in hs.get("anomalies") or [] if isinstance(a, dict)]
+        if anomalies:
+            blocks.append(Table(["Severity", "Anomaly", "Frame", "Message"],
+                                [[str(a.get("severity") or ""), str(a.get("code") or ""),
+                                  Code(str(a.get("frame"))) if a.get("frame") is not None else "",
+                                  str(a.get("message") or "")] for a in anomalies]))
+
+    blocks.append(Heading(4, ["What to check next"]))
+    items: list[list[Inline]] = [rich(a) for a in advice_for(cause)]
+    if v.get("advice") and isinstance(v["advice"], str) and v["advice"] not in advice_for(cause):
+        items.insert(0, [Strong("In short: "), *rich(v["advice"])])
+    blocks.append(Bullets(items))
+    return blocks
+
+
+def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
+                 title: str = "WebSocket incident report") -> list[Block]:
+    """The report as blocks (plain text inside; writers escape)."""
+    s = doc.get("summary") or {}
+    chains = [c for c in doc.get("chains") or [] if isinstance(c, dict)]
+    broken = [c for c in chains if (c.get("verdict") or {}).get("broken")]
+    healthy = [c for c in chains if not (c.get("verdict") or {}).get("broken")]
+    sources = doc.get("source") or []
+    blocks: list[Block] = [Heading(1, [title])]
+    blocks.append(Para([f"Made by {doc.get('tool') or 'wscap'} from {plural(len(sources), 'capture')}: "
+                        + ", ".join(str(x.get("path")) for x in sources) + "."]))
+    if doc.get("filter"):
+        f = doc["filter"]
+        shown = ", ".join(f"{k}={f[k]}" for k in ("only_broken", "chain", "host", "path") if f.get(k))
+        blocks.append(Para([Strong("Filtered: "), shown or "yes"], cls="note"))
+    if doc.get("redacted"):
+        blocks.append(Para([REDACTED_NOTE.replace("`", "")], cls="note"))
+
+    # ---- summary
+    blocks.append(Heading(2, ["Summary"], anchor="summary"))
+    firsts = [x.get("first_ts") for x in sources if isinstance(x.get("first_ts"), (int, float))]
+    lasts = [x.get("last_ts") for x in sources if isinstance(x.get("last_ts"), (int, float))]
+    span = ""
+    if firsts and lasts:
+        span = f"{fmt_ts(min(firsts))} \u2192 {fmt_ts(max(lasts))} ({max(lasts) - min(firsts):.3f} s)"
+    lts = sorted({lt for x in sources for lt in x.get("linktypes") or [] if isinstance(lt, int)})
+    ifaces = [str(i.get("name") if isinstance(i, dict) else i)
+              for x in sources for i in x.get("interfaces") or []]
+    causes = {k: v for k, v in (s.get("by_cause") or {}).items() if k != "ok"}
+    rows: list[list[Cell]] = [
+        ["Captures", f"{len(sources)} ({sum(int(x.get('packets') or 0) for x in sources)} packets)"],
+        ["Time range", span or "unknown"],
+        ["Interfaces / link types", ", ".join(ifaces + [linktype_name(x) for x in lts]) or "unknown"],
+        ["Endpoints", str(len(doc.get("endpoints") or []))],
+        ["Handshakes", f"{s.get('handshakes', len(doc.get('handshakes') or []))} "
+                       f"({s.get('websocket', 0)} WebSocket)"],
+        ["Chains", f"{len(chains)}: {len(broken)} broken, {len(healthy)} healthy"],
+        ["Broken, by cause", ", ".join(f"{k}: {v}" for k, v in sorted(causes.items())) or "none"],
+    ]
+    bad_src = [x for x in sources if not x.get("complete", True) or x.get("errors")]
+    if bad_src:
+        rows.append(["Capture problems", "; ".join(str(e) for x in bad_src for e in x.get("errors") or [])
+                     or "incomplete capture"])
+    blocks.append(Table(["Item", "Value"], rows))
+
+    blocks.append(Heading(3, ["Captures"]))
+    blocks.append(Table(["#", "File", "Format", "Packets", "Bytes", "First packet", "Last packet",
+                         "Link types", "Complete", "Errors"], capture_rows(doc)))
+    eps = [e for e in doc.get("endpoints") or [] if isinstance(e, dict)]
+    if eps:
+        blocks.append(Heading(3, ["Endpoints"]))
+        blocks.append(Table(["IP", "Name", "Role", "Ports"],
+                            [[str(e.get("ip") or ""), str(e.get("name") or ""), str(e.get("role") or ""),
+                              ", ".join(str(p) for p in e.get("ports") or [])] for e in eps]))
+    if broken:
+        blocks.append(Heading(3, ["Broken chains by cause"]))
+        per: dict[str, list[str]] = {}
+        for c in broken:
+            per.setdefault(str((c.get("verdict") or {}).get("cause") or "?"), []).append(str(c.get("id")))
+        blocks.append(Table(["Cause", "Chains", "Chain ids"],
+                            [[Strong(k, "bad"), str(len(v)), ", ".join(v)] for k, v in sorted(per.items())]))
+
+    # ---- broken chains
+    blocks.append(Heading(2, ["Broken chains"], anchor="broken"))
+    if not broken:
+        blocks.append(Para(["No broken chains."]))
+    for c in broken:
+        blocks += _chain_blocks(doc, c, max_head)
+
+    # ---- healthy chains
+    blocks.append(Heading(2, ["Healthy chains"], anchor="healthy"))
+    if healthy:
+        by_id = handshake_index(doc)
+        hrows: list[list[Cell]] = []
+        for c in healthy:
+            v = c.get("verdict") or {}
+            ids = c.get("hops") or []
+            first = by_id.get(ids[0]) or {} if ids else {}
+            req = first.get("request") or {}
+            resp = first.get("response") or {}
+            hrows.append([str(c.get("id")), hops_path(doc, c),
+                          f"{req.get('method', '')} {req.get('target', '')}".strip(),
+                          str(v.get("cause") or "ok") + (" (benign note)" if v.get("benign") else ""),
+                          Code(str(resp.get("frame"))) if resp.get("frame") is not None else "",
+                          fmt_ts(resp.get("ts") or first.get("first_ts")),
+                          ", ".join(str(x) for x in v.get("software") or []),
+                          str(v.get("summary") or "")])
+        blocks.append(Table(["Chain", "Path (status per hop)", "Request", "Verdict", "101 frame",
+                             "Upgraded at", "Software", "Summary"], hrows))
+    else:
+        blocks.append(Para(["No healthy chains."]))
+
+    # ---- handshakes outside chains
+    in_chain = chain_of(doc)
+    lone = [h for h in doc.get("handshakes") or [] if h.get("id") not in in_chain]
+    if lone:
+        blocks.append(Heading(2, ["Handshakes outside any chain"], anchor="lone"))
+        rows = []
+        classes = []
+        for h in lone:
+            req = h.get("request") or {}
+            flt = wireshark_filter(str(h.get("client") or ""), str(h.get("server") or ""))
+            rows.append([str(h.get("id")), _leg(doc, str(h.get("client") or "")),
+                         _leg(doc, str(h.get("server") or "")),
+                         f"{req.get('method', '')} {req.get('target', '')}".strip(),
+                         hop_status(h), str(h.get("outcome") or ""), Code(flt) if flt else ""])
+            classes.append("breaking" if is_broken_handshake(h) else "")
+        blocks.append(Table(["#", "Client", "Server", "Request", "Status", "Outcome", "Wireshark filter"],
+                            rows, classes))
+
+    # ---- the advice reference for every cause in this report
+    present = sorted({str((c.get("verdict") or {}).get("cause")) for c in broken})
+    if present:
+        blocks.append(Heading(2, ["What to check, by cause"], anchor="advice"))
+        blocks.append(Table(["Cause", "What to check next"],
+                            [[Strong(cause), [p for k, a in enumerate(advice_for(cause))
+                                              for p in ([" \u2022 "] if k else []) + rich(a)]]
+                             for cause in present]))
+    return blocks
+
+
+# ---------------------------------------------------------------------------
+# writers
+
+def _md_inline(parts: Iterable[Inline] | Inline, cell: bool) -> str:
+    if isinstance(parts, (str, Code, Strong)):
+        parts = [parts]
+    out = []
+    for k, p in enumerate(parts):
+        if isinstance(p, Code):
+            t = escape.visible(p.text)
+            if cell:
+                t = t.replace("|", "\\|")
+            # A fence longer than any backtick run inside cannot be closed early.
+            n = 1
+            while "`" * n in t:
+                n += 1
+            fence = "`" * n
+            pad = " " if t.startswith("`") or t.endswith("`") else ""
+            out.append(f"{fence}{pad}{t}{pad}{fence}")
+        elif isinstance(p, Strong):
+            inner = escape.md_cell(p.text)
+            trail = ""
+            # '**x **' does not close emphasis: keep trailing spaces outside.
+            while inner.endswith(" "):
+                inner, trail = inner[:-1], trail + " "
+            out.append(f"**{inner}**{trail}" if inner else trail)
+        else:
+            out.append(escape.md_cell(p) if (cell or k > 0) else escape.md_text(p))
+    return "".join(out)
+
+
+def _md_block(b: Block) -> str:
+    if isinstance(b, Heading):
+        return "#" * b.level + " " + _md_inline(b.parts, cell=True)
+    if isinstance(b, Para):
+        return _md_inline(b.parts, cell=False)
+    if isinstance(b, Bullets):
+        return "\n".join("- " + _md_inline(item, cell=True) for item in b.items)
+    if isinstance(b, Table):
+        return md_table([escape.md_cell(h) for h in b.header],
+                        [[_md_inline(c if isinstance(c, (str, Code, Strong)) else list(c), cell=True)
+                          for c in row] for row in b.rows])
+    if isinstance(b, Pre):
+        return _md_inline(b.caption, cell=False) + ":\n\n" + escape.md_fence(b.text, "http")
+    if isinstance(b, Diagram):
+        return escape.md_fence(sequence_diagram(b.doc, b.chain).rstrip("\n"), "mermaid")
+    raise TypeError(b)
+
+
+def report_markdown(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
+                    title: str = "WebSocket incident report") -> str:
+    """The incident report as GitHub-flavoured Markdown (Mermaid ladders)."""
+    return "\n\n".join(_md_block(b) for b in build_report(doc, max_head, title)) + "\n"
+
+
+def _html_inline(parts: Iterable[Inline] | Inline) -> str:
+    if isinstance(parts, (str, Code, Strong)):
+        parts = [parts]
+    out = []
+    for p in parts:
+        if isinstance(p, Code):
+            out.append(f"<code>{escape.html(p.text)}</code>")
+        elif isinstance(p, Strong):
+            cls = f' class="{escape.html(p.cls)}"' if p.cls else ""
+            out.append(f"<strong{cls}>{escape.html(p.text)}</strong>")
+        else:
+            out.append(escape.html(p))
+    return "".join(out)
+
+
+def _html_block(b: Block) -> str:
+    if isinstance(b, Heading):
+        anchor = f' id="{escape.html(b.anchor)}"' if b.anchor else ""
+        return f"<h{b.level}{anchor}>{_html_inline(b.parts)}</h{b.level}>"
+    if isinstance(b, Para):
+        cls = f' class="{escape.html(b.cls)}"' if b.cls else ""
+        return f"<p{cls}>{_html_inline(b.parts)}</p>"
+    if isinstance(b, Bullets):
+        return "<ul>" + "".join(f"<li>{_html_inline(i)}</li>" for i in b.items) + "</ul>"
+    if isinstance(b, Table):
+        return H.table([escape.html(h) for h in b.header],
+                       [[_html_inline(c if isinstance(c, (str, Code, Strong)) else list(c)) for c in row]
+                        for row in b.rows], list(b.row_classes))
+    if isinstance(b, Pre):
+        return f"<p>{_html_inline(b.caption)}:</p>\n<pre>{escape.html_pre(b.text)}</pre>"
+    if isinstance(b, Diagram):
+        return f'<div class="diagram">{H.ladder_svg(ladder(b.doc, b.chain))}</div>'
+    raise TypeError(b)
+
+
+def report_html(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
+                title: str = "WebSocket incident report") -> str:
+    """The incident report as one self-contained HTML file (inline SVG ladders)."""
+    body = "\n".join(_html_block(b) for b in build_report(doc, max_head, title))
+    return H.page(title, body)
+
+
+def write_report(doc: dict[str, Any], path: str, fmt: str | None = None,
+                 max_head: int = DEFAULT_MAX_HEAD) -> str:
+    """Write the report to ``path``; format from ``fmt`` or the suffix (.html/.htm, else Markdown).
+
+    Returns the format written ("html" or "markdown"). Redaction is the
+    caller's step, before this.
+    """
+    if fmt is None:
+        fmt = "html" if os.path.splitext(path)[1].lower() in (".html", ".htm") else "markdown"
+    text = report_html(doc, max_head) if fmt == "html" else report_markdown(doc, max_head)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    return fmt
