@@ -191,3 +191,43 @@ def proxied_chain(cap: Capture, n: int = 0, backend_status: int = 101, origin_re
         down.send(False, ws_response(key, status=status, reason=reason))
         down.fin(False)
     return {"down": down, "up": up, "key": key}
+
+
+# -- raw capture writers (byte orders, ns timestamps, pcapng) -------------------------------------
+import struct as _struct  # noqa: E402
+
+
+def pcap_bytes(frames: list[tuple[float, bytes]], linktype: int = 1, big_endian: bool = False,
+               nanos: bool = False, snaplen: int = 65535, wirelens: list[int] | None = None) -> bytes:
+    e = ">" if big_endian else "<"
+    magic = 0xA1B23C4D if nanos else 0xA1B2C3D4
+    out = [_struct.pack(e + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
+    for i, (ts, data) in enumerate(frames):
+        sec = int(ts)
+        frac = round((ts - sec) * (1e9 if nanos else 1e6))
+        wl = wirelens[i] if wirelens else len(data)
+        out.append(_struct.pack(e + "IIII", sec, frac, len(data), wl) + data)
+    return b"".join(out)
+
+
+def pcapng_bytes(ifaces: list[int], packets: list[tuple[int, float, bytes]], tsresol: int | None = None) -> bytes:
+    """pcapng with one IDB per link type in `ifaces`; packets are (iface, ts, data)."""
+    def block(btype: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        n = len(body) + 12
+        return _struct.pack("<II", btype, n) + body + _struct.pack("<I", n)
+    out = [block(0x0A0D0D0A, _struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))]
+    for lt in ifaces:
+        opts = b""
+        if tsresol is not None:
+            opts = _struct.pack("<HH", 9, 1) + bytes([tsresol]) + b"\0\0\0" + _struct.pack("<HH", 0, 0)
+        out.append(block(1, _struct.pack("<HHI", lt, 0, 65535) + opts))
+    div = 10 ** (tsresol if tsresol is not None else 6)
+    for ifid, ts, data in packets:
+        t = round(ts * div)
+        out.append(block(6, _struct.pack("<IIIII", ifid, t >> 32, t & 0xFFFFFFFF, len(data), len(data)) + data))
+    return b"".join(out)
+
+
+def frames_of(cap: Capture) -> list[tuple[float, bytes]]:
+    return [(float(p.time), bytes(p)) for p in cap.packets]
