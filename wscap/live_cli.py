@@ -54,6 +54,33 @@ def build_filter(bpf: str | None, ports: tuple[int, ...]) -> str:
     return "tcp"
 
 
+def check_filter(expr: str, iface: str) -> str | None:
+    """Compile the BPF expression without privileges (libpcap via scapy); error text or None.
+
+    Done before opening the capture so a typo is reported as such even when the
+    capture itself would fail for lack of permission.
+    """
+    try:
+        from scapy.arch.common import compile_filter
+        from scapy.error import Scapy_Exception
+    except ImportError:
+        return None  # the backend will report it
+    from wscap.capture.live import _filter_error, scapy_filter_detail
+    from wscap.model import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
+    try:
+        bp = compile_filter(expr, linktype=LINKTYPE_LINUX_SLL2 if iface == "any" else LINKTYPE_ETHERNET)
+    except Scapy_Exception as e:
+        return str(_filter_error(expr, scapy_filter_detail(expr, str(e))))
+    except (ImportError, OSError):
+        return None
+    try:
+        from scapy.arch.common import free_filter
+        free_filter(bp)
+    except Exception:  # noqa: BLE001
+        pass
+    return None
+
+
 # ---- rendering (fallbacks until wscap.render.table exists) --------------------------------------
 
 def _fallback_handshake_line(h: dict) -> str:
@@ -234,6 +261,11 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
         if why:
             _err(why)
             return EXIT_USAGE
+
+    why = check_filter(expr, iface)
+    if why:
+        _err(why)
+        return EXIT_USAGE
 
     cfg = CaptureConfig(iface=iface, bpf=expr, snaplen=snaplen, promisc=not no_promisc,
                         buffer_mb=buffer_mb, run_as=target.name if target else None)

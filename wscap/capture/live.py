@@ -87,6 +87,15 @@ def _perm_error(detail: str = "") -> NoPermission:
     return NoPermission((f"permission denied: {detail}\n" if detail else "permission denied\n") + msg)
 
 
+def scapy_filter_detail(expr: str, msg: str) -> str:
+    """libpcap's own words from scapy's "Failed to compile filter expression 'E' (why)"."""
+    key = f"'{expr}' ("
+    i = msg.find(key)
+    if i >= 0 and msg.endswith(")"):
+        return msg[i + len(key):-1]
+    return msg
+
+
 def _filter_error(expr: str, detail: str) -> BadFilter:
     return BadFilter(f"invalid capture filter (BPF): {expr!r}\n  {detail.strip()}\n"
                      "  see `man pcap-filter` for the syntax, e.g. 'tcp port 8080'")
@@ -514,9 +523,7 @@ class SocketBackend:
         try:
             bp = compile_filter(expr, linktype=lt)
         except Scapy_Exception as e:
-            msg = str(e)
-            m = re.search(r"\((.*)\)\s*$", msg)
-            raise _filter_error(expr, m.group(1) if m else msg) from None
+            raise _filter_error(expr, scapy_filter_detail(expr, str(e))) from None
         except ImportError as e:
             raise BackendMissing(f"the scapy backend compiles filters with libpcap: "
                                  f"`apt-get install libpcap0.8` ({e})") from None

@@ -42,7 +42,9 @@ def has_cap(cap: int) -> bool:
 
 def can_capture() -> bool:
     """True when this process may open packet sockets (CAP_NET_RAW)."""
-    return os.geteuid() == 0 or has_cap(CAP_NET_RAW)
+    # Not "euid == 0": root without CAP_NET_RAW (containers, bounding sets) cannot.
+    caps = effective_caps()
+    return bool(caps >> CAP_NET_RAW & 1) if caps or os.geteuid() != 0 else True
 
 
 def permission_help(what: str = "live capture") -> str:
