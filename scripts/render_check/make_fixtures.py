@@ -267,7 +267,7 @@ def hostile():
                ("Authorization", "Bearer " + H["bearer"]),
                ("Sec-WebSocket-Protocol", "chat, authorization.bearer." + H["jwt"]),
                ("Sec-WebSocket-Key", KEY), ("Sec-WebSocket-Version", "13"),
-               ("Origin", "http://localhost:5173")]
+               ("Origin", H["formula"])]
     up_headers = [(n.lower(), v) for n, v in headers if n != "Cookie"] + [("cookie", "session=" + H["cookie_secret"])]
     resp_hdrs = [("Content-Type", "text/html"), ("X-Evil", H["formula"]), ("Set-Cookie", "session=" + H["cookie_secret"] + "; Path=/; HttpOnly")]
     h1 = hs(1, "10.0.0.1:50001", "10.0.0.2:8080", req("GET", target, headers, 4, T0 + 3.0),
