@@ -8,25 +8,34 @@ import { defineConfig } from 'vite'
 
 const hook = process.env.LAB_PROXY_HOOK || ''
 
+// The incident's proxy entry, verbatim.
 const wsProxy = {
   target: 'http://meetsonar-backend:5000',
   ws: true,
   changeOrigin: true,
 }
 
+let userHook = null
 if (hook === 'origin-rewrite') {
   // "Fix" seen in the wild for CORS-ish errors: pretend to be the backend.
-  wsProxy.configure = (proxy) =>
+  userHook = (proxy) =>
     proxy.on('proxyReqWs', (proxyReq) => proxyReq.setHeader('origin', 'http://meetsonar-backend:5000'))
 } else if (hook === 'origin-rewrite-option') {
   // Vite's own option that does the same thing.
   wsProxy.rewriteWsOrigin = true
 } else if (hook === 'strip-upgrade') {
-  wsProxy.configure = (proxy) => proxy.on('proxyReqWs', (proxyReq) => proxyReq.removeHeader('upgrade'))
+  userHook = (proxy) => proxy.on('proxyReqWs', (proxyReq) => proxyReq.removeHeader('upgrade'))
 } else if (hook === 'strip-connection') {
-  wsProxy.configure = (proxy) => proxy.on('proxyReqWs', (proxyReq) => proxyReq.removeHeader('connection'))
+  userHook = (proxy) => proxy.on('proxyReqWs', (proxyReq) => proxyReq.removeHeader('connection'))
 } else if (hook) {
   throw new Error(`unknown LAB_PROXY_HOOK ${hook}`)
+}
+
+// Observer only (changes nothing on the wire): Vite logs `err.stack`, which is
+// undefined for Bun's errors, so log code and message on one greppable line.
+wsProxy.configure = (proxy, opts) => {
+  proxy.on('error', (err) => console.error(`[wscap-lab] proxy error code=${err && err.code} message=${err && err.message}`))
+  if (userHook) userHook(proxy, opts)
 }
 
 const hmr = process.env.LAB_HMR === '1'

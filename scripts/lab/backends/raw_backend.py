@@ -14,7 +14,8 @@ Modes:
                      first message with an RSV1 (compressed) frame
   silent             reads the request and never answers (slow/hung backend)
   unterminated-101   101 status line and headers, but the empty line that ends
-                     the head never comes; the connection stays open
+                     the head never comes: the server's first WebSocket frame
+                     (a greeting) follows the last header line directly
 """
 import argparse
 import base64
@@ -126,12 +127,13 @@ def handle(conn, addr, mode):
         if mode == "bare-lf":
             resp = b"\n".join(lines) + b"\n\n"
         elif mode == "unterminated-101":
-            resp = b"\r\n".join(lines) + b"\r\n"  # the final empty line never comes
+            # the final empty line never comes; the greeting frame follows at once
+            resp = b"\r\n".join(lines) + b"\r\n" + frame(1, b"welcome")
         else:
             resp = b"\r\n".join(lines) + b"\r\n\r\n"
         conn.sendall(resp)
         if mode == "unterminated-101":
-            log("sent unterminated 101 head, holding the connection")
+            log("sent unterminated 101 head + greeting frame, holding the connection")
             while conn.recv(4096):
                 pass
             return

@@ -307,6 +307,14 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
         "versions": versions(sc),
         "recorded_with": "scripts/lab/run " + sc.name,
     }
+    proxy_errors = []
+    vlog = work / "logs" / "vite.log"
+    if vlog.exists():
+        for line in vlog.read_text(errors="replace").splitlines():
+            if line.startswith("[wscap-lab] proxy error "):
+                proxy_errors.append(line[len("[wscap-lab] proxy error "):])
+    if proxy_errors:
+        expected["proxy_log"] = proxy_errors[:5]
     if sc.notes:
         expected["notes"] = sc.notes
     (work / f"{sc.name}.expected.json").write_text(json.dumps(expected, indent=2) + "\n")
