@@ -42,12 +42,12 @@ import struct
 import sys
 import time
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 PRESETS = {
     # packets: target record count (the real count lands within a few % of it)
     # chains: WebSocket chains; duration: capture length in seconds
-    "tiny": {"packets": 3_000, "chains": 40, "duration": 20},
+    "tiny": {"packets": 3_000, "chains": 40, "duration": 30},
     "small": {"packets": 20_000, "chains": 150, "duration": 60},
     "medium": {"packets": 1_000_000, "chains": 3_000, "duration": 600},
     "large": {"packets": 5_000_000, "chains": 12_000, "duration": 1_800},
@@ -431,57 +431,56 @@ class Gen:
         plan += self.plan_arp(target)
         plan.sort(key=lambda x: x[0])
         plan_i = 0
-        active: list = []
-        sleeping: list = []   # heap of (wake_us, n, gen)
-        sleep_n = 0
+        # discrete-event scheduler: a heap of (time, n, generator, is_filler).  A
+        # generator yields a frame (sent at its time; its next one comes one gap
+        # later) or an int (sleep that many µs).  Filler packets are spaced so the
+        # capture's aggregate rate matches the preset; packets of one chain follow
+        # each other at bridge RTT / proxy-processing distances (30-600 µs).
+        heap: list = []
+        push, pop = heapq.heappush, heapq.heappop
+        seq = 0
         filler_n = 0
         filler_target = 6
+        fgap2 = self.mean_dt * filler_target * 2
         emitted = 0
         nbytes = 24
         buf: list[bytes] = []
         rec = _REC.pack
-        mean2 = self.mean_dt * 2
         rnd = rng.random
         with open(pcap_path, "wb") as f:
             f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
             while True:
                 while plan_i < len(plan) and plan[plan_i][0] <= emitted:
-                    active.append(plan[plan_i][1])
+                    seq += 1
+                    push(heap, (self.now + 1, seq, plan[plan_i][1], False))
                     plan_i += 1
                 if not self.stopping:
                     if emitted >= target:
                         self.stopping = True
-                    elif filler_n < filler_target:
-                        active.append(self.filler(filler_n))
+                    while filler_n < filler_target and not self.stopping:
+                        seq += 1
+                        push(heap, (self.now + int(rnd() * fgap2) + 1, seq, self.filler(filler_n), True))
                         filler_n += 1
-                        continue
-                while sleeping and sleeping[0][0] <= self.now:
-                    active.append(heapq.heappop(sleeping)[2])
-                if not active:
-                    if sleeping:
-                        self.now = sleeping[0][0]
-                        continue
+                if not heap:
                     if plan_i < len(plan):
                         emitted = max(emitted, plan[plan_i][0])
                         continue
                     break
-                i = int(rnd() * len(active))
-                gen = active[i]
-                self.now += int(rnd() * mean2) + 1
+                t, _, gen, is_filler = pop(heap)
+                if t > self.now:
+                    self.now = t
                 try:
                     item = next(gen)
                 except StopIteration:
-                    active[i] = active[-1]
-                    active.pop()
-                    if gen.gi_code.co_name == "filler":
+                    if is_filler:
                         filler_n -= 1
                     continue
+                seq += 1
                 if type(item) is int:
-                    active[i] = active[-1]
-                    active.pop()
-                    sleep_n += 1
-                    heapq.heappush(sleeping, (self.now + item, sleep_n, gen))
+                    push(heap, (self.now + item, seq, gen, is_filler))
                     continue
+                push(heap, (self.now + (int(rnd() * fgap2) + 1 if is_filler else 30 + int(rnd() * 570)),
+                            seq, gen, is_filler))
                 ln = len(item)
                 buf.append(rec(self.now // 1_000_000, self.now % 1_000_000, ln, ln))
                 buf.append(item)
@@ -554,7 +553,7 @@ class Gen:
                 topo = rng.choices(topo_names, topo_w)[0]
                 if not self.compatible(topo, cause):
                     topo = "vite"
-            hi = 0.6 if cause == "timeout" else 0.9
+            hi = 0.5 if cause == "timeout" else 0.9
             specs.append((int(rng.uniform(0.01, hi) * target), topo, cause))
         specs.sort(key=lambda s: s[0])
         return [(at, self.chain(topo, cause)) for at, topo, cause in specs]
@@ -569,9 +568,9 @@ class Gen:
     def filler(self, k: int):
         rng = self.rng
         r = rng.random()
-        if r < 0.33:
+        if r < 0.40:
             yield from self.bulk()
-        elif r < 0.83:
+        elif r < 0.85:
             yield from self.http_session()
         else:
             yield from self.api_via_proxy()
@@ -901,10 +900,11 @@ class Gen:
         for _ in range(rng.randrange(1, 5)):
             yield from from_server(ws_frame(1, b'{"type":"presence","members":%d}' % rng.randrange(30)))
         if variant == "stream":
-            for _ in range(rng.randrange(5, 60)):
+            for _ in range(rng.randrange(3, 12)):
                 if self.stopping:
                     return
-                n = rng.randrange(2_000, 60_000)
+                yield rng.randrange(20_000, 400_000)   # the backend pushes a chunk now and then
+                n = rng.randrange(1_000, 16_000)
                 off = rng.randrange(self.binary.size)
                 msg = ws_frame(2, self.binary.get(off, n))
                 for c in back:
