@@ -15,14 +15,18 @@ deleted by the names we gave them.
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
 SUBNET_BASE = "10.213"
+_SELF = os.path.abspath(__file__)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -159,6 +163,31 @@ class Lab:
         self.down()
 
 
+def start_ws_servers(lab: Lab) -> None:
+    """websockets backend on :8080 and the proxy on :8000 (/closed → a closed port)."""
+    lab.spawn("backend", sys.executable, _SELF, "backend", "8080")
+    lab.spawn("proxy", sys.executable, _SELF, "proxy", "8000",
+              f"/closed={lab.ip('backend')}:9999", f"/={lab.ip('backend')}:8080")
+    wait_port(lab, "backend", 8080)
+    wait_port(lab, "proxy", 8000)
+
+
+def live_skip_reason() -> str | None:
+    """Why the live lab tests cannot run here (None when they can)."""
+    ok, why = can_make_netns()
+    if not ok:
+        return why
+    try:
+        import websockets  # noqa: F401
+    except ImportError:
+        return "needs the `websockets` package for the lab backend (pip install websockets)"
+    try:
+        from wscap.pipeline import Pipeline  # noqa: F401
+    except ImportError as e:
+        return f"wscap.pipeline not importable yet: {e}"
+    return None
+
+
 def wait_port(lab: Lab, host: str, port: int, timeout: float = 10.0) -> None:
     """Wait until something listens on `port` in `host`'s namespace."""
     deadline = time.monotonic() + timeout
@@ -168,6 +197,81 @@ def wait_port(lab: Lab, host: str, port: int, timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port}")
+
+
+# ---- driving `wscap live` in tests ---------------------------------------------------------------
+
+class Live:
+    """A running `wscap live` subprocess whose stdout lines are collected by a thread."""
+
+    def __init__(self, lab: Lab, *args: str):
+        self.p = subprocess.Popen(
+            wscap_argv("live", "--netns", lab.netns_path(), "--iface", lab.bridge, *args),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=wscap_env(),
+            start_new_session=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.err: list[str] = []
+        threading.Thread(target=self._pump, args=(self.p.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.p.stderr, self.err.append), daemon=True).start()
+        self.out: list[str] = []
+
+    @staticmethod
+    def _pump(f, put) -> None:
+        for line in f:
+            put(line.rstrip("\n"))
+
+    def wait_stderr(self, text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in e for e in self.err):
+                return
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"wscap never said {text!r}; stderr: {self.err}")
+
+    def collect(self, until, timeout: float = 20) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not until(self.out):
+            try:
+                self.out.append(self.lines.get(timeout=0.1))
+            except queue.Empty:
+                if self.p.poll() is not None:
+                    break
+        return self.out
+
+    def stop(self, sig: int, timeout: float = 30) -> int:
+        os.kill(self.p.pid, sig)
+        rc = self.p.wait(timeout=timeout)
+        time.sleep(0.2)  # let the pump threads finish
+        while not self.lines.empty():
+            self.out.append(self.lines.get())
+        return rc
+
+
+def drive(lab: Lab) -> dict[str, str]:
+    got = {}
+    for path in ("/ws", "/forbidden", "/closed"):
+        r = lab.run("client", sys.executable, _SELF, "client", f"ws://{lab.ip('proxy')}:8000{path}", "2",
+                    timeout=30)
+        got[path] = r.stdout.strip()
+    return got
+
+
+def reanalyse(paths: list[str], timeout_s: float) -> dict:
+    from wscap.capture.files import ReadResult, read_frames
+    from wscap.pipeline import Options, Pipeline
+    p = Pipeline(Options(timeout_s=timeout_s))
+    results = []
+    for i, path in enumerate(paths):
+        res = ReadResult(path)
+        for f in read_frames(path, res, source=0):
+            p.feed(f)
+        results.append(res)
+    p.finish()
+    doc = p.document()
+    doc["_read"] = [r.to_json() for r in results]
+    return doc
 
 
 # ---- lab programs (run inside the namespaces: `python tests/netns.py ROLE ...`) ---------------
@@ -272,10 +376,71 @@ def _client(url: str, messages: int) -> None:
         print("error", type(e).__name__, e, flush=True)
 
 
+def _sink(port: int) -> None:
+    """Accept connections and discard what they send."""
+    import selectors
+    import socket
+    sel = selectors.DefaultSelector()
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", port))
+    ls.listen(4096)
+    ls.setblocking(False)
+    sel.register(ls, selectors.EVENT_READ)
+    print("ready", flush=True)
+    while True:
+        for key, _ in sel.select():
+            s = key.fileobj
+            if s is ls:
+                try:
+                    c, _ = ls.accept()
+                except OSError:
+                    continue
+                c.setblocking(False)
+                sel.register(c, selectors.EVENT_READ)
+            else:
+                try:
+                    d = s.recv(1 << 20)
+                except OSError:
+                    d = b""
+                if not d:
+                    sel.unregister(s)
+                    s.close()
+
+
+def _load(mode: str, host: str, port: int, amount: float) -> None:
+    """bulk: send `amount` bytes on one connection; storm: connect/close for `amount` s."""
+    import socket
+    if mode == "bulk":
+        s = socket.create_connection((host, port), timeout=10)
+        left = int(amount)
+        buf = b"x" * 65536
+        while left > 0:
+            s.sendall(buf[:left])
+            left -= min(left, len(buf))
+        s.close()
+    else:
+        end = time.monotonic() + amount
+        n = 0
+        while time.monotonic() < end:
+            try:
+                s = socket.create_connection((host, port), timeout=2)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: lab\r\n\r\n" + b"y" * 1000)
+                s.close()
+                n += 1
+            except OSError:
+                pass
+        print(n, flush=True)
+
+
 if __name__ == "__main__":
     import sys
     role, args = sys.argv[1], sys.argv[2:]
-    if role == "backend":
+    if role == "sink":
+        _sink(int(args[0]))
+    elif role in ("bulk", "storm"):
+        _load(role, args[0], int(args[1]), float(args[2]))
+    elif role == "backend":
         _backend(int(args[0]))
     elif role == "proxy":
         _proxy(int(args[0]), args[1:])

@@ -15,128 +15,30 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from netns import Lab, can_make_netns, wait_port, wscap_argv, wscap_env  # noqa: E402
+from netns import Lab, Live, drive, live_skip_reason, reanalyse, start_ws_servers  # noqa: E402
 
-NETNS_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netns.py")
-
-
-def _skip_reason() -> str | None:
-    ok, why = can_make_netns()
-    if not ok:
-        return why
-    try:
-        import websockets  # noqa: F401
-    except ImportError:
-        return "needs the `websockets` package for the lab backend (pip install websockets)"
-    try:
-        from wscap.pipeline import Pipeline  # noqa: F401
-    except ImportError as e:
-        return f"wscap.pipeline not importable yet: {e}"
-    return None
-
-
-_why = _skip_reason()
+_why = live_skip_reason()
 pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def lab():
     with Lab() as lab:
-        lab.spawn("backend", sys.executable, NETNS_PY, "backend", "8080")
-        lab.spawn("proxy", sys.executable, NETNS_PY, "proxy", "8000",
-                  f"/closed={lab.ip('backend')}:9999", f"/={lab.ip('backend')}:8080")
-        wait_port(lab, "backend", 8080)
-        wait_port(lab, "proxy", 8000)
+        start_ws_servers(lab)
         yield lab
-
-
-class Live:
-    """A running `wscap live` subprocess whose stdout lines are collected by a thread."""
-
-    def __init__(self, lab: Lab, *args: str):
-        self.p = subprocess.Popen(
-            wscap_argv("live", "--netns", lab.netns_path(), "--iface", lab.bridge, *args),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=wscap_env(),
-            start_new_session=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.err: list[str] = []
-        threading.Thread(target=self._pump, args=(self.p.stdout, self.lines.put), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.p.stderr, self.err.append), daemon=True).start()
-        self.out: list[str] = []
-
-    @staticmethod
-    def _pump(f, put) -> None:
-        for line in f:
-            put(line.rstrip("\n"))
-
-    def wait_stderr(self, text: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in e for e in self.err):
-                return
-            if self.p.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"wscap never said {text!r}; stderr: {self.err}")
-
-    def collect(self, until, timeout: float = 20) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not until(self.out):
-            try:
-                self.out.append(self.lines.get(timeout=0.1))
-            except queue.Empty:
-                if self.p.poll() is not None:
-                    break
-        return self.out
-
-    def stop(self, sig: int, timeout: float = 30) -> int:
-        os.kill(self.p.pid, sig)
-        rc = self.p.wait(timeout=timeout)
-        time.sleep(0.2)  # let the pump threads finish
-        while not self.lines.empty():
-            self.out.append(self.lines.get())
-        return rc
-
-
-def drive(lab: Lab) -> dict[str, str]:
-    got = {}
-    for path in ("/ws", "/forbidden", "/closed"):
-        r = lab.run("client", sys.executable, NETNS_PY, "client", f"ws://{lab.ip('proxy')}:8000{path}", "2",
-                    timeout=30)
-        got[path] = r.stdout.strip()
-    return got
 
 
 def hs_key(h: dict) -> tuple:
     return (h["client"].rsplit(":", 1)[0], h["server"], (h.get("request") or {}).get("target"),
             h["outcome"], h["status"], h["first_frame"])
-
-
-def reanalyse(paths: list[str], timeout_s: float) -> dict:
-    from wscap.capture.files import ReadResult, read_frames
-    from wscap.pipeline import Options, Pipeline
-    p = Pipeline(Options(timeout_s=timeout_s))
-    results = []
-    for i, path in enumerate(paths):
-        res = ReadResult(path)
-        for f in read_frames(path, res, source=0):
-            p.feed(f)
-        results.append(res)
-    p.finish()
-    doc = p.document()
-    doc["_read"] = [r.to_json() for r in results]
-    return doc
 
 
 CASES = [("tcpdump", signal.SIGINT, "pcap"), ("scapy", signal.SIGTERM, "pcapng"),
