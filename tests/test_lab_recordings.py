@@ -33,12 +33,31 @@ CAUSES = {
 }
 
 
-def recordings():
+# Where wscap and the ground truth disagree today. Non-strict xfail: the
+# expected files stay the truth (they come from how the scenario is built and
+# what Chromium reported), and an XPASS shows when wscap catches up.
+KNOWN_WSCAP_GAPS = {
+    "unterminated-101": "the backend's 101 head never ends (a frame follows the last header line); wscap "
+                        "sees no response head and calls it a timeout, the truth is malformed-response on hop 1 "
+                        "(Vite's llhttp: HPE_INVALID_HEADER_TOKEN)",
+    "bun-vite-unterminated-101": "same bytes as unterminated-101 (Bun's client: Malformed_HTTP_Response); wscap "
+                                 "says timeout instead of malformed-response on hop 1",
+    "content-length-101": "Chromium's socket worked (echo came back): the Content-Length on the 101 is a defect "
+                          "but not a breakage; wscap marks the chain broken",
+    "deflate-mismatch": "the RSV1 frame is created by the backend on hop 1 and only relayed by Vite; wscap "
+                        "blames hop 0",
+}
+
+
+def recordings(with_gaps=False):
     out = []
     for exp in sorted(PCAPS.glob("*.expected.json")):
         pcap = exp.with_name(exp.name[: -len(".expected.json")] + ".pcap")
         if pcap.exists():
-            out.append(pytest.param(pcap, exp, id=pcap.stem))
+            marks = ()
+            if with_gaps and pcap.stem in KNOWN_WSCAP_GAPS:
+                marks = (pytest.mark.xfail(reason=KNOWN_WSCAP_GAPS[pcap.stem], strict=False),)
+            out.append(pytest.param(pcap, exp, id=pcap.stem, marks=marks))
     return out
 
 
@@ -72,6 +91,8 @@ def test_expected_file_well_formed(pcap, exp):
         else:
             assert isinstance(ch["hop"], int) and 0 <= ch["hop"] < ch["hops"], ch
         assert ch["path"].startswith("/")
+        assert set(ch.get("also_acceptable", ())) <= CAUSES, ch
+        assert isinstance(ch.get("broken", True), bool)
 
 
 @pytest.mark.parametrize("pcap,exp", RECORDINGS)
@@ -124,7 +145,7 @@ def chains_by_path(doc: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("pcap,exp", RECORDINGS)
+@pytest.mark.parametrize("pcap,exp", recordings(with_gaps=True))
 def test_wscap_matches_expected(pcap, exp):
     fn = analyze_paths()
     e = load(exp)
@@ -143,6 +164,8 @@ def test_wscap_matches_expected(pcap, exp):
             "statuses": [h.get("status") for h in hops],
         }
         expected = {k: want[k] for k in ("hops", "cause", "hop", "statuses")}
+        if actual["cause"] in want.get("also_acceptable", ()):
+            expected["cause"] = actual["cause"]
         assert actual == expected, f"{pcap.name} {want['path']}: {verdict.get('summary')}"
         broken = want.get("broken", want["cause"] != "ok")
         assert verdict["broken"] is broken, f"{pcap.name}: broken={verdict['broken']}, expected {broken}"
