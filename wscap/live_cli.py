@@ -125,6 +125,26 @@ def _make_pipeline(timeout_s: float, names: dict[str, str]):
     return Pipeline(Options(**kw))
 
 
+def _preimport() -> None:
+    """Import now what the analysis may import lazily later, while we can still read it."""
+    import importlib
+    import pkgutil
+
+    import wscap
+    for mod in ("ipaddress", "datetime", "encodings.idna", "encodings.latin_1"):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+    for m in pkgutil.walk_packages(wscap.__path__, "wscap."):
+        if m.name.startswith(("wscap.__main__", "wscap.cli")):
+            continue
+        try:
+            importlib.import_module(m.name)
+        except Exception:  # noqa: BLE001 - optional modules may fail; that is their business
+            pass
+
+
 # ---- status line -----------------------------------------------------------------------------
 
 class Status:
@@ -288,6 +308,13 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
         _err(str(e))
         return EXIT_USAGE
 
+    # Build everything that imports code before dropping: after the drop the
+    # interpreter's own directory (e.g. under /root) may no longer be readable.
+    pipeline = _make_pipeline(timeout, names)
+    hs_line, ch_line = _renderers()
+    if target is not None:
+        _preimport()
+
     # -- from here on: unprivileged --------------------------------------------------------
     try:
         privilege.drop_privileges(target)
@@ -310,8 +337,6 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
             _err(f"--write {write_path}: {e.strerror}")
             return EXIT_USAGE
 
-    pipeline = _make_pipeline(timeout, names)
-    hs_line, ch_line = _renderers()
     out = sys.stdout
     loop: LiveLoop
 

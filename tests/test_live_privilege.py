@@ -1,0 +1,95 @@
+"""Privilege drop: capture opened as root, then wscap (and tcpdump) run as the invoking user.
+
+Root only. Simulates `sudo` by setting SUDO_UID/SUDO_GID=65534 (nobody) and
+checks, while `wscap live` runs: its uid/gid are nobody's, tcpdump's too
+(`-Z nobody`), the --write file is created by nobody, and analysis still works
+after the drop. `--user` does the same without sudo.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from netns import Lab, Live, drive, live_skip_reason, start_ws_servers, wscap_argv, wscap_env  # noqa: E402
+
+_why = live_skip_reason()
+pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.slow]
+BACKENDS = [b for b in ("tcpdump", "scapy") if b != "tcpdump" or shutil.which("tcpdump")]
+
+
+def _uids(pid: int) -> tuple[list[int], list[int]]:
+    with open(f"/proc/{pid}/status") as f:
+        st = dict(line.split(":", 1) for line in f if ":" in line)
+    return [int(x) for x in st["Uid"].split()], [int(x) for x in st["Gid"].split()]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+@pytest.fixture
+def shared_dir():
+    d = tempfile.mkdtemp(prefix="wscap-priv-", dir="/tmp")
+    os.chmod(d, 0o1777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("how", ["sudo", "--user"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_drops_to_invoking_user(shared_dir, backend, how):
+    out = os.path.join(shared_dir, "priv.pcap")
+    with Lab() as lab:
+        start_ws_servers(lab)
+        extra = ["--user", "nobody"] if how == "--user" else []
+        env = wscap_env(**({"SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"}
+                           if how == "sudo" else {}))
+        p_args = ["live", "--netns", lab.netns_path(), "--iface", lab.bridge, "--backend", backend,
+                  "--format", "json", "--write", out, "--timeout", "1", "--no-docker", *extra]
+        live = Live.__new__(Live)
+        # Same as Live(), but with our environment.
+        import queue
+        import threading
+        live.p = subprocess.Popen(wscap_argv(*p_args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env, start_new_session=True)
+        live.lines, live.err, live.out = queue.Queue(), [], []
+        threading.Thread(target=Live._pump, args=(live.p.stdout, live.lines.put), daemon=True).start()
+        threading.Thread(target=Live._pump, args=(live.p.stderr, live.err.append), daemon=True).start()
+        try:
+            live.wait_stderr("Ctrl-C to stop")
+            time.sleep(0.3)
+            uid, gid = _uids(live.p.pid)
+            assert uid == [65534] * 4 and gid == [65534] * 4, (uid, gid)
+            if backend == "tcpdump":
+                kids = _children(live.p.pid)
+                assert kids, "tcpdump child not found"
+                assert all(_uids(k)[0][0] == 65534 for k in kids)
+            drive(lab)
+            live.collect(lambda ls: sum('"type":"handshake"' in x for x in ls) >= 5, timeout=20)
+            time.sleep(1.2)
+            rc = live.stop(signal.SIGINT)
+        finally:
+            if live.p.poll() is None:
+                live.p.kill()
+                live.p.wait()
+    assert rc == 1, live.err
+    assert os.stat(out).st_uid == 65534
+    s = json.loads(live.out[-1])
+    assert s["type"] == "summary" and s["live"]["write"]["packets"] == s["live"]["packets"] > 0
+    assert s["summary"]["handshakes"] >= 5
