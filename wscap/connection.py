@@ -148,7 +148,7 @@ class Exchange:
         for sc in (self.client_frames, self.server_frames):
             if sc is not None:
                 frames += sc.frames
-        frames.sort(key=lambda f: (f.frame, f.dir))
+        frames.sort(key=lambda f: f.order)
         resp = self.response
         return {
             "id": self.id, "source": c.source,
@@ -280,11 +280,13 @@ class Connection:
     def _client_heads(self, data: bytes, frame: int, ts_ns: int) -> None:
         buf = self.buf[C2S]
         while data or buf:
-            if not buf:
-                if not looks_like_request(data):
+            if len(buf) < 24:
+                if not looks_like_request(bytes(buf) + data[:24]):
                     self.mode[C2S] = IGNORE
+                    buf.clear()
                     return
-                self.head_first_frame[C2S] = frame
+                if not buf:
+                    self.head_first_frame[C2S] = frame
             start = max(0, len(buf) - 3)
             buf += data
             data = b""
@@ -371,15 +373,18 @@ class Connection:
                 return
         buf = self.buf[S2C]
         while data or buf:
-            if not buf:
-                if not looks_like_response(data):
+            if len(buf) < 16:
+                first = bytes(buf) + data[:16]
+                if not looks_like_response(first):
                     ex = self._awaiting_exchange()
                     if ex is not None:
                         ex.anomalies.append(make("non-http-response",
-                                                 f"server's first bytes are {data[:24]!r}, not an HTTP/1 status line", frame))
+                                                 f"server's first bytes are {first!r}, not an HTTP/1 status line", frame))
                     self.mode[S2C] = IGNORE
+                    buf.clear()
                     return
-                self.head_first_frame[S2C] = frame
+                if not buf:
+                    self.head_first_frame[S2C] = frame
             start = max(0, len(buf) - 3)
             buf += data
             data = b""
@@ -447,21 +452,25 @@ class Connection:
         if status == 101:
             deflate = hs.deflate_negotiated(head)
             lim = self.limits
-            ex.server_frames = FrameScanner("server", deflate, lim.frames_per_direction, lim.preview_bytes, lim.inflate_bytes)
-            ex.client_frames = FrameScanner("client", deflate, lim.frames_per_direction, lim.preview_bytes, lim.inflate_bytes)
+            order = [0]
+            ex.server_frames = FrameScanner("server", deflate, lim.frames_per_direction, lim.preview_bytes,
+                                            lim.inflate_bytes, counter=order)
+            ex.client_frames = FrameScanner("client", deflate, lim.frames_per_direction, lim.preview_bytes,
+                                            lim.inflate_bytes, counter=order)
             self.mode[S2C] = FRAMES
             self.mode[C2S] = FRAMES
+            # Client bytes held since the request were sent before this 101 arrived: scan them first.
+            held, self.held = bytes(self.held), bytearray()
+            if held:
+                fr, t = self.held_frames[0]
+                ex.client_frames.feed(held, fr, t)
+            self.held_frames = []
             if rest:
                 ex.early_data = len(rest)
                 ex.early_frame = frame
                 ex.anomalies.append(make("data-with-101", f"{len(rest)} bytes of WebSocket data follow the 101 head "
                                          f"in the same segment (frame {frame})", frame))
                 ex.server_frames.feed(rest, frame, ts_ns)
-            held, self.held = bytes(self.held), bytearray()
-            if held:
-                fr, t = self.held_frames[0]
-                ex.client_frames.feed(held, fr, t)
-            self.held_frames = []
             return b""
         # A refused upgrade: the connection goes on as plain HTTP (both sides).
         if self.mode[C2S] == WAIT:

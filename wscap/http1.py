@@ -21,9 +21,17 @@ _RESPONSE_START = re.compile(rb"^(?:\r?\n)*HTTP/\d")
 _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+_REQUEST_PREFIX = re.compile(rb"^(?:\r?\n)*[A-Z][A-Z-]{0,15}(?: )?\Z")
+
+
 def looks_like_request(data: bytes) -> bool:
-    """Could these first bytes of a stream be an HTTP/1 request line? (content, not port)"""
-    return bool(_REQUEST_START.match(data[:24])) if len(data) >= 3 else data.isupper()
+    """Could these first bytes of a stream be (the start of) an HTTP/1 request line?
+
+    By content, never by port. A segment may hold just b"GE": a prefix that can
+    still become a request line counts, and is checked again as bytes arrive.
+    """
+    head = data[:24]
+    return bool(_REQUEST_START.match(head) or _REQUEST_PREFIX.match(head))
 
 
 def looks_like_response(data: bytes) -> bool:

@@ -40,6 +40,7 @@ class FrameSummary:
     close_code: int | None = None
     close_reason: str | None = None
     preview: str | None = None
+    order: int = 0          # position in stream-delivery order across both directions
 
     def to_json(self) -> dict:
         return {"dir": self.dir, "frame": self.frame, "ts": round(self.ts_ns / 1e9, 6), "fin": self.fin,
@@ -73,6 +74,7 @@ class FrameScanner:
     _msg_buf: bytearray = field(default_factory=bytearray)
     _inflater: object | None = None
     _seen_codes: set = field(default_factory=set)
+    counter: list = field(default_factory=lambda: [0])   # shared by both directions of a connection
 
     def feed(self, data: bytes, frame: int, ts_ns: int) -> None:
         if self.desynced or not data:
@@ -119,6 +121,8 @@ class FrameScanner:
         opcode = b0 & 0x0F
         f = FrameSummary(self.dir, frame, ts_ns, bool(b0 & 0x80), bool(b0 & 0x40), bool(b0 & 0x20),
                          bool(b0 & 0x10), opcode, bool(b1 & 0x80), length)
+        self.counter[0] += 1
+        f.order = self.counter[0]
         control = opcode >= 8
         self._check(f, control, frame)
         self._cur, self._cur_mask = f, mask

@@ -1,0 +1,71 @@
+"""Hypothesis: any segmentation / reordering / duplication of a valid exchange gives the same heads;
+arbitrary bytes never raise in the head parser or the frame scanner."""
+from __future__ import annotations
+
+import tempfile
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import wscap
+from builders import Capture, ws_frame, ws_request, ws_response
+from wscap.http1 import parse_head
+from wscap.wsframe import FrameScanner
+
+KEY = "x3JJHMbDL1EzLkh9GBhXDw=="
+REQ = ws_request("/prop?x=1", key=KEY, protocol="chat", extra=[("User-Agent", "hyp/1.0")])
+RESP = ws_response(KEY, extra=[("Sec-WebSocket-Protocol", "chat")])
+FRAMES = ws_frame(b"one") + ws_frame(b"two" * 50, opcode=2)
+
+
+@st.composite
+def segmentation(draw, data: bytes):
+    cuts = sorted(draw(st.sets(st.integers(1, len(data) - 1), max_size=12)))
+    bounds = [0] + cuts + [len(data)]
+    segs = [(a, data[a:b]) for a, b in zip(bounds, bounds[1:])]
+    order = draw(st.permutations(range(len(segs))))
+    dups = draw(st.lists(st.integers(0, len(segs) - 1), max_size=3))
+    return [segs[i] for i in order] + [segs[i] for i in dups]
+
+
+def build(req_segs, resp_segs) -> Capture:
+    cap = Capture()
+    c = cap.conn(("10.9.0.1", 41000), ("10.9.0.2", 31337)).open()
+    cbase, sbase = c.cseq, c.sseq
+    for off, chunk in req_segs:
+        c._pkt(True, "PA", chunk, seq=cbase + off)
+    for off, chunk in resp_segs:
+        c._pkt(False, "PA", chunk, seq=sbase + off)
+    return cap
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(segmentation(REQ), segmentation(RESP + FRAMES))
+def test_any_segmentation_and_order_gives_the_same_heads(req_segs, resp_segs):
+    cap = build(req_segs, resp_segs)
+    with tempfile.TemporaryDirectory() as d:
+        doc = wscap.analyze_paths([cap.write(d + "/p.pcap")])
+    assert len(doc["handshakes"]) == 1
+    h = doc["handshakes"][0]
+    assert h["request"]["raw"].encode("latin-1") == REQ
+    assert h["response"]["raw"].encode("latin-1") == RESP
+    assert h["outcome"] == "upgraded"
+    assert [(f["opcode"], f["length"]) for f in h["frames"]] == [(1, 3), (2, 150)]
+    assert [a["code"] for a in h["anomalies"] if a["severity"] == "error"] == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.sampled_from(["request", "response"]))
+def test_head_parser_never_raises(data, kind):
+    h = parse_head(data, kind)
+    assert h.kind == kind
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=200), max_size=8), st.booleans(), st.sampled_from(["client", "server"]))
+def test_frame_scanner_never_raises_and_stays_bounded(chunks, deflate, direction):
+    sc = FrameScanner(direction, deflate, keep=4)
+    for i, c in enumerate(chunks):
+        sc.feed(c, i + 1, i)
+    assert len(sc.frames) <= 5
+    assert len(sc._buf) < 14
