@@ -114,7 +114,7 @@ def doc(sources, handshakes, chains, endpoints, packets):
         "handshakes": handshakes, "chains": chains, "endpoints": endpoints,
         "stats": {"packets": packets, "tcp_packets": packets, "flows": len(handshakes),
                   "limits_hit": {"head-too-large": 0}},
-        "summary": {"handshakes": len(handshakes),
+        "summary": {"handshakes": sum(1 for h in handshakes if h["request"] is not None),
                     "websocket": sum(1 for h in handshakes if h["websocket"]),
                     "chains": len(chains), "broken": broken, "by_cause": by_cause},
     }

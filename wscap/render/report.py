@@ -205,7 +205,8 @@ def _summary(doc: dict[str, Any], hss: list[dict[str, Any]], chains: list[dict[s
         by_cause[cause] = by_cause.get(cause, 0) + 1
     out = dict(doc.get("summary") or {})
     out.update({
-        "handshakes": len(hss),
+        # as the analyzer counts them: connections that carried a request
+        "handshakes": sum(1 for h in hss if h.get("request") is not None),
         "websocket": sum(1 for h in hss if h.get("websocket")),
         "chains": len(chains),
         "broken": sum(1 for c in chains if (c.get("verdict") or {}).get("broken")),
