@@ -13,6 +13,8 @@ Modes:
   deflate-rsv1       correct 101 *without* permessage-deflate, then answers the
                      first message with an RSV1 (compressed) frame
   silent             reads the request and never answers (slow/hung backend)
+  close-after-request reads the request and closes the connection (FIN) without
+                     a response (a backend that crashes in its upgrade handler)
   unterminated-101   101 status line and headers, but the empty line that ends
                      the head never comes: the server's first WebSocket frame
                      (a greeting) follows the last header line directly
@@ -110,6 +112,12 @@ def handle(conn, addr, mode):
         key = header(head, b"Sec-WebSocket-Key") or b""
         if mode == "silent":
             log("never answering")
+            while conn.recv(4096):
+                pass
+            return
+        if mode == "close-after-request":
+            log("closing without a response")
+            conn.shutdown(socket.SHUT_WR)
             while conn.recv(4096):
                 pass
             return

@@ -5,6 +5,13 @@ import { WebSocketServer } from 'ws'
 
 const port = Number(process.env.PORT || 5000)
 const allowed = (process.env.ALLOWED_ORIGINS || '').split(',').map((s) => s.trim()).filter(Boolean)
+// Optional behaviours, each a real-world backend habit:
+//   SUBPROTOCOLS=a,b      only these subprotocols are spoken (others: no Sec-WebSocket-Protocol in the 101)
+//   REQUIRE_TOKEN=1       upgrade needs ?token=... in the URL, else 401
+//   CLOSE_AFTER_OPEN=CODE close every socket right after the upgrade with CODE
+const subprotocols = (process.env.SUBPROTOCOLS || '').split(',').map((s) => s.trim()).filter(Boolean)
+const requireToken = process.env.REQUIRE_TOKEN === '1'
+const closeAfterOpen = Number(process.env.CLOSE_AFTER_OPEN || 0)
 
 const server = http.createServer((req, res) => {
   // Plain HTTP (no Upgrade/Connection: upgrade): what a WebSocket endpoint answers.
@@ -16,14 +23,26 @@ const server = http.createServer((req, res) => {
 const wss = new WebSocketServer({
   server,
   path: '/ws',
-  verifyClient: ({ origin }, done) => {
+  verifyClient: ({ origin, req }, done) => {
     const ok = allowed.includes(origin)
     console.log(`upgrade origin=${origin} -> ${ok ? 'allowed' : '403'}`)
-    if (ok) done(true)
-    else done(false, 403, 'Forbidden')
+    if (!ok) return done(false, 403, 'Forbidden')
+    if (requireToken && !new URL(req.url, 'http://x').searchParams.get('token')) {
+      console.log('upgrade without token -> 401')
+      return done(false, 401, 'Unauthorized')
+    }
+    done(true)
   },
+  ...(subprotocols.length
+    ? { handleProtocols: (offered) => subprotocols.find((p) => offered.has(p)) || false }
+    : {}),
 })
 wss.on('connection', (ws) => {
+  if (closeAfterOpen) {
+    console.log(`closing right after the upgrade with ${closeAfterOpen}`)
+    ws.close(closeAfterOpen, 'session expired')
+    return
+  }
   ws.on('message', (data, isBinary) => ws.send(isBinary ? data : `echo: ${data}`))
 })
 server.listen(port, '0.0.0.0', () => console.log(`ws backend listening on ${port}, allowed=${allowed}`))

@@ -29,7 +29,13 @@ import pcapcheck  # noqa: E402
 from scenarios import BY_NAME, SCENARIOS, Scenario  # noqa: E402
 
 NODE_MODULES = LAB / "node_modules"
-BUN = NODE_MODULES / ".bin" / "bun"
+# Two Bun versions side by side (npm alias bun-1.4); node_modules/.bin/bun
+# points at whichever npm linked last, so always use the package paths.
+BUNS = {
+    "bun": NODE_MODULES / "bun" / "bin" / "bun.exe",        # 1.3.x, the incident's
+    "bun14": NODE_MODULES / "bun-1.4" / "bin" / "bun.exe",  # current 1.4.x
+}
+BUN = BUNS["bun"]
 VITE_JS = NODE_MODULES / "vite" / "bin" / "vite.js"
 ALLOWED_ORIGINS = "http://localhost:5173"
 
@@ -76,6 +82,8 @@ def versions(sc: Scenario):
         v["ws"] = pkg_version("ws")
     if sc.backend == "bun" or sc.vite == "bun":
         v["bun"] = cmd_version([str(BUN), "--version"])
+    if sc.vite == "bun14":
+        v["bun"] = cmd_version([str(BUNS["bun14"]), "--version"])
     if sc.backend.startswith("raw:"):
         v["raw-backend"] = "scripts/lab/backends/raw_backend.py (python " + sys.version.split()[0] + ")"
     if sc.nginx:
@@ -182,13 +190,17 @@ def check_recording(sc: Scenario, pcap: Path, browser: dict):
     return problems
 
 
+def bun_ver(which):
+    return cmd_version([str(BUNS[which]), "--version"])
+
+
 def topology(sc: Scenario):
     t = {"client": f"{netlab.HOST_IP} (browser, host side; docker-proxy relays localhost:5173)"}
     if sc.nginx:
         t["proxy"] = f"{netlab.CONTAINERS['nginx'][1]}:80 nginx"
-        t["proxy2"] = f"{netlab.CONTAINERS['vite'][1]}:5173 vite" + (" (bun --bun)" if sc.vite == "bun" else "")
+        t["proxy2"] = f"{netlab.CONTAINERS['vite'][1]}:5173 vite" + (f" (bun {bun_ver(sc.vite)} --bun)" if sc.vite in BUNS else "")
     else:
-        t["proxy"] = f"{netlab.CONTAINERS['vite'][1]}:5173 vite" + (" (bun --bun)" if sc.vite == "bun" else "")
+        t["proxy"] = f"{netlab.CONTAINERS['vite'][1]}:5173 vite" + (f" (bun {bun_ver(sc.vite)} --bun)" if sc.vite in BUNS else "")
     be_ip = netlab.CONTAINERS["meetsonar-backend"][1]
     kind = {"ws": "ws", "bun": "Bun.serve", "none": "nothing listening"}.get(sc.backend, sc.backend)
     if sc.backend_name == "dead":
@@ -227,7 +239,7 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
         lab.setup_network(overrides, dead_host_for="vite" if sc.backend_name == "dead" else None)
         be_ns = netlab.CONTAINERS["meetsonar-backend"][0]
         vite_ns = netlab.CONTAINERS["vite"][0]
-        env = {"ALLOWED_ORIGINS": ALLOWED_ORIGINS, "PORT": "5000"}
+        env = {"ALLOWED_ORIGINS": ALLOWED_ORIGINS, "PORT": "5000", **sc.backend_env}
         if sc.backend == "ws":
             p = lab.spawn("backend", be_ns, ["node", str(LAB / "backends" / "ws-backend.mjs")], env=env, cwd=LAB)
             lab.wait_listening(be_ns, 5000, p, name="backend")
@@ -242,8 +254,8 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
         venv = {"LAB_PROXY_HOOK": sc.hook, "LAB_HMR": "1" if sc.hmr else "0",
                 "LAB_VITE_CACHE": str(work / "vite-cache"), "NO_COLOR": "1", "FORCE_COLOR": "0",
                 "BROWSER": "none"}
-        if sc.vite == "bun":
-            argv = [str(BUN), "--bun", str(VITE_JS), "--config", str(LAB / "vite.config.js")]
+        if sc.vite in BUNS:
+            argv = [str(BUNS[sc.vite]), "--bun", str(VITE_JS), "--config", str(LAB / "vite.config.js")]
         else:
             argv = ["node", str(VITE_JS), "--config", str(LAB / "vite.config.js")]
         p = lab.spawn("vite", vite_ns, argv, env=venv, cwd=LAB)
@@ -264,7 +276,8 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
         # Without HMR the page (and Vite's ~200 kB client) is loaded before the
         # capture starts, so only the WebSocket connections are recorded.
         capture_page_load = sc.hmr
-        url = f"http://localhost:5173/?path={sc.path}" + ("" if capture_page_load else "&defer=1")
+        url = (f"http://localhost:5173/?path={sc.path}" + ("" if capture_page_load else "&defer=1")
+               + (f"&protocols={sc.protocols}" if sc.protocols else ""))
         cap = lab.start_capture(pcap) if capture_page_load else None
         log(f"{sc.name}: browser -> {url}")
         berr = open(lab.logdir / "browser.stderr.log", "w")
@@ -360,8 +373,9 @@ def main(argv=None):
     t_all = time.time()
     for n in names_:
         sc = BY_NAME[n]
-        if (sc.backend == "bun" or sc.vite == "bun") and not BUN.exists():
-            log(f"{n}: SKIP (no bun binary in node_modules)")
+        need = [BUNS[k] for k in ("bun", "bun14") if sc.vite == k] + ([BUN] if sc.backend == "bun" else [])
+        if any(cmd_version([str(b), "--version"]) is None for b in need):
+            log(f"{n}: SKIP (bun binary missing or not working in node_modules)")
             results.append({"scenario": n, "ok": None, "problems": ["bun missing"], "seconds": 0})
             continue
         log(f"{n}: start")

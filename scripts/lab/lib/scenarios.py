@@ -30,10 +30,12 @@ class Scenario:
     chains: list
     backend: str = "ws"            # ws | bun | raw:<mode> | none
     backend_name: str = "ok"       # ok | dead (resolves, nobody answers) | missing (does not resolve)
-    vite: str = "node"             # node | bun  (bun = `bun --bun vite`)
+    vite: str = "node"             # node | bun | bun14  (`bun --bun vite` with Bun 1.3 / 1.4)
     hook: str = ""                 # LAB_PROXY_HOOK for vite.config.js
     hmr: bool = False
     nginx: str = ""                # "" | upgrade | no-upgrade
+    backend_env: dict = field(default_factory=dict)  # extra env for the ws backend
+    protocols: str = ""            # subprotocols the page asks for (comma separated)
     path: str = APP
     wait: float = 6.0              # seconds before the "user" (lab) gives up
     expect_open: bool = False      # did the browser's WebSocket open?
@@ -188,6 +190,50 @@ SCENARIOS = [
         "never answers the browser, which waits until the lab gives up",
         vite="bun",
         chains=[chain("proxy-dropped-upgrade", 2, 0, [None, 101], also_acceptable=["proxy-dropped-response"])],
+    ),
+    Scenario(
+        "bun14-vite-healthy",
+        "Control for bun-vite-healthy: Vite under current Bun 1.4 (`bun --bun vite`) against the healthy ws "
+        "backend behaves like Node: 101 on both legs, echo comes back",
+        vite="bun14",
+        chains=[chain("ok", 2, None, [101, 101])],
+        expect_open=True, expect_echo=True,
+    ),
+    Scenario(
+        "bun14-vite-unterminated-101",
+        "Control for bun-vite-unterminated-101: under Bun 1.4 the same never-terminated 101 head fails like "
+        "under Node (parse error, browser's socket closed without a response)",
+        vite="bun14", backend="raw:unterminated-101",
+        chains=[chain("malformed-response", 2, 1, [None, None])],
+    ),
+    Scenario(
+        "subprotocol-mismatch",
+        "The page asks for subprotocol meetsonar.v1; the ws backend (after a deploy) speaks only meetsonar.v2, "
+        "so its 101 carries no Sec-WebSocket-Protocol and Chromium fails the handshake",
+        protocols="meetsonar.v1", backend_env={"SUBPROTOCOLS": "meetsonar.v2"},
+        chains=[chain("subprotocol-mismatch", 2, 1, [101, 101])],
+    ),
+    Scenario(
+        "upstream-401",
+        "The ws backend requires ?token=... on the upgrade URL, the page sends none: the backend answers 401, "
+        "which Vite relays",
+        backend_env={"REQUIRE_TOKEN": "1"},
+        chains=[chain("upstream-rejected", 2, 1, [401, 401])],
+    ),
+    Scenario(
+        "upstream-closed",
+        "Backend reads the upgrade request and closes the connection without a response (crash in its upgrade "
+        "handler); Vite gets 'socket hang up' and closes the browser's socket",
+        backend="raw:close-after-request",
+        chains=[chain("upstream-closed", 2, 1, [None, None])],
+    ),
+    Scenario(
+        "closed-after-upgrade",
+        "The ws backend upgrades and immediately closes the socket with 1008 'session expired'; the browser "
+        "sees open then close 1008",
+        backend_env={"CLOSE_AFTER_OPEN": "1008"},
+        chains=[chain("closed-after-upgrade", 2, 1, [101, 101])],
+        expect_open=True,
     ),
     Scenario(
         "nginx-vite-backend",
