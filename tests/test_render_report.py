@@ -151,6 +151,10 @@ def test_ipv6_leg_filter_and_missing_heads():
     assert "ipv6.addr==::1 && tcp.port==50000 && ipv6.addr==::1 && tcp.port==5173" in codes
     assert "ip.addr==127.0.0.1 && tcp.port==41000 && ip.addr==127.0.0.1 && tcp.port==24678" in codes
     assert "no request was sent" in md
+    ev = table_after(md, "Evidence")
+    assert ev[0] == ["Frame", "Hop", "Capture", "What"]
+    assert ev[1:] == [[str(e["frame"]), f"{doc['chains'][0]['hops'].index(e['hop_id'])} (handshake {e['hop_id']})",
+                       doc["source"][0]["path"], e["what"]] for e in doc["chains"][0]["verdict"]["evidence"]]
     lone = table_after(md, "Handshakes outside any chain")
     h3 = doc["handshakes"][2]
     assert lone[1][0] == str(h3["id"]) and lone[1][5] == h3["outcome"]
@@ -330,3 +334,15 @@ def test_filter_lone_handshakes():
     assert [h["id"] for h in out["handshakes"]] == [1, 2]
     out = filter_document(doc, host="api.internal")
     assert [h["id"] for h in out["handshakes"]] == [3] and out["chains"] == []
+
+
+def test_ladder_marks_headers_a_proxy_broke():
+    doc = load("origin-rejected-2hop")
+    ch = doc["chains"][0]
+    ch["diffs"][0]["changes"].append({"kind": "changed", "name": "origin", "before": "http://localhost:5173",
+                                      "after": "http://meetsonar-backend:5000", "class": "breaking",
+                                      "why": "Origin rewritten"})
+    src = [c for info, c in fences(report_markdown(doc)) if info == "mermaid"][0]
+    hop1 = next(line for line in src.splitlines() if line.startswith("    P1->>P2: "))
+    assert "#10006; origin: http://meetsonar-backend:5000" in hop1
+    assert "Origin: " not in hop1  # the unmarked line is replaced, not repeated

@@ -220,8 +220,10 @@ def refused_v6():
         "verdict": {"cause": "upstream-refused", "hop": 1,
                     "summary": ("The proxy's connection to 127.0.0.1:24678 was refused (RST at frame 6); "
                                 "the proxy then closed the browser's connection without a response (FIN at frame 8)."),
-                    "evidence": [{"frame": 6, "source": 0, "what": "RST from 127.0.0.1:24678"},
-                                 {"frame": 8, "source": 0, "what": "FIN from [::1]:5173 before any response"}],
+                    # hop_id: an extra field the analyzer adds to evidence
+                    "evidence": [{"hop_id": 2, "frame": 6, "source": 0, "what": "RST from 127.0.0.1:24678"},
+                                 {"hop_id": 1, "frame": 8, "source": 0,
+                                  "what": "FIN from [::1]:5173 before any response"}],
                     "broken": True, "benign": False, "software": []},
     }
     src = [{"path": "pcaps/lo-refused.pcap", "format": "pcap", "packets": 14, "bytes": 1800,

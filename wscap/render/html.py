@@ -32,7 +32,8 @@ h3 { font-size: 16px; margin-top: 24px; }
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
 th, td { border: 1px solid #d0d7de; padding: 4px 8px; vertical-align: top; text-align: left; }
 th { background: #f6f8fa; }
-td { overflow-wrap: anywhere; }
+td { overflow-wrap: break-word; }
+.scroll { overflow-x: auto; max-width: 100%; }
 code, pre { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12px; }
 code { background: #f6f8fa; padding: 1px 4px; border-radius: 4px; }
 pre { background: #f6f8fa; border: 1px solid #d0d7de; padding: 8px 10px; overflow-x: auto;
@@ -62,13 +63,13 @@ def page(title: str, body: str) -> str:
 def table(header_cells: Sequence[str], rows: Iterable[Sequence[str]],
           row_classes: Sequence[str] | None = None) -> str:
     """A table from cells that are *already* HTML (escape wire text first)."""
-    out = ["<table>", "<thead><tr>" + "".join(f"<th>{h}</th>" for h in header_cells) + "</tr></thead>",
+    out = ['<div class="scroll"><table>', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in header_cells) + "</tr></thead>",
            "<tbody>"]
     for i, row in enumerate(rows):
         cls = row_classes[i] if row_classes and i < len(row_classes) and row_classes[i] else ""
         attr = f' class="{escape.html(cls)}"' if cls else ""
         out.append(f"<tr{attr}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "\n".join(out)
 
 

@@ -210,6 +210,18 @@ def _end_text(hs: dict[str, Any]) -> tuple[str, int | None, str]:
     return f"{outcome or 'unknown'}", frame, by
 
 
+def _breaking_changes(chain: dict[str, Any], boundary: int) -> dict[str, str | None]:
+    """name -> value after, for request changes classed 'breaking' at ``boundary``."""
+    out: dict[str, str | None] = {}
+    for d in chain.get("diffs") or []:
+        if not isinstance(d, dict) or d.get("boundary") != boundary or d.get("direction") != "request":
+            continue
+        for c in d.get("changes") or []:
+            if isinstance(c, dict) and c.get("class") == "breaking":
+                out[str(c.get("name") or "?").lower()] = c.get("after")
+    return out
+
+
 def ladder(doc: dict[str, Any], chain: dict[str, Any]) -> Ladder:
     """Build the hop ladder of ``chain`` from ``doc``."""
     by_id = handshake_index(doc)
@@ -239,10 +251,15 @@ def ladder(doc: dict[str, Any], chain: dict[str, Any]) -> Ladder:
         # Nested ladder order: requests go down 0..n-1, responses come back n-1..0.
         if isinstance(req, dict):
             lines = [_cut(f"{req.get('method', '?')} {req.get('target', '?')} {req.get('version', '')}".strip())]
+            # Headers a proxy broke on the way to this hop are shown, marked.
+            broke = _breaking_changes(chain, i - 1) if i > 0 else {}
             for hname in ("host", "origin"):
                 v = _header(req, hname)
-                if v is not None:
+                if v is not None and hname not in broke:
                     lines.append(_cut(f"{hname.capitalize()}: {v}"))
+            for hname, after in broke.items():
+                shown = "(removed)" if after is None else after
+                lines.append(_cut(f"{FAIL_MARK} {hname}: {shown}"))
             lines.append(f"frame {req.get('frame')}")
             msgs.append(Message(i, i + 1, lines, "request", i, ts=req.get("ts"), order=i))
         else:

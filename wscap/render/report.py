@@ -426,9 +426,17 @@ def _chain_blocks(doc: dict[str, Any], ch: dict[str, Any], max_head: int) -> lis
     ev = [e for e in v.get("evidence") or [] if isinstance(e, dict)]
     if ev:
         blocks.append(Heading(4, ["Evidence"]))
-        blocks.append(Table(["Frame", "Capture", "What"],
-                            [[Code(str(e.get("frame"))) if e.get("frame") is not None else "",
-                              _source_name(doc, e.get("source")), str(e.get("what") or "")] for e in ev]))
+        # The analyzer may name the handshake each piece of evidence is from.
+        with_hop = any("hop_id" in e for e in ev)
+        rows_ev: list[list[Cell]] = []
+        for e in ev:
+            row: list[Cell] = [Code(str(e.get("frame"))) if e.get("frame") is not None else ""]
+            if with_hop:
+                hid = e.get("hop_id")
+                row.append(f"{hops_ids.index(hid)} (handshake {hid})" if hid in hops_ids else
+                           ("" if hid is None else f"handshake {hid}"))
+            rows_ev.append(row + [_source_name(doc, e.get("source")), str(e.get("what") or "")])
+        blocks.append(Table(["Frame"] + (["Hop"] if with_hop else []) + ["Capture", "What"], rows_ev))
 
     b = _failing_boundary(ch)
     if b is not None and len(hops) > 1:
