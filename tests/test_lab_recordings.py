@@ -44,6 +44,9 @@ KNOWN_WSCAP_GAPS = {
                                  "says timeout instead of malformed-response on hop 1",
     "content-length-101": "Chromium's socket worked (echo came back): the Content-Length on the 101 is a defect "
                           "but not a breakage; wscap marks the chain broken",
+    "proxy-bypass-404": "Vite answered 'HTTP/1.1 404 Not Found' itself (bypass() returned false: a bare "
+                        "status line with no headers, http-proxy's signature, from the vite endpoint on :5173) "
+                        "and never contacted the backend; wscap calls the one leg upstream-rejected",
     "deflate-mismatch": "the RSV1 frame is created by the backend on hop 1 and only relayed by Vite; wscap "
                         "blames hop 0",
 }

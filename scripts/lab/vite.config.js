@@ -2,7 +2,8 @@
 // variables so every scenario runs the same file:
 //   LAB_HMR=1              keep Vite's HMR WebSocket (otherwise server.hmr=false)
 //   LAB_PROXY_HOOK=...     origin-rewrite | origin-rewrite-option |
-//                          strip-upgrade | strip-connection | (empty: none)
+//                          strip-upgrade | strip-connection |
+//                          rewrite-strip-prefix | bypass-false | (empty: none)
 import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vite'
 
@@ -27,6 +28,13 @@ if (hook === 'origin-rewrite') {
   userHook = (proxy) => proxy.on('proxyReqWs', (proxyReq) => proxyReq.removeHeader('upgrade'))
 } else if (hook === 'strip-connection') {
   userHook = (proxy) => proxy.on('proxyReqWs', (proxyReq) => proxyReq.removeHeader('connection'))
+} else if (hook === 'rewrite-strip-prefix') {
+  // The REST-API habit copied onto the socket: the backend serves /ws, not /.
+  wsProxy.rewrite = (path) => path.replace(/^\/ws/, '')
+} else if (hook === 'bypass-false') {
+  // An "auth gate" in bypass: requests without a session cookie are not
+  // proxied. For an upgrade, `false` makes Vite answer 404 itself.
+  wsProxy.bypass = (req) => (req.headers.cookie && req.headers.cookie.includes('session=') ? undefined : false)
 } else if (hook) {
   throw new Error(`unknown LAB_PROXY_HOOK ${hook}`)
 }

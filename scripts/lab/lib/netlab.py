@@ -114,6 +114,14 @@ class Lab:
     def teardown_network(self):
         for ns in ALL_NS:
             if ns_exists(ns):
+                # Leftovers of an interrupted run: whatever still runs inside
+                # *our* namespaces, by PID (ip netns pids), then the namespace.
+                r = sh("ip", "netns", "pids", ns, check=False)
+                for pid in r.stdout.split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):
+                        pass
                 sh("ip", "netns", "del", ns, check=False)
             etc = Path("/etc/netns") / ns
             if etc.is_dir():

@@ -148,16 +148,15 @@ def connections(path):
 
 def legs(path, ws_path: str, upstream_ports=(5000,)):
     """Legs of the app's WebSocket chain in SYN order: every connection whose
-    request targets ws_path, plus bare attempts (no request bytes) to an
-    upstream port (refused / unanswered SYNs)."""
+    request targets ws_path, plus every connection to an upstream port (in the
+    lab only the app's socket goes there: rewritten targets, refused and
+    unanswered SYNs included)."""
     out = []
     for c in connections(path):
         t = c.request_target()
-        if t is not None and t.split("?")[0] == ws_path and b"upgrade" in c.request_head().lower():
+        if c.server[1] in upstream_ports:
             out.append(c)
-        elif t == ws_path:
-            out.append(c)
-        elif t is None and c.server[1] in upstream_ports:
+        elif t is not None and t.split("?")[0] == ws_path:
             out.append(c)
     return out
 

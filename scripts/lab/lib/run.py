@@ -345,7 +345,13 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
     return result
 
 
+def _term(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through Lab.__exit__: cleanup runs
+
+
 def main(argv=None):
+    import signal
+    signal.signal(signal.SIGTERM, _term)
     ap = argparse.ArgumentParser(prog="scripts/lab/run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
@@ -381,6 +387,9 @@ def main(argv=None):
         log(f"{n}: start")
         try:
             r = run_scenario(sc, out, keep=a.keep)
+        except KeyboardInterrupt:
+            log(f"{n}: interrupted; namespaces and processes cleaned up")
+            return 130
         except Exception as e:  # keep going with the next scenario
             r = {"scenario": n, "ok": False, "problems": [f"{type(e).__name__}: {e}"], "seconds": None}
         results.append(r)

@@ -115,6 +115,20 @@ SCENARIOS = [
         chains=[chain("connection-header-stripped", 2, 1, [426, 426])],
     ),
     Scenario(
+        "rewrite-path",
+        "The REST proxy's rewrite copied onto the socket: rewrite: (p) => p.replace(/^\\/ws/, '') sends the "
+        "upgrade for / to the backend, whose ws server only serves /ws and answers 400",
+        hook="rewrite-strip-prefix",
+        chains=[chain("upstream-rejected", 2, 1, [400, 400])],
+    ),
+    Scenario(
+        "proxy-bypass-404",
+        "A bypass() 'auth gate' returns false for requests without a session cookie; for the upgrade Vite "
+        "answers 'HTTP/1.1 404 Not Found' itself and never contacts the backend",
+        hook="bypass-false",
+        chains=[chain("proxy-rejected", 1, 0, [404])],
+    ),
+    Scenario(
         "bad-accept",
         "Raw backend answers 101 with a Sec-WebSocket-Accept computed from another key; Vite relays it "
         "unchanged and the browser fails the handshake",
