@@ -80,7 +80,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "accept-missing": (E, "the 101 lacks Sec-WebSocket-Accept (RFC 6455 §4.1)"),
     "bad-accept": (E, "Sec-WebSocket-Accept does not match the key (RFC 6455 §4.2.2)"),
     "subprotocol-not-offered": (E, "the server chose a subprotocol the client did not offer (RFC 6455 §4.1)"),
-    "subprotocol-not-echoed": (W, "the client offered subprotocols and the server chose none; browsers then fail the connection"),
+    "subprotocol-not-echoed": (E, "the client offered subprotocols and the 101 chose none; browsers fail the connection"),
     "extension-not-offered": (E, "the server accepted an extension the client did not offer (RFC 6455 §9.1)"),
     "not-websocket-upgrade": (I, "an HTTP Upgrade to another protocol (not WebSocket)"),
     # WebSocket frames after the 101 (RFC 6455 §5)

@@ -83,7 +83,7 @@ class Exchange:
             if c.synack_frame is None:
                 return "refused" if c.end is not None and c.end.kind == "rst" and c.end.by == "server" else "unanswered"
             return "reset" if c.end is not None and c.end.kind == "rst" else "closed"
-        if self.response is not None and self.response.status is not None:
+        if self.response is not None and self.response.status is not None and self.response.complete:
             return "upgraded" if self.response.status == 101 else "rejected"
         if c.end is not None:
             return "reset" if c.end.kind == "rst" else "closed"
@@ -159,7 +159,7 @@ class Exchange:
             "request": self.request.to_json() if self.request is not None else None,
             "response": resp.to_json() if resp is not None else None,
             "outcome": self.outcome(),
-            "status": resp.status if resp is not None else None,
+            "status": resp.status if resp is not None and resp.complete else None,
             "anomalies": [a.to_json() for a in self.all_anomalies()],
             "parsers": self.parsers(),
             "frames": [f.to_json() for f in frames],
@@ -351,6 +351,32 @@ class Connection:
         return True
 
     early_response: tuple | None = None
+
+    def flush_partial_heads(self, frame: int, ts_ns: int) -> None:
+        """The connection ended with a head still open: keep what came, flagged incomplete."""
+        buf = self.buf[S2C]
+        ex = self._awaiting_exchange()
+        if buf and ex is not None and self.mode[S2C] == HEAD:
+            head = parse_head(bytes(buf), "response", frame)
+            head.complete = False
+            head.first_frame = self.head_first_frame[S2C]
+            head.ts_ns = ts_ns
+            head.anomalies.append(make("head-incomplete", f"the response head was never terminated: {len(buf)} "
+                                       f"bytes without an empty line before the connection ended", frame))
+            buf.clear()
+            ex.response = head
+            self.mode[S2C] = IGNORE
+        cbuf = self.buf[C2S]
+        if cbuf and self.mode[C2S] == HEAD and looks_like_request(bytes(cbuf[:24])):
+            head = parse_head(bytes(cbuf), "request", frame)
+            head.complete = False
+            head.first_frame = self.head_first_frame[C2S]
+            head.anomalies.append(make("head-incomplete", f"the request head was never terminated ({len(cbuf)} bytes)",
+                                       frame))
+            cbuf.clear()
+            if hs.is_upgrade_request(head):
+                self._request_done(head, frame, ts_ns)
+            self.mode[C2S] = IGNORE
 
     # -- server side ---------------------------------------------------------
     def _server_data(self, data: bytes, frame: int, ts_ns: int) -> None:

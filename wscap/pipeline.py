@@ -110,6 +110,7 @@ class Pipeline:
                 conn.end = end
             conn.fins.append(end)
             if flags & TH_RST or len({e.by for e in conn.fins if e.kind == "fin"}) == 2:
+                conn.flush_partial_heads(seg.frame, seg.ts_ns)
                 for s in conn.streams:
                     if s.ooo:
                         s.flush_gap(seg.frame, seg.ts_ns, conn)
@@ -129,6 +130,7 @@ class Pipeline:
                 for s in conn.streams:
                     if s.ooo:
                         s.flush_gap(conn.last_frame, conn.last_ts, conn)
+                conn.flush_partial_heads(conn.last_frame, conn.last_ts)
                 self._retire(key, conn)
         self.conns.clear()
         return self._collect(None, chains=True)

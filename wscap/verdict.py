@@ -110,6 +110,11 @@ def software(h: dict) -> list[str]:
 def decide(hops: list[dict], diffs: list[dict], links: list[dict], proxies: set[str]) -> dict:
     cause, hop, summary, evidence = _decide(hops, diffs, proxies)
     benign = False
+    broken = cause != "ok"
+    if cause == "malformed-response" and _worked_anyway(hops):
+        # Malformed but tolerated: every leg upgraded and messages flowed both ways on the client leg.
+        broken = False
+        summary += " The client's parser tolerated it: messages flowed both ways."
     if cause == "ok":
         benign_note = _teardown_note(hops)
         if benign_note:
@@ -119,7 +124,7 @@ def decide(hops: list[dict], diffs: list[dict], links: list[dict], proxies: set[
     for h in hops:
         sw += software(h)
     return {"cause": cause, "hop": hop, "summary": summary, "evidence": evidence,
-            "broken": cause != "ok", "benign": benign, "software": list(dict.fromkeys(sw)),
+            "broken": broken, "benign": benign, "software": list(dict.fromkeys(sw)),
             "advice": ADVICE[cause]}
 
 
@@ -199,6 +204,12 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
                     f"in frame {end.get('frame')} without an answer from {last['server']}.", ev)
         return ("upstream-closed", li, f"{last['server']} {'reset' if oc == 'reset' else 'closed'} the connection "
                 f"(frame {end.get('frame')}) without answering.", ev)
+    if not resp.get("complete", True):
+        inc = codes.get("head-incomplete", {})
+        node = " Node's llhttp rejects it." if "llhttp-rejects" in codes else ""
+        return ("malformed-response", li, f"The response from {last['server']} never completed: "
+                f"{inc.get('message', 'incomplete head')} (starts {resp['raw'][:40]!r}).{node}",
+                [_ev(last, last["request"]["frame"], "request"), _ev(last, resp["frame"], "partial head")])
     st = resp["status"]
     ev_resp = [_ev(last, last["request"]["frame"], f"{last['request']['method']} {last['request']['target']}"),
                _ev(last, resp["frame"], f"{resp['version']} {st} {resp['reason']}")]
@@ -227,8 +238,9 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
                 ev_resp)
     if "bad-accept" in codes:
         return ("bad-accept", li, codes["bad-accept"]["message"] + f" (frame {resp['frame']}).", ev_resp)
-    if "subprotocol-not-offered" in codes:
-        return ("subprotocol-mismatch", li, codes["subprotocol-not-offered"]["message"] + ".", ev_resp)
+    for code in ("subprotocol-not-offered", "subprotocol-not-echoed"):
+        if code in codes:
+            return ("subprotocol-mismatch", li, codes[code]["message"] + f" (frame {resp['frame']}).", ev_resp)
     if "extension-not-offered" in codes:
         return ("extension-mismatch", li, codes["extension-not-offered"]["message"] + ".", ev_resp)
     # 4. Walk back towards the client: did each proxy relay what it got?
@@ -266,19 +278,37 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
                 return ("frames-lost-at-proxy", i, f"{len(up_server)} frame(s) came with the upstream 101 (frame "
                         f"{up['response']['frame']}) but none reached the client.",
                         [_ev(up, up["response"]["frame"], "101 + frames"), _ev(down, dres["frame"], "101 without frames")])
-    # 5. Frames after the upgrade.
-    for i, h in enumerate(hops):
-        hc = _codes(h)
-        for code, cause in BROKEN_FRAME_CODES.items():
-            if code in hc:
-                return (cause, i, hc[code]["message"] + f" (frame {hc[code]['frame']}).",
-                        [_ev(h, hc[code]["frame"], code)])
-    for i, h in enumerate(hops):
-        bad = _abnormal_close(h)
-        if bad:
-            return ("closed-after-upgrade", i, bad[0], bad[1])
+    # 5. Frames after the upgrade: server frames originate at the backend end of the chain,
+    #    client frames at the client end, so blame the origin-most leg that shows them.
+    for code, cause in BROKEN_FRAME_CODES.items():
+        legs = [(i, h, _codes(h)[code]) for i, h in enumerate(hops) if code in _codes(h)]
+        if legs:
+            server_side = _codes(legs[0][1])[code]["message"].startswith("server")
+            i, h, a = legs[-1] if server_side else legs[0]
+            return (cause, i, a["message"] + f" (frame {a['frame']}).", [_ev(h, a["frame"], code)])
+    closes = [(i, _abnormal_close(h)) for i, h in enumerate(hops)]
+    closes = [(i, c) for i, c in closes if c]
+    if closes:
+        # The close originates at the backend end for server closes, the client end for client
+        # closes; a TCP-level end (idle timeout, reset) at the leg where it happened first.
+        by_server = [x for x in closes if x[1][2] == "server-close"]
+        by_client = [x for x in closes if x[1][2] == "client-close"]
+        if by_server:
+            i, c = by_server[-1]
+        elif by_client:
+            i, c = by_client[0]
+        else:
+            i, c = min(closes, key=lambda x: x[1][3])
+        return ("closed-after-upgrade", i, c[0], c[1])
     legs = " → ".join([hops[0]["client"]] + [h["server"] for h in hops])
     return ("ok", None, f"Upgraded on every hop ({legs}).", [_ev(h, h["response"]["frame"], "101") for h in hops])
+
+
+def _worked_anyway(hops: list[dict]) -> bool:
+    if any(h.get("outcome") != "upgraded" for h in hops):
+        return False
+    dirs = {f["dir"] for f in hops[0].get("frames", []) if f["opcode"] in (0, 1, 2)}
+    return dirs == {"client", "server"}
 
 
 def _key_of(h: dict) -> str | None:
@@ -289,7 +319,7 @@ def _ip(ep: str) -> str:
     return ep.rpartition(":")[0].strip("[]")
 
 
-def _abnormal_close(h: dict) -> tuple[str, list[dict]] | None:
+def _abnormal_close(h: dict) -> tuple[str, list[dict], str, float] | None:
     """A close that is a failure: an error close code, an idle timeout, or a drop right after the 101."""
     closes = [f for f in h.get("frames", []) if f["opcode"] == 8]
     data_frames = [f for f in h.get("frames", []) if f["opcode"] in (0, 1, 2)]
@@ -299,7 +329,7 @@ def _abnormal_close(h: dict) -> tuple[str, list[dict]] | None:
         if code is not None and code not in (1000, 1001):
             return (f"The {c['dir']} closed the WebSocket with code {code}"
                     + (f" ({c['close_reason']!r})" if c.get("close_reason") else "") + f" in frame {c['frame']}.",
-                    [_ev(h, c["frame"], f"close {code}")])
+                    [_ev(h, c["frame"], f"close {code}")], f"{c['dir']}-close", c["ts"])
     if end and not closes:
         last_ts = max([f["ts"] for f in h.get("frames", [])] or [h["response"]["ts"]])
         idle = end["ts"] - last_ts
@@ -307,10 +337,10 @@ def _abnormal_close(h: dict) -> tuple[str, list[dict]] | None:
             if abs(idle - t) < 0.5:
                 return (f"The {end['by']} ended the connection with {end['kind'].upper()} (frame {end['frame']}) "
                         f"{idle:.1f} s after the last frame: an idle-timeout pattern ({t} s).",
-                        [_ev(h, end["frame"], f"{end['kind']} by {end['by']}")])
+                        [_ev(h, end["frame"], f"{end['kind']} by {end['by']}")], "tcp", end["ts"])
         if not data_frames and end["ts"] - h["response"]["ts"] < 1.0 and end["kind"] == "rst":
             return (f"The {end['by']} reset the connection (frame {end['frame']}) right after the 101, before any "
-                    f"message.", [_ev(h, end["frame"], f"rst by {end['by']}")])
+                    f"message.", [_ev(h, end["frame"], f"rst by {end['by']}")], "tcp", end["ts"])
     return None
 
 
