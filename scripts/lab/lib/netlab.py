@@ -38,6 +38,7 @@ DEAD_IP = "10.88.0.21"  # a "stopped container": nothing answers (not even ARP)
 DEAD_MAC = "02:42:0a:58:00:15"
 ALL_NS = [HOST_NS] + [v[0] for v in CONTAINERS.values()]
 LOCK = "/run/wscaplab.lock"
+LOCK_WAIT = 300
 
 
 def sh(*args, check=True, **kw):
@@ -61,10 +62,19 @@ class Lab:
     # -- lifecycle -----------------------------------------------------
     def __enter__(self):
         self._lockf = open(LOCK, "w")
-        try:
-            fcntl.flock(self._lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SystemExit(f"another lab run holds {LOCK}")
+        t0 = time.time()
+        while True:
+            try:
+                fcntl.flock(self._lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # Another run (e.g. the live test in a parallel pytest) owns
+                # the namespaces: wait for it rather than fail.
+                if time.time() - t0 > LOCK_WAIT:
+                    raise SystemExit(f"another lab run has held {LOCK} for {LOCK_WAIT}s")
+                if int(time.time() - t0) % 15 == 0:
+                    self.log(f"waiting for {LOCK} (another lab run)")
+                time.sleep(1)
         self.teardown_network()  # leftovers of a crashed run (our names only)
         return self
 
