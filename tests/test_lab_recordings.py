@@ -37,18 +37,9 @@ CAUSES = {
 # expected files stay the truth (they come from how the scenario is built and
 # what Chromium reported), and an XPASS shows when wscap catches up.
 KNOWN_WSCAP_GAPS = {
-    "unterminated-101": "the backend's 101 head never ends (a frame follows the last header line); wscap "
-                        "sees no response head and calls it a timeout, the truth is malformed-response on hop 1 "
-                        "(Vite's llhttp: HPE_INVALID_HEADER_TOKEN)",
-    "bun-vite-unterminated-101": "same bytes as unterminated-101 (Bun's client: Malformed_HTTP_Response); wscap "
-                                 "says timeout instead of malformed-response on hop 1",
-    "content-length-101": "Chromium's socket worked (echo came back): the Content-Length on the 101 is a defect "
-                          "but not a breakage; wscap marks the chain broken",
     "proxy-bypass-404": "Vite answered 'HTTP/1.1 404 Not Found' itself (bypass() returned false: a bare "
                         "status line with no headers, http-proxy's signature, from the vite endpoint on :5173) "
                         "and never contacted the backend; wscap calls the one leg upstream-rejected",
-    "deflate-mismatch": "the RSV1 frame is created by the backend on hop 1 and only relayed by Vite; wscap "
-                        "blames hop 0",
 }
 
 
