@@ -90,6 +90,19 @@ def test_expected_file_well_formed(pcap, exp):
 
 
 @pytest.mark.parametrize("pcap,exp", RECORDINGS)
+def test_expected_file_matches_scenario_definition(pcap, exp):
+    """pcaps/NAME.expected.json was written by scripts/lab/run from lib/scenarios.py:
+    editing one without re-recording is caught here."""
+    from scenarios import BY_NAME
+    sc = BY_NAME.get(pcap.stem)
+    if sc is None:
+        pytest.skip(f"{pcap.stem} is not a lab scenario")
+    e = load(exp)
+    assert e["chains"] == sc.chains
+    assert e["description"] == sc.description
+
+
+@pytest.mark.parametrize("pcap,exp", RECORDINGS)
 def test_capture_shows_expected_legs(pcap, exp):
     """Independent of wscap: number of legs and the status on each leg."""
     e = load(exp)
