@@ -198,6 +198,7 @@ class Connection:
         self.plain_requests = 0
         self.saw_payload = False
         self.limits_hit: dict[str, int] = {}
+        self.attempt: Exchange | None = None       # set when this connection is a bare attempt
 
     # -- helpers -------------------------------------------------------------
     @property

@@ -52,6 +52,9 @@ class Pipeline:
         self.dropped_exchanges = 0
         self.limits_hit: dict[str, int] = {}
         self._undecided: list[Exchange] = []
+        self._open: list[Exchange] = []          # legs not yet part of an emitted (live) chain
+        self._syn_only: list[Connection] = []    # connections that so far only sent a SYN
+        self._last_chain_check = 0
         self._chained: set[int] = set()
         self._chain_seq = 0
         self.sources: list[dict] = []
@@ -111,6 +114,7 @@ class Pipeline:
             conn.fins.append(end)
             if flags & TH_RST or len({e.by for e in conn.fins if e.kind == "fin"}) == 2:
                 conn.flush_partial_heads(seg.frame, seg.ts_ns)
+                self._maybe_attempt(conn)
                 for s in conn.streams:
                     if s.ooo:
                         s.flush_gap(seg.frame, seg.ts_ns, conn)
@@ -155,6 +159,8 @@ class Pipeline:
         if len(self.conns) >= self.limits.max_flows:
             self._evict()
         conn = Connection(client, server, seg.source, seg.frame, seg.ts_ns, self.limits)
+        if flags & TH_SYN and not flags & TH_ACK:
+            self._syn_only.append(conn)
         if not flags & TH_SYN:
             conn.anomalies.append(make("mid-stream-start", "the capture starts after this connection's SYN", seg.frame))
         self.conns[key] = conn
@@ -175,14 +181,17 @@ class Pipeline:
         for k, v in conn.limits_hit.items():
             self.limits_hit[k] = self.limits_hit.get(k, 0) + v
         conn.limits_hit.clear()
-        if not conn.saw_payload and conn.syn_frame is not None and not conn.exchanges:
-            ex = Exchange(conn, None)
-            if conn.synack_frame is None and conn.end is None:
-                pass  # unanswered: decided by the timeout/finish logic
-            self.attempts.append(ex)
-            self._undecided.append(ex)
+        self._maybe_attempt(conn)
         if self.conns.get(key) is conn:
             del self.conns[key]
+
+    def _maybe_attempt(self, conn: Connection) -> None:
+        """A connection that never carried a request is a candidate missing hop (refused, unanswered...)."""
+        if conn.saw_payload or conn.syn_frame is None or conn.exchanges or conn.attempt is not None:
+            return
+        conn.attempt = Exchange(conn, None)
+        self.attempts.append(conn.attempt)
+        self._open.append(conn.attempt)
 
     def _register(self, ex: Exchange) -> None:
         if len(self.exchanges) >= self.limits.max_handshakes:
@@ -194,6 +203,7 @@ class Pipeline:
         self.next_id += 1
         self.exchanges.append(ex)
         self._undecided.append(ex)
+        self._open.append(ex)
 
     def _collect(self, now_ns: int | None, chains: bool = False) -> list[Decided]:
         """Emit handshakes that became decided (response, end of connection, or timeout)."""
@@ -215,10 +225,48 @@ class Pipeline:
         return out
 
     def _chains(self, now_ns: int | None) -> list[Decided]:
-        """Chains whose legs are all settled (live); everything at finish."""
-        if now_ns is not None:
-            return []      # live chain decisions: see live_chains()
-        return []
+        """Chains whose every leg has its answer or has waited the timeout (all of them at finish).
+
+        Same linking as the final document (build_chains); legs are removed from the open set
+        once their chain is emitted, so each chain is printed exactly once.
+        """
+        for conn in self._syn_only:
+            if not conn.saw_payload and (conn.end is not None or now_ns is None
+                                         or now_ns - conn.first_ts >= self.timeout_ns):
+                self._maybe_attempt(conn)
+        self._syn_only = [c for c in self._syn_only if c.attempt is None and not c.saw_payload]
+        if not self._open:
+            return []
+        docs = {id(ex): ex.to_json(self.now_ns) for ex in self._open}
+        by_doc = {id(docs[id(ex)]): ex for ex in self._open}
+        hs = [docs[id(ex)] for ex in self._open if ex.request is not None]
+        at = [docs[id(ex)] for ex in self._open if ex.request is None]
+        chains, _used = build_chains(hs, at, self.options.timeout_s)
+        out: list[Decided] = []
+        done: set[int] = set()
+        for c in chains:
+            legs = [by_doc[id(h)] for h in c["hops"]]
+            if now_ns is not None and not all(ex.decided(now_ns, self.timeout_ns) for ex in legs):
+                continue
+            if now_ns is not None and now_ns - legs[0].ts_ns < min(self.timeout_ns, 1_000_000_000) \
+                    and legs[-1].request is not None and legs[-1].response is None:
+                continue
+            for ex, h in zip(legs, c["hops"]):
+                if ex.id is None:            # a bare attempt becomes visible as this chain's hop
+                    ex.id = self.next_id
+                    self.next_id += 1
+                    h["id"] = ex.id
+                    out.append(Decided("handshake", h))
+                h["id"] = ex.id
+                done.add(id(ex))
+            self._chain_seq += 1
+            c["id"] = self._chain_seq
+            c["hops"] = [h["id"] for h in c["hops"]]
+            for link in c["links"]:
+                link["from"], link["to"] = link["from"]["id"], link["to"]["id"]
+            out.append(Decided("chain", c))
+        self._open = [ex for ex in self._open if id(ex) not in done]
+        return out
 
     # -- output ------------------------------------------------------------------
     def handshake_docs(self) -> list[dict]:
@@ -249,8 +297,9 @@ class Pipeline:
         # Attempts appear as handshakes only when a chain needs them as its missing hop.
         next_id = self.next_id
         for a in used_attempts:
-            a["id"] = next_id
-            next_id += 1
+            if a["id"] is None:
+                a["id"] = next_id
+                next_id += 1
         for c in chains:
             c["hops"] = [h if isinstance(h, int) else h["id"] for h in c["hops"]]
             for link in c["links"]:

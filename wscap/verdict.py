@@ -213,6 +213,13 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
     st = resp["status"]
     ev_resp = [_ev(last, last["request"]["frame"], f"{last['request']['method']} {last['request']['target']}"),
                _ev(last, resp["frame"], f"{resp['version']} {st} {resp['reason']}")]
+    if st != 101 and n > 1 and hops[-2].get("response") is None:
+        down = hops[-2]
+        end = down["tcp"]["end"] or {}
+        return ("proxy-dropped-response", n - 2, f"{last['server']} answered {st} {resp['reason']} (frame "
+                f"{resp['frame']}) but the client never got it from the proxy {down['server']} "
+                f"(client leg {down['outcome']}" + (f", frame {end.get('frame')}" if end else "") + ").",
+                ev_resp + [_ev(down, end.get("frame"), f"client leg {down['outcome']}")])
     if st != 101:
         origin = _hdr(last, "request", "origin")
         if "version-unsupported" in codes or st == 426:

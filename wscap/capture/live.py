@@ -111,6 +111,7 @@ class CaptureConfig:
     promisc: bool = True
     buffer_mb: int = DEFAULT_BUFFER_MB
     run_as: str | None = None        # tcpdump -Z USER (the user we drop to)
+    immediate: bool = True           # tcpdump --immediate-mode (low latency; see live_backends.py)
 
 
 # ---- streaming pcap reader -----------------------------------------------------------------
@@ -232,8 +233,10 @@ class TcpdumpBackend:
         self._eof = False
         self._stopping = False
         self._pending: list[RawFrame] = []
-        cmd = [self.binary, "-i", cfg.iface, "-U", "--immediate-mode", "-w", "-",
+        cmd = [self.binary, "-i", cfg.iface, "-U", "-w", "-",
                "-s", str(cfg.snaplen), "-B", str(cfg.buffer_mb * 1024)]
+        if cfg.immediate:
+            cmd.append("--immediate-mode")
         if not cfg.promisc:
             cmd.append("-p")
         if cfg.iface == "any":
