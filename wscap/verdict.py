@@ -228,9 +228,13 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
         if st == 403 and origin:
             return ("origin-rejected", li, f"{last['server']} answered 403 to Origin {origin!r} (frame {resp['frame']}).",
                     ev_resp)
-        if n == 1 and _ip(last["server"]) in proxies:
+        bare = not resp["headers"]
+        if n == 1 and (_ip(last["server"]) in proxies or bare):
+            # A status line with no headers at all is how Vite's proxy middleware refuses an
+            # upgrade on the raw socket; backends (ws, Bun, nginx) always send headers.
+            why = " (a bare status line without headers, as Vite's proxy writes it)" if bare else ""
             return ("proxy-rejected", 0, f"The proxy {last['server']} answered {st} {resp['reason']} itself "
-                    f"(frame {resp['frame']}) without going upstream.", ev_resp)
+                    f"(frame {resp['frame']}){why} without going upstream.", ev_resp)
         if n == 1 and st in (502, 503, 504):
             return ("no-upstream-connection", 0, f"{last['server']} answered {st} {resp['reason']} (frame "
                     f"{resp['frame']}) and no upstream connection was seen.", ev_resp)
