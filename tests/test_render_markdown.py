@@ -103,3 +103,30 @@ def test_html_listing_table_matches_markdown():
     assert rows == expected_handshake_rows(doc)
     # broken chain rows are highlighted
     assert tree.xpath("//tr[@class='breaking']")
+
+
+def _live_events(doc: dict) -> list[dict]:
+    ev = [{"type": "handshake", "handshake": h} for h in doc["handshakes"]]
+    ev += [{"type": "chain", "chain": c} for c in doc["chains"]]
+    ev.append({"type": "summary", **{k: v for k, v in doc.items() if k not in ("handshakes", "chains")}})
+    return ev
+
+
+def test_live_markdown_stream_is_one_table_then_summary():
+    from wscap.render.markdown import LIVE_HEADER, LiveMarkdown
+
+    doc = load("hostile")
+    lm = LiveMarkdown()
+    chunks = [lm.event(e) for e in _live_events(doc)]
+    assert all(c.endswith("\n") for c in chunks)
+    md = "".join(chunks)
+    tables = md_tables(md)
+    assert len(tables) == 1 and tables[0][0] == LIVE_HEADER
+    rows = tables[0][1:]
+    assert [r[1] for r in rows] == ["handshake"] * len(doc["handshakes"]) + ["chain"] * len(doc["chains"])
+    cookie = dict((n.lower(), v) for n, v in doc["handshakes"][0]["request"]["headers"])["cookie"]
+    secret = cookie.split(";")[0].split("=", 1)[1]
+    assert secret not in md                      # the verdict quotes it: redacted with its hops
+    assert rows[-1][5] == "\u2716 origin-rejected at hop 1"
+    assert md.rstrip().endswith("1 broken (origin-rejected: 1).")
+    assert secret in "".join(LiveMarkdown(redact=False).event(e) for e in _live_events(doc))

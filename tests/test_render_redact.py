@@ -132,3 +132,21 @@ def test_short_secrets_not_replaced_as_substrings():
            "chains": [{"id": 1, "verdict": {"summary": "frame 1 and 11"}}]}
     out = redact_document(doc)
     assert out["chains"][0]["verdict"]["summary"] == "frame 1 and 11"
+
+
+def test_live_events_redacted_with_their_hops():
+    from wscap.render.redact import redact_live_event
+
+    doc = load("hostile")
+    secrets = _secrets_of(doc)
+    seen = {}
+    out = []
+    for hs in doc["handshakes"]:
+        seen[hs["id"]] = hs
+        out.append(redact_live_event({"type": "handshake", "handshake": hs}, seen))
+    out.append(redact_live_event({"type": "chain", "chain": doc["chains"][0]}, seen))
+    text = json.dumps(out)
+    for s in secrets:
+        assert s not in text
+    assert h(secrets[0]) in out[-1]["chain"]["verdict"]["summary"]
+    assert seen[1] is doc["handshakes"][0] and secrets[0] in json.dumps(seen[1])  # caller's copy untouched

@@ -17,7 +17,7 @@ from wscap.render import escape
 from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_index, header,
                                   hop_status, linktype_name)
 
-__all__ = ["render_markdown", "md_table", "code_span", "hops_path", "chain_rows",
+__all__ = ["render_markdown", "LiveMarkdown", "md_table", "code_span", "hops_path", "chain_rows",
            "handshake_rows", "REDACTED_NOTE"]
 
 REDACTED_NOTE = ("Secrets are redacted: each is shown as `[redacted sha256:xxxxxxxx]` "
@@ -172,3 +172,66 @@ def render_markdown(doc: dict[str, Any]) -> str:
     out += ["", "## Captures", "",
             md_table(CAPTURE_HEADER, [[_c(x) for x in r] for r in capture_rows(doc)])]
     return "\n".join(out) + "\n"
+
+
+LIVE_HEADER = ["Time", "Event", "#", "Where", "Request", "Result", "Detail"]
+
+
+class LiveMarkdown:
+    """``wscap live --format markdown``: one Markdown table row per event, as it comes.
+
+    Feed it the same objects ``live --format json`` prints, one at a time;
+    each call returns the text to print (possibly several lines, ending in a
+    newline). The first event prints the table header; the summary event
+    closes the table and prints the totals. Redaction (on by default) keeps
+    the unredacted handshakes it has seen so a chain's verdict is redacted
+    with its hops' secrets.
+    """
+
+    def __init__(self, redact: bool = True) -> None:
+        self.redact = redact
+        self.seen: dict[Any, dict[str, Any]] = {}
+        self.started = False
+
+    def _head(self) -> str:
+        if self.started:
+            return ""
+        self.started = True
+        return md_table([_c(h) for h in LIVE_HEADER], []) + "\n"
+
+    def event(self, obj: dict[str, Any]) -> str:
+        from wscap.render.redact import redact_live_event
+
+        kind = obj.get("type")
+        if kind == "handshake" and isinstance(obj.get("handshake"), dict):
+            self.seen[obj["handshake"].get("id")] = obj["handshake"]
+        shown = redact_live_event(obj, self.seen) if self.redact else obj
+        if kind == "handshake" and isinstance(shown.get("handshake"), dict):
+            hs = shown["handshake"]
+            req = hs.get("request") or {}
+            anomalies = ", ".join(str(a.get("code")) for a in hs.get("anomalies") or [])
+            row = [fmt_ts(hs.get("first_ts")), "handshake", str(hs.get("id")),
+                   f"{hs.get('client', '?')} \u2192 {hs.get('server', '?')}",
+                   f"{req.get('method', '')} {req.get('target', '')}".strip(),
+                   f"{hop_status(hs)} {hs.get('outcome') or ''}".strip(), anomalies]
+            return self._head() + "| " + " | ".join(_c(x) or " " for x in row) + " |\n"
+        if kind == "chain" and isinstance(shown.get("chain"), dict):
+            ch = shown["chain"]
+            v = ch.get("verdict") or {}
+            hops = ch.get("hops") or []
+            first = self.seen.get(hops[0]) if hops else None
+            req = (first or {}).get("request") or {}
+            if self.redact and first is not None:
+                from wscap.render.redact import redact_target
+                target = redact_target(str(req.get("target") or ""))
+            else:
+                target = str(req.get("target") or "")
+            fail = v.get("hop")
+            result = _verdict_label(v) + (f" at hop {fail}" if v.get("broken") and fail is not None else "")
+            row = [fmt_ts((first or {}).get("first_ts")), "chain", str(ch.get("id")),
+                   " \u2192 ".join(f"#{h}" for h in hops),
+                   f"{req.get('method', '')} {target}".strip(), result, str(v.get("summary") or "")]
+            return self._head() + "| " + " | ".join(_c(x) or " " for x in row) + " |\n"
+        if kind == "summary":
+            return self._head() + "\n" + _c(_summary_line(obj)) + "\n"
+        return ""

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable
 
 __all__ = [
     "redact_document",
+    "redact_live_event",
     "redact_header_value",
     "redact_target",
     "marker",
@@ -342,3 +343,22 @@ def redact_document(doc: dict[str, Any]) -> dict[str, Any]:
     out = r.substrings(out, skip=_protected_pairs(out))
     out["redacted"] = True
     return out
+
+
+def redact_live_event(obj: dict[str, Any], seen: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    """Redact one ``wscap live --format json`` line object.
+
+    ``seen`` maps handshake id -> the *unredacted* handshake for every
+    handshake event so far (the caller keeps it: ``seen[h["id"]] = h``); a
+    chain event is redacted together with its hops, so secrets quoted in its
+    verdict are found. Summary lines carry no wire data and pass through.
+    """
+    kind = obj.get("type")
+    if kind == "handshake" and isinstance(obj.get("handshake"), dict):
+        red = redact_document({"handshakes": [obj["handshake"]]})
+        return {**obj, "handshake": red["handshakes"][0]}
+    if kind == "chain" and isinstance(obj.get("chain"), dict):
+        hops = [seen[h] for h in obj["chain"].get("hops") or [] if h in seen]
+        red = redact_document({"handshakes": hops, "chains": [obj["chain"]]})
+        return {**obj, "chain": red["chains"][0]}
+    return copy.deepcopy(obj)

@@ -165,10 +165,15 @@ def advice_for(cause: str | None) -> list[str]:
 # filtering
 
 def is_broken_handshake(hs: dict[str, Any]) -> bool:
-    """A handshake outside any chain counts as broken unless it upgraded cleanly."""
-    if hs.get("outcome") != "upgraded":
+    """Broken, for a handshake outside any chain (the CLI's exit-code rule).
+
+    A WebSocket upgrade that did not upgrade, or any error-severity anomaly
+    other than 'not-websocket-upgrade' (plain HTTP is not a failure).
+    """
+    if any(a.get("severity") == "error" and a.get("code") != "not-websocket-upgrade"
+           for a in hs.get("anomalies") or []):
         return True
-    return any(a.get("severity") == "error" for a in hs.get("anomalies") or [])
+    return bool(hs.get("websocket")) and hs.get("outcome") != "upgraded"
 
 
 def _host_matches(doc: dict[str, Any], hs: dict[str, Any], pattern: str) -> bool:
