@@ -394,14 +394,14 @@ class Gen:
         self.end_us = START_US + int(p["duration"] * 1_000_000)
         self.stopping = False
         self.truth: list[dict] = []
-        self.ports: dict[str, list[int]] = {}
+        self.ports: dict[str, set[int]] = {}
         self.used_ws: set[tuple[str, int]] = set()
         r = self.rng
         self.binary = Payload(r.randbytes(1 << 20))
         words = [b"const", b"import", b"from", b"export", b"function", b"return", b"=>",
                  b"useState", b"React", b"props", b"{", b"}", b"(", b")", b";", b"\n",
                  b"await", b"fetch", b"'./api'", b"meet", b"room", b"sonar", b"let", b"if"]
-        text = b" ".join(r.choice(words) for _ in range(200_000))
+        text = b" ".join([words[i % len(words)] for i in r.randbytes(100_000)])
         self.text = Payload(text)
         self.json_rooms = b'{"rooms":[' + b",".join(
             b'{"id":"r%d","name":"room %d","members":%d}' % (i, i, r.randrange(20))
@@ -409,18 +409,20 @@ class Gen:
 
     # -- ports -------------------------------------------------------------
     def eph(self, ip: str, ws: bool = False) -> int:
-        pool = self.ports.get(ip)
+        """A random ephemeral port of `ip`, never reused while the range lasts;
+        WebSocket legs' ports are never reused at all."""
+        used = self.ports.setdefault(ip, set())
+        if len(used) > 25_000:
+            used.clear()
+            used.update(p for (i, p) in self.used_ws if i == ip)
+        rr = self.rng.randrange
         while True:
-            if not pool:
-                pool = list(range(32768, 61000))
-                self.rng.shuffle(pool)
-                self.ports[ip] = pool
-            p = pool.pop()
-            if (ip, p) in self.used_ws:
-                continue
-            if ws:
-                self.used_ws.add((ip, p))
-            return p
+            p = 32768 + rr(28232)
+            if p not in used:
+                used.add(p)
+                if ws:
+                    self.used_ws.add((ip, p))
+                return p
 
     # -- writing -------------------------------------------------------------
     def run(self, pcap_path: str) -> dict:
