@@ -65,11 +65,18 @@ def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float 
     def req_ts(h: dict) -> float:
         return h["request"]["ts"] if h.get("request") else h["first_ts"]
 
+    def order(h: dict) -> int:
+        return h["request"]["frame"] if h.get("request") else (h["tcp"]["syn_frame"] or h["first_frame"])
+
     def candidate(down: dict, up: dict) -> bool:
-        if up is down or id(up) in down_of or up["source"] != down["source"] and False:
+        if up is down or id(up) in down_of:
             return False
         dt = req_ts(up) - req_ts(down)
-        return -0.001 <= dt <= window and up["first_ts"] >= down["first_ts"] - 0.001
+        if up["source"] == down["source"]:
+            # Causality: the proxy sends upstream only after it received the request, so within
+            # one capture the upstream request comes in a later frame (timestamps can tie).
+            return order(up) > order(down) and dt <= window
+        return -0.001 <= dt <= window
 
     ordered = sorted(reqs, key=req_ts)
     # 1. same key, leaving from the address that received the request (or any address: multi-homed proxies)
@@ -99,16 +106,21 @@ def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float 
     # 3. missing hop: P received an upgrade, then a connection attempt from P carried no request
     used_attempts: list[dict] = []
     taken: set[int] = set()
+    pairs: list[tuple] = []
     for down in ordered:
         if id(down) in up_of or down.get("outcome") == "upgraded" and not _is_proxy_side(down, reqs):
             continue
         p = _ip(down["server"])
-        cands = [a for a in attempts if id(a) not in taken and _ip(a["client"]) == p
-                 and -0.001 <= a["first_ts"] - req_ts(down) <= window
-                 and (down.get("response") is None or a["first_ts"] <= down["response"]["ts"] + 0.001)]
-        if not cands:
+        for a in attempts:
+            if _ip(a["client"]) == p and candidate(down, a) and (
+                    down.get("response") is None or a["first_ts"] <= down["response"]["ts"] + 0.001):
+                pairs.append((req_ts(a) - req_ts(down), id(down), id(a), down, a))
+    # Globally nearest first: a proxy dials upstream within milliseconds of the request it serves,
+    # so among concurrent requests the closest preceding one owns the attempt.
+    pairs.sort(key=lambda x: (x[0], x[1], x[2]))
+    for _dt, _d, _a, down, a in pairs:
+        if id(down) in up_of or id(a) in taken:
             continue
-        a = min(cands, key=lambda x: x["first_ts"])
         taken.add(id(a))
         used_attempts.append(a)
         up_of[id(down)], down_of[id(a)], link_by[id(a)] = a, down, "attempt"

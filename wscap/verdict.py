@@ -149,10 +149,12 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
         return ("upstream-closed", li, f"The proxy connected to {last['server']} but the connection "
                 f"was {'reset' if oc == 'reset' else 'closed'} before any request was sent.", ev)
     # 2. Breaking request changes at a boundary explain what the next hop did.
+    priority = {"upgrade": 0, "connection": 1, ":request-line": 1, "origin": 2, "sec-websocket-key": 3}
     for d in diffs:
         if d["direction"] != "request":
             continue
-        for c in d["changes"]:
+        # Upgrade lost explains Connection being rewritten (http-proxy forces 'close' then), not vice versa.
+        for c in sorted(d["changes"], key=lambda c: priority.get(c["name"], 9)):
             if c["class"] != "breaking":
                 continue
             up = hops[d["to_hop"]]

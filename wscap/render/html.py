@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 from wscap.render import escape
 from wscap.render.markdown import (CAPTURE_HEADER, CHAIN_HEADER, HANDSHAKE_HEADER, REDACTED_NOTE,
-                                   capture_rows, chain_rows, handshake_rows, plural)
+                                   capture_rows, chain_rows, filter_text, handshake_rows, plural)
 from wscap.render.mermaid import Ladder
 
 __all__ = ["render_html", "page", "table", "ladder_svg", "CSS"]
@@ -184,6 +184,8 @@ def _summary(doc: dict[str, Any]) -> str:
 def render_html(doc: dict[str, Any]) -> str:
     """The whole analysis as one self-contained HTML page."""
     out = ["<h1>wscap: WebSocket handshakes</h1>", f"<p>{_summary(doc)}</p>"]
+    if doc.get("filter"):
+        out.append(f'<p class="note">{escape.html("Filtered: " + filter_text(doc["filter"]))}</p>')
     if doc.get("redacted"):
         out.append(f'<p class="note">{escape.html(REDACTED_NOTE.replace("`", ""))}</p>')
     chains = [c for c in doc.get("chains") or [] if isinstance(c, dict)]

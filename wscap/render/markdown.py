@@ -17,7 +17,7 @@ from wscap.render import escape
 from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_index, header,
                                   hop_status, linktype_name)
 
-__all__ = ["render_markdown", "LiveMarkdown", "md_table", "code_span", "hops_path", "chain_rows",
+__all__ = ["render_markdown", "LiveMarkdown", "filter_text", "md_table", "code_span", "hops_path", "chain_rows",
            "handshake_rows", "REDACTED_NOTE"]
 
 REDACTED_NOTE = ("Secrets are redacted: each is shown as `[redacted sha256:xxxxxxxx]` "
@@ -118,6 +118,13 @@ def handshake_rows(doc: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def filter_text(f: dict[str, Any]) -> str:
+    """``only broken, chain=3, host=api*`` for the filters recorded by filter_document."""
+    parts = ["only broken"] if f.get("only_broken") else []
+    parts += [f"{k}={f[k]}" for k in ("chain", "host", "path") if f.get(k) is not None]
+    return ", ".join(parts) or "none"
+
+
 def plural(n: Any, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -152,6 +159,8 @@ HANDSHAKE_HEADER = ["#", "Chain/hop", "Client", "Server", "Request", "Host", "Or
 def render_markdown(doc: dict[str, Any]) -> str:
     """The whole analysis as GitHub-flavoured Markdown."""
     out = ["# wscap: WebSocket handshakes", "", _c(_summary_line(doc))]
+    if doc.get("filter"):
+        out += ["", _c("Filtered: " + filter_text(doc["filter"]))]
     if doc.get("redacted"):
         out += ["", "_" + REDACTED_NOTE.replace("_", "\\_") + "_"]
     chains = [c for c in doc.get("chains") or [] if isinstance(c, dict)]

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence, Union
 
 from wscap.render import escape
 from wscap.render import html as H
-from wscap.render.markdown import REDACTED_NOTE, capture_rows, hops_path, md_table, plural
+from wscap.render.markdown import REDACTED_NOTE, capture_rows, filter_text, hops_path, md_table, plural
 from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_index, header, hop_status,
                                   ladder, linktype_name, sequence_diagram, split_addr, wireshark_filter)
 
@@ -520,9 +520,7 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
     blocks.append(Para([f"Made by {doc.get('tool') or 'wscap'} from {plural(len(sources), 'capture')}: "
                         + ", ".join(str(x.get("path")) for x in sources) + "."]))
     if doc.get("filter"):
-        f = doc["filter"]
-        shown = ", ".join(f"{k}={f[k]}" for k in ("only_broken", "chain", "host", "path") if f.get(k))
-        blocks.append(Para([Strong("Filtered: "), shown or "yes"], cls="note"))
+        blocks.append(Para([Strong("Filtered: "), filter_text(doc["filter"])], cls="note"))
     if doc.get("redacted"):
         blocks.append(Para([REDACTED_NOTE.replace("`", "")], cls="note"))
 
