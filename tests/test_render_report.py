@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 
 import lxml.html
 import pytest
@@ -346,3 +347,13 @@ def test_ladder_marks_headers_a_proxy_broke():
     hop1 = next(line for line in src.splitlines() if line.startswith("    P1->>P2: "))
     assert "#10006; origin: http://meetsonar-backend:5000" in hop1
     assert "Origin: " not in hop1  # the unmarked line is replaced, not repeated
+
+
+def test_filtered_documents_say_so():
+    from wscap.render.html import render_html
+    from wscap.render.markdown import render_markdown
+
+    out = filter_document(_merged(), only_broken=True, host="app*")
+    for text in (render_markdown(out), report_markdown(out), render_html(out), report_html(out)):
+        plain = re.sub(r"<[^>]+>", "", text).replace("**", "").replace("\\*", "*")
+        assert "Filtered: only broken, host=app*" in plain
