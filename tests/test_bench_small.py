@@ -130,11 +130,9 @@ def _wscap_document(path: str) -> dict:
 
 # Disagreements reported to the analyzer core and not decided yet: tolerated as
 # xfail only while they are the *only* differences.  Remove an entry once decided.
-KNOWN_OPEN = {
-    # proxy dropped Upgrade and rewrote Connection to close: the issue names this
-    # upgrade-header-stripped, wscap currently says connection-header-stripped
-    "upgrade-header-stripped -> connection-header-stripped",
-}
+# Format: "truth-cause -> wscap-cause".  (Upgrade+Connection both stripped was one,
+# decided in favour of upgrade-header-stripped.)
+KNOWN_OPEN: set[str] = set()
 
 
 def test_wscap_chains_equal_ground_truth(tiny):
