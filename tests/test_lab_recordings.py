@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PCAPS = REPO / "pcaps"
+# WSCAP_LAB_PCAPS=DIR compares a fresh `scripts/lab/run --out DIR` instead.
+PCAPS = Path(os.environ.get("WSCAP_LAB_PCAPS") or REPO / "pcaps")
 sys.path.insert(0, str(REPO / "scripts" / "lab" / "lib"))
 import pcapcheck  # noqa: E402
 
@@ -63,7 +65,7 @@ def load(exp: Path) -> dict:
 
 
 def test_recordings_present_and_small():
-    assert RECORDINGS, "no lab recordings in pcaps/ (run scripts/lab/run)"
+    assert RECORDINGS, f"no lab recordings in {PCAPS} (run scripts/lab/run)"
     total = sum(p.stat().st_size for p in PCAPS.glob("*.pcap"))
     assert total < 5 * 1024 * 1024, f"pcaps/ holds {total} bytes of captures; keep it well under 5 MB"
 
