@@ -328,7 +328,7 @@ class Conn:
             elif r > 0.998:
                 yield frame(fc, flags, seq, ack, payload)    # spurious retransmission
             unacked += 1
-            if unacked >= 2 or rnd() < 0.4:
+            if unacked >= 2 or rnd() < 0.15:
                 unacked = 0
                 yield self.ack(not fc)
         if held is not None:
@@ -570,9 +570,9 @@ class Gen:
     def filler(self, k: int):
         rng = self.rng
         r = rng.random()
-        if r < 0.40:
+        if r < 0.50:
             yield from self.bulk()
-        elif r < 0.85:
+        elif r < 0.88:
             yield from self.http_session()
         else:
             yield from self.api_via_proxy()
