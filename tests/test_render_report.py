@@ -357,3 +357,14 @@ def test_filtered_documents_say_so():
     for text in (render_markdown(out), report_markdown(out), render_html(out), report_html(out)):
         plain = re.sub(r"<[^>]+>", "", text).replace("**", "").replace("\\*", "*")
         assert "Filtered: only broken, host=app*" in plain
+
+
+def test_only_the_first_broken_chains_are_detailed():
+    doc = load("origin-rejected-2hop")
+    ch = doc["chains"][0]
+    doc["chains"] = [dict(ch, id=k) for k in range(1, 6)]
+    md = report_markdown(doc, max_chains=2)
+    assert sum(1 for info, _ in fences(md) if info == "mermaid") == 2
+    rest = table_after(md, "3 more broken chains")
+    assert [r[0] for r in rest[1:]] == ["3", "4", "5"]
+    assert all(r[1] == "origin-rejected" and r[2] == "1" for r in rest[1:])

@@ -90,6 +90,10 @@ def md_text(s: object) -> str:
     # setext underline (=), blockquote (>, handled above).
     t = re.sub(r"^([+\-=])", r"\\\1", t)
     t = re.sub(r"^(\d+)([.)])", r"\1\\\2", t)
+    # Four leading spaces would make an indented code block: the first one
+    # becomes a character reference, which is text.
+    if t.startswith("    "):
+        t = "&#32;" + t[1:]
     return t
 
 

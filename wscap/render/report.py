@@ -31,9 +31,10 @@ from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_in
                                   ladder, linktype_name, sequence_diagram, split_addr, wireshark_filter)
 
 __all__ = ["filter_document", "report_markdown", "report_html", "write_report", "CAUSE_ADVICE",
-           "advice_for", "is_broken_handshake", "DEFAULT_MAX_HEAD"]
+           "advice_for", "is_broken_handshake", "DEFAULT_MAX_HEAD", "DEFAULT_MAX_CHAINS", "build_report"]
 
 DEFAULT_MAX_HEAD = 4096   # characters of each raw head shown in a report
+DEFAULT_MAX_CHAINS = 50   # broken chains detailed; the rest are listed in one table
 
 # ---------------------------------------------------------------------------
 # what to check next, per verdict cause (the causes wscap.verdict produces)
@@ -509,7 +510,8 @@ def _chain_blocks(doc: dict[str, Any], ch: dict[str, Any], max_head: int) -> lis
 
 
 def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
-                 title: str = "WebSocket incident report") -> list[Block]:
+                 title: str = "WebSocket incident report",
+                 max_chains: int = DEFAULT_MAX_CHAINS) -> list[Block]:
     """The report as blocks (plain text inside; writers escape)."""
     s = doc.get("summary") or {}
     chains = [c for c in doc.get("chains") or [] if isinstance(c, dict)]
@@ -572,8 +574,18 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
     blocks.append(Heading(2, ["Broken chains"], anchor="broken"))
     if not broken:
         blocks.append(Para(["No broken chains."]))
-    for c in broken:
+    for c in broken[:max_chains]:
         blocks += _chain_blocks(doc, c, max_head)
+    if len(broken) > max_chains:
+        # A report with thousands of ladders helps nobody (and GitHub stops
+        # rendering diagrams): the rest get one line each.
+        rest = broken[max_chains:]
+        blocks.append(Heading(3, [f"{len(rest)} more broken chains (not detailed; "
+                                  f"use --chain ID for one)"]))
+        blocks.append(Table(["Chain", "Cause", "Failing hop", "Path (status per hop)", "Summary"],
+                            [[str(c.get("id")), str((c.get("verdict") or {}).get("cause") or ""),
+                              str((c.get("verdict") or {}).get("hop")), hops_path(doc, c),
+                              str((c.get("verdict") or {}).get("summary") or "")] for c in rest]))
 
     # ---- healthy chains
     blocks.append(Heading(2, ["Healthy chains"], anchor="healthy"))
@@ -677,9 +689,10 @@ def _md_block(b: Block) -> str:
 
 
 def report_markdown(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
-                    title: str = "WebSocket incident report") -> str:
+                    title: str = "WebSocket incident report",
+                    max_chains: int = DEFAULT_MAX_CHAINS) -> str:
     """The incident report as GitHub-flavoured Markdown (Mermaid ladders)."""
-    return "\n\n".join(_md_block(b) for b in build_report(doc, max_head, title)) + "\n"
+    return "\n\n".join(_md_block(b) for b in build_report(doc, max_head, title, max_chains)) + "\n"
 
 
 def _html_inline(parts: Iterable[Inline] | Inline) -> str:
@@ -718,14 +731,15 @@ def _html_block(b: Block) -> str:
 
 
 def report_html(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
-                title: str = "WebSocket incident report") -> str:
+                title: str = "WebSocket incident report",
+                max_chains: int = DEFAULT_MAX_CHAINS) -> str:
     """The incident report as one self-contained HTML file (inline SVG ladders)."""
-    body = "\n".join(_html_block(b) for b in build_report(doc, max_head, title))
+    body = "\n".join(_html_block(b) for b in build_report(doc, max_head, title, max_chains))
     return H.page(title, body)
 
 
 def write_report(doc: dict[str, Any], path: str, fmt: str | None = None,
-                 max_head: int = DEFAULT_MAX_HEAD) -> str:
+                 max_head: int = DEFAULT_MAX_HEAD, max_chains: int = DEFAULT_MAX_CHAINS) -> str:
     """Write the report to ``path``; format from ``fmt`` or the suffix (.html/.htm, else Markdown).
 
     Returns the format written ("html" or "markdown"). Redaction is the
@@ -733,7 +747,8 @@ def write_report(doc: dict[str, Any], path: str, fmt: str | None = None,
     """
     if fmt is None:
         fmt = "html" if os.path.splitext(path)[1].lower() in (".html", ".htm") else "markdown"
-    text = report_html(doc, max_head) if fmt == "html" else report_markdown(doc, max_head)
+    text = (report_html(doc, max_head, max_chains=max_chains) if fmt == "html"
+            else report_markdown(doc, max_head, max_chains=max_chains))
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write(text)
     return fmt
