@@ -15,6 +15,9 @@ Modes:
   silent             reads the request and never answers (slow/hung backend)
   close-after-request reads the request and closes the connection (FIN) without
                      a response (a backend that crashes in its upgrade handler)
+  reset-after-message correct 101, then on the first message the process "dies":
+                     the connection is reset (RST), like a dev server that
+                     restarts (nodemon, bun --watch) under an open socket
   unterminated-101   101 status line and headers, but the empty line that ends
                      the head never comes: the server's first WebSocket frame
                      (a greeting) follows the last header line directly
@@ -154,6 +157,11 @@ def handle(conn, addr, mode):
             if opcode == 9:
                 conn.sendall(frame(10, payload))
                 continue
+            if opcode in (1, 2) and mode == "reset-after-message":
+                log("resetting the connection (backend crash)")
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                return
             if opcode in (1, 2):
                 reply = b"echo: " + payload
                 if mode == "deflate-rsv1":

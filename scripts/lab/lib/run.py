@@ -263,7 +263,9 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
         entry = (netlab.CONTAINERS["vite"][1], 5173)
         if sc.nginx:
             (work / "nginx-tmp").mkdir()
-            conf = NGINX_CONF.format(work=work, upgrade=NGINX_UPGRADE if sc.nginx == "upgrade" else NGINX_NO_UPGRADE)
+            block = {"upgrade": NGINX_UPGRADE, "no-upgrade": NGINX_NO_UPGRADE,
+                     "upgrade-timeout3": NGINX_UPGRADE.replace("proxy_read_timeout 60s", "proxy_read_timeout 3s")}
+            conf = NGINX_CONF.format(work=work, upgrade=block[sc.nginx])
             (work / "nginx.conf").write_text(conf)
             ngx_ns = netlab.CONTAINERS["nginx"][0]
             p = lab.spawn("nginx", ngx_ns, ["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])

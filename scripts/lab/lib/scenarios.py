@@ -33,7 +33,7 @@ class Scenario:
     vite: str = "node"             # node | bun | bun14  (`bun --bun vite` with Bun 1.3 / 1.4)
     hook: str = ""                 # LAB_PROXY_HOOK for vite.config.js
     hmr: bool = False
-    nginx: str = ""                # "" | upgrade | no-upgrade
+    nginx: str = ""                # "" | upgrade | no-upgrade | upgrade-timeout3
     backend_env: dict = field(default_factory=dict)  # extra env for the ws backend
     protocols: str = ""            # subprotocols the page asks for (comma separated)
     path: str = APP
@@ -250,6 +250,14 @@ SCENARIOS = [
         expect_open=True,
     ),
     Scenario(
+        "backend-crash-after-upgrade",
+        "The backend upgrades, then its process dies when the first message arrives (connection reset, like a "
+        "dev server restarting under an open socket); Vite drops the browser's socket, which closes with 1006",
+        backend="raw:reset-after-message",
+        chains=[chain("closed-after-upgrade", 2, 1, [101, 101])],
+        expect_open=True,
+    ),
+    Scenario(
         "nginx-vite-backend",
         "Three hops: browser -> nginx (proxy_http_version 1.1, Upgrade/Connection forwarded) -> Vite proxy "
         "-> ws backend; healthy",
@@ -266,6 +274,14 @@ SCENARIOS = [
         chains=[chain("upgrade-header-stripped", 3, 1, [426, 426, 426],
                       also_acceptable=["connection-header-stripped"])],
     ),
+    Scenario(
+        "nginx-slow-backend",
+        "Three hops, nginx configured for WebSockets but with proxy_read_timeout 3s; the backend reads the upgrade "
+        "and never answers, Vite waits, nginx gives up first and answers the browser 504 Gateway Time-out",
+        nginx="upgrade-timeout3", backend="raw:silent",
+        chains=[chain("timeout", 3, 2, [504, None, None])],
+    ),
 ]
+
 
 BY_NAME = {s.name: s for s in SCENARIOS}
