@@ -20,7 +20,7 @@ def test_rows_and_columns():
     rows = list(csv.DictReader(io.StringIO(render_csv(doc))))
     assert len(rows) == len(doc["handshakes"])
     assert list(rows[0]) == COLUMNS
-    for row, hs in zip(rows, doc["handshakes"]):
+    for row, hs in zip(rows, doc["handshakes"], strict=True):
         assert row["handshake"] == str(hs["id"])
         assert row["client"] == hs["client"] and row["server"] == hs["server"]
         assert row["target"] == hs["request"]["target"]

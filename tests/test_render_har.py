@@ -26,7 +26,7 @@ def test_har_structure_and_messages():
     log = har["log"]
     assert log["version"] == "1.2" and log["creator"] == {"name": "wscap", "version": "0.1.0"}
     assert len(log["entries"]) == 2
-    for e, hs in zip(log["entries"], doc["handshakes"]):
+    for e, hs in zip(log["entries"], doc["handshakes"], strict=True):
         assert REQUIRED_ENTRY <= set(e) and REQUIRED_REQUEST <= set(e["request"])
         assert REQUIRED_RESPONSE <= set(e["response"])
         assert e["request"]["headers"] == [{"name": n, "value": v} for n, v in hs["request"]["headers"]]

@@ -99,7 +99,7 @@ def test_origin_rewrite_report():
     # The breaking Origin change is the first row of the request diff table.
     change = next(c for d in ch["diffs"] if d["direction"] == "request" for c in d["changes"]
                   if c["class"] == "breaking")
-    rows, in_table, row, cell = [], False, None, None
+    rows, in_table, row = [], False, None
     for tok in tokens:
         if tok.type == "inline" and not in_table and tok.content.startswith("**Request: as the proxy"):
             in_table = True

@@ -40,7 +40,7 @@ def md_tables(md: str) -> list[tuple[str, list[list[str]]]]:
     """Every table with the text of the heading or paragraph just before it."""
     tokens = MD.parse(md)
     out, last, rows, row, cell = [], "", None, None, None
-    for i, tok in enumerate(tokens):
+    for tok in tokens:
         if tok.type == "inline" and cell is None and rows is None:
             last = _inline_text(tok)
         elif tok.type == "table_open":

@@ -63,8 +63,8 @@ def page(title: str, body: str) -> str:
 def table(header_cells: Sequence[str], rows: Iterable[Sequence[str]],
           row_classes: Sequence[str] | None = None) -> str:
     """A table from cells that are *already* HTML (escape wire text first)."""
-    out = ['<div class="scroll"><table>', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in header_cells) + "</tr></thead>",
-           "<tbody>"]
+    head = "".join(f"<th>{h}</th>" for h in header_cells)
+    out = ['<div class="scroll"><table>', f"<thead><tr>{head}</tr></thead>", "<tbody>"]
     for i, row in enumerate(rows):
         cls = row_classes[i] if row_classes and i < len(row_classes) and row_classes[i] else ""
         attr = f' class="{escape.html(cls)}"' if cls else ""

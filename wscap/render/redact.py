@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 __all__ = [
     "redact_document",
@@ -93,9 +93,6 @@ def marker(value: str) -> str:
     """The stable replacement for one secret value."""
     digest = hashlib.sha256(value.encode("latin-1", "replace")).hexdigest()[:8]
     return f"[redacted sha256:{digest}]"
-
-
-_Collect = Callable[[str], str]
 
 
 def _secret(value: str, found: list[str]) -> str:
