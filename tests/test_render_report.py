@@ -368,3 +368,17 @@ def test_only_the_first_broken_chains_are_detailed():
     rest = table_after(md, "3 more broken chains")
     assert [r[0] for r in rest[1:]] == ["3", "4", "5"]
     assert all(r[1] == "origin-rejected" and r[2] == "1" for r in rest[1:])
+
+
+def test_render_format_defaults():
+    from wscap.render.report import render_format
+
+    doc = load("hostile")
+    secret = doc["handshakes"][0]["request"]["target"].split("token=")[1].split("&")[0]
+    for fmt in ("markdown", "html", "csv"):
+        assert secret not in render_format(doc, fmt)
+        assert secret in render_format(doc, fmt, redact=False)
+    assert secret in render_format(doc, "har")
+    assert secret not in render_format(doc, "har", redact=True)
+    with pytest.raises(ValueError):
+        render_format(doc, "yaml")

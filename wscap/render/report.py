@@ -30,7 +30,7 @@ from wscap.render.markdown import REDACTED_NOTE, capture_rows, filter_text, hops
 from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_index, header, hop_status,
                                   ladder, linktype_name, sequence_diagram, split_addr, wireshark_filter)
 
-__all__ = ["filter_document", "report_markdown", "report_html", "write_report", "CAUSE_ADVICE",
+__all__ = ["filter_document", "render_format", "REDACT_BY_DEFAULT", "report_markdown", "report_html", "write_report", "CAUSE_ADVICE",
            "advice_for", "is_broken_handshake", "DEFAULT_MAX_HEAD", "DEFAULT_MAX_CHAINS", "build_report"]
 
 DEFAULT_MAX_HEAD = 4096   # characters of each raw head shown in a report
@@ -752,3 +752,28 @@ def write_report(doc: dict[str, Any], path: str, fmt: str | None = None,
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write(text)
     return fmt
+
+
+# Which formats redact unless told otherwise: the ones people read and paste.
+# JSON and HAR are hand-offs to tools and keep full values unless --redact.
+REDACT_BY_DEFAULT = {"markdown": True, "html": True, "csv": True, "report": True, "har": False, "json": False}
+
+
+def render_format(doc: dict[str, Any], fmt: str, redact: bool | None = None) -> str:
+    """``analyze --format markdown|html|csv|har`` output for ``doc`` (already filtered).
+
+    ``redact=None`` applies the format's default (:data:`REDACT_BY_DEFAULT`);
+    True/False come from ``--redact``/``--no-redact``.
+    """
+    from wscap.render.csv import render_csv
+    from wscap.render.har import render_har_json
+    from wscap.render.html import render_html
+    from wscap.render.markdown import render_markdown
+    from wscap.render.redact import redact_document
+
+    renderers = {"markdown": render_markdown, "html": render_html, "csv": render_csv, "har": render_har_json}
+    if fmt not in renderers:
+        raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(renderers)})")
+    if redact is None:
+        redact = REDACT_BY_DEFAULT[fmt]
+    return renderers[fmt](redact_document(doc) if redact else doc)
