@@ -1,0 +1,93 @@
+"""Fuzz worker: a long-lived subprocess that derives cases and analyses them.
+
+Protocol (one JSON object per line):
+  stdin   {"i": index}                        analyse case `index` of the run
+  stdout  {"i": index, "ok": true, "ms": t, "rss_kb": peak}
+          {"i": index, "ok": false, "exc": "Type: msg", "where": "file:line", "tb": "..."}
+
+What a case must survive is exactly what `wscap analyze` does with a file:
+analyse it, serialise the JSON document, render the table, compute the exit
+code. Any exception escaping that is a crash. The parent kills the worker when
+a case exceeds its time bound (a hang) and starts a new one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fuzz_lib.corpus import load  # noqa: E402
+from fuzz_lib.mutate import make_case  # noqa: E402
+
+
+def analyse_file(path: str) -> None:
+    """Everything `wscap analyze FILE` does after reading the options."""
+    from wscap.analyze import analyze_paths
+    from wscap.cli import exit_code
+    from wscap.render.table import render_table
+    doc = analyze_paths([path])
+    json.dumps(doc, indent=2, ensure_ascii=False)
+    render_table(doc, verbose=True)
+    exit_code(doc)
+
+
+def where(tb) -> str:
+    frames = traceback.extract_tb(tb)
+    for f in reversed(frames):
+        if "/wscap/" in f.filename:
+            return f"{os.path.relpath(f.filename, os.path.dirname(os.path.dirname(f.filename)))}:{f.lineno}"
+    f = frames[-1] if frames else None
+    return f"{os.path.basename(f.filename)}:{f.lineno}" if f else "?"
+
+
+def main() -> None:
+    run_seed = int(sys.argv[1])
+    tmpdir = sys.argv[2]
+    paths = json.loads(sys.argv[3])
+    mem_mb = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    if mem_mb:
+        # A runaway allocation becomes a MemoryError (reported as a crash), not a dead box.
+        resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
+    seeds = load(paths)
+    import wscap.analyze  # noqa: F401  (import cost outside the first case's time)
+    import wscap.render.table  # noqa: F401
+    case_path = os.path.join(tmpdir, f"case-{os.getpid()}.pcap")
+    out = sys.stdout
+    for line in sys.stdin:
+        i = json.loads(line)["i"]
+        try:
+            data, _seed, _ops = make_case(seeds, run_seed, i)
+        except Exception as e:  # a bug in the fuzzer itself, not in wscap
+            out.write(json.dumps({"i": i, "ok": False, "exc": f"FuzzerBug {type(e).__name__}: {e}",
+                                  "where": where(e.__traceback__), "tb": traceback.format_exc()[-4000:],
+                                  "ms": 0, "rss_kb": 0}) + "\n")
+            out.flush()
+            continue
+        with open(case_path, "wb") as f:
+            f.write(data)
+        t = time.perf_counter()
+        try:
+            analyse_file(case_path)
+            msg = {"i": i, "ok": True}
+        except BaseException as e:  # noqa: BLE001 - everything that escapes is the finding
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            msg = {"i": i, "ok": False, "exc": f"{type(e).__name__}: {str(e)[:200]}",
+                   "where": where(e.__traceback__), "tb": traceback.format_exc()[-4000:]}
+        msg["ms"] = round((time.perf_counter() - t) * 1000, 2)
+        msg["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out.write(json.dumps(msg) + "\n")
+        out.flush()
+    try:
+        os.unlink(case_path)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    main()
