@@ -10,6 +10,7 @@ Every pcaps/NAME.pcap that has a pcaps/NAME.expected.json is checked three ways:
 
 The end-to-end re-recording of a scenario lives in tests/lab/test_lab_live.py.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -24,13 +25,29 @@ REPO = Path(__file__).resolve().parent.parent
 # WSCAP_LAB_PCAPS=DIR compares a fresh `scripts/lab/run --out DIR` instead.
 PCAPS = Path(os.environ.get("WSCAP_LAB_PCAPS") or REPO / "pcaps")
 sys.path.insert(0, str(REPO / "scripts" / "lab" / "lib"))
-import pcapcheck  # noqa: E402
+import pcapcheck
 
 CAUSES = {
-    "ok", "origin-rejected", "upgrade-header-stripped", "connection-header-stripped", "key-changed",
-    "bad-accept", "malformed-response", "upstream-refused", "upstream-unreachable", "no-upstream-connection",
-    "upstream-rejected", "upstream-closed", "proxy-rejected", "proxy-dropped-upgrade", "proxy-dropped-response",
-    "frames-lost-at-proxy", "subprotocol-mismatch", "extension-mismatch", "version-unsupported", "timeout",
+    "ok",
+    "origin-rejected",
+    "upgrade-header-stripped",
+    "connection-header-stripped",
+    "key-changed",
+    "bad-accept",
+    "malformed-response",
+    "upstream-refused",
+    "upstream-unreachable",
+    "no-upstream-connection",
+    "upstream-rejected",
+    "upstream-closed",
+    "proxy-rejected",
+    "proxy-dropped-upgrade",
+    "proxy-dropped-response",
+    "frames-lost-at-proxy",
+    "subprotocol-mismatch",
+    "extension-mismatch",
+    "version-unsupported",
+    "timeout",
     "closed-after-upgrade",
 }
 
@@ -40,12 +57,12 @@ CAUSES = {
 # what Chromium reported), and an XPASS shows when wscap catches up.
 KNOWN_WSCAP_GAPS = {
     "backend-crash-after-upgrade": "the backend resets its leg (RST, frame 17) right after the browser's first "
-                                   "message, with no close frame and no echo; Vite then FINs the browser's leg "
-                                   "and Chromium reports close 1006. wscap calls it a benign teardown after a "
-                                   "healthy exchange",
+    "message, with no close frame and no echo; Vite then FINs the browser's leg "
+    "and Chromium reports close 1006. wscap calls it a benign teardown after a "
+    "healthy exchange",
     "proxy-bypass-404": "Vite answered 'HTTP/1.1 404 Not Found' itself (bypass() returned false: a bare "
-                        "status line with no headers, http-proxy's signature, from the vite endpoint on :5173) "
-                        "and never contacted the backend; wscap calls the one leg upstream-rejected",
+    "status line with no headers, http-proxy's signature, from the vite endpoint on :5173) "
+    "and never contacted the backend; wscap calls the one leg upstream-rejected",
 }
 
 
@@ -56,7 +73,9 @@ def recordings(with_gaps=False):
         if pcap.exists():
             marks = ()
             if with_gaps and pcap.stem in KNOWN_WSCAP_GAPS:
-                marks = (pytest.mark.xfail(reason=KNOWN_WSCAP_GAPS[pcap.stem], strict=False),)
+                marks = (
+                    pytest.mark.xfail(reason=KNOWN_WSCAP_GAPS[pcap.stem], strict=False),
+                )
             out.append(pytest.param(pcap, exp, id=pcap.stem, marks=marks))
     return out
 
@@ -71,7 +90,9 @@ def load(exp: Path) -> dict:
 def test_recordings_present_and_small():
     assert RECORDINGS, f"no lab recordings in {PCAPS} (run scripts/lab/run)"
     total = sum(p.stat().st_size for p in PCAPS.glob("*.pcap"))
-    assert total < 5 * 1024 * 1024, f"pcaps/ holds {total} bytes of captures; keep it well under 5 MB"
+    assert total < 5 * 1024 * 1024, (
+        f"pcaps/ holds {total} bytes of captures; keep it well under 5 MB"
+    )
 
 
 @pytest.mark.parametrize("pcap,exp", RECORDINGS)
@@ -100,6 +121,7 @@ def test_expected_file_matches_scenario_definition(pcap, exp):
     """pcaps/NAME.expected.json was written by scripts/lab/run from lib/scenarios.py:
     editing one without re-recording is caught here."""
     from scenarios import BY_NAME
+
     sc = BY_NAME.get(pcap.stem)
     if sc is None:
         pytest.skip(f"{pcap.stem} is not a lab scenario")
@@ -113,7 +135,11 @@ def test_capture_shows_expected_legs(pcap, exp):
     """Independent of wscap: number of legs and the status on each leg."""
     e = load(exp)
     for ch in e["chains"]:
-        legs = pcapcheck.hmr_legs(pcap) if ch["path"] == "/" else pcapcheck.legs(pcap, ch["path"])
+        legs = (
+            pcapcheck.hmr_legs(pcap)
+            if ch["path"] == "/"
+            else pcapcheck.legs(pcap, ch["path"])
+        )
         statuses = [pcapcheck.leg_status(c) for c in legs]
         assert (len(legs), statuses) == (ch["hops"], ch["statuses"]), ch
         # Client side first: each leg starts after the previous one.
@@ -125,16 +151,21 @@ def test_capture_shows_expected_legs(pcap, exp):
 
 # -- wscap -------------------------------------------------------------------
 
+
 def analyze_paths():
     wscap = pytest.importorskip("wscap")
     fn = getattr(wscap, "analyze_paths", None)
     if fn is None:
         try:  # the entry point may live in a submodule that wscap/__init__ does not import yet
-            fn = getattr(importlib.import_module("wscap.analyze"), "analyze_paths", None)
+            fn = getattr(
+                importlib.import_module("wscap.analyze"), "analyze_paths", None
+            )
         except ImportError:
             fn = None
     if fn is None:
-        pytest.skip("wscap.analyze_paths does not exist yet (planned entry point, docs/json-contract.md)")
+        pytest.skip(
+            "wscap.analyze_paths does not exist yet (planned entry point, docs/json-contract.md)"
+        )
     return fn
 
 
@@ -167,7 +198,9 @@ def test_wscap_matches_expected(pcap, exp):
     found = chains_by_path(doc)
     for want in e["chains"]:
         got = found.get(want["path"])
-        assert got, f"no chain for {want['path']} in {pcap.name}; chains: {sorted(map(str, found))}"
+        assert got, (
+            f"no chain for {want['path']} in {pcap.name}; chains: {sorted(map(str, found))}"
+        )
         ch, hops = got[0]
         verdict = ch["verdict"]
         actual = {
@@ -179,6 +212,10 @@ def test_wscap_matches_expected(pcap, exp):
         expected = {k: want[k] for k in ("hops", "cause", "hop", "statuses")}
         if actual["cause"] in want.get("also_acceptable", ()):
             expected["cause"] = actual["cause"]
-        assert actual == expected, f"{pcap.name} {want['path']}: {verdict.get('summary')}"
+        assert actual == expected, (
+            f"{pcap.name} {want['path']}: {verdict.get('summary')}"
+        )
         broken = want.get("broken", want["cause"] != "ok")
-        assert verdict["broken"] is broken, f"{pcap.name}: broken={verdict['broken']}, expected {broken}"
+        assert verdict["broken"] is broken, (
+            f"{pcap.name}: broken={verdict['broken']}, expected {broken}"
+        )

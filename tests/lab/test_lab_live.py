@@ -3,6 +3,7 @@
 Needs root (network namespaces, tcpdump), Debian's chromium and the lab's
 node_modules (scripts/lab/install); skipped otherwise. About 6-10 s.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "scripts" / "lab"
 sys.path.insert(0, str(LAB / "lib"))
-import pcapcheck  # noqa: E402
+import pcapcheck
 
 
 def _why_not():
@@ -35,8 +36,14 @@ def _why_not():
 @pytest.mark.lab
 @pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
 def test_rerecord_healthy(tmp_path):
-    r = subprocess.run([str(LAB / "run"), "--out", str(tmp_path), "healthy"],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    r = subprocess.run(
+        [str(LAB / "run"), "--out", str(tmp_path), "healthy"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout[-4000:]
     pcap = tmp_path / "healthy.pcap"
     exp = json.loads((tmp_path / "healthy.expected.json").read_text())
@@ -51,16 +58,35 @@ def test_rerecord_healthy(tmp_path):
 
     # The wire: a 101 on both legs (browser->vite, vite->backend), read without wscap...
     legs = pcapcheck.legs(pcap, "/ws")
-    assert [(c.server[1], c.response_status()) for c in legs] == [(5173, 101), (5000, 101)]
+    assert [(c.server[1], c.response_status()) for c in legs] == [
+        (5173, 101),
+        (5000, 101),
+    ]
     # ...with tshark when it is there...
     if shutil.which("tshark"):
-        t = subprocess.run(["tshark", "-r", str(pcap), "-Y", "http.response.code == 101",
-                            "-T", "fields", "-e", "tcp.srcport"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=60)
+        t = subprocess.run(
+            [
+                "tshark",
+                "-r",
+                str(pcap),
+                "-Y",
+                "http.response.code == 101",
+                "-T",
+                "fields",
+                "-e",
+                "tcp.srcport",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert sorted(set(t.stdout.split())) == ["5000", "5173"], t.stdout
     # ...and with wscap once its entry point exists.
     try:
         import wscap
+
         fn = getattr(wscap, "analyze_paths", None)
     except ImportError:
         fn = None
@@ -68,4 +94,6 @@ def test_rerecord_healthy(tmp_path):
         doc = fn([str(pcap)])
         ups = [h for h in doc["handshakes"] if h.get("status") == 101]
         assert len(ups) >= 2
-        assert any(len(c["hops"]) == 2 and c["verdict"]["cause"] == "ok" for c in doc["chains"])
+        assert any(
+            len(c["hops"]) == 2 and c["verdict"]["cause"] == "ok" for c in doc["chains"]
+        )

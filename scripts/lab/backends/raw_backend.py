@@ -22,13 +22,12 @@ Modes:
                      the head never comes: the server's first WebSocket frame
                      (a greeting) follows the last header line directly
 """
+
 import argparse
 import base64
 import hashlib
-import os
 import socket
 import struct
-import sys
 import threading
 import zlib
 
@@ -126,7 +125,11 @@ def handle(conn, addr, mode):
             return
         accept = accept_for(key)
         if mode == "bad-accept":
-            accept = accept_for(b"dGhlIHNhbXBsZSBub25jZQ==" if key != b"dGhlIHNhbXBsZSBub25jZQ==" else b"x")
+            accept = accept_for(
+                b"dGhlIHNhbXBsZSBub25jZQ=="
+                if key != b"dGhlIHNhbXBsZSBub25jZQ=="
+                else b"x"
+            )
         lines = [
             b"HTTP/1.1 101 Switching Protocols",
             b"Upgrade: websocket",
@@ -159,7 +162,9 @@ def handle(conn, addr, mode):
                 continue
             if opcode in (1, 2) and mode == "reset-after-message":
                 log("resetting the connection (backend crash)")
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
                 conn.close()
                 return
             if opcode in (1, 2):

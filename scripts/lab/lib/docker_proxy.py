@@ -7,6 +7,7 @@ what `ports: ["5173:5173"]` does in the incident's compose file. The browser
 therefore keeps talking to http://localhost:5173 (the Origin the backend
 allows) while the first captured leg runs 10.88.0.1 -> vite over the bridge.
 """
+
 import socket
 import sys
 import threading

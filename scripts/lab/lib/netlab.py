@@ -14,6 +14,7 @@ Names resolve like Compose's: every container namespace gets an
 (and a resolv.conf pointing at loopback, so an unknown name fails locally
 instead of reaching for a real DNS server).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -42,7 +43,7 @@ LOCK_WAIT = 300
 
 
 def sh(*args, check=True, **kw):
-    return subprocess.run(list(args), check=check, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
 
 
 def ns_exists(name):
@@ -71,7 +72,9 @@ class Lab:
                 # Another run (e.g. the live test in a parallel pytest) owns
                 # the namespaces: wait for it rather than fail.
                 if time.time() - t0 > LOCK_WAIT:
-                    raise SystemExit(f"another lab run has held {LOCK} for {LOCK_WAIT}s")
+                    raise SystemExit(
+                        f"another lab run has held {LOCK} for {LOCK_WAIT}s"
+                    )
                 if int(time.time() - t0) % 15 == 0:
                     self.log(f"waiting for {LOCK} (another lab run)")
                 time.sleep(1)
@@ -91,14 +94,48 @@ class Lab:
         sh("ip", "-n", HOST_NS, "link", "set", "lo", "up")
         sh("ip", "-n", HOST_NS, "link", "add", BRIDGE, "type", "bridge")
         # Docker's bridge does not use STP; forward at once.
-        sh("ip", "-n", HOST_NS, "link", "set", BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0")
-        sh("ip", "-n", HOST_NS, "addr", "add", f"{HOST_IP}/{SUBNET_PREFIX}", "dev", BRIDGE)
+        sh(
+            "ip",
+            "-n",
+            HOST_NS,
+            "link",
+            "set",
+            BRIDGE,
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        )
+        sh(
+            "ip",
+            "-n",
+            HOST_NS,
+            "addr",
+            "add",
+            f"{HOST_IP}/{SUBNET_PREFIX}",
+            "dev",
+            BRIDGE,
+        )
         sh("ip", "-n", HOST_NS, "link", "set", BRIDGE, "up")
         names = {name: ip for name, (_ns, ip, _v) in CONTAINERS.items()}
         names.update(hosts_overrides or {})
-        for name, (ns, ip, veth) in CONTAINERS.items():
+        for ns, ip, veth in CONTAINERS.values():
             sh("ip", "netns", "add", ns)
-            sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            sh(
+                "ip",
+                "link",
+                "add",
+                veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns,
+            )
             sh("ip", "link", "set", veth, "netns", HOST_NS)
             sh("ip", "-n", HOST_NS, "link", "set", veth, "master", BRIDGE, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
@@ -106,18 +143,36 @@ class Lab:
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             etc = Path("/etc/netns") / ns
             etc.mkdir(parents=True, exist_ok=True)
-            lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+            lines = [
+                "127.0.0.1\tlocalhost",
+                "::1\tlocalhost ip6-localhost ip6-loopback",
+            ]
             for n, nip in names.items():
                 if nip is not None:
                     lines.append(f"{nip}\t{n}")
             (etc / "hosts").write_text("\n".join(lines) + "\n")
-            (etc / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+            (etc / "resolv.conf").write_text(
+                "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
+            )
         if dead_host_for:
             # The name resolves to an address whose "container" is gone. A
             # permanent neighbour entry lets the SYNs reach the wire (the
             # bridge floods them) where nobody answers.
             ns = CONTAINERS[dead_host_for][0]
-            sh("ip", "-n", ns, "neigh", "replace", DEAD_IP, "lladdr", DEAD_MAC, "dev", "eth0", "nud", "permanent")
+            sh(
+                "ip",
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                DEAD_IP,
+                "lladdr",
+                DEAD_MAC,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            )
         # Wait for the bridge ports to forward.
         time.sleep(0.3)
 
@@ -139,7 +194,7 @@ class Lab:
 
     # -- processes -----------------------------------------------------
     def spawn(self, name, ns, argv, env=None, cwd=None, stdout_file=True):
-        logf = open(self.logdir / f"{name}.log", "ab")
+        logf = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child, closed with it
         full_env = dict(os.environ)
         full_env.update(env or {})
         p = subprocess.Popen(
@@ -178,19 +233,34 @@ class Lab:
     def wait_listening(self, ns, port, proc=None, timeout=40.0, name="?"):
         t0 = time.time()
         while time.time() - t0 < timeout:
-            r = sh("ip", "netns", "exec", ns, "ss", "-Hltn", f"sport = :{port}", check=False)
+            r = sh(
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "ss",
+                "-Hltn",
+                f"sport = :{port}",
+                check=False,
+            )
             if r.stdout.strip():
                 return time.time() - t0
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode} before listening on {port}; "
-                                   f"see {self.logdir / (name + '.log')}")
+                raise RuntimeError(
+                    f"{name} exited with {proc.returncode} before listening on {port}; "
+                    f"see {self.logdir / (name + '.log')}"
+                )
             time.sleep(0.1)
         raise RuntimeError(f"{name} not listening on {ns}:{port} after {timeout}s")
 
     # -- capture -------------------------------------------------------
     def start_capture(self, pcap: Path):
         logp = self.logdir / "tcpdump.log"
-        p = self.spawn("tcpdump", HOST_NS, ["tcpdump", "-i", BRIDGE, "-n", "-U", "-Z", "root", "-w", str(pcap), "tcp"])
+        p = self.spawn(
+            "tcpdump",
+            HOST_NS,
+            ["tcpdump", "-i", BRIDGE, "-n", "-U", "-Z", "root", "-w", str(pcap), "tcp"],
+        )
         t0 = time.time()
         while time.time() - t0 < 10:
             if logp.exists() and b"listening on" in logp.read_bytes():
@@ -198,7 +268,9 @@ class Lab:
             if p.poll() is not None:
                 break
             time.sleep(0.05)
-        raise RuntimeError(f"tcpdump did not start: {logp.read_text(errors='replace') if logp.exists() else ''}")
+        raise RuntimeError(
+            f"tcpdump did not start: {logp.read_text(errors='replace') if logp.exists() else ''}"
+        )
 
     def stop_capture(self, p):
         self.stop(p, sig=signal.SIGINT, timeout=5)

@@ -5,6 +5,7 @@ expectations *without* wscap (the expected files must never be derived from
 the tool under test). It understands exactly what the lab writes: classic
 pcap, Ethernet (or Linux cooked v1), IPv4, TCP, no loss.
 """
+
 from __future__ import annotations
 
 import re
@@ -89,9 +90,9 @@ def read_pcap(path):
     linktype = struct.unpack(e + "I", data[20:24])[0]
     off = 24
     while off + 16 <= len(data):
-        ts_s, ts_f, incl, _orig = struct.unpack(e + "IIII", data[off:off + 16])
+        ts_s, ts_f, incl, _orig = struct.unpack(e + "IIII", data[off : off + 16])
         off += 16
-        pkt = data[off:off + incl]
+        pkt = data[off : off + incl]
         off += incl
         ts = ts_s + ts_f / (1e9 if nano else 1e6)
         if linktype == 1:
@@ -154,9 +155,11 @@ def legs(path, ws_path: str, upstream_ports=(5000,)):
     out = []
     for c in connections(path):
         t = c.request_target()
-        if c.server[1] in upstream_ports:
-            out.append(c)
-        elif t is not None and t.split("?")[0] == ws_path:
+        if (
+            c.server[1] in upstream_ports
+            or t is not None
+            and t.split("?")[0] == ws_path
+        ):
             out.append(c)
     return out
 

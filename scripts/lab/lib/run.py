@@ -7,6 +7,7 @@ the bridge with tcpdump into OUT/NAME.pcap and writes OUT/NAME.expected.json.
 A recording is only written to OUT after it passed the scenario's own checks
 (browser outcome, statuses per leg read from the capture without wscap).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,15 @@ LAB = HERE.parent
 REPO = LAB.parent.parent
 sys.path.insert(0, str(HERE))
 
-import netlab  # noqa: E402
-import pcapcheck  # noqa: E402
-from scenarios import BY_NAME, SCENARIOS, Scenario  # noqa: E402
+import netlab
+import pcapcheck
+from scenarios import BY_NAME, SCENARIOS, Scenario
 
 NODE_MODULES = LAB / "node_modules"
 # Two Bun versions side by side (npm alias bun-1.4); node_modules/.bin/bun
 # points at whichever npm linked last, so always use the package paths.
 BUNS = {
-    "bun": NODE_MODULES / "bun" / "bin" / "bun.exe",        # 1.3.x, the incident's
+    "bun": NODE_MODULES / "bun" / "bin" / "bun.exe",  # 1.3.x, the incident's
     "bun14": NODE_MODULES / "bun-1.4" / "bin" / "bun.exe",  # current 1.4.x
 }
 BUN = BUNS["bun"]
@@ -53,7 +54,14 @@ def pkg_version(name):
 
 def cmd_version(argv):
     try:
-        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=20)
+        r = subprocess.run(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=20,
+            check=False,
+        )
         return r.stdout.strip().splitlines()[0] if r.stdout.strip() else None
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -61,8 +69,14 @@ def cmd_version(argv):
 
 def chromium_version():
     try:
-        r = subprocess.run(["chromium", "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           timeout=20)
+        r = subprocess.run(
+            ["chromium", "--version"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=20,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     for line in r.stdout.splitlines():
@@ -85,7 +99,11 @@ def versions(sc: Scenario):
     if sc.vite == "bun14":
         v["bun"] = cmd_version([str(BUNS["bun14"]), "--version"])
     if sc.backend.startswith("raw:"):
-        v["raw-backend"] = "scripts/lab/backends/raw_backend.py (python " + sys.version.split()[0] + ")"
+        v["raw-backend"] = (
+            "scripts/lab/backends/raw_backend.py (python "
+            + sys.version.split()[0]
+            + ")"
+        )
     if sc.nginx:
         v["nginx"] = (cmd_version(["nginx", "-v"]) or "").replace("nginx version: ", "")
     return v
@@ -184,9 +202,14 @@ def check_recording(sc: Scenario, pcap: Path, browser: dict):
             legs = pcapcheck.legs(pcap, ch["path"])
         statuses = [pcapcheck.leg_status(c) for c in legs]
         if len(legs) != ch["hops"] or statuses != ch["statuses"]:
-            desc = [f"{c.client[0]}:{c.client[1]}->{c.server[0]}:{c.server[1]} {s}" for c, s in zip(legs, statuses)]
-            problems.append(f"chain {ch['path']}: capture shows {len(legs)} legs {statuses} ({desc}), "
-                            f"scenario expects {ch['hops']} {ch['statuses']}")
+            desc = [
+                f"{c.client[0]}:{c.client[1]}->{c.server[0]}:{c.server[1]} {s}"
+                for c, s in zip(legs, statuses)
+            ]
+            problems.append(
+                f"chain {ch['path']}: capture shows {len(legs)} legs {statuses} ({desc}), "
+                f"scenario expects {ch['hops']} {ch['statuses']}"
+            )
     return problems
 
 
@@ -195,14 +218,22 @@ def bun_ver(which):
 
 
 def topology(sc: Scenario):
-    t = {"client": f"{netlab.HOST_IP} (browser, host side; docker-proxy relays localhost:5173)"}
+    t = {
+        "client": f"{netlab.HOST_IP} (browser, host side; docker-proxy relays localhost:5173)"
+    }
     if sc.nginx:
         t["proxy"] = f"{netlab.CONTAINERS['nginx'][1]}:80 nginx"
-        t["proxy2"] = f"{netlab.CONTAINERS['vite'][1]}:5173 vite" + (f" (bun {bun_ver(sc.vite)} --bun)" if sc.vite in BUNS else "")
+        t["proxy2"] = f"{netlab.CONTAINERS['vite'][1]}:5173 vite" + (
+            f" (bun {bun_ver(sc.vite)} --bun)" if sc.vite in BUNS else ""
+        )
     else:
-        t["proxy"] = f"{netlab.CONTAINERS['vite'][1]}:5173 vite" + (f" (bun {bun_ver(sc.vite)} --bun)" if sc.vite in BUNS else "")
+        t["proxy"] = f"{netlab.CONTAINERS['vite'][1]}:5173 vite" + (
+            f" (bun {bun_ver(sc.vite)} --bun)" if sc.vite in BUNS else ""
+        )
     be_ip = netlab.CONTAINERS["meetsonar-backend"][1]
-    kind = {"ws": "ws", "bun": "Bun.serve", "none": "nothing listening"}.get(sc.backend, sc.backend)
+    kind = {"ws": "ws", "bun": "Bun.serve", "none": "nothing listening"}.get(
+        sc.backend, sc.backend
+    )
     if sc.backend_name == "dead":
         t["backend"] = f"{netlab.DEAD_IP}:5000 (no host answers)"
     elif sc.backend_name == "missing":
@@ -229,33 +260,74 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"wscaplab-{sc.name}-"))
     os.chmod(work, 0o755)
     pcap = work / f"{sc.name}.pcap"
-    result = {"scenario": sc.name, "ok": False, "problems": [], "seconds": None, "work": str(work)}
+    result = {
+        "scenario": sc.name,
+        "ok": False,
+        "problems": [],
+        "seconds": None,
+        "work": str(work),
+    }
     overrides = {}
     if sc.backend_name == "dead":
         overrides["meetsonar-backend"] = netlab.DEAD_IP
     elif sc.backend_name == "missing":
         overrides["meetsonar-backend"] = None
     with netlab.Lab(work, log=log) as lab:
-        lab.setup_network(overrides, dead_host_for="vite" if sc.backend_name == "dead" else None)
+        lab.setup_network(
+            overrides, dead_host_for="vite" if sc.backend_name == "dead" else None
+        )
         be_ns = netlab.CONTAINERS["meetsonar-backend"][0]
         vite_ns = netlab.CONTAINERS["vite"][0]
         env = {"ALLOWED_ORIGINS": ALLOWED_ORIGINS, "PORT": "5000", **sc.backend_env}
         if sc.backend == "ws":
-            p = lab.spawn("backend", be_ns, ["node", str(LAB / "backends" / "ws-backend.mjs")], env=env, cwd=LAB)
+            p = lab.spawn(
+                "backend",
+                be_ns,
+                ["node", str(LAB / "backends" / "ws-backend.mjs")],
+                env=env,
+                cwd=LAB,
+            )
             lab.wait_listening(be_ns, 5000, p, name="backend")
         elif sc.backend == "bun":
-            p = lab.spawn("backend", be_ns, [str(BUN), str(LAB / "backends" / "bun-backend.ts")], env=env, cwd=LAB)
+            p = lab.spawn(
+                "backend",
+                be_ns,
+                [str(BUN), str(LAB / "backends" / "bun-backend.ts")],
+                env=env,
+                cwd=LAB,
+            )
             lab.wait_listening(be_ns, 5000, p, name="backend")
         elif sc.backend.startswith("raw:"):
             mode = sc.backend.split(":", 1)[1]
-            p = lab.spawn("backend", be_ns, [sys.executable, "-u", str(LAB / "backends" / "raw_backend.py"),
-                                             "--mode", mode], cwd=LAB)
+            p = lab.spawn(
+                "backend",
+                be_ns,
+                [
+                    sys.executable,
+                    "-u",
+                    str(LAB / "backends" / "raw_backend.py"),
+                    "--mode",
+                    mode,
+                ],
+                cwd=LAB,
+            )
             lab.wait_listening(be_ns, 5000, p, name="backend")
-        venv = {"LAB_PROXY_HOOK": sc.hook, "LAB_HMR": "1" if sc.hmr else "0",
-                "LAB_VITE_CACHE": str(work / "vite-cache"), "NO_COLOR": "1", "FORCE_COLOR": "0",
-                "BROWSER": "none"}
+        venv = {
+            "LAB_PROXY_HOOK": sc.hook,
+            "LAB_HMR": "1" if sc.hmr else "0",
+            "LAB_VITE_CACHE": str(work / "vite-cache"),
+            "NO_COLOR": "1",
+            "FORCE_COLOR": "0",
+            "BROWSER": "none",
+        }
         if sc.vite in BUNS:
-            argv = [str(BUNS[sc.vite]), "--bun", str(VITE_JS), "--config", str(LAB / "vite.config.js")]
+            argv = [
+                str(BUNS[sc.vite]),
+                "--bun",
+                str(VITE_JS),
+                "--config",
+                str(LAB / "vite.config.js"),
+            ]
         else:
             argv = ["node", str(VITE_JS), "--config", str(LAB / "vite.config.js")]
         p = lab.spawn("vite", vite_ns, argv, env=venv, cwd=LAB)
@@ -263,29 +335,65 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
         entry = (netlab.CONTAINERS["vite"][1], 5173)
         if sc.nginx:
             (work / "nginx-tmp").mkdir()
-            block = {"upgrade": NGINX_UPGRADE, "no-upgrade": NGINX_NO_UPGRADE,
-                     "upgrade-timeout3": NGINX_UPGRADE.replace("proxy_read_timeout 60s", "proxy_read_timeout 3s")}
+            block = {
+                "upgrade": NGINX_UPGRADE,
+                "no-upgrade": NGINX_NO_UPGRADE,
+                "upgrade-timeout3": NGINX_UPGRADE.replace(
+                    "proxy_read_timeout 60s", "proxy_read_timeout 3s"
+                ),
+            }
             conf = NGINX_CONF.format(work=work, upgrade=block[sc.nginx])
             (work / "nginx.conf").write_text(conf)
             ngx_ns = netlab.CONTAINERS["nginx"][0]
-            p = lab.spawn("nginx", ngx_ns, ["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])
+            p = lab.spawn(
+                "nginx",
+                ngx_ns,
+                ["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)],
+            )
             lab.wait_listening(ngx_ns, 80, p, name="nginx")
             entry = (netlab.CONTAINERS["nginx"][1], 80)
-        p = lab.spawn("docker-proxy", netlab.HOST_NS,
-                      [sys.executable, "-u", str(HERE / "docker_proxy.py"), "5173", entry[0], str(entry[1])])
+        p = lab.spawn(
+            "docker-proxy",
+            netlab.HOST_NS,
+            [
+                sys.executable,
+                "-u",
+                str(HERE / "docker_proxy.py"),
+                "5173",
+                entry[0],
+                str(entry[1]),
+            ],
+        )
         lab.wait_listening(netlab.HOST_NS, 5173, p, name="docker-proxy")
         udd = work / "chromium-profile"
         # Without HMR the page (and Vite's ~200 kB client) is loaded before the
         # capture starts, so only the WebSocket connections are recorded.
         capture_page_load = sc.hmr
-        url = (f"http://localhost:5173/?path={sc.path}" + ("" if capture_page_load else "&defer=1")
-               + (f"&protocols={sc.protocols}" if sc.protocols else ""))
+        url = (
+            f"http://localhost:5173/?path={sc.path}"
+            + ("" if capture_page_load else "&defer=1")
+            + (f"&protocols={sc.protocols}" if sc.protocols else "")
+        )
         cap = lab.start_capture(pcap) if capture_page_load else None
         log(f"{sc.name}: browser -> {url}")
-        berr = open(lab.logdir / "browser.stderr.log", "w")
+        berr = open(lab.logdir / "browser.stderr.log", "w")  # noqa: SIM115 - the child writes to it
         bp = subprocess.Popen(
-            ["ip", "netns", "exec", netlab.HOST_NS, "node", str(HERE / "browser.mjs"), url, str(sc.wait), str(udd)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=berr, text=True, cwd=LAB,
+            [
+                "ip",
+                "netns",
+                "exec",
+                netlab.HOST_NS,
+                "node",
+                str(HERE / "browser.mjs"),
+                url,
+                str(sc.wait),
+                str(udd),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=berr,
+            text=True,
+            cwd=LAB,
             start_new_session=True,
         )
         lab.procs.append(("browser", bp))
@@ -299,8 +407,12 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
             lab.stop(bp)
             rest = ""
         berr.close()
-        br = subprocess.CompletedProcess(bp.args, bp.returncode, first + (rest or ""),
-                                         (lab.logdir / "browser.stderr.log").read_text())
+        br = subprocess.CompletedProcess(
+            bp.args,
+            bp.returncode,
+            first + (rest or ""),
+            (lab.logdir / "browser.stderr.log").read_text(),
+        )
         if cap is None:
             cap = lab.start_capture(pcap)
         time.sleep(0.5)  # let FIN/RST and close frames reach the capture
@@ -309,7 +421,9 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
     try:
         browser = json.loads(br.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        browser = {"error": f"browser driver printed no JSON (rc={br.returncode}): {br.stderr[-500:]}"}
+        browser = {
+            "error": f"browser driver printed no JSON (rc={br.returncode}): {br.stderr[-500:]}"
+        }
     (work / "browser.json").write_text(json.dumps(browser, indent=2))
     problems = check_recording(sc, pcap, browser)
     expected = {
@@ -327,19 +441,23 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
     if vlog.exists():
         for line in vlog.read_text(errors="replace").splitlines():
             if line.startswith("[wscap-lab] proxy error "):
-                proxy_errors.append(line[len("[wscap-lab] proxy error "):])
+                proxy_errors.append(line[len("[wscap-lab] proxy error ") :])
     if proxy_errors:
         expected["proxy_log"] = proxy_errors[:5]
     if sc.notes:
         expected["notes"] = sc.notes
-    (work / f"{sc.name}.expected.json").write_text(json.dumps(expected, indent=2) + "\n")
+    (work / f"{sc.name}.expected.json").write_text(
+        json.dumps(expected, indent=2) + "\n"
+    )
     result["browser"] = expected["browser"]
     result["problems"] = problems
     result["seconds"] = round(time.time() - t0, 1)
     if not problems:
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(pcap, out / f"{sc.name}.pcap")
-        (out / f"{sc.name}.expected.json").write_text(json.dumps(expected, indent=2) + "\n")
+        (out / f"{sc.name}.expected.json").write_text(
+            json.dumps(expected, indent=2) + "\n"
+        )
         result["ok"] = True
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -348,25 +466,41 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
 
 
 def _term(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through Lab.__exit__: cleanup runs
+    raise KeyboardInterrupt(
+        f"signal {signum}"
+    )  # unwinds through Lab.__exit__: cleanup runs
 
 
 def main(argv=None):
     import signal
+
     signal.signal(signal.SIGTERM, _term)
-    ap = argparse.ArgumentParser(prog="scripts/lab/run", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="scripts/lab/run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
-    ap.add_argument("--out", default=str(REPO / "pcaps"), help="where NAME.pcap/NAME.expected.json go")
+    ap.add_argument(
+        "--out",
+        default=str(REPO / "pcaps"),
+        help="where NAME.pcap/NAME.expected.json go",
+    )
     ap.add_argument("--list", action="store_true", help="list scenarios and exit")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, browser.json) of passing runs")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the work dir (logs, browser.json) of passing runs",
+    )
     a = ap.parse_args(argv)
     if a.list:
         for s in SCENARIOS:
             print(f"{s.name:28} {s.description}")
         return 0
     if os.geteuid() != 0:
-        print("scripts/lab/run needs root (network namespaces, tcpdump)", file=sys.stderr)
+        print(
+            "scripts/lab/run needs root (network namespaces, tcpdump)", file=sys.stderr
+        )
         return 2
     if not VITE_JS.exists():
         print("node_modules missing: run scripts/lab/install first", file=sys.stderr)
@@ -381,10 +515,14 @@ def main(argv=None):
     t_all = time.time()
     for n in names_:
         sc = BY_NAME[n]
-        need = [BUNS[k] for k in ("bun", "bun14") if sc.vite == k] + ([BUN] if sc.backend == "bun" else [])
+        need = [BUNS[k] for k in ("bun", "bun14") if sc.vite == k] + (
+            [BUN] if sc.backend == "bun" else []
+        )
         if any(cmd_version([str(b), "--version"]) is None for b in need):
             log(f"{n}: SKIP (bun binary missing or not working in node_modules)")
-            results.append({"scenario": n, "ok": None, "problems": ["bun missing"], "seconds": 0})
+            results.append(
+                {"scenario": n, "ok": None, "problems": ["bun missing"], "seconds": 0}
+            )
             continue
         log(f"{n}: start")
         try:
@@ -392,8 +530,13 @@ def main(argv=None):
         except KeyboardInterrupt:
             log(f"{n}: interrupted; namespaces and processes cleaned up")
             return 130
-        except Exception as e:  # keep going with the next scenario
-            r = {"scenario": n, "ok": False, "problems": [f"{type(e).__name__}: {e}"], "seconds": None}
+        except Exception as e:  # noqa: BLE001 - report it and keep going with the next scenario
+            r = {
+                "scenario": n,
+                "ok": False,
+                "problems": [f"{type(e).__name__}: {e}"],
+                "seconds": None,
+            }
         results.append(r)
         status = "ok" if r["ok"] else "FAIL"
         log(f"{n}: {status} in {r['seconds']}s browser={json.dumps(r.get('browser'))}")
@@ -406,7 +549,9 @@ def main(argv=None):
     print(f"{'scenario':28} {'result':6} {'secs':>6}")
     for r in results:
         res = "ok" if r["ok"] else ("skip" if r["ok"] is None else "FAIL")
-        print(f"{r['scenario']:28} {res:6} {r['seconds'] if r['seconds'] is not None else '-':>6}")
+        print(
+            f"{r['scenario']:28} {res:6} {r['seconds'] if r['seconds'] is not None else '-':>6}"
+        )
     print(f"total {total}s")
     return 0 if all(r["ok"] is not False for r in results) else 1
 

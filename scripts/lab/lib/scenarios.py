@@ -16,6 +16,7 @@ Chain conventions (see README.md):
   also_acceptable (optional) other cause codes that describe the same wire
             facts equally well (e.g. nginx drops Upgrade *and* Connection)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,18 +29,20 @@ class Scenario:
     name: str
     description: str
     chains: list
-    backend: str = "ws"            # ws | bun | raw:<mode> | none
-    backend_name: str = "ok"       # ok | dead (resolves, nobody answers) | missing (does not resolve)
-    vite: str = "node"             # node | bun | bun14  (`bun --bun vite` with Bun 1.3 / 1.4)
-    hook: str = ""                 # LAB_PROXY_HOOK for vite.config.js
+    backend: str = "ws"  # ws | bun | raw:<mode> | none
+    backend_name: str = (
+        "ok"  # ok | dead (resolves, nobody answers) | missing (does not resolve)
+    )
+    vite: str = "node"  # node | bun | bun14  (`bun --bun vite` with Bun 1.3 / 1.4)
+    hook: str = ""  # LAB_PROXY_HOOK for vite.config.js
     hmr: bool = False
-    nginx: str = ""                # "" | upgrade | no-upgrade | upgrade-timeout3
+    nginx: str = ""  # "" | upgrade | no-upgrade | upgrade-timeout3
     backend_env: dict = field(default_factory=dict)  # extra env for the ws backend
-    protocols: str = ""            # subprotocols the page asks for (comma separated)
+    protocols: str = ""  # subprotocols the page asks for (comma separated)
     path: str = APP
-    wait: float = 6.0              # seconds before the "user" (lab) gives up
-    expect_open: bool = False      # did the browser's WebSocket open?
-    expect_echo: bool = False      # did the echo come back?
+    wait: float = 6.0  # seconds before the "user" (lab) gives up
+    expect_open: bool = False  # did the browser's WebSocket open?
+    expect_echo: bool = False  # did the echo come back?
     notes: str = ""
     extra_topology: dict = field(default_factory=dict)
 
@@ -56,7 +59,8 @@ SCENARIOS = [
         "Browser -> Vite proxy (/ws, ws:true, changeOrigin) -> Node ws backend allowing http://localhost:5173; "
         "101 on both legs, echo comes back",
         chains=[chain("ok", 2, None, [101, 101])],
-        expect_open=True, expect_echo=True,
+        expect_open=True,
+        expect_echo=True,
     ),
     Scenario(
         "origin-rewrite",
@@ -83,14 +87,16 @@ SCENARIOS = [
         "backend-unreachable",
         "meetsonar-backend resolves to 10.88.0.21 where no container answers: Vite's SYNs go unanswered; "
         "the browser waits until the lab gives up",
-        backend="none", backend_name="dead",
+        backend="none",
+        backend_name="dead",
         chains=[chain("upstream-unreachable", 2, 1, [None, None])],
     ),
     Scenario(
         "backend-name-missing",
         "meetsonar-backend does not resolve (service not running in Compose): Vite gets ENOTFOUND, "
         "never opens an upstream connection and closes the browser's socket",
-        backend="none", backend_name="missing",
+        backend="none",
+        backend_name="missing",
         chains=[chain("no-upstream-connection", 1, 0, [None])],
     ),
     Scenario(
@@ -98,7 +104,16 @@ SCENARIOS = [
         "The page connects to /socket, which no server.proxy entry matches: Vite neither answers nor forwards "
         "the upgrade; the browser waits until the lab gives up",
         path="/socket",
-        chains=[chain("no-upstream-connection", 1, 0, [None], path="/socket", also_acceptable=["timeout"])],
+        chains=[
+            chain(
+                "no-upstream-connection",
+                1,
+                0,
+                [None],
+                path="/socket",
+                also_acceptable=["timeout"],
+            )
+        ],
     ),
     Scenario(
         "upgrade-stripped",
@@ -149,7 +164,8 @@ SCENARIOS = [
         "the header into its own 101 and Chromium tolerates it: the socket works (malformed but not broken)",
         backend="raw:content-length-101",
         chains=[chain("malformed-response", 2, 1, [101, 101], broken=False)],
-        expect_open=True, expect_echo=True,
+        expect_open=True,
+        expect_echo=True,
     ),
     Scenario(
         "deflate-mismatch",
@@ -171,15 +187,20 @@ SCENARIOS = [
         "Healthy app socket plus Vite's own HMR WebSocket (subprotocol vite-hmr, served by Vite itself: "
         "a one-hop chain)",
         hmr=True,
-        chains=[chain("ok", 1, None, [101], path="/"), chain("ok", 2, None, [101, 101])],
-        expect_open=True, expect_echo=True,
+        chains=[
+            chain("ok", 1, None, [101], path="/"),
+            chain("ok", 2, None, [101, 101]),
+        ],
+        expect_open=True,
+        expect_echo=True,
     ),
     Scenario(
         "bun-backend",
         "Vite (Node) proxy -> Bun.serve backend with the same Origin allow-list: healthy",
         backend="bun",
         chains=[chain("ok", 2, None, [101, 101])],
-        expect_open=True, expect_echo=True,
+        expect_open=True,
+        expect_echo=True,
     ),
     Scenario(
         "unterminated-101",
@@ -194,7 +215,8 @@ SCENARIOS = [
         "The incident: Vite run under Bun 1.3 (`bun --bun vite`) proxying to a backend whose 101 head is "
         "never terminated (greeting frame right after the last header line); Bun's HTTP client fails with "
         "Malformed_HTTP_Response, Vite logs 'ws proxy error' and closes the browser's socket without a response",
-        vite="bun", backend="raw:unterminated-101",
+        vite="bun",
+        backend="raw:unterminated-101",
         chains=[chain("malformed-response", 2, 1, [None, None])],
     ),
     Scenario(
@@ -203,7 +225,15 @@ SCENARIOS = [
         "client reports the backend's 101 as an ordinary 'response' instead of an 'upgrade', so the proxy "
         "never answers the browser, which waits until the lab gives up",
         vite="bun",
-        chains=[chain("proxy-dropped-upgrade", 2, 0, [None, 101], also_acceptable=["proxy-dropped-response"])],
+        chains=[
+            chain(
+                "proxy-dropped-upgrade",
+                2,
+                0,
+                [None, 101],
+                also_acceptable=["proxy-dropped-response"],
+            )
+        ],
     ),
     Scenario(
         "bun14-vite-healthy",
@@ -211,20 +241,23 @@ SCENARIOS = [
         "backend behaves like Node: 101 on both legs, echo comes back",
         vite="bun14",
         chains=[chain("ok", 2, None, [101, 101])],
-        expect_open=True, expect_echo=True,
+        expect_open=True,
+        expect_echo=True,
     ),
     Scenario(
         "bun14-vite-unterminated-101",
         "Control for bun-vite-unterminated-101: under Bun 1.4 the same never-terminated 101 head fails like "
         "under Node (parse error, browser's socket closed without a response)",
-        vite="bun14", backend="raw:unterminated-101",
+        vite="bun14",
+        backend="raw:unterminated-101",
         chains=[chain("malformed-response", 2, 1, [None, None])],
     ),
     Scenario(
         "subprotocol-mismatch",
         "The page asks for subprotocol meetsonar.v1; the ws backend (after a deploy) speaks only meetsonar.v2, "
         "so its 101 carries no Sec-WebSocket-Protocol and Chromium fails the handshake",
-        protocols="meetsonar.v1", backend_env={"SUBPROTOCOLS": "meetsonar.v2"},
+        protocols="meetsonar.v1",
+        backend_env={"SUBPROTOCOLS": "meetsonar.v2"},
         chains=[chain("subprotocol-mismatch", 2, 1, [101, 101])],
     ),
     Scenario(
@@ -263,7 +296,8 @@ SCENARIOS = [
         "-> ws backend; healthy",
         nginx="upgrade",
         chains=[chain("ok", 3, None, [101, 101, 101])],
-        expect_open=True, expect_echo=True,
+        expect_open=True,
+        expect_echo=True,
     ),
     Scenario(
         "nginx-no-upgrade",
@@ -271,14 +305,22 @@ SCENARIOS = [
         "forwarding. Vite receives a plain HTTP/1.0 GET /ws, proxies it as plain HTTP and the backend's 426 "
         "comes back through both proxies",
         nginx="no-upgrade",
-        chains=[chain("upgrade-header-stripped", 3, 1, [426, 426, 426],
-                      also_acceptable=["connection-header-stripped"])],
+        chains=[
+            chain(
+                "upgrade-header-stripped",
+                3,
+                1,
+                [426, 426, 426],
+                also_acceptable=["connection-header-stripped"],
+            )
+        ],
     ),
     Scenario(
         "nginx-slow-backend",
         "Three hops, nginx configured for WebSockets but with proxy_read_timeout 3s; the backend reads the upgrade "
         "and never answers, Vite waits, nginx gives up first and answers the browser 504 Gateway Time-out",
-        nginx="upgrade-timeout3", backend="raw:silent",
+        nginx="upgrade-timeout3",
+        backend="raw:silent",
         chains=[chain("timeout", 3, 2, [504, None, None])],
     ),
 ]
