@@ -16,6 +16,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from wscap.render import escape
+from wscap.render.mermaid import fmt_ts
 from wscap.render.redact import redact_document
 from wscap.render.report import (CAUSE_ADVICE, advice_for, filter_document, report_html, report_markdown,
                                  write_report)
@@ -382,3 +383,24 @@ def test_render_format_defaults():
     assert secret not in render_format(doc, "har", redact=True)
     with pytest.raises(ValueError):
         render_format(doc, "yaml")
+
+
+def test_broken_hops_show_frames_and_connection_facts():
+    doc = load("healthy-2hop")
+    ch = doc["chains"][0]
+    ch["verdict"].update(cause="closed-after-upgrade", hop=1, broken=True)
+    hs = doc["handshakes"][1]
+    hs["tcp"]["end"] = {"kind": "rst", "by": "server", "frame": 19, "ts": hs["last_ts"]}
+    hs["tcp"]["gaps"] = 2
+    hs["parsers"]["h11"]["response"] = {"accepts": False, "error": "illegal header line"}
+    md = report_markdown(doc)
+    frames = [rows for title, rows in md_tables(md) if title.startswith("WebSocket frames")]
+    assert len(frames) == 2
+    assert frames[1][1:] == [[str(f["frame"]), "client \u2192 server" if f["dir"] == "client" else "server \u2192 client",
+                              f"{f['opcode']} {f['opcode_name']}", "FIN", "yes" if f["masked"] else "no",
+                              str(f["length"]), "", f["preview"]] for f in hs["frames"]]
+    items = [t.content for t in MD.parse(md) if t.type == "inline"]
+    assert "Connection ended: RST by server (frame 19, " + fmt_ts(hs["last_ts"]) + ")." in items
+    assert "2 missing byte ranges in this connection (packets lost by the capture): parts of the heads may be missing." in items
+    assert "h11 rejects the response head: illegal header line." in items
+    assert "Connection still open when the capture ended." in items  # hop 0 has no end

@@ -400,6 +400,47 @@ def _diff_rows(d: dict[str, Any]) -> tuple[list[list[Cell]], list[str]]:
     return rows, classes
 
 
+PREVIEW_MAX = 120   # characters of a frame preview shown in a report
+
+
+def _hop_facts(hs: dict[str, Any]) -> list[str]:
+    """One-line facts about a leg that explain failures: how it ended, loss, parser verdicts."""
+    facts: list[str] = []
+    tcp = hs.get("tcp") or {}
+    end = tcp.get("end")
+    if isinstance(end, dict):
+        facts.append(f"Connection ended: {str(end.get('kind') or '?').upper()} by {end.get('by') or '?'} "
+                     f"(frame {end.get('frame')}, {fmt_ts(end.get('ts'))}).")
+    elif hs.get("outcome") in ("upgraded", "no-response"):
+        facts.append("Connection still open when the capture ended.")
+    if isinstance(tcp.get("gaps"), int) and tcp["gaps"] > 0:
+        facts.append(f"{plural(tcp['gaps'], 'missing byte range')} in this connection (packets lost "
+                     f"by the capture): parts of the heads may be missing.")
+    if isinstance(hs.get("waited"), (int, float)):
+        facts.append(f"Waited {hs['waited']:.3f} s for a response that never came.")
+    for pname, res in sorted((hs.get("parsers") or {}).items()):
+        for side in ("request", "response"):
+            r = (res or {}).get(side) if isinstance(res, dict) else None
+            if isinstance(r, dict) and r.get("accepts") is False:
+                facts.append(f"{pname} rejects the {side} head: {r.get('error') or 'no reason given'}.")
+    return facts
+
+
+def _frame_row(f: dict[str, Any]) -> list[Cell]:
+    flags = ("FIN" if f.get("fin") else "no FIN") + "".join(
+        f" {k.upper()}" for k in ("rsv1", "rsv2", "rsv3") if f.get(k))
+    close = ""
+    if f.get("close_code") is not None:
+        close = f"{f.get('close_code')} {f.get('close_reason') or ''}".strip()
+    preview = str(f.get("preview") or "")
+    if len(preview) > PREVIEW_MAX:
+        preview = preview[:PREVIEW_MAX] + "\u2026"
+    return [Code(str(f.get("frame"))) if f.get("frame") is not None else "",
+            "client \u2192 server" if f.get("dir") == "client" else "server \u2192 client",
+            f"{f.get('opcode')} {f.get('opcode_name') or ''}".strip(), flags,
+            "yes" if f.get("masked") else "no", str(f.get("length", "")), close, preview]
+
+
 def _failing_boundary(chain: dict[str, Any]) -> int | None:
     v = chain.get("verdict") or {}
     hop = v.get("hop")
@@ -494,12 +535,20 @@ def _chain_blocks(doc: dict[str, Any], ch: dict[str, Any], max_head: int) -> lis
             if cut:
                 cap.append(f" \u2014 cut at {max_head} characters, {cut} more not shown")
             blocks.append(Pre(cap, text))
+        facts = _hop_facts(hs)
+        if facts:
+            blocks.append(Bullets([[f] for f in facts]))
         anomalies = [a for a in hs.get("anomalies") or [] if isinstance(a, dict)]
         if anomalies:
             blocks.append(Table(["Severity", "Anomaly", "Frame", "Message"],
                                 [[str(a.get("severity") or ""), str(a.get("code") or ""),
                                   Code(str(a.get("frame"))) if a.get("frame") is not None else "",
                                   str(a.get("message") or "")] for a in anomalies]))
+        frames = [f for f in hs.get("frames") or [] if isinstance(f, dict)]
+        if frames:
+            blocks.append(Para([Strong("WebSocket frames"), f" (first {len(frames)} seen after the 101):"]))
+            blocks.append(Table(["Frame", "Direction", "Opcode", "FIN/RSV", "Masked", "Length", "Close",
+                                 "Preview"], [_frame_row(f) for f in frames]))
 
     blocks.append(Heading(4, ["What to check next"]))
     items: list[list[Inline]] = [rich(a) for a in advice_for(cause)]
