@@ -9,9 +9,11 @@ const allowed = (process.env.ALLOWED_ORIGINS || '').split(',').map((s) => s.trim
 //   SUBPROTOCOLS=a,b      only these subprotocols are spoken (others: no Sec-WebSocket-Protocol in the 101)
 //   REQUIRE_TOKEN=1       upgrade needs ?token=... in the URL, else 401
 //   CLOSE_AFTER_OPEN=CODE close every socket right after the upgrade with CODE
+//   PERMESSAGE_DEFLATE=1  negotiate permessage-deflate (ws's server default is off)
 const subprotocols = (process.env.SUBPROTOCOLS || '').split(',').map((s) => s.trim()).filter(Boolean)
 const requireToken = process.env.REQUIRE_TOKEN === '1'
 const closeAfterOpen = Number(process.env.CLOSE_AFTER_OPEN || 0)
+const perMessageDeflate = process.env.PERMESSAGE_DEFLATE === '1' ? { threshold: 0 } : false
 
 const server = http.createServer((req, res) => {
   // Plain HTTP (no Upgrade/Connection: upgrade): what a WebSocket endpoint answers.
@@ -23,6 +25,7 @@ const server = http.createServer((req, res) => {
 const wss = new WebSocketServer({
   server,
   path: '/ws',
+  perMessageDeflate,
   verifyClient: ({ origin, req }, done) => {
     const ok = allowed.includes(origin)
     console.log(`upgrade origin=${origin} -> ${ok ? 'allowed' : '403'}`)

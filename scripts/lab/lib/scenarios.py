@@ -63,6 +63,15 @@ SCENARIOS = [
         expect_echo=True,
     ),
     Scenario(
+        "healthy-deflate",
+        "Healthy chain with permessage-deflate negotiated end to end (ws backend perMessageDeflate on, "
+        "threshold 0): the 101s carry Sec-WebSocket-Extensions and the data frames have RSV1 set legitimately",
+        backend_env={"PERMESSAGE_DEFLATE": "1"},
+        chains=[chain("ok", 2, None, [101, 101])],
+        expect_open=True,
+        expect_echo=True,
+    ),
+    Scenario(
         "origin-rewrite",
         "Vite proxyReqWs hook rewrites Origin to http://meetsonar-backend:5000; "
         "ws backend allows only http://localhost:5173 -> 403",
@@ -211,6 +220,13 @@ SCENARIOS = [
         chains=[chain("malformed-response", 2, 1, [None, None])],
     ),
     Scenario(
+        "bun-backend-origin-rewrite",
+        "The origin-rewrite hook in front of the Bun.serve backend: same Origin allow-list, Bun's own 403",
+        backend="bun",
+        hook="origin-rewrite",
+        chains=[chain("origin-rejected", 2, 1, [403, 403])],
+    ),
+    Scenario(
         "bun-vite-unterminated-101",
         "The incident: Vite run under Bun 1.3 (`bun --bun vite`) proxying to a backend whose 101 head is "
         "never terminated (greeting frame right after the last header line); Bun's HTTP client fails with "
@@ -298,6 +314,14 @@ SCENARIOS = [
         chains=[chain("ok", 3, None, [101, 101, 101])],
         expect_open=True,
         expect_echo=True,
+    ),
+    Scenario(
+        "nginx-origin-rewrite",
+        "Three hops, nginx configured for WebSockets in front of Vite with the origin-rewrite hook: the 403 "
+        "from the backend comes back through Vite and nginx",
+        nginx="upgrade",
+        hook="origin-rewrite",
+        chains=[chain("origin-rejected", 3, 2, [403, 403, 403])],
     ),
     Scenario(
         "nginx-no-upgrade",
