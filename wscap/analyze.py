@@ -1,6 +1,7 @@
 """Offline entry point: capture files -> the JSON document, through the one pipeline."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Iterable
 
 from .capture.files import ReadResult, read_frames
@@ -14,13 +15,15 @@ def analyze_paths(paths: Iterable[str], options: Options | None = None,
     Files are independent captures (frame numbers restart per file), so each is
     fed through the same pipeline with its own `source` index.
     """
-    pipe = Pipeline(options)
+    # Offline nobody consumes per-event output: only the final document.
+    pipe = Pipeline(dataclasses.replace(options or Options(), stream=False))
     results: list[ReadResult] = []
     for i, path in enumerate(paths):
         res = ReadResult(path=path)
         results.append(res)
         n = 0
-        for frame in read_frames(path, res, source=i):
+        for frame in read_frames(path, res, source=i,
+                                 record_filter=lambda lt, i=i: pipe.record_filter(lt, i)):
             pipe.feed(frame._replace(source=i) if frame.source != i else frame)
             n += 1
             if progress is not None and not n & 0xFFFF:

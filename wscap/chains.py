@@ -15,6 +15,8 @@ inferred matching is one-to-one in time order.
 """
 from __future__ import annotations
 
+import bisect
+
 from .diff import diff_boundary
 from .verdict import decide
 
@@ -79,6 +81,20 @@ def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float 
         return -0.001 <= dt <= window
 
     ordered = sorted(reqs, key=req_ts)
+    # Index the legs by the address they leave from, in time order, so each lookup is a
+    # bisect over a window rather than a scan of the whole capture.
+    by_client: dict[str, tuple[list[float], list[dict]]] = {}
+    for h in ordered:
+        ts_list, legs = by_client.setdefault(_ip(h["client"]), ([], []))
+        ts_list.append(req_ts(h))
+        legs.append(h)
+
+    def near(index: dict, ip: str, t: float) -> list[dict]:
+        ts_list, legs = index.get(ip, ((), ()))
+        lo = bisect.bisect_left(ts_list, t - 0.001)
+        hi = bisect.bisect_right(ts_list, t + window)
+        return legs[lo:hi]  # type: ignore[index]
+
     # 1. same key, leaving from the address that received the request (or any address: multi-homed proxies)
     for down in ordered:
         k = _key(down)
@@ -91,29 +107,33 @@ def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float 
         cands.sort(key=lambda u: (_ip(u["client"]) != p, req_ts(u) - req_ts(down)))
         up = cands[0]
         up_of[id(down)], down_of[id(up)], link_by[id(up)] = up, down, "key"
-    # 2. inferred: a request leaving P with a related path, nearest in time, one-to-one
+    # 2. inferred: a request leaving P with a related path, nearest in time, one-to-one.
+    #    Legs whose key another leg shares belong to a key-linked chain and are not candidates.
+    shared = {k for k, v in by_key.items() if len(v) > 1}
     for down in ordered:
         if id(down) in up_of:
             continue
-        p = _ip(down["server"])
-        cands = [u for u in ordered if id(u) not in down_of and u is not down and _ip(u["client"]) == p
-                 and candidate(down, u) and _related(_path(down), _path(u))
-                 and not (_key(u) and _key(u) in {_key(x) for x in by_key.get(_key(u) or "", []) if x is not u})]
+        cands = [u for u in near(by_client, _ip(down["server"]), req_ts(down))
+                 if candidate(down, u) and _key(u) not in shared and _related(_path(down), _path(u))]
         if not cands:
             continue
         up = min(cands, key=lambda u: req_ts(u) - req_ts(down))
         up_of[id(down)], down_of[id(up)], link_by[id(up)] = up, down, "inferred"
     # 3. missing hop: P received an upgrade, then a connection attempt from P carried no request
+    by_attempt_client: dict[str, tuple[list[float], list[dict]]] = {}
+    for a in sorted(attempts, key=req_ts):
+        ts_list, legs = by_attempt_client.setdefault(_ip(a["client"]), ([], []))
+        ts_list.append(req_ts(a))
+        legs.append(a)
     used_attempts: list[dict] = []
     taken: set[int] = set()
     pairs: list[tuple] = []
     for down in ordered:
-        if id(down) in up_of or down.get("outcome") == "upgraded" and not _is_proxy_side(down, reqs):
+        if id(down) in up_of or down.get("outcome") == "upgraded":
             continue
-        p = _ip(down["server"])
-        for a in attempts:
-            if _ip(a["client"]) == p and candidate(down, a) and (
-                    down.get("response") is None or a["first_ts"] <= down["response"]["ts"] + 0.001):
+        for a in near(by_attempt_client, _ip(down["server"]), req_ts(down)):
+            if candidate(down, a) and (down.get("response") is None
+                                       or a["first_ts"] <= down["response"]["ts"] + 0.001):
                 pairs.append((req_ts(a) - req_ts(down), id(down), id(a), down, a))
     # Globally nearest first: a proxy dials upstream within milliseconds of the request it serves,
     # so among concurrent requests the closest preceding one owns the attempt.
@@ -140,6 +160,3 @@ def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float 
         chains.append({"id": n, "hops": hops, "links": links, "diffs": diffs, "verdict": verdict})
     return chains, used_attempts
 
-
-def _is_proxy_side(h: dict, reqs: list[dict]) -> bool:
-    return False

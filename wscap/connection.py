@@ -14,6 +14,7 @@ WebSocket frames or another HTTP request — never parsed as HTTP blindly
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from . import handshake as hs
@@ -114,25 +115,21 @@ class Exchange:
         return out
 
     def parsers(self) -> dict:
-        req = self.request
-        resp = self.response
-        return {
-            "llhttp": {"request": opinions.llhttp_request(req.raw).to_json() if req else None,
-                       "response": opinions.llhttp_response(resp.raw).to_json() if resp else None},
-            "h11": {"request": opinions.h11_request(req.raw).to_json() if req else None,
-                    "response": opinions.h11_response(resp.raw).to_json() if resp else None},
-        }
+        out: dict = {"llhttp": {}, "h11": {}}
+        for part, head in (("request", self.request), ("response", self.response)):
+            for name in ("llhttp", "h11"):
+                out[name][part] = _opinion(head, name).to_json() if head is not None else None
+        return out
 
     def _opinion_anomalies(self) -> list[Anomaly]:
         out = []
-        for head, ll, strict in ((self.request, opinions.llhttp_request, opinions.h11_request),
-                                 (self.response, opinions.llhttp_response, opinions.h11_response)):
+        for head in (self.request, self.response):
             if head is None or not head.complete:
                 continue
-            o = ll(head.raw)
+            o = _opinion(head, "llhttp")
             if o.accepts is False:
                 out.append(make("llhttp-rejects", f"Node's llhttp rejects the {head.kind}: {o.error}", head.frame))
-            o = strict(head.raw)
+            o = _opinion(head, "h11")
             if o.accepts is False:
                 out.append(make("h11-rejects", f"h11 rejects the {head.kind}: {o.error}", head.frame))
         return out
@@ -200,6 +197,30 @@ class Connection:
         self.limits_hit: dict[str, int] = {}
         self.attempt: Exchange | None = None       # set when this connection is a bare attempt
 
+    # -- fast lane -----------------------------------------------------------
+    def fast_lane(self, src: bytes, sport: int, seq: int, paylen: int, no: int, ts_ns: int) -> bool:
+        """Account an in-order segment whose bytes are only counted (a body being skipped).
+
+        Called from the capture reader's record filter for packets without SYN/FIN/RST. Returns
+        False whenever the full path is needed: another mode, out of order, or the body ends
+        inside this segment.
+        """
+        direction = C2S if src == self.client[0] and sport == self.client[1] else S2C
+        if self.mode[direction] != BODY:
+            return False
+        stream = self.streams[direction]
+        left = self.body_left[direction]
+        if stream.ooo or stream.base is None or paylen <= 0 or paylen >= left:
+            return False
+        if (seq - stream.base) & 0xFFFFFFFF != stream.next & 0xFFFFFFFF:
+            return False
+        stream.next += paylen
+        stream.delivered += paylen
+        self.body_left[direction] = left - paylen
+        self.last_frame = no
+        self.last_ts = ts_ns
+        return True
+
     # -- helpers -------------------------------------------------------------
     @property
     def ignored(self) -> bool:
@@ -221,6 +242,8 @@ class Connection:
             self._client_data(data, frame, ts_ns)
         else:
             self._server_data(data, frame, ts_ns)
+        # Retransmission conflicts only matter while heads are read; frames and bodies are not kept.
+        self.streams[direction].keep_recent = self.mode[direction] in (HEAD, WAIT)
 
     def on_gap(self, direction: int, length: int, frame: int, ts_ns: int) -> None:
         who = "client" if direction == C2S else "server"
@@ -305,6 +328,15 @@ class Connection:
             raw = bytes(buf[:end])
             rest = bytes(buf[end:])
             buf.clear()
+            if not _UPGRADE_HINT.search(raw):
+                # Fast path: a plain request only matters for where the next one starts.
+                self.plain_requests += 1
+                self.pending.append(None)
+                left = self._skip_body(C2S, _quick_length(raw, None), rest)
+                if left is None:
+                    return
+                data = left
+                continue
             head = parse_head(raw, "request", frame)
             head.first_frame = self.head_first_frame[C2S]
             head.ts_ns = ts_ns
@@ -430,6 +462,18 @@ class Connection:
             raw = bytes(buf[:end])
             rest = bytes(buf[end:])
             buf.clear()
+            if self.pending and self.pending[0] is None and not _UPGRADE_HINT.search(raw):
+                m = _STATUS.match(raw)
+                if m:
+                    # Fast path: the answer to a plain request; only its body length matters.
+                    status = int(m.group(1))
+                    if not (100 <= status < 200):
+                        self.pending.pop(0)
+                    left = self._skip_body(S2C, _quick_length(raw, status), rest)
+                    if left is None:
+                        return
+                    data = left
+                    continue
             head = parse_head(raw, "response", frame)
             head.first_frame = self.head_first_frame[S2C]
             head.ts_ns = ts_ns
@@ -444,6 +488,17 @@ class Connection:
             data = self._response_done(head, rest, frame, ts_ns)
             if self.mode[S2C] != HEAD:
                 return
+
+    def _skip_body(self, direction: int, length: int | None, rest: bytes) -> bytes | None:
+        """Skip a message body; -> the bytes after it, or None when the stream is now in BODY/IGNORE."""
+        if length is None:           # chunked / close-delimited: cannot follow this stream further
+            self.mode[direction] = IGNORE
+            return None
+        if length > len(rest):
+            self.body_left[direction] = length - len(rest)
+            self.mode[direction] = BODY
+            return None
+        return rest[length:]
 
     def _awaiting_exchange(self) -> Exchange | None:
         for p in self.pending:
@@ -517,6 +572,36 @@ class Connection:
             self.mode[S2C] = BODY
             return b""
         return rest[n:]
+
+
+_UPGRADE_HINT = re.compile(rb"(?i)upgrade|sec-websocket")
+_STATUS = re.compile(rb"(?:\r?\n)*HTTP/\d\.\d (\d{3})")
+_CL = re.compile(rb"(?im)^content-length[ \t]*:[ \t]*(\d+)[ \t]*\r?$")
+_TE_CHUNKED = re.compile(rb"(?im)^transfer-encoding[ \t]*:[^\n]*chunked")
+
+
+def _quick_length(raw: bytes, status: int | None) -> int | None:
+    """Body length of a plain message without a full parse (None: chunked / until close)."""
+    if status is not None and (status < 200 or status in (204, 304)):
+        return 0
+    if _TE_CHUNKED.search(raw):
+        return None
+    m = _CL.search(raw)
+    if m:
+        return int(m.group(1))
+    return 0 if status is None else None
+
+
+_PARSERS = {("llhttp", "request"): opinions.llhttp_request, ("llhttp", "response"): opinions.llhttp_response,
+            ("h11", "request"): opinions.h11_request, ("h11", "response"): opinions.h11_response}
+
+
+def _opinion(head: HttpHead, parser: str) -> opinions.ParserOpinion:
+    """What `parser` says about this head; computed once per head (heads are immutable once parsed)."""
+    o = head.opinions.get(parser)
+    if o is None:
+        o = head.opinions[parser] = _PARSERS[(parser, head.kind)](head.raw)
+    return o
 
 
 def _content_length(head: HttpHead) -> int | None:

@@ -19,6 +19,7 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 _REQUEST_START = re.compile(rb"^(?:\r?\n)*[A-Z][A-Z-]{1,15} \S")
 _RESPONSE_START = re.compile(rb"^(?:\r?\n)*HTTP/\d")
 _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
 
 
 _REQUEST_PREFIX = re.compile(rb"^(?:\r?\n)*[A-Z][A-Z-]{0,15}(?: )?\Z")
@@ -70,6 +71,7 @@ class HttpHead:
     frame: int | None = None           # frame holding its last byte (where Wireshark shows it)
     ts_ns: int = 0
     complete: bool = True
+    opinions: dict = field(default_factory=dict)   # parser name -> ParserOpinion, computed once
 
     def get_all(self, name: bytes) -> list[bytes]:
         name = name.lower()
@@ -146,7 +148,7 @@ def parse_head(raw: bytes, kind: str, frame: int | None = None) -> HttpHead:
         if not _TOKEN.match(name):
             anomalies.append(make("invalid-header-name", f"line {n}: header name {_s(name[:60])!r} is not a token", frame))
         v = value.strip(b" \t")
-        if any(b > 0x7F for b in line):
+        if _NON_ASCII.search(line):
             anomalies.append(make("non-ascii-header", f"line {n} ('{_s(name[:40])}') holds non-ASCII bytes", frame))
         if _CTL.search(v):
             anomalies.append(make("invalid-header-value", f"line {n} ('{_s(name[:40])}') holds control characters", frame))

@@ -8,6 +8,7 @@ reaches the same verdicts as the live run that wrote it.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from . import __version__
@@ -27,6 +28,18 @@ class Options:
     timeout_s: float = 3.0            # a leg without a response is decided after this long
     limits: Limits = field(default_factory=Limits)
     names: tuple[tuple[str, str], ...] = ()   # ip -> name labels (Docker, --names)
+    stream: bool = True               # emit Decided events (live); analyze only wants document()
+
+
+# From the Ethernet type field on: ethertype, version/IHL, total length, fragment bits, protocol,
+# addresses (IPv4 without options), then TCP ports, sequence number, data offset and flags.
+_FAST_HDR = struct.Struct("!HBxH2xHxB2x4s4sHHI4xBB")
+
+
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int, source: int = 0) -> tuple:
+    """Direction-free connection key; the fast path computes exactly the same tuple."""
+    key = (src, sport, dst, dport) if (src < dst or src == dst and sport < dport) else (dst, dport, src, sport)
+    return key if not source else (source, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +53,7 @@ class Pipeline:
         self.options = options or Options()
         self.limits = self.options.limits
         self.timeout_ns = int(self.options.timeout_s * 1e9)
+        self.stream = self.options.stream
         self.decoder = Decoder(self.limits.fragments)
         # flow key -> Connection, or None for a flow proven uninteresting (cheap to skip).
         self.conns: dict[tuple, Connection | None] = {}
@@ -61,14 +75,14 @@ class Pipeline:
 
     # -- driving ---------------------------------------------------------------
     def feed(self, frame: RawFrame) -> list[Decided]:
-        seg = self.decoder.decode(frame)
         if frame.ts_ns > self.now_ns:
             self.now_ns = frame.ts_ns
+        seg = self.decoder.decode(frame)
         if seg is None:
             return []
         src = (seg.src, seg.sport)
         dst = (seg.dst, seg.dport)
-        key = (seg.source, src, dst) if src < dst else (seg.source, dst, src)
+        key = flow_key(seg.src, seg.sport, seg.dst, seg.dport, seg.source)
         flags = seg.flags
         conns = self.conns
         conn = conns.get(key, False)
@@ -118,9 +132,20 @@ class Pipeline:
                 for s in conn.streams:
                     if s.ooo:
                         s.flush_gap(seg.frame, seg.ts_ns, conn)
-        if conn.ignored and not conn.exchanges:
+        closed = conn.end is not None and (conn.end.kind == "rst" or len({e.by for e in conn.fins}) == 2)
+        out: list[Decided] = []
+        if self.stream and conn.exchanges:
+            for ex in conn.exchanges:
+                if not ex.emitted and ex.id is not None and ex.id > 0 and ex.decided(self.now_ns, self.timeout_ns):
+                    ex.emitted = True
+                    out.append(Decided("handshake", ex.to_json(self.now_ns)))
+        if closed:
+            # Both sides are done: keep the exchanges, free the reassembly state.
+            for s_ in conn.streams:
+                s_.release()
+            self._retire(key, conn)
+        elif conn.ignored and not conn.exchanges:
             conns[key] = None
-        out = self._collect(self.now_ns)
         return out
 
     def tick(self, ts_ns: int) -> list[Decided]:
@@ -138,6 +163,49 @@ class Pipeline:
                 self._retire(key, conn)
         self.conns.clear()
         return self._collect(None, chains=True)
+
+    def record_filter(self, linktype: int, source: int):
+        """A per-record predicate for the capture reader's tight loop (the fast path).
+
+        It reads the flow key and flags straight from the file buffer and answers False for a
+        record it fully accounted for — a packet of a flow already proven uninteresting, or
+        in-order body bytes being skipped — so no RawFrame or Segment is ever built for it.
+        True means "build the frame and feed() it". Only Ethernet + IPv4 without options;
+        every other packet takes the general path.
+        """
+        if linktype != 1:
+            return None
+        conns = self.conns
+        stats = self.decoder.stats
+        unpack = _FAST_HDR.unpack_from
+
+        def want(buf: bytes, off: int, caplen: int, no: int, ts: int) -> bool:
+            if caplen < 54:
+                return True
+            et, vi, totlen, frag, proto, src, dst, sport, dport, seq, offx, flags = unpack(buf, off + 12)
+            if et != 0x0800 or vi != 0x45 or proto != 6 or frag & 0x3FFF or flags & 7:
+                return True
+            if src < dst or src == dst and sport < dport:
+                key = (src, sport, dst, dport)
+            else:
+                key = (dst, dport, src, sport)
+            conn = conns.get(key if not source else (source, key), False)
+            if conn is False:
+                return True
+            if ts > self.now_ns:
+                self.now_ns = ts
+            if conn is not None:
+                paylen = totlen - 20 - ((offx >> 4) << 2)
+                if paylen <= 0:
+                    # A pure ACK of a tracked connection: nothing to reassemble.
+                    conn.last_frame = no
+                    conn.last_ts = ts
+                elif caplen < 14 + totlen or not conn.fast_lane(src, sport, seq, paylen, no, ts):
+                    return True
+            stats.packets += 1
+            stats.tcp += 1
+            return False
+        return want
 
     # -- internals ---------------------------------------------------------------
     def _new_connection(self, seg, key) -> Connection | None:
@@ -159,7 +227,7 @@ class Pipeline:
         if len(self.conns) >= self.limits.max_flows:
             self._evict()
         conn = Connection(client, server, seg.source, seg.frame, seg.ts_ns, self.limits)
-        if flags & TH_SYN and not flags & TH_ACK:
+        if self.stream and flags & TH_SYN and not flags & TH_ACK:
             self._syn_only.append(conn)
         if not flags & TH_SYN:
             conn.anomalies.append(make("mid-stream-start", "the capture starts after this connection's SYN", seg.frame))
@@ -191,7 +259,8 @@ class Pipeline:
             return
         conn.attempt = Exchange(conn, None)
         self.attempts.append(conn.attempt)
-        self._open.append(conn.attempt)
+        if self.stream:
+            self._open.append(conn.attempt)
 
     def _register(self, ex: Exchange) -> None:
         if len(self.exchanges) >= self.limits.max_handshakes:
@@ -202,11 +271,14 @@ class Pipeline:
         ex.id = self.next_id
         self.next_id += 1
         self.exchanges.append(ex)
-        self._undecided.append(ex)
-        self._open.append(ex)
+        if self.stream:
+            self._undecided.append(ex)
+            self._open.append(ex)
 
     def _collect(self, now_ns: int | None, chains: bool = False) -> list[Decided]:
-        """Emit handshakes that became decided (response, end of connection, or timeout)."""
+        """Emit handshakes that became decided by the clock (timeout), and settled chains."""
+        if not self.stream:
+            return []
         if not self._undecided:
             return self._chains(now_ns) if chains else []
         out: list[Decided] = []
@@ -214,6 +286,8 @@ class Pipeline:
         for ex in self._undecided:
             if ex.request is None:
                 continue       # bare connection attempts are only reported inside chains
+            if ex.emitted:
+                continue
             if ex.decided(now_ns, self.timeout_ns) or now_ns is None:
                 ex.emitted = True
                 out.append(Decided("handshake", ex.to_json(self.now_ns)))
