@@ -79,34 +79,148 @@ def main() -> None:
     """wscap: find which hop broke a WebSocket handshake, from packets."""
 
 
-@main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("-v", "--verbose", is_flag=True, help="Show full heads, anomalies and frames.")
-@click.option("--names", "names_file", type=click.Path(exists=True, dir_okay=False),
-              help="hosts-file mapping IPs to names (labels endpoints).")
-@limits_options
-def analyze(files: tuple[str, ...], fmt: str, verbose: bool, names_file: str | None, **lim) -> None:
-    """Analyse saved captures (pcap, pcapng, .gz)."""
+FORMATS = ["table", "json", "markdown", "html", "csv", "har"]
+
+
+def filter_options(f):
+    for opt in reversed([
+        click.option("--only-broken", is_flag=True, help="Only broken chains (and their handshakes)."),
+        click.option("--chain", "chain_id", type=int, help="Only this chain id."),
+        click.option("--host", help="Only chains whose Host header, endpoint IP or name matches (glob)."),
+        click.option("--path", "path_glob", help="Only chains whose request path matches (glob)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def redact_option(f):
+    return click.option("--redact/--no-redact", default=None,
+                        help="Replace cookies, tokens and credentials by short stable hashes. Default: on for "
+                             "markdown/html/csv/report, off for json/har.")(f)
+
+
+def names_option(f):
+    return click.option("--names", "names_file", type=click.Path(exists=True, dir_okay=False),
+                        help="hosts-file mapping IPs to names (labels endpoints).")(f)
+
+
+def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict) -> dict:
     missing = [f for f in files if not os.path.exists(f)]
     if missing:
         for m in missing:
             click.echo(f"wscap: {m}: no such file", err=True)
         sys.exit(EXIT_INPUT)
-    options = build_options(names=load_hosts(names_file), **lim)
+    names = load_hosts(names_file)
+    try:
+        from .capture.docker import docker_names
+        names = {**docker_names(), **names}
+    except Exception:  # noqa: BLE001 - the Docker API is optional; names are a convenience
+        pass
+    options = build_options(names=names, **lim)
     progress = _progress() if sys.stderr.isatty() else None
     doc = analyze_paths(list(files), options, progress)
     if progress is not None:
         click.echo("\r\033[K", err=True, nl=False)
-    if fmt == "json":
-        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
-    else:
-        from .render.table import render_table
-        click.echo(render_table(doc, verbose=verbose))
+    return doc
+
+
+def report_errors(doc: dict) -> None:
     for s in doc["source"]:
         for e in s["errors"]:
             click.echo(f"wscap: {e}", err=True)
-    sys.exit(exit_code(doc))
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("-v", "--verbose", is_flag=True, help="Table: show full heads, anomalies and frames.")
+@filter_options
+@redact_option
+@names_option
+@limits_options
+def analyze(files: tuple[str, ...], fmt: str, verbose: bool, only_broken: bool, chain_id: int | None,
+            host: str | None, path_glob: str | None, redact: bool | None, names_file: str | None, **lim) -> None:
+    """Analyse saved captures (pcap, pcapng, .gz)."""
+    full = run_analysis(files, names_file, lim)
+    doc = full
+    if only_broken or chain_id is not None or host or path_glob:
+        from .render.report import filter_document
+        doc = filter_document(full, only_broken=only_broken, chain=chain_id, host=host, path=path_glob)
+    if fmt in ("json", "table"):
+        if redact:
+            from .render.redact import redact_document
+            doc = redact_document(doc)
+        if fmt == "json":
+            click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        else:
+            from .render.table import render_table
+            click.echo(render_table(doc, verbose=verbose))
+    else:
+        from .render.report import render_format
+        click.echo(render_format(doc, fmt, redact=redact), nl=False)
+    report_errors(full)
+    sys.exit(exit_code(full))
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="report.md (Markdown with Mermaid) or report.html (one self-contained file).")
+@filter_options
+@redact_option
+@names_option
+@limits_options
+def report(files: tuple[str, ...], output: str, only_broken: bool, chain_id: int | None, host: str | None,
+           path_glob: str | None, redact: bool | None, names_file: str | None, **lim) -> None:
+    """Write a self-contained incident report (Markdown or HTML) for captures."""
+    from .render.redact import redact_document
+    from .render.report import filter_document, write_report
+    full = run_analysis(files, names_file, lim)
+    doc = full
+    if only_broken or chain_id is not None or host or path_glob:
+        doc = filter_document(full, only_broken=only_broken, chain=chain_id, host=host, path=path_glob)
+    if redact is not False:
+        doc = redact_document(doc)
+    fmt = write_report(doc, output)
+    s = full["summary"]
+    click.echo(f"wrote {output} ({fmt}): {s['chains']} chain(s), {s['broken']} broken", err=True)
+    report_errors(full)
+    sys.exit(exit_code(full))
+
+
+@main.command("slice")
+@click.argument("capture", type=click.Path(dir_okay=False, exists=True))
+@click.option("--chain", "chain_id", type=int, required=True, help="Chain id (from `wscap analyze`).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output pcap.")
+@limits_options
+def slice_cmd(capture: str, chain_id: int, output: str, **lim) -> None:
+    """Write just the packets of one chain (every leg) to a pcap for Wireshark."""
+    from .slice import slice_capture
+    doc = run_analysis((capture,), None, lim)
+    chains = {c["id"]: c for c in doc["chains"]}
+    if chain_id not in chains:
+        click.echo(f"wscap: no chain {chain_id} in {capture} (chains: "
+                   f"{', '.join(map(str, sorted(chains))) or 'none'})", err=True)
+        sys.exit(EXIT_INPUT)
+    by_id = {h["id"]: h for h in doc["handshakes"]}
+    legs = [(by_id[i]["client"], by_id[i]["server"]) for i in chains[chain_id]["hops"] if i in by_id]
+    res = slice_capture(capture, output, legs)
+    click.echo(f"wrote {output}: {res.packets_written} packets of {len(legs)} leg(s)", err=True)
+    for e in getattr(res, "errors", []):
+        click.echo(f"wscap: {e}", err=True)
+    sys.exit(EXIT_INPUT if getattr(res, "errors", []) else EXIT_OK)
+
+
+def _register_live() -> None:
+    try:
+        from .live_cli import ifaces_command, live_command
+    except ImportError:  # pragma: no cover - live capture modules are part of the package
+        return
+    main.add_command(live_command)
+    main.add_command(ifaces_command)
+
+
+_register_live()
 
 
 def _progress():
