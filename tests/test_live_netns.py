@@ -125,3 +125,38 @@ def test_live_text_output(lab, tmp_path):
     err = "\n".join(live.err)
     assert "packets captured" in err and "dropped by kernel" in err and "ended: SIGINT" in err
     assert rc == 1
+
+
+@pytest.mark.parametrize("how", ["count", "duration", "ring"])
+def test_live_ends_by_itself_with_complete_file(lab, tmp_path, how):
+    out = str(tmp_path / "cap.pcapng")
+    args = {"count": ["--count", "20"], "duration": ["--duration", "3"],
+            "ring": ["--duration", "4", "--ring-files", "3", "--ring-size", "0.002"]}[how]
+    live = Live(lab, "--format", "json", "--write", out, "--timeout", "1", "--no-docker", *args)
+    try:
+        live.wait_stderr("Ctrl-C to stop")
+        drive(lab)
+        rc = live.p.wait(timeout=30)
+    finally:
+        if live.p.poll() is None:
+            live.p.kill()
+            live.p.wait()
+    time.sleep(0.2)
+    live.collect(lambda ls: False, timeout=0.5)
+    s = json.loads(live.out[-1])
+    assert s["type"] == "summary" and rc in (0, 1)
+    w = s["live"]["write"]
+    if how == "count":
+        assert s["live"]["ended"] == "--count 20 reached" and s["live"]["packets"] == 20
+    else:
+        assert s["live"]["ended"].startswith("--duration")
+    files = w["files"]
+    if how == "ring":
+        assert len(files) == 3 and all(os.path.getsize(f) <= 2000 for f in files)
+        assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(f) for f in files)
+    else:
+        assert files == [out] and w["packets"] == s["live"]["packets"]
+    doc = reanalyse(files, 1.0)
+    assert all(r["complete"] for r in doc["_read"])
+    if how != "ring":
+        assert sum(r["packets"] for r in doc["_read"]) == s["live"]["packets"]

@@ -31,7 +31,8 @@ from wscap.capture import docker as dockerapi
 from wscap.capture import ifaces as ifmod
 from wscap.capture import privilege
 from wscap.capture.live import (
-    BACKENDS, CaptureConfig, CaptureError, LiveLoop, NoPermission, NoSuchInterface, open_backend,
+    BACKENDS, DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN, CaptureConfig, CaptureError, LiveLoop, NoPermission,
+    NoSuchInterface, open_backend,
 )
 from wscap.capture.writer import PcapWriter
 
@@ -210,9 +211,10 @@ class Status:
 @click.option("--no-docker", is_flag=True, help="Do not ask the Docker Engine API for container names.")
 @click.option("--user", "-Z", "user", metavar="USER",
               help="Become USER after opening the capture (default under sudo: the invoking user).")
-@click.option("--snaplen", "-s", type=click.IntRange(min=64), default=262144, show_default=True)
-@click.option("--buffer-mb", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Kernel capture buffer size.")
+@click.option("--snaplen", "-s", type=click.IntRange(min=64), default=DEFAULT_SNAPLEN, show_default=True,
+              help="Bytes kept per packet (default: any 64 KiB IP packet whole).")
+@click.option("--buffer-mb", type=click.IntRange(min=1), default=DEFAULT_BUFFER_MB, show_default=True,
+              help="Kernel capture buffer (tcpdump -B / socket receive buffer).")
 @click.option("--no-promisc", is_flag=True, help="Do not put the interface into promiscuous mode.")
 @click.option("--status/--no-status", "show_status", default=None,
               help="Status line on stderr (default: on; rewritten in place on a terminal).")
@@ -225,7 +227,8 @@ def live_command(iface, container, netns, bpf, ports, duration, count, timeout, 
 
 def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duration=None, count=None,
              timeout=3.0, write_path=None, ring_files=None, ring_size=None, backend="auto", fmt="text",
-             names_file=None, no_docker=False, user=None, snaplen=262144, buffer_mb=32, no_promisc=False,
+             names_file=None, no_docker=False, user=None, snaplen=DEFAULT_SNAPLEN, buffer_mb=DEFAULT_BUFFER_MB,
+             no_promisc=False,
              show_status=None) -> int:
     # -- usage checks -------------------------------------------------------------------
     if container and netns:

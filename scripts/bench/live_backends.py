@@ -15,6 +15,9 @@ on the bridge while a generator loads it, and reports:
   response packet on the wire → its Decided event (≈ its line on screen).
 
 Workloads (each bounded in time, traffic only inside the lab):
+  paced   rate sweep: 2 TCP streams, 200-byte TCP_NODELAY writes at a fixed total
+          rate; stops at the first rate with kernel drops → "max zero-drop pps"
+  pacedstorm  the same with new connections per second (≈7 packets each)
   bulk    one TCP stream, 64 KiB writes (large GSO segments on veth)
   small   4 TCP streams, 200-byte writes with TCP_NODELAY (message-sized packets)
   storm   4 workers opening/closing connections as fast as they can
@@ -39,7 +42,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from netns import Lab, wait_port  # noqa: E402
 
-from wscap.capture.live import CaptureConfig, LiveLoop, open_backend  # noqa: E402
+from wscap.capture.live import (  # noqa: E402
+    DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN, CaptureConfig, LiveLoop, open_backend,
+)
 from wscap.capture.privilege import in_netns  # noqa: E402
 
 NETNS_PY = os.path.join(ROOT, "tests", "netns.py")
@@ -92,6 +97,31 @@ elif mode == "storm":
             s.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"); s.close(); n += 1
         except OSError:
             pass
+elif mode in ("paced", "pacedstorm"):
+    # A fixed rate (per second) in 1 ms slots, so the offered load is known.
+    rate = float(sys.argv[5])
+    if mode == "paced":
+        s = socket.create_connection((host, port)); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = b"m" * 200
+    t0 = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        due = int((now - t0) * rate)
+        while n < due and time.monotonic() < end:
+            if mode == "paced":
+                s.send(buf)
+            else:
+                try:
+                    c = socket.create_connection((host, port), timeout=2)
+                    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"); c.close()
+                except OSError:
+                    pass
+            n += 1
+        time.sleep(0.001)
+    if mode == "paced":
+        s.close()
 print(n)
 """
 
@@ -110,6 +140,12 @@ print(n)
 """
 
 
+class OPTS:  # command-line options, for run_one
+    buffer_mb = DEFAULT_BUFFER_MB
+    snaplen = DEFAULT_SNAPLEN
+    no_immediate = False
+
+
 def pct(vals: list[float], p: float) -> float:
     if not vals:
         return float("nan")
@@ -118,8 +154,9 @@ def pct(vals: list[float], p: float) -> float:
 
 
 def run_one(lab: Lab, backend: str, workload: str, seconds: float, with_pipeline: bool,
-            procs_per: int = 4) -> dict:
-    cfg = CaptureConfig(iface=lab.bridge, bpf="tcp", buffer_mb=32)
+            procs_per: int = 4, rate: float = 0) -> dict:
+    cfg = CaptureConfig(iface=lab.bridge, bpf="tcp", buffer_mb=OPTS.buffer_mb,
+                        immediate=not OPTS.no_immediate, snaplen=OPTS.snaplen)
     with in_netns(lab.netns_path()):
         be = open_backend(backend, cfg)
     delays: list[float] = []
@@ -154,6 +191,11 @@ def run_one(lab: Lab, backend: str, workload: str, seconds: float, with_pipeline
         for _ in range(procs_per):
             gens.append(lab.spawn("client", sys.executable, "-c", GEN, workload, backend_ip, "5001",
                                   str(seconds)))
+    elif workload in ("paced", "pacedstorm"):
+        # Two senders share the rate (one core each at most).
+        for _ in range(2):
+            gens.append(lab.spawn("client", sys.executable, "-c", GEN, workload, backend_ip, "5001",
+                                  str(seconds), str(rate / 2)))
     elif workload == "ws":
         for _ in range(2):
             gens.append(lab.spawn("client", sys.executable, "-c", WS, f"ws://{proxy_ip}:8000/ws",
@@ -176,7 +218,8 @@ def run_one(lab: Lab, backend: str, workload: str, seconds: float, with_pipeline
     t.join(timeout=60)
     r = loop.result
     return {
-        "backend": backend, "workload": workload, "pipeline": with_pipeline,
+        "backend": backend, "workload": workload + (f"@{rate:g}/s" if rate else ""),
+        "pipeline": with_pipeline, "offered_per_s": rate or None,
         "seconds": round(gen_time, 2), "ops": done,
         "packets": r.packets, "pps": round(r.packets / gen_time) if gen_time else 0,
         "kernel_received": r.received, "kernel_dropped": r.dropped,
@@ -191,12 +234,23 @@ def run_one(lab: Lab, backend: str, workload: str, seconds: float, with_pipeline
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="tcpdump,scapy")
-    ap.add_argument("--workloads", default="bulk,small,storm,ws,latency")
+    ap.add_argument("--workloads", default="paced,pacedstorm,bulk,ws,latency",
+                    help="paced,pacedstorm (rate sweeps), bulk, small, storm (flat out), ws, latency")
+    ap.add_argument("--rates", default="5000,10000,20000,40000,80000",
+                    help="paced: 200-byte writes per second to try, in order")
+    ap.add_argument("--storm-rates", default="250,500,1000,2000,4000",
+                    help="pacedstorm: connections per second to try, in order")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--pipeline", choices=("auto", "yes", "no", "both"), default="auto",
                     help="feed frames to wscap.pipeline.Pipeline (auto: when importable)")
     ap.add_argument("--json", metavar="FILE", help="also write the results here")
+    ap.add_argument("--buffer-mb", type=int, default=DEFAULT_BUFFER_MB, help="kernel capture buffer (MB)")
+    ap.add_argument("--snaplen", type=int, default=DEFAULT_SNAPLEN)
+    ap.add_argument("--no-immediate", action="store_true",
+                    help="tcpdump without --immediate-mode (TPACKET_V3 blocks: denser ring, more delay)")
     a = ap.parse_args()
+    for k, v in vars(a).items():
+        setattr(OPTS, k, v)
     if os.geteuid() != 0:
         print("live_backends: needs root (network namespaces, packet capture)", file=sys.stderr)
         return 2
@@ -207,6 +261,7 @@ def main() -> int:
         have_pipe = False
     modes = {"auto": [have_pipe], "yes": [True], "no": [False], "both": [False, True]}[a.pipeline]
     results = []
+    summary: list[dict] = []
     with Lab() as lab:
         lab.spawn("backend", sys.executable, "-c", SINK, "5001")
         lab.spawn("backend", sys.executable, NETNS_PY, "backend", "8080")
@@ -216,18 +271,39 @@ def main() -> int:
         for wl in a.workloads.split(","):
             for be in a.backends.split(","):
                 for mode in modes:
-                    res = run_one(lab, be, wl, a.seconds, mode)
-                    results.append(res)
-                    print(json.dumps(res), flush=True)
+                    if wl in ("paced", "pacedstorm"):
+                        rates = [float(r) for r in (a.rates if wl == "paced" else a.storm_rates).split(",")]
+                        best = None
+                        for rate in rates:
+                            res = run_one(lab, be, wl, a.seconds, mode, rate=rate)
+                            results.append(res)
+                            print(json.dumps(res), flush=True)
+                            if res["kernel_dropped"]:
+                                break  # higher rates only drop more
+                            best = res
+                        summary.append({"backend": be, "workload": wl, "pipeline": mode,
+                                        "max_zero_drop_pps": best["pps"] if best else 0,
+                                        "at_offered_per_s": best["offered_per_s"] if best else None})
+                    else:
+                        res = run_one(lab, be, wl, a.seconds, mode)
+                        results.append(res)
+                        print(json.dumps(res), flush=True)
     cols = ["backend", "workload", "pipeline", "pps", "packets", "kernel_dropped", "delay_ms_p50",
             "delay_ms_p99", "delay_ms_max", "hs_delay_ms_p50", "hs_delay_ms_p99"]
     print()
     print(" | ".join(cols))
     for r in results:
         print(" | ".join(str(r[c]) for c in cols))
+    if summary:
+        print()
+        print("highest paced rate with zero kernel drops (captured packets/s):")
+        for r in summary:
+            print(f"  {r['backend']:<8} {r['workload']:<11} pipeline={r['pipeline']!s:<5} "
+                  f"{r['max_zero_drop_pps']} pps (offered {r['at_offered_per_s']}/s)")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"results": results, "cpus": os.cpu_count(), "when": time.time()}, f, indent=2)
+            json.dump({"results": results, "zero_drop": summary, "cpus": os.cpu_count(),
+                       "when": time.time()}, f, indent=2)
     return 0
 
 

@@ -36,8 +36,12 @@ from typing import Any, Callable, Iterable, Protocol
 
 from wscap.model import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, RawFrame
 
-DEFAULT_SNAPLEN = 262144
-DEFAULT_BUFFER_MB = 32
+# 64 KiB IP packet (GSO/GRO super-packets on veth included) + the largest link header
+# we capture (SLL2: 20). Not tcpdump's 262144: in --immediate-mode libpcap sizes every
+# ring slot for a full snaplen, so 4x smaller slots mean 4x more packets of slack
+# before the kernel drops (see scripts/bench/live_backends.py).
+DEFAULT_SNAPLEN = 65560
+DEFAULT_BUFFER_MB = 64
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
