@@ -41,6 +41,9 @@ def github(md: str):
 def check_tree(tree) -> None:
     for el in tree.iter():
         if isinstance(el.tag, str):
+            if el.tag == "a":  # the report's contents list links to its own headings only
+                assert set(el.attrib) == {"href"} and el.attrib["href"].startswith("#chain-"), el.attrib
+                continue
             assert el.tag in ALLOWED, (el.tag, lxml.html.tostring(el)[:200])
     for table in tree.xpath("//table"):
         widths = {len(tr.xpath("./th|./td")) for tr in table.xpath(".//tr")}

@@ -32,7 +32,10 @@ def load(name: str) -> dict:
 def _inline_text(tok) -> str:
     out = []
     for ch in tok.children or []:
-        assert ch.type in ("text", "code_inline", "softbreak", "strong_open", "strong_close"), ch.type
+        assert ch.type in ("text", "code_inline", "softbreak", "strong_open", "strong_close",
+                           "link_open", "link_close"), ch.type
+        if ch.type == "link_open":
+            assert ch.attrs["href"].startswith("#chain-")
         out.append(ch.content)
     return "".join(out)
 
@@ -404,3 +407,20 @@ def test_broken_hops_show_frames_and_connection_facts():
     assert "2 missing byte ranges in this connection (packets lost by the capture): parts of the heads may be missing." in items
     assert "h11 rejects the response head: illegal header line." in items
     assert "Connection still open when the capture ended." in items  # hop 0 has no end
+
+
+def test_contents_links_point_at_the_chain_sections():
+    doc = load("origin-rejected-2hop")
+    doc["chains"] = [dict(doc["chains"][0], id=k) for k in (1, 2)]
+    md = report_markdown(doc)
+    links = [ch.attrs["href"] for t in MD.parse(md) for ch in (t.children or []) if ch.type == "link_open"]
+    assert links == ["#chain-1-origin-rejected-at-hop-1", "#chain-2-origin-rejected-at-hop-1"]
+    toks = MD.parse(md)
+    headings = [toks[i + 1].content for i, t in enumerate(toks) if t.type == "heading_open"
+                and toks[i + 1].content.startswith("Chain ")]
+    assert headings == ["Chain 1: origin-rejected at hop 1", "Chain 2: origin-rejected at hop 1"]
+    tree = _html_tree(report_html(doc))
+    hrefs = tree.xpath("//a/@href")
+    assert hrefs == ["#chain-1", "#chain-2"]
+    for h in hrefs:
+        assert tree.xpath(f"//*[@id='{h[1:]}']")

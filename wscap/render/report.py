@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence, Union
 
@@ -300,7 +301,15 @@ class Strong:
     cls: str = ""    # "bad" / "ok": colour in HTML
 
 
-Inline = Union[str, Code, Strong]
+@dataclass
+class Link:
+    """A link to a heading of this report (never to anything outside it)."""
+    text: str
+    heading: str     # the target heading's text (Markdown: GitHub's anchor for it)
+    anchor: str      # the target's id (HTML)
+
+
+Inline = Union[str, Code, Strong, Link]
 Cell = Union[Inline, Sequence[Inline]]
 
 
@@ -449,6 +458,17 @@ def _failing_boundary(chain: dict[str, Any]) -> int | None:
     return hop - 1 if hop >= 1 else 0
 
 
+def _chain_title(ch: dict[str, Any]) -> str:
+    v = ch.get("verdict") or {}
+    fail = v.get("hop") if isinstance(v.get("hop"), int) else None
+    return f"Chain {ch.get('id')}: {v.get('cause') or 'broken'}" + (f" at hop {fail}" if fail is not None else "")
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a heading: lower case, punctuation dropped, spaces to '-'."""
+    return "#" + re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
 def _chain_blocks(doc: dict[str, Any], ch: dict[str, Any], max_head: int) -> list[Block]:
     by_id = handshake_index(doc)
     v = ch.get("verdict") or {}
@@ -456,7 +476,7 @@ def _chain_blocks(doc: dict[str, Any], ch: dict[str, Any], max_head: int) -> lis
     hops = [by_id.get(h) or {"id": h} for h in hops_ids]
     fail = v.get("hop") if isinstance(v.get("hop"), int) else None
     cause = str(v.get("cause") or "broken")
-    title = f"Chain {ch.get('id')}: {cause}" + (f" at hop {fail}" if fail is not None else "")
+    title = _chain_title(ch)
     blocks: list[Block] = [Heading(3, [title], anchor=f"chain-{ch.get('id')}")]
     blocks.append(Para([Strong("Verdict: ", "bad"), str(v.get("summary") or "")], cls="verdict"))
     blocks.append(Para([Strong("Path: "), hops_path(doc, ch)]))
@@ -623,6 +643,10 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
     blocks.append(Heading(2, ["Broken chains"], anchor="broken"))
     if not broken:
         blocks.append(Para(["No broken chains."]))
+    if len(broken) > 1:
+        # A contents list: one line per detailed chain, linking to its section.
+        blocks.append(Bullets([[Link(_chain_title(c), _chain_title(c), f"chain-{c.get('id')}"), " \u2014 ",
+                                hops_path(doc, c)] for c in broken[:max_chains]]))
     for c in broken[:max_chains]:
         blocks += _chain_blocks(doc, c, max_head)
     if len(broken) > max_chains:
@@ -692,11 +716,13 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
 # writers
 
 def _md_inline(parts: Iterable[Inline] | Inline, cell: bool) -> str:
-    if isinstance(parts, (str, Code, Strong)):
+    if isinstance(parts, (str, Code, Strong, Link)):
         parts = [parts]
     out = []
     for k, p in enumerate(parts):
-        if isinstance(p, Code):
+        if isinstance(p, Link):
+            out.append(f"[{escape.md_cell(p.text)}]({github_anchor(escape.visible(p.heading))})")
+        elif isinstance(p, Code):
             t = escape.visible(p.text)
             if cell:
                 t = t.replace("|", "\\|")
@@ -728,7 +754,7 @@ def _md_block(b: Block) -> str:
         return "\n".join("- " + _md_inline(item, cell=True) for item in b.items)
     if isinstance(b, Table):
         return md_table([escape.md_cell(h) for h in b.header],
-                        [[_md_inline(c if isinstance(c, (str, Code, Strong)) else list(c), cell=True)
+                        [[_md_inline(c if isinstance(c, (str, Code, Strong, Link)) else list(c), cell=True)
                           for c in row] for row in b.rows])
     if isinstance(b, Pre):
         return _md_inline(b.caption, cell=False) + ":\n\n" + escape.md_fence(b.text, "http")
@@ -745,11 +771,13 @@ def report_markdown(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
 
 
 def _html_inline(parts: Iterable[Inline] | Inline) -> str:
-    if isinstance(parts, (str, Code, Strong)):
+    if isinstance(parts, (str, Code, Strong, Link)):
         parts = [parts]
     out = []
     for p in parts:
-        if isinstance(p, Code):
+        if isinstance(p, Link):
+            out.append(f'<a href="#{escape.html(p.anchor)}">{escape.html(p.text)}</a>')
+        elif isinstance(p, Code):
             out.append(f"<code>{escape.html(p.text)}</code>")
         elif isinstance(p, Strong):
             cls = f' class="{escape.html(p.cls)}"' if p.cls else ""
@@ -770,7 +798,7 @@ def _html_block(b: Block) -> str:
         return "<ul>" + "".join(f"<li>{_html_inline(i)}</li>" for i in b.items) + "</ul>"
     if isinstance(b, Table):
         return H.table([escape.html(h) for h in b.header],
-                       [[_html_inline(c if isinstance(c, (str, Code, Strong)) else list(c)) for c in row]
+                       [[_html_inline(c if isinstance(c, (str, Code, Strong, Link)) else list(c)) for c in row]
                         for row in b.rows], list(b.row_classes))
     if isinstance(b, Pre):
         return f"<p>{_html_inline(b.caption)}:</p>\n<pre>{escape.html_pre(b.text)}</pre>"
