@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
@@ -61,21 +62,102 @@ def _sec(ns: int | None) -> float | None:
     return None if ns is None else round(ns / 1e9, 6)
 
 
+class _Gunzip(io.RawIOBase):
+    """Incremental gzip reader that keeps what it decompressed before damage.
+
+    `gzip.GzipFile.read(n)` raises at a cut or corrupt stream and drops the
+    bytes it had already decompressed for that call, so a capture cut inside
+    its gzip stream would lose up to a whole chunk of good frames. This reader
+    returns every byte it could decompress, then reports end of file and keeps
+    the problem in `error`. Output is produced in bounded steps (no
+    decompression bomb), and concatenated gzip members are followed.
+    """
+
+    STEP = 1 << 16          # decompressed bytes per step
+    IN_STEP = 1 << 13       # compressed bytes per step
+
+    def __init__(self, f: BinaryIO) -> None:
+        super().__init__()
+        self.f = f
+        self.d = zlib.decompressobj(31)
+        self.carry = b""                 # compressed bytes not yet given to the decompressor
+        self.out = bytearray()
+        self.in_member = False
+        self.done = False
+        self.error: str | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        try:
+            self.f.close()
+        finally:
+            super().close()
+
+    def _fill(self, want: int) -> None:
+        while len(self.out) < want and not self.done:
+            data = self.d.unconsumed_tail or self.carry
+            self.carry = b""
+            if not data:
+                # Small input steps: a corrupt stream loses at most this much before the damage.
+                data = self.f.read(self.IN_STEP)
+            if not data:
+                self.done = True
+                if self.in_member:
+                    self.error = "gzip stream cut short"
+                return
+            if not self.in_member and not data.lstrip(b"\0"):
+                continue                 # zero padding after the last member
+            self.in_member = True
+            try:
+                self.out += self.d.decompress(data, self.STEP)
+            except zlib.error as e:
+                self.done = True
+                self.error = f"corrupt gzip data ({e})"
+                return
+            if self.d.eof:                # member complete (CRC and length checked by zlib)
+                self.carry = self.d.unused_data
+                self.d = zlib.decompressobj(31)
+                self.in_member = False
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        n = len(b)
+        self._fill(n)
+        k = min(n, len(self.out))
+        b[:k] = self.out[:k]
+        del self.out[:k]
+        return k
+
+
 def open_capture(path: str) -> BinaryIO:
     """Open a capture, transparently un-gzipping `.gz` (detected by magic, not name)."""
     f = open(path, "rb")
     magic = f.read(2)
     f.seek(0)
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
+        return io.BufferedReader(_Gunzip(f), CHUNK)  # type: ignore[return-value]
     return f
 
 
 def read_frames(path: str, result: ReadResult, source: int = 0,
-                stream: BinaryIO | None = None) -> Iterator[RawFrame]:
-    """Yield every frame of a pcap/pcapng file (or an already open stream, e.g. a pipe)."""
+                stream: BinaryIO | None = None, record_filter=None) -> Iterator[RawFrame]:
+    """Yield every frame of a pcap/pcapng file (or an already open stream, e.g. a pipe).
+
+    `record_filter(linktype) -> want(buf, offset, caplen, frame_no, ts_ns) -> bool`, when
+    given, lets the consumer account for a pcap record straight from the read buffer; records
+    it answers False for are counted but never turned into a RawFrame (the fast path).
+    """
     own = stream is None
-    f = open_capture(path) if stream is None else stream
+    if stream is None:
+        try:
+            f = open_capture(path)
+        except OSError as e:
+            result.errors.append(f"{path}: cannot open: {e.strerror or e}")
+            return
+    else:
+        f = stream
+    n_errors = len(result.errors)
     try:
         try:
             head = _read_exact(f, 4)
@@ -84,7 +166,7 @@ def read_frames(path: str, result: ReadResult, source: int = 0,
             return
         if head in PCAP_MAGICS:
             result.format = "pcap"
-            yield from _read_pcap(f, head, path, result, source)
+            yield from _read_pcap(f, head, path, result, source, record_filter)
         elif head == PCAPNG_SHB:
             result.format = "pcapng"
             yield from _read_pcapng(f, head, path, result, source)
@@ -92,9 +174,21 @@ def read_frames(path: str, result: ReadResult, source: int = 0,
             result.errors.append(f"{path}: empty file")
         else:
             result.errors.append(f"{path}: not a pcap or pcapng capture (starts with {head.hex()})")
-    except (OSError, EOFError, gzip.BadGzipFile, struct.error, ValueError) as e:
+    except (gzip.BadGzipFile, zlib.error) as e:
+        result.errors.append(f"{path}: frame {result.packets + 1}: corrupt gzip data ({e}); "
+                             f"stopped reading, {result.packets} frames analysed")
+    except EOFError as e:
+        result.errors.append(f"{path}: frame {result.packets + 1}: gzip stream cut short ({e}); "
+                             f"analysed the {result.packets} complete frames before it")
+    except (OSError, struct.error, ValueError) as e:
         result.errors.append(f"{path}: frame {result.packets + 1}: read error: {e}")
     finally:
+        gz = getattr(f, "raw", None)
+        if isinstance(gz, _Gunzip) and gz.error:
+            # The damaged gzip stream is the one problem; a record cut by it is a consequence.
+            del result.errors[n_errors:]
+            result.errors.append(f"{path}: frame {result.packets + 1}: {gz.error}; "
+                                 f"analysed the {result.packets} complete frames before it")
         if own:
             f.close()
 
@@ -110,7 +204,7 @@ def _read_exact(f: BinaryIO, n: int) -> bytes:
 
 
 def _read_pcap(f: BinaryIO, magic: bytes, path: str, result: ReadResult,
-               source: int) -> Iterator[RawFrame]:
+               source: int, record_filter=None) -> Iterator[RawFrame]:
     endian, ts_mult = PCAP_MAGICS[magic]
     rest = _read_exact(f, 20)
     if len(rest) < 20:
@@ -119,6 +213,7 @@ def _read_pcap(f: BinaryIO, magic: bytes, path: str, result: ReadResult,
     _vmaj, _vmin, _zone, _sig, snaplen, linktype = struct.unpack(endian + "HHiIII", rest)
     linktype &= 0x0FFFFFFF  # upper bits carry FCS info on some writers
     result.linktypes.append(linktype)
+    want = record_filter(linktype) if record_filter is not None else None
     rec = struct.Struct(endian + "IIII")
     unpack_from = rec.unpack_from
     buf = b""
@@ -128,33 +223,40 @@ def _read_pcap(f: BinaryIO, magic: bytes, path: str, result: ReadResult,
     first = last = None
     stream_read = f.read
     # Chunked loop: two f.read() calls per record cost more than the parsing itself.
-    while True:
-        chunk = stream_read(CHUNK)
-        if not chunk:
-            break
-        buf = buf[pos:] + chunk if pos < len(buf) else chunk
-        pos = 0
-        blen = len(buf)
-        while blen - pos >= 16:
-            sec, frac, caplen, wirelen = unpack_from(buf, pos)
-            if caplen > MAX_RECORD:
-                result.packets, result.bytes = no, nbytes
-                result.errors.append(
-                    f"{path}: frame {no + 1}: corrupt record header (captured length {caplen}); "
-                    f"stopped reading, {no} frames analysed")
-                _finish(result, first, last)
-                return
-            end = pos + 16 + caplen
-            if end > blen:
+    try:
+        while True:
+            chunk = stream_read(CHUNK)
+            if not chunk:
                 break
-            no += 1
-            ts = sec * 1_000_000_000 + frac * ts_mult
-            if first is None:
-                first = ts
-            last = ts
-            nbytes += caplen
-            yield RawFrame(no, ts, linktype, buf[pos + 16:end], wirelen, 0, source)
-            pos = end
+            buf = buf[pos:] + chunk if pos < len(buf) else chunk
+            pos = 0
+            blen = len(buf)
+            while blen - pos >= 16:
+                sec, frac, caplen, wirelen = unpack_from(buf, pos)
+                if caplen > MAX_RECORD:
+                    result.packets, result.bytes = no, nbytes
+                    result.errors.append(
+                        f"{path}: frame {no + 1}: corrupt record header (captured length {caplen}); "
+                        f"stopped reading, {no} frames analysed")
+                    _finish(result, first, last)
+                    return
+                end = pos + 16 + caplen
+                if end > blen:
+                    break
+                no += 1
+                ts = sec * 1_000_000_000 + frac * ts_mult
+                if first is None:
+                    first = ts
+                last = ts
+                nbytes += caplen
+                if want is None or want(buf, pos + 16, caplen, no, ts):
+                    yield RawFrame(no, ts, linktype, buf[pos + 16:end], wirelen, 0, source)
+                pos = end
+    except BaseException:
+        # Interrupted (damaged gzip data, a read error): count what was yielded before re-raising.
+        result.packets, result.bytes = no, nbytes
+        _finish(result, first, last)
+        raise
     result.packets, result.bytes = no, nbytes
     if len(buf) - pos > 0:
         result.errors.append(
@@ -209,96 +311,102 @@ def _read_pcapng(f: BinaryIO, first4: bytes, path: str, result: ReadResult,
     no = 0
     nbytes = 0
     first = last = None
-    while True:
-        hdr = pending + _read_exact(reader, 8 - len(pending))
-        pending = b""
-        if not hdr:
-            break
-        if len(hdr) < 8:
-            result.errors.append(f"{path}: frame {no + 1}: block header truncated at the end of the file")
-            break
-        btype_raw = hdr[:4]
-        if btype_raw == PCAPNG_SHB:
-            bom = _read_exact(reader, 4)
-            if bom == b"\x4d\x3c\x2b\x1a":
-                endian = "<"
-            elif bom == b"\x1a\x2b\x3c\x4d":
-                endian = ">"
-            else:
-                result.errors.append(f"{path}: frame {no + 1}: corrupt section header (byte-order magic {bom.hex()})")
+    try:
+        while True:
+            hdr = pending + _read_exact(reader, 8 - len(pending))
+            pending = b""
+            if not hdr:
                 break
-            blen = struct.unpack(endian + "I", hdr[4:8])[0]
-            if blen < 28 or blen > MAX_RECORD or blen % 4:
-                result.errors.append(f"{path}: frame {no + 1}: corrupt section header length {blen}")
+            if len(hdr) < 8:
+                result.errors.append(f"{path}: frame {no + 1}: block header truncated at the end of the file")
                 break
-            rest = _read_exact(reader, blen - 12)
-            if len(rest) < blen - 12:
-                result.errors.append(f"{path}: section header truncated")
-                break
-            ifaces = []   # a new section resets the interface list
-            continue
-        btype, blen = struct.unpack(endian + "II", hdr)
-        if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
-            result.errors.append(
-                f"{path}: frame {no + 1}: corrupt block (type {btype:#x}, length {blen}); "
-                f"stopped reading, {no} frames analysed")
-            break
-        body = _read_exact(reader, blen - 8)
-        if len(body) < blen - 8:
-            result.errors.append(
-                f"{path}: frame {no + 1}: block truncated ({len(body) + 8} of {blen} bytes at the end "
-                f"of the file); analysed the {no} complete frames before it")
-            break
-        body = body[:-4]  # trailing block length
-        if btype == 1:    # Interface Description Block
-            if len(body) < 8:
-                result.errors.append(f"{path}: interface block too short")
-                break
-            linktype, _res, snaplen = struct.unpack_from(endian + "HHI", body, 0)
-            resol, offset, name = _idb_options(body[8:], endian)
-            ifaces.append(_Iface(linktype, snaplen, resol, offset, name))
-            if linktype not in result.linktypes:
-                result.linktypes.append(linktype)
-            result.interfaces.append(name or f"if{len(ifaces) - 1}")
-            continue
-        if btype in (6, 2):   # Enhanced Packet Block / obsolete Packet Block
-            if btype == 6:
-                if len(body) < 20:
-                    result.errors.append(f"{path}: frame {no + 1}: packet block too short")
+            btype_raw = hdr[:4]
+            if btype_raw == PCAPNG_SHB:
+                bom = _read_exact(reader, 4)
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    endian = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    endian = ">"
+                else:
+                    result.errors.append(f"{path}: frame {no + 1}: corrupt section header (byte-order magic {bom.hex()})")
                     break
-                ifid, ts_hi, ts_lo, caplen, wirelen = struct.unpack_from(endian + "IIIII", body, 0)
-            else:
-                if len(body) < 20:
-                    result.errors.append(f"{path}: frame {no + 1}: packet block too short")
+                blen = struct.unpack(endian + "I", hdr[4:8])[0]
+                if blen < 28 or blen > MAX_RECORD or blen % 4:
+                    result.errors.append(f"{path}: frame {no + 1}: corrupt section header length {blen}")
                     break
-                ifid, _drops, ts_hi, ts_lo, caplen, wirelen = struct.unpack_from(endian + "HHIIII", body, 0)
-            if ifid >= len(ifaces):
-                result.errors.append(f"{path}: frame {no + 1}: packet names interface {ifid}, which was never described")
-                no += 1
+                rest = _read_exact(reader, blen - 12)
+                if len(rest) < blen - 12:
+                    result.errors.append(f"{path}: section header truncated")
+                    break
+                ifaces = []   # a new section resets the interface list
                 continue
-            if caplen > len(body) - 20:
-                result.errors.append(f"{path}: frame {no + 1}: packet length {caplen} exceeds its block")
+            btype, blen = struct.unpack(endian + "II", hdr)
+            if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
+                result.errors.append(
+                    f"{path}: frame {no + 1}: corrupt block (type {btype:#x}, length {blen}); "
+                    f"stopped reading, {no} frames analysed")
                 break
-            iface = ifaces[ifid]
-            raw_ts = (ts_hi << 32) | ts_lo
-            ts = int(raw_ts * iface.tsresol_ns) + iface.tsoffset_ns
-            no += 1
-            nbytes += caplen
-            first = ts if first is None else first
-            last = ts
-            yield RawFrame(no, ts, iface.linktype, body[20:20 + caplen], wirelen, ifid, source)
-            continue
-        if btype == 3:        # Simple Packet Block: interface 0, no timestamp
-            if not ifaces or len(body) < 4:
-                no += 1
+            body = _read_exact(reader, blen - 8)
+            if len(body) < blen - 8:
+                result.errors.append(
+                    f"{path}: frame {no + 1}: block truncated ({len(body) + 8} of {blen} bytes at the end "
+                    f"of the file); analysed the {no} complete frames before it")
+                break
+            body = body[:-4]  # trailing block length
+            if btype == 1:    # Interface Description Block
+                if len(body) < 8:
+                    result.errors.append(f"{path}: interface block too short")
+                    break
+                linktype, _res, snaplen = struct.unpack_from(endian + "HHI", body, 0)
+                resol, offset, name = _idb_options(body[8:], endian)
+                ifaces.append(_Iface(linktype, snaplen, resol, offset, name))
+                if linktype not in result.linktypes:
+                    result.linktypes.append(linktype)
+                result.interfaces.append(name or f"if{len(ifaces) - 1}")
                 continue
-            wirelen = struct.unpack_from(endian + "I", body, 0)[0]
-            iface = ifaces[0]
-            caplen = min(wirelen, iface.snaplen or wirelen, len(body) - 4)
-            no += 1
-            nbytes += caplen
-            yield RawFrame(no, last or 0, iface.linktype, body[4:4 + caplen], wirelen, 0, source)
-            continue
-        # Name resolution, statistics, custom blocks...: not packets, not counted.
+            if btype in (6, 2):   # Enhanced Packet Block / obsolete Packet Block
+                if btype == 6:
+                    if len(body) < 20:
+                        result.errors.append(f"{path}: frame {no + 1}: packet block too short")
+                        break
+                    ifid, ts_hi, ts_lo, caplen, wirelen = struct.unpack_from(endian + "IIIII", body, 0)
+                else:
+                    if len(body) < 20:
+                        result.errors.append(f"{path}: frame {no + 1}: packet block too short")
+                        break
+                    ifid, _drops, ts_hi, ts_lo, caplen, wirelen = struct.unpack_from(endian + "HHIIII", body, 0)
+                if ifid >= len(ifaces):
+                    result.errors.append(f"{path}: frame {no + 1}: packet names interface {ifid}, which was never described")
+                    no += 1
+                    continue
+                if caplen > len(body) - 20:
+                    result.errors.append(f"{path}: frame {no + 1}: packet length {caplen} exceeds its block")
+                    break
+                iface = ifaces[ifid]
+                raw_ts = (ts_hi << 32) | ts_lo
+                ts = int(raw_ts * iface.tsresol_ns) + iface.tsoffset_ns
+                no += 1
+                nbytes += caplen
+                first = ts if first is None else first
+                last = ts
+                yield RawFrame(no, ts, iface.linktype, body[20:20 + caplen], wirelen, ifid, source)
+                continue
+            if btype == 3:        # Simple Packet Block: interface 0, no timestamp
+                if not ifaces or len(body) < 4:
+                    no += 1
+                    continue
+                wirelen = struct.unpack_from(endian + "I", body, 0)[0]
+                iface = ifaces[0]
+                caplen = min(wirelen, iface.snaplen or wirelen, len(body) - 4)
+                no += 1
+                nbytes += caplen
+                yield RawFrame(no, last or 0, iface.linktype, body[4:4 + caplen], wirelen, 0, source)
+                continue
+            # Name resolution, statistics, custom blocks...: not packets, not counted.
+    except BaseException:
+        # Interrupted (damaged gzip data, a read error): count what was yielded before re-raising.
+        result.packets, result.bytes = no, nbytes
+        _finish(result, first, last)
+        raise
     result.packets, result.bytes = no, nbytes
     _finish(result, first, last)
