@@ -130,7 +130,7 @@ def bridge_networks(client: DockerClient | None = None) -> dict[str, dict]:
         opts = n.get("Options") or {}
         br = opts.get("com.docker.network.bridge.name") or ("br-" + n.get("Id", "")[:12])
         containers = n.get("Containers")
-        if containers is None:
+        if not containers:
             # /networks (list) omits members; inspect the network for them.
             try:
                 containers = client.get(f"/networks/{n['Id']}").get("Containers") or {}
