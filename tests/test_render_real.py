@@ -74,7 +74,8 @@ def test_report_has_a_ladder_per_broken_chain_and_every_head(doc):
     tokens = _check_markdown(md)
     fences = [(t.info, t.content) for t in tokens if t.type == "fence"]
     broken = [c for c in doc["chains"] if c["verdict"]["broken"]]
-    assert sum(1 for info, _ in fences if info == "mermaid") == len(broken)
+    tolerated = [c for c in doc["chains"] if not c["verdict"]["broken"] and c["verdict"]["cause"] != "ok"]
+    assert sum(1 for info, _ in fences if info == "mermaid") == len(broken) + len(tolerated)
     bodies = {c for info, c in fences if info == "http"}
     by_id = {h["id"]: h for h in doc["handshakes"]}
     for ch in broken:

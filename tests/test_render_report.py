@@ -424,3 +424,21 @@ def test_contents_links_point_at_the_chain_sections():
     assert hrefs == ["#chain-1", "#chain-2"]
     for h in hrefs:
         assert tree.xpath(f"//*[@id='{h[1:]}']")
+
+
+def test_tolerated_problems_get_their_own_section():
+    """cause != ok but broken = false: detailed, marked with a warning, not counted as broken."""
+    doc = load("healthy-2hop")
+    doc["chains"][0]["verdict"].update(cause="malformed-response", hop=1, broken=False)
+    md = report_markdown(doc)
+    summary = dict((r[0], r[1]) for r in table_after(md, "Summary")[1:])
+    assert summary["Chains"] == "1: 0 broken, 1 working with problems, 0 healthy"
+    assert summary["Broken, by cause"] == "none"
+    assert summary["Working with problems, by cause"] == "malformed-response: 1"
+    toks = MD.parse(md)
+    heads = [toks[i + 1].content for i, t in enumerate(toks) if t.type == "heading_open"]
+    assert "Working, with problems" in heads
+    assert "Chain 1: malformed-response at hop 1 (tolerated)" in heads
+    mer = [c for info, c in fences(md) if info == "mermaid"][0]
+    assert "Note over P1,P2: #9888; hop 1: malformed-response (tolerated)" in mer
+    assert "No healthy chains." in md and "No broken chains." in md

@@ -70,6 +70,8 @@ def _verdict_label(v: dict[str, Any]) -> str:
     cause = v.get("cause") or "ok"
     if v.get("broken"):
         return f"\u2716 {cause}" + (" (benign)" if v.get("benign") else "")
+    if cause != "ok":
+        return f"\u26a0 {cause} (tolerated)"
     return f"\u2714 {cause}"
 
 

@@ -25,6 +25,7 @@ __all__ = ["Participant", "Message", "Note", "Ladder", "ladder", "sequence_diagr
 # Wire values are cut to this many characters in diagram labels.
 LABEL_MAX = 60
 FAIL_MARK = "\u2716"   # heavy multiplication x
+WARN_MARK = "\u26a0"   # warning sign: a problem the client tolerated
 OK_MARK = "\u2714"     # heavy check mark
 
 
@@ -303,6 +304,11 @@ def ladder(doc: dict[str, Any], chain: dict[str, Any]) -> Ladder:
         idx = max((k for k, m in enumerate(msgs) if m.hop == fail_hop), default=len(msgs) - 1)
         notes.append(Note(fail_hop, fail_hop + 1,
                           [f"{FAIL_MARK} failing hop {fail_hop}: {cause or 'broken'}"], True, idx))
+    elif cause not in (None, "ok") and isinstance(verdict.get("hop"), int) and 0 <= verdict["hop"] < len(hops):
+        # Not broken, but not clean either (e.g. a malformed 101 the client tolerated).
+        h = verdict["hop"]
+        idx = max((k for k, m in enumerate(msgs) if m.hop == h), default=len(msgs) - 1)
+        notes.append(Note(h, h + 1, [f"{WARN_MARK} hop {h}: {cause} (tolerated)"], False, idx))
     return Ladder(chain.get("id"), parts, msgs, notes, fail_hop, cause)
 
 

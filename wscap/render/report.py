@@ -461,7 +461,8 @@ def _failing_boundary(chain: dict[str, Any]) -> int | None:
 def _chain_title(ch: dict[str, Any]) -> str:
     v = ch.get("verdict") or {}
     fail = v.get("hop") if isinstance(v.get("hop"), int) else None
-    return f"Chain {ch.get('id')}: {v.get('cause') or 'broken'}" + (f" at hop {fail}" if fail is not None else "")
+    return (f"Chain {ch.get('id')}: {v.get('cause') or 'broken'}" + (f" at hop {fail}" if fail is not None else "")
+            + ("" if v.get("broken") else " (tolerated)"))
 
 
 def github_anchor(heading: str) -> str:
@@ -478,7 +479,11 @@ def _chain_blocks(doc: dict[str, Any], ch: dict[str, Any], max_head: int) -> lis
     cause = str(v.get("cause") or "broken")
     title = _chain_title(ch)
     blocks: list[Block] = [Heading(3, [title], anchor=f"chain-{ch.get('id')}")]
-    blocks.append(Para([Strong("Verdict: ", "bad"), str(v.get("summary") or "")], cls="verdict"))
+    if v.get("broken"):
+        blocks.append(Para([Strong("Verdict: ", "bad"), str(v.get("summary") or "")], cls="verdict"))
+    else:
+        blocks.append(Para([Strong("Verdict (not broken: the client tolerated it): "),
+                            str(v.get("summary") or "")], cls="note"))
     blocks.append(Para([Strong("Path: "), hops_path(doc, ch)]))
     if v.get("software"):
         blocks.append(Para([Strong("Software seen: "), ", ".join(str(s) for s in v["software"])]))
@@ -534,7 +539,7 @@ def _chain_blocks(doc: dict[str, Any], ch: dict[str, Any], max_head: int) -> lis
 
     blocks.append(Heading(4, ["Hops"]))
     for i, hs in enumerate(hops):
-        mark = " \u2716 failing hop" if i == fail else ""
+        mark = ("" if i != fail else " \u2716 failing hop" if v.get("broken") else " \u26a0 problem hop")
         blocks.append(Heading(5, [f"Hop {i}: {_leg(doc, str(hs.get('client') or '?'))} \u2192 "
                                   f"{_leg(doc, str(hs.get('server') or '?'))} \u2014 "
                                   f"{hop_status(hs)} ({hs.get('outcome') or '?'}){mark}"]))
@@ -585,7 +590,11 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
     s = doc.get("summary") or {}
     chains = [c for c in doc.get("chains") or [] if isinstance(c, dict)]
     broken = [c for c in chains if (c.get("verdict") or {}).get("broken")]
-    healthy = [c for c in chains if not (c.get("verdict") or {}).get("broken")]
+    # Not broken but not clean: a problem the client tolerated (the analyzer
+    # says so with a cause other than "ok" and broken=false).
+    tolerated = [c for c in chains if not (c.get("verdict") or {}).get("broken")
+                 and ((c.get("verdict") or {}).get("cause") or "ok") != "ok"]
+    healthy = [c for c in chains if not (c.get("verdict") or {}).get("broken") and c not in tolerated]
     sources = doc.get("source") or []
     blocks: list[Block] = [Heading(1, [title])]
     blocks.append(Para([f"Made by {doc.get('tool') or 'wscap'} from {plural(len(sources), 'capture')}: "
@@ -605,7 +614,13 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
     lts = sorted({lt for x in sources for lt in x.get("linktypes") or [] if isinstance(lt, int)})
     ifaces = [str(i.get("name") if isinstance(i, dict) else i)
               for x in sources for i in x.get("interfaces") or []]
-    causes = {k: v for k, v in (s.get("by_cause") or {}).items() if k != "ok"}
+    def by_cause(cs: list[dict[str, Any]]) -> str:
+        counts: dict[str, int] = {}
+        for c in cs:
+            k = str((c.get("verdict") or {}).get("cause") or "?")
+            counts[k] = counts.get(k, 0) + 1
+        return ", ".join(f"{k}: {n}" for k, n in sorted(counts.items()))
+
     rows: list[list[Cell]] = [
         ["Captures", f"{len(sources)} ({sum(int(x.get('packets') or 0) for x in sources)} packets)"],
         ["Time range", span or "unknown"],
@@ -613,9 +628,12 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
         ["Endpoints", str(len(doc.get("endpoints") or []))],
         ["Handshakes", f"{s.get('handshakes', len(doc.get('handshakes') or []))} "
                        f"({s.get('websocket', 0)} WebSocket)"],
-        ["Chains", f"{len(chains)}: {len(broken)} broken, {len(healthy)} healthy"],
-        ["Broken, by cause", ", ".join(f"{k}: {v}" for k, v in sorted(causes.items())) or "none"],
+        ["Chains", f"{len(chains)}: {len(broken)} broken, "
+                   + (f"{len(tolerated)} working with problems, " if tolerated else "") + f"{len(healthy)} healthy"],
+        ["Broken, by cause", by_cause(broken) or "none"],
     ]
+    if tolerated:
+        rows.append(["Working with problems, by cause", by_cause(tolerated)])
     bad_src = [x for x in sources if not x.get("complete", True) or x.get("errors")]
     if bad_src:
         rows.append(["Capture problems", "; ".join(str(e) for x in bad_src for e in x.get("errors") or [])
@@ -643,10 +661,10 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
     blocks.append(Heading(2, ["Broken chains"], anchor="broken"))
     if not broken:
         blocks.append(Para(["No broken chains."]))
-    if len(broken) > 1:
+    if len(broken[:max_chains]) + len(tolerated) > 1:
         # A contents list: one line per detailed chain, linking to its section.
         blocks.append(Bullets([[Link(_chain_title(c), _chain_title(c), f"chain-{c.get('id')}"), " \u2014 ",
-                                hops_path(doc, c)] for c in broken[:max_chains]]))
+                                hops_path(doc, c)] for c in broken[:max_chains] + tolerated]))
     for c in broken[:max_chains]:
         blocks += _chain_blocks(doc, c, max_head)
     if len(broken) > max_chains:
@@ -659,6 +677,14 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
                             [[str(c.get("id")), str((c.get("verdict") or {}).get("cause") or ""),
                               str((c.get("verdict") or {}).get("hop")), hops_path(doc, c),
                               str((c.get("verdict") or {}).get("summary") or "")] for c in rest]))
+
+    # ---- chains that work, with a problem the client tolerated
+    if tolerated:
+        blocks.append(Heading(2, ["Working, with problems"], anchor="tolerated"))
+        blocks.append(Para(["These chains upgraded and carried messages, but something on the way is wrong "
+                            "and a stricter client may fail on it."]))
+        for c in tolerated:
+            blocks += _chain_blocks(doc, c, max_head)
 
     # ---- healthy chains
     blocks.append(Heading(2, ["Healthy chains"], anchor="healthy"))
@@ -702,7 +728,7 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
                             rows, classes))
 
     # ---- the advice reference for every cause in this report
-    present = sorted({str((c.get("verdict") or {}).get("cause")) for c in broken})
+    present = sorted({str((c.get("verdict") or {}).get("cause")) for c in broken + tolerated})
     if present:
         blocks.append(Heading(2, ["What to check, by cause"], anchor="advice"))
         blocks.append(Table(["Cause", "What to check next"],
