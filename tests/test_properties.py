@@ -69,3 +69,36 @@ def test_frame_scanner_never_raises_and_stays_bounded(chunks, deflate, direction
         sc.feed(c, i + 1, i)
     assert len(sc.frames) <= 5
     assert len(sc._buf) < 14
+
+
+_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@st.composite
+def heads(draw):
+    kind = draw(st.sampled_from(["request", "response"]))
+    names = draw(st.lists(st.text(alphabet=_TOKEN_CHARS + " :\x7f", min_size=1, max_size=12), max_size=6))
+    values = [draw(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=20))
+              for _ in names]
+    if kind == "request":
+        target = draw(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), min_size=1, max_size=10))
+        start = f"GET {target} HTTP/1.1"
+        if draw(st.booleans()):
+            names, values = names + ["Host"], values + ["h"]
+    else:
+        start = f"HTTP/1.1 {draw(st.integers(100, 999))} {draw(st.text(alphabet='abc XYZ', max_size=8))}"
+    lines = [start] + [f"{n}: {v}" for n, v in zip(names, values)]
+    return kind, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@settings(max_examples=400, deadline=None)
+@given(heads())
+def test_heads_wscap_calls_clean_are_accepted_by_h11(case):
+    """Justifies skipping h11 for clean heads: it must accept every one of them."""
+    from wscap.connection import _clean_for_h11
+    from wscap.opinions import h11_request, h11_response
+    kind, raw = case
+    head = parse_head(raw, kind)
+    if _clean_for_h11(head):
+        o = (h11_request if kind == "request" else h11_response)(raw)
+        assert o.accepts, (raw, o.error)

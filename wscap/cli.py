@@ -151,7 +151,8 @@ def analyze(files: tuple[str, ...], fmt: str, verbose: bool, only_broken: bool, 
             from .render.redact import redact_document
             doc = redact_document(doc)
         if fmt == "json":
-            click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+            from .render.json import write_document
+            write_document(doc, click.get_text_stream("stdout"))
         else:
             from .render.table import render_table
             click.echo(render_table(doc, verbose=verbose))

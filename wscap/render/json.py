@@ -1,0 +1,35 @@
+"""JSON output: the document, written element by element.
+
+`json.dumps(doc, indent=2)` goes through the pure-Python encoder and holds the
+whole text (and many small pieces of it) in memory at once: on a capture with
+thousands of handshakes that was more memory than the analysis itself. Here
+each handshake, chain and endpoint is encoded by the C encoder on its own line
+inside an otherwise indented document, so output memory stays bounded by one
+element and the result is still one valid JSON object.
+"""
+from __future__ import annotations
+
+import json
+from typing import IO
+
+_LISTS = ("handshakes", "chains", "endpoints", "source")
+
+
+def write_document(doc: dict, fp: IO[str]) -> None:
+    enc = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+    keys = list(doc)
+    fp.write("{\n")
+    for i, key in enumerate(keys):
+        sep = "," if i < len(keys) - 1 else ""
+        value = doc[key]
+        if key in _LISTS and isinstance(value, list):
+            if not value:
+                fp.write(f'  "{key}": []{sep}\n')
+                continue
+            fp.write(f'  "{key}": [\n')
+            for j, item in enumerate(value):
+                fp.write("    " + enc.encode(item) + (",\n" if j < len(value) - 1 else "\n"))
+            fp.write(f"  ]{sep}\n")
+        else:
+            fp.write(f"  {json.dumps(key)}: {enc.encode(value)}{sep}\n")
+    fp.write("}\n")
