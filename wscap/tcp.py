@@ -9,9 +9,13 @@ fills becomes an explicit gap.
 """
 from __future__ import annotations
 
+import heapq
 from typing import Protocol
 
+from .anomaly import make
+
 RECENT = 4096            # delivered bytes kept to check retransmissions against
+SEGMENT_COST = 64        # bookkeeping charged per buffered segment, so tiny/empty segments are bounded too
 
 
 class StreamSink(Protocol):
@@ -24,7 +28,8 @@ class HalfStream:
     """One direction of a TCP connection."""
 
     __slots__ = ("direction", "base", "next", "ooo", "ooo_bytes", "limit", "recent",
-                 "recent_start", "recent_frames", "fin_at", "delivered", "gaps", "overflowed")
+                 "recent_start", "recent_frames", "fin_at", "delivered", "gaps", "overflowed",
+                 "keep_recent", "overflows", "heap")
 
     def __init__(self, direction: int, limit: int) -> None:
         self.direction = direction
@@ -40,6 +45,9 @@ class HalfStream:
         self.delivered = 0
         self.gaps = 0
         self.overflowed = False
+        self.keep_recent = True          # only while heads are parsed: conflicts matter there
+        self.overflows = 0               # times the out-of-order buffer hit `limit`
+        self.heap: list[int] = []        # offsets in `ooo` (may hold stale ones), smallest first
 
     def set_isn(self, seq: int) -> None:
         if self.base is None:
@@ -81,26 +89,62 @@ class HalfStream:
                 sink.on_conflict(self.direction, off, old[2], frame)
             if len(old[0]) >= len(data):
                 return
-            self.ooo_bytes -= len(old[0])
+            self.ooo_bytes -= len(old[0]) + SEGMENT_COST
+        else:
+            heapq.heappush(self.heap, off)
         self.ooo[off] = (data, cut, frame, ts_ns)
-        self.ooo_bytes += len(data)
+        self.ooo_bytes += len(data) + SEGMENT_COST
         if self.ooo_bytes > self.limit:
             self.overflowed = True
+            self._overflow(frame, sink)
             self.flush_gap(frame, ts_ns, sink)
+
+    def _overflow(self, frame: int, sink: StreamSink) -> None:
+        """Count the hit (`stats.limits_hit["flow_buffer"]`) and flag it once per direction."""
+        self.overflows += 1
+        hit = getattr(sink, "_hit", None)
+        if hit is not None:
+            hit("flow_buffer")
+        anomalies = getattr(sink, "anomalies", None)
+        if self.overflows == 1 and anomalies is not None:
+            who = "client" if self.direction == 0 else "server"
+            anomalies.append(make("flow-buffer-full",
+                                  f"{who} out-of-order bytes exceeded the {self.limit}-byte flow buffer "
+                                  f"at frame {frame}; the hole before them was declared a gap", frame))
+
+    def _first(self) -> int | None:
+        """Smallest buffered offset (stale heap entries are dropped on the way)."""
+        heap, ooo = self.heap, self.ooo
+        while heap:
+            k = heap[0]
+            if k in ooo:
+                return k
+            heapq.heappop(heap)
+        return None
+
+    def release(self) -> None:
+        """Drop buffers once the connection is over (bytes already delivered are accounted)."""
+        self.ooo.clear()
+        self.heap = []
+        self.ooo_bytes = 0
+        self.recent = bytearray()
+        self.recent_frames = []
+        self.keep_recent = False
 
     def fin(self, seq: int, paylen: int) -> None:
         self.fin_at = self.offset(seq) + paylen
 
     def _deliver(self, data: bytes, cut: int, frame: int, ts_ns: int, sink: StreamSink) -> None:
         if data:
-            self.recent_frames.append((self.next, frame))
-            if len(self.recent_frames) > 64:
-                del self.recent_frames[:32]
-            self.recent += data
-            if len(self.recent) > RECENT:
-                drop = len(self.recent) - RECENT
-                del self.recent[:drop]
-                self.recent_start += drop
+            if self.keep_recent:
+                self.recent_frames.append((self.next, frame))
+                if len(self.recent_frames) > 64:
+                    del self.recent_frames[:32]
+                self.recent += data
+                if len(self.recent) > RECENT:
+                    drop = len(self.recent) - RECENT
+                    del self.recent[:drop]
+                    self.recent_start += drop
             self.next += len(data)
             self.delivered += len(data)
             sink.on_data(self.direction, data, frame, ts_ns)
@@ -113,11 +157,12 @@ class HalfStream:
 
     def _drain(self, sink: StreamSink) -> None:
         while self.ooo:
-            k = min(self.ooo)
-            if k > self.next:
+            k = self._first()
+            if k is None or k > self.next:
                 return
+            heapq.heappop(self.heap)
             data, cut, frame, ts = self.ooo.pop(k)
-            self.ooo_bytes -= len(data)
+            self.ooo_bytes -= len(data) + SEGMENT_COST
             end = k + len(data) + cut
             if end <= self.next:
                 self._check_retransmission(k, data, frame, sink)
@@ -135,7 +180,9 @@ class HalfStream:
     def flush_gap(self, frame: int, ts_ns: int, sink: StreamSink) -> None:
         """Give up waiting for a hole: report it as a gap and deliver what follows."""
         while self.ooo:
-            k = min(self.ooo)
+            k = self._first()
+            if k is None:
+                break
             if k > self.next:
                 self.gaps += 1
                 sink.on_gap(self.direction, k - self.next, self.ooo[k][2], self.ooo[k][3])
