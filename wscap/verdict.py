@@ -334,6 +334,8 @@ def _ip(ep: str) -> str:
 
 def _abnormal_close(h: dict) -> tuple[str, list[dict], str, float] | None:
     """A close that is a failure: an error close code, an idle timeout, or a drop right after the 101."""
+    if not h.get("websocket", True):
+        return None          # another protocol after the 101 (Upgrade: tcp): its teardown is its own
     closes = [f for f in h.get("frames", []) if f["opcode"] == 8]
     data_frames = [f for f in h.get("frames", []) if f["opcode"] in (0, 1, 2)]
     end = h["tcp"].get("end")
@@ -354,6 +356,12 @@ def _abnormal_close(h: dict) -> tuple[str, list[dict], str, float] | None:
         if not data_frames and end["ts"] - h["response"]["ts"] < 1.0 and end["kind"] == "rst":
             return (f"The {end['by']} reset the connection (frame {end['frame']}) right after the 101, before any "
                     f"message.", [_ev(h, end["frame"], f"rst by {end['by']}")], "tcp", end["ts"])
+        if end["by"] == "server":
+            # The server side dropped the socket without a close handshake (a crash, a restart):
+            # the browser reports 1006. A client-side drop (tab reload) is benign teardown instead.
+            return (f"The server {h['server']} ended the connection with {end['kind'].upper()} (frame "
+                    f"{end['frame']}) without a WebSocket close frame; the client sees close code 1006.",
+                    [_ev(h, end["frame"], f"{end['kind']} by server")], "tcp", end["ts"])
     return None
 
 
