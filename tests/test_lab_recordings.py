@@ -55,15 +55,7 @@ CAUSES = {
 # Where wscap and the ground truth disagree today. Non-strict xfail: the
 # expected files stay the truth (they come from how the scenario is built and
 # what Chromium reported), and an XPASS shows when wscap catches up.
-KNOWN_WSCAP_GAPS = {
-    "backend-crash-after-upgrade": "the backend resets its leg (RST, frame 17) right after the browser's first "
-    "message, with no close frame and no echo; Vite then FINs the browser's leg "
-    "and Chromium reports close 1006. wscap calls it a benign teardown after a "
-    "healthy exchange",
-    "proxy-bypass-404": "Vite answered 'HTTP/1.1 404 Not Found' itself (bypass() returned false: a bare "
-    "status line with no headers, http-proxy's signature, from the vite endpoint on :5173) "
-    "and never contacted the backend; wscap calls the one leg upstream-rejected",
-}
+KNOWN_WSCAP_GAPS: dict[str, str] = {}
 
 
 def recordings(with_gaps=False):
