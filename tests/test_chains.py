@@ -318,3 +318,22 @@ def test_live_streaming_decides_the_same_verdicts_as_the_document(tmp_path):
     assert pipe.finish() == []                            # everything was decided by the clock
     doc = wscap.analyze_paths([path])
     assert [(c["verdict"]["cause"], c["verdict"]["hop"]) for c in chains] == verdicts(doc)
+
+
+LAB = __import__("pathlib").Path(__file__).resolve().parents[1] / "pcaps"
+
+
+@pytest.mark.parametrize("name", ["bun-vite-healthy", "bun-vite-unterminated-101"])
+def test_bun_runtime_named_in_the_verdict(name):
+    """These recordings ran Vite under `bun --bun` (their expected files say so): the verdict names Bun."""
+    import json
+    expected = json.loads((LAB / f"{name}.expected.json").read_text())
+    assert "bun" in json.dumps(expected.get("versions", {})).lower()
+    doc = wscap.analyze_paths([str(LAB / f"{name}.pcap")])
+    broken = [c for c in doc["chains"] if c["verdict"]["broken"]]
+    assert broken and "bun (fetch-based node:http client)" in broken[0]["verdict"]["summary"]
+
+
+def test_node_http_proxy_named_for_vite_under_node():
+    doc = wscap.analyze_paths([str(LAB / "origin-rewrite.pcap")])
+    assert "node http-proxy" in doc["chains"][0]["verdict"]["summary"]

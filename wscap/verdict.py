@@ -81,30 +81,43 @@ def _leg(h: dict) -> str:
     return f"{h['client']} → {h['server']}"
 
 
-def software(h: dict) -> list[str]:
-    """Name the software on a leg from its bytes (Server header, reason phrase, header casing)."""
-    names = []
+def software(h: dict) -> dict[str, str]:
+    """Name the software on each end of a leg from its bytes: {"client": ..., "server": ...}.
+
+    Server: its Server header, or the 101 as a library writes it (reason phrase, header casing
+    and order). Client: a non-browser User-Agent, or the request as a proxy's HTTP client
+    re-serialised it (Bun's fetch-based node:http sorts lower-cased names and adds Accept).
+    """
+    out: dict[str, str] = {}
     resp = h.get("response")
     req = h.get("request")
     if resp:
         server = _hdr(h, "response", "server")
-        if server:
-            names.append(server.split("/")[0].split(" ")[0].lower())
         raw = resp.get("raw", "")
-        hdr_names = [n for n, _ in resp["headers"]]
-        if resp["status"] == 101 and resp["reason"] == "Switching protocols":
-            names.append("bun")
-        elif resp["status"] == 101 and hdr_names and all(n == n.lower() for n in hdr_names) and not server:
-            names.append("node-http-proxy" if any(n.startswith("x-") or n in ("date",) for n in hdr_names)
-                         or "connection: upgrade" in raw.lower() and "upgrade: websocket" in raw else "lowercase-headers")
+        names = [n for n, _ in resp["headers"]]
+        if server:
+            out["server"] = server.split(" ")[0].lower()
+        elif resp["status"] == 101 and resp["reason"] == "Switching protocols":
+            out["server"] = "bun"
         elif resp["status"] == 101 and raw.startswith("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                                                       "Connection: Upgrade\r\nSec-WebSocket-Accept:"):
-            names.append("ws")
+            out["server"] = "ws (node)"
+        elif resp["status"] == 101 and names and all(n == n.lower() for n in names):
+            out["server"] = "node http-proxy (re-serialised 101)"
     if req:
-        ua = _hdr(h, "request", "user-agent")
-        if ua:
-            names.append(ua.split(" ")[0].lower())
-    return list(dict.fromkeys(names))
+        ua = _hdr(h, "request", "user-agent") or ""
+        names = [n for n, _ in req["headers"]]
+        lower = [n.lower() for n in names]
+        body = lower[:-1] if lower and lower[-1] == "accept" else lower
+        if len(names) >= 4 and lower[-1:] == ["accept"] and body == sorted(body) and names != lower:
+            # Bun's fetch-based node:http client: Title-Case names in alphabetical order, Accept appended.
+            out["client"] = "bun (fetch-based node:http client)"
+        elif len(names) >= 4 and names == lower:
+            # node http-proxy copies Node's parsed req.headers: lower-cased, in arrival order.
+            out["client"] = "node http-proxy"
+        elif ua and not ua.startswith("Mozilla/"):
+            out["client"] = ua.split(" ")[0].lower()
+    return out
 
 
 def decide(hops: list[dict], diffs: list[dict], links: list[dict], proxies: set[str]) -> dict:
@@ -121,11 +134,20 @@ def decide(hops: list[dict], diffs: list[dict], links: list[dict], proxies: set[
             summary += " " + benign_note
             benign = True
     sw: list[str] = []
-    for h in hops:
-        sw += software(h)
+    for i, h in enumerate(hops):
+        for side, name in software(h).items():
+            sw.append(f"hop {i} {side}: {name}")
+    if broken and hop is not None:
+        # The failing leg's two ends, plus the proxy's own upstream client (same process as the
+        # failing leg's server): several of these failures are runtime bugs (oven-sh/bun#24127).
+        legs = software(hops[hop])
+        at = [f"{name} ({side})" for side, name in legs.items()]
+        if hop + 1 < len(hops) and "client" in software(hops[hop + 1]):
+            at.append(f"{software(hops[hop + 1])['client']} (the proxy's upstream client)")
+        if at:
+            summary += " Software on that leg: " + ", ".join(at) + "."
     return {"cause": cause, "hop": hop, "summary": summary, "evidence": evidence,
-            "broken": broken, "benign": benign, "software": list(dict.fromkeys(sw)),
-            "advice": ADVICE[cause]}
+            "broken": broken, "benign": benign, "software": sw, "advice": ADVICE[cause]}
 
 
 def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str, int | None, str, list[dict]]:

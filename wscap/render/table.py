@@ -111,6 +111,13 @@ def render_table(doc: dict, verbose: bool = False) -> str:
         out.append("\nno HTTP upgrade handshakes found")
     by_id = {h["id"]: h for h in doc["handshakes"]}
     names = _names(doc)
+    eps = [e for e in doc.get("endpoints", []) if e["role"] != "unknown"]
+    if eps and doc.get("chains"):
+        out.append("")
+        out.append("endpoints: " + ", ".join(
+            f"{term(e['name'] or e['ip'])} ({e['role']}"
+            + (f", :{','.join(map(str, e['ports']))}" if e["ports"] else "") + ")" for e in eps[:12])
+            + (f", … {len(eps) - 12} more" if len(eps) > 12 else ""))
     if doc.get("chains"):
         out.append("")
         out.append("chains:")
