@@ -168,3 +168,48 @@ def test_signal_under_heavy_load(tmp_path, backend, sig):
     assert s["live"]["write"]["error"] is None
     assert s["live"]["write"]["packets"] == s["live"]["packets"]
     _check_file(out, s)
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for tid in os.listdir(f"/proc/{p}/task") if os.path.exists(f"/proc/{p}/task") else []:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                kids = []
+            out += kids
+            todo += kids
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not shutil.which("tcpdump"), reason="tcpdump not installed")
+def test_sigkill_leaves_no_tcpdump_behind(tmp_path):
+    """Even SIGKILL (no cleanup at all) must not leave a capture running; the file stays readable."""
+    out = str(tmp_path / "killed.pcap")
+    with Lab() as lab:
+        start_ws_servers(lab)
+        live = Live(lab, "--backend", "tcpdump", "--format", "json", "--write", out, "--no-docker")
+        live.wait_stderr("Ctrl-C to stop")
+        drive(lab)
+        time.sleep(0.5)  # > one 200 ms flush tick
+        kids = _descendants(live.p.pid)
+        assert kids, "no tcpdump under wscap"
+        os.kill(live.p.pid, signal.SIGKILL)
+        live.p.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(k) for k in kids):
+            time.sleep(0.1)
+        assert not any(_alive(k) for k in kids), "tcpdump outlived a SIGKILLed wscap"
+    doc = reanalyse([out], 1.0)
+    assert doc["_read"][0]["complete"] and doc["_read"][0]["packets"] > 20

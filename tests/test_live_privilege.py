@@ -77,9 +77,11 @@ def test_drops_to_invoking_user(shared_dir, backend, how):
             uid, gid = _uids(live.p.pid)
             assert uid == [65534] * 4 and gid == [65534] * 4, (uid, gid)
             if backend == "tcpdump":
+                # wscap → guard → tcpdump: both run as the invoking user
                 kids = _children(live.p.pid)
-                assert kids, "tcpdump child not found"
-                assert all(_uids(k)[0][0] == 65534 for k in kids)
+                kids += [g for k in kids for g in _children(k)]
+                assert len(kids) == 2, kids
+                assert all(_uids(k)[0] == [65534] * 4 for k in kids), [_uids(k) for k in kids]
             drive(lab)
             live.collect(lambda ls: sum('"type":"handshake"' in x for x in ls) >= 5, timeout=20)
             time.sleep(1.2)

@@ -30,6 +30,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
@@ -213,6 +214,57 @@ def _pdeathsig() -> None:
         pass
 
 
+# The guard: starts tcpdump, relays our requests ("u" = print statistics, "t" = stop)
+# as signals, and ends tcpdump when its stdin reaches EOF, i.e. when wscap is gone
+# however it died. Once tcpdump has switched user, the guard switches to the same one.
+_GUARD = r"""
+import os, select, signal, subprocess, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+try:
+    p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL)
+except OSError as e:
+    sys.stderr.write("tcpdump: %s\n" % e); sys.exit(127)
+def end(sig=signal.SIGTERM):
+    try:
+        p.send_signal(sig); p.wait(5)
+    except subprocess.TimeoutExpired:
+        p.kill(); p.wait()
+signal.signal(signal.SIGTERM, lambda *a: (end(), sys.exit(p.returncode or 0)))
+dropped = os.geteuid() != 0
+def follow():
+    # Become whoever tcpdump became (-Z / Debian's "tcpdump" user): the guard needs
+    # no more than that to signal it, so it does not stay root.
+    global dropped
+    try:
+        with open("/proc/%d/status" % p.pid) as f:
+            st = dict(l.split(":", 1) for l in f if ":" in l)
+        uid, gid = int(st["Uid"].split()[1]), int(st["Gid"].split()[1])
+    except (OSError, KeyError, ValueError):
+        return
+    if uid != 0:
+        os.setgroups([]); os.setresgid(gid, gid, gid); os.setresuid(uid, uid, uid)
+        dropped = True
+while True:
+    if not dropped:
+        follow()
+    try:
+        r, _, _ = select.select([0], [], [], 0.5)
+    except InterruptedError:
+        continue
+    if p.poll() is not None:
+        sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)
+    if r:
+        cmd = os.read(0, 64)
+        if not cmd:
+            end(); sys.exit(0)
+        for c in cmd:
+            if c == 117:   # u
+                p.send_signal(signal.SIGUSR1)
+            elif c == 116: # t
+                p.send_signal(signal.SIGTERM)
+"""
+
+
 _TCPDUMP_STAT = re.compile(rb"(\d+) packets? (captured|received by filter|dropped by kernel"
                            rb"|dropped by interface)")
 
@@ -251,7 +303,11 @@ class TcpdumpBackend:
             cmd.append(cfg.bpf)
         self.cmd = cmd
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            # tcpdump runs under a tiny root-owned guard (see _GUARD): tcpdump switches
+            # user (Debian's default, or -Z), which clears PR_SET_PDEATHSIG, so without
+            # the guard a SIGKILLed wscap would leave it capturing forever.
+            self.proc = subprocess.Popen([sys.executable, "-c", _GUARD, *cmd],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, preexec_fn=_pdeathsig,
                                          start_new_session=True)
         except OSError as e:
@@ -387,10 +443,7 @@ class TcpdumpBackend:
         # stderr shortly, so callers see the previous request's answer.
         self._read_err()
         if self.proc.poll() is None and not self._stopping:
-            try:
-                os.kill(self.proc.pid, signal.SIGUSR1)
-            except OSError:
-                pass
+            self._tell(b"u")
         return {"received": self._stats["received"] or self._stats["captured"],
                 "dropped": self._stats["dropped"] + self._stats["ifdropped"]}
 
@@ -398,10 +451,7 @@ class TcpdumpBackend:
         """Ask tcpdump to stop capturing; it flushes what it has and exits."""
         self._stopping = True
         if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGTERM)
-            except OSError:
-                pass
+            self._tell(b"t")
 
     def drain(self, timeout_s: float = 10.0) -> Iterable[RawFrame]:
         deadline = time.monotonic() + timeout_s
@@ -420,14 +470,26 @@ class TcpdumpBackend:
         yield from self.read()
         self._finish_child()
 
+    def _tell(self, cmd: bytes) -> None:
+        try:
+            assert self.proc.stdin
+            self.proc.stdin.write(cmd)
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
     def close(self) -> None:
-        if self.proc.poll() is None:
+        # EOF on the guard's stdin ends tcpdump (SIGTERM, then SIGKILL after 5 s).
+        if self.proc.stdin:
             try:
-                os.kill(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=3)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=8)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
