@@ -10,6 +10,12 @@ from .pipeline import Options, Pipeline
 
 def analyze_paths(paths: Iterable[str], options: Options | None = None,
                   progress: Callable[[int, int], None] | None = None) -> dict:
+    """Analyse capture files into the JSON document (as a dict)."""
+    return run_pipeline(paths, options, progress).document()
+
+
+def run_pipeline(paths: Iterable[str], options: Options | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> Pipeline:
     """Analyse capture files in order, as one timeline per file, into one document.
 
     Files are independent captures (frame numbers restart per file), so each is
@@ -30,4 +36,4 @@ def analyze_paths(paths: Iterable[str], options: Options | None = None,
                 progress(i, n)
     pipe.finish()
     pipe.sources = [r.to_json() for r in results]
-    return pipe.document()
+    return pipe

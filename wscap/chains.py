@@ -50,9 +50,13 @@ def _related(down: str, up: str) -> bool:
     return bool(d) and d == u or up.endswith(down) or down.endswith(up)
 
 
-def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float = 3.0
-                 ) -> tuple[list[dict], list[dict]]:
-    """-> (chains, attempts that became hops). Chain hops hold handshake dicts until ids are final."""
+def link_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float = 3.0
+                ) -> tuple[list[dict], list[dict], set[str]]:
+    """-> (chains with hops and links, attempts that became hops, proxy addresses).
+
+    Needs only the linking fields of each handshake (see `link_view`), so it can run over
+    compact records; chain hops hold those dicts until ids are final.
+    """
     reqs = [h for h in handshakes if h.get("request")]
     window = max(LINK_WINDOW_S, timeout_s)
     up_of: dict[int, dict] = {}        # id(down) -> upstream leg
@@ -153,10 +157,42 @@ def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float 
             hops.append(up_of[id(hops[-1])])
         links = [{"from": hops[i], "to": hops[i + 1], "by": link_by[id(hops[i + 1])],
                   "delay": round(req_ts(hops[i + 1]) - req_ts(hops[i]), 6)} for i in range(len(hops) - 1)]
-        diffs = []
-        for i in range(len(hops) - 1):
-            diffs += diff_boundary(i, hops[i], hops[i + 1])
-        verdict = decide(hops, diffs, links, proxies)
-        chains.append({"id": n, "hops": hops, "links": links, "diffs": diffs, "verdict": verdict})
-    return chains, used_attempts
+        chains.append({"id": n, "hops": hops, "links": links})
+    return chains, used_attempts, proxies
 
+
+def judge_chain(chain: dict, hops: list[dict], proxies: set[str]) -> dict:
+    """Diffs at every boundary and the verdict, from the legs' full handshake documents."""
+    diffs = []
+    for i in range(len(hops) - 1):
+        diffs += diff_boundary(i, hops[i], hops[i + 1])
+    chain["diffs"] = diffs
+    chain["verdict"] = decide(hops, diffs, chain["links"], proxies)
+    return chain
+
+
+def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float = 3.0
+                 ) -> tuple[list[dict], list[dict]]:
+    """Link and judge in one go (the documents in hand are complete): -> (chains, used attempts)."""
+    chains, used, proxies = link_chains(handshakes, attempts, timeout_s)
+    for c in chains:
+        judge_chain(c, c["hops"], proxies)
+    return chains, used
+
+
+
+def link_view(h: dict) -> dict:
+    """The fields linking reads, nothing else: kept in memory for every handshake while the full
+    documents wait on disk (see pipeline's spool)."""
+    req = h.get("request")
+    resp = h.get("response")
+    key = _key(h)
+    return {
+        "id": h["id"], "source": h["source"], "client": h["client"], "server": h["server"],
+        "first_frame": h["first_frame"], "first_ts": h["first_ts"], "outcome": h["outcome"],
+        "tcp": {"syn_frame": h["tcp"]["syn_frame"]},
+        "request": None if req is None else {
+            "ts": req["ts"], "frame": req["frame"], "target": req["target"],
+            "headers": [["Sec-WebSocket-Key", key]] if key else []},
+        "response": None if resp is None else {"ts": resp["ts"]},
+    }

@@ -14,7 +14,7 @@ import sys
 import click
 
 from . import __version__
-from .analyze import analyze_paths
+from .analyze import run_pipeline
 from .limits import Limits
 from .pipeline import Options
 
@@ -22,10 +22,8 @@ EXIT_OK, EXIT_BROKEN, EXIT_INPUT = 0, 1, 2
 
 
 def is_broken(doc: dict) -> bool:
-    if any(c["verdict"]["broken"] for c in doc.get("chains", [])):
-        return True
-    return any(a["severity"] == "error" for h in doc["handshakes"] for a in h["anomalies"]
-               if a["code"] != "not-websocket-upgrade")
+    s = doc["summary"]
+    return bool(s["broken"] or s.get("with_errors"))
 
 
 def exit_code(doc: dict) -> int:
@@ -104,7 +102,9 @@ def names_option(f):
                         help="hosts-file mapping IPs to names (labels endpoints).")(f)
 
 
-def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict) -> dict:
+def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict, stream_json=None) -> dict:
+    """Analyse; with `stream_json` (a text stream) the JSON document is streamed there in bounded
+    memory and only its summary (and sources) come back."""
     missing = [f for f in files if not os.path.exists(f)]
     if missing:
         for m in missing:
@@ -118,10 +118,12 @@ def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict) -> d
         pass
     options = build_options(names=names, **lim)
     progress = _progress() if sys.stderr.isatty() else None
-    doc = analyze_paths(list(files), options, progress)
+    pipe = run_pipeline(list(files), options, progress)
     if progress is not None:
         click.echo("\r\033[K", err=True, nl=False)
-    return doc
+    if stream_json is not None:
+        return {"source": pipe.sources, "summary": pipe.write_json(stream_json)}
+    return pipe.document()
 
 
 def report_errors(doc: dict) -> None:
@@ -141,6 +143,12 @@ def report_errors(doc: dict) -> None:
 def analyze(files: tuple[str, ...], fmt: str, verbose: bool, only_broken: bool, chain_id: int | None,
             host: str | None, path_glob: str | None, redact: bool | None, names_file: str | None, **lim) -> None:
     """Analyse saved captures (pcap, pcapng, .gz)."""
+    filtered = only_broken or chain_id is not None or host or path_glob
+    if fmt == "json" and not filtered and not redact:
+        # The scripting path: streamed, memory independent of the number of handshakes.
+        light = run_analysis(files, names_file, lim, stream_json=click.get_text_stream("stdout"))
+        report_errors(light)
+        sys.exit(exit_code(light))
     full = run_analysis(files, names_file, lim)
     doc = full
     if only_broken or chain_id is not None or host or path_glob:

@@ -196,6 +196,7 @@ class Connection:
         self.saw_payload = False
         self.limits_hit: dict[str, int] = {}
         self.attempt: Exchange | None = None       # set when this connection is a bare attempt
+        self.spooled = False                        # its handshakes' documents are final and on disk
 
     # -- fast lane -----------------------------------------------------------
     def fast_lane(self, src: bytes, sport: int, seq: int, paylen: int, no: int, ts_ns: int) -> bool:

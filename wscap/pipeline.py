@@ -12,7 +12,8 @@ import struct
 from dataclasses import dataclass, field
 
 from . import __version__
-from .chains import build_chains
+from .chains import build_chains, judge_chain, link_chains, link_view
+from .spool import Spool
 from .connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_ip
 from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder
 from .http1 import looks_like_request, looks_like_response
@@ -57,8 +58,11 @@ class Pipeline:
         self.decoder = Decoder(self.limits.fragments)
         # flow key -> Connection, or None for a flow proven uninteresting (cheap to skip).
         self.conns: dict[tuple, Connection | None] = {}
-        self.exchanges: list[Exchange] = []      # every upgrade attempt with a request, by id
-        self.attempts: list[Exchange] = []       # connections that never carried a request
+        self.registered = 0                      # upgrade attempts with a request (ids handed out)
+        self.spool = Spool()                     # finished handshake documents, on disk
+        self.views: list[dict] = []              # link views of spooled handshakes
+        self.attempt_views: list[dict] = []      # ... and of bare connection attempts
+        self._loc: dict[int, tuple[int, int]] = {}   # id(view) -> spool location
         self.next_id = 1
         self.now_ns = 0
         self.flows_seen = 0
@@ -252,25 +256,48 @@ class Pipeline:
         self._maybe_attempt(conn)
         if self.conns.get(key) is conn:
             del self.conns[key]
+        self._spool(conn)
+
+    def _spool(self, conn: Connection) -> None:
+        """The connection is over: its handshakes' documents are final; move them to disk."""
+        if conn.spooled:
+            return
+        conn.spooled = True
+        for ex in conn.exchanges:
+            if ex.id is not None and ex.id > 0:
+                self._put(ex.to_json(self.now_ns), self.views)
+        if conn.attempt is not None:
+            self._put(conn.attempt.to_json(self.now_ns), self.attempt_views, conn.attempt)
+        if not self.stream:
+            # Exchange <-> Connection is a reference cycle; break it so heads and frame summaries
+            # are freed now rather than at some later cyclic collection.
+            conn.exchanges = []
+            conn.pending = []
+
+    def _put(self, doc: dict, views: list[dict], attempt: Exchange | None = None) -> None:
+        view = link_view(doc)
+        self._loc[id(view)] = self.spool.put(doc)
+        if attempt is not None:
+            view["_attempt"] = attempt      # live mode assigns its id when a chain lists it
+        views.append(view)
 
     def _maybe_attempt(self, conn: Connection) -> None:
         """A connection that never carried a request is a candidate missing hop (refused, unanswered...)."""
         if conn.saw_payload or conn.syn_frame is None or conn.exchanges or conn.attempt is not None:
             return
         conn.attempt = Exchange(conn, None)
-        self.attempts.append(conn.attempt)
         if self.stream:
             self._open.append(conn.attempt)
 
     def _register(self, ex: Exchange) -> None:
-        if len(self.exchanges) >= self.limits.max_handshakes:
+        if self.registered >= self.limits.max_handshakes:
             self.dropped_exchanges += 1
             self.limits_hit["max_handshakes"] = self.limits_hit.get("max_handshakes", 0) + 1
             ex.id = -1
             return
         ex.id = self.next_id
         self.next_id += 1
-        self.exchanges.append(ex)
+        self.registered += 1
         if self.stream:
             self._undecided.append(ex)
             self._open.append(ex)
@@ -343,19 +370,6 @@ class Pipeline:
         return out
 
     # -- output ------------------------------------------------------------------
-    def handshake_docs(self) -> list[dict]:
-        end = self.now_ns
-        return [ex.to_json(end) for ex in self.exchanges]
-
-    def attempt_docs(self) -> list[dict]:
-        docs = []
-        for ex in self.attempts:
-            d = ex.to_json(self.now_ns)
-            if d["outcome"] == "unanswered" and ex.conn.last_ts + self.timeout_ns > self.now_ns and self.now_ns:
-                pass
-            docs.append(d)
-        return docs
-
     @property
     def stats(self) -> dict:
         d = self.decoder.stats
@@ -364,23 +378,66 @@ class Pipeline:
                 "evicted_flows": self.evicted, "ip_fragments_dropped": self.decoder.frags.dropped,
                 "limits_hit": dict(self.limits_hit)}
 
-    def document(self) -> dict:
-        handshakes = self.handshake_docs()
-        attempts = self.attempt_docs()
-        chains, used_attempts = build_chains(handshakes, attempts, self.options.timeout_s)
-        # Attempts appear as handshakes only when a chain needs them as its missing hop.
-        next_id = self.next_id
-        for a in used_attempts:
+    def _linked(self) -> tuple[list[dict], list[dict], set[str]]:
+        """Link every finished handshake (from the in-memory views); give used attempts their ids."""
+        chains, used, proxies = link_chains(self.views, self.attempt_views, self.options.timeout_s)
+        for a in used:
             if a["id"] is None:
-                a["id"] = next_id
-                next_id += 1
-        for c in chains:
-            c["hops"] = [h if isinstance(h, int) else h["id"] for h in c["hops"]]
-            for link in c["links"]:
-                for k in ("from", "to"):
-                    if not isinstance(link[k], int):
-                        link[k] = link[k]["id"]
-        all_hs = sorted(handshakes + used_attempts, key=lambda h: (h["source"], h["first_frame"]))
+                ex = a.get("_attempt")
+                if ex is not None and ex.id is not None:
+                    a["id"] = ex.id                  # already shown in a live chain line
+                else:
+                    a["id"] = self.next_id
+                    self.next_id += 1
+        return chains, used, proxies
+
+    def write_json(self, fp) -> dict:
+        """Stream the document to `fp` with memory bounded by one chain's legs; -> its summary."""
+        from .render.json import write_document_streamed
+        chains, used, proxies = self._linked()
+        shown = sorted(self.views + used, key=lambda v: (v["source"], v["first_frame"]))
+        chain_spool = Spool()
+        chain_locs = []
+        counts: dict[str, int] = {}
+        light_chains = []
+        for i, c in enumerate(chains):
+            chains[i] = None                   # judged chains live in chain_spool, not in memory
+            full = self._judge(c, proxies)
+            counts[full["verdict"]["cause"]] = counts.get(full["verdict"]["cause"], 0) + 1
+            light_chains.append({"hops": full["hops"], "verdict": {"broken": full["verdict"]["broken"],
+                                                                   "cause": full["verdict"]["cause"]}})
+            chain_locs.append(chain_spool.put(full))
+        hs_summary = _handshake_counts(self._full(v) for v in shown)
+        names = dict(self.options.names)
+        eps = endpoints(shown, light_chains, names)
+        summ = _summary_from(hs_summary, light_chains, counts)
+        head = {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}
+        tail = {"endpoints": eps, "stats": self.stats, "summary": summ}
+        write_document_streamed(fp, head, (self._full(v) for v in shown),
+                                (chain_spool.get(loc) for loc in chain_locs), tail)
+        chain_spool.close()
+        return summ
+
+    def _full(self, view: dict) -> dict:
+        """A handshake's full document back from the spool (its id may have been given since)."""
+        doc = self.spool.get(self._loc[id(view)])
+        doc["id"] = view["id"]
+        return doc
+
+    def _judge(self, c: dict, proxies: set[str]) -> dict:
+        hops = [self._full(v) for v in c["hops"]]
+        judge_chain(c, hops, proxies)
+        c["hops"] = [v["id"] for v in c["hops"]]
+        for link in c["links"]:
+            link["from"], link["to"] = link["from"]["id"], link["to"]["id"]
+        return c
+
+    def document(self) -> dict:
+        """The whole document in memory (renderers, the Python API); `write_json` streams it."""
+        chains, used, proxies = self._linked()
+        chains = [self._judge(c, proxies) for c in chains]
+        shown = sorted(self.views + used, key=lambda v: (v["source"], v["first_frame"]))
+        all_hs = [self._full(v) for v in shown]
         names = dict(self.options.names)
         return {
             "version": SCHEMA_VERSION,
@@ -425,19 +482,28 @@ def endpoints(handshakes: list[dict], chains: list[dict], names: dict[str, str])
     return out
 
 
+def _handshake_counts(handshakes) -> dict:
+    n = {"handshakes": 0, "websocket": 0, "upgraded": 0, "with_errors": 0}
+    for h in handshakes:
+        n["handshakes"] += h["request"] is not None
+        n["websocket"] += bool(h["websocket"])
+        n["upgraded"] += h["outcome"] == "upgraded"
+        n["with_errors"] += any(a["severity"] == "error" and a["code"] != "not-websocket-upgrade"
+                                for a in h["anomalies"])
+    return n
+
+
+def _summary_from(counts: dict, chains: list[dict], by_cause: dict[str, int]) -> dict:
+    return {**counts, "chains": len(chains), "broken": sum(1 for c in chains if c["verdict"]["broken"]),
+            "by_cause": dict(sorted(by_cause.items()))}
+
+
 def summary(handshakes: list[dict], chains: list[dict]) -> dict:
     by_cause: dict[str, int] = {}
     for c in chains:
         cause = c["verdict"]["cause"]
         by_cause[cause] = by_cause.get(cause, 0) + 1
-    return {
-        "handshakes": sum(1 for h in handshakes if h["request"] is not None),
-        "websocket": sum(1 for h in handshakes if h["websocket"]),
-        "upgraded": sum(1 for h in handshakes if h["outcome"] == "upgraded"),
-        "chains": len(chains),
-        "broken": sum(1 for c in chains if c["verdict"]["broken"]),
-        "by_cause": dict(sorted(by_cause.items())),
-    }
+    return _summary_from(_handshake_counts(handshakes), chains, by_cause)
 
 
 __all__ = ["Pipeline", "Options", "Decided", "SCHEMA_VERSION", "fmt_ip"]

@@ -33,3 +33,30 @@ def write_document(doc: dict, fp: IO[str]) -> None:
         else:
             fp.write(f"  {json.dumps(key)}: {enc.encode(value)}{sep}\n")
     fp.write("}\n")
+
+
+def write_document_streamed(fp: IO[str], head: dict, handshakes, chains, tail: dict) -> None:
+    """The same layout as `write_document`, with handshakes and chains taken from iterators."""
+    enc = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+    fp.write("{\n")
+    for key, value in head.items():
+        _field(fp, enc, key, value)
+    for key, items in (("handshakes", handshakes), ("chains", chains)):
+        fp.write(f'  "{key}": [')
+        first = True
+        for item in items:
+            fp.write(("\n" if first else ",\n") + "    " + enc.encode(item))
+            first = False
+        fp.write("\n  ],\n" if not first else "],\n")
+    keys = list(tail)
+    for i, key in enumerate(keys):
+        _field(fp, enc, key, tail[key], last=i == len(keys) - 1)
+    fp.write("}\n")
+
+
+def _field(fp: IO[str], enc: json.JSONEncoder, key: str, value, last: bool = False) -> None:
+    sep = "" if last else ","
+    if key in _LISTS and isinstance(value, list) and value:
+        fp.write(f'  "{key}": [\n' + ",\n".join("    " + enc.encode(v) for v in value) + f"\n  ]{sep}\n")
+    else:
+        fp.write(f"  {json.dumps(key)}: {enc.encode(value)}{sep}\n")
