@@ -6,18 +6,9 @@ values cannot drive the analyst's terminal.
 """
 from __future__ import annotations
 
-import re
-
 from tabulate import tabulate
 
-_CTRL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def term(s: object) -> str:
-    """Neutralise control characters (incl. ESC of ANSI sequences) for a terminal: show them escaped."""
-    text = "" if s is None else str(s)
-    return _CTRL.sub(lambda m: "\\x%02x" % ord(m.group()), text)
-
+from .escape import term
 
 def _hdr(h: dict, part: str, name: str) -> str:
     msg = h.get(part)
@@ -139,7 +130,9 @@ def render_table(doc: dict, verbose: bool = False) -> str:
             for part in ("request", "response"):
                 msg = h.get(part)
                 if msg:
-                    out.append(_indent(term(msg["raw"].replace("\r\n", "\n")).replace("\\x0a", "\n").rstrip(), 4))
+                    # Line by line: CRLF ends are implied, anything else (bare CR, ESC) stays visible.
+                    lines = msg["raw"].split("\r\n")
+                    out.append(_indent("\n".join(term(line) for line in lines).rstrip(), 4))
             for a in h["anomalies"]:
                 out.append(f"    {a['severity']:5} {a['code']}: {term(a['message'])}"
                            + (f" (frame {a['frame']})" if a["frame"] else ""))
