@@ -23,15 +23,15 @@ KEEP_PER_SIGNATURE = 5
 
 
 class Worker:
-    def __init__(self, run_seed: int, tmpdir: str, paths: list[str], mem_mb: int) -> None:
+    def __init__(self, run_seed: int, tmpdir: str, paths: list[str], mem_mb: int, render: str = "analyze") -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("PYTHONHASHSEED", "0")
         self.p = subprocess.Popen(
-            [sys.executable, WORKER, str(run_seed), tmpdir, json.dumps(paths), str(mem_mb)],
+            [sys.executable, WORKER, str(run_seed), tmpdir, json.dumps(paths), str(mem_mb), render],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
         self.buf = b""
-        self.started = time.monotonic()
+        self.done = 0                    # cases answered by this worker
 
     def send(self, i: int) -> None:
         self.p.stdin.write(json.dumps({"i": i}).encode() + b"\n")
@@ -102,7 +102,7 @@ def _slug(s: str) -> str:
 
 def run(cases: int, run_seed: int, workers: int = 2, timeout: float = 5.0, out: str | None = None,
         paths: list[str] | None = None, mem_mb: int = 2048, start: int = 0,
-        progress: bool = False) -> dict:
+        progress: bool = False, render: str = "analyze") -> dict:
     paths = paths if paths is not None else default_paths()
     seeds = load(paths)
     if not seeds:
@@ -133,7 +133,7 @@ def run(cases: int, run_seed: int, workers: int = 2, timeout: float = 5.0, out: 
         entry["files"].append(os.path.relpath(fn, out))
 
     def drive() -> None:
-        w = Worker(run_seed, tmpdir, paths, mem_mb)
+        w = Worker(run_seed, tmpdir, paths, mem_mb, render)
         with lock:
             st.worker_starts += 1
         try:
@@ -144,8 +144,9 @@ def run(cases: int, run_seed: int, workers: int = 2, timeout: float = 5.0, out: 
                     return
                 w.send(i)
                 # The first case of a fresh worker also pays its start-up (imports, seeds).
-                budget = timeout + (20.0 if time.monotonic() - w.started < 20 else 0.0)
+                budget = timeout + (30.0 if w.done == 0 else 0.0)
                 res = w.recv(budget)
+                w.done += 1
                 with lock:
                     st.cases += 1
                     if isinstance(res, dict):
@@ -175,7 +176,7 @@ def run(cases: int, run_seed: int, workers: int = 2, timeout: float = 5.0, out: 
                               file=sys.stderr, flush=True)
                 if not isinstance(res, dict):
                     w.kill()
-                    w = Worker(run_seed, tmpdir, paths, mem_mb)
+                    w = Worker(run_seed, tmpdir, paths, mem_mb, render)
                     with lock:
                         st.worker_starts += 1
         finally:
@@ -206,7 +207,7 @@ def run(cases: int, run_seed: int, workers: int = 2, timeout: float = 5.0, out: 
         "slowest_case_ms": st.slowest_ms, "slowest_case": st.slowest_case,
         "duration_s": round(dur, 1), "cases_per_s": round(st.cases / dur, 1) if dur else None,
         "worker_starts": st.worker_starts, "seed_captures": len(paths), "seed_variants": len(seeds),
-        "memory_limit_mib": mem_mb, "signatures": st.signatures,
+        "memory_limit_mib": mem_mb, "render": render, "signatures": st.signatures,
     }
     if out is not None:
         os.makedirs(out, exist_ok=True)

@@ -25,8 +25,12 @@ from fuzz_lib.corpus import load  # noqa: E402
 from fuzz_lib.mutate import make_case  # noqa: E402
 
 
-def analyse_file(path: str) -> None:
-    """Everything `wscap analyze FILE` does after reading the options."""
+def analyse_file(path: str, render: str = "analyze") -> None:
+    """Everything `wscap analyze FILE` does after reading the options.
+
+    render="all" also renders every other output format (Markdown, HTML, CSV,
+    HAR; redacted and not) and the incident report from the same document.
+    """
     from wscap.analyze import analyze_paths
     from wscap.cli import exit_code
     from wscap.render.table import render_table
@@ -34,6 +38,12 @@ def analyse_file(path: str) -> None:
     json.dumps(doc, indent=2, ensure_ascii=False)
     render_table(doc, verbose=True)
     exit_code(doc)
+    if render == "all":
+        from wscap.render.redact import redact_document
+        from wscap.render.report import render_format
+        for fmt in ("markdown", "html", "csv", "har"):
+            render_format(doc, fmt, redact=None)
+        render_table(redact_document(doc), verbose=True)
 
 
 def where(tb) -> str:
@@ -45,11 +55,25 @@ def where(tb) -> str:
     return f"{os.path.basename(f.filename)}:{f.lineno}" if f else "?"
 
 
+def peak_rss_kb() -> int:
+    """VmHWM of this process. Not ru_maxrss: Linux carries the pre-exec high-water mark over
+    exec, so a worker spawned from a bigger parent would report the parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def main() -> None:
     run_seed = int(sys.argv[1])
     tmpdir = sys.argv[2]
     paths = json.loads(sys.argv[3])
     mem_mb = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    render = sys.argv[5] if len(sys.argv) > 5 else "analyze"
     if mem_mb:
         # A runaway allocation becomes a MemoryError (reported as a crash), not a dead box.
         resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
@@ -72,7 +96,7 @@ def main() -> None:
             f.write(data)
         t = time.perf_counter()
         try:
-            analyse_file(case_path)
+            analyse_file(case_path, render)
             msg = {"i": i, "ok": True}
         except BaseException as e:  # noqa: BLE001 - everything that escapes is the finding
             if isinstance(e, KeyboardInterrupt):
@@ -80,7 +104,7 @@ def main() -> None:
             msg = {"i": i, "ok": False, "exc": f"{type(e).__name__}: {str(e)[:200]}",
                    "where": where(e.__traceback__), "tb": traceback.format_exc()[-4000:]}
         msg["ms"] = round((time.perf_counter() - t) * 1000, 2)
-        msg["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        msg["rss_kb"] = peak_rss_kb()
         out.write(json.dumps(msg) + "\n")
         out.flush()
     try:
