@@ -312,23 +312,14 @@ class Connection:
                     return
                 if not buf:
                     self.head_first_frame[C2S] = frame
-            start = max(0, len(buf) - 3)
-            buf += data
+            got = self._next_head(C2S, "request", data, frame, ts_ns)
             data = b""
-            end = find_head_end(buf, start)
-            if end is None:
-                if len(buf) > self.limits.head_bytes:
-                    self._hit("head_bytes")
-                    head = parse_head(bytes(buf[:self.limits.head_bytes]), "request", frame)
-                    head.complete = False
-                    head.anomalies.append(make("head-too-large", f"request head exceeds {self.limits.head_bytes} bytes", frame))
-                    self._request_done(head, frame, ts_ns)
-                    buf.clear()
-                    self.mode[C2S] = IGNORE
+            if got is None:
                 return
-            raw = bytes(buf[:end])
-            rest = bytes(buf[end:])
-            buf.clear()
+            if isinstance(got, HttpHead):
+                self._request_done(got, frame, ts_ns)
+                return
+            raw, rest = got
             if not _UPGRADE_HINT.search(raw):
                 # Fast path: a plain request only matters for where the next one starts.
                 self.plain_requests += 1
@@ -445,24 +436,14 @@ class Connection:
                     return
                 if not buf:
                     self.head_first_frame[S2C] = frame
-            start = max(0, len(buf) - 3)
-            buf += data
+            got = self._next_head(S2C, "response", data, frame, ts_ns)
             data = b""
-            end = find_head_end(buf, start)
-            if end is None:
-                if len(buf) > self.limits.head_bytes:
-                    self._hit("head_bytes")
-                    head = parse_head(bytes(buf[:self.limits.head_bytes]), "response", frame)
-                    head.complete = False
-                    head.ts_ns = ts_ns
-                    head.anomalies.append(make("head-too-large", f"response head exceeds {self.limits.head_bytes} bytes", frame))
-                    buf.clear()
-                    self.mode[S2C] = IGNORE
-                    self._response_done(head, b"", frame, ts_ns)
+            if got is None:
                 return
-            raw = bytes(buf[:end])
-            rest = bytes(buf[end:])
-            buf.clear()
+            if isinstance(got, HttpHead):
+                self._response_done(got, b"", frame, ts_ns)
+                return
+            raw, rest = got
             if self.pending and self.pending[0] is None and not _UPGRADE_HINT.search(raw):
                 m = _STATUS.match(raw)
                 if m:
@@ -489,6 +470,29 @@ class Connection:
             data = self._response_done(head, rest, frame, ts_ns)
             if self.mode[S2C] != HEAD:
                 return
+
+    def _next_head(self, direction: int, kind: str, data: bytes, frame: int,
+                   ts_ns: int) -> tuple[bytes, bytes] | HttpHead | None:
+        """Buffer `data` for a head: -> (raw head, bytes after it), None while it is incomplete, or
+        the head parsed as far as the limit (complete=False) when it outgrows `head_bytes`."""
+        buf = self.buf[direction]
+        start = max(0, len(buf) - 3)          # the terminator may straddle the previous chunk
+        buf += data
+        end = find_head_end(buf, start)
+        if end is not None:
+            raw, rest = bytes(buf[:end]), bytes(buf[end:])
+            buf.clear()
+            return raw, rest
+        if len(buf) <= self.limits.head_bytes:
+            return None
+        self._hit("head_bytes")
+        head = parse_head(bytes(buf[:self.limits.head_bytes]), kind, frame)
+        head.complete = False
+        head.ts_ns = ts_ns
+        head.anomalies.append(make("head-too-large", f"{kind} head exceeds {self.limits.head_bytes} bytes", frame))
+        buf.clear()
+        self.mode[direction] = IGNORE
+        return head
 
     def _skip_body(self, direction: int, length: int | None, rest: bytes) -> bytes | None:
         """Skip a message body; -> the bytes after it, or None when the stream is now in BODY/IGNORE."""
