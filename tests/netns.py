@@ -204,10 +204,12 @@ def wait_port(lab: Lab, host: str, port: int, timeout: float = 10.0) -> None:
 class Live:
     """A running `wscap live` subprocess whose stdout lines are collected by a thread."""
 
-    def __init__(self, lab: Lab, *args: str):
+    def __init__(self, lab: Lab | None, *args: str, env: dict | None = None):
+        """With a lab: `wscap live --netns <lab> --iface <bridge> ARGS`; else `wscap live ARGS`."""
+        where = ["--netns", lab.netns_path(), "--iface", lab.bridge] if lab is not None else []
         self.p = subprocess.Popen(
-            wscap_argv("live", "--netns", lab.netns_path(), "--iface", lab.bridge, *args),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=wscap_env(),
+            wscap_argv("live", *where, *args),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or wscap_env(),
             start_new_session=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.err: list[str] = []
@@ -434,7 +436,6 @@ def _load(mode: str, host: str, port: int, amount: float) -> None:
 
 
 if __name__ == "__main__":
-    import sys
     role, args = sys.argv[1], sys.argv[2:]
     if role == "sink":
         _sink(int(args[0]))

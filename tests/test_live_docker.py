@@ -191,19 +191,7 @@ def _ip(e: Engine, name: str) -> str:
 
 
 def _run_live(e: Engine, *args: str) -> Live:
-    class _Lab:  # Live() only needs a netns path and an interface
-        def netns_path(self):
-            return f"/run/netns/{e.ns}"
-        bridge = _bridge(e)
-    live = Live.__new__(Live)
-    import queue
-    import threading
-    live.p = subprocess.Popen(wscap_argv("live", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=_env(e), start_new_session=True)
-    live.lines, live.err, live.out = queue.Queue(), [], []
-    threading.Thread(target=Live._pump, args=(live.p.stdout, live.lines.put), daemon=True).start()
-    threading.Thread(target=Live._pump, args=(live.p.stderr, live.err.append), daemon=True).start()
-    return live
+    return Live(None, *args, env=_env(e))
 
 
 def _names_by_ip(e: Engine) -> dict[str, str]:

@@ -166,3 +166,29 @@ def test_live_ends_by_itself_with_complete_file(lab, tmp_path, how):
     assert all(r["complete"] for r in doc["_read"])
     if how != "ring":
         assert sum(r["packets"] for r in doc["_read"]) == s["live"]["packets"]
+
+
+@pytest.mark.parametrize("backend", ["tcpdump", "scapy"])
+def test_live_any_inside_proxy_namespace(lab, tmp_path, backend):
+    """--netns of the proxy with the default `any` interface: SLL2 frames, both legs seen."""
+    if backend == "tcpdump" and not shutil.which("tcpdump"):
+        pytest.skip("tcpdump not installed")
+    out = str(tmp_path / "any.pcap")
+    live = Live(None, "--netns", lab.netns_path("proxy"), "--backend", backend, "--format", "json",
+                "--timeout", "1", "--no-docker", "--write", out)
+    try:
+        live.wait_stderr("Ctrl-C to stop")
+        assert drive(lab)["/ws"] == "101"
+        live.collect(lambda ls: sum('"type":"chain"' in x for x in ls) >= 3, timeout=20)
+        rc = live.stop(signal.SIGINT)
+    finally:
+        if live.p.poll() is None:
+            live.p.kill()
+            live.p.wait()
+    objs = [json.loads(x) for x in live.out]
+    s = objs[-1]
+    assert s["type"] == "summary" and s["live"]["iface"] == "any" and rc == 1
+    assert s["summary"]["chains"] == 3 and s["summary"]["by_cause"].get("ok") == 1
+    doc = reanalyse([out], 1.0)
+    assert doc["_read"][0]["linktypes"] == [276]  # LINUX_SLL2
+    assert doc["summary"] == s["summary"]

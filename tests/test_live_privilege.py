@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +18,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from netns import Lab, Live, drive, live_skip_reason, start_ws_servers, wscap_argv, wscap_env  # noqa: E402
+from netns import Lab, Live, drive, live_skip_reason, start_ws_servers, wscap_env  # noqa: E402
 
 _why = live_skip_reason()
 pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.slow]
@@ -60,17 +59,8 @@ def test_drops_to_invoking_user(shared_dir, backend, how):
         extra = ["--user", "nobody"] if how == "--user" else []
         env = wscap_env(**({"SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"}
                            if how == "sudo" else {}))
-        p_args = ["live", "--netns", lab.netns_path(), "--iface", lab.bridge, "--backend", backend,
-                  "--format", "json", "--write", out, "--timeout", "1", "--no-docker", *extra]
-        live = Live.__new__(Live)
-        # Same as Live(), but with our environment.
-        import queue
-        import threading
-        live.p = subprocess.Popen(wscap_argv(*p_args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env=env, start_new_session=True)
-        live.lines, live.err, live.out = queue.Queue(), [], []
-        threading.Thread(target=Live._pump, args=(live.p.stdout, live.lines.put), daemon=True).start()
-        threading.Thread(target=Live._pump, args=(live.p.stderr, live.err.append), daemon=True).start()
+        live = Live(lab, "--backend", backend, "--format", "json", "--write", out, "--timeout", "1",
+                    "--no-docker", *extra, env=env)
         try:
             live.wait_stderr("Ctrl-C to stop")
             time.sleep(0.3)
@@ -81,6 +71,9 @@ def test_drops_to_invoking_user(shared_dir, backend, how):
                 kids = _children(live.p.pid)
                 kids += [g for k in kids for g in _children(k)]
                 assert len(kids) == 2, kids
+                deadline = time.monotonic() + 3  # the guard follows tcpdump's switch
+                while time.monotonic() < deadline and not all(_uids(k)[0] == [65534] * 4 for k in kids):
+                    time.sleep(0.05)
                 assert all(_uids(k)[0] == [65534] * 4 for k in kids), [_uids(k) for k in kids]
             drive(lab)
             live.collect(lambda ls: sum('"type":"handshake"' in x for x in ls) >= 5, timeout=20)

@@ -187,7 +187,23 @@ class Status:
 
 # ---- live ------------------------------------------------------------------------------------
 
-@click.command("live")
+LIVE_EPILOG = """\b
+Privileges: capturing needs root or CAP_NET_RAW + CAP_NET_ADMIN
+(sudo setcap cap_net_raw,cap_net_admin=eip $(readlink -f $(which python3))),
+and --container/--netns need CAP_SYS_ADMIN. wscap opens the capture (and enters
+the namespace) first, then becomes the invoking user for good - SUDO_UID/SUDO_GID
+under sudo, or --user - like tcpdump -Z; tcpdump itself runs with -Z as that
+user. The --write file is opened only after that, so it is created by, and only
+where, the invoking user could write.
+
+\b
+Backends: tcpdump (default when installed: captures on its own core and pipes
+pcap to wscap) or scapy (a packet socket in-process, BPF compiled by libpcap).
+Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
+"""
+
+
+@click.command("live", epilog=LIVE_EPILOG)
 @click.option("--iface", "-i", metavar="IFACE",
               help="Interface to capture on (default: docker0 when it exists; `any` inside --container/--netns).")
 @click.option("--container", metavar="NAME", help="Capture inside this Docker container's network namespace.")

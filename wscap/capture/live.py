@@ -248,7 +248,7 @@ while True:
     if not dropped:
         follow()
     try:
-        r, _, _ = select.select([0], [], [], 0.5)
+        r, _, _ = select.select([0], [], [], 0.5 if dropped else 0.02)
     except InterruptedError:
         continue
     if p.poll() is not None:
@@ -547,9 +547,12 @@ class SocketBackend:
                          else LINKTYPE_RAW if self._cooked else LINKTYPE_ETHERNET)
         try:
             # Protocol 0 receives nothing until bind(): the filter is in place before the
-            # first packet, so no unfiltered packet sneaks in.
+            # first packet, so no unfiltered packet sneaks in. `any` cannot be bound
+            # (Python names interfaces, ifindex 0 has no name), so it listens from the
+            # start and drops what queued up before the filter was attached.
             s = socket.socket(socket.AF_PACKET,
-                              socket.SOCK_DGRAM if self._cooked else socket.SOCK_RAW, 0)
+                              socket.SOCK_DGRAM if self._cooked else socket.SOCK_RAW,
+                              socket.htons(ETH_P_ALL) if any_if else 0)
         except PermissionError as e:
             raise _perm_error(f"opening a packet socket: {e.strerror}") from None
         self.sock = s
@@ -561,10 +564,18 @@ class SocketBackend:
             except OSError:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cfg.buffer_mb << 20)
             s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            if cfg.promisc and not any_if:
-                mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
-                s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
-            s.bind((cfg.iface if not any_if else "", ETH_P_ALL))
+            if any_if:
+                s.setblocking(False)
+                try:
+                    while True:
+                        s.recv(65536)
+                except BlockingIOError:
+                    pass
+            else:
+                if cfg.promisc:
+                    mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
+                    s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+                s.bind((cfg.iface, ETH_P_ALL))
         except PermissionError as e:
             s.close()
             raise _perm_error(str(e)) from None
@@ -615,7 +626,7 @@ class SocketBackend:
     def read(self, max_frames: int = 4096) -> list[RawFrame]:
         out: list[RawFrame] = []
         sock, view, snap = self.sock, self._view, self.cfg.snaplen
-        cooked, lo = self._cooked, self._lo
+        lo = self._lo
         any_if = self.linktype == LINKTYPE_LINUX_SLL2
         lt = self.linktype
         for _ in range(max_frames):
