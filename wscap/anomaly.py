@@ -40,6 +40,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "tcp-gap": (W, "bytes are missing from the stream (lost by the capture or the network)"),
     "syn-unanswered": (E, "the SYN was never answered"),
     "syn-refused": (E, "the SYN was answered by RST (connection refused)"),
+    "anomalies-suppressed": (I, "more anomalies of one code than are listed per connection; the rest are counted"),
     "flow-buffer-full": (W, "out-of-order bytes exceeded the per-flow buffer; declared a gap"),
     # HTTP head parsing
     "bare-lf": (W, "a line of the head ends in LF without CR (RFC 9112 §2.2)"),

@@ -26,6 +26,7 @@ from .tcp import HalfStream
 from .wsframe import FrameScanner
 
 C2S, S2C = 0, 1
+PER_CODE = 8          # connection-level anomalies listed per code (the rest are counted)
 HEAD, BODY, WAIT, FRAMES, IGNORE = "head", "body", "wait", "frames", "ignore"
 
 
@@ -96,7 +97,7 @@ class Exchange:
         return now_ns is not None and now_ns - self.ts_ns >= timeout_ns
 
     def all_anomalies(self) -> list[Anomaly]:
-        out = list(self.conn.anomalies)
+        out = list(self.conn.anomalies) + self.conn.suppressed()
         if self.request is not None:
             out += self.request.anomalies
         if self.response is not None:
@@ -170,6 +171,12 @@ class Exchange:
 class Connection:
     """TCP lifecycle + HTTP/WebSocket state for one connection (a StreamSink)."""
 
+    # Slots: up to --max-flows of these live at once (a SYN flood tracks every one of them).
+    __slots__ = ("anomalies", "attempt", "body_left", "buf", "client", "early_response", "end", "exchanges",
+                 "fins", "first_frame", "first_ts", "head_first_frame", "held", "held_frames", "last_frame",
+                 "last_ts", "limits", "limits_hit", "mode", "noted", "pending", "plain_requests", "saw_payload",
+                 "server", "source", "spooled", "streams", "syn_frame", "synack_frame")
+
     def __init__(self, client: tuple[bytes, int], server: tuple[bytes, int], source: int,
                  frame: int, ts_ns: int, limits: Limits) -> None:
         self.client = client
@@ -195,8 +202,10 @@ class Connection:
         self.plain_requests = 0
         self.saw_payload = False
         self.limits_hit: dict[str, int] = {}
+        self.early_response: tuple | None = None   # a response head that beat its request head
         self.attempt: Exchange | None = None       # set when this connection is a bare attempt
         self.spooled = False                        # its handshakes' documents are final and on disk
+        self.noted: dict[str, int] = {}             # connection-level anomalies seen, per code
 
     # -- fast lane -----------------------------------------------------------
     def fast_lane(self, src: bytes, sport: int, seq: int, paylen: int, no: int, ts_ns: int) -> bool:
@@ -227,6 +236,20 @@ class Connection:
     def ignored(self) -> bool:
         return self.mode[C2S] == IGNORE and self.mode[S2C] in (IGNORE, HEAD) and not self.exchanges
 
+    def _note(self, anomaly: Anomaly) -> None:
+        """Connection-level anomalies, at most PER_CODE of each code: a hostile or very lossy
+        capture can produce one per segment, and the count (tcp.gaps, suppressed) says the rest."""
+        n = self.noted.get(anomaly.code, 0)
+        self.noted[anomaly.code] = n + 1
+        if n < PER_CODE:
+            self.anomalies.append(anomaly)
+        elif n == PER_CODE:
+            self._hit("anomalies")
+
+    def suppressed(self) -> list[Anomaly]:
+        return [make("anomalies-suppressed", f"{n - PER_CODE} more '{code}' anomalies on this connection "
+                     f"were not listed", None) for code, n in self.noted.items() if n > PER_CODE]
+
     def gaps(self) -> int:
         return self.streams[C2S].gaps + self.streams[S2C].gaps
 
@@ -248,7 +271,7 @@ class Connection:
 
     def on_gap(self, direction: int, length: int, frame: int, ts_ns: int) -> None:
         who = "client" if direction == C2S else "server"
-        self.anomalies.append(make("tcp-gap", f"{length} {who} bytes missing before frame {frame}", frame))
+        self._note(make("tcp-gap", f"{length} {who} bytes missing before frame {frame}", frame))
         mode = self.mode[direction]
         if mode == BODY:
             self.body_left[direction] -= length
@@ -271,7 +294,7 @@ class Connection:
 
     def on_conflict(self, direction: int, offset: int, old_frame: int, new_frame: int) -> None:
         who = "client" if direction == C2S else "server"
-        self.anomalies.append(make(
+        self._note(make(
             "retransmission-conflict",
             f"{who} bytes at stream offset {offset} differ between frame {old_frame} and frame {new_frame}; "
             f"kept frame {old_frame}'s", new_frame))
@@ -375,7 +398,6 @@ class Connection:
             self._response_done(*early)
         return True
 
-    early_response: tuple | None = None
 
     def flush_partial_heads(self, frame: int, ts_ns: int) -> None:
         """The connection ended with a head still open: keep what came, flagged incomplete."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 class Limits:
     head_bytes: int = 64 * 1024          # bytes of one HTTP header block
     flow_buffer: int = 256 * 1024        # out-of-order bytes buffered per direction
-    max_flows: int = 100_000             # TCP connections tracked at once (oldest evicted)
+    max_flows: int = 50_000              # TCP connections tracked at once (oldest evicted); ~2.5 KB each
     frames_per_direction: int = 16       # WebSocket frame summaries kept per direction
     preview_bytes: int = 64              # payload preview kept per frame
     inflate_bytes: int = 64 * 1024       # compressed bytes buffered per message to inflate a preview

@@ -9,10 +9,11 @@ reaches the same verdicts as the live run that wrote it.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 
 from . import __version__
-from .chains import build_chains, judge_chain, link_chains, link_view
+from .chains import LINK_WINDOW_S, build_chains, judge_chain, link_chains, link_view
 from .spool import Spool
 from .connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_ip
 from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder
@@ -63,6 +64,10 @@ class Pipeline:
         self.views: list[dict] = []              # link views of spooled handshakes
         self.attempt_views: list[dict] = []      # ... and of bare connection attempts
         self._loc: dict[int, tuple[int, int]] = {}   # id(view) -> spool location
+        self._requests_to: dict[bytes, deque] = {}   # server address -> recent upgrade request times
+        self.link_window_ns = int(max(LINK_WINDOW_S, self.options.timeout_s) * 1e9)
+        self.unlinked_attempts = 0
+        self._order: deque = deque()              # flow keys in creation order, for eviction
         self.next_id = 1
         self.now_ns = 0
         self.flows_seen = 0
@@ -149,6 +154,7 @@ class Pipeline:
                 s_.release()
             self._retire(key, conn)
         elif conn.ignored and not conn.exchanges:
+            self._absorb_limits(conn)            # e.g. an endless head that was cut, then ignored
             conns[key] = None
         return out
 
@@ -236,23 +242,32 @@ class Pipeline:
         if not flags & TH_SYN:
             conn.anomalies.append(make("mid-stream-start", "the capture starts after this connection's SYN", seg.frame))
         self.conns[key] = conn
+        self._order.append(key)
         self.flows_seen += 1
         return conn
 
     def _evict(self) -> None:
-        # Oldest first: dicts keep insertion order, so the first live entry is the oldest flow.
-        for key, conn in self.conns.items():
+        """Drop the oldest tracked flow. A deque of keys in creation order, not dict iteration:
+        iterating a dict from the front re-walks every deleted slot, which made a SYN flood quadratic."""
+        order, conns = self._order, self.conns
+        while order:
+            key = order.popleft()
+            if key not in conns:
+                continue                     # already gone (closed, or a newer flow reused the key)
+            conn = conns.pop(key)
             self.evicted += 1
             self.limits_hit["max_flows"] = self.limits_hit.get("max_flows", 0) + 1
-            del self.conns[key]
             if conn is not None:
                 self._retire(key, conn)
             return
 
-    def _retire(self, key, conn: Connection) -> None:
+    def _absorb_limits(self, conn: Connection) -> None:
         for k, v in conn.limits_hit.items():
             self.limits_hit[k] = self.limits_hit.get(k, 0) + v
         conn.limits_hit.clear()
+
+    def _retire(self, key, conn: Connection) -> None:
+        self._absorb_limits(conn)
         self._maybe_attempt(conn)
         if self.conns.get(key) is conn:
             del self.conns[key]
@@ -264,15 +279,33 @@ class Pipeline:
             return
         conn.spooled = True
         for ex in conn.exchanges:
+            for sc in (ex.client_frames, ex.server_frames):
+                if sc is not None and sc.dropped:
+                    self.limits_hit["frames"] = self.limits_hit.get("frames", 0) + sc.dropped
             if ex.id is not None and ex.id > 0:
                 self._put(ex.to_json(self.now_ns), self.views)
         if conn.attempt is not None:
-            self._put(conn.attempt.to_json(self.now_ns), self.attempt_views, conn.attempt)
+            if self._could_be_a_hop(conn):
+                self._put(conn.attempt.to_json(self.now_ns), self.attempt_views,
+                          conn.attempt if self.stream else None)
+            else:
+                self.unlinked_attempts += 1      # a scan, a health check: no request it could serve
         if not self.stream:
             # Exchange <-> Connection is a reference cycle; break it so heads and frame summaries
             # are freed now rather than at some later cyclic collection.
             conn.exchanges = []
             conn.pending = []
+            conn.attempt = None
+
+    def _could_be_a_hop(self, conn: Connection) -> bool:
+        """Did this address receive an upgrade request shortly before it dialled out? Only then can a
+        bare connection attempt be a chain's missing hop; keeping the others would let a SYN flood
+        grow memory without bound."""
+        seen = self._requests_to.get(conn.client[0])
+        if not seen:
+            return False
+        lo = conn.first_ts - self.link_window_ns
+        return any(lo <= t <= conn.first_ts + 1_000_000 for t in seen)
 
     def _put(self, doc: dict, views: list[dict], attempt: Exchange | None = None) -> None:
         view = link_view(doc)
@@ -298,6 +331,13 @@ class Pipeline:
         ex.id = self.next_id
         self.next_id += 1
         self.registered += 1
+        # Remember when each address received an upgrade request (a bounded, sliding window).
+        seen = self._requests_to.setdefault(ex.conn.server[0], deque())
+        seen.append(ex.ts_ns)
+        while seen and seen[0] < ex.ts_ns - 2 * self.link_window_ns:
+            seen.popleft()
+        if len(seen) > 4096:
+            seen.popleft()
         if self.stream:
             self._undecided.append(ex)
             self._open.append(ex)
@@ -376,6 +416,7 @@ class Pipeline:
         return {"packets": d.packets, "tcp_packets": d.tcp, "truncated_packets": d.truncated,
                 "flows": self.flows_seen, "flows_tracked": sum(1 for c in self.conns.values() if c is not None),
                 "evicted_flows": self.evicted, "ip_fragments_dropped": self.decoder.frags.dropped,
+                "unlinked_attempts": self.unlinked_attempts,
                 "limits_hit": dict(self.limits_hit)}
 
     def _linked(self) -> tuple[list[dict], list[dict], set[str]]:
