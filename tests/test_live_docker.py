@@ -170,6 +170,12 @@ def test_ifaces_names_network_and_containers(engine):
     assert br["network"] == "wsnet"
     assert br["containers"] == ["ws-backend", "ws-client"]
     assert len(br["ports"]) == 2
+    ports = {i["name"]: i for i in doc["interfaces"] if i["name"] in br["ports"]}
+    assert sorted(p["container"] for p in ports.values()) == ["ws-backend", "ws-client"]
+    r = subprocess.run(wscap_argv("ifaces", "--netns", f"/run/netns/{engine.ns}"),
+                       capture_output=True, text=True, env=_env(engine), timeout=60)
+    assert "[docker]" in r.stdout and "network: wsnet; containers: ws-backend, ws-client" in r.stdout
+    assert "→ container ws-backend" in r.stdout
 
 
 def _upgrade(e: Engine) -> None:

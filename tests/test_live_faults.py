@@ -88,6 +88,40 @@ def test_interface_removed_mid_capture(tmp_path, backend):
     assert doc["summary"] == s["summary"]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bridge_down_and_up_again(tmp_path, backend):
+    """A bridge that goes down and comes back (a Compose network restarting): capture goes on."""
+    out = str(tmp_path / "bounce.pcap")
+    with Lab() as lab:
+        start_ws_servers(lab)
+        live = Live(lab, "--backend", backend, "--format", "json", "--write", out, "--timeout", "1",
+                    "--no-docker")
+        try:
+            live.wait_stderr("Ctrl-C to stop")
+            drive(lab)
+            live.collect(lambda ls: sum('"type":"handshake"' in x for x in ls) >= 5, timeout=20)
+            ip = ["ip", "-n", lab.lab_ns, "link", "set", lab.bridge]
+            subprocess.run([*ip, "down"], check=True)
+            time.sleep(1)
+            assert live.p.poll() is None, live.err
+            subprocess.run([*ip, "up"], check=True)
+            time.sleep(2)  # the bridge forwards again once its ports are back
+            drive(lab)
+            live.collect(lambda ls: sum('"type":"handshake"' in x for x in ls) >= 10, timeout=20)
+            rc = live.stop(signal.SIGINT)
+        finally:
+            if live.p.poll() is None:
+                live.p.kill()
+                live.p.wait()
+    s = _summary(live)
+    assert s["live"]["ended"] == "SIGINT" and rc == 1
+    assert sum('"type":"handshake"' in x for x in live.out) >= 10
+    if backend == "scapy":
+        assert any("went down" in e for e in live.err), live.err
+    doc = _check_file(out, s)
+    assert doc["summary"] == s["summary"]
+
+
 @pytest.fixture
 def small_tmpfs():
     d = tempfile.mkdtemp(prefix="wscap-tmpfs-")

@@ -84,7 +84,7 @@ def check_filter(expr: str, iface: str) -> str | None:
 
 # ---- rendering (fallbacks until wscap.render.table exists) --------------------------------------
 
-def _fallback_handshake_line(h: dict) -> str:
+def _fallback_handshake_line(h: dict, names: dict | None = None) -> str:
     req = h.get("request") or {}
     target = req.get("target") or ""
     st = h.get("status")
@@ -95,7 +95,7 @@ def _fallback_handshake_line(h: dict) -> str:
             f"{f'  [{anomalies}]' if anomalies else ''}").replace("  ", " ", 1)
 
 
-def _fallback_chain_line(c: dict) -> str:
+def _fallback_chain_line(c: dict, doc: dict | None = None) -> str:
     v = c.get("verdict") or {}
     mark = "BROKEN" if v.get("broken") else "ok"
     hops = "->".join(f"#{x}" for x in c.get("hops") or [])
@@ -367,16 +367,31 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
             # `wscap live | head`: stop capturing, still close the file properly.
             loop.stop("stdout closed")
 
+    seen: dict[int, dict] = {}   # handshakes printed so far, for the chains' ladders
+    name_eps = [{"ip": ip, "name": n} for ip, n in names.items()]
+
+    def text_line(kind: str, doc: dict) -> str:
+        try:
+            if kind == "handshake":
+                return hs_line(doc, names)
+            return ch_line(doc, {"handshakes": list(seen.values()), "endpoints": name_eps})
+        except TypeError:  # a renderer without the optional argument
+            return hs_line(doc) if kind == "handshake" else ch_line(doc)
+
     def on_event(ev: Any) -> None:
         status.clear()
         kind, doc = getattr(ev, "kind", None), getattr(ev, "json", None)
+        if kind == "handshake":
+            seen[doc["id"]] = doc
+            if len(seen) > 10000:  # bounded: old handshakes are long decided
+                seen.pop(next(iter(seen)))
         if fmt == "json":
             emit({"type": kind, kind: doc})
         else:
-            emit(hs_line(doc) if kind == "handshake" else ch_line(doc))
+            emit(text_line(kind, doc))
 
     loop = LiveLoop(be, pipeline=pipeline, writer=writer, on_event=on_event, on_status=status.update,
-                    duration=duration, count=count)
+                    on_notice=lambda m: (status.clear(), _err(m)), duration=duration, count=count)
     caught: list[str] = []
 
     def on_signal(signum, _frame):
@@ -435,13 +450,14 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
 def ifaces_command(fmt, netns, no_docker):
     """List interfaces, bridges and their veths; mark Docker bridges."""
     bridges = {} if no_docker else dockerapi.bridge_networks()
+    veths = {} if no_docker or not bridges else dockerapi.veth_containers()
     try:
         with privilege.in_netns(privilege.netns_path(netns) if netns else None):
             lst = ifmod.list_ifaces()
     except (OSError, PermissionError) as e:
         _err(f"--netns {netns}: {e}")
         sys.exit(EXIT_USAGE)
-    ifmod.enrich_with_docker(lst, bridges)
+    ifmod.enrich_with_docker(lst, bridges, veths)
     if fmt == "json":
         click.echo(json.dumps({"interfaces": [i.to_json() for i in lst],
                                "docker_api": bool(bridges)}, indent=2))
@@ -464,7 +480,8 @@ def format_ifaces(lst: list[ifmod.Iface]) -> str:
                          + (f"; containers: {', '.join(i.containers)}" if i.containers else ""))
         for p in i.ports:
             port = next((x for x in lst if x.name == p), None)
-            lines.append(f"{'':<{w}}    └─ {p} ({port.kind if port else '?'})")
+            to = f" → container {port.container}" if port and port.container else ""
+            lines.append(f"{'':<{w}}    └─ {p} ({port.kind if port else '?'}){to}")
     bridges = [i.name for i in lst if i.docker]
     lines.append("")
     lines.append(("Docker bridges: " + ", ".join(bridges)) if bridges else "no Docker bridge here")

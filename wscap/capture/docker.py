@@ -146,6 +146,44 @@ def bridge_networks(client: DockerClient | None = None) -> dict[str, dict]:
     return res
 
 
+def veth_containers(client: DockerClient | None = None) -> dict[int, str]:
+    """{ifindex of a host-side veth: name of the container on its other end}.
+
+    A container's eth0 has the host-side peer's ifindex as its `iflink`; Docker
+    mounts the container's own sysfs, so /proc/PID/root/sys/class/net shows it
+    without entering the namespace (root only; {} otherwise).
+    """
+    client = client or DockerClient()
+    if not os.path.exists(client.sock_path):
+        return {}
+    try:
+        cs = client.containers()
+    except DockerError:
+        return {}
+    res: dict[int, str] = {}
+    for c in cs:
+        try:
+            pid = (client.inspect(c["Id"]).get("State") or {}).get("Pid") or 0
+        except (DockerError, KeyError):
+            continue
+        base = f"/proc/{pid}/root/sys/class/net"
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        for n in names:
+            try:
+                with open(f"{base}/{n}/iflink") as f:
+                    iflink = int(f.read())
+                with open(f"{base}/{n}/ifindex") as f:
+                    ifindex = int(f.read())
+            except (OSError, ValueError):
+                continue
+            if iflink != ifindex:
+                res.setdefault(iflink, _cname(c))
+    return res
+
+
 def container_netns(name: str, client: DockerClient | None = None) -> str:
     """Path of the network namespace of a running container (/proc/PID/ns/net)."""
     client = client or DockerClient()

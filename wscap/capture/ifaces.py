@@ -40,6 +40,7 @@ class Iface:
     # Filled from the Docker Engine API when reachable.
     network: str | None = None
     containers: list[str] = field(default_factory=list)
+    container: str | None = None         # for a veth: the container on its other end
 
     def to_json(self) -> dict:
         return {
@@ -47,7 +48,7 @@ class Iface:
             "operstate": self.operstate, "mac": self.mac, "mtu": self.mtu,
             "master": self.master, "ports": list(self.ports), "docker": self.docker,
             "addresses": list(self.addresses), "network": self.network,
-            "containers": list(self.containers),
+            "containers": list(self.containers), "container": self.container,
         }
 
 
@@ -245,10 +246,14 @@ def describe_missing(name: str, ifaces: list[Iface] | None = None) -> str:
     return "\n".join(lines)
 
 
-def enrich_with_docker(ifaces: list[Iface], bridges: dict[str, dict]) -> None:
-    """Attach Docker network/container names (from docker.bridge_networks()) to bridges."""
+def enrich_with_docker(ifaces: list[Iface], bridges: dict[str, dict],
+                       veths: dict[int, str] | None = None) -> None:
+    """Attach Docker network/container names (docker.bridge_networks()) to bridges and
+    container names (docker.veth_containers()) to the veths that lead to them."""
     for i in ifaces:
         info = bridges.get(i.name)
         if info:
             i.network = info.get("network")
             i.containers = list(info.get("containers", []))
+        if veths and i.kind == "veth":
+            i.container = veths.get(i.index)

@@ -284,6 +284,7 @@ class TcpdumpBackend:
         self.reader = PcapStreamReader()
         self.ended = False
         self.end_reason: str | None = None
+        self.notices: list[str] = []
         self._stats = {"captured": 0, "received": 0, "dropped": 0, "ifdropped": 0}
         self._stderr = b""
         self._eof = False
@@ -522,6 +523,7 @@ class SocketBackend:
         self.cfg = cfg
         self.ended = False
         self.end_reason: str | None = None
+        self.notices: list[str] = []
         self._received = 0
         self._dropped = 0
         self._stopping = False
@@ -636,8 +638,14 @@ class SocketBackend:
                 break
             except OSError as e:
                 if e.errno in (errno.ENETDOWN, errno.ENXIO, errno.ENODEV):
-                    self.ended = True
-                    self.end_reason = f"interface {self.cfg.iface} went away ({e.strerror})"
+                    if self._iface_deleted():
+                        self.ended = True
+                        self.end_reason = f"interface {self.cfg.iface} went away (removed)"
+                    else:
+                        # Down, not gone: the kernel re-attaches the socket when it comes
+                        # back up (as libpcap >= 1.10 does for tcpdump), so keep going.
+                        self.notices.append(f"interface {self.cfg.iface} went down; "
+                                            "capturing again when it comes back up")
                     break
                 raise
             ts = 0
@@ -661,6 +669,15 @@ class SocketBackend:
             else:
                 out.append(RawFrame(0, ts, lt, bytes(view[:caplen]), n))
         return out
+
+    def _iface_deleted(self) -> bool:
+        # A packet socket whose interface was unregistered no longer names one.
+        if not self.ifindex:
+            return False
+        try:
+            return not self.sock.getsockname()[0]
+        except OSError:
+            return True
 
     def stats(self) -> dict[str, int]:
         try:
@@ -756,6 +773,7 @@ class LiveLoop:
                  on_event: Callable[[Any], None] | None = None,
                  on_status: Callable[[dict], None] | None = None,
                  on_frame: Callable[[RawFrame], None] | None = None,
+                 on_notice: Callable[[str], None] | None = None,
                  duration: float | None = None, count: int | None = None,
                  tick_s: float = 0.2, status_s: float = 0.5, source: int = 0):
         self.backend = backend
@@ -764,6 +782,7 @@ class LiveLoop:
         self.on_event = on_event
         self.on_status = on_status
         self.on_frame = on_frame
+        self.on_notice = on_notice
         self.duration = duration
         self.count = count
         self.tick_s = tick_s
@@ -839,6 +858,11 @@ class LiveLoop:
                 ready = sel.select(max(0.0, wake - now)) if wake > now else sel.select(0)
                 if ready:
                     self._handle(b.read())
+                    notices = getattr(b, "notices", None)
+                    while notices:
+                        msg = notices.pop(0)
+                        if self.on_notice:
+                            self.on_notice(msg)
                 if b.ended:
                     self.result.interface_gone = "went away" in (b.end_reason or "")
                     self.stop(b.end_reason or "capture ended")
