@@ -46,7 +46,7 @@ def _skip() -> str | None:
 
 
 _why = _skip()
-pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.slow]
+pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.slow, pytest.mark.live]
 
 
 def _busybox_tar() -> bytes:

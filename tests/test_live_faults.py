@@ -29,7 +29,7 @@ from netns import Lab, Live, drive, live_skip_reason, reanalyse, start_ws_server
 
 _SELF_NETNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netns.py")
 _why = live_skip_reason()
-pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.slow]
+pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.slow, pytest.mark.live]
 BACKENDS = [b for b in ("tcpdump", "scapy") if b != "tcpdump" or shutil.which("tcpdump")]
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from netns import Lab, Live, drive, live_skip_reason, reanalyse, start_ws_servers  # noqa: E402
 
 _why = live_skip_reason()
-pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.slow]
+pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.slow, pytest.mark.live]
 
 
 @pytest.fixture(scope="module")
