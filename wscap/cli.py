@@ -105,11 +105,8 @@ def names_option(f):
 def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict, stream_json=None) -> dict:
     """Analyse; with `stream_json` (a text stream) the JSON document is streamed there in bounded
     memory and only its summary (and sources) come back."""
-    missing = [f for f in files if not os.path.exists(f)]
-    if missing:
-        for m in missing:
-            click.echo(f"wscap: {m}: no such file", err=True)
-        sys.exit(EXIT_INPUT)
+    # A missing file is an input error of its own (one line, exit 2 at the end); the files that
+    # exist are still analysed, so one typo does not hide everything else.
     names = load_hosts(names_file)
     try:
         from .capture.docker import docker_names

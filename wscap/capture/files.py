@@ -152,6 +152,9 @@ def read_frames(path: str, result: ReadResult, source: int = 0,
     if stream is None:
         try:
             f = open_capture(path)
+        except FileNotFoundError:
+            result.errors.append(f"{path}: no such file")
+            return
         except OSError as e:
             result.errors.append(f"{path}: cannot open: {e.strerror or e}")
             return

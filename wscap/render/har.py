@@ -29,7 +29,11 @@ __all__ = ["render_har", "render_har_json"]
 def _iso(ts: Any) -> str:
     if not isinstance(ts, (int, float)):
         ts = 0.0
-    d = _dt.datetime.fromtimestamp(float(ts), _dt.timezone.utc)
+    try:
+        d = _dt.datetime.fromtimestamp(float(ts), _dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        # A capture's timestamps are attacker-controlled; HAR needs a date, so clamp to the epoch.
+        d = _dt.datetime.fromtimestamp(0, _dt.timezone.utc)
     return d.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
