@@ -102,3 +102,18 @@ def test_every_emitted_code_is_registered(captures):
     for h in doc["handshakes"]:
         for a in h["anomalies"]:
             assert a["code"] in CODES
+
+
+def test_parallel_jobs_give_identical_output(captures, tmp_path):
+    """-j N analyses files in worker processes; the document must be byte-identical to -j 1."""
+    files = [str(p) for p in sorted((ROOT / "pcaps").glob("*.pcap"))[:8]] + list(captures)
+    one = subprocess.run([sys.executable, "-m", "wscap", "analyze", "--format", "json", *files],
+                         capture_output=True, text=True)
+    two = subprocess.run([sys.executable, "-m", "wscap", "analyze", "--format", "json", "-j", "2", *files],
+                         capture_output=True, text=True)
+    assert one.returncode == two.returncode == 1
+    assert one.stdout == two.stdout
+    doc = json.loads(two.stdout)
+    assert len(doc["source"]) == len(files)
+    assert [h["id"] for h in sorted(doc["handshakes"], key=lambda h: h["id"])] == list(
+        range(1, len(doc["handshakes"]) + 1))

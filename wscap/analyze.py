@@ -16,7 +16,7 @@ def analyze_paths(paths: Iterable[str], options: Options | None = None,
 
 
 def run_pipeline(paths: Iterable[str], options: Options | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> Pipeline:
+                 progress: Callable[[int, int], None] | None = None, jobs: int = 1) -> Pipeline:
     """Analyse capture files in order, as one timeline per file, into one document.
 
     Files are independent captures (frame numbers restart per file), so each is
@@ -28,9 +28,37 @@ def run_pipeline(paths: Iterable[str], options: Options | None = None,
     old_threshold = gc.get_threshold()
     gc.set_threshold(50_000, 20, 100)
     try:
+        paths = list(paths)
+        if jobs > 1 and len(paths) > 1:
+            return _run_parallel(paths, options, jobs)
         return _run(paths, options, progress)
     finally:
         gc.set_threshold(*old_threshold)
+
+
+def _one_file(args: tuple) -> dict:
+    """Worker: analyse file number i on its own, as source i; hand back views and the spool."""
+    i, path, options = args
+    gc.set_threshold(50_000, 20, 100)
+    pipe = Pipeline(dataclasses.replace(options or Options(), stream=False))
+    res = ReadResult(path=path)
+    for frame in read_frames(path, res, source=i, record_filter=lambda lt: pipe.record_filter(lt, i)):
+        pipe.feed(frame._replace(source=i) if frame.source != i else frame)
+    pipe.finish()
+    pipe.sources = [res.to_json()]
+    return pipe.export()
+
+
+def _run_parallel(paths: list[str], options: Options | None, jobs: int) -> Pipeline:
+    """-j N: files are independent captures (flows never span two), so the per-packet work runs in
+    N processes; linking and judging happen here over all files, exactly as in one process."""
+    import multiprocessing
+    pipe = Pipeline(dataclasses.replace(options or Options(), stream=False))
+    with multiprocessing.get_context("fork").Pool(min(jobs, len(paths))) as pool:
+        parts = pool.map(_one_file, [(i, p, options) for i, p in enumerate(paths)], chunksize=1)
+    for part in parts:
+        pipe.absorb(part)
+    return pipe
 
 
 def _run(paths: Iterable[str], options: Options | None,

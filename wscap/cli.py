@@ -46,13 +46,15 @@ def limits_options(f):
                      help="WebSocket frame summaries kept per direction."),
         click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True,
                      help="Seconds a leg waits for a response before it is decided."),
+        click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+                     help="Analyse several files in parallel processes (results identical to -j 1)."),
     ]):
         f = opt(f)
     return f
 
 
 def build_options(max_head_bytes: int, max_flow_buffer: int, max_flows: int, max_frames: int,
-                  timeout_s: float, names: dict[str, str] | None = None) -> Options:
+                  timeout_s: float, names: dict[str, str] | None = None, jobs: int = 1) -> Options:
     lim = Limits(head_bytes=max_head_bytes, flow_buffer=max_flow_buffer, max_flows=max_flows,
                  frames_per_direction=max_frames)
     return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())))
@@ -114,8 +116,8 @@ def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict, stre
     except Exception:  # noqa: BLE001 - the Docker API is optional; names are a convenience
         pass
     options = build_options(names=names, **lim)
-    progress = _progress() if sys.stderr.isatty() else None
-    pipe = run_pipeline(list(files), options, progress)
+    progress = _progress() if sys.stderr.isatty() and lim.get("jobs", 1) == 1 else None
+    pipe = run_pipeline(list(files), options, progress, jobs=lim.get("jobs", 1))
     if progress is not None:
         click.echo("\r\033[K", err=True, nl=False)
     if stream_json is not None:

@@ -64,10 +64,12 @@ class Pipeline:
         self.views: list[dict] = []              # link views of spooled handshakes
         self.attempt_views: list[dict] = []      # ... and of bare connection attempts
         self._loc: dict[int, tuple[int, int]] = {}   # id(view) -> spool location
-        self._requests_to: dict[bytes, deque] = {}   # server address -> recent upgrade request times
+        self._requests_to: dict[tuple, deque] = {}   # (source, server address) -> recent request times
+        self._clock: dict[int, int] = {}             # latest timestamp seen per capture (source)
         self.link_window_ns = int(max(LINK_WINDOW_S, self.options.timeout_s) * 1e9)
         self.unlinked_attempts = 0
         self._order: deque = deque()              # flow keys in creation order, for eviction
+        self._extra_spools: list[Spool] = []      # spools of files analysed by worker processes (-j)
         self.next_id = 1
         self.now_ns = 0
         self.flows_seen = 0
@@ -86,6 +88,8 @@ class Pipeline:
     def feed(self, frame: RawFrame) -> list[Decided]:
         if frame.ts_ns > self.now_ns:
             self.now_ns = frame.ts_ns
+        if frame.ts_ns > self._clock.get(frame.source, 0):
+            self._clock[frame.source] = frame.ts_ns
         seg = self.decoder.decode(frame)
         if seg is None:
             return []
@@ -187,6 +191,7 @@ class Pipeline:
             return None
         conns = self.conns
         stats = self.decoder.stats
+        clock = self._clock
         unpack = _FAST_HDR.unpack_from
 
         def want(buf: bytes, off: int, caplen: int, no: int, ts: int) -> bool:
@@ -204,6 +209,8 @@ class Pipeline:
                 return True
             if ts > self.now_ns:
                 self.now_ns = ts
+            if ts > clock.get(source, 0):
+                clock[source] = ts
             if conn is not None:
                 paylen = totlen - 20 - ((offx >> 4) << 2)
                 if paylen <= 0:
@@ -278,15 +285,16 @@ class Pipeline:
         if conn.spooled:
             return
         conn.spooled = True
+        end = self._clock.get(conn.source, self.now_ns)    # "waited" runs to the end of this capture
         for ex in conn.exchanges:
             for sc in (ex.client_frames, ex.server_frames):
                 if sc is not None and sc.dropped:
                     self.limits_hit["frames"] = self.limits_hit.get("frames", 0) + sc.dropped
             if ex.id is not None and ex.id > 0:
-                self._put(ex.to_json(self.now_ns), self.views)
+                self._put(ex.to_json(end), self.views)
         if conn.attempt is not None:
             if self._could_be_a_hop(conn):
-                self._put(conn.attempt.to_json(self.now_ns), self.attempt_views,
+                self._put(conn.attempt.to_json(end), self.attempt_views,
                           conn.attempt if self.stream else None)
             else:
                 self.unlinked_attempts += 1      # a scan, a health check: no request it could serve
@@ -301,7 +309,7 @@ class Pipeline:
         """Did this address receive an upgrade request shortly before it dialled out? Only then can a
         bare connection attempt be a chain's missing hop; keeping the others would let a SYN flood
         grow memory without bound."""
-        seen = self._requests_to.get(conn.client[0])
+        seen = self._requests_to.get((conn.source, conn.client[0]))
         if not seen:
             return False
         lo = conn.first_ts - self.link_window_ns
@@ -309,7 +317,7 @@ class Pipeline:
 
     def _put(self, doc: dict, views: list[dict], attempt: Exchange | None = None) -> None:
         view = link_view(doc)
-        self._loc[id(view)] = self.spool.put(doc)
+        self._loc[id(view)] = (self.spool, self.spool.put(doc))
         if attempt is not None:
             view["_attempt"] = attempt      # live mode assigns its id when a chain lists it
         views.append(view)
@@ -332,7 +340,7 @@ class Pipeline:
         self.next_id += 1
         self.registered += 1
         # Remember when each address received an upgrade request (a bounded, sliding window).
-        seen = self._requests_to.setdefault(ex.conn.server[0], deque())
+        seen = self._requests_to.setdefault((ex.conn.source, ex.conn.server[0]), deque())
         seen.append(ex.ts_ns)
         while seen and seen[0] < ex.ts_ns - 2 * self.link_window_ns:
             seen.popleft()
@@ -419,6 +427,48 @@ class Pipeline:
                 "unlinked_attempts": self.unlinked_attempts,
                 "limits_hit": dict(self.limits_hit)}
 
+    # -- parallel analysis (-j) -------------------------------------------------------
+    def export(self) -> dict:
+        """What a worker process hands back after analysing one file (views, counts, its spool)."""
+        spool = self.spool
+        path = spool.persist()
+        return {"views": [(v, self._loc[id(v)][1]) for v in self.views],
+                "attempts": [(v, self._loc[id(v)][1]) for v in self.attempt_views],
+                "spool": path, "registered": self.registered, "sources": self.sources,
+                "decoder": (self.decoder.stats.packets, self.decoder.stats.tcp, self.decoder.stats.truncated,
+                            self.decoder.frags.dropped),
+                "flows": self.flows_seen, "evicted": self.evicted, "unlinked": self.unlinked_attempts,
+                "limits_hit": self.limits_hit, "now": self.now_ns}
+
+    def absorb(self, part: dict) -> None:
+        """Merge a worker's file into this pipeline exactly as if it had been fed here, in order:
+        handshake ids continue from the previous files'."""
+        spool = Spool.open(part["spool"])
+        self._extra_spools.append(spool)
+        offset = self.registered
+        for v, loc in part["views"]:
+            v["id"] += offset
+            self._loc[id(v)] = (spool, loc)
+            self.views.append(v)
+        for v, loc in part["attempts"]:
+            self._loc[id(v)] = (spool, loc)
+            self.attempt_views.append(v)
+        self.registered += part["registered"]
+        self.next_id = self.registered + 1
+        self.sources += part["sources"]
+        st = self.decoder.stats
+        packets, tcp, truncated, frags = part["decoder"]
+        st.packets += packets
+        st.tcp += tcp
+        st.truncated += truncated
+        self.decoder.frags.dropped += frags
+        self.flows_seen += part["flows"]
+        self.evicted += part["evicted"]
+        self.unlinked_attempts += part["unlinked"]
+        for k, n in part["limits_hit"].items():
+            self.limits_hit[k] = self.limits_hit.get(k, 0) + n
+        self.now_ns = max(self.now_ns, part["now"])
+
     def _linked(self) -> tuple[list[dict], list[dict], set[str]]:
         """Link every finished handshake (from the in-memory views); give used attempts their ids."""
         chains, used, proxies = link_chains(self.views, self.attempt_views, self.options.timeout_s)
@@ -461,7 +511,8 @@ class Pipeline:
 
     def _full(self, view: dict) -> dict:
         """A handshake's full document back from the spool (its id may have been given since)."""
-        doc = self.spool.get(self._loc[id(view)])
+        spool, loc = self._loc[id(view)]
+        doc = spool.get(loc)
         doc["id"] = view["id"]
         return doc
 

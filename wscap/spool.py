@@ -10,14 +10,30 @@ streams handshakes out of the spool in document order.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 
 
 class Spool:
-    def __init__(self) -> None:
-        self._f = tempfile.TemporaryFile()     # unlinked at once: nothing left behind
+    def __init__(self, f=None) -> None:
+        self._f = f if f is not None else tempfile.TemporaryFile()   # unlinked at once: nothing left behind
         self._end = 0
         self.count = 0
+
+    def persist(self) -> str:
+        """Copy to a named file another process can open (for -j); the caller's `open` deletes it."""
+        fd, path = tempfile.mkstemp(prefix="wscap-spool-")
+        with os.fdopen(fd, "wb") as out:
+            self._f.seek(0)
+            shutil.copyfileobj(self._f, out)
+        return path
+
+    @classmethod
+    def open(cls, path: str) -> "Spool":
+        f = open(path, "rb")
+        os.unlink(path)                        # still readable through `f`; gone when it is closed
+        return cls(f)
 
     def put(self, doc: dict) -> tuple[int, int]:
         data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
