@@ -337,3 +337,26 @@ def test_bun_runtime_named_in_the_verdict(name):
 def test_node_http_proxy_named_for_vite_under_node():
     doc = wscap.analyze_paths([str(LAB / "origin-rewrite.pcap")])
     assert "node http-proxy" in doc["chains"][0]["verdict"]["summary"]
+
+
+def test_overlapping_refused_attempts_go_to_the_leg_whose_answer_they_caused(tmp_path):
+    """Two requests, two refused upstream attempts interleaved. The nearest request would take the
+    wrong attempt; the proxy's answer to each client must follow the attempt that caused it."""
+    cap = Capture(step=0.0005)
+    a = cap.conn((GW, 50000), (VITE, 5173)).open()
+    b = cap.conn((GW, 50001), (VITE, 5173)).open()
+    a.send(True, ws_request("/ws", key=new_key(1)))
+    b.send(True, ws_request("/ws", key=new_key(2)))
+    a1 = cap.conn((VITE, 40001), (BACK, 5000))
+    a1._pkt(True, "S")
+    a1._pkt(False, "RA", seq=0)                 # refused: A's attempt
+    a2 = cap.conn((VITE, 40002), (BACK, 5000))
+    a2._pkt(True, "S")
+    a.fin(False)                                # the proxy gives up on A (after a1's RST)
+    a2._pkt(False, "RA", seq=0)                 # refused: B's attempt, after A was answered
+    b.send(False, ws_response(new_key(2), status=502, reason="Bad Gateway"))
+    doc = run(tmp_path, cap)
+    by_id = {h["id"]: h for h in doc["handshakes"]}
+    legs = {by_id[c["hops"][0]]["client"]: by_id[c["hops"][1]]["client"] for c in doc["chains"]}
+    assert legs == {f"{GW}:50000": f"{VITE}:40001", f"{GW}:50001": f"{VITE}:40002"}
+    assert {c["verdict"]["cause"] for c in doc["chains"]} == {"upstream-refused"}

@@ -135,14 +135,31 @@ def link_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float =
     for down in ordered:
         if id(down) in up_of or down.get("outcome") == "upgraded":
             continue
+        answered = _answer_ts(down)
+        answered_frame = _answer_frame(down)
         for a in near(by_attempt_client, _ip(down["server"]), req_ts(down)):
-            if candidate(down, a) and (down.get("response") is None
-                                       or a["first_ts"] <= down["response"]["ts"] + 0.001):
-                pairs.append((req_ts(a) - req_ts(down), id(down), id(a), down, a))
+            if not candidate(down, a):
+                continue
+            end = a["tcp"].get("end") or {}
+            a_end = end.get("ts")
+            if answered is not None:
+                # The proxy's answer to the client (a 502, a close) is caused by the failed attempt:
+                # it cannot come before the attempt started, nor before a refused attempt ended.
+                # Within one capture, frame order decides (timestamps can tie); across captures, time.
+                if a["source"] == down["source"] and answered_frame is not None:
+                    start = a["tcp"]["syn_frame"] or a["first_frame"]
+                    if start > answered_frame or (end.get("frame") is not None and end["frame"] > answered_frame):
+                        continue
+                elif a["first_ts"] > answered + 0.001 or (a_end is not None and a_end > answered + 0.001):
+                    continue
+            # Closest cause first: an answer right after the attempt's end, else the nearest request.
+            follows = answered is not None and a_end is not None
+            pairs.append((0 if follows else 1, (answered - a_end) if follows else req_ts(a) - req_ts(down),
+                          id(down), id(a), down, a))
     # Globally nearest first: a proxy dials upstream within milliseconds of the request it serves,
-    # so among concurrent requests the closest preceding one owns the attempt.
-    pairs.sort(key=lambda x: (x[0], x[1], x[2]))
-    for _dt, _d, _a, down, a in pairs:
+    # so among concurrent requests the closest one owns the attempt.
+    pairs.sort(key=lambda x: (x[0], x[1], x[2], x[3]))
+    for _k, _dt, _d, _a, down, a in pairs:
         if id(down) in up_of or id(a) in taken:
             continue
         taken.add(id(a))
@@ -181,6 +198,21 @@ def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float 
 
 
 
+def _answer_ts(h: dict) -> float | None:
+    """When the client leg got its answer: the response head, else the end of its connection."""
+    if h.get("response"):
+        return h["response"]["ts"]
+    end = (h.get("tcp") or {}).get("end")
+    return end["ts"] if end else None
+
+
+def _answer_frame(h: dict) -> int | None:
+    if h.get("response"):
+        return h["response"].get("frame")
+    end = (h.get("tcp") or {}).get("end")
+    return end.get("frame") if end else None
+
+
 def link_view(h: dict) -> dict:
     """The fields linking reads, nothing else: kept in memory for every handshake while the full
     documents wait on disk (see pipeline's spool)."""
@@ -190,9 +222,10 @@ def link_view(h: dict) -> dict:
     return {
         "id": h["id"], "source": h["source"], "client": h["client"], "server": h["server"],
         "first_frame": h["first_frame"], "first_ts": h["first_ts"], "outcome": h["outcome"],
-        "tcp": {"syn_frame": h["tcp"]["syn_frame"]},
+        "tcp": {"syn_frame": h["tcp"]["syn_frame"],
+                "end": {"ts": h["tcp"]["end"]["ts"], "frame": h["tcp"]["end"]["frame"]} if h["tcp"].get("end") else None},
         "request": None if req is None else {
             "ts": req["ts"], "frame": req["frame"], "target": req["target"],
             "headers": [["Sec-WebSocket-Key", key]] if key else []},
-        "response": None if resp is None else {"ts": resp["ts"]},
+        "response": None if resp is None else {"ts": resp["ts"], "frame": resp["frame"]},
     }
