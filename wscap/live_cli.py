@@ -410,12 +410,17 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
             signal.signal(s, h)
     status.clear()
 
-    doc: dict = pipeline.document() if pipeline is not None else {}
+    doc: dict = {}
+    if loop.pipeline is not None:  # None when analysis was unavailable or failed mid-run
+        try:
+            doc = loop.pipeline.document()
+        except Exception as e:  # noqa: BLE001 - the capture file is already complete
+            res.extra["analysis_error"] = f"document: {e!r}"
     live_info = {
         "iface": iface, "netns": ns_path, "container": container, "backend": be.name, "filter": expr,
         "packets": res.packets, "received": res.received, "dropped": res.dropped,
         "ended": res.reason, "interface_gone": res.interface_gone, "elapsed": round(res.elapsed, 3),
-        "write": None,
+        "write": None, "analysis_error": res.extra.get("analysis_error"),
     }
     if writer is not None:
         live_info["write"] = {"path": write_path, "files": writer.files, "packets": writer.packets,
@@ -437,6 +442,10 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
                  + (f" (writing stopped: {writer.error})" if writer.error else ""))
     if res.interface_gone:
         _err(f"capture ended because the interface went away: {res.reason}")
+    if res.extra.get("analysis_error"):
+        _err(f"analysis failed: {res.extra['analysis_error']}"
+             + (f"; the capture is complete in {', '.join(writer.files)}" if writer is not None else ""))
+        return EXIT_USAGE
     broken = summary.get("broken", 0)
     return EXIT_BROKEN if broken else EXIT_OK
 

@@ -84,8 +84,9 @@ def interface_names(sysfs: str = SYS_NET) -> list[str]:
         names.append((_read_int(os.path.join(sysfs, n, "ifindex")) or 0, n))
     if not names:
         # sysfs missing (some containers): fall back to the kernel's own list.
+        import socket
         try:
-            for idx, n in __import__("socket").if_nameindex():
+            for idx, n in socket.if_nameindex():
                 names.append((idx, n))
         except OSError:
             pass

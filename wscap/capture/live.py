@@ -24,6 +24,7 @@ import errno
 import fcntl
 import os
 import re
+import select
 import selectors
 import shutil
 import signal
@@ -334,7 +335,7 @@ class TcpdumpBackend:
     def _wait_started(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not self.reader.started:
-            r, _, _ = __import__("select").select([self._out, self._err], [], [], 0.05)
+            r, _, _ = select.select([self._out, self._err], [], [], 0.05)
             self._read_err()
             if self._out in r:
                 data = self._read_out()
@@ -456,9 +457,8 @@ class TcpdumpBackend:
 
     def drain(self, timeout_s: float = 10.0) -> Iterable[RawFrame]:
         deadline = time.monotonic() + timeout_s
-        import select as _select
         while not self._eof and time.monotonic() < deadline:
-            r, _, _ = _select.select([self._out], [], [], 0.2)
+            r, _, _ = select.select([self._out], [], [], 0.2)
             if r:
                 frames = self.read()
                 yield from frames
@@ -825,7 +825,11 @@ class LiveLoop:
             if on_frame is not None:
                 on_frame(f)
             if pipe is not None:
-                self._emit(pipe.feed(f))
+                try:
+                    self._emit(pipe.feed(f))
+                except Exception as e:  # noqa: BLE001
+                    self._analysis_failed(e)
+                    pipe = None
         if self.count is not None and self._no >= self.count:
             self.stop(f"--count {self.count} reached")
 
@@ -873,7 +877,10 @@ class LiveLoop:
                 if now >= next_tick:
                     next_tick = now + self.tick_s
                     if self.pipeline is not None:
-                        self._emit(self.pipeline.tick(time.time_ns()))
+                        try:
+                            self._emit(self.pipeline.tick(time.time_ns()))
+                        except Exception as e:  # noqa: BLE001
+                            self._analysis_failed(e)
                     if self.writer is not None:
                         self.writer.flush()
                 if now >= next_status:
@@ -888,9 +895,11 @@ class LiveLoop:
     def _shutdown(self) -> None:
         b = self.backend
         self.result.reason = self._stop_reason or "stopped"
+        st: dict[str, int] = {}
         try:
-            b.stop()
-            if True:
+            try:
+                b.stop()
+                # What the backend already captured is handed over (bounded by drain()).
                 if self.count is None or self._no < self.count:
                     batch: list[RawFrame] = []
                     for f in b.drain():
@@ -902,16 +911,30 @@ class LiveLoop:
                 else:
                     for _ in b.drain():
                         pass
-            st = b.stats()
-        finally:
-            b.close()
-        self.result.packets = self._no
-        self.result.received = st.get("received", 0)
-        self.result.dropped = st.get("dropped", 0)
-        self.result.elapsed = time.monotonic() - self._start
-        try:
+                st = b.stats()
+            finally:
+                b.close()
+            self.result.packets = self._no
+            self.result.received = st.get("received", 0)
+            self.result.dropped = st.get("dropped", 0)
+            self.result.elapsed = time.monotonic() - self._start
             if self.pipeline is not None:
-                self._emit(self.pipeline.finish())
+                try:
+                    self._emit(self.pipeline.finish())
+                except Exception as e:  # noqa: BLE001 - see _analysis_failed
+                    self._analysis_failed(e)
         finally:
+            # Whatever failed above, the capture file is completed.
             if self.writer is not None:
                 self.writer.close()
+
+    def _analysis_failed(self, e: Exception) -> None:
+        """A bug in the analysis must not cost the capture: report it, stop analysing,
+        keep capturing and writing (the file can be re-analysed once fixed)."""
+        import traceback
+        where = traceback.format_exception_only(type(e), e)[-1].strip()
+        self.result.extra["analysis_error"] = f"frame {self._no}: {where}"
+        self.pipeline = None
+        if self.on_notice:
+            self.on_notice(f"analysis failed at frame {self._no} ({where}); capture and --write "
+                           "go on without analysis")
