@@ -364,8 +364,15 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
             out.write((json.dumps(obj, separators=(",", ":")) if isinstance(obj, dict) else obj) + "\n")
             out.flush()
         except BrokenPipeError:
-            # `wscap live | head`: stop capturing, still close the file properly.
+            # `wscap live | head`: stop capturing, still close the file properly; point
+            # stdout at /dev/null so the interpreter's final flush stays quiet.
             loop.stop("stdout closed")
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, out.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
 
     seen: dict[int, dict] = {}   # handshakes printed so far, for the chains' ladders
     name_eps = [{"ip": ip, "name": n} for ip, n in names.items()]
