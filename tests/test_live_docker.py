@@ -176,6 +176,9 @@ def test_ifaces_names_network_and_containers(engine):
                        capture_output=True, text=True, env=_env(engine), timeout=60)
     assert "[docker]" in r.stdout and "network: wsnet; containers: ws-backend, ws-client" in r.stdout
     assert "→ container ws-backend" in r.stdout
+    r = subprocess.run(wscap_argv("ifaces", "--container", "ws-client"), capture_output=True, text=True,
+                       env=_env(engine), timeout=60)
+    assert r.returncode == 0 and "eth0" in r.stdout and "10.213.250." in r.stdout, r.stderr
 
 
 def _upgrade(e: Engine) -> None:

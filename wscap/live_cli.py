@@ -462,16 +462,24 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
 @click.command("ifaces")
 @click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
 @click.option("--netns", metavar="PATH|PID|NAME", help="List the interfaces of this network namespace.")
+@click.option("--container", metavar="NAME", help="List the interfaces inside this Docker container.")
 @click.option("--no-docker", is_flag=True, help="Do not ask the Docker Engine API for network names.")
-def ifaces_command(fmt, netns, no_docker):
+def ifaces_command(fmt, netns, container, no_docker):
     """List interfaces, bridges and their veths; mark Docker bridges."""
     bridges = {} if no_docker else dockerapi.bridge_networks()
     veths = {} if no_docker or not bridges else dockerapi.veth_containers()
+    ns_path = privilege.netns_path(netns) if netns else None
+    if container:
+        try:
+            ns_path = dockerapi.container_netns(container)
+        except dockerapi.DockerError as e:
+            _err(str(e))
+            sys.exit(EXIT_USAGE)
     try:
-        with privilege.in_netns(privilege.netns_path(netns) if netns else None):
+        with privilege.in_netns(ns_path):
             lst = ifmod.list_ifaces()
     except (OSError, PermissionError) as e:
-        _err(f"--netns {netns}: {e}")
+        _err(f"{'--container ' + container if container else '--netns ' + str(netns)}: {e}")
         sys.exit(EXIT_USAGE)
     ifmod.enrich_with_docker(lst, bridges, veths)
     if fmt == "json":
