@@ -180,3 +180,25 @@ def test_frame_numbers_count_from_one_like_wireshark(tmp_path):
 def _ether(cap: Capture) -> Capture:
     cap.packets = [Ether() / p for p in cap.packets]
     return cap
+
+
+def test_pcapng_timestamps_are_exact_integers(tmp_path):
+    """if_tsresol scaling in integers: a float product drifts by hundreds of ns at today's epoch."""
+    import struct
+    from wscap.capture.files import ReadResult, read_frames
+    ts_ns = 1_763_884_833_123_456_789
+    def block(btype, body):
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", btype, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+    out = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    for resol, raw in ((9, ts_ns), (6, ts_ns // 1000), (0x80 | 30, (ts_ns << 30) // 10**9)):
+        opts = struct.pack("<HH", 9, 1) + bytes([resol]) + b"\0\0\0" + struct.pack("<HH", 0, 0)
+        out += block(1, struct.pack("<HHI", 1, 0, 65535) + opts)
+    for ifid, raw in enumerate((ts_ns, ts_ns // 1000, (ts_ns << 30) // 10**9)):
+        out += block(6, struct.pack("<IIIII", ifid, raw >> 32, raw & 0xFFFFFFFF, 4, 4) + b"abcd")
+    p = tmp_path / "ts.pcapng"
+    p.write_bytes(out)
+    got = [f.ts_ns for f in read_frames(str(p), ReadResult(str(p)))]
+    assert got[0] == ts_ns
+    assert got[1] == ts_ns // 1000 * 1000
+    assert abs(got[2] - ts_ns) <= 1

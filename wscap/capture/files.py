@@ -278,14 +278,15 @@ def _finish(result: ReadResult, first: int | None, last: int | None) -> None:
 class _Iface:
     linktype: int
     snaplen: int
-    tsresol_ns: float          # ns per timestamp unit
+    ts_mul: int                # ns = raw * ts_mul // ts_div, in integers: floats drift by
+    ts_div: int                # hundreds of ns at today's epoch values
     tsoffset_ns: int
     name: str
 
 
-def _idb_options(body: bytes, endian: str) -> tuple[float, int, str]:
+def _idb_options(body: bytes, endian: str) -> tuple[int, int, int, str]:
     """if_tsresol (code 9), if_tsoffset (14), if_name (2) from an IDB's options."""
-    resol = 1000.0            # default: microseconds
+    mul, div = 1000, 1        # default: microseconds
     offset = 0
     name = ""
     i = 0
@@ -296,13 +297,18 @@ def _idb_options(body: bytes, endian: str) -> tuple[float, int, str]:
             break
         if code == 9 and length >= 1:
             v = val[0]
-            resol = 1e9 / (2 ** (v & 0x7F)) if v & 0x80 else 1e9 / (10 ** v)
+            if v & 0x80:
+                mul, div = 1_000_000_000, 2 ** (v & 0x7F)
+            elif v <= 9:
+                mul, div = 10 ** (9 - v), 1
+            else:
+                mul, div = 1, 10 ** (v - 9)
         elif code == 14 and length == 8:
             offset = struct.unpack(endian + "q", val)[0] * 1_000_000_000
         elif code == 2:
             name = val.decode("utf-8", "replace")
         i += 4 + ((length + 3) & ~3)
-    return resol, offset, name
+    return mul, div, offset, name
 
 
 def _read_pcapng(f: BinaryIO, first4: bytes, path: str, result: ReadResult,
@@ -361,8 +367,8 @@ def _read_pcapng(f: BinaryIO, first4: bytes, path: str, result: ReadResult,
                     result.errors.append(f"{path}: interface block too short")
                     break
                 linktype, _res, snaplen = struct.unpack_from(endian + "HHI", body, 0)
-                resol, offset, name = _idb_options(body[8:], endian)
-                ifaces.append(_Iface(linktype, snaplen, resol, offset, name))
+                mul, div, offset, name = _idb_options(body[8:], endian)
+                ifaces.append(_Iface(linktype, snaplen, mul, div, offset, name))
                 if linktype not in result.linktypes:
                     result.linktypes.append(linktype)
                 result.interfaces.append(name or f"if{len(ifaces) - 1}")
@@ -387,7 +393,7 @@ def _read_pcapng(f: BinaryIO, first4: bytes, path: str, result: ReadResult,
                     break
                 iface = ifaces[ifid]
                 raw_ts = (ts_hi << 32) | ts_lo
-                ts = int(raw_ts * iface.tsresol_ns) + iface.tsoffset_ns
+                ts = raw_ts * iface.ts_mul // iface.ts_div + iface.tsoffset_ns
                 no += 1
                 nbytes += caplen
                 first = ts if first is None else first
