@@ -220,8 +220,13 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
 @click.option("--ring-size", type=float, metavar="MB", help="Ring buffer: start a new file after this many MB.")
 @click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
               help="Capture backend (auto: tcpdump when installed, else scapy).")
-@click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True,
-              help="json: one JSON object per line (handshakes, chains, then a summary).")
+@click.option("--format", "fmt", type=click.Choice(("text", "json", "markdown")), default="text",
+              show_default=True,
+              help="json: one JSON object per line (handshakes, chains, then a summary); markdown: one table "
+                   "row per event, ready to paste.")
+@click.option("--redact/--no-redact", default=None,
+              help="Replace cookies, tokens and credentials by stable hashes (default: on for markdown, "
+                   "off for json and text).")
 @click.option("--names", "names_file", type=click.Path(exists=True, dir_okay=False),
               help="hosts-format file naming IPs (fallback when the Docker API is unreachable).")
 @click.option("--no-docker", is_flag=True, help="Do not ask the Docker Engine API for container names.")
@@ -235,7 +240,7 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
 @click.option("--status/--no-status", "show_status", default=None,
               help="Status line on stderr (default: on; rewritten in place on a terminal).")
 def live_command(iface, container, netns, bpf, ports, duration, count, timeout, write_path, ring_files,
-                 ring_size, backend, fmt, names_file, no_docker, user, snaplen, buffer_mb, no_promisc,
+                 ring_size, backend, fmt, redact, names_file, no_docker, user, snaplen, buffer_mb, no_promisc,
                  show_status):
     """Capture live and print WebSocket handshakes and chain verdicts as they are decided."""
     sys.exit(run_live(**locals()))
@@ -243,7 +248,7 @@ def live_command(iface, container, netns, bpf, ports, duration, count, timeout, 
 
 def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duration=None, count=None,
              timeout=3.0, write_path=None, ring_files=None, ring_size=None, backend="auto", fmt="text",
-             names_file=None, no_docker=False, user=None, snaplen=DEFAULT_SNAPLEN, buffer_mb=DEFAULT_BUFFER_MB,
+             redact=None, names_file=None, no_docker=False, user=None, snaplen=DEFAULT_SNAPLEN, buffer_mb=DEFAULT_BUFFER_MB,
              no_promisc=False,
              show_status=None) -> int:
     # -- usage checks -------------------------------------------------------------------
@@ -375,6 +380,14 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
                 pass
 
     seen: dict[int, dict] = {}   # handshakes printed so far, for the chains' ladders
+    raw_seen = seen               # the unredacted handshakes: a chain's secrets are found through them
+    from .render.markdown import LiveMarkdown
+    from .render.redact import redact_live_event
+    markdown = LiveMarkdown(redact=redact is not False)
+
+    def emit_raw(text: str) -> None:
+        if text:
+            emit(text[:-1] if text.endswith("\n") else text)
     name_eps = [{"ip": ip, "name": n} for ip, n in names.items()]
 
     def text_line(kind: str, doc: dict) -> str:
@@ -392,8 +405,11 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
             seen[doc["id"]] = doc
             if len(seen) > 10000:  # bounded: old handshakes are long decided
                 seen.pop(next(iter(seen)))
-        if fmt == "json":
-            emit({"type": kind, kind: doc})
+        obj = {"type": kind, kind: doc}
+        if fmt == "markdown":
+            emit_raw(markdown.event(obj))
+        elif fmt == "json":
+            emit(redact_live_event(obj, raw_seen) if redact else obj)
         else:
             emit(text_line(kind, doc))
 
@@ -433,11 +449,14 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
         live_info["write"] = {"path": write_path, "files": writer.files, "packets": writer.packets,
                               "bytes": writer.bytes, "error": writer.error, "skipped": writer.skipped}
     summary = doc.get("summary") or {}
-    if fmt == "json":
+    if fmt in ("json", "markdown"):
         obj = {"type": "summary"}
         obj.update({k: v for k, v in doc.items() if k not in ("handshakes", "chains")})
         obj["live"] = live_info
-        emit(obj)
+        if fmt == "json":
+            emit(obj)
+        else:
+            emit_raw(markdown.event(obj))
     else:
         parts = [f"{res.packets} packets captured", f"{res.dropped} dropped by kernel"]
         if summary:
