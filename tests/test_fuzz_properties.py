@@ -402,3 +402,38 @@ def test_every_container_gives_the_same_document(container):
     for doc in (da, db):
         doc.pop("source")
     assert da == db
+
+
+# -- IP fragments ----------------------------------------------------------------------------------
+
+@SLOW
+@given(st.sampled_from([8, 16, 24, 64, 256]), st.randoms(use_true_random=False), st.integers(0, 3))
+def test_ip_fragments_in_any_order_give_the_same_request(size, rnd, dups):
+    from scapy.all import IP, TCP, Raw, fragment  # type: ignore[attr-defined]
+    cap = Capture()
+    c = cap.conn(("10.9.0.1", 41000), ("10.9.0.2", 31337)).open()
+    pkt = IP(src="10.9.0.1", dst="10.9.0.2", id=4242) / TCP(sport=41000, dport=31337, flags="PA",
+                                                              seq=c.cseq, ack=c.sseq) / Raw(REQ)
+    frags = fragment(pkt, fragsize=size)
+    frags += [rnd.choice(frags) for _ in range(dups)]
+    rnd.shuffle(frags)
+    for f in frags:
+        cap.add(f)
+    c.cseq += len(REQ)
+    c.send(False, RESP)
+    doc = _analyse(cap)
+    h = doc["handshakes"][0]
+    assert h["request"]["raw"].encode("latin-1") == REQ
+    assert h["outcome"] == "upgraded"
+
+
+@FAST
+@given(st.binary(min_size=1, max_size=4000), st.sampled_from([8, 16, 64, 512, 1480]), st.randoms(use_true_random=False))
+def test_fragment_cache_reassembles_any_order_and_keeps_nothing_after(data, step, rnd):
+    from wscap.ipfrag import FragmentCache
+    frags = [(o, data[o:o + step], o + step < len(data)) for o in range(0, len(data), step)]
+    rnd.shuffle(frags)
+    c = FragmentCache()
+    out = [r for o, b, m in frags if (r := c.add((b"s", b"d", 1, 4), o, m, b, 1, 0)) is not None]
+    assert out == [data]
+    assert c.held == 0 and not c.pending
