@@ -227,7 +227,9 @@ class Mutator:
         elif op == "reverse":
             recs.reverse()
         elif op == "repeat":
-            recs[i:i + 1] = [recs[i]] * r.choice([2, 10, 200, 2000])
+            n = r.choice([2, 10, 200, 2000])
+            n = max(2, min(n, (16 << 20) // (len(getattr(recs[i], "data", b"")) + 16)))   # cases stay <= ~16 MB
+            recs[i:i + 1] = [recs[i]] * n
         elif op == "move":
             x = recs.pop(i)
             recs.append(x)

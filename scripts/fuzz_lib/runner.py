@@ -202,6 +202,7 @@ def run(cases: int, run_seed: int, workers: int = 2, timeout: float = 5.0, out: 
         "run_seed": run_seed, "first_case": start, "cases": st.cases, "ok": st.ok,
         "crashes": st.crashes + st.died, "uncaught_exceptions": st.crashes, "workers_died": st.died,
         "hangs": st.hangs, "timeout_per_case_s": timeout, "workers": workers,
+        # Peak RSS of a worker while analysing one case (VmHWM reset after the case is built).
         "peak_rss_kb": st.peak_rss_kb, "peak_rss_mib": round(st.peak_rss_kb / 1024, 1),
         "peak_rss_first_seen_case": st.peak_case,
         "slowest_case_ms": st.slowest_ms, "slowest_case": st.slowest_case,
