@@ -300,15 +300,21 @@ class Connection:
             f"kept frame {old_frame}'s", new_frame))
 
     # -- client side ---------------------------------------------------------
-    def _client_data(self, data: bytes, frame: int, ts_ns: int) -> None:
-        mode = self.mode[C2S]
-        if mode == IGNORE:
-            return
+    def _frames_or_ignored(self, direction: int, data: bytes, frame: int, ts_ns: int) -> bool:
+        """Bytes of a direction that no longer carries HTTP: frames after a 101, or nothing at all."""
+        mode = self.mode[direction]
         if mode == FRAMES:
             ex = self.current()
-            if ex is not None and ex.client_frames is not None:
-                ex.client_frames.feed(data, frame, ts_ns)
+            sc = None if ex is None else (ex.client_frames if direction == C2S else ex.server_frames)
+            if sc is not None:
+                sc.feed(data, frame, ts_ns)
+            return True
+        return mode == IGNORE
+
+    def _client_data(self, data: bytes, frame: int, ts_ns: int) -> None:
+        if self._frames_or_ignored(C2S, data, frame, ts_ns):
             return
+        mode = self.mode[C2S]
         if mode == WAIT:
             if len(self.held) < self.limits.flow_buffer:
                 self.held += data
@@ -427,14 +433,9 @@ class Connection:
 
     # -- server side ---------------------------------------------------------
     def _server_data(self, data: bytes, frame: int, ts_ns: int) -> None:
+        if self._frames_or_ignored(S2C, data, frame, ts_ns):
+            return
         mode = self.mode[S2C]
-        if mode == IGNORE:
-            return
-        if mode == FRAMES:
-            ex = self.current()
-            if ex is not None and ex.server_frames is not None:
-                ex.server_frames.feed(data, frame, ts_ns)
-            return
         if mode == BODY:
             n = min(len(data), self.body_left[S2C])
             self.body_left[S2C] -= n

@@ -32,22 +32,17 @@ class _Sink:
 
 
 def llhttp_request(raw: bytes) -> ParserOpinion:
-    if httptools is None:
-        return ParserOpinion(None, "httptools not installed")
-    p = httptools.HttpRequestParser(_Sink())
-    try:
-        p.feed_data(raw)
-    except httptools.HttpParserUpgrade:
-        return ParserOpinion(True, None)
-    except httptools.HttpParserError as e:
-        return _llhttp_error(e)
-    return ParserOpinion(True, None)
+    return _llhttp("HttpRequestParser", raw)
 
 
 def llhttp_response(raw: bytes) -> ParserOpinion:
+    return _llhttp("HttpResponseParser", raw)
+
+
+def _llhttp(parser: str, raw: bytes) -> ParserOpinion:
     if httptools is None:
         return ParserOpinion(None, "httptools not installed")
-    p = httptools.HttpResponseParser(_Sink())
+    p = getattr(httptools, parser)(_Sink())
     try:
         p.feed_data(raw)
     except httptools.HttpParserUpgrade:
