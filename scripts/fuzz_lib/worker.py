@@ -28,8 +28,10 @@ from fuzz_lib.mutate import make_case  # noqa: E402
 def analyse_file(path: str, render: str = "analyze") -> None:
     """Everything `wscap analyze FILE` does after reading the options.
 
-    render="all" also renders every other output format (Markdown, HTML, CSV,
-    HAR; redacted and not) and the incident report from the same document.
+    render="formats" also renders every other output format (Markdown, HTML,
+    CSV, HAR; redacted and not) from the same document; "slice" slices the
+    first chains out of the capture (`wscap slice`, which has its own reader);
+    "all" does both.
     """
     from wscap.analyze import analyze_paths
     from wscap.cli import exit_code
@@ -38,12 +40,19 @@ def analyse_file(path: str, render: str = "analyze") -> None:
     json.dumps(doc, indent=2, ensure_ascii=False)
     render_table(doc, verbose=True)
     exit_code(doc)
-    if render == "all":
+    if render in ("all", "formats"):
         from wscap.render.redact import redact_document
         from wscap.render.report import render_format
         for fmt in ("markdown", "html", "csv", "har"):
             render_format(doc, fmt, redact=None)
         render_table(redact_document(doc), verbose=True)
+    if render in ("all", "slice"):
+        # `wscap slice` re-reads the capture with its own reader: the first chains' legs.
+        from wscap.slice import slice_capture
+        by_id = {h["id"]: h for h in doc["handshakes"]}
+        for c in doc["chains"][:2]:
+            legs = [(by_id[i]["client"], by_id[i]["server"]) for i in c["hops"] if i in by_id]
+            slice_capture(path, path + ".slice", legs)
 
 
 def where(tb) -> str:
