@@ -7,8 +7,6 @@ Exit codes (stable, documented in the README):
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 import click
@@ -212,7 +210,11 @@ def slice_cmd(capture: str, chain_id: int, output: str, **lim) -> None:
         sys.exit(EXIT_INPUT)
     by_id = {h["id"]: h for h in doc["handshakes"]}
     legs = [(by_id[i]["client"], by_id[i]["server"]) for i in chains[chain_id]["hops"] if i in by_id]
-    res = slice_capture(capture, output, legs)
+    try:
+        res = slice_capture(capture, output, legs)
+    except ValueError as e:          # legs on interfaces of different link types
+        click.echo(f"wscap: {e}", err=True)
+        sys.exit(EXIT_INPUT)
     click.echo(f"wrote {output}: {res.packets_written} packets of {len(legs)} leg(s)", err=True)
     for e in getattr(res, "errors", []):
         click.echo(f"wscap: {e}", err=True)

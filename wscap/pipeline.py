@@ -94,7 +94,6 @@ class Pipeline:
         if seg is None:
             return []
         src = (seg.src, seg.sport)
-        dst = (seg.dst, seg.dport)
         key = flow_key(seg.src, seg.sport, seg.dst, seg.dport, seg.source)
         flags = seg.flags
         conns = self.conns

@@ -7,8 +7,9 @@ the capture's link type, so the slice opens in Wireshark like the original.
 
 Input: pcap (µs or ns, either byte order), pcapng (any number of sections and
 interfaces; each interface's link type and timestamp resolution are honoured)
-and gzip-compressed versions of both. The containers are parsed with dpkt's
-header and block classes; the packet headers are decoded here (Ethernet with
+and gzip-compressed versions of both, read by wscap's own capture reader
+(capture/files.py, so damage is handled the same way everywhere); the packet
+headers are decoded here (Ethernet with
 802.1Q/802.1ad tags, Linux SLL and SLL2, raw IPv4/IPv6, BSD NULL and OpenBSD
 LOOP loopback), tolerating packets cut by the snap length.
 
@@ -18,24 +19,12 @@ raises ``ValueError`` rather than writing a file Wireshark would misread.
 """
 from __future__ import annotations
 
-import gzip
 import ipaddress
 import struct
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable, Iterator
-
-import dpkt
+from typing import Any, Iterable, Iterator
 
 __all__ = ["slice_capture", "chain_legs", "SliceResult", "tcp_key"]
-
-_PCAP_MAGICS = {
-    b"\xd4\xc3\xb2\xa1": ("<", False), b"\xa1\xb2\xc3\xd4": (">", False),
-    b"\x4d\x3c\xb2\xa1": ("<", True), b"\xa1\xb2\x3c\x4d": (">", True),
-}
-_PCAPNG_SHB = 0x0A0D0D0A
-_BT_IDB, _BT_PB, _BT_SPB, _BT_EPB = 1, 2, 3, 6
-_MAX_BLOCK = 1 << 26   # larger is corruption
-
 
 @dataclass
 class SliceResult:
@@ -160,131 +149,18 @@ def _tcp_tuple(linktype: int, d: bytes) -> tuple[tuple[bytes, int], tuple[bytes,
     return (bytes(src), sp), (bytes(dst), dp)
 
 
-# ---- containers --------------------------------------------------------------
-
-def _open(path: str) -> BinaryIO:
-    f = open(path, "rb")
-    if f.read(2) == b"\x1f\x8b":
-        f.close()
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    f.seek(0)
-    return f
-
-
-def _read_pcap(f: BinaryIO, magic: bytes, res: SliceResult, name: str) -> Iterator[_Pkt]:
-    order, nano = _PCAP_MAGICS[magic]
-    rest = f.read(20)
-    if len(rest) < 20:
-        res.errors.append(f"{name}: truncated pcap header")
-        return
-    fh_cls = dpkt.pcap.LEFileHdr if order == "<" else dpkt.pcap.FileHdr
-    ph_cls = dpkt.pcap.LEPktHdr if order == "<" else dpkt.pcap.PktHdr
-    fh = fh_cls(magic + rest)
-    linktype = fh.linktype & 0x0FFFFFFF  # upper bits may carry FCS info
-    no = 0
-    while True:
-        hb = f.read(16)
-        if not hb:
-            return
-        no += 1
-        if len(hb) < 16:
-            res.errors.append(f"{name}: frame {no}: record header truncated")
-            return
-        ph = ph_cls(hb)
-        if ph.caplen > _MAX_BLOCK:
-            res.errors.append(f"{name}: frame {no}: absurd record length {ph.caplen}")
-            return
-        data = f.read(ph.caplen)
-        if len(data) < ph.caplen:
-            res.errors.append(f"{name}: frame {no}: record truncated (header says {ph.caplen} bytes, "
-                              f"{len(data)} left)")
-            return
-        ts = ph.tv_sec * 1_000_000_000 + ph.tv_usec * (1 if nano else 1000)
-        yield _Pkt(ts, linktype, data, ph.len, nano)
-
-
-def _tsres(opt: bytes) -> tuple[int, int, bool]:
-    """(numerator, denominator) turning ticks into ns, and 'finer than µs'."""
-    v = opt[0]
-    if v & 0x80:
-        return 1_000_000_000, 1 << (v & 0x7F), (1 << (v & 0x7F)) > 1_000_000
-    exp = v & 0x7F
-    return 1_000_000_000, 10 ** exp, exp > 6
-
-
-def _read_pcapng(f: BinaryIO, first: bytes, res: SliceResult, name: str) -> Iterator[_Pkt]:
-    ifaces: list[tuple[int, int, int, int, bool]] = []  # linktype, num, den, offset_s, fine
-    le = True
-    no = 0
-    pending: bytes | None = first
-    while True:
-        head = pending if pending is not None else f.read(8)
-        pending = None
-        if not head:
-            return
-        if len(head) < 8:
-            res.errors.append(f"{name}: truncated block header after frame {no}")
-            return
-        if head[:4] == b"\x0a\x0d\x0d\x0a":  # section header: byte order may change
-            bom = f.read(4)
-            if len(bom) < 4:
-                res.errors.append(f"{name}: truncated section header after frame {no}")
-                return
-            le = bom == b"\x4d\x3c\x2b\x1a"
-            head += bom
-            ifaces = []  # interface ids restart in every section
-        fmt = "<I" if le else ">I"
-        btype = struct.unpack_from(fmt, head, 0)[0]
-        blen = struct.unpack_from(fmt, head, 4)[0]
-        if blen < 12 or blen > _MAX_BLOCK or blen % 4 or blen < len(head):
-            res.errors.append(f"{name}: corrupt block length {blen} after frame {no}")
-            return
-        body = f.read(blen - len(head))
-        if len(body) < blen - len(head):
-            res.errors.append(f"{name}: block truncated after frame {no}")
-            return
-        block = head + body
-        if btype == _BT_IDB:
-            idb = (dpkt.pcapng.InterfaceDescriptionBlockLE if le else dpkt.pcapng.InterfaceDescriptionBlock)(block)
-            num, den, fine, off = 1_000_000_000, 1_000_000, False, 0
-            for opt in idb.opts:
-                if opt.code == 9 and opt.data:
-                    num, den, fine = _tsres(opt.data)
-                elif opt.code == 14 and len(opt.data) >= 8:
-                    off = struct.unpack("<q" if le else ">q", opt.data[:8])[0]
-            ifaces.append((idb.linktype, num, den, off, fine))
-        elif btype in (_BT_EPB, _BT_PB):
-            no += 1
-            cls = ((dpkt.pcapng.EnhancedPacketBlockLE if le else dpkt.pcapng.EnhancedPacketBlock)
-                   if btype == _BT_EPB else
-                   (dpkt.pcapng.PacketBlockLE if le else dpkt.pcapng.PacketBlock))
-            b = cls(block)
-            if b.iface_id >= len(ifaces):
-                res.errors.append(f"{name}: frame {no}: unknown interface {b.iface_id}")
-                continue
-            lt, num, den, off, fine = ifaces[b.iface_id]
-            ticks = (b.ts_high << 32) | b.ts_low
-            yield _Pkt(off * 1_000_000_000 + ticks * num // den, lt, bytes(b.pkt_data[:b.caplen]),
-                       b.pkt_len, fine)
-        elif btype == _BT_SPB and ifaces:
-            no += 1
-            wirelen = struct.unpack_from(fmt, block, 8)[0]
-            # A simple packet block has no timestamp and belongs to interface 0.
-            yield _Pkt(0, ifaces[0][0], bytes(block[12:blen - 4][:wirelen]), wirelen, False)
-
+# ---- reading -------------------------------------------------------------------
 
 def _packets(path: str, res: SliceResult) -> Iterator[_Pkt]:
-    with _open(path) as f:
-        magic = f.read(4)
-        if magic in _PCAP_MAGICS:
-            yield from _read_pcap(f, magic, res, path)
-        elif len(magic) == 4 and struct.unpack("<I", magic)[0] == _PCAPNG_SHB:
-            yield from _read_pcapng(f, magic + f.read(4), res, path)
-        else:
-            raise ValueError(f"{path}: not a pcap or pcapng file")
+    """Every frame, through wscap's own capture reader: the same formats, the same tolerance of
+    damage (reading stops at the first corrupt record, with one line naming file and frame)."""
+    from .capture.files import ReadResult, read_frames
+    rr = ReadResult(path=path)
+    for f in read_frames(path, rr):
+        # Sub-microsecond digits mean the source had ns resolution: keep them in the output.
+        yield _Pkt(f.ts_ns, f.linktype, f.data, f.wirelen, f.ts_ns % 1000 != 0)
+    res.errors.extend(rr.errors)
 
-
-# ---- the slice ---------------------------------------------------------------
 
 def slice_capture(in_path: str, out_path: str, legs: Iterable[tuple[str, str]]) -> SliceResult:
     """Write the packets of ``legs`` from ``in_path`` to ``out_path`` (classic pcap).
@@ -325,8 +201,12 @@ def slice_capture(in_path: str, out_path: str, legs: Iterable[tuple[str, str]]) 
         out.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262144, linktype))
         for p in picked:
             sec, frac = divmod(p.ts_ns, 1_000_000_000)
+            if not 0 <= sec <= 0xFFFFFFFF:
+                # A (hostile or broken) pcapng timestamp a classic pcap cannot hold: clamp, and say so.
+                res.errors.append(f"{in_path}: a timestamp outside pcap's range was clamped in the slice")
+                sec, frac = min(max(sec, 0), 0xFFFFFFFF), 0
             sub = frac if nano else frac // 1000
-            out.write(struct.pack("<IIII", sec, sub, len(p.data), p.wirelen))
+            out.write(struct.pack("<IIII", sec, sub, len(p.data), min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)))
             out.write(p.data)
             res.packets_written += 1
     return res
