@@ -75,13 +75,13 @@ KNOWN: dict[str, str] = {name: _SLICE for name in (
     "slice-error-329.pcap", "har-timestamp-oserror.pcapng", "har-timestamp-valueerror.pcapng")}
 
 
-@pytest.mark.parametrize("name", sorted(f for f in os.listdir(FIXTURES) if ".pcap" in f))
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(FIXTURES) if f.endswith((".pcap", ".pcapng", ".gz"))))
 def test_saved_reproducers_analyse_and_render_without_raising(name):
     from fuzz_lib.worker import analyse_file
     analyse_file(os.path.join(FIXTURES, name), render="formats")
 
 
-@pytest.mark.parametrize("name", sorted(f for f in os.listdir(FIXTURES) if ".pcap" in f))
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(FIXTURES) if f.endswith((".pcap", ".pcapng", ".gz"))))
 def test_saved_reproducers_slice_without_raising(name):
     from fuzz_lib.worker import analyse_file
     try:

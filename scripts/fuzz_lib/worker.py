@@ -50,9 +50,11 @@ def analyse_file(path: str, render: str = "analyze") -> None:
         # `wscap slice` re-reads the capture with its own reader: the first chains' legs.
         from wscap.slice import slice_capture
         by_id = {h["id"]: h for h in doc["handshakes"]}
-        for c in doc["chains"][:2]:
-            legs = [(by_id[i]["client"], by_id[i]["server"]) for i in c["hops"] if i in by_id]
-            slice_capture(path, path + ".slice", legs)
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="wscap-fuzz-slice-") as d:
+            for c in doc["chains"][:2]:
+                legs = [(by_id[i]["client"], by_id[i]["server"]) for i in c["hops"] if i in by_id]
+                slice_capture(path, os.path.join(d, "slice.pcap"), legs)
 
 
 def where(tb) -> str:
