@@ -403,3 +403,10 @@ def make_case(seeds: list[Seed], run_seed: int, index: int) -> tuple[bytes, str,
     if not m.ops:
         m.ops.append("none")
     return data, s.name, m.ops
+
+
+def case_files(seeds: list[Seed], run_seed: int, index: int, files: int = 1) -> list[bytes]:
+    """The capture(s) of case `index` when `files` captures are analysed together."""
+    out = [make_case(seeds, run_seed, index)[0]]
+    out += [make_case(seeds, run_seed, index * 7919 + k + 1_000_003)[0] for k in range(files - 1)]
+    return out

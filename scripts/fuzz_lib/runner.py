@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from .corpus import default_paths, load
-from .mutate import make_case
+from .mutate import case_files, make_case
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,12 +23,13 @@ KEEP_PER_SIGNATURE = 5
 
 
 class Worker:
-    def __init__(self, run_seed: int, tmpdir: str, paths: list[str], mem_mb: int, render: str = "analyze") -> None:
+    def __init__(self, run_seed: int, tmpdir: str, paths: list[str], mem_mb: int, render: str = "analyze",
+                 files: int = 1) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("PYTHONHASHSEED", "0")
         self.p = subprocess.Popen(
-            [sys.executable, WORKER, str(run_seed), tmpdir, json.dumps(paths), str(mem_mb), render],
+            [sys.executable, WORKER, str(run_seed), tmpdir, json.dumps(paths), str(mem_mb), render, str(files)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
         self.buf = b""
         self.done = 0                    # cases answered by this worker
@@ -102,7 +103,7 @@ def _slug(s: str) -> str:
 
 def run(cases: int, run_seed: int, workers: int = 2, timeout: float = 5.0, out: str | None = None,
         paths: list[str] | None = None, mem_mb: int = 2048, start: int = 0,
-        progress: bool = False, render: str = "analyze") -> dict:
+        progress: bool = False, render: str = "analyze", files: int = 1) -> dict:
     paths = paths if paths is not None else default_paths()
     seeds = load(paths)
     if not seeds:
@@ -120,6 +121,8 @@ def run(cases: int, run_seed: int, workers: int = 2, timeout: float = 5.0, out: 
             return
         try:
             data, seed_name, ops = make_case(seeds, run_seed, i)
+            if files > 1:
+                ops = ops + [f"(+{files - 1} more file(s): case-{i}.2.pcap ..., analysed after this one)"]
         except Exception as e:  # noqa: BLE001 - a fuzzer bug; keep the run going
             data, seed_name, ops = b"", "?", [f"case generation failed: {e!r}"]
         d = os.path.join(out, kind, _slug(sig) + "-" + hashlib.sha1(sig.encode()).hexdigest()[:8])
@@ -127,13 +130,16 @@ def run(cases: int, run_seed: int, workers: int = 2, timeout: float = 5.0, out: 
         fn = os.path.join(d, f"case-{i}.pcap")
         with open(fn, "wb") as f:
             f.write(data)
+        for k, blob in enumerate(case_files(seeds, run_seed, i, files)[1:] if files > 1 else []):
+            with open(f"{fn[:-5]}.{k + 2}.pcap", "wb") as f:
+                f.write(blob)
         with open(fn[:-5] + ".json", "w") as f:
             json.dump({"run_seed": run_seed, "index": i, "seed_capture": seed_name, "mutations": ops,
                        "signature": sig, **info}, f, indent=2)
         entry["files"].append(os.path.relpath(fn, out))
 
     def drive() -> None:
-        w = Worker(run_seed, tmpdir, paths, mem_mb, render)
+        w = Worker(run_seed, tmpdir, paths, mem_mb, render, files)
         with lock:
             st.worker_starts += 1
         try:
@@ -176,7 +182,7 @@ def run(cases: int, run_seed: int, workers: int = 2, timeout: float = 5.0, out: 
                               file=sys.stderr, flush=True)
                 if not isinstance(res, dict):
                     w.kill()
-                    w = Worker(run_seed, tmpdir, paths, mem_mb, render)
+                    w = Worker(run_seed, tmpdir, paths, mem_mb, render, files)
                     with lock:
                         st.worker_starts += 1
         finally:
@@ -208,7 +214,7 @@ def run(cases: int, run_seed: int, workers: int = 2, timeout: float = 5.0, out: 
         "slowest_case_ms": st.slowest_ms, "slowest_case": st.slowest_case,
         "duration_s": round(dur, 1), "cases_per_s": round(st.cases / dur, 1) if dur else None,
         "worker_starts": st.worker_starts, "seed_captures": len(paths), "seed_variants": len(seeds),
-        "memory_limit_mib": mem_mb, "render": render, "signatures": st.signatures,
+        "memory_limit_mib": mem_mb, "render": render, "files_per_case": files, "signatures": st.signatures,
     }
     if out is not None:
         os.makedirs(out, exist_ok=True)

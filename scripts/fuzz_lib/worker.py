@@ -22,21 +22,21 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fuzz_lib.corpus import load  # noqa: E402
-from fuzz_lib.mutate import make_case  # noqa: E402
+from fuzz_lib.mutate import case_files, make_case  # noqa: E402
 
 
-def analyse_file(path: str, render: str = "analyze") -> None:
+def analyse_file(path: str, render: str = "analyze", extra: tuple[str, ...] = ()) -> None:
     """Everything `wscap analyze FILE` does after reading the options.
 
     render="formats" also renders every other output format (Markdown, HTML,
     CSV, HAR; redacted and not) from the same document; "slice" slices the
     first chains out of the capture (`wscap slice`, which has its own reader);
-    "all" does both.
+    "all" does both. `extra` files are analysed after `path` into the same document.
     """
     from wscap.analyze import analyze_paths
     from wscap.cli import exit_code
     from wscap.render.table import render_table
-    doc = analyze_paths([path])
+    doc = analyze_paths([path, *extra])
     json.dumps(doc, indent=2, ensure_ascii=False)
     render_table(doc, verbose=True)
     exit_code(doc)
@@ -94,6 +94,7 @@ def main() -> None:
     paths = json.loads(sys.argv[3])
     mem_mb = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     render = sys.argv[5] if len(sys.argv) > 5 else "analyze"
+    files = int(sys.argv[6]) if len(sys.argv) > 6 else 1
     if mem_mb:
         # A runaway allocation becomes a MemoryError (reported as a crash), not a dead box.
         resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
@@ -106,6 +107,8 @@ def main() -> None:
         i = json.loads(line)["i"]
         try:
             data, _seed, _ops = make_case(seeds, run_seed, i)
+            # --files 2: a second mutated capture in the same document (sources, ids, chains across files).
+            more = case_files(seeds, run_seed, i, files)[1:] if files > 1 else []
         except Exception as e:  # a bug in the fuzzer itself, not in wscap
             out.write(json.dumps({"i": i, "ok": False, "exc": f"FuzzerBug {type(e).__name__}: {e}",
                                   "where": where(e.__traceback__), "tb": traceback.format_exc()[-4000:],
@@ -115,10 +118,16 @@ def main() -> None:
         with open(case_path, "wb") as f:
             f.write(data)
         del data
+        extra = []
+        for k, blob in enumerate(more):
+            extra.append(f"{case_path}.{k + 2}")
+            with open(extra[-1], "wb") as f:
+                f.write(blob)
+        del more
         reset_peak_rss()           # measure the analysis, not the fuzzer building a 60 MB case
         t = time.perf_counter()
         try:
-            analyse_file(case_path, render)
+            analyse_file(case_path, render, tuple(extra))
             msg = {"i": i, "ok": True}
         except BaseException as e:  # noqa: BLE001 - everything that escapes is the finding
             if isinstance(e, KeyboardInterrupt):
