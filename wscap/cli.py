@@ -130,7 +130,7 @@ def report_errors(doc: dict) -> None:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Table: show full heads, anomalies and frames.")
 @filter_options
@@ -169,7 +169,7 @@ def analyze(files: tuple[str, ...], fmt: str, verbose: bool, only_broken: bool, 
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="report.md (Markdown with Mermaid) or report.html (one self-contained file).")
 @filter_options

@@ -88,8 +88,9 @@ def md_text(s: object) -> str:
     t = _MD_SPECIAL_RE.sub(r"\\\1", visible(s)).replace("://", "\\://")
     # Line-start constructs: lists (-, +, 1.), headings (#, handled above),
     # setext underline (=), blockquote (>, handled above).
-    t = re.sub(r"^([+\-=])", r"\\\1", t)
-    t = re.sub(r"^(\d+)([.)])", r"\1\\\2", t)
+    # Up to three leading spaces still count as "line start" for these (CommonMark §5.2).
+    t = re.sub(r"^( {0,3})([+\-=])", r"\1\\\2", t)
+    t = re.sub(r"^( {0,3})(\d+)([.)])", r"\1\2\\\3", t)
     # Four leading spaces would make an indented code block: the first one
     # becomes a character reference, which is text.
     if t.startswith("    "):
