@@ -67,9 +67,6 @@ class Exchange:
     server_frames: FrameScanner | None = None
     id: int | None = None
     emitted: bool = False
-    early_data: int = 0                # bytes that came with the 101 head in the same segment
-    early_frame: int | None = None
-    request_done_ts: int | None = None
 
     @property
     def websocket(self) -> bool:
@@ -392,7 +389,7 @@ class Connection:
             self.plain_requests += 1
             self.pending.append(None)
             return False
-        ex = Exchange(self, head, request_done_ts=ts_ns)
+        ex = Exchange(self, head)
         if self.plain_requests:
             ex.anomalies.append(make("keep-alive-before-upgrade",
                                      f"{self.plain_requests} plain request(s) preceded the upgrade", frame))
@@ -576,8 +573,6 @@ class Connection:
                 ex.client_frames.feed(held, fr, t)
             self.held_frames = []
             if rest:
-                ex.early_data = len(rest)
-                ex.early_frame = frame
                 ex.anomalies.append(make("data-with-101", f"{len(rest)} bytes of WebSocket data follow the 101 head "
                                          f"in the same segment (frame {frame})", frame))
                 ex.server_frames.feed(rest, frame, ts_ns)

@@ -74,7 +74,6 @@ class Pipeline:
         self.now_ns = 0
         self.flows_seen = 0
         self.evicted = 0
-        self.dropped_exchanges = 0
         self.limits_hit: dict[str, int] = {}
         self._undecided: list[Exchange] = []
         self._open: list[Exchange] = []          # legs not yet part of an emitted (live) chain
@@ -331,7 +330,6 @@ class Pipeline:
 
     def _register(self, ex: Exchange) -> None:
         if self.registered >= self.limits.max_handshakes:
-            self.dropped_exchanges += 1
             self.limits_hit["max_handshakes"] = self.limits_hit.get("max_handshakes", 0) + 1
             ex.id = -1
             return

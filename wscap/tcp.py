@@ -28,7 +28,7 @@ class HalfStream:
     """One direction of a TCP connection."""
 
     __slots__ = ("direction", "base", "next", "ooo", "ooo_bytes", "limit", "recent",
-                 "recent_start", "recent_frames", "fin_at", "delivered", "gaps", "overflowed",
+                 "recent_start", "recent_frames", "delivered", "gaps", "overflowed",
                  "keep_recent", "overflows", "heap")
 
     def __init__(self, direction: int, limit: int) -> None:
@@ -41,7 +41,6 @@ class HalfStream:
         self.recent = bytearray()
         self.recent_start = 0
         self.recent_frames: list[tuple[int, int]] = []   # (start offset, frame)
-        self.fin_at: int | None = None
         self.delivered = 0
         self.gaps = 0
         self.overflowed = False
@@ -130,9 +129,6 @@ class HalfStream:
         self.recent = bytearray()
         self.recent_frames = []
         self.keep_recent = False
-
-    def fin(self, seq: int, paylen: int) -> None:
-        self.fin_at = self.offset(seq) + paylen
 
     def _deliver(self, data: bytes, cut: int, frame: int, ts_ns: int, sink: StreamSink) -> None:
         if data:
