@@ -93,15 +93,20 @@ def _cname(c: dict) -> str:
     return (c.get("Name") or c.get("Id", "")[:12]).lstrip("/")
 
 
+def _running(client: DockerClient) -> list[dict]:
+    """The running containers, or [] when the Engine API is not reachable (names are optional)."""
+    if not os.path.exists(client.sock_path):
+        return []
+    try:
+        return client.containers()
+    except DockerError:
+        return []
+
+
 def docker_names(client: DockerClient | None = None) -> dict[str, str]:
     """{ip: container name} for every running container's addresses; {} when unreachable."""
     client = client or DockerClient()
-    if not os.path.exists(client.sock_path):
-        return {}
-    try:
-        cs = client.containers()
-    except DockerError:
-        return {}
+    cs = _running(client)
     res: dict[str, str] = {}
     for c in cs:
         name = _cname(c)
@@ -154,12 +159,7 @@ def veth_containers(client: DockerClient | None = None) -> dict[int, str]:
     without entering the namespace (root only; {} otherwise).
     """
     client = client or DockerClient()
-    if not os.path.exists(client.sock_path):
-        return {}
-    try:
-        cs = client.containers()
-    except DockerError:
-        return {}
+    cs = _running(client)
     res: dict[int, str] = {}
     for c in cs:
         try:
