@@ -1,0 +1,76 @@
+"""Handshake documents + bare connection attempts -> the analyze JSON document.
+
+What `Pipeline.document()` does after its own reassembly, for engines that build the
+Handshake dicts some other way (`engine_tshark`): ids in order of the requests, bare
+attempts kept only when they could be a chain's missing hop, linking and judging through
+`wscap.chains`, endpoints and summary through `wscap.pipeline`. Pure: dicts in, dict out.
+"""
+from __future__ import annotations
+
+from . import __version__
+from .chains import LINK_WINDOW_S, link_chains, judge_chain
+from .pipeline import SCHEMA_VERSION, Options, endpoints, summary
+
+
+def _ip(ep: str) -> str:
+    return ep.rpartition(":")[0].strip("[]")
+
+
+def could_be_a_hop(attempt: dict, requests_to: dict[tuple[int, str], list[float]], window_s: float) -> bool:
+    """As Pipeline._could_be_a_hop: did the attempt's client address receive an upgrade request
+    within the link window before it dialled out (or up to 1 ms after)?"""
+    seen = requests_to.get((attempt["source"], _ip(attempt["client"])))
+    if not seen:
+        return False
+    lo = attempt["first_ts"] - window_s
+    return any(lo <= t <= attempt["first_ts"] + 0.001 for t in seen)
+
+
+def document(handshakes: list[dict], attempts: list[dict], sources: list[dict], stats: dict,
+             options: Options | None = None) -> dict:
+    """`handshakes`: Handshake dicts with a request, in request order (ids are assigned here, from 1,
+    in that order); `attempts`: Handshake dicts of bare connection attempts (request null)."""
+    options = options or Options()
+    window = max(LINK_WINDOW_S, options.timeout_s)
+    limit = options.limits.max_handshakes
+    shown: list[dict] = []
+    dropped = 0
+    for h in handshakes:
+        if len(shown) >= limit:
+            dropped += 1
+            continue
+        h["id"] = len(shown) + 1
+        shown.append(h)
+    requests_to: dict[tuple[int, str], list[float]] = {}
+    for h in shown:
+        requests_to.setdefault((h["source"], _ip(h["server"])), []).append(h["request"]["ts"])
+    kept = [a for a in attempts if could_be_a_hop(a, requests_to, window)]
+    unlinked = len(attempts) - len(kept)
+    for a in kept:
+        a["id"] = None
+    chains, used, proxies = link_chains(shown, kept, options.timeout_s)
+    next_id = len(shown) + 1
+    for a in used:
+        if a["id"] is None:
+            a["id"] = next_id
+            next_id += 1
+    for c in chains:
+        judge_chain(c, c["hops"], proxies)
+        c["hops"] = [h["id"] for h in c["hops"]]
+        for link in c["links"]:
+            link["from"], link["to"] = link["from"]["id"], link["to"]["id"]
+    all_hs = sorted(shown + used, key=lambda h: (h["source"], h["first_frame"]))
+    stats = dict(stats)
+    stats["unlinked_attempts"] = unlinked
+    if dropped:
+        stats.setdefault("limits_hit", {})["max_handshakes"] = dropped
+    return {
+        "version": SCHEMA_VERSION,
+        "tool": f"wscap {__version__}",
+        "source": sources,
+        "handshakes": all_hs,
+        "chains": chains,
+        "endpoints": endpoints(all_hs, chains, dict(options.names)),
+        "stats": stats,
+        "summary": summary(all_hs, chains),
+    }

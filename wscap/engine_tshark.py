@@ -1,0 +1,796 @@
+"""`--engine tshark`: the same JSON document, with the handshakes taken from Wireshark's dissection.
+
+tshark (through pyshark, one `tshark -T json -x` run per file) does the TCP reassembly, the
+HTTP/1 head parsing, the WebSocket frame dissection after a 101 and the HTTP/2 dissection;
+this module only reads its fields:
+
+- connections: `tcp.stream`, the SYN / SYN-ACK / FIN / RST flags, `tcp.len`
+  (retransmissions flagged by `tcp.analysis.retransmission` are not counted);
+- heads: `http.request.method/uri/version`, `http.response.version/code/phrase` and the
+  header lines `http.request.line` / `http.response.line` (their `_raw` bytes when present:
+  wire order, wire case, duplicates kept). `raw` is the `http` protocol item's bytes from
+  tshark's reassembled tvb, cut after the empty line ending the head;
+- frames: `websocket.fin/rsv/opcode/mask/payload_length`, the unmasked `websocket.payload`
+  bytes, `websocket.payload.text` (inflated by tshark when permessage-deflate is on) and the
+  close status code / reason;
+- HTTP/2 (RFC 8441): `http2.streamid`, `http2.type`, `http2.header.name/value` of HEADERS
+  frames, RST_STREAM.
+
+wscap's own reassembly (`tcp.py`, `connection.py`) is not used. Above the handshakes, wscap's
+pure layers are reused so the documents compare: `http1.parse_head` on tshark's raw head bytes
+for the lexical anomalies (bare LF, obs-fold, ...) only — method, target, status and headers
+are tshark's — `handshake.check_request/check_response` for RFC 6455, `opinions` for the
+`parsers` block (llhttp and h11 fed tshark's raw head bytes, exactly as the core engine does
+with its own), and `assemble.document` (chains, verdicts, endpoints, summary).
+
+HTTP on any port: tshark's `http_tcp` heuristic is on by default; a stream whose first client
+bytes look like a request line but that tshark did not dissect as HTTP (its port belongs to
+another dissector) triggers a second run with `-d tcp.port==P,http` for those ports.
+"""
+from __future__ import annotations
+
+import binascii
+import os
+import re
+from dataclasses import dataclass, field
+
+from . import handshake as hs
+from . import opinions
+from .anomaly import Anomaly, make
+from .assemble import document
+from .http1 import Field, HttpHead, parse_head
+from .pipeline import Options
+
+ENGINE = "tshark"
+OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
+_BAD_CLOSE = {1004, 1005, 1006, 1015}
+_HEAD_END = re.compile(rb"\n\r?\n")
+_REQUEST_LINE = re.compile(rb"^[A-Z][A-Z-]{1,15} \S+ HTTP/\d")
+# tshark's frame.encap_type (WTAP_ENCAP_*) -> pcap LINKTYPE_*
+_ENCAP_TO_LINKTYPE = {1: 1, 7: 101, 15: 0, 25: 113, 129: 228, 130: 229, 210: 276}
+PREFS = {
+    # A head is reported in the frame holding its last byte (not where a body completed).
+    "http.desegment_body": "FALSE",
+    "http.desegment_headers": "TRUE",
+    "tcp.desegment_tcp_streams": "TRUE",
+    "tcp.analyze_sequence_numbers": "TRUE",
+}
+PROTOCOLS = "frame ip ipv6 tcp http websocket http2 tls"
+
+
+# -- tshark's JSON, as pyshark hands it over --------------------------------------------------
+
+def _dicts(layer) -> list[dict]:
+    """A pyshark JsonLayer and its duplicates (one per PDU) as plain dicts."""
+    out = []
+    for ly in [layer] + list(getattr(layer, "duplicate_layers", []) or []):
+        d = getattr(ly, "_all_fields", None)
+        if isinstance(d, dict) and d:
+            out.append(d)
+    return out
+
+
+def _raw_hexes(layer) -> list[str]:
+    """The hex strings of a `<proto>_raw` layer ([hex, offset, length, mask, type], possibly repeated)."""
+    out = []
+    for ly in [layer] + list(getattr(layer, "duplicate_layers", []) or []):
+        v = getattr(ly, "value", None)
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, list) and v and isinstance(v[0], str):
+            out.append(v[0])
+    return out
+
+
+def _find(d, key: str):
+    """First value of `key` anywhere in a nested tshark JSON dict (tshark nests fields in text items)."""
+    if isinstance(d, dict):
+        if key in d:
+            return d[key]
+        for v in d.values():
+            if isinstance(v, (dict, list)):
+                r = _find(v, key)
+                if r is not None:
+                    return r
+    elif isinstance(d, list):
+        for v in d:
+            if isinstance(v, dict):
+                r = _find(v, key)
+                if r is not None:
+                    return r
+    return None
+
+
+def _one(v):
+    if isinstance(v, list):
+        return v[0] if v else None
+    return v
+
+
+def _strs(v) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, list):
+        return [x for x in v if isinstance(x, str)]
+    return [v]
+
+
+def _raw_list(v) -> list[bytes]:
+    """`<field>_raw` values: [hex, off, len, mask, type] once, or a list of those."""
+    if not isinstance(v, list) or not v:
+        return []
+    items = [v] if isinstance(v[0], str) else [x for x in v if isinstance(x, list) and x and isinstance(x[0], str)]
+    out = []
+    for it in items:
+        try:
+            out.append(binascii.unhexlify(it[0]))
+        except (binascii.Error, ValueError):
+            return []
+    return out
+
+
+def _int(v, default=None):
+    v = _one(v)
+    try:
+        return int(v, 0) if isinstance(v, str) else (int(v) if v is not None else default)
+    except (TypeError, ValueError):
+        return default
+
+
+def _ns(epoch: str | None) -> int:
+    if not epoch:
+        return 0
+    s, _, frac = epoch.partition(".")
+    return int(s) * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
+def _flag(d: dict, name: str) -> bool:
+    v = _find(d, name)
+    return _one(v) in ("1", "True", "true", 1, True)
+
+
+@dataclass
+class Http:
+    kind: str                 # "request" | "response"
+    fields: dict
+    raw: bytes | None         # the http item's bytes (reassembled), head and maybe body
+
+
+@dataclass
+class Ws:
+    fields: dict
+
+
+@dataclass
+class Pkt:
+    no: int
+    ts_ns: int
+    caplen: int
+    stream: int | None = None
+    src: str = ""
+    dst: str = ""
+    sport: int = 0
+    dport: int = 0
+    syn: bool = False
+    ack: bool = False
+    fin: bool = False
+    rst: bool = False
+    tcplen: int = 0
+    retrans: bool = False
+    lost: bool = False
+    payload: bytes = b""
+    segments: list[int] = field(default_factory=list)
+    https: list[Http] = field(default_factory=list)
+    ws: list[Ws] = field(default_factory=list)
+    ws_bytes: int = 0
+    h2: list[dict] = field(default_factory=list)
+    tls: bool = False
+
+
+def _fmt(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _extract(pkt) -> Pkt:
+    fi = pkt.frame_info._all_fields
+    p = Pkt(no=int(fi.get("frame.number", 0)), ts_ns=_ns(fi.get("frame.time_epoch")),
+            caplen=_int(fi.get("frame.cap_len"), 0))
+    by: dict[str, list] = {}
+    for ly in pkt.layers:
+        by.setdefault(ly.layer_name, []).append(ly)
+    ips = [d for name in ("ip", "ipv6") for ly in by.get(name, []) for d in _dicts(ly)]
+    tcps = [d for ly in by.get("tcp", []) for d in _dicts(ly)]
+    if not tcps:
+        return p
+    t = tcps[-1]
+    if ips:
+        ipd = ips[-1]
+        p.src = _one(ipd.get("ip.src") or ipd.get("ipv6.src")) or ""
+        p.dst = _one(ipd.get("ip.dst") or ipd.get("ipv6.dst")) or ""
+    p.stream = _int(t.get("tcp.stream"))
+    p.sport = _int(t.get("tcp.srcport"), 0)
+    p.dport = _int(t.get("tcp.dstport"), 0)
+    p.syn, p.ack = _flag(t, "tcp.flags.syn"), _flag(t, "tcp.flags.ack")
+    p.fin, p.rst = _flag(t, "tcp.flags.fin"), _flag(t, "tcp.flags.reset")
+    p.tcplen = _int(t.get("tcp.len"), 0)
+    p.retrans = _find(t, "tcp.analysis.retransmission") is not None or \
+        _find(t, "tcp.analysis.spurious_retransmission") is not None
+    p.lost = _find(t, "tcp.analysis.lost_segment") is not None
+    pl = _raw_list(t.get("tcp.payload_raw"))
+    if pl:
+        p.payload = pl[0][:32]
+    segs = _find(pkt_layers_dict(by, "tcp.segments"), "tcp.segment") if "tcp.segments" in by else None
+    p.segments = [_int(s, 0) for s in _strs(segs)]
+    for name in ("http",):
+        dicts = [d for ly in by.get(name, []) for d in _dicts(ly)]
+        raws = [h for ly in by.get("http_raw", []) for h in _raw_hexes(ly)]
+        for i, d in enumerate(dicts):
+            kind = "request" if _find(d, "http.request.method") is not None else (
+                "response" if _find(d, "http.response.code") is not None else None)
+            if kind is None:
+                continue
+            raw = None
+            if i < len(raws):
+                try:
+                    raw = binascii.unhexlify(raws[i])
+                except (binascii.Error, ValueError):
+                    raw = None
+            p.https.append(Http(kind, d, raw))
+    for ly in by.get("websocket", []):
+        p.ws += [Ws(d) for d in _dicts(ly)]
+    p.ws_bytes = sum(len(h) // 2 for ly in by.get("websocket_raw", []) for h in _raw_hexes(ly))
+    for ly in by.get("http2", []):
+        p.h2 += _dicts(ly)
+    p.tls = "tls" in by
+    return p
+
+
+def pkt_layers_dict(by: dict, name: str) -> list[dict]:
+    return [d for ly in by.get(name, []) for d in _dicts(ly)]
+
+
+# -- running tshark ---------------------------------------------------------------------------
+
+@dataclass
+class FileRead:
+    path: str
+    packets: list[Pkt] = field(default_factory=list)
+    count: int = 0
+    bytes: int = 0
+    first_ts: int | None = None
+    last_ts: int | None = None
+    encaps: list[int] = field(default_factory=list)
+    tcp_packets: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _file_format(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        return "unknown"
+    if magic == b"\x0a\x0d\x0d\x0a":
+        return "pcapng"
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"):
+        return "pcap"
+    if magic[:2] == b"\x1f\x8b":
+        return "gzip"
+    return "unknown"
+
+
+def _tshark(path: str, keylog: str | None, ports: list[int]) -> FileRead:
+    import pyshark   # imported lazily: only this engine needs it
+    res = FileRead(path)
+    prefs = dict(PREFS)
+    if keylog:
+        prefs["tls.keylog_file"] = keylog
+    cap = None
+    try:
+        cap = pyshark.FileCapture(
+            path, use_json=True, include_raw=True, keep_packets=False, override_prefs=prefs,
+            decode_as={f"tcp.port=={p}": "http" for p in ports} or None,
+            custom_parameters=["-J", PROTOCOLS])
+        for pkt in cap:
+            res.count += 1
+            try:
+                p = _extract(pkt)
+            except Exception as e:   # one odd packet must not lose the file
+                res.errors.append(f"{path}: frame {getattr(pkt, 'number', '?')}: cannot read tshark's fields: {e}")
+                continue
+            fi = pkt.frame_info._all_fields
+            res.bytes += p.caplen
+            if res.first_ts is None:
+                res.first_ts = p.ts_ns
+            res.last_ts = p.ts_ns
+            enc = _int(fi.get("frame.encap_type"))
+            if enc is not None and enc not in res.encaps:
+                res.encaps.append(enc)
+            if p.stream is not None:
+                res.tcp_packets += 1
+                res.packets.append(p)
+    except Exception as e:
+        msg = str(e).strip().replace("\n", " ") or type(e).__name__
+        res.errors.append(f"{path}: tshark failed after {res.count} packets: {msg[:300]}")
+    finally:
+        if cap is not None:
+            try:
+                cap.close()
+            except Exception:
+                pass
+    return res
+
+
+def _undissected_http_ports(read: FileRead) -> list[int]:
+    """Server ports of streams whose first client bytes look like an HTTP request line but that
+    tshark did not dissect as HTTP (another dissector owns the port)."""
+    first: dict[int, Pkt] = {}
+    has_http: set[int] = set()
+    for p in read.packets:
+        if p.https or p.ws or p.h2 or p.tls:
+            has_http.add(p.stream)
+        if p.tcplen and p.stream not in first:
+            first[p.stream] = p
+    ports = set()
+    for s, p in first.items():
+        if s not in has_http and _REQUEST_LINE.match(p.payload):
+            ports.add(p.dport)
+    return sorted(ports)
+
+
+def read_file(path: str, keylog: str | None = None) -> FileRead:
+    if not os.path.exists(path):
+        r = FileRead(path)
+        r.errors.append(f"{path}: no such file")
+        return r
+    if os.path.isdir(path):
+        r = FileRead(path)
+        r.errors.append(f"{path}: is a directory")
+        return r
+    read = _tshark(path, keylog, [])
+    ports = _undissected_http_ports(read)
+    if ports:
+        again = _tshark(path, keylog, ports)
+        if again.count >= read.count:
+            read = again
+    return read
+
+
+# -- connections and handshakes ---------------------------------------------------------------
+
+@dataclass
+class End:
+    kind: str
+    by: str
+    frame: int
+    ts_ns: int
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "by": self.by, "frame": self.frame, "ts": round(self.ts_ns / 1e9, 6)}
+
+
+@dataclass
+class Exchange:
+    request: HttpHead
+    response: HttpHead | None = None
+    anomalies: list[Anomaly] = field(default_factory=list)
+    frames: list[dict] = field(default_factory=list)
+    frame_anomalies: dict[str, list[Anomaly]] = field(default_factory=lambda: {"client": [], "server": []})
+    seen_codes: dict[str, set] = field(default_factory=lambda: {"client": set(), "server": set()})
+    kept: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0})
+    dropped: int = 0
+    deflate: bool = False
+    h2: dict | None = None
+
+
+class Conn:
+    def __init__(self, stream: int, source: int) -> None:
+        self.stream = stream
+        self.source = source
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int] | None = None
+        self.first_frame: int | None = None
+        self.first_ts = 0
+        self.last_frame = 0
+        self.last_ts = 0
+        self.syn_frame: int | None = None
+        self.synack_frame: int | None = None
+        self.end: End | None = None
+        self.fins: set[str] = set()
+        self.closed = False
+        self.closed_ts: int | None = None
+        self.saw_payload = False
+        self.bytes = {"client": 0, "server": 0}
+        self.gaps = 0
+        self.anomalies: list[Anomaly] = []
+        self.exchanges: list[Exchange] = []
+        self.pending: list[Exchange | None] = []
+        self.plain_requests = 0
+        self.ws_mode: Exchange | None = None     # after a 101 to a WebSocket request
+        self.server_nonhttp_noted = False
+
+
+def _split_line(line: bytes) -> tuple[bytes, bytes]:
+    line = line.rstrip(b"\n").rstrip(b"\r")
+    name, _, value = line.partition(b":")
+    return name.rstrip(b" \t"), value.strip(b" \t")
+
+
+def _head(h: Http, frame: int, ts_ns: int) -> HttpHead:
+    """An HttpHead whose semantics are tshark's; wscap's parser only adds lexical anomalies."""
+    d = h.fields
+    pre = "http.request" if h.kind == "request" else "http.response"
+    lines = _raw_list(_find(d, f"{pre}.line_raw"))
+    if not lines:
+        lines = [s.encode("latin-1", "replace") for s in _strs(_find(d, f"{pre}.line"))]
+    if h.kind == "request":
+        method = (_one(_find(d, "http.request.method")) or "").encode("latin-1", "replace")
+        target = (_one(_find(d, "http.request.uri")) or "").encode("latin-1", "replace")
+        raw_uri = _raw_list(_find(d, "http.request.uri_raw"))
+        if raw_uri:
+            target = raw_uri[0]
+        version = (_one(_find(d, "http.request.version")) or "").encode("latin-1", "replace")
+        start = method + b" " + target + b" " + version
+        status = None
+        reason = b""
+    else:
+        version = (_one(_find(d, "http.response.version")) or "").encode("latin-1", "replace")
+        status = _int(_find(d, "http.response.code"))
+        reason_raw = _raw_list(_find(d, "http.response.phrase_raw"))
+        reason = reason_raw[0] if reason_raw else (_one(_find(d, "http.response.phrase")) or "").encode(
+            "latin-1", "replace")
+        start = version + b" " + str(status).encode() + b" " + reason
+        method = target = b""
+    raw = h.raw
+    if raw is not None:
+        m = _HEAD_END.search(raw)
+        raw = raw[:m.end()] if m else raw
+    else:
+        raw = start + b"\r\n" + b"".join(ln if ln.endswith(b"\n") else ln + b"\r\n" for ln in lines) + b"\r\n"
+    lexical = parse_head(raw, h.kind, frame)
+    fields = []
+    for n, ln in enumerate(lines, start=2):
+        name, value = _split_line(ln)
+        fields.append(Field(name, name.lower(), value, n))
+    head = HttpHead(kind=h.kind, start_line=raw.split(b"\n", 1)[0].rstrip(b"\r"), method=method, target=target,
+                    version=version, status=status, reason=reason, fields=fields, raw=raw,
+                    anomalies=lexical.anomalies, frame=frame, ts_ns=ts_ns)
+    return head
+
+
+def _opinion(head: HttpHead, parser: str) -> opinions.ParserOpinion:
+    o = head.opinions.get(parser)
+    if o is None:
+        fn = {("llhttp", "request"): opinions.llhttp_request, ("llhttp", "response"): opinions.llhttp_response,
+              ("h11", "request"): opinions.h11_request, ("h11", "response"): opinions.h11_response}[
+            (parser, head.kind)]
+        o = fn(head.raw)
+        head.opinions[parser] = o
+    return o
+
+
+def _preview(payload: bytes, opcode: int) -> str:
+    if opcode == 1:
+        return payload.decode("utf-8", "replace")
+    try:
+        text = payload.decode("utf-8")
+        if text.isprintable():
+            return text
+    except UnicodeDecodeError:
+        pass
+    return "0x" + payload.hex()
+
+
+class Builder:
+    """Per file: tshark's packets -> connections -> Handshake dicts and bare attempts."""
+
+    def __init__(self, source: int, options: Options) -> None:
+        self.source = source
+        self.options = options
+        self.conns: dict[int, Conn] = {}
+        self.order: list[Conn] = []
+        self.last_ts = 0
+
+    def feed(self, p: Pkt) -> None:
+        self.last_ts = max(self.last_ts, p.ts_ns)
+        c = self.conns.get(p.stream)
+        if c is not None and c.closed:
+            if p.syn and not p.ack and c.end is not None:
+                c = None           # port reuse that tshark kept in the same stream
+            else:
+                return
+        if c is None:
+            c = Conn(p.stream, self.source)
+            self.conns[p.stream] = c
+            self.order.append(c)
+        me = (p.src, p.sport)
+        if c.client is None:
+            if p.syn and not p.ack:
+                c.client, c.server = me, (p.dst, p.dport)
+            elif p.syn:
+                c.client, c.server = (p.dst, p.dport), me
+            elif any(h.kind == "request" for h in p.https) or (p.tcplen and _REQUEST_LINE.match(p.payload)):
+                c.client, c.server = me, (p.dst, p.dport)
+            elif any(h.kind == "response" for h in p.https) or (p.tcplen and p.payload.startswith(b"HTTP/")):
+                c.client, c.server = (p.dst, p.dport), me
+            elif p.h2:
+                c.client, c.server = me, (p.dst, p.dport)      # refined by the HEADERS below
+            else:
+                return
+            c.first_frame = min([p.no] + [s for s in p.segments if s])
+            c.first_ts = p.ts_ns
+            if not p.syn:
+                c.anomalies.append(make("mid-stream-start", "the capture starts after this connection's SYN", p.no))
+        side = "client" if me == c.client else "server"
+        c.last_frame, c.last_ts = p.no, p.ts_ns
+        if p.syn and not p.ack and side == "client" and c.syn_frame is None:
+            c.syn_frame = p.no
+        if p.syn and p.ack and side == "server" and c.synack_frame is None:
+            c.synack_frame = p.no
+        if p.tcplen and not p.retrans:
+            c.saw_payload = True
+            c.bytes[side] += p.tcplen
+        if p.lost:
+            c.gaps += 1
+            c.anomalies.append(make("tcp-gap", f"{side} bytes missing before frame {p.no}", p.no))
+        self._http(c, p, side)
+        if p.ws and c.ws_mode is not None:
+            self._frames(c, p, side)
+        if p.h2:
+            self._h2(c, p, side)
+        if p.tcplen and side == "server" and not p.retrans and not p.https and not p.ws and not p.h2 \
+                and c.ws_mode is None and not p.payload.startswith(b"HTTP/"):
+            ex = next((e for e in c.pending if e is not None and e.response is None), None)
+            if ex is not None and not c.server_nonhttp_noted and not p.tls:
+                c.server_nonhttp_noted = True
+                ex.anomalies.append(make("non-http-response", f"server's first bytes are {p.payload[:16]!r}, "
+                                         f"not an HTTP/1 status line", p.no))
+        if p.fin or p.rst:
+            end = End("rst" if p.rst else "fin", side, p.no, p.ts_ns)
+            if c.end is None or (end.kind == "rst" and c.end.kind == "fin" and not c.saw_payload):
+                c.end = end
+            if p.fin:
+                c.fins.add(side)
+            if p.rst or len(c.fins) == 2:
+                c.closed = True
+                c.closed_ts = p.ts_ns
+
+    # -- HTTP/1 ------------------------------------------------------------------------------
+    def _http(self, c: Conn, p: Pkt, side: str) -> None:
+        for h in p.https:
+            head = _head(h, p.no, p.ts_ns)
+            if h.kind == "request" and side == "client":
+                if not hs.is_upgrade_request(head):
+                    c.plain_requests += 1
+                    c.pending.append(None)
+                    continue
+                ex = Exchange(head)
+                if c.plain_requests:
+                    ex.anomalies.append(make("keep-alive-before-upgrade",
+                                             f"{c.plain_requests} plain request(s) preceded the upgrade", p.no))
+                c.exchanges.append(ex)
+                c.pending.append(ex)
+            elif h.kind == "response" and side == "server":
+                status = head.status or 0
+                if 100 <= status < 200 and status != 101:
+                    continue
+                ex = c.pending.pop(0) if c.pending else None
+                if ex is None:
+                    continue
+                ex.response = head
+                if status == 101 and hs.is_websocket_request(ex.request):
+                    ex.deflate = hs.deflate_negotiated(head)
+                    c.ws_mode = ex
+                    if p.ws:
+                        n = p.ws_bytes or sum(_int(w.fields.get("websocket.payload_length"), 0) + 2 for w in p.ws)
+                        ex.anomalies.append(make("data-with-101", f"{n} bytes of WebSocket data follow the 101 head "
+                                                 f"in the same segment (frame {p.no})", p.no))
+
+    # -- WebSocket frames --------------------------------------------------------------------
+    def _frames(self, c: Conn, p: Pkt, side: str) -> None:
+        ex = c.ws_mode
+        lim = self.options.limits
+        for w in p.ws:
+            d = w.fields
+            opcode = _int(d.get("websocket.opcode"), 0)
+            rsv = _int(d.get("websocket.rsv"), 0)
+            f = {"dir": side, "frame": p.no, "ts": round(p.ts_ns / 1e9, 6),
+                 "fin": _one(d.get("websocket.fin")) == "1", "rsv1": bool(rsv & 4), "rsv2": bool(rsv & 2),
+                 "rsv3": bool(rsv & 1), "opcode": opcode, "opcode_name": OPCODES.get(opcode, "reserved"),
+                 "masked": _one(d.get("websocket.mask")) == "1",
+                 "length": _int(d.get("websocket.payload_length"), 0), "close_code": None, "close_reason": None,
+                 "preview": None}
+            self._check_frame(ex, f, p.no)
+            payload = (_raw_list(d.get("websocket.payload_raw")) or [b""])[0]
+            if opcode == 8:
+                code = _int(_find(d, "websocket.payload.close.status_code"))
+                if f["length"] == 1:
+                    ex.frame_anomalies[side].append(make("invalid-close-payload",
+                                                         f"{side} close frame has a 1-byte payload", p.no))
+                elif code is not None:
+                    f["close_code"] = code
+                    reason = _raw_list(_find(d, "websocket.payload.close.reason_raw"))
+                    f["close_reason"] = reason[0].decode("utf-8", "replace") if reason else (
+                        _one(_find(d, "websocket.payload.close.reason")) or "")
+                    if not (code not in _BAD_CLOSE and (1000 <= code <= 1014 or 3000 <= code <= 4999)):
+                        ex.frame_anomalies[side].append(make(
+                            "invalid-close-code", f"{side} close code {code} is not valid on the wire", p.no))
+            else:
+                text = _one(_find(d, "websocket.payload.text"))
+                if opcode == 1 and isinstance(text, str):
+                    f["preview"] = text[:lim.preview_bytes]
+                else:
+                    f["preview"] = _preview(payload[:lim.preview_bytes], opcode)
+            first_close = opcode == 8 and not any(x["opcode"] == 8 and x["dir"] == side for x in ex.frames)
+            if ex.kept[side] < lim.frames_per_direction or first_close:
+                ex.kept[side] += 1
+                ex.frames.append(f)
+            else:
+                ex.dropped += 1
+
+    def _check_frame(self, ex: Exchange, f: dict, frame: int) -> None:
+        side = f["dir"]
+
+        def once(code: str, msg: str) -> None:
+            if code not in ex.seen_codes[side]:
+                ex.seen_codes[side].add(code)
+                ex.frame_anomalies[side].append(make(code, msg, frame))
+        name = OPCODES.get(f["opcode"], f["opcode"])
+        control = f["opcode"] >= 8
+        if side == "client" and not f["masked"]:
+            once("client-frame-unmasked", f"client {name} frame is not masked")
+        if side == "server" and f["masked"]:
+            once("server-frame-masked", f"server {name} frame is masked")
+        if f["rsv1"] and not ex.deflate:
+            once("rsv1-without-extension", f"{side} frame has RSV1 set but permessage-deflate was not negotiated")
+        elif f["rsv1"] and (control or f["opcode"] == 0):
+            once("rsv1-on-control-frame", f"{side} {OPCODES.get(f['opcode'])} frame has RSV1 set")
+        if f["rsv2"] or f["rsv3"]:
+            once("rsv-bits-set", f"{side} frame has RSV2/RSV3 set")
+        if f["opcode"] not in OPCODES:
+            once("reserved-opcode", f"{side} frame uses reserved opcode {f['opcode']}")
+        if control and f["length"] > 125:
+            once("control-frame-too-long", f"{side} {OPCODES.get(f['opcode'])} frame carries {f['length']} bytes (> 125)")
+        if control and not f["fin"]:
+            once("control-frame-fragmented", f"{side} {OPCODES.get(f['opcode'])} frame has FIN clear")
+
+    # -- HTTP/2 (RFC 8441) -------------------------------------------------------------------
+    def _h2(self, c: Conn, p: Pkt, side: str) -> None:
+        pass
+
+    # -- output ------------------------------------------------------------------------------
+    def results(self) -> tuple[list[dict], list[dict]]:
+        hands: list[dict] = []
+        attempts: list[dict] = []
+        for c in self.order:
+            end_ns = c.closed_ts if c.closed_ts is not None else self.last_ts
+            for ex in c.exchanges:
+                hands.append(self._json(c, ex, end_ns))
+            if not c.exchanges and not c.saw_payload and c.syn_frame is not None:
+                attempts.append(self._json(c, None, end_ns))
+        hands.sort(key=lambda h: (h["request"]["frame"], h["first_frame"]))
+        return hands, attempts
+
+    def _outcome(self, c: Conn, ex: Exchange | None) -> str:
+        if ex is None:
+            if c.synack_frame is None:
+                return "refused" if c.end is not None and c.end.kind == "rst" and c.end.by == "server" else "unanswered"
+            return "reset" if c.end is not None and c.end.kind == "rst" else "closed"
+        resp = ex.response
+        if resp is not None and resp.status is not None and resp.complete:
+            if ex.h2 is not None:
+                return "upgraded" if 200 <= resp.status < 300 else "rejected"
+            return "upgraded" if resp.status == 101 else "rejected"
+        if ex.h2 is not None and ex.h2.get("reset"):
+            return "reset"
+        if c.end is not None:
+            return "reset" if c.end.kind == "rst" else "closed"
+        return "no-response"
+
+    def _anomalies(self, c: Conn, ex: Exchange | None) -> list[Anomaly]:
+        out = list(c.anomalies)
+        if ex is None:
+            return out
+        req, resp = ex.request, ex.response
+        out += req.anomalies
+        if resp is not None:
+            out += resp.anomalies
+        out += ex.anomalies
+        out += ex.frame_anomalies["client"] + ex.frame_anomalies["server"]
+        if ex.h2 is not None:
+            return out
+        websocket = hs.is_websocket_request(req)
+        out += list(hs.check_request(req)) if websocket else [
+            make("not-websocket-upgrade", "Upgrade: " + ", ".join(req.tokens(b"upgrade")) or "none", req.frame)]
+        if resp is not None and resp.status is not None:
+            out += list(hs.check_response(req, resp))
+        for head in (req, resp):
+            if head is None or not head.complete:
+                continue
+            o = _opinion(head, "llhttp")
+            if o.accepts is False:
+                out.append(make("llhttp-rejects", f"Node's llhttp rejects the {head.kind}: {o.error}", head.frame))
+            o = _opinion(head, "h11")
+            if o.accepts is False:
+                out.append(make("h11-rejects", f"h11 rejects the {head.kind}: {o.error}", head.frame))
+        return out
+
+    def _parsers(self, ex: Exchange | None) -> dict:
+        out: dict = {"llhttp": {}, "h11": {}}
+        for part in ("request", "response"):
+            head = None if ex is None else (ex.request if part == "request" else ex.response)
+            for name in ("llhttp", "h11"):
+                if head is None or (ex is not None and ex.h2 is not None):
+                    out[name][part] = None
+                else:
+                    out[name][part] = _opinion(head, name).to_json()
+        return out
+
+    def _json(self, c: Conn, ex: Exchange | None, end_ns: int) -> dict:
+        req = ex.request if ex is not None else None
+        resp = ex.response if ex is not None else None
+        websocket = req is not None and (ex.h2 is not None or hs.is_websocket_request(req))
+        frames = sorted(ex.frames, key=lambda f: f["frame"]) if ex is not None else []
+        return {
+            "id": None, "source": c.source,
+            "client": _fmt(*c.client), "server": _fmt(*c.server),
+            "first_frame": c.first_frame, "last_frame": c.last_frame,
+            "first_ts": round(c.first_ts / 1e9, 6), "last_ts": round(c.last_ts / 1e9, 6),
+            "websocket": websocket,
+            "http_version": "2" if ex is not None and ex.h2 is not None else "1.1",
+            "h2": None if ex is None or ex.h2 is None else {k: v for k, v in ex.h2.items() if k != "reset"},
+            "request": _head_json(req, ex) if req is not None else None,
+            "response": _head_json(resp, ex) if resp is not None else None,
+            "outcome": self._outcome(c, ex),
+            "status": resp.status if resp is not None and resp.complete else None,
+            "anomalies": [a.to_json() for a in self._anomalies(c, ex)],
+            "parsers": self._parsers(ex),
+            "frames": frames,
+            "tcp": {"syn_frame": c.syn_frame, "synack_frame": c.synack_frame,
+                    "end": c.end.to_json() if c.end else None, "gaps": c.gaps,
+                    "client_bytes": c.bytes["client"], "server_bytes": c.bytes["server"]},
+            "waited": None if resp is not None or req is None else round((end_ns - req.ts_ns) / 1e9, 6),
+        }
+
+
+def _head_json(head: HttpHead, ex: Exchange) -> dict:
+    d = head.to_json()
+    if ex.h2 is not None:
+        d["version"] = "HTTP/2"
+    return d
+
+
+# -- the document -----------------------------------------------------------------------------
+
+def analyze_paths(paths: list[str], options: Options | None = None, keylog: str | None = None) -> dict:
+    """Analyse capture files with tshark's dissection into wscap's JSON document (schema v1),
+    plus `"engine": "tshark"`. Never raises for bad input: errors land in `source[i].errors`."""
+    options = options or Options()
+    sources: list[dict] = []
+    hands: list[dict] = []
+    attempts: list[dict] = []
+    packets = tcp_packets = flows = 0
+    for i, path in enumerate(paths):
+        read = read_file(path, keylog)
+        b = Builder(i, options)
+        for p in read.packets:
+            try:
+                b.feed(p)
+            except Exception as e:   # a field shape tshark never gave us before: keep the rest
+                read.errors.append(f"{path}: frame {p.no}: {type(e).__name__}: {e}")
+        h, a = b.results()
+        hands += h
+        attempts += a
+        packets += read.count
+        tcp_packets += read.tcp_packets
+        flows += len(b.order)
+        sources.append({
+            "path": path, "format": _file_format(path), "packets": read.count, "bytes": read.bytes,
+            "first_ts": None if read.first_ts is None else round(read.first_ts / 1e9, 6),
+            "last_ts": None if read.last_ts is None else round(read.last_ts / 1e9, 6),
+            "linktypes": [_ENCAP_TO_LINKTYPE.get(e, e) for e in read.encaps], "interfaces": [],
+            "complete": not read.errors, "errors": read.errors})
+    stats = {"packets": packets, "tcp_packets": tcp_packets, "truncated_packets": 0, "flows": flows,
+             "flows_tracked": 0, "evicted_flows": 0, "ip_fragments_dropped": 0, "limits_hit": {}}
+    doc = document(hands, attempts, sources, stats, options)
+    return {"version": doc.pop("version"), "tool": doc.pop("tool"), "engine": ENGINE, **doc}
