@@ -4,6 +4,11 @@
 //   LAB_PROXY_HOOK=...     origin-rewrite | origin-rewrite-option |
 //                          strip-upgrade | strip-connection |
 //                          rewrite-strip-prefix | bypass-false | (empty: none)
+//   LAB_TLS_CERT/LAB_TLS_KEY  serve the dev server over TLS (server.https):
+//                          the page then opens wss://localhost:5173/ws
+//   LAB_BACKEND_TARGET=... proxy target instead of http://meetsonar-backend:5000
+//                          (https://meetsonar-backend:5443 with secure: false for
+//                          a TLS backend with the lab's self-signed certificate)
 import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vite'
 
@@ -15,6 +20,15 @@ const wsProxy = {
   ws: true,
   changeOrigin: true,
 }
+const target = process.env.LAB_BACKEND_TARGET || ''
+if (target) {
+  wsProxy.target = target
+  // The lab's self-signed certificate, as a dev setup would have it.
+  if (target.startsWith('https:')) wsProxy.secure = false
+}
+const https = process.env.LAB_TLS_CERT && process.env.LAB_TLS_KEY
+  ? { cert: process.env.LAB_TLS_CERT, key: process.env.LAB_TLS_KEY }
+  : undefined
 
 let userHook = null
 if (hook === 'origin-rewrite') {
@@ -74,6 +88,7 @@ export default defineConfig({
     strictPort: true,
     hmr: hmr,
     watch: null,
+    https,
     proxy: {
       '/ws': wsProxy,
     },

@@ -4,7 +4,9 @@
 const params = new URLSearchParams(location.search)
 const path = params.get('path') || '/ws'
 const protocols = params.get('protocols') ? params.get('protocols').split(',') : undefined
-const url = `ws://${location.host}${path}`
+// wss:// when the page itself came over TLS (the tls-* and h2-websocket scenarios).
+const scheme = location.protocol === 'https:' ? 'wss' : 'ws'
+const url = `${scheme}://${location.host}${path}`
 const lab = { url, events: [], sent: null, received: null, close: null, done: false }
 window.__lab = lab
 const logEl = document.getElementById('log')

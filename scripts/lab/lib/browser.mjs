@@ -15,11 +15,16 @@ const args = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   '--disable-dev-shm-usage',
 ]
+// TLS scenarios (LAB_SSLKEYLOG=FILE): accept the lab's self-signed
+// certificate and have Chromium write its TLS secrets (NSS key log format).
+const keylog = process.env.LAB_SSLKEYLOG || ''
+if (keylog) args.push('--ignore-certificate-errors', `--ssl-key-log-file=${keylog}`)
 const ctx = await chromium.launchPersistentContext(userDataDir, {
   executablePath: process.env.LAB_CHROMIUM || '/usr/bin/chromium',
   headless: true,
   args,
   ignoreDefaultArgs: ['--headless'],
+  ...(keylog ? { ignoreHTTPSErrors: true, env: { ...process.env, SSLKEYLOGFILE: keylog } } : {}),
 })
 try {
   const page = ctx.pages()[0] || (await ctx.newPage())

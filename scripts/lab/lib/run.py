@@ -39,6 +39,8 @@ BUNS = {
 BUN = BUNS["bun"]
 VITE_JS = NODE_MODULES / "vite" / "bin" / "vite.js"
 ALLOWED_ORIGINS = "http://localhost:5173"
+BACKEND_TLS_PORT = 5443  # the ws backend over https/wss (tls-origin-rewrite)
+H2_PORTS = {"h2": 8443, "h2c": 5080}  # the h2 backend (RFC 8441) over TLS / cleartext
 
 
 def log(msg):
@@ -85,13 +87,36 @@ def chromium_version():
     return None
 
 
+def tshark_version():
+    try:
+        r = subprocess.run(
+            ["tshark", "--version"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    first = r.stdout.strip().splitlines()[0] if r.stdout.strip() else ""
+    return first.split(" (Git")[0] or None
+
+
 def versions(sc: Scenario):
-    v = {
-        "vite": pkg_version("vite"),
-        "node": cmd_version(["node", "--version"]),
-        "chromium": chromium_version(),
-        "playwright-core": pkg_version("playwright-core"),
-    }
+    v = {}
+    if sc.backend != "h2":
+        v["vite"] = pkg_version("vite")
+    v["node"] = cmd_version(["node", "--version"])
+    if sc.client == "browser":
+        v["chromium"] = chromium_version()
+        v["playwright-core"] = pkg_version("playwright-core")
+    if sc.transport in ("tls", "h2"):
+        v["openssl"] = cmd_version(["openssl", "version"])  # made the certificate
+    if sc.transport:
+        v["tshark"] = tshark_version()  # checked the decrypted legs
+    if sc.backend == "h2":
+        v["h2-backend"] = "scripts/lab/backends/h2-backend.mjs (node:http2)"
     if sc.backend == "ws" or sc.backend == "none":
         v["ws"] = pkg_version("ws")
     if sc.backend == "bun" or sc.vite == "bun":
@@ -147,6 +172,60 @@ NGINX_NO_UPGRADE = """\
 """
 
 
+def make_cert(work: Path):
+    """A throwaway self-signed certificate for localhost and the lab's service
+    names, made at run time in the work dir (never committed)."""
+    cert, key = work / "tls-cert.pem", work / "tls-key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,DNS:vite,DNS:meetsonar-backend,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    os.chmod(key, 0o644)  # read by the processes in the namespaces (all root here)
+    return str(cert), str(key)
+
+
+def merge_keylogs(sources, dest: Path, pcap: Path):
+    """Merge SSLKEYLOGFILE-format key logs (Chromium's, Node's), keeping only
+    the secrets of TLS connections in the capture (the page-load connections
+    made before the capture started are left out), without duplicates
+    (browser->Vite secrets are logged by both ends)."""
+    randoms = set(pcapcheck.tls_client_randoms(pcap))
+    lines, seen = [], set()
+    for src in sources:
+        if not Path(src).exists():
+            continue
+        for line in Path(src).read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) != 3 or line.startswith("#"):
+                continue
+            if parts[1].lower() not in randoms or line in seen:
+                continue
+            seen.add(line)
+            lines.append(line)
+    dest.write_text("".join(x + "\n" for x in lines))
+    return dest
+
+
 def summarize_browser(b: dict, sc: Scenario):
     page = b.get("page") or {}
     evs = [e["what"] for e in page.get("events", [])]
@@ -180,7 +259,7 @@ def summarize_browser(b: dict, sc: Scenario):
     return out
 
 
-def check_recording(sc: Scenario, pcap: Path, browser: dict):
+def check_recording(sc: Scenario, pcap: Path, browser: dict, keys: Path | None = None):
     """Check the fresh recording against how the scenario was built."""
     problems = []
     page = browser.get("page") or {}
@@ -195,6 +274,8 @@ def check_recording(sc: Scenario, pcap: Path, browser: dict):
         problems.append(f"browser echo={echoed}, scenario expects {sc.expect_echo}")
     if "close" not in evs:
         problems.append("browser never reported close")
+    if sc.transport:
+        return problems + check_transport(sc, pcap, keys)
     for ch in sc.chains:
         if ch["path"] == "/":
             legs = pcapcheck.hmr_legs(pcap)
@@ -213,14 +294,39 @@ def check_recording(sc: Scenario, pcap: Path, browser: dict):
     return problems
 
 
+def check_transport(sc: Scenario, pcap: Path, keys: Path | None):
+    """TLS / h2 / h2c recordings: the legs seen without decrypting (TLS
+    connections, h2c frames), then the statuses after decrypting with the key
+    log (tshark), which must cover every TLS connection in the capture."""
+    problems = []
+    for ch in sc.chains:
+        problems += pcapcheck.structural_problems(
+            pcap, ch, sc.transport, sc.encrypted_legs()
+        )
+        dec = pcapcheck.decrypted_problems(pcap, ch, sc.transport, keys)
+        if dec is None:
+            problems.append("tshark not available: cannot check the decrypted legs")
+        else:
+            problems += dec
+    return problems
+
+
 def bun_ver(which):
     return cmd_version([str(BUNS[which]), "--version"])
 
 
 def topology(sc: Scenario):
+    who = "browser" if sc.client == "browser" else "node http2 client"
     t = {
-        "client": f"{netlab.HOST_IP} (browser, host side; docker-proxy relays localhost:5173)"
+        "client": f"{netlab.HOST_IP} ({who}, host side; docker-proxy relays localhost:5173)"
     }
+    be_ip = netlab.CONTAINERS["meetsonar-backend"][1]
+    if sc.backend == "h2":
+        kind = "h2 (TLS, ALPN h2)" if sc.transport == "h2" else "h2c (prior knowledge)"
+        t["backend"] = (
+            f"{be_ip}:{H2_PORTS[sc.transport]} node http2 {kind}, enableConnectProtocol"
+        )
+        return t
     if sc.nginx:
         t["proxy"] = f"{netlab.CONTAINERS['nginx'][1]}:80 nginx"
         t["proxy2"] = f"{netlab.CONTAINERS['vite'][1]}:5173 vite" + (
@@ -238,14 +344,19 @@ def topology(sc: Scenario):
         t["backend"] = f"{netlab.DEAD_IP}:5000 (no host answers)"
     elif sc.backend_name == "missing":
         t["backend"] = "meetsonar-backend does not resolve"
+    elif sc.backend_tls:
+        t["backend"] = f"{be_ip}:{BACKEND_TLS_PORT} {kind} (https/wss)"
     else:
         t["backend"] = f"{be_ip}:5000 {kind}"
+    if sc.transport == "tls":
+        t["proxy"] += " (server.https)"
     return t
 
 
 def names(sc: Scenario):
     n = {netlab.HOST_IP: "host"}
-    n[netlab.CONTAINERS["vite"][1]] = "vite"
+    if sc.backend != "h2":
+        n[netlab.CONTAINERS["vite"][1]] = "vite"
     if sc.nginx:
         n[netlab.CONTAINERS["nginx"][1]] = "nginx"
     if sc.backend_name == "dead":
@@ -279,7 +390,14 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
         be_ns = netlab.CONTAINERS["meetsonar-backend"][0]
         vite_ns = netlab.CONTAINERS["vite"][0]
         env = {"ALLOWED_ORIGINS": ALLOWED_ORIGINS, "PORT": "5000", **sc.backend_env}
+        tls_files = make_cert(work) if sc.transport in ("tls", "h2") else None
         if sc.backend == "ws":
+            be_port = 5000
+            if sc.backend_tls:
+                be_port = BACKEND_TLS_PORT
+                env.update(
+                    PORT=str(be_port), TLS_CERT=tls_files[0], TLS_KEY=tls_files[1]
+                )
             p = lab.spawn(
                 "backend",
                 be_ns,
@@ -287,7 +405,20 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
                 env=env,
                 cwd=LAB,
             )
-            lab.wait_listening(be_ns, 5000, p, name="backend")
+            lab.wait_listening(be_ns, be_port, p, name="backend")
+        elif sc.backend == "h2":
+            be_port = H2_PORTS[sc.transport]
+            env.update(PORT=str(be_port), STATIC_DIR=str(LAB / "app"))
+            if sc.transport == "h2":
+                env.update(TLS_CERT=tls_files[0], TLS_KEY=tls_files[1])
+            p = lab.spawn(
+                "backend",
+                be_ns,
+                ["node", str(LAB / "backends" / "h2-backend.mjs")],
+                env=env,
+                cwd=LAB,
+            )
+            lab.wait_listening(be_ns, be_port, p, name="backend")
         elif sc.backend == "bun":
             p = lab.spawn(
                 "backend",
@@ -320,6 +451,13 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
             "FORCE_COLOR": "0",
             "BROWSER": "none",
         }
+        if sc.transport == "tls":
+            venv.update(LAB_TLS_CERT=tls_files[0], LAB_TLS_KEY=tls_files[1])
+            # Node writes the secrets of every TLS connection it makes or
+            # accepts (browser->Vite and, with a TLS backend, Vite->backend).
+            venv["NODE_OPTIONS"] = f"--tls-keylog={work / 'node.keys'}"
+        if sc.backend_tls:
+            venv["LAB_BACKEND_TARGET"] = f"https://meetsonar-backend:{BACKEND_TLS_PORT}"
         if sc.vite in BUNS:
             argv = [
                 str(BUNS[sc.vite]),
@@ -330,9 +468,13 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
             ]
         else:
             argv = ["node", str(VITE_JS), "--config", str(LAB / "vite.config.js")]
-        p = lab.spawn("vite", vite_ns, argv, env=venv, cwd=LAB)
-        lab.wait_listening(vite_ns, 5173, p, name="vite")
-        entry = (netlab.CONTAINERS["vite"][1], 5173)
+        if sc.backend == "h2":
+            # No Vite: the client talks to the h2 backend through the published port.
+            entry = (netlab.CONTAINERS["meetsonar-backend"][1], be_port)
+        else:
+            p = lab.spawn("vite", vite_ns, argv, env=venv, cwd=LAB)
+            lab.wait_listening(vite_ns, 5173, p, name="vite")
+            entry = (netlab.CONTAINERS["vite"][1], 5173)
         if sc.nginx:
             (work / "nginx-tmp").mkdir()
             block = {
@@ -368,27 +510,34 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
         udd = work / "chromium-profile"
         # Without HMR the page (and Vite's ~200 kB client) is loaded before the
         # capture starts, so only the WebSocket connections are recorded.
-        capture_page_load = sc.hmr
+        # h2: the WebSocket rides on the page's own h2 connection, whose TLS
+        # handshake must be in the capture to decrypt it.
+        capture_page_load = sc.hmr or sc.transport == "h2"
+        scheme = "https" if sc.transport in ("tls", "h2") else "http"
         url = (
-            f"http://localhost:5173/?path={sc.path}"
+            f"{scheme}://localhost:5173/?path={sc.path}"
             + ("" if capture_page_load else "&defer=1")
             + (f"&protocols={sc.protocols}" if sc.protocols else "")
         )
+        client_argv = ["node", str(HERE / "browser.mjs"), url, str(sc.wait), str(udd)]
+        benv = dict(os.environ)
+        if sc.transport in ("tls", "h2"):
+            benv["LAB_SSLKEYLOG"] = str(work / "chromium.keys")
+        if sc.client == "h2client":
+            # The capture must hold the whole h2 connection: h2client.mjs
+            # prints READY before it connects.
+            url = f"{scheme}://localhost:5173{sc.path}"
+            client_argv = ["node", str(HERE / "h2client.mjs"), url, str(sc.wait)]
+            if scheme == "https":
+                client_argv.append(str(work / "client.keys"))
+            capture_page_load = False
         cap = lab.start_capture(pcap) if capture_page_load else None
-        log(f"{sc.name}: browser -> {url}")
+        cap_t0 = time.time()
+        log(f"{sc.name}: {sc.client} -> {url}")
         berr = open(lab.logdir / "browser.stderr.log", "w")  # noqa: SIM115 - the child writes to it
         bp = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                netlab.HOST_NS,
-                "node",
-                str(HERE / "browser.mjs"),
-                url,
-                str(sc.wait),
-                str(udd),
-            ],
+            ["ip", "netns", "exec", netlab.HOST_NS, *client_argv],
+            env=benv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=berr,
@@ -400,6 +549,7 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
         first = bp.stdout.readline()
         if first.strip() == "READY" and cap is None:
             cap = lab.start_capture(pcap)
+            cap_t0 = time.time()
             time.sleep(0.2)
         try:
             rest, _ = bp.communicate("GO\n", timeout=sc.wait + 60)
@@ -415,7 +565,13 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
         )
         if cap is None:
             cap = lab.start_capture(pcap)
+            cap_t0 = time.time()
         time.sleep(0.5)  # let FIN/RST and close frames reach the capture
+        # tcpdump hands packets over in blocks (1 s buffer timeout without
+        # --immediate-mode): a very short exchange (h2c-websocket is over in
+        # 0.3 s) is lost when tcpdump is stopped before the first block is
+        # retired. Keep every capture running for at least 2 s.
+        time.sleep(max(0.0, 2.0 - (time.time() - cap_t0)))
         lab.stop_capture(cap)
         lab.stop_all()
     try:
@@ -425,7 +581,15 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
             "error": f"browser driver printed no JSON (rc={br.returncode}): {br.stderr[-500:]}"
         }
     (work / "browser.json").write_text(json.dumps(browser, indent=2))
-    problems = check_recording(sc, pcap, browser)
+    keys = None
+    if sc.transport in ("tls", "h2"):
+        keys = work / f"{sc.name}.keys"
+        merge_keylogs(
+            [work / "chromium.keys", work / "client.keys", work / "node.keys"],
+            keys,
+            pcap,
+        )
+    problems = check_recording(sc, pcap, browser, keys)
     expected = {
         "scenario": sc.name,
         "description": sc.description,
@@ -436,6 +600,26 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
         "versions": versions(sc),
         "recorded_with": "scripts/lab/run " + sc.name,
     }
+    if sc.transport:
+        expected["transport"] = sc.transport
+        expected["encrypted_legs"] = sc.encrypted_legs()
+        # What tshark read on each leg after decrypting with the key log
+        # (HTTP version, h2 stream and :protocol of the extended CONNECT).
+        try:
+            seen = pcapcheck.decrypted_legs(pcap, sc.chains[0]["path"], sc.transport, keys)
+        except RuntimeError as e:
+            seen = None
+            problems.append(str(e))
+        if seen is not None:
+            expected["legs_seen"] = [
+                {k: v for k, v in d.items() if k != "leg"} for d in seen
+            ]
+    if keys is not None:
+        expected["keylog"] = keys.name
+    if sc.twin:
+        expected["twin"] = sc.twin
+    if sc.client != "browser":
+        expected["client"] = browser.get("client") or sc.client
     proxy_errors = []
     vlog = work / "logs" / "vite.log"
     if vlog.exists():
@@ -455,6 +639,8 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
     if not problems:
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(pcap, out / f"{sc.name}.pcap")
+        if keys is not None:
+            shutil.copyfile(keys, out / keys.name)
         (out / f"{sc.name}.expected.json").write_text(
             json.dumps(expected, indent=2) + "\n"
         )

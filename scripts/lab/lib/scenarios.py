@@ -45,6 +45,22 @@ class Scenario:
     expect_echo: bool = False  # did the echo come back?
     notes: str = ""
     extra_topology: dict = field(default_factory=dict)
+    # TLS / HTTP/2 (issue 9). transport: "" (cleartext HTTP/1.1) | tls | h2 | h2c
+    #   tls  the browser talks wss:// to Vite (server.https, self-signed
+    #        certificate made by openssl at run time); Chromium's key log (and
+    #        Node's, when a leg is TLS on Node's side too) goes to pcaps/NAME.keys
+    #   h2   WebSocket over HTTP/2 over TLS (RFC 8441 extended CONNECT)
+    #   h2c  the same over cleartext HTTP/2 with prior knowledge
+    transport: str = ""
+    twin: str = ""  # the cleartext scenario this one mirrors
+    backend_tls: bool = False  # the ws backend serves https/wss on BACKEND_TLS_PORT
+    client: str = "browser"  # browser (Chromium) | h2client (lib/h2client.mjs, Node http2)
+
+    def encrypted_legs(self) -> list:
+        """Hop indices carried over TLS (expected.json "encrypted_legs")."""
+        if self.transport == "tls":
+            return [0, 1] if self.backend_tls else [0]
+        return [0] if self.transport == "h2" else []
 
 
 def chain(cause, hops, hop, statuses, path=APP, **kw):
@@ -346,6 +362,63 @@ SCENARIOS = [
         nginx="upgrade-timeout3",
         backend="raw:silent",
         chains=[chain("timeout", 3, 2, [504, None, None])],
+    ),
+]
+
+
+SCENARIOS += [
+    Scenario(
+        "tls-healthy",
+        "Twin of healthy over TLS: the page (https://localhost:5173, Vite server.https with a self-signed "
+        "certificate) opens wss://localhost:5173/ws; Vite's proxy forwards it in cleartext to the Node ws "
+        "backend allowing https://localhost:5173; 101 on both legs, echo comes back. Chromium's TLS secrets "
+        "are in tls-healthy.keys",
+        transport="tls",
+        twin="healthy",
+        backend_env={"ALLOWED_ORIGINS": "https://localhost:5173"},
+        chains=[chain("ok", 2, None, [101, 101])],
+        expect_open=True,
+        expect_echo=True,
+    ),
+    Scenario(
+        "tls-origin-rewrite",
+        "Twin of origin-rewrite with both legs encrypted: wss://localhost:5173/ws to Vite over TLS, and Vite's "
+        "proxy to https://meetsonar-backend:5443 (secure: false) where the Node ws backend serves wss with the "
+        "same self-signed certificate. The proxyReqWs hook rewrites Origin to http://meetsonar-backend:5000; the "
+        "backend allows only https://localhost:5173 -> 403 relayed to the browser. Chromium's and Node's (Vite's "
+        "--tls-keylog) secrets are merged in tls-origin-rewrite.keys",
+        transport="tls",
+        twin="origin-rewrite",
+        hook="origin-rewrite",
+        backend_tls=True,
+        backend_env={"ALLOWED_ORIGINS": "https://localhost:5173"},
+        chains=[chain("origin-rejected", 2, 1, [403, 403])],
+    ),
+    Scenario(
+        "h2-websocket",
+        "WebSocket over HTTP/2 (RFC 8441): Chromium loads the page from a Node http2.createSecureServer "
+        "(published on localhost:5173, SETTINGS_ENABLE_CONNECT_PROTOCOL=1, allowHTTP1) and opens "
+        "wss://localhost:5173/ws on the same h2 connection as an extended CONNECT (:protocol websocket); "
+        "the backend answers :status 200 and echoes RFC 6455 frames on the stream. One leg; key log in "
+        "h2-websocket.keys",
+        transport="h2",
+        backend="h2",
+        chains=[chain("ok", 1, None, [200])],
+        expect_open=True,
+        expect_echo=True,
+    ),
+    Scenario(
+        "h2c-websocket",
+        "WebSocket over cleartext HTTP/2 with prior knowledge (RFC 8441 on h2c): a Node http2 client "
+        "(lib/h2client.mjs, no browser speaks h2c) connects through the published port to a Node "
+        "http2.createServer with enableConnectProtocol, sends the extended CONNECT (:protocol websocket, "
+        ":path /ws), gets :status 200, sends a masked text frame, gets the echo, closes with 1000",
+        transport="h2c",
+        backend="h2",
+        client="h2client",
+        chains=[chain("ok", 1, None, [200])],
+        expect_open=True,
+        expect_echo=True,
     ),
 ]
 
