@@ -55,7 +55,7 @@ PREFS = {
     "tcp.desegment_tcp_streams": "TRUE",
     "tcp.analyze_sequence_numbers": "TRUE",
 }
-PROTOCOLS = "frame ip ipv6 tcp http websocket http2 tls"
+PROTOCOLS = "frame ip ipv6 tcp tcp.segments http websocket http2 tls"
 
 
 # -- tshark's JSON, as pyshark hands it over --------------------------------------------------
@@ -154,6 +154,7 @@ class Http:
     kind: str                 # "request" | "response"
     fields: dict
     raw: bytes | None         # the http item's bytes (reassembled), head and maybe body
+    partial: bool = False     # from the second run without header desegmentation: never terminated
 
 
 @dataclass
@@ -185,6 +186,20 @@ class Pkt:
     ws_bytes: int = 0
     h2: list[dict] = field(default_factory=list)
     tls: bool = False
+
+
+def _ws_length(d: dict) -> int:
+    n = _int(d.get("websocket.payload_length"), 0)
+    if n == 126:
+        n = _int(d.get("websocket.payload_length_ext_16"), n)
+    elif n == 127:
+        n = _int(d.get("websocket.payload_length_ext_64"), n)
+    return n
+
+
+def _ws_wire_bytes(d: dict) -> int:
+    n = _ws_length(d)
+    return 2 + (2 if 126 <= n < 65536 else 8 if n >= 65536 else 0) + (4 if _one(d.get("websocket.mask")) == "1" else 0) + n
 
 
 def _fmt(ip: str, port: int) -> str:
@@ -279,18 +294,20 @@ def _file_format(path: str) -> str:
     return "unknown"
 
 
-def _tshark(path: str, keylog: str | None, ports: list[int]) -> FileRead:
+def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None = None) -> FileRead:
     import pyshark   # imported lazily: only this engine needs it
     res = FileRead(path)
     prefs = dict(PREFS)
     if keylog:
         prefs["tls.keylog_file"] = keylog
+    prefs.update(extra or {})
     cap = None
     try:
         cap = pyshark.FileCapture(
             path, use_json=True, include_raw=True, keep_packets=False, override_prefs=prefs,
             decode_as={f"tcp.port=={p}": "http" for p in ports} or None,
             custom_parameters=["-J", PROTOCOLS])
+        _reuse_version(cap)
         for pkt in cap:
             res.count += 1
             try:
@@ -321,6 +338,21 @@ def _tshark(path: str, keylog: str | None, ports: list[int]) -> FileRead:
     return res
 
 
+_TSHARK_VERSION: list = []
+
+
+def _reuse_version(cap) -> None:
+    """pyshark runs `tshark -v` once per capture object (as long as the analysis of a small file);
+    ask once per process and hand the answer to every later capture."""
+    try:
+        if _TSHARK_VERSION:
+            cap._Capture__tshark_version = _TSHARK_VERSION[0]
+        else:
+            _TSHARK_VERSION.append(cap._get_tshark_version())
+    except Exception:
+        pass
+
+
 def _undissected_http_ports(read: FileRead) -> list[int]:
     """Server ports of streams whose first client bytes look like an HTTP request line but that
     tshark did not dissect as HTTP (another dissector owns the port)."""
@@ -338,6 +370,20 @@ def _undissected_http_ports(read: FileRead) -> list[int]:
     return sorted(ports)
 
 
+def _unterminated_starts(read: FileRead) -> set[int]:
+    """Frames whose payload starts a response head ("HTTP/") that tshark never dissected: it was
+    still waiting for the rest of the head (the empty line) when the capture ended."""
+    in_pdu: set[int] = set()
+    for p in read.packets:
+        in_pdu.update(p.segments)
+    out = set()
+    for p in read.packets:
+        if p.tcplen and not p.retrans and not p.https and not p.ws and not p.h2 and p.payload.startswith(b"HTTP/") \
+                and p.no not in in_pdu:
+            out.add(p.no)
+    return out
+
+
 def read_file(path: str, keylog: str | None = None) -> FileRead:
     if not os.path.exists(path):
         r = FileRead(path)
@@ -353,6 +399,16 @@ def read_file(path: str, keylog: str | None = None) -> FileRead:
         again = _tshark(path, keylog, ports)
         if again.count >= read.count:
             read = again
+    starts = _unterminated_starts(read)
+    if starts:
+        # tshark only dissects a head once its empty line arrived. Without header desegmentation
+        # it dissects each segment on its own: that is tshark's reading of the unterminated head.
+        second = _tshark(path, keylog, ports, {"http.desegment_headers": "FALSE"})
+        partial = {p.no: [h for h in p.https if h.kind == "response"] for p in second.packets if p.no in starts}
+        for p in read.packets:
+            for h in partial.get(p.no, []):
+                h.partial = True
+                p.https.append(h)
     return read
 
 
@@ -490,9 +546,11 @@ class Builder:
         self.conns: dict[int, Conn] = {}
         self.order: list[Conn] = []
         self.last_ts = 0
+        self.ts: dict[int, int] = {}     # frame number -> timestamp (every TCP frame of the file)
 
     def feed(self, p: Pkt) -> None:
         self.last_ts = max(self.last_ts, p.ts_ns)
+        self.ts[p.no] = p.ts_ns
         c = self.conns.get(p.stream)
         if c is not None and c.closed:
             if p.syn and not p.ack and c.end is not None:
@@ -559,6 +617,11 @@ class Builder:
     def _http(self, c: Conn, p: Pkt, side: str) -> None:
         for h in p.https:
             head = _head(h, p.no, p.ts_ns)
+            if h.partial:
+                head.complete = False
+                head.anomalies.append(make("head-incomplete", f"the response head was never terminated: "
+                                           f"{len(head.raw)} bytes without an empty line before the connection "
+                                           f"ended", p.no))
             if h.kind == "request" and side == "client":
                 if not hs.is_upgrade_request(head):
                     c.plain_requests += 1
@@ -578,11 +641,13 @@ class Builder:
                 if ex is None:
                     continue
                 ex.response = head
-                if status == 101 and hs.is_websocket_request(ex.request):
+                if status == 101 and head.complete and hs.is_websocket_request(ex.request):
                     ex.deflate = hs.deflate_negotiated(head)
                     c.ws_mode = ex
                     if p.ws:
-                        n = p.ws_bytes or sum(_int(w.fields.get("websocket.payload_length"), 0) + 2 for w in p.ws)
+                        # Bytes after the head in this segment; a reassembled head: the frames' sizes.
+                        n = p.tcplen - len(head.raw) if not p.segments and h.raw is not None else \
+                            sum(_ws_wire_bytes(w.fields) for w in p.ws)
                         ex.anomalies.append(make("data-with-101", f"{n} bytes of WebSocket data follow the 101 head "
                                                  f"in the same segment (frame {p.no})", p.no))
 
@@ -590,7 +655,7 @@ class Builder:
     def _frames(self, c: Conn, p: Pkt, side: str) -> None:
         ex = c.ws_mode
         lim = self.options.limits
-        for w in p.ws:
+        for k, w in enumerate(p.ws):
             d = w.fields
             opcode = _int(d.get("websocket.opcode"), 0)
             rsv = _int(d.get("websocket.rsv"), 0)
@@ -598,8 +663,13 @@ class Builder:
                  "fin": _one(d.get("websocket.fin")) == "1", "rsv1": bool(rsv & 4), "rsv2": bool(rsv & 2),
                  "rsv3": bool(rsv & 1), "opcode": opcode, "opcode_name": OPCODES.get(opcode, "reserved"),
                  "masked": _one(d.get("websocket.mask")) == "1",
-                 "length": _int(d.get("websocket.payload_length"), 0), "close_code": None, "close_reason": None,
+                 "length": _ws_length(d), "close_code": None, "close_reason": None,
                  "preview": None}
+            if k == 0 and p.segments:
+                # A frame reassembled from several segments: tshark shows it where it completed;
+                # wscap reports the frame holding its header (the first segment).
+                f["frame"] = p.segments[0]
+                f["ts"] = round(self.ts.get(p.segments[0], p.ts_ns) / 1e9, 6)
             self._check_frame(ex, f, p.no)
             payload = (_raw_list(d.get("websocket.payload_raw")) or [b""])[0]
             if opcode == 8:
@@ -617,7 +687,8 @@ class Builder:
                             "invalid-close-code", f"{side} close code {code} is not valid on the wire", p.no))
             else:
                 text = _one(_find(d, "websocket.payload.text"))
-                if opcode == 1 and isinstance(text, str):
+                if opcode in (0, 1, 2) and f["rsv1"] and ex.deflate and isinstance(text, str):
+                    # tshark inflated the message (permessage-deflate): its text is the preview.
                     f["preview"] = text[:lim.preview_bytes]
                 else:
                     f["preview"] = _preview(payload[:lim.preview_bytes], opcode)
