@@ -42,10 +42,11 @@ def _one_file(args: tuple) -> dict:
     gc.set_threshold(50_000, 20, 100)
     pipe = Pipeline(dataclasses.replace(options or Options(), stream=False))
     res = ReadResult(path=path)
+    keylog = _attach_keylog(pipe, i, path, options)
     for frame in read_frames(path, res, source=i, record_filter=lambda lt: pipe.record_filter(lt, i)):
         pipe.feed(frame._replace(source=i) if frame.source != i else frame)
     pipe.finish()
-    pipe.sources = [res.to_json()]
+    pipe.sources = [_source_json(res, keylog)]
     return pipe.export()
 
 
@@ -66,9 +67,11 @@ def _run(paths: Iterable[str], options: Options | None,
     # Offline nobody consumes per-event output: only the final document.
     pipe = Pipeline(dataclasses.replace(options or Options(), stream=False))
     results: list[ReadResult] = []
+    keylogs: list[dict | None] = []
     for i, path in enumerate(paths):
         res = ReadResult(path=path)
         results.append(res)
+        keylogs.append(_attach_keylog(pipe, i, path, options))
         n = 0
         for frame in read_frames(path, res, source=i,
                                  record_filter=lambda lt, i=i: pipe.record_filter(lt, i)):
@@ -77,5 +80,24 @@ def _run(paths: Iterable[str], options: Options | None,
             if progress is not None and not n & 0xFFFF:
                 progress(i, n)
     pipe.finish()
-    pipe.sources = [r.to_json() for r in results]
+    pipe.sources = [_source_json(r, k) for r, k in zip(results, keylogs)]
     return pipe
+
+
+def _attach_keylog(pipe: Pipeline, source: int, path: str, options: Options | None) -> dict | None:
+    """With --keylog, let tshark decrypt this file's TLS connections before wscap reads it."""
+    if options is None or not options.keylog:
+        return None
+    from .decrypt import build_overlay
+    ov = build_overlay(path, options.keylog)
+    if ov.frames:
+        pipe.overlays[source] = ov
+    return {"path": options.keylog, "decrypted": len(ov.hellos), "undecrypted": ov.undecrypted,
+            "error": ov.error}
+
+
+def _source_json(res: ReadResult, keylog: dict | None) -> dict:
+    out = res.to_json()
+    if keylog is not None:
+        out["keylog"] = keylog
+    return out

@@ -7,6 +7,7 @@ Exit codes (stable, documented in the README):
 """
 from __future__ import annotations
 
+import shutil
 import sys
 
 import click
@@ -52,10 +53,31 @@ def limits_options(f):
 
 
 def build_options(max_head_bytes: int, max_flow_buffer: int, max_flows: int, max_frames: int,
-                  timeout_s: float, names: dict[str, str] | None = None, jobs: int = 1) -> Options:
+                  timeout_s: float, names: dict[str, str] | None = None, jobs: int = 1,
+                  keylog: str | None = None, engine: str = "wscap") -> Options:
     lim = Limits(head_bytes=max_head_bytes, flow_buffer=max_flow_buffer, max_flows=max_flows,
                  frames_per_direction=max_frames)
-    return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())))
+    return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())), keylog=keylog)
+
+
+def keylog_option(f):
+    return click.option("--keylog", type=click.Path(exists=True, dir_okay=False), default=None,
+                        help="SSLKEYLOGFILE (browsers, Node --tls-keylog): decrypt TLS connections with tshark "
+                             "and analyse the upgrades inside them.")(f)
+
+
+def engine_option(f):
+    return click.option("--engine", type=click.Choice(["wscap", "tshark"]), default="wscap", show_default=True,
+                        help="tshark: build handshakes from Wireshark's dissectors (pyshark) instead of "
+                             "wscap's own reassembly: a second opinion.")(f)
+
+
+def need_tshark(keylog: str | None, engine: str) -> None:
+    """--keylog and --engine tshark run tshark: say so at once, before any work, when it is missing."""
+    if (keylog or engine == "tshark") and shutil.which("tshark") is None:
+        what = "--keylog" if keylog else "--engine tshark"
+        click.echo(f"wscap: {what} needs tshark (Debian: apt install tshark)", err=True)
+        sys.exit(EXIT_INPUT)
 
 
 def load_hosts(path: str | None) -> dict[str, str]:
@@ -114,6 +136,14 @@ def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict, stre
     except Exception:  # noqa: BLE001 - the Docker API is optional; names are a convenience
         pass
     options = build_options(names=names, **lim)
+    need_tshark(options.keylog, lim.get("engine", "wscap"))
+    if lim.get("engine") == "tshark":
+        from .engine_tshark import analyze_paths as tshark_analyze
+        doc = tshark_analyze(list(files), options, keylog=options.keylog)
+        if stream_json is not None:
+            from .render.json import write_document
+            write_document(doc, stream_json)
+        return doc
     progress = _progress() if sys.stderr.isatty() and lim.get("jobs", 1) == 1 else None
     pipe = run_pipeline(list(files), options, progress, jobs=lim.get("jobs", 1))
     if progress is not None:
@@ -127,6 +157,9 @@ def report_errors(doc: dict) -> None:
     for s in doc["source"]:
         for e in s["errors"]:
             click.echo(f"wscap: {e}", err=True)
+        kl = s.get("keylog")
+        if kl and kl.get("error"):
+            click.echo(f"wscap: {s['path']}: {kl['error']}", err=True)
 
 
 @main.command()
@@ -136,6 +169,8 @@ def report_errors(doc: dict) -> None:
 @filter_options
 @redact_option
 @names_option
+@keylog_option
+@engine_option
 @limits_options
 def analyze(files: tuple[str, ...], fmt: str, verbose: bool, only_broken: bool, chain_id: int | None,
             host: str | None, path_glob: str | None, redact: bool | None, names_file: str | None, **lim) -> None:
@@ -175,6 +210,8 @@ def analyze(files: tuple[str, ...], fmt: str, verbose: bool, only_broken: bool, 
 @filter_options
 @redact_option
 @names_option
+@keylog_option
+@engine_option
 @limits_options
 def report(files: tuple[str, ...], output: str, only_broken: bool, chain_id: int | None, host: str | None,
            path_glob: str | None, redact: bool | None, names_file: str | None, **lim) -> None:

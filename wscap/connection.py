@@ -23,11 +23,13 @@ from .anomaly import Anomaly, make
 from .http1 import HttpHead, find_head_end, looks_like_request, looks_like_response, parse_head
 from .limits import Limits
 from .tcp import HalfStream
+from .tls import ClientHello, hello_bytes_needed, looks_like_tls, parse_client_hello
 from .wsframe import FrameScanner
 
 C2S, S2C = 0, 1
 PER_CODE = 8          # connection-level anomalies listed per code (the rest are counted)
 HEAD, BODY, WAIT, FRAMES, IGNORE = "head", "body", "wait", "frames", "ignore"
+HELLO = "tls-hello"     # the client's first bytes are a TLS ClientHello: read it, then ignore the rest
 
 
 def fmt_endpoint(ip: bytes, port: int) -> str:
@@ -162,6 +164,9 @@ class Exchange:
                     "end": c.end.to_json() if c.end else None, "gaps": c.gaps(),
                     "client_bytes": c.streams[C2S].delivered, "server_bytes": c.streams[S2C].delivered},
             "waited": self.waited(end_ns if end_ns is not None else c.last_ts),
+            "http_version": "1.1",
+            "h2": None,
+            "tls": c.tls_json(),
         }
 
 
@@ -172,7 +177,7 @@ class Connection:
     __slots__ = ("anomalies", "attempt", "body_left", "buf", "client", "early_response", "end", "exchanges",
                  "fins", "first_frame", "first_ts", "head_first_frame", "held", "held_frames", "last_frame",
                  "last_ts", "limits", "limits_hit", "mode", "noted", "pending", "plain_requests", "saw_payload",
-                 "server", "source", "spooled", "streams", "syn_frame", "synack_frame")
+                 "server", "source", "spooled", "streams", "syn_frame", "synack_frame", "tls", "tls_frame")
 
     def __init__(self, client: tuple[bytes, int], server: tuple[bytes, int], source: int,
                  frame: int, ts_ns: int, limits: Limits) -> None:
@@ -203,6 +208,8 @@ class Connection:
         self.attempt: Exchange | None = None       # set when this connection is a bare attempt
         self.spooled = False                        # its handshakes' documents are final and on disk
         self.noted: dict[str, int] = {}             # connection-level anomalies seen, per code
+        self.tls: ClientHello | None = None         # TLS where HTTP was expected (or decrypted, see tls_json)
+        self.tls_frame: int | None = None           # frame that completed (or cut) the ClientHello
 
     # -- fast lane -----------------------------------------------------------
     def fast_lane(self, src: bytes, sport: int, seq: int, paylen: int, no: int, ts_ns: int) -> bool:
@@ -270,6 +277,12 @@ class Connection:
         who = "client" if direction == C2S else "server"
         self._note(make("tcp-gap", f"{length} {who} bytes missing before frame {frame}", frame))
         mode = self.mode[direction]
+        if mode == HELLO:
+            self.tls = parse_client_hello(bytes(self.buf[C2S])) or ClientHello()
+            self.tls.complete = False
+            self.buf[C2S].clear()
+            self.mode[C2S] = IGNORE
+            return
         if mode == BODY:
             self.body_left[direction] -= length
             if self.body_left[direction] <= 0:
@@ -312,6 +325,9 @@ class Connection:
         if self._frames_or_ignored(C2S, data, frame, ts_ns):
             return
         mode = self.mode[C2S]
+        if mode == HELLO:
+            self._client_hello(data, frame)
+            return
         if mode == WAIT:
             if len(self.held) < self.limits.flow_buffer:
                 self.held += data
@@ -333,6 +349,11 @@ class Connection:
         while data or buf:
             if len(buf) < 24:
                 if not looks_like_request(bytes(buf) + data[:24]):
+                    if not buf and not self.exchanges and not self.plain_requests and looks_like_tls(data):
+                        self.mode[C2S] = HELLO
+                        self.tls_frame = frame
+                        self._client_hello(data, frame)
+                        return
                     self.mode[C2S] = IGNORE
                     buf.clear()
                     return
@@ -382,6 +403,22 @@ class Connection:
                     return
             data = rest
 
+    def _client_hello(self, data: bytes, frame: int) -> None:
+        """Buffer the ClientHello (it may span segments: post-quantum key shares make it ~1.8 KB),
+        read SNI/ALPN/versions from it, then stop looking at this direction."""
+        buf = self.buf[C2S]
+        buf += data
+        need = hello_bytes_needed(bytes(buf[:9]))
+        self.tls_frame = frame
+        if need is not None and len(buf) < need and len(buf) < self.limits.head_bytes:
+            return
+        self.tls = parse_client_hello(bytes(buf)) or ClientHello(complete=False)
+        buf.clear()
+        self.mode[C2S] = IGNORE
+
+    def tls_json(self) -> dict | None:
+        return None if self.tls is None else self.tls.to_json()
+
     def _request_done(self, head: HttpHead, frame: int, ts_ns: int) -> bool:
         head.ts_ns = ts_ns
         head.frame = frame
@@ -404,6 +441,11 @@ class Connection:
 
     def flush_partial_heads(self, frame: int, ts_ns: int) -> None:
         """The connection ended with a head still open: keep what came, flagged incomplete."""
+        if self.mode[C2S] == HELLO:
+            self.tls = parse_client_hello(bytes(self.buf[C2S])) or ClientHello(complete=False)
+            self.tls.complete = False
+            self.buf[C2S].clear()
+            self.mode[C2S] = IGNORE
         buf = self.buf[S2C]
         ex = self._awaiting_exchange()
         if buf and ex is not None and self.mode[S2C] == HEAD:

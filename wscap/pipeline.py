@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from . import __version__
 from .chains import LINK_WINDOW_S, build_chains, judge_chain, link_chains, link_view
 from .spool import Spool
-from .connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_ip
+from .connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint, fmt_ip
 from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder
 from .http1 import looks_like_request, looks_like_response
+from .tls import ClientHello, looks_like_tls
 from .anomaly import make
 from .limits import Limits
 from .model import RawFrame
 
 SCHEMA_VERSION = 1
+MAX_TLS_LISTED = 10_000    # TLS connections listed in the document (the rest are counted in limits_hit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,7 @@ class Options:
     limits: Limits = field(default_factory=Limits)
     names: tuple[tuple[str, str], ...] = ()   # ip -> name labels (Docker, --names)
     stream: bool = True               # emit Decided events (live); analyze only wants document()
+    keylog: str | None = None         # SSLKEYLOGFILE: decrypt TLS connections with tshark (wscap.decrypt)
 
 
 # From the Ethernet type field on: ethertype, version/IHL, total length, fragment bits, protocol,
@@ -82,6 +85,8 @@ class Pipeline:
         self._chained: set[int] = set()
         self._chain_seq = 0
         self.sources: list[dict] = []
+        self.tls_docs: list[dict] = []            # connections that carried TLS where HTTP was expected
+        self.overlays: dict = {}                  # source -> decrypt.Overlay (--keylog)
 
     # -- driving ---------------------------------------------------------------
     def feed(self, frame: RawFrame) -> list[Decided]:
@@ -92,6 +97,13 @@ class Pipeline:
         seg = self.decoder.decode(frame)
         if seg is None:
             return []
+        if self.overlays:
+            ov = self.overlays.get(seg.source)
+            plain = ov.frames.get(seg.frame) if ov is not None else None
+            if plain is not None:
+                # A frame of a decrypted TLS connection: its TCP payload becomes the plaintext the
+                # key log opened, at a sequence number of the plaintext stream.
+                seg = seg._replace(seq=plain[0], payload=plain[1], paylen=len(plain[1]))
         src = (seg.src, seg.sport)
         key = flow_key(seg.src, seg.sport, seg.dst, seg.dport, seg.source)
         flags = seg.flags
@@ -157,6 +169,7 @@ class Pipeline:
             self._retire(key, conn)
         elif conn.ignored and not conn.exchanges:
             self._absorb_limits(conn)            # e.g. an endless head that was cut, then ignored
+            self._list_tls(conn)
             conns[key] = None
         return out
 
@@ -185,8 +198,8 @@ class Pipeline:
         True means "build the frame and feed() it". Only Ethernet + IPv4 without options;
         every other packet takes the general path.
         """
-        if linktype != 1:
-            return None
+        if linktype != 1 or source in self.overlays:
+            return None       # decrypted frames must reach feed() to have their payload replaced
         conns = self.conns
         stats = self.decoder.stats
         clock = self._clock
@@ -235,6 +248,8 @@ class Pipeline:
             client, server = src, dst
         elif seg.paylen and looks_like_response(seg.payload):
             client, server = dst, src
+        elif seg.paylen > 5 and looks_like_tls(seg.payload) and seg.payload[5:6] == b"\x01":
+            client, server = src, dst        # a ClientHello: the capture began just after the SYN
         else:
             if seg.paylen:
                 self.conns[key] = None     # first bytes are not HTTP: never interesting
@@ -242,6 +257,11 @@ class Pipeline:
         if len(self.conns) >= self.limits.max_flows:
             self._evict()
         conn = Connection(client, server, seg.source, seg.frame, seg.ts_ns, self.limits)
+        if self.overlays:
+            ov = self.overlays.get(seg.source)
+            found = ov.hello_of(seg.frame) if ov is not None else None
+            if found is not None:
+                conn.tls, conn.tls_frame = found  # its plaintext is parsed as HTTP like any other
         if self.stream and flags & TH_SYN and not flags & TH_ACK:
             self._syn_only.append(conn)
         if not flags & TH_SYN:
@@ -276,7 +296,23 @@ class Pipeline:
         self._maybe_attempt(conn)
         if self.conns.get(key) is conn:
             del self.conns[key]
+        self._list_tls(conn)
         self._spool(conn)
+
+    def _list_tls(self, conn: Connection) -> None:
+        """A connection that spoke TLS: say so (SNI, ALPN, ports) rather than nothing at all."""
+        hello = conn.tls
+        if hello is None or hello.listed:
+            return
+        hello.listed = True
+        if len(self.tls_docs) >= MAX_TLS_LISTED:
+            self.limits_hit["tls_listed"] = self.limits_hit.get("tls_listed", 0) + 1
+            return
+        self.tls_docs.append({
+            "source": conn.source, "client": fmt_endpoint(*conn.client), "server": fmt_endpoint(*conn.server),
+            "first_frame": conn.first_frame, "hello_frame": conn.tls_frame, "first_ts": round(conn.first_ts / 1e9, 6),
+            **hello.to_json(),
+            "handshakes": [ex.id for ex in conn.exchanges if ex.id is not None and ex.id > 0]})
 
     def _spool(self, conn: Connection) -> None:
         """The connection is over: its handshakes' documents are final; move them to disk."""
@@ -322,7 +358,8 @@ class Pipeline:
 
     def _maybe_attempt(self, conn: Connection) -> None:
         """A connection that never carried a request is a candidate missing hop (refused, unanswered...)."""
-        if conn.saw_payload or conn.syn_frame is None or conn.exchanges or conn.attempt is not None:
+        if conn.saw_payload or conn.syn_frame is None or conn.exchanges or conn.attempt is not None \
+                or conn.tls is not None:
             return
         conn.attempt = Exchange(conn, None)
         if self.stream:
@@ -435,7 +472,7 @@ class Pipeline:
                 "decoder": (self.decoder.stats.packets, self.decoder.stats.tcp, self.decoder.stats.truncated,
                             self.decoder.frags.dropped),
                 "flows": self.flows_seen, "evicted": self.evicted, "unlinked": self.unlinked_attempts,
-                "limits_hit": self.limits_hit, "now": self.now_ns}
+                "limits_hit": self.limits_hit, "now": self.now_ns, "tls": self.tls_docs}
 
     def absorb(self, part: dict) -> None:
         """Merge a worker's file into this pipeline exactly as if it had been fed here, in order:
@@ -450,6 +487,9 @@ class Pipeline:
         for v, loc in part["attempts"]:
             self._loc[id(v)] = (spool, loc)
             self.attempt_views.append(v)
+        for t in part["tls"]:
+            t["handshakes"] = [i + offset for i in t["handshakes"]]
+            self.tls_docs.append(t)
         self.registered += part["registered"]
         self.next_id = self.registered + 1
         self.sources += part["sources"]
@@ -498,9 +538,9 @@ class Pipeline:
         hs_summary = _handshake_counts(self._full(v) for v in shown)
         names = dict(self.options.names)
         eps = endpoints(shown, light_chains, names)
-        summ = _summary_from(hs_summary, light_chains, counts)
+        summ = _summary_from(hs_summary, light_chains, counts, self.tls_docs)
         head = {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}
-        tail = {"endpoints": eps, "stats": self.stats, "summary": summ}
+        tail = {"tls": self.tls_list(), "endpoints": eps, "stats": self.stats, "summary": summ}
         write_document_streamed(fp, head, (self._full(v) for v in shown),
                                 (chain_spool.get(loc) for loc in chain_locs), tail)
         chain_spool.close()
@@ -534,10 +574,14 @@ class Pipeline:
             "source": self.sources,
             "handshakes": all_hs,
             "chains": chains,
+            "tls": self.tls_list(),
             "endpoints": endpoints(all_hs, chains, names),
             "stats": self.stats,
-            "summary": summary(all_hs, chains),
+            "summary": summary(all_hs, chains, self.tls_docs),
         }
+
+    def tls_list(self) -> list[dict]:
+        return sorted(self.tls_docs, key=lambda t: (t["source"], t["first_frame"]))
 
 
 def endpoints(handshakes: list[dict], chains: list[dict], names: dict[str, str]) -> list[dict]:
@@ -582,17 +626,18 @@ def _handshake_counts(handshakes) -> dict:
     return n
 
 
-def _summary_from(counts: dict, chains: list[dict], by_cause: dict[str, int]) -> dict:
+def _summary_from(counts: dict, chains: list[dict], by_cause: dict[str, int], tls: list[dict] = ()) -> dict:
     return {**counts, "chains": len(chains), "broken": sum(1 for c in chains if c["verdict"]["broken"]),
-            "by_cause": dict(sorted(by_cause.items()))}
+            "by_cause": dict(sorted(by_cause.items())),
+            "tls": {"connections": len(tls), "decrypted": sum(1 for t in tls if t["decrypted"])}}
 
 
-def summary(handshakes: list[dict], chains: list[dict]) -> dict:
+def summary(handshakes: list[dict], chains: list[dict], tls: list[dict] = ()) -> dict:
     by_cause: dict[str, int] = {}
     for c in chains:
         cause = c["verdict"]["cause"]
         by_cause[cause] = by_cause.get(cause, 0) + 1
-    return _summary_from(_handshake_counts(handshakes), chains, by_cause)
+    return _summary_from(_handshake_counts(handshakes), chains, by_cause, tls)
 
 
 __all__ = ["Pipeline", "Options", "Decided", "SCHEMA_VERSION", "fmt_ip"]

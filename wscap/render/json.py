@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import IO
 
-_LISTS = ("handshakes", "chains", "endpoints", "source")
+_LISTS = ("handshakes", "chains", "tls", "endpoints", "source")
 
 
 def write_document(doc: dict, fp: IO[str]) -> None:

@@ -180,6 +180,16 @@ def render_markdown(doc: dict[str, Any]) -> str:
                           _c(a.get("frame")), _c(a.get("message"))])
     if arows:
         out += ["", "## Anomalies", "", md_table(["Handshake", "Severity", "Code", "Frame", "Message"], arows)]
+    tls = [t for t in doc.get("tls") or [] if isinstance(t, dict)]
+    if tls:
+        out += ["", "## TLS connections", "",
+                "Connections that carried TLS where HTTP was expected. Undecrypted ones may hide an upgrade: "
+                "analyse again with `--keylog FILE` (SSLKEYLOGFILE).", "",
+                md_table(["Client", "Server", "SNI", "ALPN", "Frame", "Decrypted", "Handshakes"],
+                         [[_c(t.get("client")), _c(t.get("server")), _c(t.get("sni") or "—"),
+                           _c(", ".join(t.get("alpn") or []) or "—"), _c(t.get("hello_frame") or t.get("first_frame")),
+                           _c("yes" if t.get("decrypted") else "no"),
+                           _c(", ".join(map(str, t.get("handshakes") or [])) or "—")] for t in tls])]
     out += ["", "## Captures", "",
             md_table(CAPTURE_HEADER, [[_c(x) for x in r] for r in capture_rows(doc)])]
     return "\n".join(out) + "\n"

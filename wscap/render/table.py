@@ -87,6 +87,31 @@ def diff_table(d: dict) -> str:
     return head + "\n" + tabulate(rows, headers=["class", "change", "header", "before", "after"], tablefmt="simple")
 
 
+def tls_lines(doc: dict, limit: int = 20) -> list[str]:
+    """Connections that carried TLS: what wscap could not read, and how to read it."""
+    hidden = [t for t in doc.get("tls", []) if not t["decrypted"]]
+    opened = [t for t in doc.get("tls", []) if t["decrypted"]]
+    if not hidden and not opened:
+        return []
+    names = _names(doc)
+    out = [""]
+    if opened:
+        out.append(f"TLS: {len(opened)} connection(s) decrypted with the key log; their upgrades are above.")
+    if hidden:
+        keyed = any(s.get("keylog") for s in doc["source"])
+        out.append(f"TLS: {len(hidden)} connection(s) carried TLS where HTTP was expected, so any upgrade "
+                   "inside is invisible" + (" (the key log had no secrets for them):" if keyed else
+                                             "; pass --keylog FILE (SSLKEYLOGFILE) to decrypt:"))
+        for t in hidden[:limit]:
+            alpn = ",".join(t["alpn"]) or "none"
+            out.append(f"  {term(label(t['client'], names))} → {term(label(t['server'], names))}  "
+                       f"SNI {term(t['sni'] or '(none)')}  ALPN {term(alpn)}  frame {t['hello_frame'] or t['first_frame']}"
+                       + ("" if t["complete"] else "  (ClientHello cut short)"))
+        if len(hidden) > limit:
+            out.append(f"  … {len(hidden) - limit} more")
+    return out
+
+
 def render_table(doc: dict, verbose: bool = False) -> str:
     out = []
     for s in doc["source"]:
@@ -100,6 +125,7 @@ def render_table(doc: dict, verbose: bool = False) -> str:
                                                           "outcome", "frame", "anomalies"], tablefmt="simple"))
     else:
         out.append("\nno HTTP upgrade handshakes found")
+    out += tls_lines(doc)
     by_id = {h["id"]: h for h in doc["handshakes"]}
     names = _names(doc)
     eps = [e for e in doc.get("endpoints", []) if e["role"] != "unknown"]

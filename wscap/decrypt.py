@@ -1,0 +1,168 @@
+"""--keylog: open TLS connections with an SSLKEYLOGFILE, via tshark, for wscap's own core.
+
+An edge module (it runs tshark). Wireshark already implements every TLS
+version and cipher suite correctly; wscap does not re-implement TLS. tshark
+decrypts with the key log and hands back, per frame, the plaintext of the
+application-data records that frame completed (HTTP and HTTP/2 dissectors
+turned off, so the plaintext arrives as raw `data`). That becomes an
+`Overlay`: for each frame of a decrypted connection, the plaintext and its
+sequence number in a plaintext stream. The pipeline swaps each frame's TCP
+payload for it, so the *same* reassembly, HTTP, WebSocket, HTTP/2 and chain
+code reads the decrypted exchange — with the original frame numbers and
+timestamps as evidence.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+from .tls import ClientHello
+
+# Dissectors that would claim decrypted bytes before the `data` dissector does: the plaintext is
+# wanted raw. (TLS heuristics for protocols a WebSocket path never carries are included so a
+# chance match cannot swallow bytes.)
+_CLAIMERS = ("http", "http2", "websocket", "mq", "fix", "credssp", "rdp", "5gli", "tds", "mqtt", "imap",
+             "pop", "smtp", "ldap", "sip", "dns")
+_FIELDS = ("frame.number", "tcp.stream", "ip.src", "ipv6.src", "tcp.srcport", "tcp.flags.syn", "tcp.seq_raw",
+           "tls.handshake.type", "tls.handshake.extensions_server_name", "tls.handshake.extensions_alpn_str",
+           "tls.handshake.extensions.supported_version", "tls.record.content_type", "data.data")
+
+
+@dataclass
+class Overlay:
+    """Plaintext for the frames of TLS connections the key log opened (one capture file)."""
+    frames: dict[int, tuple[int, bytes]] = field(default_factory=dict)   # frame -> (seq, plaintext)
+    stream_of: dict[int, int] = field(default_factory=dict)              # frame -> tshark stream
+    hellos: dict[int, ClientHello] = field(default_factory=dict)         # stream -> its ClientHello
+    hello_frames: dict[int, int] = field(default_factory=dict)           # stream -> the ClientHello's frame
+    undecrypted: int = 0              # TLS connections the key log had no secrets for
+    error: str | None = None
+
+    def hello_of(self, frame: int) -> tuple[ClientHello, int | None] | None:
+        """The ClientHello (and its frame) of the decrypted connection `frame` belongs to."""
+        s = self.stream_of.get(frame)
+        if s is None or s not in self.hellos:
+            return None
+        return self.hellos[s], self.hello_frames.get(s)
+
+
+@dataclass
+class _Dir:
+    base: int | None = None       # plaintext stream starts here (ISN + 1, or first seq seen)
+    sent: int = 0                 # plaintext bytes so far
+
+
+@dataclass
+class _Stream:
+    hello: ClientHello | None = None
+    hello_frame: int | None = None
+    client: tuple[str, str] | None = None
+    dirs: dict = field(default_factory=dict)
+    frames: list = field(default_factory=list)    # (frame, dir key, seq_raw, syn, plaintext)
+    plaintext: int = 0
+
+
+def tshark_available() -> bool:
+    return shutil.which("tshark") is not None
+
+
+def build_overlay(path: str, keylog: str, tshark: str = "tshark") -> Overlay:
+    """Run tshark once over `path` with the key log; never raises for bad input (see .error)."""
+    ov = Overlay()
+    if shutil.which(tshark) is None:
+        ov.error = "--keylog needs tshark (Debian: apt install tshark); TLS connections stay encrypted"
+        return ov
+    cmd = [tshark, "-n", "-r", path, "-o", f"tls.keylog_file:{keylog}", "-T", "fields",
+           "-E", "occurrence=a", "-E", "separator=\t", "-E", "aggregator=,"]
+    for p in _CLAIMERS:
+        cmd += ["--disable-protocol", p]
+    for f in _FIELDS:
+        cmd += ["-e", f]
+    streams: dict[int, _Stream] = {}
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                encoding="latin-1", errors="replace")
+    except OSError as e:
+        ov.error = f"--keylog: cannot run tshark: {e}"
+        return ov
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        _take(line.rstrip("\n").split("\t"), streams)
+    err = proc.stderr.read() if proc.stderr else ""
+    rc = proc.wait()
+    for sid, st in streams.items():
+        if st.hello is None:
+            continue
+        if not st.plaintext:
+            ov.undecrypted += 1
+            continue
+        st.hello.decrypted = True
+        ov.hellos[sid] = st.hello
+        ov.hello_frames[sid] = st.hello_frame
+        _place(st, sid, ov)
+    if rc != 0:
+        msg = " ".join(l for l in err.splitlines() if "dangerous" not in l)[:300]
+        ov.error = f"--keylog: tshark stopped ({msg or f'exit {rc}'}); decrypted what it read before that"
+    return ov
+
+
+def _take(cols: list[str], streams: dict[int, _Stream]) -> None:
+    if len(cols) < len(_FIELDS) or not cols[1]:
+        return
+    try:
+        frame, sid = int(cols[0]), int(cols[1])
+        seq = int(cols[6]) if cols[6] else None
+    except ValueError:
+        return
+    st = streams.get(sid)
+    if st is None:
+        st = streams[sid] = _Stream()
+    src = (cols[2] or cols[3], cols[4])
+    syn = cols[5] in ("1", "True")
+    types = cols[7].split(",") if cols[7] else []
+    if "1" in types and st.hello is None:
+        st.client = src
+        st.hello_frame = frame
+        st.hello = ClientHello(sni=cols[8].split(",")[0] or None,
+                               alpn=[a for a in cols[9].split(",") if a],
+                               versions=_versions(cols[10]))
+    plain = b""
+    if cols[12] and "23" in cols[11].split(","):
+        try:
+            plain = b"".join(bytes.fromhex(h) for h in cols[12].split(","))
+        except ValueError:
+            plain = b""
+    st.plaintext += len(plain)
+    st.frames.append((frame, src, seq, syn, plain))
+
+
+def _place(st: _Stream, sid: int, ov: Overlay) -> None:
+    """Give every frame of a decrypted stream its plaintext and plaintext sequence number."""
+    for frame, src, seq, syn, plain in st.frames:
+        ov.stream_of[frame] = sid
+        d = st.dirs.get(src)
+        if d is None:
+            d = st.dirs[src] = _Dir()
+        if syn:
+            if seq is not None:
+                d.base = (seq + 1) & 0xFFFFFFFF
+            continue                   # the SYN itself keeps its sequence number (the ISN)
+        if d.base is None:
+            d.base = seq if seq is not None else 0
+        ov.frames[frame] = ((d.base + d.sent) & 0xFFFFFFFF, plain)
+        d.sent += len(plain)
+
+
+def _versions(s: str) -> list[str]:
+    names = {"0x0304": "TLS 1.3", "0x0303": "TLS 1.2", "0x0302": "TLS 1.1", "0x0301": "TLS 1.0"}
+    out = []
+    for v in s.split(","):
+        v = v.strip().lower()
+        try:
+            grease = (int(v, 16) & 0x0F0F) == 0x0A0A       # RFC 8701 placeholders, not versions
+        except ValueError:
+            continue
+        if not grease:
+            out.append(names.get(v, v))
+    return out
