@@ -116,7 +116,9 @@ def test_expected_file_well_formed(pcap, exp):
         assert e["versions"].get("chromium")
     if transport:
         assert isinstance(e.get("encrypted_legs"), list)
-        assert all(0 <= i < ch["hops"] for ch in e["chains"] for i in e["encrypted_legs"])
+        assert all(
+            0 <= i < ch["hops"] for ch in e["chains"] for i in e["encrypted_legs"]
+        )
     if transport in ("tls", "h2"):
         assert e["keylog"] == f"{pcap.stem}.keys", e.get("keylog")
         assert e["encrypted_legs"], "a TLS recording has at least one encrypted leg"
@@ -146,9 +148,7 @@ def keylog_of(pcap: Path, e: dict) -> Path | None:
     return pcap.with_name(e["keylog"]) if e.get("keylog") else None
 
 
-TRANSPORT_RECORDINGS = [
-    p for p in RECORDINGS if load(p.values[1]).get("transport")
-]
+TRANSPORT_RECORDINGS = [p for p in RECORDINGS if load(p.values[1]).get("transport")]
 
 
 @pytest.mark.parametrize("pcap,exp", TRANSPORT_RECORDINGS)
@@ -237,8 +237,12 @@ def test_decrypted_capture_shows_expected_legs(pcap, exp):
     for ch in e["chains"]:
         assert pcapcheck.decrypted_problems(pcap, ch, e["transport"], keys) == []
     if "legs_seen" in e:
-        seen = pcapcheck.decrypted_legs(pcap, e["chains"][0]["path"], e["transport"], keys)
-        assert [{k: v for k, v in d.items() if k != "leg"} for d in seen] == e["legs_seen"]
+        seen = pcapcheck.decrypted_legs(
+            pcap, e["chains"][0]["path"], e["transport"], keys
+        )
+        assert [{k: v for k, v in d.items() if k != "leg"} for d in seen] == e[
+            "legs_seen"
+        ]
     if e.get("transport") == "tls" and keys is not None:
         # The key log is what makes the difference: without it no HTTP is seen
         # on the encrypted legs.
@@ -316,7 +320,7 @@ def test_wscap_matches_expected(pcap, exp):
         hs = doc.get("handshakes", [])
         if not any("http_version" in h for h in hs):
             pytest.skip(
-                "wscap's handshakes carry no \"http_version\" yet: no RFC 8441 (WebSocket over "
+                'wscap\'s handshakes carry no "http_version" yet: no RFC 8441 (WebSocket over '
                 "HTTP/2) support to compare with (issue 9)"
             )
     found = chains_by_path(doc)

@@ -304,7 +304,6 @@ def structural_legs(path, ws_path: str, transport: str = ""):
     return out
 
 
-
 def _pairs(pairs):
     return pairs  # keep duplicate keys (tshark's JSON repeats them)
 
@@ -348,9 +347,7 @@ def tshark_messages(path, keylog=None):
     if keylog:
         argv += ["-o", f"tls.keylog_file:{keylog}"]
     argv += ["-Y", "http or http2", "-T", "json", "-J", "ip tcp http http2"]
-    r = subprocess.run(
-        argv, capture_output=True, text=True, timeout=120, check=False
-    )
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     if r.returncode != 0:
         raise RuntimeError(f"tshark failed: {r.stderr[-500:]}")
     conns: dict = {}
@@ -371,7 +368,9 @@ def tshark_messages(path, keylog=None):
                 method = _first(http, "http.request.method")
                 code = _first(http, "http.response.code")
                 if method:
-                    msgs.append({"dir": d, "h1": (method, _first(http, "http.request.uri"))})
+                    msgs.append(
+                        {"dir": d, "h1": (method, _first(http, "http.request.uri"))}
+                    )
                 elif code:
                     msgs.append({"dir": d, "h1": int(code)})
             elif k == "http2":
@@ -444,8 +443,12 @@ def decrypted_legs(path, ws_path, transport="", keylog=None):
                         }
                     )
             continue
-        reqs = [m["h1"] for m in ms if m["dir"] == "c" and isinstance(m.get("h1"), tuple)]
-        resps = [m["h1"] for m in ms if m["dir"] == "s" and isinstance(m.get("h1"), int)]
+        reqs = [
+            m["h1"] for m in ms if m["dir"] == "c" and isinstance(m.get("h1"), tuple)
+        ]
+        resps = [
+            m["h1"] for m in ms if m["dir"] == "s" and isinstance(m.get("h1"), int)
+        ]
         target = reqs[0][1] if reqs else None
         if c.server[1] in UPSTREAM_PORTS or (target or "").split("?")[0] == ws_path:
             out.append(
@@ -468,11 +471,17 @@ def structural_problems(path, chain: dict, transport: str, encrypted_legs=()):
         # The WebSocket rides on one of the browser's h2 connections (Chromium
         # also keeps a spare one open): every leg is TLS, at least hops of them.
         if len(got) < chain["hops"] or any(s != "tls" for s in got):
-            return [f"chain {chain['path']}: expected >= {chain['hops']} TLS connections, capture shows {got}"]
+            return [
+                f"chain {chain['path']}: expected >= {chain['hops']} TLS connections, capture shows {got}"
+            ]
         return []
-    want = ["tls" if i in encrypted_legs else s for i, s in enumerate(chain["statuses"])]
+    want = [
+        "tls" if i in encrypted_legs else s for i, s in enumerate(chain["statuses"])
+    ]
     if got != want:
-        return [f"chain {chain['path']}: without decrypting the capture shows {got}, scenario implies {want}"]
+        return [
+            f"chain {chain['path']}: without decrypting the capture shows {got}, scenario implies {want}"
+        ]
     return []
 
 
@@ -483,7 +492,9 @@ def decrypted_problems(path, chain: dict, transport: str, keylog=None):
     if keylog is not None:
         missing = set(tls_client_randoms(path)) - keylog_randoms(keylog)
         if missing:
-            problems.append(f"key log lacks {len(missing)} TLS connection(s) of the capture")
+            problems.append(
+                f"key log lacks {len(missing)} TLS connection(s) of the capture"
+            )
     dec = decrypted_legs(path, chain["path"], transport, keylog)
     if dec is None:
         return None
@@ -495,7 +506,11 @@ def decrypted_problems(path, chain: dict, transport: str, keylog=None):
         )
     want_http = "2" if transport in ("h2", "h2c") else "1.1"
     for d in dec:
-        if d["http"] != want_http or (want_http == "2" and d.get("protocol") != "websocket"):
-            problems.append(f"chain {chain['path']}: leg {d} is not HTTP/{want_http}"
-                            + (" with :protocol websocket (RFC 8441)" if want_http == "2" else ""))
+        if d["http"] != want_http or (
+            want_http == "2" and d.get("protocol") != "websocket"
+        ):
+            problems.append(
+                f"chain {chain['path']}: leg {d} is not HTTP/{want_http}"
+                + (" with :protocol websocket (RFC 8441)" if want_http == "2" else "")
+            )
     return problems

@@ -606,7 +606,9 @@ def run_scenario(sc: Scenario, out: Path, keep: bool = False) -> dict:
         # What tshark read on each leg after decrypting with the key log
         # (HTTP version, h2 stream and :protocol of the extended CONNECT).
         try:
-            seen = pcapcheck.decrypted_legs(pcap, sc.chains[0]["path"], sc.transport, keys)
+            seen = pcapcheck.decrypted_legs(
+                pcap, sc.chains[0]["path"], sc.transport, keys
+            )
         except RuntimeError as e:
             seen = None
             problems.append(str(e))

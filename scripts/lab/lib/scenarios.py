@@ -54,7 +54,9 @@ class Scenario:
     transport: str = ""
     twin: str = ""  # the cleartext scenario this one mirrors
     backend_tls: bool = False  # the ws backend serves https/wss on BACKEND_TLS_PORT
-    client: str = "browser"  # browser (Chromium) | h2client (lib/h2client.mjs, Node http2)
+    client: str = (
+        "browser"  # browser (Chromium) | h2client (lib/h2client.mjs, Node http2)
+    )
 
     def encrypted_legs(self) -> list:
         """Hop indices carried over TLS (expected.json "encrypted_legs")."""
