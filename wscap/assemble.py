@@ -27,9 +27,10 @@ def could_be_a_hop(attempt: dict, requests_to: dict[tuple[int, str], list[float]
 
 
 def document(handshakes: list[dict], attempts: list[dict], sources: list[dict], stats: dict,
-             options: Options | None = None) -> dict:
+             options: Options | None = None, tls: list[dict] | None = None) -> dict:
     """`handshakes`: Handshake dicts with a request, in request order (ids are assigned here, from 1,
-    in that order); `attempts`: Handshake dicts of bare connection attempts (request null)."""
+    in that order); `attempts`: Handshake dicts of bare connection attempts (request null);
+    `tls`: connections that carried TLS, their "handshakes" holding Handshake dicts (-> ids)."""
     options = options or Options()
     window = max(LINK_WINDOW_S, options.timeout_s)
     limit = options.limits.max_handshakes
@@ -64,13 +65,19 @@ def document(handshakes: list[dict], attempts: list[dict], sources: list[dict], 
     stats["unlinked_attempts"] = unlinked
     if dropped:
         stats.setdefault("limits_hit", {})["max_handshakes"] = dropped
+    tls_list = []
+    for t in sorted(tls or [], key=lambda t: (t["source"], t["first_frame"])):
+        tls_list.append({**t, "handshakes": [h["id"] for h in t["handshakes"] if h.get("id") is not None]})
+    summ = summary(all_hs, chains)
+    summ["tls"] = {"connections": len(tls_list), "decrypted": sum(1 for t in tls_list if t["decrypted"])}
     return {
         "version": SCHEMA_VERSION,
         "tool": f"wscap {__version__}",
         "source": sources,
         "handshakes": all_hs,
         "chains": chains,
+        "tls": tls_list,
         "endpoints": endpoints(all_hs, chains, dict(options.names)),
         "stats": stats,
-        "summary": summary(all_hs, chains),
+        "summary": summ,
     }

@@ -101,6 +101,45 @@ def _find(d, key: str):
     return None
 
 
+def _findall(d, key: str) -> list:
+    """Every value of `key` anywhere in a nested dict (repeated keys arrive as lists)."""
+    out: list = []
+    if isinstance(d, dict):
+        for k, v in d.items():
+            if k == key:
+                out += v if isinstance(v, list) and not (v and isinstance(v[0], (int, float))) else [v]
+            elif isinstance(v, (dict, list)):
+                out += _findall(v, key)
+    elif isinstance(d, list):
+        for v in d:
+            if isinstance(v, (dict, list)):
+                out += _findall(v, key)
+    return out
+
+
+_TLS_VERSIONS = {0x0300: "SSL 3.0", 0x0301: "TLS 1.0", 0x0302: "TLS 1.1", 0x0303: "TLS 1.2", 0x0304: "TLS 1.3"}
+
+
+def _client_hello(tls: list[dict]) -> dict | None:
+    """SNI, ALPN and versions of a ClientHello, from tshark's tls.handshake.* fields."""
+    for d in tls:
+        if "1" not in [str(x) for x in _findall(d, "tls.handshake.type")]:
+            continue
+        sni = _findall(d, "tls.handshake.extensions_server_name")
+        alpn = [a for a in _findall(d, "tls.handshake.extensions_alpn_str") if isinstance(a, str)]
+        vers = []
+        for v in _findall(d, "tls.handshake.extensions.supported_version"):
+            name = _TLS_VERSIONS.get(_int(v, -1))
+            if name and name not in vers:
+                vers.append(name)
+        if not vers:
+            name = _TLS_VERSIONS.get(_int(_find(d, "tls.handshake.version"), -1))
+            vers = [name] if name else []
+        return {"sni": sni[0] if sni and isinstance(sni[0], str) else None, "alpn": alpn, "versions": vers,
+                "complete": True, "decrypted": False}
+    return None
+
+
 def _one(v):
     if isinstance(v, list):
         return v[0] if v else None
@@ -186,6 +225,7 @@ class Pkt:
     ws_bytes: int = 0
     h2: list[dict] = field(default_factory=list)
     tls: bool = False
+    hello: dict | None = None
 
 
 def _ws_length(d: dict) -> int:
@@ -257,6 +297,8 @@ def _extract(pkt) -> Pkt:
     for ly in by.get("http2", []):
         p.h2 += _dicts(ly)
     p.tls = "tls" in by
+    if p.tls:
+        p.hello = _client_hello(pkt_layers_dict(by, "tls"))
     return p
 
 
@@ -464,6 +506,9 @@ class Conn:
         self.plain_requests = 0
         self.ws_mode: Exchange | None = None     # after a 101 to a WebSocket request
         self.server_nonhttp_noted = False
+        self.hello: dict | None = None           # the ClientHello, for a TLS connection
+        self.hello_frame: int | None = None
+        self.plaintext = False                   # tshark decrypted it (HTTP/WebSocket inside TLS)
 
 
 def _split_line(line: bytes) -> tuple[bytes, bytes]:
@@ -571,8 +616,8 @@ class Builder:
                 c.client, c.server = me, (p.dst, p.dport)
             elif any(h.kind == "response" for h in p.https) or (p.tcplen and p.payload.startswith(b"HTTP/")):
                 c.client, c.server = (p.dst, p.dport), me
-            elif p.h2:
-                c.client, c.server = me, (p.dst, p.dport)      # refined by the HEADERS below
+            elif p.h2 or p.hello is not None:
+                c.client, c.server = me, (p.dst, p.dport)
             else:
                 return
             c.first_frame = min([p.no] + [s for s in p.segments if s])
@@ -591,6 +636,10 @@ class Builder:
         if p.lost:
             c.gaps += 1
             c.anomalies.append(make("tcp-gap", f"{side} bytes missing before frame {p.no}", p.no))
+        if p.hello is not None and side == "client" and c.hello is None:
+            c.hello, c.hello_frame = p.hello, p.no
+        if p.tls and (p.https or p.ws or p.h2):
+            c.plaintext = True
         self._http(c, p, side)
         if p.ws and c.ws_mode is not None:
             self._frames(c, p, side)
@@ -730,17 +779,28 @@ class Builder:
         pass
 
     # -- output ------------------------------------------------------------------------------
-    def results(self) -> tuple[list[dict], list[dict]]:
+    def results(self) -> tuple[list[dict], list[dict], list[dict]]:
+        """-> (handshakes in request order, bare attempts, TLS connections with their handshake dicts)."""
         hands: list[dict] = []
         attempts: list[dict] = []
+        tls: list[dict] = []
         for c in self.order:
             end_ns = c.closed_ts if c.closed_ts is not None else self.last_ts
-            for ex in c.exchanges:
-                hands.append(self._json(c, ex, end_ns))
+            mine = [self._json(c, ex, end_ns) for ex in c.exchanges]
+            hands += mine
             if not c.exchanges and not c.saw_payload and c.syn_frame is not None:
                 attempts.append(self._json(c, None, end_ns))
+            if c.hello is not None:
+                tls.append({"source": c.source, "client": _fmt(*c.client), "server": _fmt(*c.server),
+                            "first_frame": c.first_frame, "hello_frame": c.hello_frame,
+                            "first_ts": round(c.first_ts / 1e9, 6), **self._tls(c), "handshakes": mine})
         hands.sort(key=lambda h: (h["request"]["frame"], h["first_frame"]))
-        return hands, attempts
+        return hands, attempts, tls
+
+    def _tls(self, c: Conn) -> dict | None:
+        if c.hello is None:
+            return None
+        return {**c.hello, "decrypted": c.plaintext}
 
     def _outcome(self, c: Conn, ex: Exchange | None) -> str:
         if ex is None:
@@ -821,6 +881,7 @@ class Builder:
                     "end": c.end.to_json() if c.end else None, "gaps": c.gaps,
                     "client_bytes": c.bytes["client"], "server_bytes": c.bytes["server"]},
             "waited": None if resp is not None or req is None else round((end_ns - req.ts_ns) / 1e9, 6),
+            "tls": self._tls(c),
         }
 
 
@@ -837,9 +898,11 @@ def analyze_paths(paths: list[str], options: Options | None = None, keylog: str 
     """Analyse capture files with tshark's dissection into wscap's JSON document (schema v1),
     plus `"engine": "tshark"`. Never raises for bad input: errors land in `source[i].errors`."""
     options = options or Options()
+    keylog = keylog or getattr(options, "keylog", None)
     sources: list[dict] = []
     hands: list[dict] = []
     attempts: list[dict] = []
+    tls: list[dict] = []
     packets = tcp_packets = flows = 0
     for i, path in enumerate(paths):
         read = read_file(path, keylog)
@@ -849,9 +912,10 @@ def analyze_paths(paths: list[str], options: Options | None = None, keylog: str 
                 b.feed(p)
             except Exception as e:   # a field shape tshark never gave us before: keep the rest
                 read.errors.append(f"{path}: frame {p.no}: {type(e).__name__}: {e}")
-        h, a = b.results()
+        h, a, t = b.results()
         hands += h
         attempts += a
+        tls += t
         packets += read.count
         tcp_packets += read.tcp_packets
         flows += len(b.order)
@@ -861,7 +925,10 @@ def analyze_paths(paths: list[str], options: Options | None = None, keylog: str 
             "last_ts": None if read.last_ts is None else round(read.last_ts / 1e9, 6),
             "linktypes": [_ENCAP_TO_LINKTYPE.get(e, e) for e in read.encaps], "interfaces": [],
             "complete": not read.errors, "errors": read.errors})
+        if keylog:
+            sources[-1]["keylog"] = {"path": keylog, "decrypted": sum(1 for x in t if x["decrypted"]),
+                                     "undecrypted": sum(1 for x in t if not x["decrypted"]), "error": None}
     stats = {"packets": packets, "tcp_packets": tcp_packets, "truncated_packets": 0, "flows": flows,
              "flows_tracked": 0, "evicted_flows": 0, "ip_fragments_dropped": 0, "limits_hit": {}}
-    doc = document(hands, attempts, sources, stats, options)
+    doc = document(hands, attempts, sources, stats, options, tls)
     return {"version": doc.pop("version"), "tool": doc.pop("tool"), "engine": ENGINE, **doc}
