@@ -45,7 +45,7 @@ ENGINE = "tshark"
 OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 _BAD_CLOSE = {1004, 1005, 1006, 1015}
 _HEAD_END = re.compile(rb"\n\r?\n")
-_REQUEST_LINE = re.compile(rb"^[A-Z][A-Z-]{1,15} \S+ HTTP/\d")
+_REQUEST_LINE = re.compile(rb"^[A-Z][A-Z-]{1,15} \S")     # a request line's start (a segment may end there)
 # tshark's frame.encap_type (WTAP_ENCAP_*) -> pcap LINKTYPE_*
 _ENCAP_TO_LINKTYPE = {1: 1, 7: 101, 15: 0, 25: 113, 129: 228, 130: 229, 210: 276}
 PREFS = {
@@ -375,8 +375,11 @@ def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None 
         if cap is not None:
             try:
                 cap.close()
-            except Exception:
-                pass
+            except Exception as e:        # tshark's exit status arrives here (a file cut short)
+                if not res.errors:
+                    msg = str(e).strip().replace("\n", " ") or type(e).__name__
+                    res.errors.append(f"{path}: tshark failed after {res.count} packets: {msg[:300]}")
+            cap.close = lambda: None     # pyshark's __del__ would close (and raise tshark's exit status) again
     return res
 
 
