@@ -97,3 +97,37 @@ def test_rerecord_healthy(tmp_path):
         assert any(
             len(c["hops"]) == 2 and c["verdict"]["cause"] == "ok" for c in doc["chains"]
         )
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+@pytest.mark.skipif(not shutil.which("tshark"), reason="needs tshark (TLS recordings)")
+def test_rerecord_tls_and_h2(tmp_path):
+    """tls-healthy and h2-websocket end to end (about 15 s): Chromium writes its
+    key log, the decrypted capture has a 101 on both legs, and Chromium still
+    sends its WebSocket as an RFC 8441 extended CONNECT over h2."""
+    r = subprocess.run(
+        [str(LAB / "run"), "--out", str(tmp_path), "tls-healthy", "h2-websocket"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout[-4000:]
+    for name, legs in (
+        ("tls-healthy", [{"http": "1.1", "target": "/ws", "status": 101}] * 2),
+        (
+            "h2-websocket",
+            [{"http": "2", "protocol": "websocket", "status": 200}],
+        ),
+    ):
+        exp = json.loads((tmp_path / f"{name}.expected.json").read_text())
+        assert exp["browser"]["received"] == "echo: hello from wscap lab"
+        keys = tmp_path / exp["keylog"]
+        assert keys.stat().st_size > 0
+        dec = pcapcheck.decrypted_legs(
+            tmp_path / f"{name}.pcap", "/ws", exp["transport"], keys
+        )
+        assert [{k: d[k] for k in want} for d, want in zip(dec, legs)] == legs
+        assert len(dec) == len(legs)
