@@ -41,7 +41,58 @@ def _name(path: Path) -> str:
 # -- the one table of known differences -----------------------------------------------------------
 # (capture, field, core value, tshark value, who is right and why). `field` is the path of the
 # differing value: hs<id>.<key>... for a handshake, chain<id>.<key>... for a chain.
-KNOWN: list[tuple[str, str, object, object, str]] = []
+_UNTERMINATED = ("core reports an unterminated head at the frame where it gave up on it (the FIN/RST that ended the "
+                 "connection, connection.flush_partial_heads); tshark never dissects a head without its empty line, "
+                 "so the engine takes tshark's reading of that segment from a second run with "
+                 "http.desegment_headers:FALSE, and reports the frame that holds the bytes (11). Same head, status, "
+                 "headers, anomaly codes, outcome and verdict. tshark's frame is the one to open in Wireshark; "
+                 "core's is when the head became known to be incomplete. Neither is wrong; contract: 'frame holding "
+                 "its last byte' favours tshark.")
+_TLS_BYTES = ("tcp.client_bytes/server_bytes of a decrypted TLS connection: core counts the plaintext stream the key "
+              "log opened (wscap.decrypt overlay), the tshark engine counts TCP payload bytes (TLS records, "
+              "handshake included). The contract says 'stream bytes seen per direction'; for a WebSocket analysis "
+              "the plaintext count (core) is the more useful one.")
+_CLOSE = ("core keeps at most 125 payload bytes of a control frame (the RFC 6455 limit it also flags), so an "
+          "oversized close's reason is cut to 123 characters; tshark shows all 256 bytes of the (invalid, "
+          "258-byte) close payload. tshark is complete; core's cut is its memory bound. Both report "
+          "control-frame-too-long.")
+
+_H2 = ("RFC 8441 WebSockets over HTTP/2 (extended CONNECT, :protocol websocket): core finds the handshake "
+       "(outcome upgraded, status 200, http_version '2'); the tshark engine does not emit HTTP/2 handshakes yet "
+       "(Builder._h2 is a stub). Core is right; open item.")
+
+# Whole captures whose documents differ for one reason (each must still differ, or the row goes).
+KNOWN_CAPTURES: list[tuple[str, str]] = [
+    ("pcaps/h2-websocket.pcap", _H2),
+    ("pcaps/h2c-websocket.pcap", _H2),
+]
+
+KNOWN: list[tuple[str, str, object, object, str]] = [
+    ("pcaps/bun-vite-unterminated-101.pcap", "chain1.verdict.evidence[1].frame", 13, 11, _UNTERMINATED),
+    ("pcaps/bun-vite-unterminated-101.pcap", "hs2.anomalies[0].frame", 13, 11, _UNTERMINATED),
+    ("pcaps/bun-vite-unterminated-101.pcap", "hs2.anomalies[1].frame", 13, 11, _UNTERMINATED),
+    ("pcaps/bun-vite-unterminated-101.pcap", "hs2.response.frame", 13, 11, _UNTERMINATED),
+    ("pcaps/bun-vite-unterminated-101.pcap", "hs2.response.ts", 1795415374.704858, 1795415374.704803, _UNTERMINATED),
+    ("pcaps/bun14-vite-unterminated-101.pcap", "chain1.verdict.evidence[1].frame", 14, 11, _UNTERMINATED),
+    ("pcaps/bun14-vite-unterminated-101.pcap", "hs2.anomalies[0].frame", 14, 11, _UNTERMINATED),
+    ("pcaps/bun14-vite-unterminated-101.pcap", "hs2.anomalies[1].frame", 14, 11, _UNTERMINATED),
+    ("pcaps/bun14-vite-unterminated-101.pcap", "hs2.response.frame", 14, 11, _UNTERMINATED),
+    ("pcaps/bun14-vite-unterminated-101.pcap", "hs2.response.ts", 1795415314.297993, 1795415314.293274, _UNTERMINATED),
+    ("pcaps/unterminated-101.pcap", "chain1.verdict.evidence[1].frame", 14, 11, _UNTERMINATED),
+    ("pcaps/unterminated-101.pcap", "hs2.anomalies[0].frame", 14, 11, _UNTERMINATED),
+    ("pcaps/unterminated-101.pcap", "hs2.anomalies[1].frame", 14, 11, _UNTERMINATED),
+    ("pcaps/unterminated-101.pcap", "hs2.response.frame", 14, 11, _UNTERMINATED),
+    ("pcaps/unterminated-101.pcap", "hs2.response.ts", 1795415110.54035, 1795415110.539176, _UNTERMINATED),
+    ("pcaps/tls-healthy.pcap", "hs1.tcp.client_bytes", 540, 2958, _TLS_BYTES),
+    ("pcaps/tls-healthy.pcap", "hs1.tcp.server_bytes", 169, 515, _TLS_BYTES),
+    ("pcaps/tls-origin-rewrite.pcap", "hs1.tcp.client_bytes", 498, 2872, _TLS_BYTES),
+    ("pcaps/tls-origin-rewrite.pcap", "hs1.tcp.server_bytes", 98, 422, _TLS_BYTES),
+    ("pcaps/tls-origin-rewrite.pcap", "hs2.tcp.client_bytes", 513, 1014, _TLS_BYTES),
+    ("pcaps/tls-origin-rewrite.pcap", "hs2.tcp.server_bytes", 98, 1529, _TLS_BYTES),
+    ("pcaps/tls-loopback.pcap", "hs1.tcp.client_bytes", 215, 878, _TLS_BYTES),
+    ("pcaps/tls-loopback.pcap", "hs1.tcp.server_bytes", 155, 1533, _TLS_BYTES),
+    ("peer/zeek/oversized-close-frame.pcapng", "hs1.frames[0].close_reason", "C" * 123, "C" * 256, _CLOSE),
+]
 
 
 # -- normalisation ----------------------------------------------------------------------------------
@@ -123,7 +174,11 @@ def test_captures_found():
 
 def test_known_differences_exactly(results):
     """Every difference between the engines is in KNOWN with its values; no other occurs."""
-    seen = {(cap, k): v for cap, (core, tsh) in results.items() for k, v in differences(core, tsh).items()}
+    whole = {cap for cap, _why in KNOWN_CAPTURES}
+    for cap in whole & set(results):
+        assert differences(*results[cap]), f"{cap} no longer differs: remove its KNOWN_CAPTURES row"
+    seen = {(cap, k): v for cap, (core, tsh) in results.items() if cap not in whole
+            for k, v in differences(core, tsh).items()}
     known = {(cap, k): (a, b) for cap, k, a, b, _why in KNOWN if cap in results}
     unexpected = {k: v for k, v in seen.items() if k not in known}
     gone = {k: v for k, v in known.items() if k not in seen}
@@ -137,8 +192,9 @@ def test_known_differences_exactly(results):
 
 def test_handshakes_and_chains_found(results):
     """The comparison is not vacuous: real handshakes, outcomes and verdicts on both sides."""
-    core_n = sum(len(c["handshakes"]) for c, _t in results.values())
-    tsh_n = sum(len(t["handshakes"]) for _c, t in results.values())
+    whole = {cap for cap, _why in KNOWN_CAPTURES}
+    core_n = sum(len(c["handshakes"]) for cap, (c, _t) in results.items() if cap not in whole)
+    tsh_n = sum(len(t["handshakes"]) for cap, (_c, t) in results.items() if cap not in whole)
     assert core_n == tsh_n and tsh_n >= 60
     outcomes = {h["outcome"] for _c, t in results.values() for h in t["handshakes"]}
     assert {"upgraded", "rejected", "closed", "refused", "unanswered"} <= outcomes
@@ -150,8 +206,10 @@ def test_handshakes_and_chains_found(results):
 def test_table_matches_docs():
     """docs/engine-differences.md lists the same rows as KNOWN (capture and field)."""
     text = (ROOT / "docs" / "engine-differences.md").read_text()
+    for cap, _why in KNOWN_CAPTURES:
+        assert Path(cap).stem in text, f"docs/engine-differences.md lacks {cap}"
     for cap, k, _a, _b, _why in KNOWN:
-        assert f"`{k}`" in text and cap in text, f"docs/engine-differences.md lacks {cap} {k}"
+        assert f"`{k}`" in text and Path(cap).stem in text, f"docs/engine-differences.md lacks {cap} {k}"
 
 
 def test_peer_captures_compared(results):
