@@ -126,6 +126,7 @@ def flatten(doc: dict) -> dict:
         _flat(f"hs{h['id']}", h, out)
     for c in doc["chains"]:
         _flat(f"chain{c['id']}", c, out)
+    _flat("tls", doc.get("tls", []), out)
     _flat("summary", doc["summary"], out)
     _flat("endpoints", doc["endpoints"], out)
     out["handshakes.len"] = len(doc["handshakes"])
