@@ -3,7 +3,9 @@
 Used by `scripts/lab/run` to check a fresh recording against the scenario's
 expectations *without* wscap (the expected files must never be derived from
 the tool under test). It understands exactly what the lab writes: classic
-pcap, Ethernet (or Linux cooked v1), IPv4, TCP, no loss.
+pcap, Ethernet (or Linux cooked v1), IPv4, TCP, no loss. TLS legs are
+recognised by their ClientHello and h2c by its frames; reading inside TLS
+(and HPACK) is left to tshark with the scenario's key log (decrypted_legs).
 """
 
 from __future__ import annotations
