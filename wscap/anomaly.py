@@ -84,6 +84,18 @@ CODES: dict[str, tuple[Severity, str]] = {
     "subprotocol-not-echoed": (E, "the client offered subprotocols and the 101 chose none; browsers fail the connection"),
     "extension-not-offered": (E, "the server accepted an extension the client did not offer (RFC 6455 §9.1)"),
     "not-websocket-upgrade": (I, "an HTTP Upgrade to another protocol (not WebSocket)"),
+    # WebSockets over HTTP/2 (RFC 8441)
+    "h2-connect-protocol-not-enabled": (E, "extended CONNECT sent before the server enabled it with "
+                                           "SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 (RFC 8441 §3)"),
+    "h2-pseudo-header-missing": (E, "extended CONNECT without :scheme, :path or :authority (RFC 8441 §4)"),
+    "h2-connection-header": (E, "Connection/Upgrade-style header in an HTTP/2 message: malformed (RFC 9113 §8.2.2)"),
+    "h2-key-header": (W, "Sec-WebSocket-Key/Accept sent over HTTP/2, where they are not used (RFC 8441 §5)"),
+    "h2-stream-ended": (E, "the 2xx accepting the WebSocket also ended the stream"),
+    "h2-stream-reset": (E, "the WebSocket's stream was reset (RST_STREAM)"),
+    "h2-goaway": (W, "an endpoint sent GOAWAY with an error code"),
+    "h2-hpack-error": (E, "an HTTP/2 header block could not be decoded (HPACK); the connection is not followed"),
+    "h2-malformed": (E, "HTTP/2 framing is broken (bad preface, interrupted header block)"),
+    "h2-frame-too-large": (W, "an HTTP/2 frame is larger than the per-flow buffer; the connection is not followed"),
     # WebSocket frames after the 101 (RFC 6455 §5)
     "client-frame-unmasked": (E, "a client frame is not masked (RFC 6455 §5.1)"),
     "server-frame-masked": (E, "a server frame is masked (RFC 6455 §5.1)"),

@@ -23,12 +23,15 @@ from .anomaly import Anomaly, make
 from .http1 import HttpHead, find_head_end, looks_like_request, looks_like_response, parse_head
 from .limits import Limits
 from .tcp import HalfStream
+from .http2 import (ENABLE_CONNECT_PROTOCOL, PREFACE, H2Head, H2Reader, check_connect_response,
+                    check_extended_connect, error_name)
 from .tls import ClientHello, hello_bytes_needed, looks_like_tls, parse_client_hello
 from .wsframe import FrameScanner
 
 C2S, S2C = 0, 1
 PER_CODE = 8          # connection-level anomalies listed per code (the rest are counted)
 HEAD, BODY, WAIT, FRAMES, IGNORE = "head", "body", "wait", "frames", "ignore"
+H2 = "h2"               # HTTP/2 frames (prior knowledge, after an h2c 101, or decrypted with ALPN h2)
 HELLO = "tls-hello"     # the client's first bytes are a TLS ClientHello: read it, then ignore the rest
 
 
@@ -170,6 +173,69 @@ class Exchange:
         }
 
 
+@dataclass(slots=True)
+class H2Exchange(Exchange):
+    """A WebSocket over HTTP/2: one stream opened by an extended CONNECT (RFC 8441)."""
+
+    stream_id: int = 0
+    h2_mode: str = "prior-knowledge"
+    enabled: bool | None = None                 # SETTINGS_ENABLE_CONNECT_PROTOCOL when the CONNECT was sent
+    reset: tuple | None = None                  # (by, error code, frame, ts_ns) of a RST_STREAM
+    ended: list = field(default_factory=lambda: [None, None])   # END_STREAM frame per direction
+
+    @property
+    def websocket(self) -> bool:
+        return (self.request.get(b":protocol") or b"").lower() == b"websocket"
+
+    def outcome(self) -> str:
+        st = self.response.status if self.response is not None else None
+        if st is not None:
+            return "upgraded" if 200 <= st < 300 else "rejected"
+        if self.reset is not None:
+            return "reset"
+        c = self.conn
+        if c.end is not None:
+            return "reset" if c.end.kind == "rst" else "closed"
+        return "no-response"
+
+    def decided(self, now_ns: int | None, timeout_ns: int) -> bool:
+        return self.reset is not None or Exchange.decided(self, now_ns, timeout_ns)
+
+    def all_anomalies(self) -> list[Anomaly]:
+        out = list(self.conn.anomalies) + self.conn.suppressed() + self.request.anomalies + self.anomalies
+        if self.response is not None:
+            out += self.response.anomalies
+        for sc in (self.client_frames, self.server_frames):
+            if sc is not None:
+                out += sc.anomalies
+        if self.websocket:
+            out += check_extended_connect(self.request, self.enabled)
+            if self.response is not None:
+                out += check_connect_response(self.request, self.response)
+        else:
+            out.append(make("not-websocket-upgrade", ":protocol " + (self.request.get(b":protocol") or b"").decode(
+                "latin-1"), self.request.frame))
+        if self.reset is not None:
+            by, code, frame, _ts = self.reset
+            out.append(make("h2-stream-reset", f"the {by} reset stream {self.stream_id} with RST_STREAM "
+                            f"{error_name(code)}", frame))
+        return out
+
+    def parsers(self) -> dict:
+        # llhttp and h11 parse HTTP/1 heads only; an HTTP/2 header list has no bytes for them to judge.
+        return {"llhttp": {"request": None, "response": None}, "h11": {"request": None, "response": None}}
+
+    def to_json(self, end_ns: int | None = None) -> dict:
+        d = Exchange.to_json(self, end_ns)
+        d["http_version"] = "2"
+        d["h2"] = {"stream_id": self.stream_id, "mode": self.h2_mode,
+                   "enable_connect_protocol": self.enabled,
+                   "reset": None if self.reset is None else {"by": self.reset[0], "code": error_name(self.reset[1]),
+                                                             "frame": self.reset[2]},
+                   "end_stream": {"client": self.ended[C2S], "server": self.ended[S2C]}}
+        return d
+
+
 class Connection:
     """TCP lifecycle + HTTP/WebSocket state for one connection (a StreamSink)."""
 
@@ -177,7 +243,8 @@ class Connection:
     __slots__ = ("anomalies", "attempt", "body_left", "buf", "client", "early_response", "end", "exchanges",
                  "fins", "first_frame", "first_ts", "head_first_frame", "held", "held_frames", "last_frame",
                  "last_ts", "limits", "limits_hit", "mode", "noted", "pending", "plain_requests", "saw_payload",
-                 "server", "source", "spooled", "streams", "syn_frame", "synack_frame", "tls", "tls_frame")
+                 "server", "source", "spooled", "streams", "syn_frame", "synack_frame", "tls", "tls_frame",
+                 "h2", "h2_mode", "h2_enable", "h2_streams")
 
     def __init__(self, client: tuple[bytes, int], server: tuple[bytes, int], source: int,
                  frame: int, ts_ns: int, limits: Limits) -> None:
@@ -210,6 +277,10 @@ class Connection:
         self.noted: dict[str, int] = {}             # connection-level anomalies seen, per code
         self.tls: ClientHello | None = None         # TLS where HTTP was expected (or decrypted, see tls_json)
         self.tls_frame: int | None = None           # frame that completed (or cut) the ClientHello
+        self.h2: H2Reader | None = None
+        self.h2_mode: str | None = None              # prior-knowledge | h2c-upgrade | tls
+        self.h2_enable: bool | None = None           # server's SETTINGS_ENABLE_CONNECT_PROTOCOL (None: unseen)
+        self.h2_streams: dict[int, H2Exchange] = {}
 
     # -- fast lane -----------------------------------------------------------
     def fast_lane(self, src: bytes, sport: int, seq: int, paylen: int, no: int, ts_ns: int) -> bool:
@@ -319,6 +390,9 @@ class Connection:
             if sc is not None:
                 sc.feed(data, frame, ts_ns)
             return True
+        if mode == H2:
+            self.h2.feed(direction, data, frame, ts_ns, self.limits.flow_buffer)
+            return True
         return mode == IGNORE
 
     def _client_data(self, data: bytes, frame: int, ts_ns: int) -> None:
@@ -347,6 +421,20 @@ class Connection:
     def _client_heads(self, data: bytes, frame: int, ts_ns: int) -> None:
         buf = self.buf[C2S]
         while data or buf:
+            if len(buf) < 24 and not self.exchanges and not self.plain_requests:
+                seen = bytes(buf) + data[:24 - len(buf)]
+                if seen and seen == PREFACE[:len(seen)]:
+                    # HTTP/2 with prior knowledge (or decrypted ALPN h2): wait for the whole preface,
+                    # since "PRI" alone could still be an HTTP/1 method.
+                    if not buf:
+                        self.head_first_frame[C2S] = frame
+                    if len(seen) < len(PREFACE):
+                        buf += data
+                        return
+                    allb = bytes(buf) + data
+                    buf.clear()
+                    self._start_h2("tls" if self.tls is not None else "prior-knowledge", allb, frame, ts_ns)
+                    return
             if len(buf) < 24:
                 if not looks_like_request(bytes(buf) + data[:24]):
                     if not buf and not self.exchanges and not self.plain_requests and looks_like_tls(data):
@@ -402,6 +490,76 @@ class Connection:
                     self.mode[C2S] = BODY
                     return
             data = rest
+
+    # -- HTTP/2 (RFC 8441 WebSockets) ---------------------------------------------
+    def _start_h2(self, mode: str, client_bytes: bytes, frame: int, ts_ns: int) -> None:
+        self.h2_mode = mode
+        self.h2 = H2Reader(self)
+        self.mode[C2S] = self.mode[S2C] = H2
+        self.buf[S2C].clear()
+        if client_bytes:
+            self.h2.feed(C2S, client_bytes, frame, ts_ns, self.limits.flow_buffer)
+
+    def h2_settings(self, d: int, settings: dict, frame: int) -> None:
+        if d == S2C:
+            if ENABLE_CONNECT_PROTOCOL in settings:
+                self.h2_enable = settings[ENABLE_CONNECT_PROTOCOL] == 1
+            elif self.h2_enable is None:
+                self.h2_enable = False        # absent means 0 until a later SETTINGS says otherwise
+
+    def h2_headers(self, d: int, stream: int, headers: list, end_stream: bool, frame: int, ts_ns: int) -> None:
+        if d == C2S:
+            if stream in self.h2_streams:
+                return                          # trailers
+            head = H2Head("request", headers, frame, ts_ns, end_stream)
+            if head.method == b"CONNECT" and head.has(b":protocol"):
+                ex = H2Exchange(self, head, stream_id=stream, h2_mode=self.h2_mode or "prior-knowledge",
+                                enabled=self.h2_enable)
+                self.exchanges.append(ex)
+                self.h2_streams[stream] = ex
+            return
+        ex = self.h2_streams.get(stream)
+        if ex is None or ex.response is not None:
+            return
+        head = H2Head("response", headers, frame, ts_ns, end_stream)
+        st = head.status
+        if st is not None and 100 <= st < 200:
+            return                              # interim
+        ex.response = head
+        if ex.websocket and st is not None and 200 <= st < 300:
+            deflate = "permessage-deflate" in [e.split(";")[0].strip() for e in head.tokens(b"sec-websocket-extensions")]
+            lim, order = self.limits, [0]
+            ex.server_frames = FrameScanner("server", deflate, lim.frames_per_direction, lim.preview_bytes,
+                                            lim.inflate_bytes, counter=order)
+            ex.client_frames = FrameScanner("client", deflate, lim.frames_per_direction, lim.preview_bytes,
+                                            lim.inflate_bytes, counter=order)
+
+    def h2_data(self, d: int, stream: int, chunk: bytes, end: bool, frame: int, ts_ns: int) -> bool:
+        ex = self.h2_streams.get(stream)
+        if ex is None:
+            return False
+        if end:
+            if ex.ended[d] is None:
+                ex.ended[d] = frame
+            return True
+        sc = ex.client_frames if d == C2S else ex.server_frames
+        if sc is None:
+            return False                        # data before the 2xx: not WebSocket frames yet
+        sc.feed(chunk, frame, ts_ns)
+        return True
+
+    def h2_reset(self, d: int, stream: int, code: int, frame: int, ts_ns: int) -> None:
+        ex = self.h2_streams.get(stream)
+        if ex is not None and ex.reset is None:
+            ex.reset = ("client" if d == C2S else "server", code, frame, ts_ns)
+
+    def h2_goaway(self, d: int, last_stream: int, code: int, frame: int, ts_ns: int) -> None:
+        if code:
+            self._note(make("h2-goaway", f"the {'client' if d == C2S else 'server'} sent GOAWAY "
+                            f"{error_name(code)} (last stream {last_stream})", frame))
+
+    def h2_anomaly(self, anomaly: Anomaly) -> None:
+        self._note(anomaly)
 
     def _client_hello(self, data: bytes, frame: int) -> None:
         """Buffer the ClientHello (it may span segments: post-quantum key shares make it ~1.8 KB),
@@ -593,8 +751,17 @@ class Connection:
                 return b""
             return rest[n:]
         ex.response = head
+        if status == 101 and not ex.websocket and "h2c" in ex.request.tokens(b"upgrade"):
+            # RFC 7540 §3.2: after this 101 both sides speak HTTP/2; WebSockets may follow as streams.
+            held, self.held = bytes(self.held), bytearray()
+            fr, t = self.held_frames[0] if self.held_frames else (frame, ts_ns)
+            self.held_frames = []
+            self._start_h2("h2c-upgrade", held, fr, t)
+            if rest:
+                self.h2.feed(S2C, rest, frame, ts_ns, self.limits.flow_buffer)
+            return b""
         if status == 101 and not ex.websocket:
-            # Upgrade to another protocol (Upgrade: tcp, h2c): its bytes are not frames.
+            # Upgrade to another protocol (Upgrade: tcp): its bytes are not frames.
             self.mode[S2C] = self.mode[C2S] = IGNORE
             self.held = bytearray()
             return b""

@@ -125,6 +125,27 @@ def diff_headers(direction: str, before: list[list[str]], after: list[list[str]]
     return changes
 
 
+# What an HTTP/2 <-> HTTP/1.1 proxy must change: pseudo-headers for start lines, and the Upgrade,
+# Connection, Key and Accept headers that RFC 8441 §5 replaces by :protocol and :status 200.
+H2_TRANSLATED = {":method", ":protocol", ":scheme", ":path", ":authority", ":status", ":request-line", ":version",
+                 ":target", "host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-accept", "*"}
+
+
+def _translation(out: list[dict], down: dict, up: dict) -> None:
+    """Across an HTTP/2 <-> HTTP/1.1 boundary, the translation itself is expected, not a fault."""
+    versions = (down.get("http_version", "1.1"), up.get("http_version", "1.1"))
+    if versions[0] == versions[1]:
+        return
+    both_upgraded = down.get("outcome") == up.get("outcome") == "upgraded"
+    for d in out:
+        for ch in d["changes"]:
+            if ch["name"] in H2_TRANSLATED and (ch["name"] != ":status" or both_upgraded):
+                ch["class"] = "expected"
+                ch["why"] = f"HTTP/{versions[0]} ↔ HTTP/{versions[1]} translation (RFC 8441 §5, RFC 9113 §8.3)"
+        if d["direction"] == "response" and both_upgraded:
+            d["status_change"] = None
+
+
 def _path(target: str) -> str:
     return target.split("?", 1)[0]
 
@@ -164,4 +185,5 @@ def diff_boundary(i: int, down: dict, up: dict) -> list[dict]:
                                "class": "suspicious", "why": "response HTTP version changed"})
         out.append({"boundary": i, "direction": "response", "from_hop": i + 1, "to_hop": i,
                     "status_change": status_change, "changes": changes})
+    _translation(out, down, up)
     return out

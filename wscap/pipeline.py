@@ -142,7 +142,10 @@ class Pipeline:
         if seg.paylen:
             stream.feed(seg.seq, seg.payload, seg.paylen, seg.frame, seg.ts_ns, conn)
             if conn.exchanges and conn.exchanges[-1].id is None:
-                self._register(conn.exchanges[-1])
+                # Usually the one new exchange; HTTP/2 can open several streams in one segment.
+                for ex in conn.exchanges:
+                    if ex.id is None:
+                        self._register(ex)
         if flags & (TH_FIN | TH_RST):
             by = "client" if direction == C2S else "server"
             end = TcpEnd("rst" if flags & TH_RST else "fin", by, seg.frame, seg.ts_ns)

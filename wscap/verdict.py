@@ -191,13 +191,13 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
             if name == "connection" or name == ":request-line":
                 return ("connection-header-stripped", d["to_hop"], f"The proxy at {up['client']} dropped the 'upgrade' "
                         f"token from Connection ({c['before']!r} → {c['after']!r}, frame {up['request']['frame']}).{said}", ev)
-            if name == "origin" and up.get("status") not in (101,):
+            if name == "origin" and up.get("outcome") != "upgraded":
                 return ("origin-rejected", d["to_hop"], f"The proxy rewrote Origin {c['before']!r} → {c['after']!r} "
                         f"(frame {up['request']['frame']}) and {up['server']} answered "
                         f"{up.get('status') or up['outcome']} (frame {(up.get('response') or {}).get('frame')}).", ev)
             if name == "sec-websocket-key":
                 client_codes = _codes(hops[0])
-                if "bad-accept" in client_codes or up.get("status") != 101:
+                if "bad-accept" in client_codes or up.get("outcome") != "upgraded":
                     return ("key-changed", d["to_hop"], f"The key changed between hops ({c['before']!r} → "
                             f"{c['after']!r}) and the client's Accept no longer matches its key.", ev)
             if name == "sec-websocket-version":
@@ -237,14 +237,16 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
     st = resp["status"]
     ev_resp = [_ev(last, last["request"]["frame"], f"{last['request']['method']} {last['request']['target']}"),
                _ev(last, resp["frame"], f"{resp['version']} {st} {resp['reason']}")]
-    if st != 101 and n > 1 and hops[-2].get("response") is None:
+    # "Upgraded" is a 101 on HTTP/1.1 and a 2xx to an extended CONNECT on HTTP/2 (RFC 8441).
+    accepted = last["outcome"] == "upgraded"
+    if not accepted and n > 1 and hops[-2].get("response") is None:
         down = hops[-2]
         end = down["tcp"]["end"] or {}
         return ("proxy-dropped-response", n - 2, f"{last['server']} answered {st} {resp['reason']} (frame "
                 f"{resp['frame']}) but the client never got it from the proxy {down['server']} "
                 f"(client leg {down['outcome']}" + (f", frame {end.get('frame')}" if end else "") + ").",
                 ev_resp + [_ev(down, end.get("frame"), f"client leg {down['outcome']}")])
-    if st != 101:
+    if not accepted:
         origin = _hdr(last, "request", "origin")
         if "version-unsupported" in codes or st == 426:
             return ("version-unsupported", li, f"{last['server']} answered {st}: "
@@ -283,7 +285,7 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
         down, up = hops[i], hops[i + 1]
         dres = down.get("response")
         dcodes = _codes(down)
-        if dres is None or dres["status"] != up["status"]:
+        if dres is None or down["outcome"] != "upgraded":
             got = f"{dres['status']} {dres['reason']}" if dres else down["outcome"]
             ev = [_ev(up, up["response"]["frame"] if up.get("response") else None, f"upstream {up['status']}"),
                   _ev(down, dres["frame"] if dres else (down["tcp"]["end"] or {}).get("frame"), f"client got {got}")]

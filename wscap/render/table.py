@@ -39,7 +39,8 @@ def handshake_rows(doc: dict) -> list[list[str]]:
         warns = [a["code"] for a in h["anomalies"] if a["severity"] != "error"]
         rows.append([
             h["id"], term(label(h["client"], names)), term(label(h["server"], names)),
-            term(req.get("target", "—"))[:48], h["status"] if h["status"] is not None else "—",
+            term(req.get("target", "—"))[:48] + (" (h2)" if h.get("http_version") == "2" else ""),
+            h["status"] if h["status"] is not None else "—",
             h["outcome"], h["first_frame"],
             ", ".join(dict.fromkeys(errs + warns))[:70] or "—",
         ])

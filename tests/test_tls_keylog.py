@@ -1,0 +1,118 @@
+"""TLS where HTTP was expected, and --keylog decryption.
+
+pcaps/tls-loopback.pcap is a real TLS 1.3 exchange (OpenSSL through Python's ssl, recorded by
+scripts/make_tls_sample.py) with its key log. Frame numbers asserted here are found
+independently: by reading the capture with scapy, or by asking tshark's own dissectors.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from scapy.all import TCP, rdpcap  # type: ignore[attr-defined]
+
+from builders import Capture
+from wscap.analyze import analyze_paths
+from wscap.pipeline import Options
+from wscap.render.table import render_table
+from wscap.tls import parse_client_hello
+
+REPO = Path(__file__).resolve().parent.parent
+PCAP = REPO / "pcaps" / "tls-loopback.pcap"
+KEYS = REPO / "pcaps" / "tls-loopback.keys"
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None,
+                                  reason="tshark is not installed (scripts/test installs it)")
+
+
+def client_hello_frame() -> tuple[int, bytes, list]:
+    pkts = rdpcap(str(PCAP))
+    for i, p in enumerate(pkts, 1):
+        if TCP in p and bytes(p[TCP].payload)[:1] == b"\x16" and bytes(p[TCP].payload)[5:6] == b"\x01":
+            return i, bytes(p[TCP].payload), pkts
+    raise AssertionError("no ClientHello in the sample")
+
+
+def test_tls_connection_is_named_not_silently_empty():
+    frame, _, _ = client_hello_frame()
+    doc = analyze_paths([str(PCAP)])
+    assert doc["handshakes"] == [] and doc["chains"] == []
+    [t] = doc["tls"]
+    assert t["sni"] == "localhost" and t["alpn"] == ["http/1.1"] and "TLS 1.3" in t["versions"]
+    assert t["hello_frame"] == frame and t["server"].endswith(":8443") and t["decrypted"] is False
+    assert doc["summary"]["tls"] == {"connections": 1, "decrypted": 0}
+    text = render_table(doc)
+    assert "SNI localhost" in text and "--keylog" in text
+
+
+@needs_tshark
+def test_keylog_decrypts_and_the_core_reads_the_upgrade():
+    out = subprocess.run(["tshark", "-r", str(PCAP), "-o", f"tls.keylog_file:{KEYS}", "-Y", "http.request",
+                          "-T", "fields", "-e", "frame.number"], capture_output=True, text=True, check=True)
+    request_frame = int(out.stdout.split()[0])
+    doc = analyze_paths([str(PCAP)], Options(keylog=str(KEYS)))
+    [h] = doc["handshakes"]
+    assert h["outcome"] == "upgraded" and h["request"]["frame"] == request_frame
+    assert h["request"]["target"] == "/ws" and h["tls"]["decrypted"] and h["tls"]["sni"] == "localhost"
+    assert [(f["dir"], f["opcode_name"], f["preview"], f["close_code"]) for f in h["frames"]] == [
+        ("client", "text", "hello over tls", None), ("server", "text", "echo: hello over tls", None),
+        ("client", "close", None, 1000), ("server", "close", None, 1000)]
+    assert not [a for a in h["anomalies"] if a["severity"] == "error"]
+    [t] = doc["tls"]
+    assert t["decrypted"] and t["handshakes"] == [h["id"]]
+    assert doc["source"][0]["keylog"] == {"path": str(KEYS), "decrypted": 1, "undecrypted": 0, "error": None}
+    assert doc["chains"][0]["verdict"]["cause"] == "ok"
+
+
+@needs_tshark
+def test_key_log_without_this_connection_s_secrets(tmp_path):
+    wrong = tmp_path / "other.keys"
+    wrong.write_text("".join(line.split()[0] + " " + "00" * 32 + " " + line.split()[2] + "\n"
+                             for line in KEYS.read_text().splitlines() if line and not line.startswith("#")))
+    doc = analyze_paths([str(PCAP)], Options(keylog=str(wrong)))
+    assert doc["handshakes"] == [] and doc["tls"][0]["decrypted"] is False
+    assert doc["source"][0]["keylog"]["undecrypted"] == 1
+    assert "key log had no secrets" in render_table(doc)
+
+
+def test_cli_keylog_without_tshark_is_a_clear_usage_error(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "wscap", "analyze", str(PCAP), "--keylog", str(KEYS)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "--keylog needs tshark" in r.stderr
+
+
+def _resegment(tmp_path, pieces: list[int] | None, cut: int | None = None) -> dict:
+    _, hello, _ = client_hello_frame()
+    cap = Capture()
+    c = cap.conn(("10.0.0.1", 40000), ("10.0.0.2", 5173)).open()
+    c.send(True, hello[:cut] if cut else hello, split=pieces)
+    if cut is None:
+        c.send(False, b"\x16\x03\x03\x00\x02\x02\x00")
+        c.fin(True)
+        c.fin(False)
+    return analyze_paths([cap.write(tmp_path / "h.pcap")])
+
+
+def test_client_hello_split_over_segments(tmp_path):
+    doc = _resegment(tmp_path, [3, 7, 100, 300])
+    [t] = doc["tls"]
+    assert t["sni"] == "localhost" and t["complete"] and t["alpn"] == ["http/1.1"]
+    assert doc["handshakes"] == [] and doc["chains"] == []     # a TLS connection is not a bare attempt
+
+
+def test_client_hello_cut_by_the_end_of_the_capture(tmp_path):
+    doc = _resegment(tmp_path, None, cut=60)
+    [t] = doc["tls"]
+    assert t["complete"] is False
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_client_hello_parser_never_raises(tail):
+    h = parse_client_hello(b"\x16\x03\x01" + tail)
+    assert h is None or isinstance(h.versions, list)
