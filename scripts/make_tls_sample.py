@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -33,23 +34,19 @@ def frame(payload: bytes, opcode: int, mask: bool) -> bytes:
     return head + m + bytes(b ^ m[i % 4] for i, b in enumerate(payload))
 
 
-def main() -> None:
-    work = tempfile.mkdtemp(prefix="wscap-tls-")
+def tls_exchange(work: str, port: int = PORT) -> str:
+    """One healthy WebSocket upgrade over TLS 1.3 on 127.0.0.1:port; -> the key log's path."""
     cert, key, keys = (os.path.join(work, n) for n in ("cert.pem", "key.pem", "keys.log"))
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost"],
                    check=True, capture_output=True)
-    pcap = os.path.join(OUT, "tls-loopback.pcap")
-    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-w", pcap, "tcp", "port", str(PORT)],
-                            stderr=subprocess.DEVNULL)
-    time.sleep(1.5)
     sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     sctx.load_cert_chain(cert, key)
     sctx.keylog_filename = keys
     sctx.set_alpn_protocols(["http/1.1"])
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", PORT))
+    ls.bind(("127.0.0.1", port))
     ls.listen()
 
     def serve() -> None:
@@ -76,10 +73,10 @@ def main() -> None:
     cctx.verify_mode = ssl.CERT_NONE
     cctx.keylog_filename = keys
     cctx.set_alpn_protocols(["http/1.1"])
-    c = cctx.wrap_socket(socket.create_connection(("127.0.0.1", PORT)), server_hostname="localhost")
-    c.sendall(f"GET /ws HTTP/1.1\r\nHost: localhost:{PORT}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    c = cctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+    c.sendall(f"GET /ws HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-              f"Origin: https://localhost:{PORT}\r\n\r\n".encode())
+              f"Origin: https://localhost:{port}\r\n\r\n".encode())
     c.recv(4096)
     c.sendall(frame(b"hello over tls", 1, True))
     time.sleep(0.05)
@@ -91,11 +88,24 @@ def main() -> None:
     c.close()
     t.join()
     ls.close()
-    time.sleep(1.0)
-    dump.send_signal(signal.SIGINT)
-    dump.wait(10)
+    return keys
+
+
+def main() -> None:
+    work = tempfile.mkdtemp(prefix="wscap-tls-")
+    pcap = os.path.join(OUT, "tls-loopback.pcap")
+    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-w", pcap, "tcp", "port", str(PORT)],
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.5)
+        keys = tls_exchange(work)
+        time.sleep(1.0)
+    finally:
+        dump.send_signal(signal.SIGINT)
+        dump.wait(10)
     with open(keys, "rb") as f, open(os.path.join(OUT, "tls-loopback.keys"), "wb") as o:
         o.write(f.read())
+    shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {pcap} and tls-loopback.keys")
 
 

@@ -241,7 +241,7 @@ class Connection:
 
     # Slots: up to --max-flows of these live at once (a SYN flood tracks every one of them).
     __slots__ = ("anomalies", "attempt", "body_left", "buf", "client", "early_response", "end", "exchanges",
-                 "fins", "first_frame", "first_ts", "head_first_frame", "held", "held_frames", "last_frame",
+                 "fins", "first_frame", "first_ts", "head_first_frame", "head_last", "held", "held_frames", "last_frame",
                  "last_ts", "limits", "limits_hit", "mode", "noted", "pending", "plain_requests", "saw_payload",
                  "server", "source", "spooled", "streams", "syn_frame", "synack_frame", "tls", "tls_frame",
                  "h2", "h2_mode", "h2_enable", "h2_streams")
@@ -264,6 +264,7 @@ class Connection:
         self.mode = [HEAD, HEAD]
         self.buf = [bytearray(), bytearray()]
         self.head_first_frame: list[int | None] = [None, None]
+        self.head_last: list[tuple[int, int] | None] = [None, None]   # (frame, ts) of a head's latest bytes
         self.body_left = [0, 0]
         self.pending: list[Exchange | None] = []     # requests awaiting responses (None = plain request)
         self.held = bytearray()                      # client bytes after an upgrade request, until decided
@@ -607,25 +608,29 @@ class Connection:
         buf = self.buf[S2C]
         ex = self._awaiting_exchange()
         if buf and ex is not None and self.mode[S2C] == HEAD:
-            head = parse_head(bytes(buf), "response", frame)
+            # The head's evidence is the frame holding its last byte, not the FIN/RST that ended it.
+            hframe, hts = self.head_last[S2C] or (frame, ts_ns)
+            head = parse_head(bytes(buf), "response", hframe)
             head.complete = False
             head.first_frame = self.head_first_frame[S2C]
-            head.ts_ns = ts_ns
+            head.ts_ns = hts
             head.anomalies.append(make("head-incomplete", f"the response head was never terminated: {len(buf)} "
-                                       f"bytes without an empty line before the connection ended", frame))
+                                       f"bytes without an empty line before the connection ended (frame {frame})",
+                                       hframe))
             buf.clear()
             ex.response = head
             self.mode[S2C] = IGNORE
         cbuf = self.buf[C2S]
         if cbuf and self.mode[C2S] == HEAD and looks_like_request(bytes(cbuf[:24])):
-            head = parse_head(bytes(cbuf), "request", frame)
+            hframe, hts = self.head_last[C2S] or (frame, ts_ns)
+            head = parse_head(bytes(cbuf), "request", hframe)
             head.complete = False
             head.first_frame = self.head_first_frame[C2S]
             head.anomalies.append(make("head-incomplete", f"the request head was never terminated ({len(cbuf)} bytes)",
-                                       frame))
+                                       hframe))
             cbuf.clear()
             if hs.is_upgrade_request(head):
-                self._request_done(head, frame, ts_ns)
+                self._request_done(head, hframe, hts)
             self.mode[C2S] = IGNORE
 
     # -- server side ---------------------------------------------------------
@@ -698,6 +703,8 @@ class Connection:
         buf = self.buf[direction]
         start = max(0, len(buf) - 3)          # the terminator may straddle the previous chunk
         buf += data
+        if data:
+            self.head_last[direction] = (frame, ts_ns)
         end = find_head_end(buf, start)
         if end is not None:
             raw, rest = bytes(buf[:end]), bytes(buf[end:])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -35,6 +36,7 @@ from wscap.capture.live import (
     NoSuchInterface, open_backend,
 )
 from wscap.capture.writer import PcapWriter
+from wscap.render.escape import term
 
 EXIT_OK, EXIT_BROKEN, EXIT_USAGE = 0, 1, 2
 
@@ -239,9 +241,12 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
 @click.option("--no-promisc", is_flag=True, help="Do not put the interface into promiscuous mode.")
 @click.option("--status/--no-status", "show_status", default=None,
               help="Status line on stderr (default: on; rewritten in place on a terminal).")
+@click.option("--keylog", type=click.Path(dir_okay=False), default=None,
+              help="SSLKEYLOGFILE the browser/Node writes during the capture: when the capture ends, the --write "
+                   "file is decrypted with it (tshark) and its TLS upgrades are analysed and printed.")
 def live_command(iface, container, netns, bpf, ports, duration, count, timeout, write_path, ring_files,
                  ring_size, backend, fmt, redact, names_file, no_docker, user, snaplen, buffer_mb, no_promisc,
-                 show_status):
+                 show_status, keylog):
     """Capture live and print WebSocket handshakes and chain verdicts as they are decided."""
     sys.exit(run_live(**locals()))
 
@@ -250,8 +255,14 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
              timeout=3.0, write_path=None, ring_files=None, ring_size=None, backend="auto", fmt="text",
              redact=None, names_file=None, no_docker=False, user=None, snaplen=DEFAULT_SNAPLEN, buffer_mb=DEFAULT_BUFFER_MB,
              no_promisc=False,
-             show_status=None) -> int:
+             show_status=None, keylog=None) -> int:
     # -- usage checks -------------------------------------------------------------------
+    if keylog and not write_path:
+        _err("--keylog needs --write FILE: TLS is decrypted from the written capture when it ends")
+        return EXIT_USAGE
+    if keylog and shutil.which("tshark") is None:
+        _err("--keylog needs tshark (Debian: apt install tshark)")
+        return EXIT_USAGE
     if container and netns:
         _err("--container and --netns are exclusive")
         return EXIT_USAGE
@@ -391,6 +402,10 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
     name_eps = [{"ip": ip, "name": n} for ip, n in names.items()]
 
     def text_line(kind: str, doc: dict) -> str:
+        if kind == "tls":
+            return (f"TLS {term(doc['client'])} → {term(doc['server'])} SNI {term(doc['sni'] or '(none)')} "
+                    f"ALPN {term(','.join(doc['alpn']) or 'none')}: encrypted, an upgrade inside is invisible"
+                    + ("" if keylog else " (--write F --keylog K decrypts it when the capture ends)"))
         try:
             if kind == "handshake":
                 return hs_line(doc, names)
@@ -473,7 +488,41 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
              + (f"; the capture is complete in {', '.join(writer.files)}" if writer is not None else ""))
         return EXIT_USAGE
     broken = summary.get("broken", 0)
+    if keylog and writer is not None and writer.packets:
+        broken += _decrypted_report(writer.files, keylog, timeout, names, fmt, redact, emit, emit_raw)
     return EXIT_BROKEN if broken else EXIT_OK
+
+
+def _decrypted_report(files: list[str], keylog: str, timeout: float, names: dict, fmt: str, redact,
+                      emit, emit_raw) -> int:
+    """After the capture: decrypt the written file(s) with the key log and report what TLS hid.
+
+    Key logs are written while the browser runs, so the natural point to decrypt is when the
+    capture is complete; the same offline pipeline reads the plaintext. -> broken chains found.
+    """
+    from .analyze import analyze_paths
+    from .pipeline import Options
+    if not os.path.exists(keylog):
+        _err(f"--keylog {keylog}: no such file after the capture; nothing decrypted")
+        return 0
+    doc = analyze_paths(files, Options(timeout_s=timeout, names=tuple(sorted(names.items())), keylog=keylog))
+    opened = [t for t in doc.get("tls", []) if t["decrypted"]]
+    for s_ in doc["source"]:
+        kl = s_.get("keylog") or {}
+        if kl.get("error"):
+            _err(f"{s_['path']}: {kl['error']}")
+    if redact or (redact is None and fmt == "markdown"):
+        from .render.redact import redact_document
+        doc = redact_document(doc)
+    if fmt == "json":
+        emit({"type": "decrypted", "keylog": keylog, "document": doc})
+    elif fmt == "markdown":
+        from .render.markdown import render_markdown
+        emit_raw(render_markdown(doc))
+    else:
+        from .render.table import render_table
+        emit_raw(f"\n── decrypted with {keylog}: {len(opened)} TLS connection(s) opened ──\n" + render_table(doc))
+    return doc["summary"]["broken"] if opened else 0
 
 
 # ---- ifaces ----------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def flow_key(src: bytes, sport: int, dst: bytes, dport: int, source: int = 0) ->
 
 @dataclass(frozen=True, slots=True)
 class Decided:
-    kind: str          # "handshake" | "chain"
+    kind: str          # "handshake" | "chain" | "tls" (a connection that spoke TLS where HTTP was expected)
     json: dict
 
 
@@ -86,6 +86,7 @@ class Pipeline:
         self._chain_seq = 0
         self.sources: list[dict] = []
         self.tls_docs: list[dict] = []            # connections that carried TLS where HTTP was expected
+        self._tls_events: list[Decided] = []      # live: TLS connections not yet reported
         self.overlays: dict = {}                  # source -> decrypt.Overlay (--keylog)
 
     # -- driving ---------------------------------------------------------------
@@ -174,6 +175,9 @@ class Pipeline:
             self._absorb_limits(conn)            # e.g. an endless head that was cut, then ignored
             self._list_tls(conn)
             conns[key] = None
+        if self._tls_events:
+            out += self._tls_events
+            self._tls_events = []
         return out
 
     def tick(self, ts_ns: int) -> list[Decided]:
@@ -311,11 +315,14 @@ class Pipeline:
         if len(self.tls_docs) >= MAX_TLS_LISTED:
             self.limits_hit["tls_listed"] = self.limits_hit.get("tls_listed", 0) + 1
             return
-        self.tls_docs.append({
+        doc = {
             "source": conn.source, "client": fmt_endpoint(*conn.client), "server": fmt_endpoint(*conn.server),
             "first_frame": conn.first_frame, "hello_frame": conn.tls_frame, "first_ts": round(conn.first_ts / 1e9, 6),
             **hello.to_json(),
-            "handshakes": [ex.id for ex in conn.exchanges if ex.id is not None and ex.id > 0]})
+            "handshakes": [ex.id for ex in conn.exchanges if ex.id is not None and ex.id > 0]}
+        self.tls_docs.append(doc)
+        if self.stream:
+            self._tls_events.append(Decided("tls", doc))
 
     def _spool(self, conn: Connection) -> None:
         """The connection is over: its handshakes' documents are final; move them to disk."""
@@ -391,6 +398,9 @@ class Pipeline:
         """Emit handshakes that became decided by the clock (timeout), and settled chains."""
         if not self.stream:
             return []
+        if self._tls_events:
+            early, self._tls_events = self._tls_events, []
+            return early + self._collect(now_ns, chains)
         if not self._undecided:
             return self._chains(now_ns) if chains else []
         out: list[Decided] = []

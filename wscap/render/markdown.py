@@ -253,6 +253,12 @@ class LiveMarkdown:
                    " \u2192 ".join(f"#{h}" for h in hops),
                    f"{req.get('method', '')} {target}".strip(), result, str(v.get("summary") or "")]
             return self._head() + "| " + " | ".join(_c(x) or " " for x in row) + " |\n"
+        if kind == "tls" and isinstance(obj.get("tls"), dict):
+            t = obj["tls"]
+            row = [fmt_ts(t.get("first_ts")), "tls", " ", f"{t.get('client', '?')} \u2192 {t.get('server', '?')}",
+                   f"SNI {t.get('sni') or '(none)'}, ALPN {', '.join(t.get('alpn') or []) or 'none'}",
+                   "encrypted", "an upgrade inside is invisible without --keylog"]
+            return self._head() + "| " + " | ".join(_c(x) or " " for x in row) + " |\n"
         if kind == "summary":
             return self._head() + "\n" + _c(_summary_line(obj)) + "\n"
         return ""
