@@ -207,3 +207,16 @@ def test_h2_client_leg_linked_to_http1_backend_leg(tmp_path, backend_status):
         assert c["verdict"]["cause"] == "ok"
     else:
         assert c["verdict"]["broken"] and c["verdict"]["hop"] == 1
+
+
+def test_server_settings_before_the_client_preface(tmp_path):
+    """Over TLS an h2 server sends SETTINGS as soon as the handshake ends, often before the
+    client's preface is on the wire (tests/test_lab_recordings.py: Chromium's h2-websocket)."""
+    cap = Capture()
+    pair = H2Pair()
+    c = cap.conn(("10.0.0.1", 40000), ("10.0.0.2", 8080)).open()
+    c.send(False, settings(enable_connect_protocol=1))
+    c.send(True, PREFACE + settings() + pair.req(1, connect_headers()))
+    c.send(False, pair.resp(1, 200))
+    [h] = analyze(tmp_path, cap)["handshakes"]
+    assert h["h2"]["enable_connect_protocol"] is True and "h2-connect-protocol-not-enabled" not in codes(h)

@@ -244,7 +244,7 @@ class Connection:
                  "fins", "first_frame", "first_ts", "head_first_frame", "head_last", "held", "held_frames", "last_frame",
                  "last_ts", "limits", "limits_hit", "mode", "noted", "pending", "plain_requests", "saw_payload",
                  "server", "source", "spooled", "streams", "syn_frame", "synack_frame", "tls", "tls_frame",
-                 "h2", "h2_mode", "h2_enable", "h2_streams")
+                 "h2", "h2_mode", "h2_enable", "h2_streams", "server_first")
 
     def __init__(self, client: tuple[bytes, int], server: tuple[bytes, int], source: int,
                  frame: int, ts_ns: int, limits: Limits) -> None:
@@ -282,6 +282,9 @@ class Connection:
         self.h2_mode: str | None = None              # prior-knowledge | h2c-upgrade | tls
         self.h2_enable: bool | None = None           # server's SETTINGS_ENABLE_CONNECT_PROTOCOL (None: unseen)
         self.h2_streams: dict[int, H2Exchange] = {}
+        # Server bytes that came before the client said anything: an HTTP/2 server's SETTINGS
+        # (it may send them before the client's preface arrives). Replayed if HTTP/2 starts.
+        self.server_first: tuple[bytearray, int, int] | None = None
 
     # -- fast lane -----------------------------------------------------------
     def fast_lane(self, src: bytes, sport: int, seq: int, paylen: int, no: int, ts_ns: int) -> bool:
@@ -498,6 +501,10 @@ class Connection:
         self.h2 = H2Reader(self)
         self.mode[C2S] = self.mode[S2C] = H2
         self.buf[S2C].clear()
+        if self.server_first is not None:
+            early, fr, t = self.server_first
+            self.server_first = None
+            self.h2.feed(S2C, bytes(early), fr, t, self.limits.flow_buffer)
         if client_bytes:
             self.h2.feed(C2S, client_bytes, frame, ts_ns, self.limits.flow_buffer)
 
@@ -652,6 +659,12 @@ class Connection:
             if len(buf) < 16:
                 first = bytes(buf) + data[:16]
                 if not looks_like_response(first):
+                    if not buf and not self.exchanges and not self.plain_requests and self.mode[C2S] == HEAD:
+                        if self.server_first is None:
+                            self.server_first = (bytearray(), frame, ts_ns)
+                        if len(self.server_first[0]) + len(data) <= self.limits.flow_buffer:
+                            self.server_first[0].extend(data)
+                            return
                     ex = self._awaiting_exchange()
                     if ex is not None:
                         ex.anomalies.append(make("non-http-response",
