@@ -41,13 +41,6 @@ def _name(path: Path) -> str:
 # -- the one table of known differences -----------------------------------------------------------
 # (capture, field, core value, tshark value, who is right and why). `field` is the path of the
 # differing value: hs<id>.<key>... for a handshake, chain<id>.<key>... for a chain.
-_UNTERMINATED = ("core reports an unterminated head at the frame where it gave up on it (the FIN/RST that ended the "
-                 "connection, connection.flush_partial_heads); tshark never dissects a head without its empty line, "
-                 "so the engine takes tshark's reading of that segment from a second run with "
-                 "http.desegment_headers:FALSE, and reports the frame that holds the bytes (11). Same head, status, "
-                 "headers, anomaly codes, outcome and verdict. tshark's frame is the one to open in Wireshark; "
-                 "core's is when the head became known to be incomplete. Neither is wrong; contract: 'frame holding "
-                 "its last byte' favours tshark.")
 _TLS_BYTES = ("tcp.client_bytes/server_bytes of a decrypted TLS connection: core counts the plaintext stream the key "
               "log opened (wscap.decrypt overlay), the tshark engine counts TCP payload bytes (TLS records, "
               "handshake included). The contract says 'stream bytes seen per direction'; for a WebSocket analysis "
@@ -57,32 +50,10 @@ _CLOSE = ("core keeps at most 125 payload bytes of a control frame (the RFC 6455
           "258-byte) close payload. tshark is complete; core's cut is its memory bound. Both report "
           "control-frame-too-long.")
 
-_H2 = ("RFC 8441 WebSockets over HTTP/2 (extended CONNECT, :protocol websocket): core finds the handshake "
-       "(outcome upgraded, status 200, http_version '2'); the tshark engine does not emit HTTP/2 handshakes yet "
-       "(Builder._h2 is a stub). Core is right; open item.")
-
 # Whole captures whose documents differ for one reason (each must still differ, or the row goes).
-KNOWN_CAPTURES: list[tuple[str, str]] = [
-    ("pcaps/h2-websocket.pcap", _H2),
-    ("pcaps/h2c-websocket.pcap", _H2),
-]
+KNOWN_CAPTURES: list[tuple[str, str]] = []
 
 KNOWN: list[tuple[str, str, object, object, str]] = [
-    ("pcaps/bun-vite-unterminated-101.pcap", "chain1.verdict.evidence[1].frame", 13, 11, _UNTERMINATED),
-    ("pcaps/bun-vite-unterminated-101.pcap", "hs2.anomalies[0].frame", 13, 11, _UNTERMINATED),
-    ("pcaps/bun-vite-unterminated-101.pcap", "hs2.anomalies[1].frame", 13, 11, _UNTERMINATED),
-    ("pcaps/bun-vite-unterminated-101.pcap", "hs2.response.frame", 13, 11, _UNTERMINATED),
-    ("pcaps/bun-vite-unterminated-101.pcap", "hs2.response.ts", 1795415374.704858, 1795415374.704803, _UNTERMINATED),
-    ("pcaps/bun14-vite-unterminated-101.pcap", "chain1.verdict.evidence[1].frame", 14, 11, _UNTERMINATED),
-    ("pcaps/bun14-vite-unterminated-101.pcap", "hs2.anomalies[0].frame", 14, 11, _UNTERMINATED),
-    ("pcaps/bun14-vite-unterminated-101.pcap", "hs2.anomalies[1].frame", 14, 11, _UNTERMINATED),
-    ("pcaps/bun14-vite-unterminated-101.pcap", "hs2.response.frame", 14, 11, _UNTERMINATED),
-    ("pcaps/bun14-vite-unterminated-101.pcap", "hs2.response.ts", 1795415314.297993, 1795415314.293274, _UNTERMINATED),
-    ("pcaps/unterminated-101.pcap", "chain1.verdict.evidence[1].frame", 14, 11, _UNTERMINATED),
-    ("pcaps/unterminated-101.pcap", "hs2.anomalies[0].frame", 14, 11, _UNTERMINATED),
-    ("pcaps/unterminated-101.pcap", "hs2.anomalies[1].frame", 14, 11, _UNTERMINATED),
-    ("pcaps/unterminated-101.pcap", "hs2.response.frame", 14, 11, _UNTERMINATED),
-    ("pcaps/unterminated-101.pcap", "hs2.response.ts", 1795415110.54035, 1795415110.539176, _UNTERMINATED),
     ("pcaps/tls-healthy.pcap", "hs1.tcp.client_bytes", 540, 2958, _TLS_BYTES),
     ("pcaps/tls-healthy.pcap", "hs1.tcp.server_bytes", 169, 515, _TLS_BYTES),
     ("pcaps/tls-origin-rewrite.pcap", "hs1.tcp.client_bytes", 498, 2872, _TLS_BYTES),
@@ -91,6 +62,8 @@ KNOWN: list[tuple[str, str, object, object, str]] = [
     ("pcaps/tls-origin-rewrite.pcap", "hs2.tcp.server_bytes", 98, 1529, _TLS_BYTES),
     ("pcaps/tls-loopback.pcap", "hs1.tcp.client_bytes", 215, 878, _TLS_BYTES),
     ("pcaps/tls-loopback.pcap", "hs1.tcp.server_bytes", 155, 1533, _TLS_BYTES),
+    ("pcaps/h2-websocket.pcap", "hs1.tcp.client_bytes", 970, 3239, _TLS_BYTES),
+    ("pcaps/h2-websocket.pcap", "hs1.tcp.server_bytes", 2214, 3808, _TLS_BYTES),
     ("peer/zeek/oversized-close-frame.pcapng", "hs1.frames[0].close_reason", "C" * 123, "C" * 256, _CLOSE),
 ]
 
@@ -119,9 +92,6 @@ def flatten(doc: dict) -> dict:
         _flat("source", s, out)
     for h in doc["handshakes"]:
         h = dict(h)
-        # Additive fields only one engine has today (the core engine gains them with HTTP/2 support).
-        h.pop("http_version", None)
-        h.pop("h2", None)
         h["anomalies"] = sorted(h["anomalies"], key=lambda a: (a["code"], a["frame"] or 0, a["message"]))
         _flat(f"hs{h['id']}", h, out)
     for c in doc["chains"]:

@@ -13,8 +13,13 @@ this module only reads its fields:
 - frames: `websocket.fin/rsv/opcode/mask/payload_length`, the unmasked `websocket.payload`
   bytes, `websocket.payload.text` (inflated by tshark when permessage-deflate is on) and the
   close status code / reason;
-- HTTP/2 (RFC 8441): `http2.streamid`, `http2.type`, `http2.header.name/value` of HEADERS
-  frames, RST_STREAM.
+- HTTP/2 (RFC 8441): per HTTP/2 frame `http2.type/flags/streamid`, the decoded header list
+  `http2.header.name/value` (wire order, CONTINUATION appended until END_HEADERS), the server's
+  `http2.settings.id` and value (SETTINGS_ENABLE_CONNECT_PROTOCOL), `http2.rst_stream.error`,
+  `http2.goaway.error` and the DATA bytes `http2.data.data`. tshark does not run its websocket
+  dissector on DATA, so the RFC 6455 frames in it are decoded by `wsframe.FrameScanner`
+  (framing of tshark's bytes, no reassembly); the RFC 8441 checks are `http2.check_*` on an
+  `H2Head` built from tshark's header list.
 
 wscap's own reassembly (`tcp.py`, `connection.py`) is not used. Above the handshakes, wscap's
 pure layers are reused so the documents compare: `http1.parse_head` on tshark's raw head bytes
@@ -39,7 +44,9 @@ from . import opinions
 from .anomaly import Anomaly, make
 from .assemble import document
 from .http1 import Field, HttpHead, parse_head
+from .http2 import ENABLE_CONNECT_PROTOCOL, H2Head, check_connect_response, check_extended_connect, error_name
 from .pipeline import Options
+from .wsframe import FrameScanner
 
 ENGINE = "tshark"
 OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
@@ -481,7 +488,8 @@ class Exchange:
     kept: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0})
     dropped: int = 0
     deflate: bool = False
-    h2: dict | None = None
+    h2: dict | None = None                        # the Handshake's "h2" object (RFC 8441 stream)
+    scanners: dict[str, FrameScanner] | None = None   # HTTP/2: RFC 6455 frames decoded from DATA bytes
 
 
 class Conn:
@@ -512,6 +520,13 @@ class Conn:
         self.hello: dict | None = None           # the ClientHello, for a TLS connection
         self.hello_frame: int | None = None
         self.plaintext = False                   # tshark decrypted it (HTTP/WebSocket inside TLS)
+        self.h2_mode: str | None = None          # prior-knowledge | h2c-upgrade | tls (first HTTP/2 frame seen)
+        self.h2_enable: bool | None = None       # server's SETTINGS_ENABLE_CONNECT_PROTOCOL so far (None: unseen)
+        self.h2_streams: dict[int, Exchange] = {}
+        self.h2_blocks: dict[str, tuple] = {}    # side -> (stream, headers, end_stream, frame, ts) until END_HEADERS
+        self.noted: dict[str, int] = {}          # connection-level anomalies per code (bounded as in core)
+        self.closed_frame: int | None = None     # the RST or second FIN that ended it
+        self.unterminated: set[int] = set()      # ids of head-incomplete anomalies awaiting that frame
 
 
 def _split_line(line: bytes) -> tuple[bytes, bytes]:
@@ -583,6 +598,70 @@ def _preview(payload: bytes, opcode: int) -> str:
     except UnicodeDecodeError:
         pass
     return "0x" + payload.hex()
+
+
+_H2_DATA, _H2_HEADERS, _H2_RST, _H2_SETTINGS, _H2_GOAWAY, _H2_CONTINUATION = 0, 1, 3, 4, 7, 9
+_END_STREAM, _END_HEADERS, _SETTINGS_ACK = 0x1, 0x4, 0x1
+PER_CODE = 8     # connection-level anomalies listed per code (connection.PER_CODE)
+
+
+def _h2_frames(d: dict) -> list[dict]:
+    """The HTTP/2 frames of one `http2` layer (tshark: one `http2.stream` item per frame)."""
+    st = d.get("http2.stream")
+    items = st if isinstance(st, list) else [st]
+    return [x for x in items if isinstance(x, dict) and x.get("http2.type") is not None]
+
+
+def _bytes_field(d: dict, name: str) -> bytes:
+    """A field's bytes: its `_raw` hex when tshark gave one, else its string (hex with colons for
+    FT_BYTES, latin-1 for FT_STRING)."""
+    raw = _raw_list(d.get(name + "_raw"))
+    if raw:
+        return raw[0]
+    v = _one(d.get(name))
+    return v.encode("latin-1", "replace") if isinstance(v, str) else b""
+
+
+def _h2_data(d: dict) -> bytes:
+    raw = _raw_list(d.get("http2.data.data_raw"))
+    if raw:
+        return raw[0]
+    v = _one(d.get("http2.data.data"))
+    if not isinstance(v, str) or not v:
+        return b""
+    try:
+        return bytes.fromhex(v.replace(":", ""))
+    except ValueError:
+        return b""
+
+
+def _h2_headers(d: dict) -> list[tuple[bytes, bytes]]:
+    """tshark's decoded header list of a HEADERS/CONTINUATION frame, in wire order."""
+    items = d.get("http2.header")
+    items = items if isinstance(items, list) else [items] if isinstance(items, dict) else []
+    return [(_bytes_field(h, "http2.header.name"), _bytes_field(h, "http2.header.value"))
+            for h in items if isinstance(h, dict) and "http2.header.name" in h]
+
+
+def _h2_settings(d: dict) -> dict[int, int]:
+    """SETTINGS id -> value. tshark names the value field after the setting (extended_connect, ...);
+    its raw bytes follow the id in the same order."""
+    items = d.get("http2.settings")
+    items = items if isinstance(items, list) else [items] if isinstance(items, dict) else []
+    out = {}
+    for it in items:
+        if not isinstance(it, dict):
+            continue
+        sid = _int(it.get("http2.settings.id"))
+        if sid is None:
+            continue
+        val = None
+        for k, v in it.items():
+            if k.startswith("http2.settings.") and k != "http2.settings.id" and not k.endswith("_raw"):
+                val = _int(v)
+                break
+        out[sid] = val if val is not None else 0
+    return out
 
 
 class Builder:
@@ -663,6 +742,7 @@ class Builder:
                 c.fins.add(side)
             if p.rst or len(c.fins) == 2:
                 c.closed = True
+                c.closed_frame = p.no
                 c.closed_ts = p.ts_ns
 
     # -- HTTP/1 ------------------------------------------------------------------------------
@@ -671,9 +751,12 @@ class Builder:
             head = _head(h, p.no, p.ts_ns)
             if h.partial:
                 head.complete = False
+                # The message names the frame that ended the connection (as the core's does); it is
+                # completed in _json, when that frame is known.
                 head.anomalies.append(make("head-incomplete", f"the response head was never terminated: "
                                            f"{len(head.raw)} bytes without an empty line before the connection "
                                            f"ended", p.no))
+                c.unterminated.add(id(head.anomalies[-1]))
             if h.kind == "request" and side == "client":
                 if not hs.is_upgrade_request(head):
                     c.plain_requests += 1
@@ -779,7 +862,97 @@ class Builder:
 
     # -- HTTP/2 (RFC 8441) -------------------------------------------------------------------
     def _h2(self, c: Conn, p: Pkt, side: str) -> None:
-        pass
+        """tshark's HTTP/2 frames of one packet -> extended CONNECT streams (RFC 8441), as
+        Connection.h2_* does with wscap's own HTTP/2 reader."""
+        if c.h2_mode is None:
+            h2c = any(ex.h2 is None and ex.response is not None and ex.response.status == 101
+                      and "h2c" in ex.request.tokens(b"upgrade") for ex in c.exchanges)
+            c.h2_mode = "tls" if c.hello is not None else "h2c-upgrade" if h2c else "prior-knowledge"
+        first = True
+        for d in p.h2:
+            for f in _h2_frames(d):
+                # A frame tshark reassembled from several segments: the WebSocket frames in it are
+                # reported at the first segment (the segment holding their header, as the core does).
+                at = p.segments[0] if first and p.segments else p.no
+                first = False
+                self._h2_frame(c, f, side, p.no, p.ts_ns, at)
+
+    def _h2_frame(self, c: Conn, f: dict, side: str, no: int, ts_ns: int, at: int) -> None:
+        ftype = _int(f.get("http2.type"), -1)
+        flags = _int(f.get("http2.flags"), 0)
+        stream = _int(f.get("http2.streamid"), 0)
+        if ftype == _H2_SETTINGS:
+            if side == "server" and not flags & _SETTINGS_ACK:
+                settings = _h2_settings(f)
+                if ENABLE_CONNECT_PROTOCOL in settings:
+                    c.h2_enable = settings[ENABLE_CONNECT_PROTOCOL] == 1
+                elif c.h2_enable is None:
+                    c.h2_enable = False     # absent means 0 until a later SETTINGS says otherwise
+        elif ftype in (_H2_HEADERS, _H2_CONTINUATION):
+            if ftype == _H2_HEADERS:
+                c.h2_blocks[side] = (stream, [], bool(flags & _END_STREAM), no, ts_ns)
+            blk = c.h2_blocks.get(side)
+            if blk is None or blk[0] != stream:
+                return
+            blk[1].extend(_h2_headers(f))
+            if flags & _END_HEADERS:
+                del c.h2_blocks[side]
+                self._h2_head(c, side, blk[0], blk[1], blk[2], no, blk[4])
+        elif ftype == _H2_DATA:
+            ex = c.h2_streams.get(stream)
+            if ex is None:
+                return
+            if ex.scanners is not None:
+                data = _h2_data(f)
+                if data:
+                    ex.scanners[side].feed(data, at, self.ts.get(at, ts_ns))
+            if flags & _END_STREAM and ex.h2["end_stream"][side] is None:
+                ex.h2["end_stream"][side] = no
+        elif ftype == _H2_RST:
+            ex = c.h2_streams.get(stream)
+            if ex is not None and ex.h2["reset"] is None:
+                code = _int(f.get("http2.rst_stream.error"), 0)
+                ex.h2["reset"] = {"by": side, "code": error_name(code), "frame": no}
+                ex.anomalies.append(make("h2-stream-reset", f"the {side} reset stream {stream} with RST_STREAM "
+                                         f"{error_name(code)}", no))
+        elif ftype == _H2_GOAWAY:
+            code = _int(f.get("http2.goaway.error"), 0)
+            if code:
+                self._note(c, make("h2-goaway", f"the {side} sent GOAWAY {error_name(code)} (last stream "
+                                   f"{_int(f.get('http2.goaway.last_stream_id'), 0)})", no))
+
+    def _h2_head(self, c: Conn, side: str, stream: int, headers: list, end_stream: bool, no: int, ts_ns: int) -> None:
+        if side == "client":
+            if stream in c.h2_streams:
+                return                      # trailers
+            head = H2Head("request", headers, no, ts_ns, end_stream)
+            if head.method == b"CONNECT" and head.has(b":protocol"):
+                ex = Exchange(head)         # type: ignore[arg-type]  (an H2Head reads like an HttpHead)
+                ex.h2 = {"stream_id": stream, "mode": c.h2_mode, "enable_connect_protocol": c.h2_enable,
+                         "reset": None, "end_stream": {"client": None, "server": None}}
+                c.exchanges.append(ex)
+                c.h2_streams[stream] = ex
+            return
+        ex = c.h2_streams.get(stream)
+        if ex is None or ex.response is not None:
+            return
+        head = H2Head("response", headers, no, ts_ns, end_stream)
+        st = head.status
+        if st is not None and 100 <= st < 200:
+            return                          # interim
+        ex.response = head                  # type: ignore[assignment]
+        if _h2_websocket(ex) and st is not None and 200 <= st < 300:
+            deflate = "permessage-deflate" in [e.split(";")[0].strip()
+                                               for e in head.tokens(b"sec-websocket-extensions")]
+            lim, order = self.options.limits, [0]
+            ex.scanners = {side: FrameScanner(side, deflate, lim.frames_per_direction, lim.preview_bytes,
+                                              lim.inflate_bytes, counter=order) for side in ("client", "server")}
+
+    def _note(self, c: Conn, a: Anomaly) -> None:
+        n = c.noted.get(a.code, 0)
+        c.noted[a.code] = n + 1
+        if n < PER_CODE:
+            c.anomalies.append(a)
 
     # -- output ------------------------------------------------------------------------------
     def results(self) -> tuple[list[dict], list[dict], list[dict]]:
@@ -832,7 +1005,7 @@ class Builder:
         out += ex.anomalies
         out += ex.frame_anomalies["client"] + ex.frame_anomalies["server"]
         if ex.h2 is not None:
-            return out
+            return out + self._h2_anomalies(ex)
         websocket = hs.is_websocket_request(req)
         out += list(hs.check_request(req)) if websocket else [
             make("not-websocket-upgrade", "Upgrade: " + ", ".join(req.tokens(b"upgrade")) or "none", req.frame)]
@@ -849,6 +1022,26 @@ class Builder:
                 out.append(make("h11-rejects", f"h11 rejects the {head.kind}: {o.error}", head.frame))
         return out
 
+    def _anomaly_json(self, c: Conn, a: Anomaly) -> dict:
+        d = a.to_json()
+        if id(a) in c.unterminated:
+            d["message"] += f" (frame {c.closed_frame if c.closed_frame is not None else c.last_frame})"
+        return d
+
+    def _h2_anomalies(self, ex: Exchange) -> list[Anomaly]:
+        out: list[Anomaly] = []
+        if ex.scanners is not None:
+            out += ex.scanners["client"].anomalies + ex.scanners["server"].anomalies
+        req = ex.request
+        if _h2_websocket(ex):
+            out += check_extended_connect(req, ex.h2["enable_connect_protocol"])
+            if ex.response is not None:
+                out += check_connect_response(req, ex.response)
+        else:
+            out.append(make("not-websocket-upgrade", ":protocol " + (req.get(b":protocol") or b"").decode("latin-1"),
+                            req.frame))
+        return out
+
     def _parsers(self, ex: Exchange | None) -> dict:
         out: dict = {"llhttp": {}, "h11": {}}
         for part in ("request", "response"):
@@ -863,8 +1056,13 @@ class Builder:
     def _json(self, c: Conn, ex: Exchange | None, end_ns: int) -> dict:
         req = ex.request if ex is not None else None
         resp = ex.response if ex is not None else None
-        websocket = req is not None and (ex.h2 is not None or hs.is_websocket_request(req))
-        frames = sorted(ex.frames, key=lambda f: f["frame"]) if ex is not None else []
+        if ex is not None and ex.h2 is not None:
+            websocket = _h2_websocket(ex)
+            fs = [] if ex.scanners is None else ex.scanners["client"].frames + ex.scanners["server"].frames
+            frames = [f.to_json() for f in sorted(fs, key=lambda f: f.order)]
+        else:
+            websocket = req is not None and hs.is_websocket_request(req)
+            frames = sorted(ex.frames, key=lambda f: f["frame"]) if ex is not None else []
         return {
             "id": None, "source": c.source,
             "client": _fmt(*c.client), "server": _fmt(*c.server),
@@ -872,12 +1070,12 @@ class Builder:
             "first_ts": round(c.first_ts / 1e9, 6), "last_ts": round(c.last_ts / 1e9, 6),
             "websocket": websocket,
             "http_version": "2" if ex is not None and ex.h2 is not None else "1.1",
-            "h2": None if ex is None or ex.h2 is None else {k: v for k, v in ex.h2.items() if k != "reset"},
+            "h2": None if ex is None or ex.h2 is None else {**ex.h2, "end_stream": dict(ex.h2["end_stream"])},
             "request": _head_json(req, ex) if req is not None else None,
             "response": _head_json(resp, ex) if resp is not None else None,
             "outcome": self._outcome(c, ex),
             "status": resp.status if resp is not None and resp.complete else None,
-            "anomalies": [a.to_json() for a in self._anomalies(c, ex)],
+            "anomalies": [self._anomaly_json(c, a) for a in self._anomalies(c, ex)],
             "parsers": self._parsers(ex),
             "frames": frames,
             "tcp": {"syn_frame": c.syn_frame, "synack_frame": c.synack_frame,
@@ -886,6 +1084,10 @@ class Builder:
             "waited": None if resp is not None or req is None else round((end_ns - req.ts_ns) / 1e9, 6),
             "tls": self._tls(c),
         }
+
+
+def _h2_websocket(ex: Exchange) -> bool:
+    return (ex.request.get(b":protocol") or b"").lower() == b"websocket"
 
 
 def _head_json(head: HttpHead, ex: Exchange) -> dict:
