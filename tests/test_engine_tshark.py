@@ -245,3 +245,73 @@ def test_corrupt_capture_keeps_what_came_before(tmp_path):
     assert h["request"]["target"] == "/ws" and h["response"] is None
     assert d["source"][0]["complete"] is False and "cut short" in " ".join(d["source"][0]["errors"])
     assert d["source"][1]["errors"] == [f"{tmp_path / 'missing.pcap'}: no such file"]
+
+
+def test_h2_synthetic_captures_agree(tmp_path):
+    """RFC 8441 cases the recordings do not hold, built frame by frame (tests/test_http2_ws.py's
+    builders), in one capture so tshark starts once: both engines give the same document."""
+    from builders import Capture, new_key, ws_frame
+    from test_http2_ws import PREFACE, H2Pair, connect_headers, h2_conn, h2frame, settings
+    from wscap.analyze import analyze_paths as core
+    from wscap.engine_tshark import analyze_paths as tsh
+
+    cap = Capture()
+    client = lambda n: ("10.0.0.1", 40000 + n)   # noqa: E731
+    h2_conn(cap, client(0))                                             # prior knowledge, upgraded, frames
+    h2_conn(cap, client(1), status=403)                                 # rejected
+    h2_conn(cap, client(2), reset=True)                                 # RST_STREAM REFUSED_STREAM
+    h2_conn(cap, client(3), enable=False)                               # SETTINGS without ENABLE_CONNECT_PROTOCOL
+    h2_conn(cap, client(4), extra_req=[("connection", "upgrade"), ("sec-websocket-key", new_key(1))],
+            extra_resp=[("sec-websocket-accept", "x")])                 # malformed extended CONNECT
+    pair = H2Pair()                                                     # two CONNECTs in one segment
+    c = cap.conn(client(5), ("10.0.0.2", 8080)).open()
+    c.send(True, PREFACE + settings())
+    c.send(False, settings(enable_connect_protocol=1))
+    c.send(True, pair.req(1, connect_headers("/a")) + pair.req(3, connect_headers("/b")))
+    c.send(False, pair.resp(3, 200) + pair.resp(1, 404))
+    pair = H2Pair()                                                     # HEADERS + CONTINUATION, big DATA, GOAWAY
+    c = cap.conn(client(6), ("10.0.0.2", 8080)).open()
+    c.send(True, PREFACE + settings())
+    c.send(False, settings(enable_connect_protocol=1))
+    blk = pair.c.encode(connect_headers(extra=[("sec-websocket-protocol", "chat")]))
+    c.send(True, h2frame(1, 0, 1, blk[:10]) + h2frame(9, 4, 1, blk[10:]))
+    c.send(False, pair.resp(1, 200, [("sec-websocket-protocol", "chat")]))
+    c.send(True, h2frame(0, 0, 1, ws_frame(b"x" * 3000, mask=True)))
+    c.send(False, h2frame(0, 0, 1, ws_frame(b"a") + ws_frame(b"b", opcode=9)) + h2frame(3, 0, 1, (8).to_bytes(4, "big")))
+    c.send(False, h2frame(7, 0, 0, (1).to_bytes(4, "big") + (2).to_bytes(4, "big")))
+    pair = H2Pair()                                                     # Upgrade: h2c, then a CONNECT on stream 3
+    c = cap.conn(client(7), ("10.0.0.2", 8080)).open()
+    c.send(True, b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                 b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+    c.send(False, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+           + settings(enable_connect_protocol=1) + pair.resp(1, 200, end_stream=True))
+    c.send(True, PREFACE + settings() + pair.req(3, connect_headers()))
+    c.send(False, pair.resp(3, 200))
+    c.send(False, h2frame(0, 1, 3, ws_frame(b"over h2c")))
+    pair = H2Pair()                                                     # DATA frames cut over TCP segments
+    c = cap.conn(client(8), ("10.0.0.2", 8080)).open()
+    c.send(True, PREFACE + settings())
+    c.send(False, settings(enable_connect_protocol=1))
+    c.send(True, pair.req(1, connect_headers()))
+    c.send(False, pair.resp(1, 200))
+    c.send(True, h2frame(0, 0, 1, ws_frame(b"x" * 3000, mask=True) + ws_frame(b"y" * 100, mask=True)), split=1448)
+    c.send(False, h2frame(0, 0, 1, ws_frame(b"z" * 2000)) + h2frame(0, 0, 1, ws_frame(b"q")), split=[1000, 2015])
+    c.send(False, h2frame(0, 0, 1, ws_frame(b"s" * 20)), split=[5])
+    c.send(False, h2frame(0, 1, 1, ws_frame(b"t" * 20)), split=[11])
+    path = cap.write(tmp_path / "h2.pcap")
+
+    a, b = core([path]), tsh([path])
+    assert not differences(a, b), differences(a, b)
+    hs = [h for h in b["handshakes"] if h["http_version"] == "2"]
+    assert len(hs) == 10 and len(b["handshakes"]) == 11
+    assert {h["outcome"] for h in hs} == {"upgraded", "rejected", "reset"}
+    assert {h["h2"]["mode"] for h in hs} == {"prior-knowledge", "h2c-upgrade"}
+    assert {h["h2"]["enable_connect_protocol"] for h in hs} == {True, False}
+    codes = {a["code"] for h in hs for a in h["anomalies"]}
+    assert {"h2-stream-reset", "h2-goaway", "h2-connect-protocol-not-enabled", "h2-connection-header",
+            "h2-key-header"} <= codes
+    big = next(h for h in hs if h["client"] == "10.0.0.1:40006")
+    assert [f["length"] for f in big["frames"]] == [3000, 1, 1] and big["h2"]["reset"]["code"] == "CANCEL"
+    cut = next(h for h in hs if h["client"] == "10.0.0.1:40008")
+    assert [f["preview"][:1] for f in cut["frames"]] == list("xyzqst")
+    assert len({f["frame"] for f in cut["frames"]}) == 6      # each at the segment completing its header

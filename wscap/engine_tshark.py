@@ -227,6 +227,7 @@ class Pkt:
     lost: bool = False
     payload: bytes = b""
     segments: list[int] = field(default_factory=list)
+    segdata: list[int] = field(default_factory=list)   # sizes of this segment's pieces of reassembled PDUs
     https: list[Http] = field(default_factory=list)
     ws: list[Ws] = field(default_factory=list)
     ws_bytes: int = 0
@@ -283,6 +284,7 @@ def _extract(pkt) -> Pkt:
         p.payload = pl[0][:32]
     segs = _find(pkt_layers_dict(by, "tcp.segments"), "tcp.segment") if "tcp.segments" in by else None
     p.segments = [_int(s, 0) for s in _strs(segs)]
+    p.segdata = [len(b) for b in _raw_list(t.get("tcp.segment_data_raw"))]
     for name in ("http",):
         dicts = [d for ly in by.get(name, []) for d in _dicts(ly)]
         raws = [h for ly in by.get("http_raw", []) for h in _raw_hexes(ly)]
@@ -674,10 +676,15 @@ class Builder:
         self.order: list[Conn] = []
         self.last_ts = 0
         self.ts: dict[int, int] = {}     # frame number -> timestamp (every TCP frame of the file)
+        self.lens: dict[int, int] = {}   # frame number -> TCP payload length
+        self.segdata: dict[int, list[int]] = {}   # frame number -> its pieces of reassembled PDUs
 
     def feed(self, p: Pkt) -> None:
         self.last_ts = max(self.last_ts, p.ts_ns)
         self.ts[p.no] = p.ts_ns
+        self.lens[p.no] = p.tcplen
+        if p.segdata:
+            self.segdata[p.no] = p.segdata
         c = self.conns.get(p.stream)
         if c is not None and c.closed:
             if p.syn and not p.ack and c.end is not None:
@@ -871,13 +878,38 @@ class Builder:
         first = True
         for d in p.h2:
             for f in _h2_frames(d):
-                # A frame tshark reassembled from several segments: the WebSocket frames in it are
-                # reported at the first segment (the segment holding their header, as the core does).
-                at = p.segments[0] if first and p.segments else p.no
+                # The first HTTP/2 frame of a packet may be one tshark reassembled from several segments.
+                pieces = self._pieces(p, f) if first and len(p.segments) > 1 else None
                 first = False
-                self._h2_frame(c, f, side, p.no, p.ts_ns, at)
+                self._h2_frame(c, f, side, p.no, p.ts_ns, pieces)
 
-    def _h2_frame(self, c: Conn, f: dict, side: str, no: int, ts_ns: int, at: int) -> None:
+    def _pieces(self, p: Pkt, f: dict) -> list[tuple[int, int]] | None:
+        """(frame, bytes) of each segment of a reassembled HTTP/2 frame: the first segment's share is
+        what is left once the middle segments (whole) and the last one (its first piece) are counted."""
+        total = 9 + _int(f.get("http2.length"), 0)
+        tail = (self.segdata.get(p.no) or [0])[0]
+        middle = [(s, self.lens.get(s, 0)) for s in p.segments[1:-1]]
+        head = total - tail - sum(n for _s, n in middle)
+        if head <= 0 or tail <= 0:
+            return None
+        return [(p.segments[0], head)] + middle + [(p.no, tail)]
+
+    def _feed_data(self, sc: FrameScanner, f: dict, data: bytes, no: int, ts_ns: int,
+                   pieces: list[tuple[int, int]] | None) -> None:
+        """DATA bytes to the frame scanner, cut where the TCP segments were cut (the core reads them
+        segment by segment, so a WebSocket frame is reported at the segment completing its header)."""
+        if not pieces:
+            sc.feed(data, no, ts_ns)
+            return
+        pos = -(9 + (1 if _int(f.get("http2.flags"), 0) & 0x8 else 0))     # frame header, pad length
+        for frame, n in pieces:
+            lo, hi = max(pos, 0), min(pos + n, len(data))
+            if hi > lo:
+                sc.feed(data[lo:hi], frame, self.ts.get(frame, ts_ns))
+            pos += n
+
+    def _h2_frame(self, c: Conn, f: dict, side: str, no: int, ts_ns: int,
+                  pieces: list[tuple[int, int]] | None) -> None:
         ftype = _int(f.get("http2.type"), -1)
         flags = _int(f.get("http2.flags"), 0)
         stream = _int(f.get("http2.streamid"), 0)
@@ -905,7 +937,7 @@ class Builder:
             if ex.scanners is not None:
                 data = _h2_data(f)
                 if data:
-                    ex.scanners[side].feed(data, at, self.ts.get(at, ts_ns))
+                    self._feed_data(ex.scanners[side], f, data, no, ts_ns, pieces)
             if flags & _END_STREAM and ex.h2["end_stream"][side] is None:
                 ex.h2["end_stream"][side] = no
         elif ftype == _H2_RST:
