@@ -348,6 +348,8 @@ class Pipeline:
             conn.exchanges = []
             conn.pending = []
             conn.attempt = None
+            conn.h2_streams = {}
+            conn.h2 = None
 
     def _could_be_a_hop(self, conn: Connection) -> bool:
         """Did this address receive an upgrade request shortly before it dialled out? Only then can a
