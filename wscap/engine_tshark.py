@@ -646,8 +646,8 @@ def _h2_headers(d: dict) -> list[tuple[bytes, bytes]]:
 
 
 def _h2_settings(d: dict) -> dict[int, int]:
-    """SETTINGS id -> value. tshark names the value field after the setting (extended_connect, ...);
-    its raw bytes follow the id in the same order."""
+    """SETTINGS id -> value. Each `http2.settings` item holds `http2.settings.id` and one value field
+    named after the setting (`http2.settings.extended_connect`, `...unknown`, ...)."""
     items = d.get("http2.settings")
     items = items if isinstance(items, list) else [items] if isinstance(items, dict) else []
     out = {}
