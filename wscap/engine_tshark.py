@@ -526,6 +526,7 @@ class Conn:
         self.h2_enable: bool | None = None       # server's SETTINGS_ENABLE_CONNECT_PROTOCOL so far (None: unseen)
         self.h2_streams: dict[int, Exchange] = {}
         self.h2_blocks: dict[str, tuple] = {}    # side -> (stream, headers, end_stream, frame, ts) until END_HEADERS
+        self.h2_broken: set[str] = set()         # sides whose header blocks tshark could not decode (HPACK)
         self.noted: dict[str, int] = {}          # connection-level anomalies per code (bounded as in core)
         self.closed_frame: int | None = None     # the RST or second FIN that ended it
         self.unterminated: set[int] = set()      # ids of head-incomplete anomalies awaiting that frame
@@ -643,6 +644,14 @@ def _h2_headers(d: dict) -> list[tuple[bytes, bytes]]:
     items = items if isinstance(items, list) else [items] if isinstance(items, dict) else []
     return [(_bytes_field(h, "http2.header.name"), _bytes_field(h, "http2.header.value"))
             for h in items if isinstance(h, dict) and "http2.header.name" in h]
+
+
+def _hpack_failed(d: dict) -> bool:
+    """A HEADERS/CONTINUATION fragment with bytes of which tshark decoded no header field (it gives
+    `http2.header.count` for every fragment it could inflate, or a table size update)."""
+    frag = _one(d.get("http2.headers") if d.get("http2.headers") is not None else d.get("http2.continuation.header"))
+    return bool(frag) and d.get("http2.header.count") is None and d.get("http2.header") is None \
+        and _find(d, "http2.header_table_size_update") is None
 
 
 def _h2_settings(d: dict) -> dict[int, int]:
@@ -910,6 +919,8 @@ class Builder:
 
     def _h2_frame(self, c: Conn, f: dict, side: str, no: int, ts_ns: int,
                   pieces: list[tuple[int, int]] | None) -> None:
+        if side in c.h2_broken:
+            return                          # as core: a direction whose HPACK state is lost is not followed
         ftype = _int(f.get("http2.type"), -1)
         flags = _int(f.get("http2.flags"), 0)
         stream = _int(f.get("http2.streamid"), 0)
@@ -927,6 +938,13 @@ class Builder:
             if blk is None or blk[0] != stream:
                 return
             blk[1].extend(_h2_headers(f))
+            if flags & _END_HEADERS and _hpack_failed(f):
+                # tshark (nghttp2's inflater) decoded nothing from a non-empty block and says no more.
+                del c.h2_blocks[side]
+                c.h2_broken.add(side)
+                self._note(c, make("h2-hpack-error", f"HPACK cannot decode the header block on stream {stream}: "
+                                   f"tshark decoded no header field from it", no))
+                return
             if flags & _END_HEADERS:
                 del c.h2_blocks[side]
                 self._h2_head(c, side, blk[0], blk[1], blk[2], no, blk[4])
