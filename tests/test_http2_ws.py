@@ -109,6 +109,7 @@ def test_rejected_and_reset_streams(tmp_path):
     doc = analyze(tmp_path, cap)
     rejected, reset = doc["handshakes"]
     assert rejected["outcome"] == "rejected" and rejected["status"] == 403 and not rejected["frames"]
+    assert rejected["h2"]["end_stream"] == {"client": None, "server": None}   # this 403 left the stream open
     assert reset["outcome"] == "reset" and reset["h2"]["reset"] == {"by": "server", "code": "REFUSED_STREAM",
                                                                      "frame": reset["h2"]["reset"]["frame"]}
     assert "h2-stream-reset" in codes(reset)
@@ -133,6 +134,19 @@ def test_byte_by_byte_segments_give_the_same_answer(tmp_path):
         assert a[k] == b[k]
     assert a["request"]["headers"] == b["request"]["headers"]
     assert [f["preview"] for f in a["frames"]] == [f["preview"] for f in b["frames"]]
+
+
+def test_end_stream_on_headers(tmp_path):
+    cap = Capture()
+    pair = H2Pair()
+    c = cap.conn(("10.0.0.1", 40000), ("10.0.0.2", 8080)).open()
+    c.send(True, PREFACE + settings())
+    c.send(False, settings(enable_connect_protocol=1))
+    c.send(True, pair.req(1, connect_headers()))
+    [resp] = c.send(False, pair.resp(1, 403, end_stream=True))
+    [h] = analyze(tmp_path, cap)["handshakes"]
+    assert h["h2"]["end_stream"] == {"client": None, "server": len(cap.packets)}
+    assert h["outcome"] == "rejected"
 
 
 def test_several_streams_in_one_segment_and_hpack_state(tmp_path):

@@ -523,6 +523,8 @@ class Connection:
             if head.method == b"CONNECT" and head.has(b":protocol"):
                 ex = H2Exchange(self, head, stream_id=stream, h2_mode=self.h2_mode or "prior-knowledge",
                                 enabled=self.h2_enable)
+                if end_stream:
+                    ex.ended[C2S] = frame           # a CONNECT that ends its own stream cannot carry frames
                 self.exchanges.append(ex)
                 self.h2_streams[stream] = ex
             return
@@ -534,6 +536,8 @@ class Connection:
         if st is not None and 100 <= st < 200:
             return                              # interim
         ex.response = head
+        if end_stream and ex.ended[S2C] is None:
+            ex.ended[S2C] = frame                   # e.g. a 403 sent as HEADERS with END_STREAM
         if ex.websocket and st is not None and 200 <= st < 300:
             deflate = "permessage-deflate" in [e.split(";")[0].strip() for e in head.tokens(b"sec-websocket-extensions")]
             lim, order = self.limits, [0]
