@@ -305,11 +305,23 @@ def test_h2_synthetic_captures_agree(tmp_path):
     c.send(True, pair.req(1, connect_headers()) + h2frame(1, 4, 3, b"\xff\xff\xff\xff\x7f"))
     c.send(False, pair.resp(1, 200))
     c.send(True, h2frame(0, 0, 1, ws_frame(b"after the bad block", mask=True)))
+    pair = H2Pair()                                                     # a 403 sent as HEADERS + END_STREAM
+    c = cap.conn(client(10), ("10.0.0.2", 8080)).open()
+    c.send(True, PREFACE + settings())
+    c.send(False, settings(enable_connect_protocol=1))
+    c.send(True, pair.req(1, connect_headers()))
+    c.send(False, pair.resp(1, 403, end_stream=True))
+    pair = H2Pair()                                                     # a CONNECT that ends its own stream
+    c = cap.conn(client(11), ("10.0.0.2", 8080)).open()
+    c.send(True, PREFACE + settings())
+    c.send(False, settings(enable_connect_protocol=1))
+    c.send(True, pair.req(1, connect_headers(), end_stream=True))
+    c.send(False, pair.resp(1, 200))
     path = cap.write(tmp_path / "h2.pcap")
 
     a, b = core([path]), tsh([path])
     hs = [h for h in b["handshakes"] if h["http_version"] == "2"]
-    assert len(hs) == 11 and len(b["handshakes"]) == 12
+    assert len(hs) == 13 and len(b["handshakes"]) == 14
     bad = next(h for h in hs if h["client"] == "10.0.0.1:40009")
     # The one wording that differs: core quotes the hpack package's exception, tshark has none to quote.
     assert differences(a, b) == {f"hs{bad['id']}.anomalies[0].message": (
@@ -327,3 +339,10 @@ def test_h2_synthetic_captures_agree(tmp_path):
     cut = next(h for h in hs if h["client"] == "10.0.0.1:40008")
     assert [f["preview"][:1] for f in cut["frames"]] == list("xyzqst")
     assert len({f["frame"] for f in cut["frames"]}) == 6      # each at the segment completing its header
+    closed = next(h for h in hs if h["client"] == "10.0.0.1:40010")   # END_STREAM on the 403's HEADERS
+    assert closed["outcome"] == "rejected" and closed["status"] == 403
+    assert closed["h2"]["end_stream"] == {"client": None, "server": closed["response"]["frame"]}
+    half = next(h for h in hs if h["client"] == "10.0.0.1:40011")     # END_STREAM on the CONNECT's HEADERS
+    assert half["h2"]["end_stream"] == {"client": half["request"]["frame"], "server": None}
+    rejected = next(h for h in hs if h["client"] == "10.0.0.1:40001")  # a 403 that left its stream open
+    assert rejected["h2"]["end_stream"] == {"client": None, "server": None}

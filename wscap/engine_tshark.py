@@ -979,7 +979,7 @@ class Builder:
             if head.method == b"CONNECT" and head.has(b":protocol"):
                 ex = Exchange(head)         # type: ignore[arg-type]  (an H2Head reads like an HttpHead)
                 ex.h2 = {"stream_id": stream, "mode": c.h2_mode, "enable_connect_protocol": c.h2_enable,
-                         "reset": None, "end_stream": {"client": None, "server": None}}
+                         "reset": None, "end_stream": {"client": no if end_stream else None, "server": None}}
                 c.exchanges.append(ex)
                 c.h2_streams[stream] = ex
             return
@@ -991,6 +991,8 @@ class Builder:
         if st is not None and 100 <= st < 200:
             return                          # interim
         ex.response = head                  # type: ignore[assignment]
+        if end_stream and ex.h2["end_stream"]["server"] is None:
+            ex.h2["end_stream"]["server"] = no      # e.g. a 403 sent as HEADERS with END_STREAM (as core)
         if _h2_websocket(ex) and st is not None and 200 <= st < 300:
             deflate = "permessage-deflate" in [e.split(";")[0].strip()
                                                for e in head.tokens(b"sec-websocket-extensions")]
