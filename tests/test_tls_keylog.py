@@ -7,6 +7,7 @@ independently: by reading the capture with scapy, or by asking tshark's own diss
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,3 +117,32 @@ def test_client_hello_cut_by_the_end_of_the_capture(tmp_path):
 def test_client_hello_parser_never_raises(tail):
     h = parse_client_hello(b"\x16\x03\x01" + tail)
     assert h is None or isinstance(h.versions, list)
+
+
+def _client_hello(sni: bytes, alpn: list[bytes]) -> bytes:
+    """A minimal TLS 1.2-style ClientHello (RFC 8446 §4.1.2 layout) with SNI and ALPN."""
+    name = b"\x00" + len(sni).to_bytes(2, "big") + sni
+    ext_sni = (0).to_bytes(2, "big") + (len(name) + 2).to_bytes(2, "big") + len(name).to_bytes(2, "big") + name
+    protos = b"".join(bytes([len(p)]) + p for p in alpn)
+    ext_alpn = (16).to_bytes(2, "big") + (len(protos) + 2).to_bytes(2, "big") + len(protos).to_bytes(2, "big") + protos
+    exts = ext_sni + ext_alpn
+    body = b"\x03\x03" + b"\x11" * 32 + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00" + len(exts).to_bytes(2, "big") + exts
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(hs).to_bytes(2, "big") + hs
+
+
+def test_hostile_sni_is_escaped_in_every_output(tmp_path):
+    sni = b"evil|name</td><script>x</script>\x1b[31m`*_"
+    cap = Capture()
+    c = cap.conn(("10.0.0.1", 40000), ("10.0.0.2", 443)).open()
+    c.send(True, _client_hello(sni, [b"h2", b"http/1.1"]))
+    doc = analyze_paths([cap.write(tmp_path / "h.pcap")])
+    [t] = doc["tls"]
+    assert t["sni"] == sni.decode("latin-1") and t["alpn"] == ["h2", "http/1.1"]
+    from wscap.render.html import render_html
+    from wscap.render.markdown import render_markdown
+    assert "\x1b" not in render_table(doc)
+    md = render_markdown(doc)
+    assert "\x1b" not in md and "evil" in md
+    assert re.search(r"(?<!\\)<script", md) is None and re.search(r"(?<!\\)\|name", md) is None
+    assert "<script>" not in render_html(doc) and "&lt;script&gt;" in render_html(doc)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from wscap.render import escape
-from wscap.render.markdown import (CAPTURE_HEADER, CHAIN_HEADER, HANDSHAKE_HEADER, REDACTED_NOTE,
-                                   capture_rows, chain_rows, filter_text, handshake_rows, plural)
+from wscap.render.markdown import (CAPTURE_HEADER, CHAIN_HEADER, HANDSHAKE_HEADER, REDACTED_NOTE, TLS_HEADER, TLS_NOTE,
+                                   capture_rows, chain_rows, filter_text, handshake_rows, plural, tls_rows)
 from wscap.render.mermaid import Ladder
 
 __all__ = ["render_html", "page", "table", "ladder_svg", "CSS"]
@@ -202,5 +202,9 @@ def render_html(doc: dict[str, Any]) -> str:
              for hs in doc.get("handshakes") or [] for a in hs.get("anomalies") or []]
     if arows:
         out += ["<h2>Anomalies</h2>", table(["Handshake", "Severity", "Code", "Frame", "Message"], arows)]
+    trows = tls_rows(doc)
+    if trows:
+        out += ["<h2>TLS connections</h2>", f"<p>{escape.html(TLS_NOTE.replace('`', ''))}</p>",
+                table([escape.html(h) for h in TLS_HEADER], map(_cells, trows))]
     out += ["<h2>Captures</h2>", table([escape.html(h) for h in CAPTURE_HEADER], map(_cells, capture_rows(doc)))]
     return page("wscap: WebSocket handshakes", "\n".join(out))

@@ -158,6 +158,20 @@ HANDSHAKE_HEADER = ["#", "Chain/hop", "Client", "Server", "Request", "Host", "Or
                     "Outcome", "Anomalies", "Frames", "First seen"]
 
 
+TLS_HEADER = ["Client", "Server", "SNI", "ALPN", "ClientHello frame", "Decrypted", "Handshakes"]
+TLS_NOTE = ("Connections that carried TLS where HTTP was expected. An undecrypted one may hide an upgrade: "
+            "analyse again with `--keylog FILE` (SSLKEYLOGFILE).")
+
+
+def tls_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """The document's TLS connections as plain-text cells (each writer escapes)."""
+    return [[str(t.get("client") or ""), str(t.get("server") or ""), str(t.get("sni") or "—"),
+             ", ".join(str(a) for a in t.get("alpn") or []) or "—",
+             str(t.get("hello_frame") or t.get("first_frame") or ""), "yes" if t.get("decrypted") else "no",
+             ", ".join(str(i) for i in t.get("handshakes") or []) or "—"]
+            for t in doc.get("tls") or [] if isinstance(t, dict)]
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     """The whole analysis as GitHub-flavoured Markdown."""
     out = ["# wscap: WebSocket handshakes", "", _c(_summary_line(doc))]
@@ -180,16 +194,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
                           _c(a.get("frame")), _c(a.get("message"))])
     if arows:
         out += ["", "## Anomalies", "", md_table(["Handshake", "Severity", "Code", "Frame", "Message"], arows)]
-    tls = [t for t in doc.get("tls") or [] if isinstance(t, dict)]
-    if tls:
-        out += ["", "## TLS connections", "",
-                "Connections that carried TLS where HTTP was expected. Undecrypted ones may hide an upgrade: "
-                "analyse again with `--keylog FILE` (SSLKEYLOGFILE).", "",
-                md_table(["Client", "Server", "SNI", "ALPN", "Frame", "Decrypted", "Handshakes"],
-                         [[_c(t.get("client")), _c(t.get("server")), _c(t.get("sni") or "—"),
-                           _c(", ".join(t.get("alpn") or []) or "—"), _c(t.get("hello_frame") or t.get("first_frame")),
-                           _c("yes" if t.get("decrypted") else "no"),
-                           _c(", ".join(map(str, t.get("handshakes") or [])) or "—")] for t in tls])]
+    trows = tls_rows(doc)
+    if trows:
+        out += ["", "## TLS connections", "", TLS_NOTE, "",
+                md_table(TLS_HEADER, [[_c(x) for x in r] for r in trows])]
     out += ["", "## Captures", "",
             md_table(CAPTURE_HEADER, [[_c(x) for x in r] for r in capture_rows(doc)])]
     return "\n".join(out) + "\n"

@@ -27,7 +27,8 @@ from typing import Any, Iterable, Sequence, Union
 
 from wscap.render import escape
 from wscap.render import html as H
-from wscap.render.markdown import REDACTED_NOTE, capture_rows, filter_text, hops_path, md_table, plural
+from wscap.render.markdown import (REDACTED_NOTE, TLS_HEADER, TLS_NOTE, capture_rows, filter_text, hops_path, md_table,
+                                   plural, tls_rows)
 from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_index, header, hop_status,
                                   ladder, linktype_name, sequence_diagram, split_addr, wireshark_filter)
 
@@ -726,6 +727,13 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
             classes.append("breaking" if is_broken_handshake(h) else "")
         blocks.append(Table(["#", "Client", "Server", "Request", "Status", "Outcome", "Wireshark filter"],
                             rows, classes))
+
+    # ---- TLS: what the capture could not show without a key log
+    trows = tls_rows(doc)
+    if trows:
+        blocks.append(Heading(2, ["TLS connections"], anchor="tls"))
+        blocks.append(Para([TLS_NOTE.replace("`", "")]))
+        blocks.append(Table(TLS_HEADER, trows))
 
     # ---- the advice reference for every cause in this report
     present = sorted({str((c.get("verdict") or {}).get("cause")) for c in broken + tolerated})
