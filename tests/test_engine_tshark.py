@@ -41,10 +41,6 @@ def _name(path: Path) -> str:
 # -- the one table of known differences -----------------------------------------------------------
 # (capture, field, core value, tshark value, who is right and why). `field` is the path of the
 # differing value: hs<id>.<key>... for a handshake, chain<id>.<key>... for a chain.
-_TLS_BYTES = ("tcp.client_bytes/server_bytes of a decrypted TLS connection: core counts the plaintext stream the key "
-              "log opened (wscap.decrypt overlay), the tshark engine counts TCP payload bytes (TLS records, "
-              "handshake included). The contract says 'stream bytes seen per direction'; for a WebSocket analysis "
-              "the plaintext count (core) is the more useful one.")
 _CLOSE = ("core keeps at most 125 payload bytes of a control frame (the RFC 6455 limit it also flags), so an "
           "oversized close's reason is cut to 123 characters; tshark shows all 256 bytes of the (invalid, "
           "258-byte) close payload. tshark is complete; core's cut is its memory bound. Both report "
@@ -54,16 +50,6 @@ _CLOSE = ("core keeps at most 125 payload bytes of a control frame (the RFC 6455
 KNOWN_CAPTURES: list[tuple[str, str]] = []
 
 KNOWN: list[tuple[str, str, object, object, str]] = [
-    ("pcaps/tls-healthy.pcap", "hs1.tcp.client_bytes", 540, 2958, _TLS_BYTES),
-    ("pcaps/tls-healthy.pcap", "hs1.tcp.server_bytes", 169, 515, _TLS_BYTES),
-    ("pcaps/tls-origin-rewrite.pcap", "hs1.tcp.client_bytes", 498, 2872, _TLS_BYTES),
-    ("pcaps/tls-origin-rewrite.pcap", "hs1.tcp.server_bytes", 98, 422, _TLS_BYTES),
-    ("pcaps/tls-origin-rewrite.pcap", "hs2.tcp.client_bytes", 513, 1014, _TLS_BYTES),
-    ("pcaps/tls-origin-rewrite.pcap", "hs2.tcp.server_bytes", 98, 1529, _TLS_BYTES),
-    ("pcaps/tls-loopback.pcap", "hs1.tcp.client_bytes", 215, 878, _TLS_BYTES),
-    ("pcaps/tls-loopback.pcap", "hs1.tcp.server_bytes", 155, 1533, _TLS_BYTES),
-    ("pcaps/h2-websocket.pcap", "hs1.tcp.client_bytes", 970, 3239, _TLS_BYTES),
-    ("pcaps/h2-websocket.pcap", "hs1.tcp.server_bytes", 2214, 3808, _TLS_BYTES),
     ("peer/zeek/oversized-close-frame.pcapng", "hs1.frames[0].close_reason", "C" * 123, "C" * 256, _CLOSE),
 ]
 

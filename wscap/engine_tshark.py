@@ -5,7 +5,8 @@ HTTP/1 head parsing, the WebSocket frame dissection after a 101 and the HTTP/2 d
 this module only reads its fields:
 
 - connections: `tcp.stream`, the SYN / SYN-ACK / FIN / RST flags, `tcp.len`
-  (retransmissions flagged by `tcp.analysis.retransmission` are not counted);
+  (retransmissions flagged by `tcp.analysis.retransmission` are not counted; for a connection
+  tshark decrypted with the key log, the decrypted record lengths, `data.len`, instead);
 - heads: `http.request.method/uri/version`, `http.response.version/code/phrase` and the
   header lines `http.request.line` / `http.response.line` (their `_raw` bytes when present:
   wire order, wire case, duplicates kept). `raw` is the `http` protocol item's bytes from
@@ -61,6 +62,9 @@ PREFS = {
     "http.desegment_headers": "TRUE",
     "tcp.desegment_tcp_streams": "TRUE",
     "tcp.analyze_sequence_numbers": "TRUE",
+    # tshark 4.0 reassembles a PDU only from in-order segments unless told otherwise: a head whose
+    # segments arrive out of order would never be dissected (core buffers them and reorders).
+    "tcp.reassemble_out_of_order": "TRUE",
 }
 PROTOCOLS = "frame ip ipv6 tcp tcp.segments http websocket http2 tls"
 
@@ -328,6 +332,8 @@ class FileRead:
     encaps: list[int] = field(default_factory=list)
     tcp_packets: int = 0
     errors: list[str] = field(default_factory=list)
+    plain: dict[int, int] = field(default_factory=dict)   # frame -> plaintext bytes tshark decrypted in it
+    plain_streams: set[int] = field(default_factory=set)  # tcp.stream of connections tshark decrypted
 
 
 def _file_format(path: str) -> str:
@@ -438,6 +444,40 @@ def _unterminated_starts(read: FileRead) -> set[int]:
     return out
 
 
+# Dissectors that would claim decrypted bytes before the `data` dissector does (wscap.decrypt's list:
+# the plaintext is wanted raw, so that tshark's `data.len` is each record's plaintext length).
+_CLAIMERS = ("http", "http2", "websocket", "mq", "fix", "credssp", "rdp", "5gli", "tds", "mqtt", "imap",
+             "pop", "smtp", "ldap", "sip", "dns")
+
+
+def _plaintext(path: str, keylog: str, read: FileRead) -> None:
+    """Plaintext bytes per frame of the TLS connections tshark decrypted: the length of each
+    application-data record's decrypted payload (`data.len` with the dissectors above it turned off,
+    records whose inner content type is 23). tshark's record lengths are ciphertext (tag, nonce,
+    inner type, padding), so they cannot be used; one `-T fields` pass, only with a key log."""
+    import subprocess
+    cmd = ["tshark", "-n", "-r", path, "-o", f"tls.keylog_file:{keylog}", "-Y", "tls.record.content_type == 23",
+           "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,", "-E", "separator=\t",
+           "-e", "frame.number", "-e", "tcp.stream", "-e", "tls.record.content_type", "-e", "data.len"]
+    for proto in _CLAIMERS:
+        cmd += ["--disable-protocol", proto]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        read.errors.append(f"{path}: cannot count decrypted bytes with tshark: {e}")
+        return
+    for line in out.splitlines():
+        cols = line.split("\t")
+        if len(cols) < 4 or not cols[3] or "23" not in cols[2].split(","):
+            continue
+        try:
+            n = sum(int(x) for x in cols[3].split(","))
+            read.plain[int(cols[0])] = n
+            read.plain_streams.add(int(cols[1]))
+        except ValueError:
+            continue
+
+
 def read_file(path: str, keylog: str | None = None) -> FileRead:
     if not os.path.exists(path):
         r = FileRead(path)
@@ -463,6 +503,8 @@ def read_file(path: str, keylog: str | None = None) -> FileRead:
             for h in partial.get(p.no, []):
                 h.partial = True
                 p.https.append(h)
+    if keylog and any(p.tls for p in read.packets):
+        _plaintext(path, keylog, read)
     return read
 
 
@@ -678,9 +720,12 @@ def _h2_settings(d: dict) -> dict[int, int]:
 class Builder:
     """Per file: tshark's packets -> connections -> Handshake dicts and bare attempts."""
 
-    def __init__(self, source: int, options: Options) -> None:
+    def __init__(self, source: int, options: Options, plain: dict[int, int] | None = None,
+                 plain_streams: set[int] | None = None) -> None:
         self.source = source
         self.options = options
+        self.plain = plain or {}                  # frame -> decrypted bytes (FileRead.plain)
+        self.plain_streams = plain_streams or set()
         self.conns: dict[int, Conn] = {}
         self.order: list[Conn] = []
         self.last_ts = 0
@@ -730,7 +775,8 @@ class Builder:
             c.synack_frame = p.no
         if p.tcplen and not p.retrans:
             c.saw_payload = True
-            c.bytes[side] += p.tcplen
+            # Stream bytes as analysed: for a connection tshark decrypted, the plaintext (as core).
+            c.bytes[side] += self.plain.get(p.no, 0) if p.stream in self.plain_streams else p.tcplen
         if p.lost:
             c.gaps += 1
             c.anomalies.append(make("tcp-gap", f"{side} bytes missing before frame {p.no}", p.no))
@@ -1163,7 +1209,7 @@ def analyze_paths(paths: list[str], options: Options | None = None, keylog: str 
     packets = tcp_packets = flows = 0
     for i, path in enumerate(paths):
         read = read_file(path, keylog)
-        b = Builder(i, options)
+        b = Builder(i, options, read.plain, read.plain_streams)
         for p in read.packets:
             try:
                 b.feed(p)
