@@ -6,6 +6,7 @@ independently: by reading the capture with scapy, or by asking tshark's own diss
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -146,3 +147,23 @@ def test_hostile_sni_is_escaped_in_every_output(tmp_path):
     assert "\x1b" not in md and "evil" in md
     assert re.search(r"(?<!\\)<script", md) is None and re.search(r"(?<!\\)\|name", md) is None
     assert "<script>" not in render_html(doc) and "&lt;script&gt;" in render_html(doc)
+
+
+@needs_tshark
+def test_several_key_logs_are_merged(tmp_path):
+    """The browser's and Vite's Node key logs, given as two --keylog files, open both legs."""
+    pcap = REPO / "pcaps" / "tls-origin-rewrite.pcap"
+    keys = (REPO / "pcaps" / "tls-origin-rewrite.keys").read_text().splitlines(keepends=True)
+    lines = [l for l in keys if l.strip() and not l.startswith("#")]
+    half = len(lines) // 2
+    a, b = tmp_path / "browser.keys", tmp_path / "node.keys"
+    a.write_text("".join(lines[:half]))
+    b.write_text("".join(lines[half:]))
+    argv = [sys.executable, "-m", "wscap", "analyze", str(pcap), "--format", "json"]
+    one = json.loads(subprocess.run(argv + ["--keylog", str(a)], capture_output=True, text=True).stdout)
+    both = json.loads(subprocess.run(argv + ["--keylog", str(a), "--keylog", str(b)], capture_output=True,
+                                     text=True).stdout)
+    assert both["summary"]["tls"] == {"connections": 2, "decrypted": 2}
+    assert one["summary"]["tls"]["decrypted"] < 2
+    assert both["source"][0]["keylog"]["path"] == f"{a}, {b}"
+    assert [c["verdict"]["cause"] for c in both["chains"]] == ["origin-rejected"]

@@ -92,7 +92,8 @@ def _attach_keylog(pipe: Pipeline, source: int, path: str, options: Options | No
     ov = build_overlay(path, options.keylog)
     if ov.frames:
         pipe.overlays[source] = ov
-    return {"path": options.keylog, "decrypted": len(ov.hellos), "undecrypted": ov.undecrypted,
+    label = ", ".join(options.keylog_sources) if options.keylog_sources else options.keylog
+    return {"path": label, "decrypted": len(ov.hellos), "undecrypted": ov.undecrypted,
             "error": ov.error}
 
 

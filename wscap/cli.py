@@ -54,15 +54,36 @@ def limits_options(f):
 
 def build_options(max_head_bytes: int, max_flow_buffer: int, max_flows: int, max_frames: int,
                   timeout_s: float, names: dict[str, str] | None = None, jobs: int = 1,
-                  keylog: str | None = None, engine: str = "wscap") -> Options:
+                  keylog: tuple[str, ...] | str | None = None, engine: str = "wscap") -> Options:
     lim = Limits(head_bytes=max_head_bytes, flow_buffer=max_flow_buffer, max_flows=max_flows,
                  frames_per_direction=max_frames)
-    return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())), keylog=keylog)
+    return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())),
+                   keylog=one_keylog(keylog),
+                   keylog_sources=tuple(keylog) if isinstance(keylog, tuple) and len(keylog) > 1 else ())
+
+
+def one_keylog(keylog: tuple[str, ...] | str | None) -> str | None:
+    """Several --keylog files (browser, Vite's Node, the backend) -> one file tshark can read."""
+    if not keylog or isinstance(keylog, str):
+        return keylog or None
+    if len(keylog) == 1:
+        return keylog[0]
+    import atexit
+    import os
+    import tempfile
+    fd, path = tempfile.mkstemp(prefix="wscap-keylog-", suffix=".keys")
+    atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+    with os.fdopen(fd, "wb") as out:
+        for k in keylog:
+            with open(k, "rb") as f:
+                data = f.read()
+            out.write(data if data.endswith(b"\n") or not data else data + b"\n")
+    return path
 
 
 def keylog_option(f):
-    return click.option("--keylog", type=click.Path(exists=True, dir_okay=False), default=None,
-                        help="SSLKEYLOGFILE (browsers, Node --tls-keylog): decrypt TLS connections with tshark "
+    return click.option("--keylog", type=click.Path(exists=True, dir_okay=False), multiple=True,
+                        help="SSLKEYLOGFILE (browsers, Node --tls-keylog; repeatable): decrypt TLS connections with tshark "
                              "and analyse the upgrades inside them.")(f)
 
 

@@ -34,6 +34,7 @@ class Options:
     names: tuple[tuple[str, str], ...] = ()   # ip -> name labels (Docker, --names)
     stream: bool = True               # emit Decided events (live); analyze only wants document()
     keylog: str | None = None         # SSLKEYLOGFILE: decrypt TLS connections with tshark (wscap.decrypt)
+    keylog_sources: tuple[str, ...] = ()   # the user's key log files when several were merged into `keylog`
 
 
 # From the Ethernet type field on: ethertype, version/IHL, total length, fragment bits, protocol,
