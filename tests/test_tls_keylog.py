@@ -167,3 +167,25 @@ def test_several_key_logs_are_merged(tmp_path):
     assert one["summary"]["tls"]["decrypted"] < 2
     assert both["source"][0]["keylog"]["path"] == f"{a}, {b}"
     assert [c["verdict"]["cause"] for c in both["chains"]] == ["origin-rejected"]
+
+
+def test_chain_names_the_encrypted_leg_before_it(tmp_path):
+    """Browser -TLS, no keys-> proxy -cleartext-> backend 403: the chain starts at the proxy and
+    says that a TLS connection came into the proxy just before (the leg it cannot show)."""
+    from builders import new_key, ws_request, ws_response
+    _, hello, _ = client_hello_frame()
+    cap = Capture()
+    down = cap.conn(("10.88.0.1", 45000), ("10.88.0.10", 5173)).open()
+    [hello_pkt] = down.send(True, hello)
+    down.send(False, b"\x16\x03\x03\x00\x05\x02\x00\x00\x01\x00")
+    other = cap.conn(("10.88.0.5", 45001), ("10.88.0.30", 443)).open()      # TLS to someone else
+    other.send(True, hello)
+    up = cap.conn(("10.88.0.10", 41000), ("10.88.0.20", 5000)).open()
+    k = new_key(3)
+    up.send(True, ws_request("/ws", host="meetsonar-backend:5000", key=k, lower=True))
+    up.send(False, ws_response(k, status=403, reason="Forbidden"))
+    doc = analyze_paths([cap.write(tmp_path / "front.pcap")])
+    [c] = doc["chains"]
+    assert c["encrypted_before"] == {"source": 0, "client": "10.88.0.1:45000", "server": "10.88.0.10:5173",
+                                     "sni": "localhost", "hello_frame": cap.packets.index(hello_pkt) + 1}
+    assert "Before hop 0: 10.88.0.1:45000" in render_table(doc)

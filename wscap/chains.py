@@ -229,3 +229,36 @@ def link_view(h: dict) -> dict:
             "headers": [["Sec-WebSocket-Key", key]] if key else []},
         "response": None if resp is None else {"ts": resp["ts"], "frame": resp["frame"]},
     }
+
+
+class EncryptedLegs:
+    """Undecrypted TLS connections *into* a chain's first client: a leg the capture cannot show.
+
+    When the browser talks TLS to the proxy and no key log opened it, the chain starts at the
+    proxy. If that proxy's address received a TLS connection shortly before its upstream request,
+    the chain says so (the browser leg is there, just encrypted) instead of passing it in silence.
+    """
+
+    def __init__(self, tls_docs: list[dict]) -> None:
+        self.by_server: dict[tuple[int, str], list[tuple[float, dict]]] = {}
+        for t in tls_docs:
+            if not t.get("decrypted"):
+                self.by_server.setdefault((t["source"], _ip(t["server"])), []).append((t["first_ts"], t))
+        for v in self.by_server.values():
+            v.sort(key=lambda x: x[0])
+
+    def before(self, first_hop: dict) -> dict | None:
+        req = first_hop.get("request")
+        if not req or not self.by_server:
+            return None
+        cands = self.by_server.get((first_hop["source"], _ip(first_hop["client"])))
+        if not cands:
+            return None
+        t_req = req["ts"]
+        i = bisect.bisect_right([c[0] for c in cands], t_req)
+        if i == 0 or t_req - cands[i - 1][0] > LINK_WINDOW_S:
+            return None
+        t = cands[i - 1][1]
+        return {"source": t["source"], "client": t["client"], "server": t["server"], "sni": t["sni"],
+                "hello_frame": t["hello_frame"]}
+

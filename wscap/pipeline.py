@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from . import __version__
-from .chains import LINK_WINDOW_S, build_chains, judge_chain, link_chains, link_view
+from .chains import LINK_WINDOW_S, EncryptedLegs, build_chains, judge_chain, link_chains, link_view
 from .spool import Spool
 from .connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint, fmt_ip
 from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder
@@ -544,9 +544,10 @@ class Pipeline:
         chain_locs = []
         counts: dict[str, int] = {}
         light_chains = []
+        encrypted = EncryptedLegs(self.tls_docs)
         for i, c in enumerate(chains):
             chains[i] = None                   # judged chains live in chain_spool, not in memory
-            full = self._judge(c, proxies)
+            full = self._judge(c, proxies, encrypted)
             counts[full["verdict"]["cause"]] = counts.get(full["verdict"]["cause"], 0) + 1
             light_chains.append({"hops": full["hops"], "verdict": {"broken": full["verdict"]["broken"],
                                                                    "cause": full["verdict"]["cause"]}})
@@ -569,9 +570,10 @@ class Pipeline:
         doc["id"] = view["id"]
         return doc
 
-    def _judge(self, c: dict, proxies: set[str]) -> dict:
+    def _judge(self, c: dict, proxies: set[str], encrypted: EncryptedLegs | None = None) -> dict:
         hops = [self._full(v) for v in c["hops"]]
         judge_chain(c, hops, proxies)
+        c["encrypted_before"] = encrypted.before(hops[0]) if encrypted is not None else None
         c["hops"] = [v["id"] for v in c["hops"]]
         for link in c["links"]:
             link["from"], link["to"] = link["from"]["id"], link["to"]["id"]
@@ -580,7 +582,8 @@ class Pipeline:
     def document(self) -> dict:
         """The whole document in memory (renderers, the Python API); `write_json` streams it."""
         chains, used, proxies = self._linked()
-        chains = [self._judge(c, proxies) for c in chains]
+        encrypted = EncryptedLegs(self.tls_docs)
+        chains = [self._judge(c, proxies, encrypted) for c in chains]
         shown = sorted(self.views + used, key=lambda v: (v["source"], v["first_frame"]))
         all_hs = [self._full(v) for v in shown]
         names = dict(self.options.names)

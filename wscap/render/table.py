@@ -145,6 +145,12 @@ def render_table(doc: dict, verbose: bool = False) -> str:
             out.append(f"  [{c['id']}] {status:6} {v['cause']}"
                        + (f" (hop {v['hop']})" if v["hop"] is not None else "") + "  " + ladder(c, by_id, names))
             out.append("         " + term(v["summary"]))
+            enc = c.get("encrypted_before")
+            if enc:
+                out.append(f"         Before hop 0: {term(label(enc['client'], names))} → "
+                           f"{term(label(enc['server'], names))} came over TLS (SNI {term(enc['sni'] or '(none)')}, "
+                           f"frame {enc['hello_frame']}) and was not decrypted: the client-side leg is there, "
+                           "encrypted (--keylog shows it).")
             if v["broken"] and v["hop"] is not None:
                 for d in c["diffs"]:
                     if d["changes"] and (d["to_hop"] == v["hop"] or d["from_hop"] == v["hop"]) and (
