@@ -64,11 +64,17 @@ def check_request(req: HttpHead) -> Iterable[Anomaly]:
             yield make("key-duplicate", f"{len(keys)} Sec-WebSocket-Key headers", fr)
         if not key_valid(keys[0]):
             yield make("key-invalid", f"Sec-WebSocket-Key {keys[0][:40].decode('latin-1')!r} is not base64 of 16 bytes", fr)
+    yield from check_version(req)
+
+
+def check_version(req) -> Iterable[Anomaly]:
+    """RFC 6455 §4.1 (and RFC 8441 §5, which keeps it): the version must be 13."""
     versions = req.get_all(b"sec-websocket-version")
     if not versions:
-        yield make("version-missing", "no Sec-WebSocket-Version", fr)
+        yield make("version-missing", "no Sec-WebSocket-Version", req.frame)
     elif versions[0] != WEBSOCKET_VERSION:
-        yield make("version-unsupported", f"Sec-WebSocket-Version is {versions[0][:20].decode('latin-1')!r}, not 13", fr)
+        yield make("version-unsupported", f"Sec-WebSocket-Version is {versions[0][:20].decode('latin-1')!r}, not 13",
+                   req.frame)
 
 
 def key_valid(key: bytes) -> bool:
@@ -106,13 +112,21 @@ def check_response(req: HttpHead, resp: HttpHead) -> Iterable[Anomaly]:
         if acc.decode("latin-1") != want:
             yield make("bad-accept", f"Sec-WebSocket-Accept is {acc[:60].decode('latin-1')!r}, expected {want!r} "
                        f"for key {key.decode('latin-1')!r}", fr)
+    yield from check_negotiation(req, resp)
+
+
+def check_negotiation(req, resp) -> Iterable[Anomaly]:
+    """Subprotocol and extensions the server accepted must be ones the client offered (RFC 6455
+    §4.2.2; the same over HTTP/2, RFC 8441 §5). Heads are HttpHead or http2.H2Head."""
+    fr = resp.frame
     offered = req.tokens(b"sec-websocket-protocol")
     chosen = resp.tokens(b"sec-websocket-protocol")
     if chosen and (len(chosen) > 1 or chosen[0] not in offered):
         yield make("subprotocol-not-offered", f"server chose subprotocol {', '.join(chosen)!r}; client offered "
                    f"{', '.join(offered) or 'none'}", fr)
     elif offered and not chosen:
-        yield make("subprotocol-not-echoed", f"client offered {', '.join(offered)!r}; the 101 chose none", fr)
+        yield make("subprotocol-not-echoed", f"client offered {', '.join(offered)!r}; the "
+                   f"{resp.status} chose none", fr)
     offered_ext = {e.split(";")[0].strip() for e in extension_names(req)}
     for ext in extension_names(resp):
         name = ext.split(";")[0].strip()
@@ -120,7 +134,7 @@ def check_response(req: HttpHead, resp: HttpHead) -> Iterable[Anomaly]:
             yield make("extension-not-offered", f"server accepted extension {name!r}, which the client did not offer", fr)
 
 
-def extension_names(head: HttpHead) -> list[str]:
+def extension_names(head) -> list[str]:
     return [e.split(";")[0].strip() for e in head.tokens(b"sec-websocket-extensions")]
 
 

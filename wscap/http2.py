@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import hpack
 
 from .anomaly import Anomaly, make
+from .handshake import check_negotiation, check_version
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"       # RFC 9113 §3.4
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH, PING, GOAWAY, WINDOW, CONTINUATION = range(10)
@@ -296,12 +297,7 @@ def check_extended_connect(req: H2Head, server_enabled: bool | None) -> list[Ano
                         f"request make it malformed (RFC 9113 §8.2.2)", fr))
     if req.has(b"sec-websocket-key"):
         out.append(make("h2-key-header", "Sec-WebSocket-Key is not used over HTTP/2 (RFC 8441 §5)", fr))
-    versions = req.get_all(b"sec-websocket-version")
-    if not versions:
-        out.append(make("version-missing", "no sec-websocket-version", fr))
-    elif versions[0] != b"13":
-        out.append(make("version-unsupported", f"sec-websocket-version is {versions[0][:20].decode('latin-1')!r}, "
-                        f"not 13", fr))
+    out += check_version(req)
     return out
 
 
@@ -318,16 +314,5 @@ def check_connect_response(req: H2Head, resp: H2Head) -> list[Anomaly]:
                             f"HTTP/2 response (RFC 9113 §8.2.2)", fr))
         if resp.has(b"sec-websocket-accept"):
             out.append(make("h2-key-header", "Sec-WebSocket-Accept is not used over HTTP/2 (RFC 8441 §5)", fr))
-        offered = req.tokens(b"sec-websocket-protocol")
-        chosen = resp.tokens(b"sec-websocket-protocol")
-        if chosen and (len(chosen) > 1 or chosen[0] not in offered):
-            out.append(make("subprotocol-not-offered", f"server chose subprotocol {', '.join(chosen)!r}; client "
-                            f"offered {', '.join(offered) or 'none'}", fr))
-        elif offered and not chosen:
-            out.append(make("subprotocol-not-echoed", f"client offered {', '.join(offered)!r}; the 200 chose none", fr))
-        offered_ext = {e.split(";")[0].strip() for e in req.tokens(b"sec-websocket-extensions")}
-        for ext in resp.tokens(b"sec-websocket-extensions"):
-            if ext.split(";")[0].strip() not in offered_ext:
-                out.append(make("extension-not-offered", f"server accepted extension {ext.split(';')[0]!r}, which "
-                                "the client did not offer", fr))
+        out += check_negotiation(req, resp)
     return out
