@@ -8,7 +8,7 @@ attempts kept only when they could be a chain's missing hop, linking and judging
 from __future__ import annotations
 
 from . import __version__
-from .chains import LINK_WINDOW_S, link_chains, judge_chain
+from .chains import LINK_WINDOW_S, EncryptedLegs, link_chains, judge_chain
 from .pipeline import SCHEMA_VERSION, Options, endpoints, summary
 
 
@@ -55,8 +55,10 @@ def document(handshakes: list[dict], attempts: list[dict], sources: list[dict], 
         if a["id"] is None:
             a["id"] = next_id
             next_id += 1
+    encrypted = EncryptedLegs(tls or [])
     for c in chains:
         judge_chain(c, c["hops"], proxies)
+        c["encrypted_before"] = encrypted.before(c["hops"][0])
         c["hops"] = [h["id"] for h in c["hops"]]
         for link in c["links"]:
             link["from"], link["to"] = link["from"]["id"], link["to"]["id"]

@@ -227,8 +227,8 @@ class Pkt:
     fin: bool = False
     rst: bool = False
     tcplen: int = 0
+    seq: int | None = None                             # tshark's relative sequence number
     retrans: bool = False
-    lost: bool = False
     payload: bytes = b""
     segments: list[int] = field(default_factory=list)
     segdata: list[int] = field(default_factory=list)   # sizes of this segment's pieces of reassembled PDUs
@@ -280,9 +280,9 @@ def _extract(pkt) -> Pkt:
     p.syn, p.ack = _flag(t, "tcp.flags.syn"), _flag(t, "tcp.flags.ack")
     p.fin, p.rst = _flag(t, "tcp.flags.fin"), _flag(t, "tcp.flags.reset")
     p.tcplen = _int(t.get("tcp.len"), 0)
+    p.seq = _int(t.get("tcp.seq"))
     p.retrans = _find(t, "tcp.analysis.retransmission") is not None or \
         _find(t, "tcp.analysis.spurious_retransmission") is not None
-    p.lost = _find(t, "tcp.analysis.lost_segment") is not None
     pl = _raw_list(t.get("tcp.payload_raw"))
     if pl:
         p.payload = pl[0][:32]
@@ -415,11 +415,14 @@ def _reuse_version(cap) -> None:
 
 def _undissected_http_ports(read: FileRead) -> list[int]:
     """Server ports of streams whose first client bytes look like an HTTP request line but that
-    tshark did not dissect as HTTP (another dissector owns the port)."""
+    tshark did not dissect as HTTP (another dissector owns the port, or tshark's `http_tcp`
+    heuristic saw too little of the request line in the first segment, e.g. "GET /ws HTTP/")."""
     first: dict[int, Pkt] = {}
     has_http: set[int] = set()
     for p in read.packets:
-        if p.https or p.ws or p.h2 or p.tls:
+        # A request tshark read (a response alone is not enough: its heuristic can take the server's
+        # "HTTP/1.1 101" when the client's first segment held too little of the request line).
+        if any(h.kind == "request" for h in p.https) or p.h2 or p.tls:
             has_http.add(p.stream)
         if p.tcplen and p.stream not in first:
             first[p.stream] = p
@@ -534,6 +537,7 @@ class Exchange:
     deflate: bool = False
     h2: dict | None = None                        # the Handshake's "h2" object (RFC 8441 stream)
     scanners: dict[str, FrameScanner] | None = None   # HTTP/2: RFC 6455 frames decoded from DATA bytes
+    done: int | None = None                       # frame where the request head was complete (ids' order)
 
 
 class Conn:
@@ -572,6 +576,8 @@ class Conn:
         self.noted: dict[str, int] = {}          # connection-level anomalies per code (bounded as in core)
         self.closed_frame: int | None = None     # the RST or second FIN that ended it
         self.unterminated: set[int] = set()      # ids of head-incomplete anomalies awaiting that frame
+        self.seq_end: dict[str, int] = {}        # side -> highest relative sequence number seen + its length
+        self.holes: dict[str, list[list[int]]] = {"client": [], "server": []}   # [start, end, frame] unfilled
 
 
 def _split_line(line: bytes) -> tuple[bytes, bytes]:
@@ -731,12 +737,15 @@ class Builder:
         self.last_ts = 0
         self.ts: dict[int, int] = {}     # frame number -> timestamp (every TCP frame of the file)
         self.lens: dict[int, int] = {}   # frame number -> TCP payload length
+        self.seqs: dict[int, tuple[int, bytes]] = {}   # frame -> (relative seq, first payload bytes), with payload
         self.segdata: dict[int, list[int]] = {}   # frame number -> its pieces of reassembled PDUs
 
     def feed(self, p: Pkt) -> None:
         self.last_ts = max(self.last_ts, p.ts_ns)
         self.ts[p.no] = p.ts_ns
         self.lens[p.no] = p.tcplen
+        if p.tcplen and p.seq is not None:
+            self.seqs[p.no] = (p.seq, p.payload)
         if p.segdata:
             self.segdata[p.no] = p.segdata
         c = self.conns.get(p.stream)
@@ -773,13 +782,16 @@ class Builder:
             c.syn_frame = p.no
         if p.syn and p.ack and side == "server" and c.synack_frame is None:
             c.synack_frame = p.no
+        new = self._holes(c, p, side) if p.seq is not None else (0 if p.retrans else p.tcplen)
         if p.tcplen and not p.retrans:
             c.saw_payload = True
-            # Stream bytes as analysed: for a connection tshark decrypted, the plaintext (as core).
-            c.bytes[side] += self.plain.get(p.no, 0) if p.stream in self.plain_streams else p.tcplen
-        if p.lost:
-            c.gaps += 1
-            c.anomalies.append(make("tcp-gap", f"{side} bytes missing before frame {p.no}", p.no))
+        # Stream bytes as analysed: bytes of sequence space seen for the first time (a segment
+        # filling a hole counts even when tshark calls it a retransmission); for a connection
+        # tshark decrypted, the plaintext of its records (as core).
+        if p.stream in self.plain_streams:
+            c.bytes[side] += 0 if p.retrans else self.plain.get(p.no, 0)
+        else:
+            c.bytes[side] += new
         if p.hello is not None and side == "client" and c.hello is None:
             c.hello, c.hello_frame = p.hello, p.no
         if p.tls and (p.https or p.ws or p.h2):
@@ -790,7 +802,7 @@ class Builder:
         if p.h2:
             self._h2(c, p, side)
         if p.tcplen and side == "server" and not p.retrans and not p.https and not p.ws and not p.h2 \
-                and c.ws_mode is None and not p.payload.startswith(b"HTTP/"):
+                and not p.segdata and c.ws_mode is None and not p.payload.startswith(b"HTTP/"):
             ex = next((e for e in c.pending if e is not None and e.response is None), None)
             if ex is not None and not c.server_nonhttp_noted and not p.tls:
                 c.server_nonhttp_noted = True
@@ -807,10 +819,60 @@ class Builder:
                 c.closed_frame = p.no
                 c.closed_ts = p.ts_ns
 
+    def _holes(self, c: Conn, p: Pkt, side: str) -> int:
+        """Track the byte ranges of one direction that have not arrived (core's gaps); return how
+        many of this segment's bytes are new. tshark's `tcp.analysis.lost_segment` marks a hole
+        when it opens, also when a segment sent out of order fills it a packet later (which tshark
+        may then call a retransmission); the engine keeps the holes tshark's relative sequence
+        numbers leave open and reports those still open at the end."""
+        start = p.seq + (1 if p.syn else 0)
+        end = start + p.tcplen
+        hi = c.seq_end.get(side)
+        if hi is None:
+            c.seq_end[side] = end + (1 if p.fin else 0)
+            return p.tcplen
+        new = max(0, end - max(start, hi))
+        holes = c.holes[side]
+        if start > hi:
+            holes.append([hi, start, p.no])
+        if holes and p.tcplen:
+            keep = []
+            for h in holes:
+                if end <= h[0] or start >= h[1] or h[1] > hi:
+                    keep.append(h)          # untouched (or the hole this very segment opened)
+                    continue
+                new += min(end, h[1]) - max(start, h[0])
+                if start > h[0]:
+                    keep.append([h[0], start, h[2]])
+                if end < h[1]:
+                    keep.append([end, h[1], h[2]])
+            c.holes[side] = keep
+        c.seq_end[side] = max(hi, end + (1 if p.fin else 0))
+        return new
+
+    def _last_byte_frame(self, p: Pkt, h: Http) -> int:
+        """The frame holding a reassembled head's last byte (core's `frame`), which is not the frame
+        completing the reassembly when the segments came out of order: tshark's segment list is in
+        sequence order, the head starts its first segment, so count its length along their
+        sequence numbers."""
+        if len(p.segments) < 2 or h.raw is None:
+            return p.no
+        first = self.seqs.get(p.segments[0])
+        m = _HEAD_END.search(h.raw)
+        if first is None or m is None or not h.raw.startswith(first[1]):
+            return p.no
+        end = first[0] + m.end() - 1                  # sequence number of the head's last byte
+        for s in p.segments:
+            seq = self.seqs.get(s, (None,))[0]
+            if seq is not None and seq <= end < seq + self.lens.get(s, 0):
+                return s
+        return p.no
+
     # -- HTTP/1 ------------------------------------------------------------------------------
     def _http(self, c: Conn, p: Pkt, side: str) -> None:
-        for h in p.https:
-            head = _head(h, p.no, p.ts_ns)
+        for k, h in enumerate(p.https):
+            last = self._last_byte_frame(p, h) if k == 0 else p.no
+            head = _head(h, last, self.ts.get(last, p.ts_ns))
             if h.partial:
                 head.complete = False
                 # The message names the frame that ended the connection (as the core's does); it is
@@ -824,7 +886,7 @@ class Builder:
                     c.plain_requests += 1
                     c.pending.append(None)
                     continue
-                ex = Exchange(head)
+                ex = Exchange(head, done=p.no)
                 if c.plain_requests:
                     ex.anomalies.append(make("keep-alive-before-upgrade",
                                              f"{c.plain_requests} plain request(s) preceded the upgrade", p.no))
@@ -1056,11 +1118,21 @@ class Builder:
     def results(self) -> tuple[list[dict], list[dict], list[dict]]:
         """-> (handshakes in request order, bare attempts, TLS connections with their handshake dicts)."""
         hands: list[dict] = []
+        order: dict[int, tuple[int, int]] = {}
         attempts: list[dict] = []
         tls: list[dict] = []
         for c in self.order:
+            for side in ("client", "server"):
+                for lo, hi, frame in sorted(c.holes[side]):
+                    c.gaps += 1
+                    self._note(c, make("tcp-gap", f"{hi - lo} {side} bytes missing before frame {frame}", frame))
+                c.holes[side] = []
             end_ns = c.closed_ts if c.closed_ts is not None else self.last_ts
             mine = [self._json(c, ex, end_ns) for ex in c.exchanges]
+            for ex, h in zip(c.exchanges, mine):
+                # ids follow the requests in the order they were complete (core's order): the frame
+                # that completed the head, not the one holding its last byte (they differ out of order).
+                order[id(h)] = (ex.done or ex.request.frame, h["first_frame"])
             hands += mine
             if not c.exchanges and not c.saw_payload and c.syn_frame is not None:
                 attempts.append(self._json(c, None, end_ns))
@@ -1068,7 +1140,7 @@ class Builder:
                 tls.append({"source": c.source, "client": _fmt(*c.client), "server": _fmt(*c.server),
                             "first_frame": c.first_frame, "hello_frame": c.hello_frame,
                             "first_ts": round(c.first_ts / 1e9, 6), **self._tls(c), "handshakes": mine})
-        hands.sort(key=lambda h: (h["request"]["frame"], h["first_frame"]))
+        hands.sort(key=lambda h: order[id(h)])
         return hands, attempts, tls
 
     def _tls(self, c: Conn) -> dict | None:
@@ -1229,7 +1301,8 @@ def analyze_paths(paths: list[str], options: Options | None = None, keylog: str 
             "linktypes": [_ENCAP_TO_LINKTYPE.get(e, e) for e in read.encaps], "interfaces": [],
             "complete": not read.errors, "errors": read.errors})
         if keylog:
-            sources[-1]["keylog"] = {"path": keylog, "decrypted": sum(1 for x in t if x["decrypted"]),
+            label = ", ".join(options.keylog_sources) if getattr(options, "keylog_sources", ()) else keylog
+            sources[-1]["keylog"] = {"path": label, "decrypted": sum(1 for x in t if x["decrypted"]),
                                      "undecrypted": sum(1 for x in t if not x["decrypted"]), "error": None}
     stats = {"packets": packets, "tcp_packets": tcp_packets, "truncated_packets": 0, "flows": flows,
              "flows_tracked": 0, "evicted_flows": 0, "ip_fragments_dropped": 0, "limits_hit": {}}
