@@ -277,12 +277,18 @@ def _extract(pkt) -> Pkt:
     p.stream = _int(t.get("tcp.stream"))
     p.sport = _int(t.get("tcp.srcport"), 0)
     p.dport = _int(t.get("tcp.dstport"), 0)
-    p.syn, p.ack = _flag(t, "tcp.flags.syn"), _flag(t, "tcp.flags.ack")
-    p.fin, p.rst = _flag(t, "tcp.flags.fin"), _flag(t, "tcp.flags.reset")
+    flags = _int(t.get("tcp.flags"))         # "0x0012": one field instead of a walk of tcp.flags_tree
+    if flags is None:
+        p.syn, p.ack = _flag(t, "tcp.flags.syn"), _flag(t, "tcp.flags.ack")
+        p.fin, p.rst = _flag(t, "tcp.flags.fin"), _flag(t, "tcp.flags.reset")
+    else:
+        p.fin, p.syn, p.rst, p.ack = bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 16)
     p.tcplen = _int(t.get("tcp.len"), 0)
     p.seq = _int(t.get("tcp.seq"))
-    p.retrans = _find(t, "tcp.analysis.retransmission") is not None or \
-        _find(t, "tcp.analysis.spurious_retransmission") is not None
+    analysis = t.get("tcp.analysis")         # expert flags live in this (small) subtree only
+    if analysis is not None:
+        p.retrans = _find(analysis, "tcp.analysis.retransmission") is not None or \
+            _find(analysis, "tcp.analysis.spurious_retransmission") is not None
     pl = _raw_list(t.get("tcp.payload_raw"))
     if pl:
         p.payload = pl[0][:32]
@@ -351,7 +357,10 @@ def _file_format(path: str) -> str:
     return "unknown"
 
 
-def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None = None) -> FileRead:
+def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None = None,
+            only: str | None = None) -> FileRead:
+    """One tshark run over `path`. `only`: a display filter; tshark still dissects (and reassembles)
+    every packet but emits only those, which is most of the cost on the Python side."""
     import pyshark   # imported lazily: only this engine needs it
     res = FileRead(path)
     prefs = dict(PREFS)
@@ -362,7 +371,7 @@ def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None 
     try:
         cap = pyshark.FileCapture(
             path, use_json=True, include_raw=True, keep_packets=False, override_prefs=prefs,
-            decode_as={f"tcp.port=={p}": "http" for p in ports} or None,
+            decode_as={f"tcp.port=={p}": "http" for p in ports} or None, display_filter=only,
             custom_parameters=["-J", PROTOCOLS])
         _reuse_version(cap)
         for pkt in cap:
@@ -493,14 +502,17 @@ def read_file(path: str, keylog: str | None = None) -> FileRead:
     read = _tshark(path, keylog, [])
     ports = _undissected_http_ports(read)
     if ports:
-        again = _tshark(path, keylog, ports)
-        if again.count >= read.count:
-            read = again
+        # Only those ports' packets are needed from the second run (tcp.stream numbers are the same).
+        again = _tshark(path, keylog, ports, only=" || ".join(f"tcp.port == {p}" for p in ports))
+        if len(again.errors) <= len(read.errors):
+            keep = [p for p in read.packets if p.sport not in ports and p.dport not in ports]
+            read.packets = sorted(keep + again.packets, key=lambda p: p.no)
     starts = _unterminated_starts(read)
     if starts:
         # tshark only dissects a head once its empty line arrived. Without header desegmentation
         # it dissects each segment on its own: that is tshark's reading of the unterminated head.
-        second = _tshark(path, keylog, ports, {"http.desegment_headers": "FALSE"})
+        second = _tshark(path, keylog, ports, {"http.desegment_headers": "FALSE"},
+                         only="frame.number in {" + " ".join(str(n) for n in sorted(starts)) + "}")
         partial = {p.no: [h for h in p.https if h.kind == "response"] for p in second.packets if p.no in starts}
         for p in read.packets:
             for h in partial.get(p.no, []):
