@@ -360,7 +360,36 @@ def _file_format(path: str) -> str:
 def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None = None,
             only: str | None = None) -> FileRead:
     """One tshark run over `path`. `only`: a display filter; tshark still dissects (and reassembles)
-    every packet but emits only those, which is most of the cost on the Python side."""
+    every packet but emits only those, which is most of the cost on the Python side.
+
+    pyshark takes the current event loop and, in the main thread, installs a SafeChildWatcher (a
+    SIGCHLD handler and signal wakeup fd on that loop) that it never removes; later signals then
+    show up in the caller's process as `BlockingIOError` in `_sighandler_noop`. The engine gives
+    pyshark a loop of its own and, when the run is over, closes the watcher (its SIGCHLD handler
+    goes, the signal disposition and wakeup fd are restored), puts the default watcher back and
+    closes the loop. (In a thread of its own, pyshark would use the ThreadedChildWatcher, which
+    loses tshark's exit status now and then: "Unknown child process pid".)"""
+    import asyncio
+    import warnings
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return _tshark_run(path, keylog, ports, extra, only)
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # child watchers are deprecated in 3.12
+            try:
+                watcher = asyncio.get_child_watcher()
+                if isinstance(watcher, asyncio.SafeChildWatcher):    # the one pyshark installs
+                    watcher.close()
+                    asyncio.set_child_watcher(None)
+            except (NotImplementedError, AttributeError, RuntimeError):
+                pass
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def _tshark_run(path: str, keylog: str | None, ports: list[int], extra: dict | None, only: str | None) -> FileRead:
     import pyshark   # imported lazily: only this engine needs it
     res = FileRead(path)
     prefs = dict(PREFS)
