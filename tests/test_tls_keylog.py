@@ -66,7 +66,8 @@ def test_keylog_decrypts_and_the_core_reads_the_upgrade():
     assert not [a for a in h["anomalies"] if a["severity"] == "error"]
     [t] = doc["tls"]
     assert t["decrypted"] and t["handshakes"] == [h["id"]]
-    assert doc["source"][0]["keylog"] == {"path": str(KEYS), "decrypted": 1, "undecrypted": 0, "error": None}
+    assert doc["source"][0]["keylog"] == {"path": str(KEYS), "decrypted": 1, "undecrypted": 0, "records_lost": 0,
+                                          "withheld_frames": 0, "error": None}
     assert doc["chains"][0]["verdict"]["cause"] == "ok"
 
 
@@ -189,3 +190,38 @@ def test_chain_names_the_encrypted_leg_before_it(tmp_path):
     assert c["encrypted_before"] == {"source": 0, "client": "10.88.0.1:45000", "server": "10.88.0.10:5173",
                                      "sni": "localhost", "hello_frame": cap.packets.index(hello_pkt) + 1}
     assert "Before hop 0: 10.88.0.1:45000" in render_table(doc)
+
+
+@needs_tshark
+def test_plaintext_over_the_memory_budget_becomes_gaps_not_silence(monkeypatch):
+    import wscap.decrypt as decrypt
+    monkeypatch.setattr(decrypt, "MAX_PLAINTEXT", 300)     # the request head (~190 bytes) fits, the rest not
+    doc = analyze_paths([str(PCAP)], Options(keylog=str(KEYS)))
+    [h] = doc["handshakes"]
+    kl = doc["source"][0]["keylog"]
+    assert kl["withheld_frames"] > 0 and h["request"]["target"] == "/ws"
+    assert h["tcp"]["gaps"] > 0 or any(a["code"] in ("tcp-gap", "truncated-packet") for a in h["anomalies"])
+
+
+@needs_tshark
+def test_a_record_that_does_not_open_is_a_gap(tmp_path):
+    """Damage the ciphertext of the record carrying the 101: AEAD refuses it, the key log cannot
+    open it, and wscap says so (records_lost, a tcp-gap) instead of splicing the stream."""
+    from scapy.all import Raw, wrpcap  # type: ignore[attr-defined]
+    out = subprocess.run(["tshark", "-r", str(PCAP), "-o", f"tls.keylog_file:{KEYS}", "-Y", "http.response",
+                          "-T", "fields", "-e", "frame.number"], capture_output=True, text=True, check=True)
+    resp_frame = int(out.stdout.split()[0])
+    pkts = rdpcap(str(PCAP))
+    p = pkts[resp_frame - 1]
+    data = bytearray(bytes(p[TCP].payload))
+    data[-5] ^= 0xFF                                   # inside the AEAD tag
+    p[TCP].remove_payload()
+    p[TCP].add_payload(Raw(bytes(data)))
+    del p[TCP].chksum
+    bad = tmp_path / "damaged.pcap"
+    wrpcap(str(bad), pkts)
+    doc = analyze_paths([str(bad)], Options(keylog=str(KEYS)))
+    assert doc["source"][0]["keylog"]["records_lost"] >= 1
+    [h] = doc["handshakes"]
+    assert h["response"] is None and h["outcome"] != "upgraded"
+    assert any(a["code"] == "tcp-gap" for a in h["anomalies"])

@@ -94,7 +94,7 @@ def _attach_keylog(pipe: Pipeline, source: int, path: str, options: Options | No
         pipe.overlays[source] = ov
     label = ", ".join(options.keylog_sources) if options.keylog_sources else options.keylog
     return {"path": label, "decrypted": len(ov.hellos), "undecrypted": ov.undecrypted,
-            "error": ov.error}
+            "records_lost": ov.records_lost, "withheld_frames": ov.withheld, "error": ov.error}
 
 
 def _source_json(res: ReadResult, keylog: dict | None) -> dict:

@@ -26,17 +26,21 @@ _CLAIMERS = ("http", "http2", "websocket", "mq", "fix", "credssp", "rdp", "5gli"
              "pop", "smtp", "ldap", "sip", "dns")
 _FIELDS = ("frame.number", "tcp.stream", "ip.src", "ipv6.src", "tcp.srcport", "tcp.flags.syn", "tcp.seq_raw",
            "tls.handshake.type", "tls.handshake.extensions_server_name", "tls.handshake.extensions_alpn_str",
-           "tls.handshake.extensions.supported_version", "tls.record.content_type", "data.data")
+           "tls.handshake.extensions.supported_version", "tls.record.content_type", "data.data",
+           "tls.record.length")
 
 
 @dataclass
 class Overlay:
     """Plaintext for the frames of TLS connections the key log opened (one capture file)."""
-    frames: dict[int, tuple[int, bytes]] = field(default_factory=dict)   # frame -> (seq, plaintext)
+    frames: dict[int, tuple] = field(default_factory=dict)   # frame -> (seq, plaintext or None, its length)
     stream_of: dict[int, int] = field(default_factory=dict)              # frame -> tshark stream
     hellos: dict[int, ClientHello] = field(default_factory=dict)         # stream -> its ClientHello
     hello_frames: dict[int, int] = field(default_factory=dict)           # stream -> the ClientHello's frame
     undecrypted: int = 0              # TLS connections the key log had no secrets for
+    records_lost: int = 0             # application-data records of decrypted connections tshark could not open
+    withheld: int = 0                 # frames whose plaintext was over the memory budget (become gaps)
+    held: int = 0                     # plaintext bytes held
     error: str | None = None
 
     def hello_of(self, frame: int) -> tuple[ClientHello, int | None] | None:
@@ -53,8 +57,14 @@ class _Dir:
     sent: int = 0                 # plaintext bytes so far
 
 
+# Plaintext is held in memory until the file is read: beyond this, frames keep their length but not
+# their bytes, so the pipeline sees a cut packet (a gap), never a silently shorter stream.
+MAX_PLAINTEXT = 256 << 20
+
+
 @dataclass
 class _Stream:
+    lost: int = 0
     hello: ClientHello | None = None
     hello_frame: int | None = None
     client: tuple[str, str] | None = None
@@ -73,7 +83,9 @@ def build_overlay(path: str, keylog: str, tshark: str = "tshark") -> Overlay:
     if shutil.which(tshark) is None:
         ov.error = "--keylog needs tshark (Debian: apt install tshark); TLS connections stay encrypted"
         return ov
-    cmd = [tshark, "-n", "-r", path, "-o", f"tls.keylog_file:{keylog}", "-T", "fields",
+    # Out-of-order reassembly: tshark 4.0 otherwise drops TLS records whose segments arrive reordered.
+    cmd = [tshark, "-n", "-r", path, "-o", f"tls.keylog_file:{keylog}", "-o", "tcp.reassemble_out_of_order:TRUE",
+           "-T", "fields",
            "-E", "occurrence=a", "-E", "separator=\t", "-E", "aggregator=,"]
     for p in _CLAIMERS:
         cmd += ["--disable-protocol", p]
@@ -100,6 +112,7 @@ def build_overlay(path: str, keylog: str, tshark: str = "tshark") -> Overlay:
         st.hello.decrypted = True
         ov.hellos[sid] = st.hello
         ov.hello_frames[sid] = st.hello_frame
+        ov.records_lost += st.lost
         _place(st, sid, ov)
     if rc != 0:
         msg = " ".join(l for l in err.splitlines() if "dangerous" not in l)[:300]
@@ -128,11 +141,22 @@ def _take(cols: list[str], streams: dict[int, _Stream]) -> None:
                                alpn=[a for a in cols[9].split(",") if a],
                                versions=_versions(cols[10]))
     plain = b""
-    if cols[12] and "23" in cols[11].split(","):
+    # A TLS 1.3 record shows its inner content type only once it is decrypted, so a record without
+    # a content type did not open; a TLS 1.2 application-data record that did not open has no data.
+    records = len(cols[13].split(",")) if cols[13] else 0
+    content = cols[11].split(",") if cols[11] else []
+    lost = max(0, records - len(content))
+    if "23" in content:
         try:
-            plain = b"".join(bytes.fromhex(h) for h in cols[12].split(","))
+            plain = b"".join(bytes.fromhex(h) for h in cols[12].split(",")) if cols[12] else b""
         except ValueError:
             plain = b""
+        lost += not plain
+    if lost and st.hello is not None:
+        st.lost += lost
+        if not plain:
+            st.frames.append((frame, src, seq, syn, None))     # a hole in the plaintext stream
+            return
     st.plaintext += len(plain)
     st.frames.append((frame, src, seq, syn, plain))
 
@@ -150,7 +174,18 @@ def _place(st: _Stream, sid: int, ov: Overlay) -> None:
             continue                   # the SYN itself keeps its sequence number (the ISN)
         if d.base is None:
             d.base = seq if seq is not None else 0
-        ov.frames[frame] = ((d.base + d.sent) & 0xFFFFFFFF, plain)
+        if plain is None:
+            # Its length is unknown: one missing byte is enough for reassembly to declare a gap
+            # (the stream is then not parsed past it) instead of splicing the neighbours together.
+            ov.frames[frame] = ((d.base + d.sent) & 0xFFFFFFFF, None, 1)
+            d.sent += 1
+            continue
+        if ov.held + len(plain) > MAX_PLAINTEXT:
+            ov.frames[frame] = ((d.base + d.sent) & 0xFFFFFFFF, None, len(plain))
+            ov.withheld += 1
+        else:
+            ov.frames[frame] = ((d.base + d.sent) & 0xFFFFFFFF, plain, len(plain))
+            ov.held += len(plain)
         d.sent += len(plain)
 
 

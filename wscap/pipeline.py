@@ -105,7 +105,8 @@ class Pipeline:
             if plain is not None:
                 # A frame of a decrypted TLS connection: its TCP payload becomes the plaintext the
                 # key log opened, at a sequence number of the plaintext stream.
-                seg = seg._replace(seq=plain[0], payload=plain[1], paylen=len(plain[1]))
+                seq, data, length = plain
+                seg = seg._replace(seq=seq, payload=data if data is not None else b"", paylen=length)
         src = (seg.src, seg.sport)
         key = flow_key(seg.src, seg.sport, seg.dst, seg.dport, seg.source)
         flags = seg.flags
