@@ -225,3 +225,18 @@ def test_a_record_that_does_not_open_is_a_gap(tmp_path):
     [h] = doc["handshakes"]
     assert h["response"] is None and h["outcome"] != "upgraded"
     assert any(a["code"] == "tcp-gap" for a in h["anomalies"])
+
+
+@needs_tshark
+def test_slice_of_a_decrypted_chain_keeps_the_encrypted_packets(tmp_path):
+    pcap = REPO / "pcaps" / "tls-origin-rewrite.pcap"
+    keys = REPO / "pcaps" / "tls-origin-rewrite.keys"
+    out = tmp_path / "chain.pcap"
+    r = subprocess.run([sys.executable, "-m", "wscap", "slice", str(pcap), "--chain", "1", "-o", str(out),
+                        "--keylog", str(keys)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    whole = analyze_paths([str(pcap)], Options(keylog=str(keys)))
+    part = analyze_paths([str(out)], Options(keylog=str(keys)))
+    assert [c["verdict"]["cause"] for c in part["chains"]] == [c["verdict"]["cause"] for c in whole["chains"]]
+    assert part["summary"]["tls"] == {"connections": 2, "decrypted": 2}
+    assert analyze_paths([str(out)])["handshakes"] == []        # without the key log: still encrypted

@@ -256,9 +256,13 @@ def report(files: tuple[str, ...], output: str, only_broken: bool, chain_id: int
 @click.argument("capture", type=click.Path(dir_okay=False, exists=True))
 @click.option("--chain", "chain_id", type=int, required=True, help="Chain id (from `wscap analyze`).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output pcap.")
+@keylog_option
 @limits_options
 def slice_cmd(capture: str, chain_id: int, output: str, **lim) -> None:
-    """Write just the packets of one chain (every leg) to a pcap for Wireshark."""
+    """Write just the packets of one chain (every leg) to a pcap for Wireshark.
+
+    Packets are copied as captured: TLS legs stay encrypted (open the slice in Wireshark with the
+    same key log); `--keylog` is only needed to find chains inside TLS."""
     from .slice import slice_capture
     doc = run_analysis((capture,), None, lim)
     chains = {c["id"]: c for c in doc["chains"]}
@@ -268,6 +272,9 @@ def slice_cmd(capture: str, chain_id: int, output: str, **lim) -> None:
         sys.exit(EXIT_INPUT)
     by_id = {h["id"]: h for h in doc["handshakes"]}
     legs = [(by_id[i]["client"], by_id[i]["server"]) for i in chains[chain_id]["hops"] if i in by_id]
+    enc = chains[chain_id].get("encrypted_before")
+    if enc:
+        legs.insert(0, (enc["client"], enc["server"]))     # the client-side leg, still encrypted
     try:
         res = slice_capture(capture, output, legs)
     except ValueError as e:          # legs on interfaces of different link types
