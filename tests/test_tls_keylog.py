@@ -240,3 +240,19 @@ def test_slice_of_a_decrypted_chain_keeps_the_encrypted_packets(tmp_path):
     assert [c["verdict"]["cause"] for c in part["chains"]] == [c["verdict"]["cause"] for c in whole["chains"]]
     assert part["summary"]["tls"] == {"connections": 2, "decrypted": 2}
     assert analyze_paths([str(out)])["handshakes"] == []        # without the key log: still encrypted
+
+
+@pytest.mark.skipif(shutil.which("editcap") is None or shutil.which("tshark") is None,
+                    reason="editcap/tshark not installed (scripts/test installs them)")
+def test_secrets_embedded_in_a_pcapng_decrypt_without_keylog(tmp_path):
+    """`editcap --inject-secrets tls,KEYS` makes a self-contained capture (a Decryption Secrets
+    Block); wscap decrypts it with no --keylog, as Wireshark does."""
+    out = tmp_path / "with-secrets.pcapng"
+    subprocess.run(["editcap", "--inject-secrets", f"tls,{KEYS}", str(PCAP), str(out)], check=True)
+    doc = analyze_paths([str(out)])
+    [h] = doc["handshakes"]
+    assert h["outcome"] == "upgraded" and h["tls"]["decrypted"]
+    assert doc["source"][0]["keylog"]["path"] == "secrets embedded in the pcapng"
+    plain = tmp_path / "plain.pcapng"
+    subprocess.run(["editcap", "-F", "pcapng", str(PCAP), str(plain)], check=True)
+    assert "keylog" not in analyze_paths([str(plain)])["source"][0]     # no secrets: tshark is not run

@@ -85,14 +85,19 @@ def _run(paths: Iterable[str], options: Options | None,
 
 
 def _attach_keylog(pipe: Pipeline, source: int, path: str, options: Options | None) -> dict | None:
-    """With --keylog, let tshark decrypt this file's TLS connections before wscap reads it."""
-    if options is None or not options.keylog:
+    """With --keylog, or secrets embedded in a pcapng (a Decryption Secrets Block, as `editcap
+    --inject-secrets` writes), let tshark decrypt this file's TLS connections before wscap reads it."""
+    from .decrypt import build_overlay, has_embedded_secrets, tshark_available
+    keylog = options.keylog if options is not None else None
+    embedded = has_embedded_secrets(path)
+    if not keylog and not (embedded and tshark_available()):
         return None
-    from .decrypt import build_overlay
-    ov = build_overlay(path, options.keylog)
+    ov = build_overlay(path, keylog)
     if ov.frames:
         pipe.overlays[source] = ov
-    label = ", ".join(options.keylog_sources) if options.keylog_sources else options.keylog
+    label = (", ".join(options.keylog_sources) if keylog and options.keylog_sources else keylog) or ""
+    if embedded:
+        label = " + ".join(x for x in (label, "secrets embedded in the pcapng") if x)
     return {"path": label, "decrypted": len(ov.hellos), "undecrypted": ov.undecrypted,
             "records_lost": ov.records_lost, "withheld_frames": ov.withheld, "error": ov.error}
 

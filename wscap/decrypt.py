@@ -77,15 +77,52 @@ def tshark_available() -> bool:
     return shutil.which("tshark") is not None
 
 
-def build_overlay(path: str, keylog: str, tshark: str = "tshark") -> Overlay:
-    """Run tshark once over `path` with the key log; never raises for bad input (see .error)."""
+DSB = 0x0000000A      # pcapng Decryption Secrets Block (editcap --inject-secrets tls,keys.log)
+
+
+PACKET_BLOCKS = (2, 3, 6)
+
+
+def has_embedded_secrets(path: str, max_blocks: int = 4096) -> bool:
+    """Does this pcapng carry TLS secrets of its own? Walks the block headers before the first packet
+    (where editcap and Wireshark put them), so the check costs nothing on a large file.
+
+    Plain pcapng files only: a gzip'd one would have to be inflated to be walked (use --keylog)."""
+    import struct
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"\x0a\x0d\x0d\x0a":
+                return False
+            order = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+            f.seek(0)
+            for _ in range(max_blocks):
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return False
+                btype, blen = struct.unpack(order + "II", hdr)
+                if btype == DSB:
+                    return True
+                if btype in PACKET_BLOCKS:
+                    return False
+                if blen < 12:
+                    return False
+                f.seek(blen - 8, 1)
+    except OSError:
+        return False
+    return False
+
+
+def build_overlay(path: str, keylog: str | None, tshark: str = "tshark") -> Overlay:
+    """Run tshark once over `path` with the key log (None: only the secrets embedded in a pcapng);
+    never raises for bad input (see .error)."""
     ov = Overlay()
     if shutil.which(tshark) is None:
         ov.error = "--keylog needs tshark (Debian: apt install tshark); TLS connections stay encrypted"
         return ov
     # Out-of-order reassembly: tshark 4.0 otherwise drops TLS records whose segments arrive reordered.
-    cmd = [tshark, "-n", "-r", path, "-o", f"tls.keylog_file:{keylog}", "-o", "tcp.reassemble_out_of_order:TRUE",
-           "-T", "fields",
+    cmd = [tshark, "-n", "-r", path, *(["-o", f"tls.keylog_file:{keylog}"] if keylog else []),
+           "-o", "tcp.reassemble_out_of_order:TRUE", "-T", "fields",
            "-E", "occurrence=a", "-E", "separator=\t", "-E", "aggregator=,"]
     for p in _CLAIMERS:
         cmd += ["--disable-protocol", p]
