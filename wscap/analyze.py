@@ -90,8 +90,11 @@ def _attach_keylog(pipe: Pipeline, source: int, path: str, options: Options | No
     from .decrypt import build_overlay, has_embedded_secrets, tshark_available
     keylog = options.keylog if options is not None else None
     embedded = has_embedded_secrets(path)
-    if not keylog and not (embedded and tshark_available()):
+    if not keylog and not embedded:
         return None
+    if not keylog and not tshark_available():
+        return {"path": "secrets embedded in the pcapng", "decrypted": 0, "undecrypted": 0, "records_lost": 0,
+                "withheld_frames": 0, "error": "the pcapng carries TLS secrets; install tshark to decrypt with them"}
     ov = build_overlay(path, keylog)
     if ov.frames:
         pipe.overlays[source] = ov
