@@ -234,3 +234,20 @@ def test_server_settings_before_the_client_preface(tmp_path):
     c.send(False, pair.resp(1, 200))
     [h] = analyze(tmp_path, cap)["handshakes"]
     assert h["h2"]["enable_connect_protocol"] is True and "h2-connect-protocol-not-enabled" not in codes(h)
+
+
+def test_renderers_take_the_authority_for_host(tmp_path):
+    """HTTP/2 carries the host in :authority; CSV, HAR and --host filters must see it."""
+    import csv
+    import io
+    from wscap.render.csv import render_csv
+    from wscap.render.har import render_har
+    from wscap.render.report import filter_document
+    cap = Capture()
+    h2_conn(cap)
+    doc = analyze(tmp_path, cap)
+    [row] = list(csv.DictReader(io.StringIO(render_csv(doc))))
+    assert row["host"] == "localhost:8080" and row["method"] == "CONNECT"
+    [entry] = render_har(doc)["log"]["entries"]
+    assert entry["request"]["url"] == "ws://localhost:8080/ws" and entry["request"]["httpVersion"] == "HTTP/2"
+    assert len(filter_document(doc, host="localhost*")["handshakes"]) == 1

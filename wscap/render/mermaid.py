@@ -147,8 +147,13 @@ def fmt_ts(ts: Any) -> str:
 
 
 def header(head: dict[str, Any] | None, name: str) -> str | None:
-    """First value of header ``name`` (case-insensitive) in a request/response head."""
-    return _header(head, name.lower())
+    """First value of header ``name`` (case-insensitive) in a request/response head.
+
+    HTTP/2 has no Host header: its :authority pseudo-header says the same (RFC 9113 §8.3.1)."""
+    value = _header(head, name.lower())
+    if value is None and name.lower() == "host":
+        value = _header(head, ":authority")
+    return value
 
 
 def chain_of(doc: dict[str, Any]) -> dict[Any, tuple[dict[str, Any], int]]:
