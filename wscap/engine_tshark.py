@@ -36,6 +36,7 @@ another dissector) triggers a second run with `-d tcp.port==P,http` for those po
 from __future__ import annotations
 
 import binascii
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -66,7 +67,6 @@ PREFS = {
     # segments arrive out of order would never be dissected (core buffers them and reorders).
     "tcp.reassemble_out_of_order": "TRUE",
 }
-PROTOCOLS = "frame ip ipv6 tcp tcp.segments http websocket http2 tls"
 
 
 # -- tshark's JSON, as pyshark hands it over --------------------------------------------------
@@ -258,67 +258,34 @@ def _fmt(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-def _extract(pkt) -> Pkt:
-    fi = pkt.frame_info._all_fields
-    p = Pkt(no=int(fi.get("frame.number", 0)), ts_ns=_ns(fi.get("frame.time_epoch")),
-            caplen=_int(fi.get("frame.cap_len"), 0))
+def _extract(pkt, p: Pkt) -> None:
+    """What only tshark's full dissection gives, for a packet the JSON pass emitted (JSON_FILTER):
+    HTTP/1 heads, WebSocket frames, HTTP/2 frames, a ClientHello. Its TCP facts come from the
+    fields pass (`_fields_pkt`)."""
     by: dict[str, list] = {}
     for ly in pkt.layers:
         by.setdefault(ly.layer_name, []).append(ly)
-    ips = [d for name in ("ip", "ipv6") for ly in by.get(name, []) for d in _dicts(ly)]
-    tcps = [d for ly in by.get("tcp", []) for d in _dicts(ly)]
-    if not tcps:
-        return p
-    t = tcps[-1]
-    if ips:
-        ipd = ips[-1]
-        p.src = _one(ipd.get("ip.src") or ipd.get("ipv6.src")) or ""
-        p.dst = _one(ipd.get("ip.dst") or ipd.get("ipv6.dst")) or ""
-    p.stream = _int(t.get("tcp.stream"))
-    p.sport = _int(t.get("tcp.srcport"), 0)
-    p.dport = _int(t.get("tcp.dstport"), 0)
-    flags = _int(t.get("tcp.flags"))         # "0x0012": one field instead of a walk of tcp.flags_tree
-    if flags is None:
-        p.syn, p.ack = _flag(t, "tcp.flags.syn"), _flag(t, "tcp.flags.ack")
-        p.fin, p.rst = _flag(t, "tcp.flags.fin"), _flag(t, "tcp.flags.reset")
-    else:
-        p.fin, p.syn, p.rst, p.ack = bool(flags & 1), bool(flags & 2), bool(flags & 4), bool(flags & 16)
-    p.tcplen = _int(t.get("tcp.len"), 0)
-    p.seq = _int(t.get("tcp.seq"))
-    analysis = t.get("tcp.analysis")         # expert flags live in this (small) subtree only
-    if analysis is not None:
-        p.retrans = _find(analysis, "tcp.analysis.retransmission") is not None or \
-            _find(analysis, "tcp.analysis.spurious_retransmission") is not None
-    pl = _raw_list(t.get("tcp.payload_raw"))
-    if pl:
-        p.payload = pl[0][:32]
-    segs = _find(pkt_layers_dict(by, "tcp.segments"), "tcp.segment") if "tcp.segments" in by else None
-    p.segments = [_int(s, 0) for s in _strs(segs)]
-    p.segdata = [len(b) for b in _raw_list(t.get("tcp.segment_data_raw"))]
-    for name in ("http",):
-        dicts = [d for ly in by.get(name, []) for d in _dicts(ly)]
-        raws = [h for ly in by.get("http_raw", []) for h in _raw_hexes(ly)]
-        for i, d in enumerate(dicts):
-            kind = "request" if _find(d, "http.request.method") is not None else (
-                "response" if _find(d, "http.response.code") is not None else None)
-            if kind is None:
-                continue
-            raw = None
-            if i < len(raws):
-                try:
-                    raw = binascii.unhexlify(raws[i])
-                except (binascii.Error, ValueError):
-                    raw = None
-            p.https.append(Http(kind, d, raw))
+    dicts = [d for ly in by.get("http", []) for d in _dicts(ly)]
+    raws = [h for ly in by.get("http_raw", []) for h in _raw_hexes(ly)]
+    for i, d in enumerate(dicts):
+        kind = "request" if _find(d, "http.request.method") is not None else (
+            "response" if _find(d, "http.response.code") is not None else None)
+        if kind is None:
+            continue
+        raw = None
+        if i < len(raws):
+            try:
+                raw = binascii.unhexlify(raws[i])
+            except (binascii.Error, ValueError):
+                raw = None
+        p.https.append(Http(kind, d, raw))
     for ly in by.get("websocket", []):
         p.ws += [Ws(d) for d in _dicts(ly)]
     p.ws_bytes = sum(len(h) // 2 for ly in by.get("websocket_raw", []) for h in _raw_hexes(ly))
     for ly in by.get("http2", []):
         p.h2 += _dicts(ly)
-    p.tls = "tls" in by
-    if p.tls:
+    if "tls" in by:
         p.hello = _client_hello(pkt_layers_dict(by, "tls"))
-    return p
 
 
 def pkt_layers_dict(by: dict, name: str) -> list[dict]:
@@ -326,6 +293,14 @@ def pkt_layers_dict(by: dict, name: str) -> list[dict]:
 
 
 # -- running tshark ---------------------------------------------------------------------------
+#
+# Two tshark processes per read, one after the other (tshark dissects every packet in both; a display
+# filter only chooses which packets are written out, it never changes their dissection):
+# - the fields pass: `-T fields` with one line of TCP facts per packet (`TCP_FIELDS`), parsed with
+#   str.split; every packet costs a line, not a JSON tree;
+# - the JSON pass: pyshark (`-T json -x -J JSON_PROTOCOLS`) restricted by `-Y JSON_FILTER` to the
+#   packets that carry something only the full dissection gives (an HTTP/1 head, WebSocket or
+#   HTTP/2 frames, a ClientHello), about one packet in ten on the bench captures.
 
 @dataclass
 class FileRead:
@@ -357,10 +332,69 @@ def _file_format(path: str) -> str:
     return "unknown"
 
 
+TCP_FIELDS = ("frame.number", "frame.time_epoch", "frame.cap_len", "frame.encap_type", "frame.protocols",
+              "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.stream", "tcp.srcport", "tcp.dstport",
+              "tcp.flags", "tcp.len", "tcp.seq", "tcp.analysis.retransmission",
+              "tcp.analysis.spurious_retransmission", "tcp.segment.count", "tcp.segment",
+              "tcp.segment_data", "tcp.payload")
+JSON_PROTOCOLS = "frame http websocket http2 tls"
+# Exactly the packets `_extract` finds something in: an http item that is a request or a response,
+# any websocket or http2 layer, a TLS handshake of type 1 (ClientHello).
+JSON_FILTER = "http.request.method || http.response.code || websocket || http2 || tls.handshake.type == 1"
+_NESTING = {"icmp", "icmpv6"}      # protocols whose payload quotes an IP/TCP header inside their own item
+
+
+def _last(v: str) -> str:
+    return v.rpartition(",")[2]
+
+
+def _fields_pkt(cols: list[str]) -> tuple[Pkt, int | None]:
+    """One line of the fields pass -> (Pkt with its TCP facts, frame.encap_type). With several
+    occurrences (a tunnel), the innermost header's, as the JSON reading took the last layer."""
+    (no, epoch, caplen, encap, protos, ip_src, ip_dst, ip6_src, ip6_dst, stream, sport, dport, flags, tcplen,
+     seq, retrans, spurious, seg_count, segs, segdata, payload) = cols
+    p = Pkt(no=int(no), ts_ns=_ns(epoch), caplen=int(caplen or 0))
+    enc = int(encap) if encap else None
+    names = protos.split(":")
+    if not stream or "tcp" not in names or _NESTING.intersection(names[:names.index("tcp")]):
+        return p, enc      # no TCP header of its own (an ICMP error quotes one inside its item)
+    if ip6_src:
+        p.src, p.dst = _last(ip6_src), _last(ip6_dst)
+    else:
+        p.src, p.dst = _last(ip_src), _last(ip_dst)
+    p.stream = int(_last(stream))
+    p.sport = int(_last(sport) or 0)
+    p.dport = int(_last(dport) or 0)
+    fl = int(_last(flags) or "0", 0)
+    p.fin, p.syn, p.rst, p.ack = bool(fl & 1), bool(fl & 2), bool(fl & 4), bool(fl & 16)
+    p.tcplen = int(_last(tcplen) or 0)
+    p.seq = int(_last(seq)) if seq else None
+    p.retrans = bool(retrans or spurious)
+    if payload:
+        p.payload = binascii.unhexlify(_last(payload)[:64])
+    if segs:
+        # The first reassembled PDU's segment list (tcp.segment.count says where it ends).
+        n = int(seg_count.split(",", 1)[0] or 0) if seg_count else None
+        p.segments = [int(s or 0) for s in segs.split(",")[:n]]
+    if segdata:
+        p.segdata = [len(h) // 2 for h in segdata.split(",")]
+    p.tls = "tls" in names
+    return p, enc
+
+
+def _prefs(keylog: str | None, extra: dict | None) -> dict:
+    prefs = dict(PREFS)
+    if keylog:
+        prefs["tls.keylog_file"] = keylog
+    prefs.update(extra or {})
+    return prefs
+
+
 def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None = None,
-            only: str | None = None) -> FileRead:
-    """One tshark run over `path`. `only`: a display filter; tshark still dissects (and reassembles)
-    every packet but emits only those, which is most of the cost on the Python side.
+            only: str | None = None, fields: bool = True) -> FileRead:
+    """One read of `path`: the fields pass (unless `fields` is False: then only the JSON pass's
+    packets, with their frame numbers and dissection) and the JSON pass, both with `only` as a
+    display filter when given.
 
     pyshark takes the current event loop and, in the main thread, installs a SafeChildWatcher (a
     SIGCHLD handler and signal wakeup fd on that loop) that it never removes; later signals then
@@ -370,11 +404,44 @@ def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None 
     closes the loop. (In a thread of its own, pyshark would use the ThreadedChildWatcher, which
     loses tshark's exit status now and then: "Unknown child process pid".)"""
     import asyncio
+    import subprocess
+    import tempfile
     import warnings
+    prefs = _prefs(keylog, extra)
+    res = FileRead(path)
+    proc = out = err = None
+    if fields:
+        cmd = ["tshark", "-n", "-r", path, "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,",
+               "-E", "separator=\t", "-E", "quote=n"]
+        for k, v in prefs.items():
+            cmd += ["-o", f"{k}:{v}"]
+        for port in ports:
+            cmd += ["-d", f"tcp.port=={port},http"]
+        if only:
+            cmd += ["-Y", only]
+        for name in TCP_FIELDS:
+            cmd += ["-e", name]
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        try:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        except OSError as e:
+            out.close()
+            err.close()
+            res.errors.append(f"{path}: cannot run tshark: {e}")
+            return res
+        # Waited for before pyshark starts: a child of ours exiting while pyshark's SafeChildWatcher
+        # is installed can leave pyshark's tshark reported as "retcode 255" (seen now and then).
+        proc.wait()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return _tshark_run(path, keylog, ports, extra, only)
+        jfilter = JSON_FILTER if not only else f"({only}) && ({JSON_FILTER})"
+        dissected, jerrors, jcount = _tshark_json(path, prefs, ports, jfilter)
+    except BaseException:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        raise
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)   # child watchers are deprecated in 3.12
@@ -387,53 +454,88 @@ def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None 
                 pass
         loop.close()
         asyncio.set_event_loop(None)
-
-
-def _tshark_run(path: str, keylog: str | None, ports: list[int], extra: dict | None, only: str | None) -> FileRead:
-    import pyshark   # imported lazily: only this engine needs it
-    res = FileRead(path)
-    prefs = dict(PREFS)
-    if keylog:
-        prefs["tls.keylog_file"] = keylog
-    prefs.update(extra or {})
-    cap = None
+    if proc is None:
+        res.packets = sorted(dissected.values(), key=lambda p: p.no)
+        res.count = jcount
+        res.errors += jerrors
+        return res
+    code = proc.wait()
     try:
-        cap = pyshark.FileCapture(
-            path, use_json=True, include_raw=True, keep_packets=False, override_prefs=prefs,
-            decode_as={f"tcp.port=={p}": "http" for p in ports} or None, display_filter=only,
-            custom_parameters=["-J", PROTOCOLS])
-        _reuse_version(cap)
-        for pkt in cap:
+        out.seek(0)
+        for line in io.TextIOWrapper(out, encoding="utf-8", errors="replace", newline="\n"):
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) != len(TCP_FIELDS):
+                continue
             res.count += 1
             try:
-                p = _extract(pkt)
+                p, enc = _fields_pkt(cols)
             except Exception as e:   # one odd packet must not lose the file
-                res.errors.append(f"{path}: frame {getattr(pkt, 'number', '?')}: cannot read tshark's fields: {e}")
+                res.errors.append(f"{path}: frame {cols[0]}: cannot read tshark's fields: {e}")
                 continue
-            fi = pkt.frame_info._all_fields
             res.bytes += p.caplen
             if res.first_ts is None:
                 res.first_ts = p.ts_ns
             res.last_ts = p.ts_ns
-            enc = _int(fi.get("frame.encap_type"))
             if enc is not None and enc not in res.encaps:
                 res.encaps.append(enc)
             if p.stream is not None:
+                j = dissected.get(p.no)
+                if j is not None:
+                    p.https, p.ws, p.ws_bytes, p.h2, p.hello = j.https, j.ws, j.ws_bytes, j.h2, j.hello
                 res.tcp_packets += 1
                 res.packets.append(p)
+        if code != 0:
+            err.seek(0)
+            lines = [ln.strip() for ln in err.read().decode("utf-8", "replace").splitlines()
+                     if ln.strip() and "could be dangerous" not in ln]
+            msg = " ".join(lines) or f"exit status {code}"
+            res.errors.append(f"{path}: tshark failed after {res.count} packets: {msg[:300]}")
+    finally:
+        out.close()
+        err.close()
+    if not res.errors:
+        res.errors += jerrors
+    return res
+
+
+def _tshark_json(path: str, prefs: dict, ports: list[int], jfilter: str) -> tuple[dict[int, Pkt], list[str], int]:
+    """The JSON pass: frame number -> Pkt holding what `_extract` read (no TCP facts), errors, and
+    how many packets tshark emitted."""
+    import pyshark   # imported lazily: only this engine needs it
+    got: dict[int, Pkt] = {}
+    errors: list[str] = []
+    count = 0
+    cap = None
+    try:
+        cap = pyshark.FileCapture(
+            path, use_json=True, include_raw=True, keep_packets=False, override_prefs=prefs,
+            decode_as={f"tcp.port=={p}": "http" for p in ports} or None, display_filter=jfilter,
+            custom_parameters=["-J", JSON_PROTOCOLS])
+        _reuse_version(cap)
+        for pkt in cap:
+            count += 1
+            try:
+                fi = pkt.frame_info._all_fields
+                p = Pkt(no=int(fi.get("frame.number", 0)), ts_ns=_ns(fi.get("frame.time_epoch")),
+                        caplen=_int(fi.get("frame.cap_len"), 0), stream=-1)
+                _extract(pkt, p)
+            except Exception as e:   # one odd packet must not lose the file
+                errors.append(f"{path}: frame {getattr(pkt, 'number', '?')}: cannot read tshark's fields: {e}")
+                continue
+            got[p.no] = p
     except Exception as e:
         msg = str(e).strip().replace("\n", " ") or type(e).__name__
-        res.errors.append(f"{path}: tshark failed after {res.count} packets: {msg[:300]}")
+        errors.append(f"{path}: tshark failed after {count} packets: {msg[:300]}")
     finally:
         if cap is not None:
             try:
                 cap.close()
             except Exception as e:        # tshark's exit status arrives here (a file cut short)
-                if not res.errors:
+                if not errors:
                     msg = str(e).strip().replace("\n", " ") or type(e).__name__
-                    res.errors.append(f"{path}: tshark failed after {res.count} packets: {msg[:300]}")
+                    errors.append(f"{path}: tshark failed after {count} packets: {msg[:300]}")
             cap.close = lambda: None     # pyshark's __del__ would close (and raise tshark's exit status) again
-    return res
+    return got, errors, count
 
 
 _TSHARK_VERSION: list = []
@@ -540,7 +642,7 @@ def read_file(path: str, keylog: str | None = None) -> FileRead:
     if starts:
         # tshark only dissects a head once its empty line arrived. Without header desegmentation
         # it dissects each segment on its own: that is tshark's reading of the unterminated head.
-        second = _tshark(path, keylog, ports, {"http.desegment_headers": "FALSE"},
+        second = _tshark(path, keylog, ports, {"http.desegment_headers": "FALSE"}, fields=False,
                          only="frame.number in {" + " ".join(str(n) for n in sorted(starts)) + "}")
         partial = {p.no: [h for h in p.https if h.kind == "response"] for p in second.packets if p.no in starts}
         for p in read.packets:
