@@ -121,21 +121,11 @@ class Exchange:
         out: dict = {"llhttp": {}, "h11": {}}
         for part, head in (("request", self.request), ("response", self.response)):
             for name in ("llhttp", "h11"):
-                out[name][part] = _opinion(head, name).to_json() if head is not None else None
+                out[name][part] = parser_opinion(head, name).to_json() if head is not None else None
         return out
 
     def _opinion_anomalies(self) -> list[Anomaly]:
-        out = []
-        for head in (self.request, self.response):
-            if head is None or not head.complete:
-                continue
-            o = _opinion(head, "llhttp")
-            if o.accepts is False:
-                out.append(make("llhttp-rejects", f"Node's llhttp rejects the {head.kind}: {o.error}", head.frame))
-            o = _opinion(head, "h11")
-            if o.accepts is False:
-                out.append(make("h11-rejects", f"h11 rejects the {head.kind}: {o.error}", head.frame))
-        return out
+        return opinion_anomalies((self.request, self.response))
 
     def waited(self, end_ns: int) -> float | None:
         if self.response is not None or self.request is None:
@@ -852,7 +842,22 @@ _PARSERS = {("llhttp", "request"): opinions.llhttp_request, ("llhttp", "response
             ("h11", "request"): opinions.h11_request, ("h11", "response"): opinions.h11_response}
 
 
-def _opinion(head: HttpHead, parser: str) -> opinions.ParserOpinion:
+def opinion_anomalies(heads) -> list[Anomaly]:
+    """llhttp-rejects / h11-rejects for each complete head (shared with the tshark engine)."""
+    out = []
+    for head in heads:
+        if head is None or not head.complete:
+            continue
+        o = parser_opinion(head, "llhttp")
+        if o.accepts is False:
+            out.append(make("llhttp-rejects", f"Node's llhttp rejects the {head.kind}: {o.error}", head.frame))
+        o = parser_opinion(head, "h11")
+        if o.accepts is False:
+            out.append(make("h11-rejects", f"h11 rejects the {head.kind}: {o.error}", head.frame))
+    return out
+
+
+def parser_opinion(head: HttpHead, parser: str) -> opinions.ParserOpinion:
     """What `parser` says about this head; computed once per head (heads are immutable once parsed)."""
     o = head.opinions.get(parser)
     if o is None:

@@ -42,13 +42,13 @@ import re
 from dataclasses import dataclass, field
 
 from . import handshake as hs
-from . import opinions
 from .anomaly import Anomaly, make
 from .assemble import document
 from .http1 import Field, HttpHead, parse_head
 from .http2 import ENABLE_CONNECT_PROTOCOL, H2Head, check_connect_response, check_extended_connect, error_name
 from .pipeline import Options
-from .wsframe import FrameScanner
+from .connection import opinion_anomalies, parser_opinion
+from .wsframe import FrameScanner, preview
 
 ENGINE = "tshark"
 OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
@@ -771,29 +771,6 @@ def _head(h: Http, frame: int, ts_ns: int) -> HttpHead:
     return head
 
 
-def _opinion(head: HttpHead, parser: str) -> opinions.ParserOpinion:
-    o = head.opinions.get(parser)
-    if o is None:
-        fn = {("llhttp", "request"): opinions.llhttp_request, ("llhttp", "response"): opinions.llhttp_response,
-              ("h11", "request"): opinions.h11_request, ("h11", "response"): opinions.h11_response}[
-            (parser, head.kind)]
-        o = fn(head.raw)
-        head.opinions[parser] = o
-    return o
-
-
-def _preview(payload: bytes, opcode: int) -> str:
-    if opcode == 1:
-        return payload.decode("utf-8", "replace")
-    try:
-        text = payload.decode("utf-8")
-        if text.isprintable():
-            return text
-    except UnicodeDecodeError:
-        pass
-    return "0x" + payload.hex()
-
-
 _H2_DATA, _H2_HEADERS, _H2_RST, _H2_SETTINGS, _H2_GOAWAY, _H2_CONTINUATION = 0, 1, 3, 4, 7, 9
 _END_STREAM, _END_HEADERS, _SETTINGS_ACK = 0x1, 0x4, 0x1
 PER_CODE = 8     # connection-level anomalies listed per code (connection.PER_CODE)
@@ -1093,7 +1070,7 @@ class Builder:
                     # tshark inflated the message (permessage-deflate): its text is the preview.
                     f["preview"] = text[:lim.preview_bytes]
                 else:
-                    f["preview"] = _preview(payload[:lim.preview_bytes], opcode)
+                    f["preview"] = preview(payload[:lim.preview_bytes], opcode)
             first_close = opcode == 8 and not any(x["opcode"] == 8 and x["dir"] == side for x in ex.frames)
             if ex.kept[side] < lim.frames_per_direction or first_close:
                 ex.kept[side] += 1
@@ -1324,15 +1301,7 @@ class Builder:
             make("not-websocket-upgrade", "Upgrade: " + ", ".join(req.tokens(b"upgrade")) or "none", req.frame)]
         if resp is not None and resp.status is not None:
             out += list(hs.check_response(req, resp))
-        for head in (req, resp):
-            if head is None or not head.complete:
-                continue
-            o = _opinion(head, "llhttp")
-            if o.accepts is False:
-                out.append(make("llhttp-rejects", f"Node's llhttp rejects the {head.kind}: {o.error}", head.frame))
-            o = _opinion(head, "h11")
-            if o.accepts is False:
-                out.append(make("h11-rejects", f"h11 rejects the {head.kind}: {o.error}", head.frame))
+        out += opinion_anomalies((req, resp))
         return out
 
     def _anomaly_json(self, c: Conn, a: Anomaly) -> dict:
@@ -1363,7 +1332,7 @@ class Builder:
                 if head is None or (ex is not None and ex.h2 is not None):
                     out[name][part] = None
                 else:
-                    out[name][part] = _opinion(head, name).to_json()
+                    out[name][part] = parser_opinion(head, name).to_json()
         return out
 
     def _json(self, c: Conn, ex: Exchange | None, end_ns: int) -> dict:

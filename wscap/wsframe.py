@@ -192,7 +192,7 @@ class FrameScanner:
             if f.fin:
                 payload = self._inflate(bytes(self._msg_buf), f)
         if f.opcode != 8:
-            f.preview = _preview(payload[:self.preview_bytes], f.opcode)
+            f.preview = preview(payload[:self.preview_bytes], f.opcode)
         if len(self.frames) < self.keep or (f.opcode == 8 and f is self.close):
             self.frames.append(f)
         else:
@@ -245,7 +245,7 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
 
 
-def _preview(payload: bytes, opcode: int) -> str:
+def preview(payload: bytes, opcode: int) -> str:
     if opcode == 1:
         return payload.decode("utf-8", "replace")
     try:
