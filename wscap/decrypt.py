@@ -60,6 +60,7 @@ class _Dir:
 # Plaintext is held in memory until the file is read: beyond this, frames keep their length but not
 # their bytes, so the pipeline sees a cut packet (a gap), never a silently shorter stream.
 MAX_PLAINTEXT = 256 << 20
+PRE_HELLO_FRAMES = 8     # frames of a stream kept before its ClientHello (the handshake, a retransmission)
 
 
 @dataclass
@@ -129,17 +130,21 @@ def build_overlay(path: str, keylog: str | None, tshark: str = "tshark") -> Over
     for f in _FIELDS:
         cmd += ["-e", f]
     streams: dict[int, _Stream] = {}
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                encoding="latin-1", errors="replace")
-    except OSError as e:
-        ov.error = f"--keylog: cannot run tshark: {e}"
-        return ov
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        _take(line.rstrip("\n").split("\t"), streams)
-    err = proc.stderr.read() if proc.stderr else ""
-    rc = proc.wait()
+    import tempfile
+    with tempfile.TemporaryFile(mode="w+", encoding="latin-1", errors="replace") as errf:
+        # stderr to a file, not a pipe: a chatty tshark must not block while stdout is read.
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, text=True,
+                                    encoding="latin-1", errors="replace")
+        except OSError as e:
+            ov.error = f"--keylog: cannot run tshark: {e}"
+            return ov
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            _take(line.rstrip("\n").split("\t"), streams)
+        rc = proc.wait()
+        errf.seek(0)
+        err = errf.read(4096)
     for sid, st in streams.items():
         if st.hello is None:
             continue
@@ -171,6 +176,12 @@ def _take(cols: list[str], streams: dict[int, _Stream]) -> None:
     src = (cols[2] or cols[3], cols[4])
     syn = cols[5] in ("1", "True")
     types = cols[7].split(",") if cols[7] else []
+    if st.hello is None and "1" not in types:
+        # Not (yet) a TLS connection: remember only its first frames (SYN, SYN-ACK, ACK), so memory
+        # does not follow the capture's packet count; they join the stream if a ClientHello comes.
+        if len(st.frames) < PRE_HELLO_FRAMES:
+            st.frames.append((frame, src, seq, syn, b""))
+        return
     if "1" in types and st.hello is None:
         st.client = src
         st.hello_frame = frame
