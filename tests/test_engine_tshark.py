@@ -242,7 +242,7 @@ def test_h2_synthetic_captures_agree(tmp_path):
     """RFC 8441 cases the recordings do not hold, built frame by frame (tests/test_http2_ws.py's
     builders), in one capture so tshark starts once: both engines give the same document."""
     from builders import Capture, new_key, ws_frame
-    from test_http2_ws import PREFACE, H2Pair, connect_headers, h2_conn, h2frame, settings
+    from test_http2_ws import PREFACE, H2Pair, connect_headers, h2_conn, h2c_upgrade_conn, h2frame, settings
     from wscap.analyze import analyze_paths as core
     from wscap.engine_tshark import analyze_paths as tsh
 
@@ -270,15 +270,7 @@ def test_h2_synthetic_captures_agree(tmp_path):
     c.send(True, h2frame(0, 0, 1, ws_frame(b"x" * 3000, mask=True)))
     c.send(False, h2frame(0, 0, 1, ws_frame(b"a") + ws_frame(b"b", opcode=9)) + h2frame(3, 0, 1, (8).to_bytes(4, "big")))
     c.send(False, h2frame(7, 0, 0, (1).to_bytes(4, "big") + (2).to_bytes(4, "big")))
-    pair = H2Pair()                                                     # Upgrade: h2c, then a CONNECT on stream 3
-    c = cap.conn(client(7), ("10.0.0.2", 8080)).open()
-    c.send(True, b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-                 b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
-    c.send(False, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
-           + settings(enable_connect_protocol=1) + pair.resp(1, 200, end_stream=True))
-    c.send(True, PREFACE + settings() + pair.req(3, connect_headers()))
-    c.send(False, pair.resp(3, 200))
-    c.send(False, h2frame(0, 1, 3, ws_frame(b"over h2c")))
+    h2c_upgrade_conn(cap, client(7), end_stream=True)                 # Upgrade: h2c, then a CONNECT on stream 3
     pair = H2Pair()                                                     # DATA frames cut over TCP segments
     c = cap.conn(client(8), ("10.0.0.2", 8080)).open()
     c.send(True, PREFACE + settings())

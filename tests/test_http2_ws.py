@@ -174,17 +174,24 @@ def test_hpack_garbage_is_an_anomaly_not_a_crash(tmp_path):
     assert "h2-hpack-error" in codes(h) and h["outcome"] == "no-response"
 
 
-def test_h2c_upgrade_then_extended_connect(tmp_path):
-    cap = Capture()
+def h2c_upgrade_conn(cap: Capture, client=("10.0.0.1", 40000), end_stream: bool = False):
+    """HTTP/1.1 `Upgrade: h2c` -> 101 -> the client's preface and an extended CONNECT on stream 3,
+    answered 200, then one WebSocket frame "over h2c" from the server."""
     pair = H2Pair()
-    c = cap.conn(("10.0.0.1", 40000), ("10.0.0.2", 8080)).open()
+    c = cap.conn(client, ("10.0.0.2", 8080)).open()
     c.send(True, b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nConnection: Upgrade, HTTP2-Settings\r\n"
                  b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
     c.send(False, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
            + settings(enable_connect_protocol=1) + pair.resp(1, 200, end_stream=True))
     c.send(True, PREFACE + settings() + pair.req(3, connect_headers()))
     c.send(False, pair.resp(3, 200))
-    c.send(False, h2frame(0, 0, 3, ws_frame(b"over h2c")))
+    c.send(False, h2frame(0, 1 if end_stream else 0, 3, ws_frame(b"over h2c")))
+    return c
+
+
+def test_h2c_upgrade_then_extended_connect(tmp_path):
+    cap = Capture()
+    h2c_upgrade_conn(cap)
     doc = analyze(tmp_path, cap)
     up, ws = doc["handshakes"]
     assert not up["websocket"] and up["status"] == 101 and up["http_version"] == "1.1"

@@ -68,7 +68,6 @@ class _Stream:
     lost: int = 0
     hello: ClientHello | None = None
     hello_frame: int | None = None
-    client: tuple[str, str] | None = None
     dirs: dict = field(default_factory=dict)
     frames: list = field(default_factory=list)    # (frame, dir key, seq_raw, syn, plaintext)
     plaintext: int = 0
@@ -183,7 +182,6 @@ def _take(cols: list[str], streams: dict[int, _Stream]) -> None:
             st.frames.append((frame, src, seq, syn, b""))
         return
     if "1" in types and st.hello is None:
-        st.client = src
         st.hello_frame = frame
         st.hello = ClientHello(sni=cols[8].split(",")[0] or None,
                                alpn=[a for a in cols[9].split(",") if a],

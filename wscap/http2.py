@@ -108,15 +108,16 @@ class H2Reader:
     sink.h2_data(direction, stream, data, end_stream, frame, ts_ns) -> bool  (False: not wanted)
     sink.h2_reset(direction, stream, code, frame, ts_ns)
     sink.h2_settings(direction, settings: dict, frame)
+    sink.h2_goaway(direction, last_stream, code, frame, ts_ns)
     sink.h2_anomaly(anomaly)
     """
 
-    __slots__ = ("sink", "buf", "preface", "decoders", "blocks", "skip", "data_to", "broken", "goaway")
+    __slots__ = ("sink", "buf", "preface", "decoders", "blocks", "skip", "data_to", "broken")
 
-    def __init__(self, sink, client_preface: bool = True) -> None:
+    def __init__(self, sink) -> None:
         self.sink = sink
         self.buf = [bytearray(), bytearray()]
-        self.preface = [len(PREFACE) if client_preface else 0, 0]    # preface bytes still expected
+        self.preface = [len(PREFACE), 0]    # preface bytes still expected (the client's only)
         self.decoders = [hpack.Decoder(), hpack.Decoder()]
         for d in self.decoders:
             d.max_allowed_table_size = 1 << 16
@@ -124,7 +125,6 @@ class H2Reader:
         self.skip = [0, 0]                 # DATA payload bytes to pass by (uninteresting stream)
         self.data_to: list[tuple | None] = [None, None]   # (stream, left, end_stream, pad) being delivered
         self.broken = [False, False]
-        self.goaway: list[tuple[int, int] | None] = [None, None]
 
     def feed(self, d: int, data: bytes, frame: int, ts_ns: int, limit: int) -> None:
         if self.broken[d] or not data:
@@ -255,8 +255,8 @@ class H2Reader:
                 self.decoders[1 - d].max_allowed_table_size = max(settings[1], 1 << 16)
             self.sink.h2_settings(d, settings, frame)
         elif ftype == GOAWAY and len(p) >= 8:
-            self.goaway[d] = (int.from_bytes(p[:4], "big") & 0x7FFFFFFF, int.from_bytes(p[4:8], "big"))
-            self.sink.h2_goaway(d, self.goaway[d][0], self.goaway[d][1], frame, ts_ns)
+            self.sink.h2_goaway(d, int.from_bytes(p[:4], "big") & 0x7FFFFFFF, int.from_bytes(p[4:8], "big"),
+                                frame, ts_ns)
 
     def _headers(self, d: int, frame: int) -> None:
         blk = self.blocks[d]
