@@ -117,7 +117,8 @@ class CaptureConfig:
     promisc: bool = True
     buffer_mb: int = DEFAULT_BUFFER_MB
     run_as: str | None = None        # tcpdump -Z USER (the user we drop to)
-    immediate: bool = True           # tcpdump --immediate-mode (low latency; see live_backends.py)
+    immediate: bool = True           # tcpdump --immediate-mode (pipe backend only; see live_backends.py)
+    timeout_ms: int = 20             # libpcap buffer timeout of wscap-capture: TPACKET_V3 block retire
 
 
 # ---- streaming pcap reader -----------------------------------------------------------------
@@ -759,6 +760,12 @@ class LiveResult:
     interface_gone: bool = False
     events: int = 0
     elapsed: float = 0.0
+    written: int = 0           # packets the evidence writer put in the file(s)
+    analysed: int = 0          # frames fed to the analysis
+    shed: int = 0              # frames read but not analysed (overload: see ShedState)
+    unanalysed: int = 0        # frames written but never read (drain bound, or files overwritten)
+    lag_max_s: float = 0.0     # the analysis's worst delay behind the writer, capture time
+    lag_s: float = 0.0         # ... at the end
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -775,7 +782,8 @@ class LiveLoop:
                  on_frame: Callable[[RawFrame], None] | None = None,
                  on_notice: Callable[[str], None] | None = None,
                  duration: float | None = None, count: int | None = None,
-                 tick_s: float = 0.2, status_s: float = 0.5, source: int = 0):
+                 tick_s: float = 0.2, status_s: float = 0.5, source: int = 0,
+                 shed_after_s: float = 0.0, drain_s: float = 30.0):
         self.backend = backend
         self.pipeline = pipeline
         self.writer = writer
@@ -789,14 +797,23 @@ class LiveLoop:
         self.status_s = status_s
         self.source = source
         self.result = LiveResult()
+        from wscap.capture.follow import ShedState
+        self.shed = ShedState(shed_after_s)
+        self.drain_s = drain_s
         self._stop_reason: str | None = None
+        self._hurry = False       # a second signal: stop analysing what is left
         self._no = 0
         self._start = 0.0
 
     def stop(self, reason: str = "stopped") -> None:
-        """Signal-safe: just records the request; the loop notices within one tick."""
+        """Signal-safe: just records the request; the loop notices within one tick.
+
+        A second request while already stopping cuts the analysis drain short
+        (what is left unanalysed is counted; the file is complete either way)."""
         if self._stop_reason is None:
             self._stop_reason = reason
+        else:
+            self._hurry = True
 
     @property
     def stopping(self) -> bool:
@@ -812,26 +829,45 @@ class LiveLoop:
 
     def _handle(self, frames: list[RawFrame]) -> None:
         pipe, writer, on_frame, src = self.pipeline, self.writer, self.on_frame, self.source
+        # Following a file the C writer wrote: frames are taken as the file holds them
+        # (a re-analysis gives the same verdicts), numbered before any shedding so that
+        # frame N is always the file's frame N, and --count is the writer's job.
+        follows_file = writer is None and hasattr(self.backend, "watermark_ns")
+        shedding = follows_file and self.shed.active
+        if shedding:
+            from wscap.capture.follow import worth_analysing
         for f in frames:
-            if self.count is not None and self._no >= self.count:
+            if self.count is not None and self._no >= self.count and not follows_file:
                 self.stop(f"--count {self.count} reached")
                 return
             self._no += 1
-            # µs timestamps, as tcpdump and the pcap we write have: the live verdicts
-            # then match a re-analysis of the written file to the last digit.
-            f = f._replace(no=self._no, source=src, ts_ns=f.ts_ns - f.ts_ns % 1000)
+            if follows_file:
+                f = f._replace(no=self._no, source=src)
+            else:
+                # µs timestamps, as the pcap we write has: the live verdicts then match
+                # a re-analysis of the written file to the last digit.
+                f = f._replace(no=self._no, source=src, ts_ns=f.ts_ns - f.ts_ns % 1000)
             if writer is not None:
                 writer.write(f)
             if on_frame is not None:
                 on_frame(f)
-            if pipe is not None:
-                try:
-                    self._emit(pipe.feed(f))
-                except Exception as e:  # noqa: BLE001
-                    self._analysis_failed(e)
-                    pipe = None
-        if self.count is not None and self._no >= self.count:
+            if pipe is None:
+                continue
+            if shedding and not worth_analysing(f):
+                self.shed.note(f)
+                continue
+            try:
+                self.result.analysed += 1
+                self._emit(pipe.feed(f))
+            except Exception as e:  # noqa: BLE001
+                self._analysis_failed(e)
+                pipe = None
+        if self.count is not None and self._no >= self.count and not follows_file:
             self.stop(f"--count {self.count} reached")
+
+    @property
+    def follows_file(self) -> bool:
+        return self.writer is None and hasattr(self.backend, "watermark_ns")
 
     def status(self) -> dict:
         st = self.backend.stats()
@@ -845,10 +881,24 @@ class LiveLoop:
         if self.writer is not None:
             d["written"] = self.writer.packets
             d["write_error"] = self.writer.error
+        elif "written" in st:
+            d["written"] = st["written"]
+        if self.follows_file:
+            d["lag_s"] = self.result.lag_s
+            d["shed"] = self.shed.shed
         return d
+
+    def _update_lag(self) -> None:
+        lag = self.backend.lag_s(time.time_ns())
+        self.result.lag_s = lag
+        if lag > self.result.lag_max_s:
+            self.result.lag_max_s = lag
+        self.shed.update(lag)
 
     def run(self) -> LiveResult:
         b = self.backend
+        follows = self.follows_file
+        poll_iv = getattr(b, "poll_interval", None) if follows else None
         sel = selectors.DefaultSelector()
         sel.register(b.fileno(), selectors.EVENT_READ)
         self._start = now = time.monotonic()
@@ -859,8 +909,12 @@ class LiveLoop:
             while self._stop_reason is None:
                 now = time.monotonic()
                 wake = min(next_tick, next_status, deadline if deadline is not None else next_tick)
+                if poll_iv:
+                    wake = min(wake, now + poll_iv)
+                if follows and b.more_ready:
+                    wake = now
                 ready = sel.select(max(0.0, wake - now)) if wake > now else sel.select(0)
-                if ready:
+                if ready or follows:
                     self._handle(b.read())
                     notices = getattr(b, "notices", None)
                     while notices:
@@ -868,17 +922,27 @@ class LiveLoop:
                         if self.on_notice:
                             self.on_notice(msg)
                 if b.ended:
-                    self.result.interface_gone = "went away" in (b.end_reason or "")
-                    self.stop(b.end_reason or "capture ended")
+                    self.result.interface_gone = "went away" in (b.end_reason or "") or \
+                        "ifgone" in (b.end_reason or "")
+                    reason = b.end_reason or "capture ended"
+                    if reason == "count" and self.count is not None:
+                        reason = f"--count {self.count} reached"
+                    self.stop(reason)
                     break
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     self.stop(f"--duration {self.duration:g}s elapsed")
+                if follows:
+                    self._update_lag()
                 if now >= next_tick:
                     next_tick = now + self.tick_s
                     if self.pipeline is not None:
+                        # Decisions in capture time: the watermark up to which the file has
+                        # been read, never the wall clock (a lagging analysis would otherwise
+                        # call `no-response` an answer it has not read yet).
+                        ts = b.watermark_ns(time.time_ns()) if follows else time.time_ns()
                         try:
-                            self._emit(self.pipeline.tick(time.time_ns()))
+                            self._emit(self.pipeline.tick(ts))
                         except Exception as e:  # noqa: BLE001
                             self._analysis_failed(e)
                     if self.writer is not None:
@@ -892,6 +956,24 @@ class LiveLoop:
             self._shutdown()
         return self.result
 
+    def _drain_followed(self) -> None:
+        """After stop: the writer flushes and ends; read its file to the end, within drain_s."""
+        b = self.backend
+        deadline = time.monotonic() + self.drain_s
+        while not self._hurry and time.monotonic() < deadline:
+            frames = b.read()
+            if frames:
+                self._handle(frames)
+                continue
+            if b.ended:
+                break
+            if not b.writer.wait(0.02):
+                time.sleep(0.005)
+        if not b.ended:
+            # Analysis time is up (or a second signal): the writer still finishes its file.
+            b.writer.wait(10)
+            self.result.extra["drain_cut"] = "second signal" if self._hurry else f"after {self.drain_s:g} s"
+
     def _shutdown(self) -> None:
         b = self.backend
         self.result.reason = self._stop_reason or "stopped"
@@ -899,8 +981,10 @@ class LiveLoop:
         try:
             try:
                 b.stop()
+                if self.follows_file:
+                    self._drain_followed()
                 # What the backend already captured is handed over (bounded by drain()).
-                if self.count is None or self._no < self.count:
+                elif self.count is None or self._no < self.count:
                     batch: list[RawFrame] = []
                     for f in b.drain():
                         batch.append(f)
@@ -912,9 +996,20 @@ class LiveLoop:
                     for _ in b.drain():
                         pass
                 st = b.stats()
+                if self.follows_file:
+                    b._pump()
+                    st = b.stats()
+                    self.result.written = st.get("written", 0)
+                    self.result.unanalysed = max(0, self.result.written - self._no)
+                    self.result.extra["skipped_files"] = list(b.follower.skipped_files)
+                    self.result.extra["truncated_files"] = list(b.follower.truncated)
+                    self._update_lag()
+                    if self.result.unanalysed == 0:
+                        self.result.lag_s = 0.0
             finally:
                 b.close()
             self.result.packets = self._no
+            self.result.shed = self.shed.shed
             self.result.received = st.get("received", 0)
             self.result.dropped = st.get("dropped", 0)
             self.result.elapsed = time.monotonic() - self._start
