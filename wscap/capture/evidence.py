@@ -64,7 +64,8 @@ class TcpdumpWriter:
         self.path = path
         self.split = split_mb > 0
         self.files: list[tuple[int, str]] = []
-        self.errors: list[str] = []
+        self.errors: list[tuple[str, str]] = []
+        self.flush = None          # tcpdump reports no flushes
         self.ended = False
         self.end_reason: str | None = None
         self._stderr = b""
@@ -167,7 +168,9 @@ class TcpdumpWriter:
                 why = lines[-1].strip() if lines else f"tcpdump exited with status {self.proc.returncode}"
                 if "went down" in why or "disappeared" in why or "no such device" in why.lower():
                     why = f"interface {self.cfg.iface} went away ({why})"
-                    out.append({"kind": "error", "type": "ifgone", "message": why})
+                    self.errors.append(("ifgone", why))
+                elif "no space left" in why.lower() or "quota" in why.lower():
+                    self.errors.append(("write", f"disk full: {why}"))
                 elif self.proc.returncode == 0:
                     why = "count" if "-c" in self.cmd else "capture ended"
                 self.end_reason = why
@@ -179,8 +182,11 @@ class TcpdumpWriter:
         if self.proc.poll() is None and not self._stopping:
             self._tell(b"u")   # fresh numbers arrive on stderr shortly
         recv = self._stats["received"] or self._stats["captured"]
-        return {"received": recv, "dropped": self._stats["dropped"], "ifdropped": self._stats["ifdropped"],
-                "written": self._stats["captured"]}
+        return {"recv": recv, "drop": self._stats["dropped"], "ifdrop": self._stats["ifdropped"]}
+
+    @property
+    def packets(self) -> int:
+        return self._stats["captured"]
 
     def _tell(self, cmd: bytes) -> None:
         try:
@@ -203,13 +209,13 @@ class TcpdumpWriter:
             self._tell(b"t")
             self._stop_at = float("inf")
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float) -> int | None:
+        """Exit status once tcpdump has ended, None while it still runs."""
         self._maybe_end()
         try:
-            self.proc.wait(timeout=timeout)
-            return True
+            return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            return False
+            return None
 
     def kill(self) -> None:
         if self.proc.stdin:
@@ -252,31 +258,43 @@ class FollowBackend:
         self._stopping = False
         self.written = 0                       # packets the writer reports written
         self._files_seen: set[int] = set()
+        self._n_errors = 0
         self._pump()
 
     # -- writer events ------------------------------------------------------------------------
     def _pump(self) -> None:
-        for ev in self.writer.poll():
-            kind = ev_get(ev, "kind")
-            if kind == "file":
-                seq = int(ev_get(ev, "seq", 0))
-                if seq not in self._files_seen:
-                    self._files_seen.add(seq)
-                    self.follower.add(seq, ev_get(ev, "path"))
-            elif kind == "flush":
-                ts = int(ev_get(ev, "ts", 0))
-                self._flushes.append((ts, int(ev_get(ev, "file", 0)), int(ev_get(ev, "offset", 0))))
-                self.latest_flush_ns = max(self.latest_flush_ns, ts)
-                self.written = max(self.written, int(ev_get(ev, "packets", 0)))
-            elif kind == "error":
-                msg = ev_get(ev, "message") or ev_get(ev, "text") or str(ev)
-                self.errors.append(str(msg))
-                self.notices.append(f"capture: {ev_get(ev, 'type', '') or ''} {msg}".replace("  ", " "))
-            elif kind == "end":
-                self._writer_ended = True
-                self.written = max(self.written, int(ev_get(ev, "packets", 0) or 0))
-                if self.end_reason is None:
-                    self.end_reason = ev_get(ev, "reason")
+        """Take the writer's news: its files, its latest flush, errors, its end."""
+        w = self.writer
+        w.poll()
+        for seq, path in list(w.files):
+            if seq not in self._files_seen:
+                self._files_seen.add(seq)
+                self.follower.add(seq, path)
+        fl = w.flush
+        if fl and int(fl["ts"]) > self.latest_flush_ns:
+            ts = int(fl["ts"])
+            self._flushes.append((ts, int(fl.get("file", 0)), int(fl.get("offset", 0))))
+            self.latest_flush_ns = ts
+        while self._n_errors < len(w.errors):
+            kind, msg = w.errors[self._n_errors]
+            self._n_errors += 1
+            if kind == "write" and "space" in msg.lower() and "disk full" not in msg:
+                msg = f"disk full: {msg}"
+            self.errors.append(f"{kind}: {msg}")
+            self.notices.append(f"capture: {msg}" if kind != "write" else f"writing stopped: {msg}; "
+                                "the file is complete up to there (cut at a whole record)")
+        self.written = max(self.written, int(w.packets or 0))
+        if w.ended:
+            self._writer_ended = True
+            if self.end_reason is None:
+                why = w.end_reason or "capture ended"
+                gone = [m for k, m in w.errors if k == "ifgone"]
+                wrote = [m for k, m in w.errors if k == "write"]
+                if why == "ifgone" or (gone and why not in ("stopped", "count")):
+                    why = f"interface went away ({gone[-1] if gone else why})"
+                elif why == "write-error":
+                    why = f"writing stopped ({wrote[-1] if wrote else 'write error'})"
+                self.end_reason = why
 
     def _advance_watermark(self) -> None:
         seq, off = self.follower.position()
@@ -336,20 +354,8 @@ class FollowBackend:
 
     def stats(self) -> dict[str, int]:
         st = self.writer.stats
-        if isinstance(st, dict) and "received" not in st and st:
-            # Per-interface stats from wscap-capture: {if: {"recv", "drop", "ifdrop"}} or totals.
-            tot = {"received": 0, "dropped": 0, "ifdropped": 0}
-            for v in st.values():
-                if isinstance(v, dict):
-                    tot["received"] += int(v.get("recv", 0))
-                    tot["dropped"] += int(v.get("drop", 0))
-                    tot["ifdropped"] += int(v.get("ifdrop", 0))
-            st = tot
-        st = dict(st or {})
-        return {"received": int(st.get("received", st.get("recv", 0)) or 0),
-                "dropped": int(st.get("dropped", st.get("drop", 0)) or 0)
-                + int(st.get("ifdropped", st.get("ifdrop", 0)) or 0),
-                "written": max(self.written, int(st.get("written", 0) or 0))}
+        return {"received": int(st.get("recv", 0)), "dropped": int(st.get("drop", 0)) + int(st.get("ifdrop", 0)),
+                "written": self.written}
 
     def stop(self) -> None:
         self._stopping = True
@@ -368,7 +374,7 @@ class FollowBackend:
                 continue
             if self._writer_ended and self.follower.at_end:
                 break
-            if not self._writer_ended and self.writer.wait(0.05):
+            if not self._writer_ended and self.writer.wait(0.05) is not None:
                 continue
             time.sleep(0.01)
 

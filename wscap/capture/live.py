@@ -967,7 +967,7 @@ class LiveLoop:
                 continue
             if b.ended:
                 break
-            if not b.writer.wait(0.02):
+            if b.writer.wait(0.02) is None:
                 time.sleep(0.005)
         if not b.ended:
             # Analysis time is up (or a second signal): the writer still finishes its file.
