@@ -32,7 +32,7 @@ from wscap.capture import docker as dockerapi
 from wscap.capture import ifaces as ifmod
 from wscap.capture import privilege
 from wscap.capture.live import (
-    BACKENDS, DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN, CaptureConfig, CaptureError, LiveLoop, NoPermission,
+    DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN, CaptureConfig, CaptureError, LiveLoop, NoPermission,
     NoSuchInterface, open_backend,
 )
 from wscap.capture import evidence
@@ -166,6 +166,14 @@ class Status:
 
     @staticmethod
     def text(d: dict) -> str:
+        if "lag_s" in d:
+            # The C writer writes, the analysis reads behind it: say both, and how far behind.
+            s = (f"{d.get('written', 0)} packets written, {d['dropped']} dropped by kernel; analysis: "
+                 f"{d['packets']} read, {d['decided']} decided, "
+                 f"{d['flows'] if d.get('flows') is not None else '-'} flows, {d['lag_s']:.1f} s behind")
+            if d.get("shed"):
+                s += f", {d['shed']} shed"
+            return s
         s = (f"{d['packets']} packets, {d['dropped']} dropped by kernel, "
              f"{d['flows'] if d.get('flows') is not None else '-'} flows, {d['decided']} decided")
         if "written" in d:
@@ -204,8 +212,10 @@ user. The --write file is opened only after that, so it is created by, and only
 where, the invoking user could write.
 
 \b
-Backends: tcpdump (default when installed: captures on its own core and pipes
-pcap to wscap) or scapy (a packet socket in-process, BPF compiled by libpcap).
+Backends: wscap-capture (default; a small libpcap program built on first use)
+or tcpdump writes every packet to --write (or a temporary spool) and the
+analysis reads the file behind it, so the file is complete whatever the
+analysis does; scapy (a packet socket in-process) is not lossless under load.
 Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
 """
 

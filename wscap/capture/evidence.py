@@ -7,10 +7,11 @@ backend reads that file behind it with `FileFollower`. What the kernel handed
 over is on disk at C speed whatever the analysis does; the analysis only
 decides how soon (and, when shedding, how much of it) it reads.
 
-Both writers speak the same small event vocabulary to the backend (what
-`wscap.capture.capturer.CaptureProcess` reports): `file` (a new file in the
-sequence), `flush` (everything captured before ts is in file K before byte B),
-`stats` (kernel counters per interface), `error`, `end`.
+Both writers expose the same state to the backend (what
+`wscap.capture.capturer.CaptureProcess` keeps from its status lines): `files`
+(the sequence of files), `flush` (the latest "everything captured before ts is
+in file K before byte B"), `stats` (kernel counters), `errors`, `ended`,
+`end_reason`, `packets` (written).
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,19 +26,67 @@ from collections import deque
 from typing import Any, Iterable
 
 from wscap.capture.follow import FileFollower
-from wscap.capture.live import (_GUARD, _TCPDUMP_STAT, BackendMissing, CaptureConfig, CaptureError,
+from wscap.capture.live import (BackendMissing, CaptureConfig, CaptureError,
                                 _filter_error, _iface_error, _pdeathsig, _perm_error, _set_nonblock)
 from wscap.model import RawFrame
 
 
+# The guard: starts tcpdump, relays our requests ("u" = print statistics, "t" = stop)
+# as signals, and ends tcpdump when its stdin reaches EOF, i.e. when wscap is gone
+# however it died. Once tcpdump has switched user, the guard switches to the same one.
+_GUARD = r"""
+import os, select, signal, subprocess, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+try:
+    p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL)
+except OSError as e:
+    sys.stderr.write("tcpdump: %s\n" % e); sys.exit(127)
+def end(sig=signal.SIGTERM):
+    try:
+        p.send_signal(sig); p.wait(5)
+    except subprocess.TimeoutExpired:
+        p.kill(); p.wait()
+signal.signal(signal.SIGTERM, lambda *a: (end(), sys.exit(p.returncode or 0)))
+dropped = os.geteuid() != 0
+def follow():
+    # Become whoever tcpdump became (-Z / Debian's "tcpdump" user): the guard needs
+    # no more than that to signal it, so it does not stay root.
+    global dropped
+    try:
+        with open("/proc/%d/status" % p.pid) as f:
+            st = dict(l.split(":", 1) for l in f if ":" in l)
+        uid, gid = int(st["Uid"].split()[1]), int(st["Gid"].split()[1])
+    except (OSError, KeyError, ValueError):
+        return
+    if uid != 0:
+        os.setgroups([]); os.setresgid(gid, gid, gid); os.setresuid(uid, uid, uid)
+        dropped = True
+while True:
+    if not dropped:
+        follow()
+    try:
+        r, _, _ = select.select([0], [], [], 0.5 if dropped else 0.02)
+    except InterruptedError:
+        continue
+    if p.poll() is not None:
+        sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)
+    if r:
+        cmd = os.read(0, 64)
+        if not cmd:
+            end(); sys.exit(0)
+        for c in cmd:
+            if c == 117:   # u
+                p.send_signal(signal.SIGUSR1)
+            elif c == 116: # t
+                p.send_signal(signal.SIGTERM)
+"""
+
+
+_TCPDUMP_STAT = re.compile(rb"(\d+) packets? (captured|received by filter|dropped by kernel"
+                           rb"|dropped by interface)")
+
+
 _LINKTYPES = {"EN10MB": 1, "LINUX_SLL2": 276, "LINUX_SLL": 113, "RAW": 101, "NULL": 0}
-
-
-def ev_get(ev: Any, key: str, default: Any = None) -> Any:
-    """Events may be dicts or small dataclasses; read either."""
-    if isinstance(ev, dict):
-        return ev.get(key, default)
-    return getattr(ev, key, default)
 
 
 class TcpdumpWriter:
@@ -72,6 +120,7 @@ class TcpdumpWriter:
         self._stats = {"captured": 0, "received": 0, "dropped": 0, "ifdropped": 0}
         self._stopping = False
         self._stop_at: float | None = None
+        self._next_space_check = 0.0
         self._announced = 0
         cmd = [self.binary, "-i", cfg.iface, "-U", "-w", path, "-s", str(cfg.snaplen),
                "-B", str(cfg.buffer_mb * 1024)]
@@ -145,7 +194,24 @@ class TcpdumpWriter:
     def _name(self, k: int) -> str:
         return self.path if k == 0 else f"{self.path}{k}"
 
+    def _check_space(self) -> None:
+        # tcpdump ignores failed writes (pcap_dump has no error path): watch the disk ourselves.
+        now = time.monotonic()
+        if self._stopping or now < self._next_space_check:
+            return
+        self._next_space_check = now + 0.5
+        try:
+            st = os.statvfs(os.path.dirname(self.path) or ".")
+        except OSError:
+            return
+        if st.f_bavail * st.f_frsize < self.cfg.snaplen + 64:
+            self.errors.append(("write", f"disk full: no space left on the filesystem of {self.path}"))
+            self.end_reason = "write-error"
+            self._stopping = True
+            self._stop_at = time.monotonic()
+
     def poll(self) -> list[dict]:
+        self._check_space()
         self._maybe_end()
         self._read_err()
         out: list[dict] = []
@@ -159,7 +225,9 @@ class TcpdumpWriter:
         if not self.ended and self.proc.poll() is not None:
             self._read_err()
             self.ended = True
-            if self._stopping:
+            if self.end_reason == "write-error":
+                pass
+            elif self._stopping:
                 self.end_reason = "stopped"
             else:
                 err = self._stderr.decode("utf-8", "replace")
@@ -327,10 +395,27 @@ class FollowBackend:
         if self._writer_ended and not frames and self.follower.at_end:
             self._pump()
             if self.follower.at_end:
+                self._cut_partial_tail()
                 self.ended = True
                 if self._stopping:
                     self.end_reason = None
         return frames
+
+    def _cut_partial_tail(self) -> None:
+        """A writer that died mid-record (a full disk under tcpdump) leaves a torn record:
+        cut the file back to its last whole record so every reader opens it cleanly."""
+        f = self.follower
+        if f.fd is None or f.reader is None or not f.reader.pending or f.path is None:
+            return
+        seq, whole = f.position()
+        try:
+            os.truncate(f.path, whole)
+            self.notices.append(f"{f.path}: cut back to its last whole record ({f.reader.pending} bytes of a "
+                                "torn record removed)")
+            f.reader._buf.clear()
+            f.offset = whole
+        except OSError as e:
+            self.notices.append(f"{f.path}: ends inside a record and could not be cut ({e.strerror})")
 
     def watermark_ns(self, now_wall_ns: int) -> int:
         """Capture time up to which every packet has been read (decisions may use it)."""

@@ -214,6 +214,44 @@ class FileFollower:
         pending = self.reader.pending if self.reader is not None else 0
         return self.seq, self.offset - pending
 
+    def _clone_reader(self):
+        """A reader in the same state as ours (format, interfaces, pending bytes)."""
+        r = self.reader
+        if r is None:
+            return None
+        c = type(r)()
+        c.__dict__.update({k: (bytearray(v) if isinstance(v, bytearray) else
+                               list(v) if isinstance(v, list) else v) for k, v in r.__dict__.items()})
+        return c
+
+    def count_unread(self) -> int:
+        """Records left in the files past the read position (for the loss count at the end)."""
+        todo = []
+        if self.fd is not None and self.path:
+            todo.append((self.path, self.offset, self._clone_reader()))
+        todo += [(p, 0, None) for _, p in self._queue]
+        n = 0
+        for path, off, reader in todo:
+            try:
+                f = open(path, "rb")
+            except OSError:
+                continue
+            with f:
+                f.seek(off)
+                while True:
+                    chunk = f.read(READ_CHUNK * 4)
+                    if not chunk:
+                        break
+                    if reader is None:
+                        if len(chunk) < 4:
+                            break
+                        reader = stream_reader(chunk)
+                    try:
+                        n += len(reader.feed(chunk))
+                    except ValueError:
+                        break
+        return n
+
     def close(self) -> None:
         self._close()
         while self._queue and self.delete_after_read:
