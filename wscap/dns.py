@@ -130,14 +130,22 @@ class DnsTracker:
             self._message(seg.source, seg.frame, seg.ts_ns, seg.src, seg.sport, seg.dst, seg.dport, msg, "tcp")
 
     def _message(self, source, frame, ts_ns, src, sport, dst, dport, data, transport) -> None:
-        self.messages += 1
         parsed = _parse(data)
         if parsed is None:
+            self.messages += 1
             self.malformed += 1
             return
         txid, is_answer, rcode, qname, qtype, addrs, answers, ok = parsed
         if not ok:
             self.malformed += 1          # the header was readable (matched below), the rest was not
+        self.record(source, frame, ts_ns, src, sport, dst, dport, transport, txid, is_answer, rcode, qname,
+                    qtype, addrs, answers)
+
+    def record(self, source: int, frame: int, ts_ns: int, src: bytes, sport: int, dst: bytes, dport: int,
+               transport: str, txid: int, is_answer: bool, rcode: int, qname: str, qtype: str,
+               addrs: list[str], answers: int) -> None:
+        """One DNS message, already parsed (by dpkt here, by tshark in the tshark engine)."""
+        self.messages += 1
         if not is_answer:
             key = (source, src, sport, txid)
             old = self.pending.pop(key, None)

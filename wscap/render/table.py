@@ -79,6 +79,21 @@ def chain_line(chain: dict, doc: dict | None = None) -> str:
     return text + "\n    " + term(v["summary"])
 
 
+def dns_lines(verdict: dict, names: dict[str, str]) -> list[str]:
+    """The failed lookups a verdict cites, one line each: `DNS: NAME RCODE (frame N), ...`."""
+    d = verdict.get("dns") or {}
+    out = []
+    host = d.get("host") or ""
+    who = f"{names[host]} ({host})" if names.get(host) else host
+    for lk in d.get("lookups") or []:
+        if lk["outcome"] == "ok":
+            continue
+        what = (f"{lk['rcode']} (frame {lk['answer_frame']})" if lk["rcode"] is not None
+                else f"no answer (query frame {lk['query_frame']})")
+        out.append(f"DNS: {term(lk['name'] or '?')} {what}, {term(lk['type'] or '?')} lookup by {term(who)}")
+    return out
+
+
 def diff_table(d: dict) -> str:
     rows = [[c["class"], c["kind"], term(c["name"]), term(c["before"] or "")[:50], term(c["after"] or "")[:50]]
             for c in d["changes"]]
@@ -145,6 +160,7 @@ def render_table(doc: dict, verbose: bool = False) -> str:
             out.append(f"  [{c['id']}] {status:6} {v['cause']}"
                        + (f" (hop {v['hop']})" if v["hop"] is not None else "") + "  " + ladder(c, by_id, names))
             out.append("         " + term(v["summary"]))
+            out += ["         " + line for line in dns_lines(v, names)]
             enc = c.get("encrypted_before")
             if enc:
                 out.append(f"         Before hop 0: {term(label(enc['client'], names))} → "

@@ -1,0 +1,276 @@
+"""DNS as evidence: the proxy's lookups explain a chain that stopped at the proxy.
+
+Captures are built with scapy (the spec is the truth): the proxy 172.18.0.2 receives the
+browser's upgrade, asks a resolver for `meetsonar-backend`, and what the resolver says
+(SERVFAIL, NXDOMAIN, nothing, an address) is what the verdict must cite, with its frame.
+"""
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+from scapy.all import IP, TCP, UDP, Ether, Raw  # type: ignore[attr-defined]
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+
+from builders import Capture, new_key, ws_request, ws_response
+from wscap.analyze import analyze_paths
+from wscap.limits import Limits
+from wscap.pipeline import Options
+
+CLIENT = ("172.18.0.1", 50000)
+PROXY = ("172.18.0.2", 5173)
+BACKEND = ("172.18.0.3", 5000)
+RESOLVER = "172.18.0.1"          # a resolver on the bridge (Docker forwards names it does not own)
+
+
+def _frame_no(cap: Capture, pkt) -> int:
+    return next(i for i, p in enumerate(cap.packets, start=1) if p is pkt)
+
+
+def dns_query(cap: Capture, name: str = "meetsonar-backend", qtype: str = "A", txid: int = 0x1234,
+              client=("172.18.0.2", 40053), server=(RESOLVER, 53)):
+    return cap.add(IP(src=client[0], dst=server[0]) / UDP(sport=client[1], dport=server[1])
+                   / DNS(id=txid, rd=1, qd=DNSQR(qname=name, qtype=qtype)))
+
+
+def dns_answer(cap: Capture, name: str = "meetsonar-backend", qtype: str = "A", txid: int = 0x1234,
+               rcode: int = 0, addr: str | None = None, client=("172.18.0.2", 40053), server=(RESOLVER, 53)):
+    an = [DNSRR(rrname=name, type=qtype, rdata=addr, ttl=600)] if addr else []
+    return cap.add(IP(src=server[0], dst=client[0]) / UDP(sport=server[1], dport=client[1])
+                   / DNS(id=txid, qr=1, ra=1, rcode=rcode, qd=DNSQR(qname=name, qtype=qtype), an=an))
+
+
+def browser_leg(cap: Capture, n: int = 0):
+    down = cap.conn((CLIENT[0], CLIENT[1] + n), PROXY).open()
+    down.send(True, ws_request("/ws", key=new_key(n)))
+    return down
+
+
+def analyze(cap: Capture, tmp_path, name: str = "c.pcap", **opts) -> dict:
+    path = cap.write(tmp_path / name)
+    return analyze_paths([path], Options(**opts))
+
+
+def only_chain(doc: dict) -> dict:
+    assert len(doc["chains"]) == 1, doc["chains"]
+    return doc["chains"][0]
+
+
+def test_servfail_then_502(tmp_path):
+    cap = Capture()
+    down = browser_leg(cap)
+    q = dns_query(cap)
+    a = dns_answer(cap, rcode=2)
+    down.send(False, ws_response(status=502, reason="Bad Gateway"))
+    down.fin(False)
+    doc = analyze(cap, tmp_path)
+    v = only_chain(doc)["verdict"]
+    assert v["cause"] == "no-upstream-connection"
+    assert f"lookup of `meetsonar-backend` failed (SERVFAIL, frame {_frame_no(cap, a)})" in v["summary"]
+    assert v["dns"]["visible"] is True and v["dns"]["host"] == PROXY[0]
+    assert v["dns"]["lookups"][0]["outcome"] == "servfail"
+    assert any(e["frame"] == _frame_no(cap, a) and "SERVFAIL" in e["what"] for e in v["evidence"])
+    lk = doc["dns"]["lookups"]
+    assert len(lk) == 1 and lk[0]["query_frame"] == _frame_no(cap, q) and lk[0]["answer_frame"] == _frame_no(cap, a)
+    assert lk[0]["rcode"] == "SERVFAIL" and lk[0]["name"] == "meetsonar-backend" and lk[0]["type"] == "A"
+    assert lk[0]["client"] == "172.18.0.2:40053" and lk[0]["server"] == "172.18.0.1:53"
+    assert doc["dns"]["names"] == [{"name": "meetsonar-backend", "queries": 1, "answers": {"SERVFAIL": 1},
+                                    "no_answer": 0, "addresses": []}]
+
+
+def test_nxdomain_and_browser_timeout(tmp_path):
+    """getaddrinfo asks A and AAAA; both NXDOMAIN; the proxy never answers, the browser gives up."""
+    cap = Capture()
+    down = browser_leg(cap)
+    dns_query(cap, txid=1)
+    dns_query(cap, qtype="AAAA", txid=2, client=("172.18.0.2", 40054))
+    a1 = dns_answer(cap, txid=1, rcode=3)
+    dns_answer(cap, qtype="AAAA", txid=2, rcode=3, client=("172.18.0.2", 40054))
+    cap.wait(1.5)
+    down.fin(True)
+    doc = analyze(cap, tmp_path)
+    v = only_chain(doc)["verdict"]
+    assert v["cause"] in ("timeout", "no-upstream-connection")
+    assert f"lookup of `meetsonar-backend` failed (NXDOMAIN, frame {_frame_no(cap, a1)})" in v["summary"]
+    assert [x["rcode"] for x in doc["dns"]["lookups"]] == ["NXDOMAIN", "NXDOMAIN"]
+
+
+def test_no_answer(tmp_path):
+    cap = Capture()
+    down = browser_leg(cap)
+    q = dns_query(cap)
+    cap.wait(2.0)
+    down.send(False, ws_response(status=504, reason="Gateway Timeout"))
+    down.fin(False)
+    doc = analyze(cap, tmp_path)
+    v = only_chain(doc)["verdict"]
+    assert f"lookup of `meetsonar-backend` got no answer (query frame {_frame_no(cap, q)})" in v["summary"]
+    assert doc["dns"]["lookups"][0]["outcome"] == "no-answer" and doc["dns"]["lookups"][0]["rcode"] is None
+
+
+def test_healthy_lookup_is_not_mentioned(tmp_path):
+    cap = Capture()
+    key = new_key(7)
+    down = cap.conn(CLIENT, PROXY).open()
+    down.send(True, ws_request("/ws", key=key))
+    dns_query(cap)
+    a = dns_answer(cap, addr=BACKEND[0])
+    up = cap.conn((PROXY[0], 40000), BACKEND).open()
+    up.send(True, ws_request("/ws", key=key, host="meetsonar-backend:5000", lower=True))
+    up.send(False, ws_response(key))
+    down.send(False, ws_response(key, lower=True))
+    doc = analyze(cap, tmp_path)
+    v = only_chain(doc)["verdict"]
+    assert v["cause"] == "ok"
+    assert "lookup" not in v["summary"] and "DNS" not in v["summary"] and "dns" not in v
+    lk = doc["dns"]["lookups"][0]
+    assert lk["outcome"] == "ok" and lk["addresses"] == [BACKEND[0]] and lk["answer_frame"] == _frame_no(cap, a)
+
+
+def test_resolved_but_never_connected(tmp_path):
+    cap = Capture()
+    down = browser_leg(cap)
+    dns_query(cap)
+    a = dns_answer(cap, addr=BACKEND[0])
+    down.send(False, ws_response(status=502, reason="Bad Gateway"))
+    doc = analyze(cap, tmp_path)
+    v = only_chain(doc)["verdict"]
+    assert f"resolved `meetsonar-backend` to {BACKEND[0]} (frame {_frame_no(cap, a)}) but no connection" in v["summary"]
+
+
+def test_dns_not_visible_says_how_to_see_it(tmp_path):
+    cap = Capture()
+    down = browser_leg(cap)
+    cap.wait(1.0)
+    down.fin(False)
+    doc = analyze(cap, tmp_path, names=(("172.18.0.2", "meetsonar_vite_1"),))
+    v = only_chain(doc)["verdict"]
+    assert v["cause"] == "no-upstream-connection"
+    assert "DNS was not visible from this capture point" in v["summary"]
+    assert "`wscap live --container meetsonar_vite_1`" in v["summary"]
+    assert v["dns"] == {"host": "172.18.0.2", "visible": False, "lookups": []}
+
+
+def test_lookup_of_another_host_or_time_is_not_cited(tmp_path):
+    """A lookup by some other container, and one by the proxy long before, explain nothing."""
+    cap = Capture()
+    dns_query(cap, client=("172.18.0.2", 40001), txid=9)
+    dns_answer(cap, client=("172.18.0.2", 40001), txid=9, rcode=2)
+    cap.wait(30)
+    down = browser_leg(cap)
+    dns_query(cap, client=("172.18.0.9", 40002), txid=10)
+    dns_answer(cap, client=("172.18.0.9", 40002), txid=10, rcode=2)
+    down.send(False, ws_response(status=502, reason="Bad Gateway"))
+    doc = analyze(cap, tmp_path)
+    v = only_chain(doc)["verdict"]
+    assert "lookup" not in v["summary"] and "not visible" not in v["summary"]
+    assert v["dns"] == {"host": "172.18.0.2", "visible": True, "lookups": []}
+
+
+def test_docker_resolver_inside_the_container(tmp_path):
+    """Captured inside vite's namespace: the query goes 127.0.0.1 -> 127.0.0.11 on a DNAT'd high
+    port, the answer comes back from 127.0.0.11:53; the browser leg arrives on eth0."""
+    cap = Capture()
+    down = browser_leg(cap)
+    dns_query(cap, client=("127.0.0.1", 45000), server=("127.0.0.11", 41234), txid=77)
+    a = dns_answer(cap, client=("127.0.0.1", 45000), server=("127.0.0.11", 53), txid=77, rcode=2)
+    down.send(False, ws_response(status=502, reason="Bad Gateway"))
+    doc = analyze(cap, tmp_path)
+    v = only_chain(doc)["verdict"]
+    assert f"failed (SERVFAIL, frame {_frame_no(cap, a)})" in v["summary"]
+    assert doc["dns"]["lookups"][0]["server"] == "127.0.0.11:41234"
+
+
+def test_dns_over_tcp(tmp_path):
+    cap = Capture()
+    down = browser_leg(cap)
+    q = bytes(DNS(id=5, rd=1, qd=DNSQR(qname="meetsonar-backend")))
+    r = bytes(DNS(id=5, qr=1, rcode=5, qd=DNSQR(qname="meetsonar-backend")))
+    t = cap.conn(("172.18.0.2", 41000), (RESOLVER, 53)).open()
+    t.send(True, struct.pack("!H", len(q)) + q, split=[1])        # the length prefix on its own
+    resp = t.send(False, struct.pack("!H", len(r)) + r)
+    down.send(False, ws_response(status=502, reason="Bad Gateway"))
+    doc = analyze(cap, tmp_path)
+    v = only_chain(doc)["verdict"]
+    assert f"failed (REFUSED, frame {_frame_no(cap, resp[-1])})" in v["summary"]
+    assert doc["dns"]["lookups"][0]["transport"] == "tcp"
+    assert len(doc["handshakes"]) == 1      # the DNS connection is not an HTTP connection
+
+
+def test_malformed_dns_is_counted_not_fatal(tmp_path):
+    cap = Capture()
+    down = browser_leg(cap)
+    hdr = struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+    cap.add(IP(src="172.18.0.2", dst=RESOLVER) / UDP(sport=40060, dport=53) / Raw(hdr + b"\xc0\x0c\x00\x01\x00\x01"))
+    cap.add(IP(src="172.18.0.2", dst=RESOLVER) / UDP(sport=40061, dport=53) / Raw(b"\x00\x01\x02"))
+    loop = struct.pack("!HHHHHH", 0x4343, 0x8182, 1, 1, 0, 0) + b"\x03abc\x00\x00\x01\x00\x01" + b"\xc0\x1d" * 8
+    cap.add(IP(src=RESOLVER, dst="172.18.0.2") / UDP(sport=53, dport=40062) / Raw(loop))
+    down.send(False, ws_response(status=502, reason="Bad Gateway"))
+    doc = analyze(cap, tmp_path)
+    assert doc["dns"]["messages"] == 3 and doc["dns"]["malformed"] == 3
+    assert only_chain(doc)["verdict"]["cause"] == "no-upstream-connection"
+    assert not doc["source"][0]["errors"]
+
+
+def test_max_dns_bound(tmp_path):
+    cap = Capture()
+    for i in range(30):
+        dns_query(cap, name=f"n{i}.example", txid=i, client=("172.18.0.5", 30000 + i))
+    doc = analyze(cap, tmp_path, limits=Limits(max_dns=10))
+    assert len(doc["dns"]["lookups"]) == 10 and doc["dns"]["dropped"] == 20
+    assert doc["stats"]["limits_hit"]["max_dns"] == 20
+    assert doc["dns"]["lookups"][-1]["name"] == "n29.example"     # the newest are kept
+
+
+def test_cli_max_dns_and_text_line(tmp_path):
+    from click.testing import CliRunner
+    from wscap.cli import main
+    cap = Capture()
+    down = browser_leg(cap)
+    dns_query(cap)
+    a = dns_answer(cap, rcode=2)
+    down.send(False, ws_response(status=502, reason="Bad Gateway"))
+    path = cap.write(tmp_path / "c.pcap")
+    r = CliRunner().invoke(main, ["analyze", path, "--max-dns", "5"])
+    assert r.exit_code == 1, r.output
+    assert f"failed (SERVFAIL, frame {_frame_no(cap, a)})" in r.output
+    assert f"DNS: meetsonar-backend SERVFAIL (frame {_frame_no(cap, a)})" in r.output
+    r = CliRunner().invoke(main, ["analyze", path, "--format", "json"])
+    assert json.loads(r.output)["dns"]["lookups"][0]["rcode"] == "SERVFAIL"
+
+
+def test_parallel_jobs_keep_dns(tmp_path):
+    from wscap.analyze import run_pipeline
+    paths = []
+    for i in range(2):
+        cap = Capture(t0=1_700_000_000.0 + 100 * i)
+        down = browser_leg(cap)
+        dns_query(cap, txid=i)
+        dns_answer(cap, txid=i, rcode=2 if i else 3)
+        down.send(False, ws_response(status=502, reason="Bad Gateway"))
+        paths.append(cap.write(tmp_path / f"c{i}.pcap"))
+    one = run_pipeline(paths, Options()).document()
+    two = run_pipeline(paths, Options(), jobs=2).document()
+    assert one["dns"] == two["dns"]
+    assert [c["verdict"]["summary"] for c in one["chains"]] == [c["verdict"]["summary"] for c in two["chains"]]
+    assert "NXDOMAIN" in one["chains"][0]["verdict"]["summary"] and "SERVFAIL" in one["chains"][1]["verdict"]["summary"]
+
+
+def test_ipv6_dns(tmp_path):
+    from scapy.all import IPv6  # type: ignore[attr-defined]
+    cap = Capture()
+    cap.add(IPv6(src="fd00::2", dst="fd00::1") / UDP(sport=40000, dport=53) / DNS(id=3, qd=DNSQR(qname="x", qtype="AAAA")))
+    cap.add(IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=53, dport=40000)
+            / DNS(id=3, qr=1, qd=DNSQR(qname="x", qtype="AAAA"), an=DNSRR(rrname="x", type="AAAA", rdata="fd00::3")))
+    doc = analyze(cap, tmp_path)
+    lk = doc["dns"]["lookups"][0]
+    assert lk["client"] == "[fd00::2]:40000" and lk["addresses"] == ["fd00::3"] and lk["type"] == "AAAA"
+
+
+@pytest.mark.parametrize("payload", [b"", b"\xff" * 11, b"\x00" * 12, b"\x12\x34\x81\x80" + b"\xff" * 8])
+def test_short_and_odd_messages(tmp_path, payload):
+    cap = Capture()
+    cap.add(IP(src="172.18.0.2", dst=RESOLVER) / UDP(sport=40000, dport=53) / Raw(payload))
+    doc = analyze(cap, tmp_path)
+    assert doc["dns"]["messages"] == 1 and not doc["source"][0]["errors"]
