@@ -274,3 +274,44 @@ def test_short_and_odd_messages(tmp_path, payload):
     cap.add(IP(src="172.18.0.2", dst=RESOLVER) / UDP(sport=40000, dport=53) / Raw(payload))
     doc = analyze(cap, tmp_path)
     assert doc["dns"]["messages"] == 1 and not doc["source"][0]["errors"]
+
+
+# -- the tshark engine reads the same DNS from tshark's dns fields -------------------------------
+
+def _scenarios():
+    out = {}
+    for kind in ("servfail", "nxdomain", "no-answer", "tcp", "ok", "docker"):
+        cap = Capture()
+        down = browser_leg(cap)
+        if kind == "tcp":
+            q = bytes(DNS(id=5, rd=1, qd=DNSQR(qname="meetsonar-backend")))
+            r = bytes(DNS(id=5, qr=1, rcode=2, qd=DNSQR(qname="meetsonar-backend")))
+            t = cap.conn(("172.18.0.2", 41000), (RESOLVER, 53)).open()
+            t.send(True, struct.pack("!H", len(q)) + q)
+            t.send(False, struct.pack("!H", len(r)) + r)
+        elif kind == "docker":
+            # Docker's resolver behind DNAT: the query is seen on a high port (tshark's DNS
+            # heuristic dissector finds it there too).
+            dns_query(cap, client=("127.0.0.1", 45000), server=("127.0.0.11", 41234), txid=77)
+            dns_answer(cap, client=("127.0.0.1", 45000), server=("127.0.0.11", 53), txid=77, rcode=2)
+        else:
+            dns_query(cap)
+            if kind != "no-answer":
+                dns_answer(cap, rcode={"servfail": 2, "nxdomain": 3, "ok": 0}[kind],
+                           addr=BACKEND[0] if kind == "ok" else None)
+        cap.wait(1.0)
+        down.send(False, ws_response(status=502, reason="Bad Gateway"))
+        out[kind] = cap
+    return out
+
+
+@pytest.mark.skipif(__import__("shutil").which("tshark") is None, reason="tshark is not installed")
+def test_tshark_engine_reads_the_same_dns(tmp_path):
+    from wscap.engine_tshark import analyze_paths as tshark_analyze
+    for kind, cap in _scenarios().items():
+        path = cap.write(tmp_path / f"{kind}.pcap")
+        core = analyze_paths([path], Options())
+        tsh = tshark_analyze([path], Options())
+        assert [c["verdict"] for c in core["chains"]] == [c["verdict"] for c in tsh["chains"]], kind
+        assert core["dns"]["lookups"] and core["dns"]["lookups"] == tsh["dns"]["lookups"], kind
+        assert core["dns"]["messages"] == tsh["dns"]["messages"], kind
