@@ -315,3 +315,21 @@ def test_tshark_engine_reads_the_same_dns(tmp_path):
         assert [c["verdict"] for c in core["chains"]] == [c["verdict"] for c in tsh["chains"]], kind
         assert core["dns"]["lookups"] and core["dns"]["lookups"] == tsh["dns"]["lookups"], kind
         assert core["dns"]["messages"] == tsh["dns"]["messages"], kind
+
+
+def test_copies_on_two_interfaces_are_one_lookup_and_a_retry_is_two(tmp_path):
+    cap = Capture(step=0.00001)
+    q = dns_query(cap)
+    dns_query(cap)                              # the same datagram, captured again on the bridge
+    a = dns_answer(cap, rcode=3)
+    dns_answer(cap, rcode=3)
+    cap.wait(1.0)
+    q2 = dns_query(cap, txid=0x5555)            # a retry, a second later, new id: a second lookup
+    cap.wait(1.0)
+    q3 = dns_query(cap, txid=0x5555)            # the same id again after a second: a retry, not a copy
+    doc = analyze(cap, tmp_path)
+    lk = doc["dns"]["lookups"]
+    assert [(x["query_frame"], x["answer_frame"], x["outcome"]) for x in lk] == [
+        (_frame_no(cap, q), _frame_no(cap, a), "nxdomain"),
+        (_frame_no(cap, q2), None, "no-answer"), (_frame_no(cap, q3), None, "no-answer")]
+    assert doc["dns"]["duplicates"] == 2

@@ -21,7 +21,7 @@ import struct
 from collections import deque
 
 DOCKER_RESOLVER = bytes([127, 0, 0, 11])
-NO_ANSWER_S = 5.0            # glibc's default resolver timeout: a query unanswered this long got no answer
+DUPLICATE_S = 0.1            # the same message again within this long is a copy (another interface), not a retry
 MAX_ADDRESSES = 16           # addresses kept per answer
 MAX_NAME = 253               # longest DNS name (RFC 1035); longer text is cut
 MAX_TCP_STREAMS = 256        # DNS-over-TCP directions reassembled at once
@@ -90,6 +90,8 @@ class DnsTracker:
         self._index = None                              # (version, {(ip): sorted lookups})
         self._version = 0
         self.docker_loopback = False     # a query on a loopback to Docker's resolver (captured in a container)
+        self.duplicates = 0              # copies of one message (captured on a veth and its bridge)
+        self._answered: dict[tuple, dict] = {}          # recent answered transactions, for copies
 
     # -- input ----------------------------------------------------------------------------
     def udp(self, source: int, frame: int, ts_ns: int, src: bytes, sport: int, dst: bytes, dport: int,
@@ -146,8 +148,13 @@ class DnsTracker:
                addrs: list[str], answers: int) -> None:
         """One DNS message, already parsed (by dpkt here, by tshark in the tshark engine)."""
         self.messages += 1
+        ts = ts_ns / 1e9
         if not is_answer:
             key = (source, src, sport, txid)
+            old = self.pending.get(key)
+            if old is not None and old["name"] == qname and ts - old["query_ts"] < DUPLICATE_S:
+                self.duplicates += 1     # the same packet seen on a second interface
+                return
             old = self.pending.pop(key, None)
             if old is not None:
                 old["_key"] = None       # a retry with the same id: the earlier try got no answer
@@ -166,6 +173,10 @@ class DnsTracker:
         key = (source, dst, dport, txid)
         entry = self.pending.pop(key, None)
         if entry is None:
+            prev = self._answered.get(key)
+            if prev is not None and prev["answer_ts"] is not None and abs(ts - prev["answer_ts"]) < DUPLICATE_S:
+                self.duplicates += 1
+                return
             # An answer whose query the capture does not hold (it began later, or the query went
             # out on a port the DNAT rewrote): still evidence of what the resolver said.
             self.unmatched += 1
@@ -182,6 +193,9 @@ class DnsTracker:
         entry["outcome"] = _outcome(rcode, answers)
         if not entry["name"] and qname:
             entry["name"] = qname
+        self._answered[key] = entry
+        if len(self._answered) > MAX_TCP_STREAMS * 16:
+            self._answered.pop(next(iter(self._answered)))
 
     def _add(self, entry: dict) -> None:
         if len(self.lookups) >= self.max_lookups:
@@ -196,7 +210,7 @@ class DnsTracker:
     def export(self) -> dict:
         return {"lookups": [{k: v for k, v in e.items() if k != "_key"} for e in self.lookups],
                 "messages": self.messages, "malformed": self.malformed, "dropped": self.dropped,
-                "unmatched": self.unmatched, "hosts": list(self.hosts.items()),
+                "unmatched": self.unmatched, "duplicates": self.duplicates, "hosts": list(self.hosts.items()),
                 "docker_loopback": self.docker_loopback}
 
     def absorb(self, part: dict) -> None:
@@ -206,6 +220,7 @@ class DnsTracker:
         self.malformed += part["malformed"]
         self.dropped += part["dropped"]
         self.unmatched += part["unmatched"]
+        self.duplicates += part["duplicates"]
         for hk, n in part["hosts"]:
             hk = tuple(hk)
             if hk in self.hosts or len(self.hosts) < MAX_HOSTS:
@@ -232,7 +247,7 @@ class DnsTracker:
                     n["addresses"].append(a)
         return {"lookups": out, "names": sorted(by_name.values(), key=lambda n: n["name"]),
                 "messages": self.messages, "malformed": self.malformed, "unmatched_answers": self.unmatched,
-                "dropped": self.dropped}
+                "duplicates": self.duplicates, "dropped": self.dropped}
 
     # -- evidence for a verdict -------------------------------------------------------------
     def _by_client(self) -> dict[str, tuple[list[float], list[dict]]]:
