@@ -333,3 +333,31 @@ def test_copies_on_two_interfaces_are_one_lookup_and_a_retry_is_two(tmp_path):
         (_frame_no(cap, q), _frame_no(cap, a), "nxdomain"),
         (_frame_no(cap, q2), None, "no-answer"), (_frame_no(cap, q3), None, "no-answer")]
     assert doc["dns"]["duplicates"] == 2
+
+
+def test_live_pipeline_chain_line_cites_the_lookup(tmp_path):
+    """live feeds the same pipeline frame by frame; the chain event carries the DNS sentence."""
+    from wscap.capture.files import ReadResult, read_frames
+    from wscap.pipeline import Pipeline
+    from wscap.render.table import chain_line
+    cap = Capture()
+    down = browser_leg(cap)
+    dns_query(cap)
+    a = dns_answer(cap, rcode=2)
+    cap.wait(0.5)
+    down.send(False, ws_response(status=502, reason="Bad Gateway"))
+    path = cap.write(tmp_path / "live.pcap")
+    pipe = Pipeline(Options(timeout_s=1.0, names=(("172.18.0.2", "vite"),)))
+    events = []
+    last = 0
+    for f in read_frames(path, ReadResult(path=path)):
+        events += pipe.feed(f)
+        last = f.ts_ns
+    events += pipe.tick(last + 5_000_000_000)
+    chains = [e.json for e in events if e.kind == "chain"]
+    assert len(chains) == 1
+    line = chain_line(chains[0], {"handshakes": [e.json for e in events if e.kind == "handshake"],
+                                  "endpoints": [{"ip": "172.18.0.2", "name": "vite"}]})
+    assert "vite (172.18.0.2:5173) answered 502" in line
+    assert f"failed (SERVFAIL, frame {_frame_no(cap, a)})" in line
+    assert f"DNS: meetsonar-backend SERVFAIL (frame {_frame_no(cap, a)}), A lookup by vite (172.18.0.2)" in line

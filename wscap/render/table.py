@@ -73,10 +73,11 @@ def ladder(chain: dict, by_id: dict[int, dict], names: dict[str, str]) -> str:
 def chain_line(chain: dict, doc: dict | None = None) -> str:
     v = chain["verdict"]
     text = f"chain {chain['id']}: {v['cause']}" + (f" at hop {v['hop']}" if v["hop"] is not None else "")
+    names = _names(doc) if doc is not None else {}
     if doc is not None:
         by_id = {h["id"]: h for h in doc["handshakes"]}
-        text += "  " + ladder(chain, by_id, _names(doc))
-    return text + "\n    " + term(v["summary"])
+        text += "  " + ladder(chain, by_id, names)
+    return text + "\n    " + term(v["summary"]) + "".join("\n    " + line for line in dns_lines(v, names))
 
 
 def dns_lines(verdict: dict, names: dict[str, str]) -> list[str]:
