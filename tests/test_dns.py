@@ -361,3 +361,27 @@ def test_live_pipeline_chain_line_cites_the_lookup(tmp_path):
     assert "vite (172.18.0.2:5173) answered 502" in line
     assert f"failed (SERVFAIL, frame {_frame_no(cap, a)})" in line
     assert f"DNS: meetsonar-backend SERVFAIL (frame {_frame_no(cap, a)}), A lookup by vite (172.18.0.2)" in line
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=600), min_size=1, max_size=6), st.booleans())
+def test_any_bytes_as_dns_never_raise(payloads, answers_first):
+    """Arbitrary bytes as UDP and TCP DNS messages: counted, never raised, always bounded."""
+    from wscap.decode import Segment
+    from wscap.dns import DnsTracker
+    t = DnsTracker(max_lookups=4)
+    src, dst = bytes([172, 18, 0, 2]), bytes([127, 0, 0, 11])
+    for i, p in enumerate(payloads):
+        a, b = (dst, src) if answers_first else (src, dst)
+        t.udp(0, i + 1, 1_700_000_000_000_000_000 + i, a, 53 if answers_first else 40000, b,
+              40000 if answers_first else 53, p)
+        t.tcp(Segment(i + 1, 1_700_000_000_000_000_000 + i, src, 41000, dst, 53, 1000 + i * 7, 0, 0x18,
+                      struct.pack("!H", len(p)) + p, len(p) + 2, 0))
+    doc = t.to_json()
+    assert len(doc["lookups"]) <= 4
+    assert doc["messages"] >= doc["malformed"] >= 0
+    json.dumps(doc)

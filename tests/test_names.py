@@ -235,3 +235,21 @@ def test_editcap_and_capinfos_read_it(tmp_path):
 def _packets_of(path: str) -> list:
     res = ReadResult(path=path)
     return list(read_frames(path, res))
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400))
+def test_any_nrb_body_never_raises(body):
+    import io
+    body = body + b"\0" * (-len(body) % 4)
+    ln = 12 + len(body)
+    nrb = struct.pack("<II", 4, ln) + body + struct.pack("<I", ln)
+    data = pcapng_shb() + pcapng_idb(1, 65535, None) + nrb
+    res = ReadResult(path="x")
+    assert list(read_frames("x", res, stream=io.BytesIO(data))) == []
+    assert not res.errors and len(res.names) <= 100
+    assert all(n.isprintable() and len(n.encode()) <= MAX_NAME_LEN for n in res.names.values())
