@@ -385,3 +385,18 @@ def test_any_bytes_as_dns_never_raise(payloads, answers_first):
     assert len(doc["lookups"]) <= 4
     assert doc["messages"] >= doc["malformed"] >= 0
     json.dumps(doc)
+
+
+def test_backend_timeout_behind_a_proxy_gets_no_dns_noise(tmp_path):
+    """A backend that hangs behind a working proxy: no 'not visible' hint, no lookup sentence."""
+    cap = Capture()
+    key = new_key(3)
+    down = cap.conn(CLIENT, PROXY).open()
+    down.send(True, ws_request("/ws", key=key))
+    up = cap.conn((PROXY[0], 40000), BACKEND).open()
+    up.send(True, ws_request("/ws", key=key, host="meetsonar-backend:5000", lower=True))
+    cap.wait(5.0)
+    doc = analyze(cap, tmp_path)
+    v = only_chain(doc)["verdict"]
+    assert v["cause"] == "timeout" and v["hop"] == 1
+    assert "DNS" not in v["summary"] and "lookup" not in v["summary"] and "dns" not in v

@@ -379,6 +379,12 @@ def explain(tracker: DnsTracker, chain: dict, hops: list[dict], timeout_s: float
     t1 = _answered_ts(last)
     hi = (t1 if t1 is not None else t0 + timeout_s) + 0.5
     lookups = tracker.near(host, t0 - 1.0, hi)
+    if len(hops) > 1:
+        # The deepest leg was reached through a proxy (whose own lookups worked): its server is
+        # likely the backend. Only its failed lookups are worth a sentence; silence otherwise.
+        lookups = [e for e in lookups if e["outcome"] != "ok"]
+        if not lookups:
+            return
     if not lookups:
         if tracker.sent_any(host):
             v["dns"] = {"host": host, "visible": True, "lookups": []}

@@ -176,7 +176,7 @@ def render_table(doc: dict, verbose: bool = False) -> str:
     if verbose:
         for h in doc["handshakes"]:
             out.append("")
-            out.append(f"── handshake {h['id']}: {term(h['client'])} → {term(h['server'])}")
+            out.append(f"── handshake {h['id']}: {term(label(h['client'], names))} → {term(label(h['server'], names))}")
             for part in ("request", "response"):
                 msg = h.get(part)
                 if msg:
