@@ -564,15 +564,15 @@ class Pipeline:
         counts: dict[str, int] = {}
         light_chains = []
         encrypted = EncryptedLegs(self.tls_docs)
+        names = self.names()
         for i, c in enumerate(chains):
             chains[i] = None                   # judged chains live in chain_spool, not in memory
-            full = self._judge(c, proxies, encrypted)
+            full = self._judge(c, proxies, encrypted, names)
             counts[full["verdict"]["cause"]] = counts.get(full["verdict"]["cause"], 0) + 1
             light_chains.append({"hops": full["hops"], "verdict": {"broken": full["verdict"]["broken"],
                                                                    "cause": full["verdict"]["cause"]}})
             chain_locs.append(chain_spool.put(full))
         hs_summary = _handshake_counts(self._full(v) for v in shown)
-        names = self.names()
         eps = endpoints(shown, light_chains, names)
         summ = _summary_from(hs_summary, light_chains, counts, self.tls_docs)
         head = {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}
@@ -590,9 +590,10 @@ class Pipeline:
         doc["id"] = view["id"]
         return doc
 
-    def _judge(self, c: dict, proxies: set[str], encrypted: EncryptedLegs | None = None) -> dict:
+    def _judge(self, c: dict, proxies: set[str], encrypted: EncryptedLegs | None = None,
+               names: dict[str, str] | None = None) -> dict:
         hops = [self._full(v) for v in c["hops"]]
-        judge_chain(c, hops, proxies, self.names(), self.dns, self.options.timeout_s)
+        judge_chain(c, hops, proxies, self.names() if names is None else names, self.dns, self.options.timeout_s)
         c["encrypted_before"] = encrypted.before(hops[0]) if encrypted is not None else None
         c["hops"] = [v["id"] for v in c["hops"]]
         for link in c["links"]:
@@ -603,10 +604,10 @@ class Pipeline:
         """The whole document in memory (renderers, the Python API); `write_json` streams it."""
         chains, used, proxies = self._linked()
         encrypted = EncryptedLegs(self.tls_docs)
-        chains = [self._judge(c, proxies, encrypted) for c in chains]
+        names = self.names()
+        chains = [self._judge(c, proxies, encrypted, names) for c in chains]
         shown = sorted(self.views + used, key=lambda v: (v["source"], v["first_frame"]))
         all_hs = [self._full(v) for v in shown]
-        names = self.names()
         return {
             "version": SCHEMA_VERSION,
             "tool": f"wscap {__version__}",
