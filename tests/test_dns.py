@@ -400,3 +400,37 @@ def test_backend_timeout_behind_a_proxy_gets_no_dns_noise(tmp_path):
     v = only_chain(doc)["verdict"]
     assert v["cause"] == "timeout" and v["hop"] == 1
     assert "DNS" not in v["summary"] and "lookup" not in v["summary"] and "dns" not in v
+
+
+def test_hostile_query_name_is_shown_not_obeyed(tmp_path):
+    """A name with an ANSI escape, a bidi override and a backtick reaches the terminal escaped."""
+    from click.testing import CliRunner
+    from wscap.cli import main
+    evil = "evil\x1b[2J\u202emeets`onar"
+    cap = Capture()
+    down = browser_leg(cap)
+    q = bytes(DNS(id=1, rd=1, qd=DNSQR(qname="x")))
+    name = evil.encode()
+    wire = bytes([len(name)]) + name + b"\x00"
+    q = q[:12] + wire + q[12 + 3:]                                 # swap the question's name
+    r = bytes(DNS(id=1, qr=1, rcode=2, qd=DNSQR(qname="x")))
+    r = r[:12] + wire + r[12 + 3:]
+    cap.add(IP(src="172.18.0.2", dst=RESOLVER) / UDP(sport=40000, dport=53) / Raw(q))
+    cap.add(IP(src=RESOLVER, dst="172.18.0.2") / UDP(sport=53, dport=40000) / Raw(r))
+    down.send(False, ws_response(status=502, reason="Bad Gateway"))
+    path = cap.write(tmp_path / "evil.pcap")
+    out = CliRunner().invoke(main, ["analyze", path]).output
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "lookup of `evil\\x1b[2J\\u202emeets'onar` failed (SERVFAIL" in out
+
+
+def test_proxy_on_host_loopback_v6_lookup_on_v4_loopback(tmp_path):
+    """Vite on the host at [::1]:5173; glibc asks systemd-resolved at 127.0.0.53 from 127.0.0.1."""
+    cap = Capture()
+    down = cap.conn(("::1", 50000), ("::1", 5173)).open()
+    down.send(True, ws_request("/ws", key=new_key(4)))
+    dns_query(cap, client=("127.0.0.1", 40000), server=("127.0.0.53", 53))
+    a = dns_answer(cap, client=("127.0.0.1", 40000), server=("127.0.0.53", 53), rcode=3)
+    down.send(False, ws_response(status=502, reason="Bad Gateway"))
+    doc = analyze(cap, tmp_path)
+    assert f"failed (NXDOMAIN, frame {_frame_no(cap, a)})" in only_chain(doc)["verdict"]["summary"]

@@ -179,3 +179,36 @@ def test_real_servfail_through_docker_style_dnat(lab):
     assert lk and all(x["rcode"] == "SERVFAIL" for x in lk)
     # The query as the capture holds it: to the resolver's real port, behind the DNAT.
     assert any(x["server"] == f"127.0.0.11:{RESOLVER_PORT}" and x["query_frame"] in queries for x in lk)
+
+
+def test_live_with_the_dns_filter_cites_the_lookup(lab):
+    """`wscap live` in the proxy's namespace with the DNS-aware filter: the chain event says why."""
+    import json
+    from netns import wscap_argv, wscap_env
+    live = subprocess.Popen(wscap_argv("live", "--netns", lab["p"], "-i", "any", "--filter", LIVE_FILTER,
+                                       "--format", "json", "--timeout", "1", "--duration", "12",
+                                       "--no-docker", "--no-status"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=wscap_env(), cwd=REPO)
+    lab["procs"].append(live)
+    _spawn(lab, lab["p"], RESOLVER)
+    _spawn(lab, lab["p"], PROXY, f"{lab['net']}.2")
+    time.sleep(3.0)                      # the capture is open well before the client connects
+    client = textwrap.dedent(f"""
+        import socket
+        s = socket.create_connection(("{lab['net']}.2", 5173), timeout=20)
+        s.sendall(b"GET /ws HTTP/1.1\\r\\nHost: localhost:5173\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n")
+        print(s.recv(4096).split(b"\\r\\n", 1)[0].decode())
+    """)
+    r = subprocess.run(["ip", "netns", "exec", lab["c"], sys.executable, "-c", client],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "HTTP/1.1 502 Bad Gateway", r.stdout + r.stderr
+    out, err = live.communicate(timeout=60)
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    chains = [e["chain"] for e in events if e["type"] == "chain"]
+    assert len(chains) == 1, (out, err)
+    v = chains[0]["verdict"]
+    assert v["cause"] == "no-upstream-connection"
+    assert "lookup of `meetsonar-backend` failed (SERVFAIL, frame " in v["summary"], v["summary"]
+    summary = [e for e in events if e["type"] == "summary"][0]
+    assert any(x["name"] == "meetsonar-backend" and x["rcode"] == "SERVFAIL" for x in summary["dns"]["lookups"])

@@ -57,8 +57,8 @@ def safe_name(name: str) -> str:
     out = []
     for ch in name[:MAX_NAME]:
         o = ord(ch)
-        if o < 0x20 or o == 0x7F or 0x80 <= o < 0xA0:
-            out.append(f"\\x{o:02x}")
+        if not ch.isprintable():          # controls, bidi overrides, ...: shown, never obeyed
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
         elif ch == "`":
             out.append("'")
         else:
@@ -270,15 +270,14 @@ class DnsTracker:
         was made inside that container) whose query falls in [lo, hi]."""
         idx = self._by_client()
         out: list[dict] = []
-        cands = [ip]
-        if not _is_loopback(ip):
-            cands += [c for c in idx if _is_loopback(c)]
+        cands = [ip] + [c for c in idx if _is_loopback(c) and c != ip]
+        local = _is_loopback(ip)         # a proxy on this host's loopback: its lookups are local too
         for c in cands:
             ts, lst = idx.get(c, ((), ()))
             i = bisect.bisect_left(ts, lo)  # type: ignore[arg-type]
             j = bisect.bisect_right(ts, hi)  # type: ignore[arg-type]
             for e in lst[i:j]:  # type: ignore[index]
-                if c != ip and not e["server"].startswith("127.0.0.11:"):
+                if c != ip and not local and not e["server"].startswith("127.0.0.11:"):
                     continue     # the capture host's own loopback resolver, not the container's
                 if e["type"] in _LOOKUP_NAMES:
                     out.append(e)
