@@ -434,3 +434,37 @@ def test_proxy_on_host_loopback_v6_lookup_on_v4_loopback(tmp_path):
     down.send(False, ws_response(status=502, reason="Bad Gateway"))
     doc = analyze(cap, tmp_path)
     assert f"failed (NXDOMAIN, frame {_frame_no(cap, a)})" in only_chain(doc)["verdict"]["summary"]
+
+
+@pytest.mark.parametrize("linktype", [1, 113, 276, 101])   # Ethernet, -i any (SLL, SLL2), raw IP
+def test_live_filter_compiles_for_every_capture_linktype(linktype):
+    """The default live filter is valid BPF for a bridge, `-i any` inside a container, and raw IP."""
+    try:
+        from scapy.arch.common import compile_filter
+    except ImportError:
+        pytest.skip("scapy cannot compile BPF here")
+    from wscap.dns import LIVE_FILTER
+    assert compile_filter(LIVE_FILTER, linktype=linktype).bf_len > 0
+
+
+@pytest.mark.skipif(__import__("shutil").which("tcpdump") is None, reason="tcpdump is not installed")
+def test_live_filter_keeps_what_the_analysis_reads(tmp_path):
+    """libpcap (through tcpdump) applies the filter: TCP, DNS both ways, the DNAT'd query kept."""
+    import subprocess
+    from scapy.all import rdpcap  # type: ignore[attr-defined]
+    from wscap.dns import LIVE_FILTER
+    cap = Capture()
+    cap.add(IP(src="172.18.0.1", dst="172.18.0.2") / TCP(sport=50000, dport=5173))
+    cap.add(IP(src="172.18.0.2", dst="172.18.0.1") / UDP(sport=40000, dport=53))
+    cap.add(IP(src="127.0.0.1", dst="127.0.0.11") / UDP(sport=40000, dport=41234))      # behind the DNAT
+    cap.add(IP(src="127.0.0.11", dst="127.0.0.1") / UDP(sport=53, dport=40000))
+    cap.add(IP(src="172.18.0.2", dst="172.18.0.1") / UDP(sport=40000, dport=5353))      # mDNS: not kept
+    cap.add(IP(src="172.18.0.2", dst="172.18.0.1") / UDP(sport=40000, dport=443))       # QUIC: not kept
+    src = cap.write(tmp_path / "all.pcap")
+    out = tmp_path / "kept.pcap"
+    r = subprocess.run(["tcpdump", "-r", src, "-w", str(out), LIVE_FILTER], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    kept = [(p[IP].src, p[IP].dst) for p in rdpcap(str(out))]
+    assert kept == [("172.18.0.1", "172.18.0.2"), ("172.18.0.2", "172.18.0.1"), ("127.0.0.1", "127.0.0.11"),
+                    ("127.0.0.11", "127.0.0.1")]

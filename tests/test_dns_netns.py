@@ -20,6 +20,7 @@ import time
 import pytest
 
 from netns import can_make_netns
+from wscap.dns import LIVE_FILTER      # "tcp or port 53 or host 127.0.0.11": live's default filter
 
 ok, why = can_make_netns()
 pytestmark = [
@@ -29,7 +30,6 @@ pytestmark = [
 ]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIVE_FILTER = "tcp or port 53 or host 127.0.0.11"     # the live default the integrator sets
 RESOLVER_PORT = 41234                                   # the resolver's real port behind the DNAT
 
 RESOLVER = textwrap.dedent(f"""

@@ -21,6 +21,10 @@ import struct
 from collections import deque
 
 DOCKER_RESOLVER = bytes([127, 0, 0, 11])
+# The capture filter part that keeps DNS: port 53 both ways, plus Docker's resolver, whose side of a
+# container's query is a random high port after iptables DNAT (only the answer has port 53 again).
+DNS_FILTER = "port 53 or host 127.0.0.11"
+LIVE_FILTER = f"tcp or {DNS_FILTER}"     # `wscap live`'s default capture filter
 DUPLICATE_S = 0.1            # the same message again within this long is a copy (another interface), not a retry
 MAX_ADDRESSES = 16           # addresses kept per answer
 MAX_NAME = 253               # longest DNS name (RFC 1035); longer text is cut
