@@ -10,7 +10,7 @@ import json
 import struct
 
 import pytest
-from scapy.all import IP, TCP, UDP, Ether, Raw  # type: ignore[attr-defined]
+from scapy.all import IP, TCP, UDP, Raw  # type: ignore[attr-defined]
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 
 from builders import Capture, new_key, ws_request, ws_response

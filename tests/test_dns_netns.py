@@ -10,16 +10,19 @@ capture with scapy (not wscap). Skips without root, namespaces, iptables or tcpd
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
 
-from netns import can_make_netns
+from netns import can_make_netns, wscap_argv, wscap_env
 from wscap.dns import LIVE_FILTER      # "tcp or port 53 or host 127.0.0.11": live's default filter
 
 ok, why = can_make_netns()
@@ -183,16 +186,24 @@ def test_real_servfail_through_docker_style_dnat(lab):
 
 def test_live_with_the_dns_filter_cites_the_lookup(lab):
     """`wscap live` in the proxy's namespace with the DNS-aware filter: the chain event says why."""
-    import json
-    from netns import wscap_argv, wscap_env
     live = subprocess.Popen(wscap_argv("live", "--netns", lab["p"], "-i", "any", "--filter", LIVE_FILTER,
-                                       "--format", "json", "--timeout", "1", "--duration", "12",
-                                       "--no-docker", "--no-status"),
+                                       "--format", "json", "--timeout", "1", "--duration", "120",
+                                       "--no-docker", "--status"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=wscap_env(), cwd=REPO)
     lab["procs"].append(live)
+    err_lines: list[str] = []
+    armed = threading.Event()
+
+    def drain() -> None:                 # stderr must keep flowing (status lines), and says when it is armed
+        for line in live.stderr:
+            err_lines.append(line)
+            if "capturing on" in line:
+                armed.set()
+    threading.Thread(target=drain, daemon=True).start()
+    assert armed.wait(90), "".join(err_lines)
+    time.sleep(1.0)
     _spawn(lab, lab["p"], RESOLVER)
     _spawn(lab, lab["p"], PROXY, f"{lab['net']}.2")
-    time.sleep(3.0)                      # the capture is open well before the client connects
     client = textwrap.dedent(f"""
         import socket
         s = socket.create_connection(("{lab['net']}.2", 5173), timeout=20)
@@ -203,7 +214,11 @@ def test_live_with_the_dns_filter_cites_the_lookup(lab):
     r = subprocess.run(["ip", "netns", "exec", lab["c"], sys.executable, "-c", client],
                        capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "HTTP/1.1 502 Bad Gateway", r.stdout + r.stderr
-    out, err = live.communicate(timeout=60)
+    time.sleep(3.0)                      # the chain is decided after --timeout 1 on the next tick
+    live.send_signal(signal.SIGINT)
+    out = live.stdout.read()
+    live.wait(60)
+    err = "".join(err_lines)
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     chains = [e["chain"] for e in events if e["type"] == "chain"]
     assert len(chains) == 1, (out, err)

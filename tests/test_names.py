@@ -11,7 +11,6 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
-from scapy.all import IP, TCP, Ether  # type: ignore[attr-defined]
 
 from builders import Capture, frames_of, new_key, proxied_chain, ws_request, ws_response
 from wscap.analyze import analyze_paths
