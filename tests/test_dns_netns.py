@@ -87,6 +87,7 @@ def lab(tmp_path):
     net = f"10.231.{pid % 250}"
     procs: list[subprocess.Popen] = []
     etc = f"/etc/netns/{p}"
+    made_parent = not os.path.isdir("/etc/netns")
     try:
         sh("ip", "netns", "add", c)
         sh("ip", "netns", "add", p)
@@ -119,6 +120,11 @@ def lab(tmp_path):
         sh("ip", "netns", "del", c, check=False)
         sh("ip", "netns", "del", p, check=False)
         shutil.rmtree(etc, ignore_errors=True)
+        if made_parent:
+            try:
+                os.rmdir("/etc/netns")     # ours, and empty again
+            except OSError:
+                pass
 
 
 def _spawn(lab, ns: str, code: str, *args: str) -> subprocess.Popen:
