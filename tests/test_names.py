@@ -252,3 +252,26 @@ def test_any_nrb_body_never_raises(body):
     assert list(read_frames("x", res, stream=io.BytesIO(data))) == []
     assert not res.errors and len(res.names) <= 100
     assert all(n.isprintable() and len(n.encode()) <= MAX_NAME_LEN for n in res.names.values())
+
+
+def test_streamed_json_and_jobs_use_the_nrb(tmp_path):
+    import json
+    path = origin_chain(tmp_path)
+    cap = Capture(t0=1_700_000_500.0)
+    proxied_chain(cap, origin_rewrite=True, backend_status=403)
+    other = cap.write(tmp_path / "plain.pcap")
+    for extra in ([], ["-j", "2"]):
+        r = CliRunner().invoke(main, ["analyze", path, other, "--format", "json", *extra])
+        doc = json.loads(r.output)
+        assert {e["ip"]: e["name"] for e in doc["endpoints"]} == NAMES
+        assert all("meetsonar-backend (172.18.0.3:5000) answered 403" in c["verdict"]["summary"]
+                   for c in doc["chains"]) and len(doc["chains"]) == 2
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_tshark_engine_uses_the_nrb(tmp_path):
+    from wscap.engine_tshark import analyze_paths as tshark_analyze
+    path = origin_chain(tmp_path)
+    core, tsh = analyze_paths([path], Options()), tshark_analyze([path], Options())
+    assert tsh["endpoints"] == core["endpoints"] and tsh["source"][0]["names"] == NAMES
+    assert [c["verdict"] for c in tsh["chains"]] == [c["verdict"] for c in core["chains"]]
