@@ -428,9 +428,12 @@ def explain(tracker: DnsTracker, chain: dict, hops: list[dict], timeout_s: float
     ev = v.setdefault("evidence", [])
     for e in worst[:2]:
         what = f"DNS {e['type']} {e['name']} → " + (e["rcode"] or "no answer")
-        ev.append({"hop_id": last.get("id"), "source": e["source"],
-                   "frame": e["answer_frame"] if e["answer_frame"] is not None else e["query_frame"],
-                   "what": what})
+        item = {"hop_id": last.get("id"), "source": e["source"],
+                "frame": e["answer_frame"] if e["answer_frame"] is not None else e["query_frame"], "what": what}
+        # In frame order among the evidence of the same capture (the lookup precedes the 502).
+        at = next((i for i, x in enumerate(ev) if x.get("source") == item["source"]
+                   and x.get("frame") is not None and x["frame"] > item["frame"]), len(ev))
+        ev.insert(at, item)
     v["dns"] = {"host": host, "visible": True,
                 "lookups": [{k: e[k] for k in ("source", "name", "type", "outcome", "rcode", "query_frame",
                                                 "answer_frame", "addresses")} for e in worst]}
