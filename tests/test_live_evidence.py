@@ -191,3 +191,27 @@ def test_sigint_under_load_keeps_what_tcpdump_keeps(tmp_path):
         assert n_missing == 0, f"{n_missing} of {sum(window.values())} control packets missing"
     else:   # the kernel dropped for wscap: it said so, and the count covers what is missing
         assert n_missing <= s["dropped"], (n_missing, s["dropped"])
+
+
+def test_names_travel_in_the_written_pcapng(tmp_path):
+    """--names labels are written as a pcapng Name Resolution Block: the file carries them."""
+    out = str(tmp_path / "named.pcapng")
+    hosts = tmp_path / "hosts"
+    with Lab() as lab:
+        hosts.write_text(f"{lab.ip('proxy')} lab-proxy\n{lab.ip('backend')} lab-backend\n")
+        start_ws_servers(lab)
+        live = Live(lab, "--format", "json", "--write", out, "--timeout", "1", "--no-docker",
+                    "--names", str(hosts))
+        try:
+            live.wait_stderr("Ctrl-C to stop")
+            assert drive(lab)["/ws"] == "101"
+            time.sleep(1.0)
+            live.stop(signal.SIGINT)
+        finally:
+            if live.p.poll() is None:
+                live.p.kill()
+        expect = {lab.ip("proxy"): "lab-proxy", lab.ip("backend"): "lab-backend"}
+    res = ReadResult(out)
+    list(read_frames(out, res))
+    got = {ip: (n[-1] if isinstance(n, list) else n) for ip, n in (res.names or {}).items()}
+    assert {ip: got.get(ip) for ip in expect} == expect, res.names

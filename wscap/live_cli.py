@@ -47,19 +47,20 @@ def _err(msg: str) -> None:
 
 
 def build_filter(bpf: str | None, ports: tuple[int, ...]) -> str:
-    """--filter and --port shortcuts → one BPF expression (default: all TCP)."""
+    """--filter and --port shortcuts → one BPF expression.
+
+    Default: TCP for the handshakes plus DNS (port 53, and Docker's embedded resolver
+    at 127.0.0.11, whose rewritten queries use a high port) for the proxies' lookups of
+    their upstreams. A --filter of the user's is used as given."""
+    from wscap.dns import DNS_FILTER, LIVE_FILTER
     port_expr = " or ".join(f"port {p}" for p in ports)
     if bpf and port_expr:
         return f"({bpf}) and tcp and ({port_expr})"
     if bpf:
         return bpf
     if port_expr:
-        return f"tcp and ({port_expr})"
-    return DEFAULT_FILTER
-
-
-# TCP for the handshakes, DNS (UDP and TCP port 53) for the lookups a proxy makes of its upstream.
-DEFAULT_FILTER = "tcp or port 53"
+        return f"(tcp and ({port_expr})) or {DNS_FILTER}"
+    return LIVE_FILTER
 
 
 def check_filter(expr: str, iface: str) -> str | None:
@@ -225,7 +226,7 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
               help="Interface to capture on (default: docker0 when it exists; `any` inside --container/--netns).")
 @click.option("--container", metavar="NAME", help="Capture inside this Docker container's network namespace.")
 @click.option("--netns", metavar="PATH|PID|NAME", help="Capture inside this network namespace.")
-@click.option("--filter", "bpf", metavar="BPF", help="Capture filter (pcap-filter syntax). Default: tcp.")
+@click.option("--filter", "bpf", metavar="BPF", help="Capture filter (pcap-filter syntax). Default: TCP and DNS (tcp or port 53 or host 127.0.0.11).")
 @click.option("--port", "-p", "ports", type=int, multiple=True, help="Only TCP traffic on this port (repeatable).")
 @click.option("--duration", type=float, metavar="SECONDS", help="Stop after this long.")
 @click.option("--count", "-c", type=click.IntRange(min=1), metavar="N", help="Stop after N packets.")
@@ -311,7 +312,7 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
     if names_file:
         try:
             for ip, n in dockerapi.load_names(names_file).items():
-                names.setdefault(ip, n)
+                names[ip] = n     # --names wins over the Docker API, as in `analyze`
         except OSError as e:
             _err(f"--names {names_file}: {e.strerror}")
             return EXIT_USAGE
