@@ -72,6 +72,7 @@ def test_ring_files_in_order_and_overwritten_ones_counted(tmp_path):
     for _ in range(10):
         got += fol.read()
     assert len(got) == 2 * len(frames)
+    assert [f.no for f in got] == list(range(1, 2 * len(frames) + 1))   # numbered across files
     assert fol.skipped_files == [paths[1]]
 
 

@@ -71,7 +71,7 @@ def test_stream_reader_nanosecond_big_endian():
     r = PcapStreamReader()
     out = r.feed(head + rec + rec[:5])
     assert r.linktype == 276
-    assert out == [RawFrame(0, 10_123_456_789, 276, b"abc", 9)]
+    assert out == [RawFrame(1, 10_123_456_789, 276, b"abc", 9)]   # numbered from 1, as Wireshark does
     assert r.pending == 5
 
 

@@ -310,6 +310,7 @@ class FollowBackend:
         self.slack_ns = slack_ns
         self.spool_dir = spool_dir
         self.follower = FileFollower(delete_after_read=delete_after_read)
+
         self.poll_interval = getattr(writer, "poll_interval", 0.1)
         lts = getattr(writer, "linktypes", None) or [1]
         self.linktype = lts[0]
@@ -328,6 +329,18 @@ class FollowBackend:
         self._files_seen: set[int] = set()
         self._n_errors = 0
         self._pump()
+
+    def use_fast_path(self, pipeline: Any) -> None:
+        """Let the pipeline's record filter skip records of flows it has settled, as `analyze` does."""
+        rf = (lambda lt: pipeline.record_filter(lt, 0)) if pipeline is not None else None
+        self.follower.record_filter = rf
+        r = self.follower.reader
+        if r is not None:                 # the file being read changes filter too
+            r.record_filter = rf
+            if hasattr(r, "_wants"):
+                r._wants = [rf(i[0]) if rf else None for i in r.ifaces]
+            elif r.linktype is not None:
+                r._want = rf(r.linktype) if rf else None
 
     # -- writer events ------------------------------------------------------------------------
     def _pump(self) -> None:
@@ -380,26 +393,35 @@ class FollowBackend:
         return not self.follower.at_end
 
     def read(self, max_frames: int = 4096) -> list[RawFrame]:
+        return list(self.read_iter())
+
+    def read_iter(self):
+        """Frames written since the last call, one at a time (the live loop feeds each to the
+        pipeline before the next record is judged by its fast path)."""
         self._pump()
+        n = 0
+        last = 0
         # Small bites: the loop ticks, reports lag and decides to shed between them.
-        frames = self.follower.read(max_bytes=256 << 10)
-        if frames:
-            self.frames_read += len(frames)
-            self.last_frame_ns = max(self.last_frame_ns, frames[-1].ts_ns)
+        for f in self.follower.read_iter(max_bytes=256 << 10):
+            n += 1
+            last = f.ts_ns
+            yield f
+        if last > self.last_frame_ns:
+            self.last_frame_ns = last
+        self.frames_read = self.follower.frames
         self._advance_watermark()
         if self.follower.linktype is not None:
             self.linktype = self.follower.linktype
         for e in self.follower.errors:
             self.notices.append(f"reading the capture: {e}")
         self.follower.errors.clear()
-        if self._writer_ended and not frames and self.follower.at_end:
+        if self._writer_ended and not n and self.follower.at_end:
             self._pump()
             if self.follower.at_end:
                 self._cut_partial_tail()
                 self.ended = True
                 if self._stopping:
                     self.end_reason = None
-        return frames
 
     def _cut_partial_tail(self) -> None:
         """A writer that died mid-record (a full disk under tcpdump) leaves a torn record:

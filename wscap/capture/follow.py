@@ -31,13 +31,16 @@ READ_CHUNK = 1 << 20
 
 
 class PcapngStreamReader:
-    """Incremental pcapng parser: feed() bytes as they arrive, get RawFrames (no = 0).
+    """Incremental pcapng parser: feed() bytes as they arrive, get numbered RawFrames.
 
     One section at a time (each ring file starts its own); interface ids map to
     `RawFrame.iface`, timestamps honour if_tsresol/if_tsoffset.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, no: int = 0, record_filter=None) -> None:
+        self.no = no                       # frames are numbered from no + 1
+        self.record_filter = record_filter # linktype -> want(buf, off, caplen, no, ts) | None
+        self._wants: list = []             # per interface
         self._buf = bytearray()
         self._e = "<"
         self.ifaces: list[tuple[int, int, int, int, str]] = []   # linktype, mul, div, offset_ns, name
@@ -54,55 +57,66 @@ class PcapngStreamReader:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[RawFrame]:
+        return list(self.feed_iter(data))
+
+    def feed_iter(self, data: bytes):
+        """Frames one at a time, so that the pipeline's fast path (record_filter) judges each
+        record with the state every earlier frame has already produced, as in `analyze`."""
         from wscap.capture.files import _idb_options
         self._buf += data
         self.bytes += len(data)
-        out: list[RawFrame] = []
         buf = self._buf
         pos, n = 0, len(buf)
-        while self.error is None and n - pos >= 12:
-            btype = struct.unpack_from("<I", buf, pos)[0]
-            if btype == PCAPNG_SHB:
-                bom = bytes(buf[pos + 8:pos + 12])
-                self._e = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else ""
-                if not self._e:
-                    self.error = f"corrupt section header (byte-order magic {bom.hex()})"
+        try:
+            while self.error is None and n - pos >= 12:
+                btype = struct.unpack_from("<I", buf, pos)[0]
+                if btype == PCAPNG_SHB:
+                    bom = bytes(buf[pos + 8:pos + 12])
+                    self._e = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else ""
+                    if not self._e:
+                        self.error = f"corrupt section header (byte-order magic {bom.hex()})"
+                        break
+                e = self._e
+                btype, blen = struct.unpack_from(e + "II", buf, pos)
+                if blen < 12 or blen % 4 or blen > MAX_BLOCK:
+                    self.error = f"corrupt block (type {btype:#x}, length {blen})"
                     break
-            e = self._e
-            btype, blen = struct.unpack_from(e + "II", buf, pos)
-            if blen < 12 or blen % 4 or blen > MAX_BLOCK:
-                self.error = f"corrupt block (type {btype:#x}, length {blen})"
-                break
-            if n - pos < blen:
-                break
-            body = memoryview(buf)[pos + 8:pos + blen - 4]
-            if btype == PCAPNG_SHB:
-                self.ifaces = []
-            elif btype == 1 and len(body) >= 8:
-                lt, _r, _snap = struct.unpack_from(e + "HHI", body, 0)
-                mul, div, off, name = _idb_options(bytes(body[8:]), e)
-                self.ifaces.append((lt, mul, div, off, name))
-                if self.linktype is None:
-                    self.linktype = lt
-            elif btype == 6 and len(body) >= 20:
-                ifid, hi, lo, caplen, wirelen = struct.unpack_from(e + "IIIII", body, 0)
-                if ifid < len(self.ifaces) and caplen <= len(body) - 20:
-                    lt, mul, div, off, _ = self.ifaces[ifid]
-                    ts = ((hi << 32) | lo) * mul // div + off
-                    out.append(RawFrame(0, ts, lt, bytes(body[20:20 + caplen]), wirelen, ifid))
-            body.release()
-            pos += blen
-        if pos:
-            del buf[:pos]
-        return out
+                if n - pos < blen:
+                    break
+                start = pos
+                pos += blen
+                if btype == 6 and blen >= 40:
+                    ifid, hi, lo, caplen, wirelen = struct.unpack_from(e + "IIIII", buf, start + 8)
+                    if ifid < len(self.ifaces) and caplen <= blen - 32:
+                        lt, mul, div, off, _ = self.ifaces[ifid]
+                        ts = ((hi << 32) | lo) * mul // div + off
+                        self.no += 1
+                        want = self._wants[ifid]
+                        # The pipeline's fast path may account for the record without a frame.
+                        if want is None or want(buf, start + 28, caplen, self.no, ts):
+                            yield RawFrame(self.no, ts, lt, bytes(buf[start + 28:start + 28 + caplen]), wirelen, ifid)
+                elif btype == PCAPNG_SHB:
+                    self.ifaces = []
+                    self._wants = []
+                elif btype == 1 and blen >= 20:
+                    lt, _r, _snap = struct.unpack_from(e + "HHI", buf, start + 8)
+                    mul, div, off, name = _idb_options(bytes(buf[start + 16:start + blen - 4]), e)
+                    self.ifaces.append((lt, mul, div, off, name))
+                    self._wants.append(self.record_filter(lt) if self.record_filter is not None else None)
+                    if self.linktype is None:
+                        self.linktype = lt
+        finally:
+            if pos:
+                del buf[:pos]
 
 
-def stream_reader(first: bytes):
-    """The right incremental reader for a file starting with `first` (>= 4 bytes)."""
+def stream_reader(first: bytes, no: int = 0, record_filter=None):
+    """The right incremental reader for a file starting with `first` (>= 4 bytes);
+    its frames are numbered from `no` + 1; `record_filter` is the pipeline's fast path."""
     if struct.unpack_from("<I", first)[0] == PCAPNG_SHB:
-        return PcapngStreamReader()
+        return PcapngStreamReader(no, record_filter)
     from wscap.capture.live import PcapStreamReader
-    return PcapStreamReader()
+    return PcapStreamReader(no, record_filter)
 
 
 class FileFollower:
@@ -115,7 +129,8 @@ class FileFollower:
     is skipped and counted.
     """
 
-    def __init__(self, delete_after_read: bool = False) -> None:
+    def __init__(self, delete_after_read: bool = False, record_filter=None) -> None:
+        self.record_filter = record_filter
         self._queue: deque[tuple[int, str]] = deque()
         self.delete_after_read = delete_after_read
         self.fd: int | None = None
@@ -127,6 +142,7 @@ class FileFollower:
         self.truncated: list[str] = []    # files that ended inside a record
         self.errors: list[str] = []
         self.linktype: int | None = None
+        self.frames = 0                   # frames read so far, over every file: the next is frames + 1
 
     def add(self, seq: int, path: str) -> None:
         self._queue.append((seq, path))
@@ -164,7 +180,10 @@ class FileFollower:
 
     def read(self, max_bytes: int = 4 * READ_CHUNK) -> list[RawFrame]:
         """Frames from whatever has been written since the last call (may be empty)."""
-        out: list[RawFrame] = []
+        return list(self.read_iter(max_bytes))
+
+    def read_iter(self, max_bytes: int = 4 * READ_CHUNK):
+        """The same, one frame at a time (consume it fully: the reader trims as it goes)."""
         got = 0
         while got < max_bytes:
             if self.fd is None and not self._open_next():
@@ -187,22 +206,24 @@ class FileFollower:
                     os.lseek(self.fd, -len(data), os.SEEK_CUR)
                     self.offset -= len(data)
                     break
-                self.reader = stream_reader(data)
+                self.reader = stream_reader(data, self.frames, self.record_filter)
+            reader = self.reader
             try:
-                frames = self.reader.feed(data)
+                for f in reader.feed_iter(data):
+                    self.frames = reader.no
+                    yield f
+                self.frames = reader.no
             except ValueError as e:
                 self.errors.append(f"{self.path}: {e}")
                 self._queue.clear()
                 self._close()
                 break
-            if getattr(self.reader, "error", None):
-                self.errors.append(f"{self.path}: {self.reader.error}")
+            if getattr(reader, "error", None):
+                self.errors.append(f"{self.path}: {reader.error}")
                 self._close()
                 continue
-            if self.linktype is None and self.reader.linktype is not None:
-                self.linktype = self.reader.linktype
-            out.extend(frames)
-        return out
+            if self.linktype is None and reader.linktype is not None:
+                self.linktype = reader.linktype
 
     @property
     def at_end(self) -> bool:

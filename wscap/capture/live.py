@@ -119,10 +119,13 @@ class CaptureConfig:
 class PcapStreamReader:
     """Incremental classic-pcap parser: feed() bytes as they arrive, get RawFrames.
 
-    Frame numbers are left at 0; the live loop numbers frames itself.
+    Frames are numbered from `no` + 1 (the follower carries the count across files).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, no: int = 0, record_filter=None) -> None:
+        self.no = no
+        self.record_filter = record_filter   # linktype -> want(buf, off, caplen, no, ts) | None
+        self._want = None
         self._buf = bytearray()
         self.linktype: int | None = None
         self.snaplen = 0
@@ -135,14 +138,17 @@ class PcapStreamReader:
         return self.linktype is not None
 
     def feed(self, data: bytes) -> list[RawFrame]:
+        return list(self.feed_iter(data))
+
+    def feed_iter(self, data: bytes):
+        """Frames one at a time (see PcapngStreamReader.feed_iter: the fast path needs it)."""
         self._buf += data
         self.bytes += len(data)
-        out: list[RawFrame] = []
         buf = self._buf
         pos = 0
         if self._rec is None:
             if len(buf) < 24:
-                return out
+                return
             magic = buf[:4]
             if magic == b"\xd4\xc3\xb2\xa1":
                 e, self._nano = "<", False
@@ -157,21 +163,29 @@ class PcapStreamReader:
             _, _, _, _, self.snaplen, lt = struct.unpack(e + "HHiIII", buf[4:24])
             self.linktype = lt & 0x0FFFFFFF
             self._rec = struct.Struct(e + "IIII")
+            if self.record_filter is not None:
+                self._want = self.record_filter(self.linktype)
             pos = 24
         rec = self._rec
         lt = self.linktype or 0
         mult = 1 if self._nano else 1000
         n = len(buf)
-        while n - pos >= 16:
-            sec, frac, incl, orig = rec.unpack_from(buf, pos)
-            if n - pos - 16 < incl:
-                break
-            s = pos + 16
-            out.append(RawFrame(0, sec * 1_000_000_000 + frac * mult, lt, bytes(buf[s:s + incl]), orig))
-            pos = s + incl
-        if pos:
-            del buf[:pos]
-        return out
+        want = self._want
+        try:
+            while n - pos >= 16:
+                sec, frac, incl, orig = rec.unpack_from(buf, pos)
+                if n - pos - 16 < incl:
+                    break
+                s = pos + 16
+                pos = s + incl
+                self.no += 1
+                ts = sec * 1_000_000_000 + frac * mult
+                # The pipeline's fast path may account for the record without a frame.
+                if want is None or want(buf, s, incl, self.no, ts):
+                    yield RawFrame(self.no, ts, lt, bytes(buf[s:pos]), orig)
+        finally:
+            if pos:
+                del buf[:pos]
 
     @property
     def pending(self) -> int:
@@ -485,6 +499,8 @@ class LiveLoop:
                  shed_after_s: float = 0.0, drain_s: float = 30.0):
         self.backend = backend
         self.pipeline = pipeline
+        if writer is None and hasattr(backend, "use_fast_path"):
+            backend.use_fast_path(pipeline)    # settled flows skipped per record, as in `analyze`
         self.writer = writer
         self.on_event = on_event
         self.on_status = on_status
@@ -539,10 +555,14 @@ class LiveLoop:
             if self.count is not None and self._no >= self.count and not follows_file:
                 self.stop(f"--count {self.count} reached")
                 return
-            self._no += 1
             if follows_file:
-                f = f._replace(no=self._no, source=src)
+                # The follower numbered it as the file holds it (frame N is Wireshark's N);
+                # records the fast path accounted for never became frames.
+                self._no = f.no
+                if src:
+                    f = f._replace(source=src)
             else:
+                self._no += 1
                 # µs timestamps, as the pcap we write has: the live verdicts then match
                 # a re-analysis of the written file to the last digit.
                 f = f._replace(no=self._no, source=src, ts_ns=f.ts_ns - f.ts_ns % 1000)
@@ -556,11 +576,12 @@ class LiveLoop:
                 self.shed.note(f)
                 continue
             try:
-                self.result.analysed += 1
                 self._emit(pipe.feed(f))
             except Exception as e:  # noqa: BLE001
                 self._analysis_failed(e)
                 pipe = None
+        if follows_file:
+            self._no = max(self._no, self.backend.follower.frames)
         if self.count is not None and self._no >= self.count and not follows_file:
             self.stop(f"--count {self.count} reached")
 
@@ -614,7 +635,7 @@ class LiveLoop:
                     wake = now
                 ready = sel.select(max(0.0, wake - now)) if wake > now else sel.select(0)
                 if ready or follows:
-                    self._handle(b.read())
+                    self._handle(b.read_iter() if follows else b.read())
                     notices = getattr(b, "notices", None)
                     while notices:
                         msg = notices.pop(0)
@@ -660,9 +681,9 @@ class LiveLoop:
         b = self.backend
         deadline = time.monotonic() + self.drain_s
         while not self._hurry and time.monotonic() < deadline:
-            frames = b.read()
-            if frames:
-                self._handle(frames)
+            before = b.frames_read
+            self._handle(b.read_iter())
+            if b.frames_read != before:
                 continue
             if b.ended:
                 break
@@ -712,6 +733,8 @@ class LiveLoop:
                 b.close()
             self.result.packets = self._no
             self.result.shed = self.shed.shed
+            if self.pipeline is not None or "analysis_error" not in self.result.extra:
+                self.result.analysed = self._no - self.shed.shed
             self.result.received = st.get("received", 0)
             self.result.dropped = st.get("dropped", 0)
             self.result.elapsed = time.monotonic() - self._start
@@ -732,6 +755,8 @@ class LiveLoop:
         where = traceback.format_exception_only(type(e), e)[-1].strip()
         self.result.extra["analysis_error"] = f"frame {self._no}: {where}"
         self.pipeline = None
+        if hasattr(self.backend, "use_fast_path"):
+            self.backend.use_fast_path(None)
         if self.on_notice:
             self.on_notice(f"analysis failed at frame {self._no} ({where}); capture and --write "
                            "go on without analysis")
