@@ -3,7 +3,9 @@
 A request received by endpoint P is linked to the request P sends upstream:
  1. by key — the upstream request carries the same Sec-WebSocket-Key (node
     http-proxy, nginx, Envoy and Traefik pass it through), leaves from P's
-    address, and starts shortly after;
+    address (the topology must be plausible: clients that merely share a key,
+    like RFC 6455's sample key hard-coded in test clients, never merge), and
+    starts shortly after;
  2. inferred — when a proxy regenerates the key: same source address, a related
     path, nearest in time, one-to-one;
  3. missing hop — P received an upgrade and, shortly after, a connection
@@ -23,6 +25,7 @@ from .labels import label_verdict
 from .verdict import decide
 
 LINK_WINDOW_S = 10.0     # an upstream leg starts within this long after the downstream request
+KEY_SCAN = 64            # legs examined per downstream request among those sharing its key and proxy
 
 
 def _ip(ep: str) -> str:
@@ -64,11 +67,6 @@ def link_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float =
     up_of: dict[int, dict] = {}        # id(down) -> upstream leg
     down_of: dict[int, dict] = {}      # id(up) -> downstream leg
     link_by: dict[int, str] = {}
-    by_key: dict[str, list[dict]] = {}
-    for h in reqs:
-        k = _key(h)
-        if k:
-            by_key.setdefault(k, []).append(h)
 
     def req_ts(h: dict) -> float:
         return h["request"]["ts"] if h.get("request") else h["first_ts"]
@@ -101,21 +99,39 @@ def link_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float =
         hi = bisect.bisect_right(ts_list, t + window)
         return legs[lo:hi]  # type: ignore[index]
 
-    # 1. same key, leaving from the address that received the request (or any address: multi-homed proxies)
+    # 1. same key, and a plausible topology: the upstream leg leaves from the address that
+    #    received the request (the proxy), later in time. Unrelated clients sharing a key (RFC
+    #    6455's sample key is hard-coded by many test clients) never merge. Indexed by
+    #    (key, client address) in time order, so linking stays linear however many legs share a key.
+    by_key_client: dict[tuple[str, str], tuple[list[float], list[dict], list[int]]] = {}
+    for h in ordered:
+        k = _key(h)
+        if k:
+            ts_list, legs, first = by_key_client.setdefault((k, _ip(h["client"])), ([], [], [0]))
+            ts_list.append(req_ts(h))
+            legs.append(h)
     for down in ordered:
         k = _key(down)
         if not k:
             continue
-        p = _ip(down["server"])
-        cands = [u for u in by_key.get(k, []) if candidate(down, u)]
-        if not cands:
+        entry = by_key_client.get((k, _ip(down["server"])))
+        if entry is None:
             continue
-        cands.sort(key=lambda u: (_ip(u["client"]) != p, req_ts(u) - req_ts(down)))
-        up = cands[0]
-        up_of[id(down)], down_of[id(up)], link_by[id(up)] = up, down, "key"
+        ts_list, legs, first = entry
+        while first[0] < len(legs) and id(legs[first[0]]) in down_of:
+            first[0] += 1          # legs already linked are never candidates again
+        i = max(first[0], bisect.bisect_left(ts_list, req_ts(down) - 0.001))
+        t_end = req_ts(down) + window
+        for u in legs[i:i + KEY_SCAN]:
+            if ts_list[i] > t_end:
+                break
+            i += 1
+            if candidate(down, u):
+                up_of[id(down)], down_of[id(u)], link_by[id(u)] = u, down, "key"
+                break
     # 2. inferred: a request leaving P with a related path, nearest in time, one-to-one.
     #    Legs whose key another leg shares belong to a key-linked chain and are not candidates.
-    shared = {k for k, v in by_key.items() if len(v) > 1}
+    shared = {_key(h) for h in reqs if link_by.get(id(h)) == "key"}
     for down in ordered:
         if id(down) in up_of:
             continue
