@@ -71,3 +71,67 @@ def test_key_linking_follows_the_topology_in_time_order(tmp_path):
     multi = [c for c in doc["chains"] if len(c["hops"]) > 1]
     assert len(multi) == 1
     assert [by_id[i]["client"] for i in multi[0]["hops"]] == ["172.18.0.1:50000", "172.18.0.2:40000"]
+
+
+# -- flows that never speak HTTP count under --max-flows ------------------------------------------
+
+def non_http_flows(path: str, n: int, handshake_at: int) -> None:
+    """n one-packet mid-stream flows of non-HTTP bytes, each its own 4-tuple; one real upgrade
+    after `handshake_at` of them."""
+    from test_bounds import WS_REQ, WS_RESP, Flow, PcapWriter, ip4, packet, PSH, ACK
+    w = PcapWriter(path)
+    server = ip4(0x0A000002)
+    for i in range(n):
+        if i == handshake_at:
+            f = Flow(w, ip4(0x0C000001), 45000, server, 80).handshake()
+            f.client(WS_REQ)
+            f.server(WS_RESP)
+        w.add(packet(ip4(0x0B000000 + (i >> 14)), 1024 + (i & 0x3FFF), server, 9000, i * 7919, 1, PSH | ACK,
+                     b"\x00\x01binary"))
+    w.close()
+
+
+def test_ignored_flows_count_under_max_flows(tmp_path):
+    from test_bounds import analyse_in_child
+    path = str(tmp_path / "f.pcap")
+    n = 5000
+    non_http_flows(path, n, handshake_at=2500)
+    doc, rss, secs = analyse_in_child(path, "--max-flows", "100")
+    assert len(doc["handshakes"]) == 1 and doc["handshakes"][0]["outcome"] == "upgraded"
+    assert doc["stats"]["limits_hit"]["max_flows"] >= n - 100
+
+
+def test_pipeline_holds_at_most_max_flows_of_any_kind(tmp_path):
+    """Fed record by record (fast path included), the flow table and its eviction order never
+    grow past the bound, ignored flows included."""
+    from wscap.capture.files import ReadResult, read_frames
+    from wscap.limits import Limits
+    from wscap.pipeline import Options, Pipeline
+    path = str(tmp_path / "f.pcap")
+    non_http_flows(path, 20000, handshake_at=10)
+    p = Pipeline(Options(limits=Limits(max_flows=50), stream=False))
+    peak_conns = peak_order = 0
+    for frame in read_frames(path, ReadResult(path=path), source=0,
+                             record_filter=lambda lt: p.record_filter(lt, 0)):
+        p.feed(frame)
+        peak_conns = max(peak_conns, len(p.conns))
+        peak_order = max(peak_order, len(p._order))
+    p.finish()
+    doc = p.document()
+    assert peak_conns <= 50
+    assert peak_order <= 2 * 50 + 4096 + 1
+    assert [h["outcome"] for h in doc["handshakes"]] == ["upgraded"]
+    assert doc["stats"]["limits_hit"]["max_flows"] >= 20000 - 50
+
+
+def test_live_has_the_same_bounds_as_analyze():
+    """`live --max-*` options exist with analyze's names and reach the pipeline's Limits."""
+    from click.testing import CliRunner
+    from wscap.cli import analyze
+    from wscap.live_cli import _make_pipeline, live_command
+    names = lambda cmd: {o for p in cmd.params for o in p.opts if o.startswith("--max-")}  # noqa: E731
+    assert names(analyze) <= names(live_command)
+    p = _make_pipeline(3.0, {}, {"max_flows": 7, "max_head_bytes": 999, "max_dns": 5})
+    assert (p.limits.max_flows, p.limits.head_bytes, p.limits.max_dns) == (7, 999, 5)
+    r = CliRunner().invoke(live_command, ["--max-flows", "0"])
+    assert r.exit_code == 2 and "--max-flows" in r.output

@@ -118,7 +118,35 @@ def _renderers():
         return _fallback_handshake_line, _fallback_chain_line
 
 
-def _make_pipeline(timeout_s: float, names: dict[str, str]):
+def _bounds_options(f):
+    """The same resource bounds as `analyze` (--max-*): live traffic is as attacker-controlled as
+    a capture file, and a long capture meets more of it."""
+    from wscap.limits import Limits
+    d = Limits()
+    for name, default, text in reversed(BOUND_OPTIONS):
+        f = click.option(f"--{name}", name.replace("-", "_"), type=click.IntRange(min=1),
+                         default=getattr(d, default), show_default=True, help=text)(f)
+    return f
+
+
+# (option, Limits field, help) - the option names `analyze` uses (wscap.cli.limits_options)
+BOUND_OPTIONS = [
+    ("max-head-bytes", "head_bytes", "Bytes of one HTTP header block."),
+    ("max-flow-buffer", "flow_buffer", "Out-of-order bytes buffered per TCP direction."),
+    ("max-flows", "max_flows", "TCP connections tracked at once, ignored ones included (oldest evicted)."),
+    ("max-frames", "frames_per_direction", "WebSocket frame summaries kept per direction."),
+    ("max-dns", "max_dns", "DNS transactions kept (oldest dropped first)."),
+]
+
+
+def _limits(bounds: dict | None):
+    from wscap.limits import Limits
+    kw = {field: bounds[name.replace("-", "_")] for name, field, _ in BOUND_OPTIONS
+          if bounds and bounds.get(name.replace("-", "_")) is not None}
+    return Limits(**kw)
+
+
+def _make_pipeline(timeout_s: float, names: dict[str, str], bounds: dict | None = None):
     """The analyze pipeline, or None (capture only) while it does not exist yet."""
     try:
         from wscap.pipeline import Options, Pipeline  # type: ignore
@@ -131,6 +159,7 @@ def _make_pipeline(timeout_s: float, names: dict[str, str]):
         kw["names"] = tuple(sorted(names.items()))
     if "live" in fields:
         kw["live"] = True
+    kw["limits"] = _limits(bounds)
     return Pipeline(Options(**kw))
 
 
@@ -274,9 +303,10 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
 @click.option("--keylog", type=click.Path(dir_okay=False), default=None,
               help="SSLKEYLOGFILE the browser/Node writes during the capture: when the capture ends, the --write "
                    "file is decrypted with it (tshark) and its TLS upgrades are analysed and printed.")
+@_bounds_options
 def live_command(iface, container, netns, bpf, ports, duration, count, timeout, write_path, ring_files,
                  ring_size, backend, spool_mb, shed_after, drain_timeout, fmt, redact, names_file, no_docker, user,
-                 snaplen, buffer_mb, no_promisc, show_status, keylog):
+                 snaplen, buffer_mb, no_promisc, show_status, keylog, **bounds):
     """Capture live and print WebSocket handshakes and chain verdicts as they are decided."""
     sys.exit(run_live(**locals()))
 
@@ -286,7 +316,7 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
              spool_mb=evidence.DEFAULT_SPOOL_MB, shed_after=2.0, drain_timeout=30.0, fmt="text",
              redact=None, names_file=None, no_docker=False, user=None, snaplen=None, buffer_mb=DEFAULT_BUFFER_MB,
              no_promisc=False,
-             show_status=None, keylog=None) -> int:
+             show_status=None, keylog=None, bounds=None) -> int:
     # -- usage checks -------------------------------------------------------------------
     if keylog and not write_path:
         _err("--keylog needs --write FILE: TLS is decrypted from the written capture when it ends")
@@ -421,7 +451,7 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
 
     # Build everything that imports code before dropping: after the drop the
     # interpreter's own directory (e.g. under /root) may no longer be readable.
-    pipeline = _make_pipeline(timeout, names)
+    pipeline = _make_pipeline(timeout, names, bounds)
     hs_line, ch_line = _renderers()
     if target is not None:
         _preimport()
@@ -595,7 +625,7 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
         return EXIT_USAGE
     broken = summary.get("broken", 0)
     if keylog and files:
-        broken += _decrypted_report(files, keylog, timeout, names, fmt, redact, emit, emit_raw)
+        broken += _decrypted_report(files, keylog, timeout, names, fmt, redact, emit, emit_raw, bounds)
     return EXIT_BROKEN if broken else EXIT_OK
 
 
@@ -631,7 +661,7 @@ def _nrb_bytes(names: dict[str, str]) -> bytes:
 
 
 def _decrypted_report(files: list[str], keylog: str, timeout: float, names: dict, fmt: str, redact,
-                      emit, emit_raw) -> int:
+                      emit, emit_raw, bounds: dict | None = None) -> int:
     """After the capture: decrypt the written file(s) with the key log and report what TLS hid.
 
     Key logs are written while the browser runs, so the natural point to decrypt is when the
@@ -642,7 +672,8 @@ def _decrypted_report(files: list[str], keylog: str, timeout: float, names: dict
     if not os.path.exists(keylog):
         _err(f"--keylog {keylog}: no such file after the capture; nothing decrypted")
         return 0
-    doc = analyze_paths(files, Options(timeout_s=timeout, names=tuple(sorted(names.items())), keylog=keylog))
+    doc = analyze_paths(files, Options(timeout_s=timeout, names=tuple(sorted(names.items())), keylog=keylog,
+                                       limits=_limits(bounds)))
     opened = [t for t in doc.get("tls", []) if t["decrypted"]]
     for s_ in doc["source"]:
         kl = s_.get("keylog") or {}

@@ -269,10 +269,12 @@ class Pipeline:
             client, server = src, dst        # a ClientHello: the capture began just after the SYN
         else:
             if seg.paylen:
-                self.conns[key] = None     # first bytes are not HTTP: never interesting
+                # First bytes are not HTTP: never interesting, but still a flow an attacker can
+                # multiply (one packet each), so it counts under --max-flows like any other.
+                self._track(key)
+                self.conns[key] = None
             return None
-        if len(self.conns) >= self.limits.max_flows:
-            self._evict()
+        self._track(key)
         conn = Connection(client, server, seg.source, seg.frame, seg.ts_ns, self.limits)
         if self.overlays:
             ov = self.overlays.get(seg.source)
@@ -284,9 +286,21 @@ class Pipeline:
         if not flags & TH_SYN:
             conn.anomalies.append(make("mid-stream-start", "the capture starts after this connection's SYN", seg.frame))
         self.conns[key] = conn
-        self._order.append(key)
         self.flows_seen += 1
         return conn
+
+    def _track(self, key) -> None:
+        """Make room under --max-flows and put a new flow key in the eviction order."""
+        if len(self.conns) >= self.limits.max_flows:
+            self._evict()
+        order = self._order
+        order.append(key)
+        if len(order) > 2 * len(self.conns) + 4096:
+            # Keys of flows that closed stay in the deque until eviction reaches them; compact it
+            # (amortised linear) so the order itself stays bounded by the flows tracked.
+            seen: set = set()
+            self._order = deque(k for k in order if k in self.conns and not (k in seen or seen.add(k)))
+            self._order.append(key)
 
     def _evict(self) -> None:
         """Drop the oldest tracked flow. A deque of keys in creation order, not dict iteration:
