@@ -135,3 +135,101 @@ def test_live_has_the_same_bounds_as_analyze():
     assert (p.limits.max_flows, p.limits.head_bytes, p.limits.max_dns) == (7, 999, 5)
     r = CliRunner().invoke(live_command, ["--max-flows", "0"])
     assert r.exit_code == 2 and "--max-flows" in r.output
+
+
+# -- HTTP/2: the HPACK table and decoded header bytes are bounded ----------------------------------
+
+def _h2():
+    from test_http2_ws import PREFACE, H2Pair, connect_headers, h2frame, settings
+    return PREFACE, H2Pair, connect_headers, h2frame, settings
+
+
+def h2_amplification(cap: Capture, streams: int, pad: int) -> list:
+    """One connection: stream 1 puts a `pad`-byte header in the client's HPACK table, every later
+    extended CONNECT references it by index (1-2 bytes on the wire each). -> the request lists."""
+    PREFACE, H2Pair, connect_headers, h2frame, settings = _h2()
+    pair = H2Pair()
+    c = cap.conn(("10.0.0.1", 40000), ("10.0.0.2", 8080)).open()
+    c.send(True, PREFACE + settings())
+    c.send(False, settings(enable_connect_protocol=1, header_table_size=65536) + h2frame(4, 1, 0))
+    pair.c.header_table_size = 65536            # room for the pad entry (within the default cap)
+    lists, reqs, resps = [], b"", b""
+    for i in range(streams):
+        hs = connect_headers(path=f"/ws/{i}", extra=[("x-pad", "p" * pad)])
+        lists.append(hs)
+        # :path never indexed, so the pad entry is never evicted: every stream references it
+        reqs += pair.req(2 * i + 1, [(n, v, True) if n == ":path" else (n, v) for n, v in hs])
+        resps += pair.resp(2 * i + 1, 200)
+    c.send(True, h2frame(4, 1, 0) + reqs, split=1400)
+    c.send(False, resps, split=1400)
+    return lists
+
+
+def test_hpack_amplification_is_cut_per_connection_and_every_stream_still_found(tmp_path):
+    cap = Capture()
+    budget = 1 << 20
+    lists = h2_amplification(cap, 400, 60_000)
+    path = cap.write(tmp_path / "amp.pcap")
+    wire = os.path.getsize(path)
+    r = cli("analyze", path, "--format", "json")
+    assert r.returncode in (0, 1), r.stderr
+    doc = json.loads(r.stdout)
+    hs = doc["handshakes"]
+    # every stream is a WebSocket handshake, in order, with its own :path
+    assert [h["request"]["target"] for h in hs] == [f"/ws/{i}" for i in range(400)]
+    assert all(h["websocket"] and h["status"] == 200 for h in hs)
+    # the truth: which streams fit in the connection's budget in full
+    sizes = [sum(len(n) + len(v) for n, v in l) for l in lists]
+    full, left = 0, budget
+    for s in sizes:
+        if s > left:
+            break
+        left -= s
+        full += 1
+    assert full == 17
+    pads = [dict(map(tuple, h["request"]["headers"])).get("x-pad", "") for h in hs]
+    assert all(len(p) == 60_000 for p in pads[:full])
+    assert all(p == "p" * 128 + "..." for p in pads[full:])
+    assert doc["stats"]["limits_hit"]["h2_header_bytes"] == 400 - full
+    assert "h2-headers-cut" in {a["code"] for a in hs[-1]["anomalies"]}
+    # the document is no longer amplified: ~2 x budget (headers + raw) plus a few KB per stream
+    assert len(r.stdout) < 2 * budget + 400 * 6_000 + 100 * wire
+
+
+def test_hpack_table_cannot_grow_past_the_cap_whatever_the_peer_allows(tmp_path):
+    PREFACE, H2Pair, connect_headers, h2frame, settings = _h2()
+    cap = Capture()
+    pair = H2Pair()
+    c = cap.conn(("10.0.0.1", 40000), ("10.0.0.2", 8080)).open()
+    c.send(True, PREFACE + settings())
+    # the server allows the client's encoder a 4 GiB table
+    c.send(False, settings(enable_connect_protocol=1, header_table_size=0xFFFFFFFF) + h2frame(4, 1, 0))
+    c.send(True, h2frame(4, 1, 0) + pair.req(1, connect_headers(path="/ok")))
+    c.send(False, pair.resp(1, 200))
+    pair.c.header_table_size = 8 << 20          # the client's encoder takes 8 MiB and fills it
+    c.send(True, pair.req(3, connect_headers(path="/big", extra=[("x-a", "a" * 50_000)])), split=1400)
+    c.send(True, pair.req(5, connect_headers(path="/after")))
+    doc = wscap.analyze_paths([cap.write(tmp_path / "t.pcap")])
+    hs = doc["handshakes"]
+    assert [h["request"]["target"] for h in hs] == ["/ok"]          # nothing decoded past the cap
+    codes = {a["code"] for a in hs[0]["anomalies"]}
+    assert {"h2-hpack-table-capped", "h2-hpack-error"} <= codes
+    assert doc["stats"]["limits_hit"]["hpack_table"] == 1
+
+
+def test_hpack_table_within_the_cap_decodes_normally(tmp_path):
+    PREFACE, H2Pair, connect_headers, h2frame, settings = _h2()
+    cap = Capture()
+    pair = H2Pair()
+    c = cap.conn(("10.0.0.1", 40000), ("10.0.0.2", 8080)).open()
+    c.send(True, PREFACE + settings())
+    c.send(False, settings(enable_connect_protocol=1, header_table_size=0xFFFFFFFF) + h2frame(4, 1, 0))
+    pair.c.header_table_size = 60_000
+    for i, s in enumerate((1, 3)):
+        c.send(True, (h2frame(4, 1, 0) if i == 0 else b"") +
+               pair.req(s, connect_headers(path=f"/p{i}", extra=[("x-a", "a" * 20_000)])), split=1400)
+        c.send(False, pair.resp(s, 200))
+    doc = wscap.analyze_paths([cap.write(tmp_path / "t.pcap")])
+    hs = doc["handshakes"]
+    assert [h["request"]["target"] for h in hs] == ["/p0", "/p1"]
+    assert all(["x-a", "a" * 20_000] in h["request"]["headers"] for h in hs)

@@ -95,6 +95,10 @@ CODES: dict[str, tuple[Severity, str]] = {
     "h2-goaway": (W, "an endpoint sent GOAWAY with an error code"),
     "h2-hpack-error": (E, "an HTTP/2 header block could not be decoded (HPACK); the connection is not followed"),
     "h2-malformed": (E, "HTTP/2 framing is broken (bad preface, interrupted header block)"),
+    "h2-hpack-table-capped": (W, "a peer allowed an HPACK table larger than --max-hpack-table; an encoder using "
+                                 "more is not followed"),
+    "h2-headers-cut": (W, "decoded HTTP/2 header bytes exceeded --max-h2-header-bytes on this connection "
+                          "(HPACK amplification); later header lists are kept cut"),
     "h2-frame-too-large": (W, "an HTTP/2 frame is larger than the per-flow buffer; the connection is not followed"),
     # WebSocket frames after the 101 (RFC 6455 §5)
     "client-frame-unmasked": (E, "a client frame is not masked (RFC 6455 §5.1)"),

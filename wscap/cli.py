@@ -45,6 +45,10 @@ def limits_options(f):
                      help="WebSocket frame summaries kept per direction."),
         click.option("--max-dns", type=int, default=d.max_dns, show_default=True,
                      help="DNS transactions kept (oldest dropped first)."),
+        click.option("--max-hpack-table", type=click.IntRange(min=0), default=d.hpack_table, show_default=True,
+                     help="HPACK dynamic table per HTTP/2 direction, whatever the peer allows."),
+        click.option("--max-h2-header-bytes", type=click.IntRange(min=0), default=d.h2_header_bytes,
+                     show_default=True, help="Decoded HTTP/2 header bytes kept per connection (then cut)."),
         click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True,
                      help="Seconds a leg waits for a response before it is decided."),
         click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
@@ -57,9 +61,12 @@ def limits_options(f):
 def build_options(max_head_bytes: int, max_flow_buffer: int, max_flows: int, max_frames: int,
                   timeout_s: float, names: dict[str, str] | None = None, jobs: int = 1,
                   keylog: tuple[str, ...] | str | None = None, engine: str = "wscap",
-                  max_dns: int = Limits().max_dns, names_fallback: dict[str, str] | None = None) -> Options:
+                  max_dns: int = Limits().max_dns, names_fallback: dict[str, str] | None = None,
+                  max_hpack_table: int = Limits().hpack_table, max_h2_header_bytes: int = Limits().h2_header_bytes,
+                  ) -> Options:
     lim = Limits(head_bytes=max_head_bytes, flow_buffer=max_flow_buffer, max_flows=max_flows,
-                 frames_per_direction=max_frames, max_dns=max_dns)
+                 frames_per_direction=max_frames, max_dns=max_dns, hpack_table=max_hpack_table,
+                 h2_header_bytes=max_h2_header_bytes)
     return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())),
                    names_fallback=tuple(sorted((names_fallback or {}).items())),
                    keylog=one_keylog(keylog),

@@ -488,7 +488,8 @@ class Connection:
     # -- HTTP/2 (RFC 8441 WebSockets) ---------------------------------------------
     def _start_h2(self, mode: str, client_bytes: bytes, frame: int, ts_ns: int) -> None:
         self.h2_mode = mode
-        self.h2 = H2Reader(self)
+        lim = self.limits
+        self.h2 = H2Reader(self, lim.hpack_table, lim.head_bytes, lim.h2_header_bytes)
         self.mode[C2S] = self.mode[S2C] = H2
         self.buf[S2C].clear()
         if self.server_first is not None:
@@ -561,6 +562,11 @@ class Connection:
                             f"{error_name(code)} (last stream {last_stream})", frame))
 
     def h2_anomaly(self, anomaly: Anomaly) -> None:
+        self._note(anomaly)
+
+    def h2_limit(self, name: str, anomaly: Anomaly) -> None:
+        """A bound on attacker-controlled HTTP/2 state was hit: counted, and said on the connection."""
+        self._hit(name)
         self._note(anomaly)
 
     def _client_hello(self, data: bytes, frame: int) -> None:

@@ -112,15 +112,20 @@ class H2Reader:
     sink.h2_anomaly(anomaly)
     """
 
-    __slots__ = ("sink", "buf", "preface", "decoders", "blocks", "skip", "data_to", "broken")
+    __slots__ = ("sink", "buf", "preface", "decoders", "blocks", "skip", "data_to", "broken", "table_cap",
+                 "budget")
 
-    def __init__(self, sink) -> None:
+    def __init__(self, sink, table_cap: int = 1 << 16, list_cap: int = 1 << 16, budget: int = 1 << 20) -> None:
         self.sink = sink
         self.buf = [bytearray(), bytearray()]
         self.preface = [len(PREFACE), 0]    # preface bytes still expected (the client's only)
-        self.decoders = [hpack.Decoder(), hpack.Decoder()]
+        # One header list decodes to at most list_cap bytes (hpack raises past it: a block of
+        # 1-byte references to one big entry), and the table never grows past table_cap.
+        self.decoders = [hpack.Decoder(max_header_list_size=list_cap), hpack.Decoder(max_header_list_size=list_cap)]
+        self.table_cap = table_cap
         for d in self.decoders:
-            d.max_allowed_table_size = 1 << 16
+            d.max_allowed_table_size = min(1 << 16, table_cap)
+        self.budget = budget               # decoded header bytes the connection may still keep in full
         self.blocks: list[_Block | None] = [None, None]
         self.skip = [0, 0]                 # DATA payload bytes to pass by (uninteresting stream)
         self.data_to: list[tuple | None] = [None, None]   # (stream, left, end_stream, pad) being delivered
@@ -252,7 +257,14 @@ class H2Reader:
                         for i in range(0, len(p) - 5, 6)}
             if 1 in settings:
                 # SETTINGS_HEADER_TABLE_SIZE bounds the *other* side's encoder, i.e. our decoder of it.
-                self.decoders[1 - d].max_allowed_table_size = max(settings[1], 1 << 16)
+                # Capped like nghttp2 caps its own table: a peer may allow 4 GiB, wscap keeps table_cap.
+                want = max(settings[1], 1 << 16)
+                self.decoders[1 - d].max_allowed_table_size = min(want, self.table_cap)
+                if settings[1] > self.table_cap:
+                    self.sink.h2_limit("hpack_table", make(
+                        "h2-hpack-table-capped", f"the {'client' if d == 0 else 'server'} allowed an HPACK table "
+                        f"of {settings[1]} bytes; wscap decodes with at most {self.table_cap} "
+                        f"(--max-hpack-table)", frame))
             self.sink.h2_settings(d, settings, frame)
         elif ftype == GOAWAY and len(p) >= 8:
             self.sink.h2_goaway(d, int.from_bytes(p[:4], "big") & 0x7FFFFFFF, int.from_bytes(p[4:8], "big"),
@@ -268,13 +280,42 @@ class H2Reader:
                                              f"{type(e).__name__}: {str(e)[:80]}", frame)
             return
         if blk.stream > 0:
-            self.sink.h2_headers(d, blk.stream, [(bytes(n), bytes(v)) for n, v in headers], blk.end_stream,
-                                 blk.frame if blk.frame == frame else frame, blk.ts_ns)
+            hs = [(bytes(n), bytes(v)) for n, v in headers]
+            size = sum(len(n) + len(v) for n, v in hs)
+            cut = cut_headers(hs) if size > self.budget else hs
+            if cut != hs:
+                full = size
+                hs = cut
+                size = sum(len(n) + len(v) for n, v in hs)
+                self.sink.h2_limit("h2_header_bytes", make(
+                    "h2-headers-cut", f"stream {blk.stream}'s header list decoded to {full} bytes, over what is left of "
+                    f"the connection's --max-h2-header-bytes; kept cut to {size} bytes", frame))
+            self.budget = max(0, self.budget - size)
+            self.sink.h2_headers(d, blk.stream, hs, blk.end_stream, blk.frame if blk.frame == frame else frame,
+                                 blk.ts_ns)
 
     def _break(self, d: int, code: str, message: str, frame: int) -> None:
         self.broken[d] = True
         self.buf[d].clear()
         self.sink.h2_anomaly(make(code, message, frame))
+
+
+CUT_KEEP = 16          # headers kept from a cut list: pseudo-headers and the WebSocket ones first
+CUT_NAME, CUT_VALUE = 64, 128
+
+
+def cut_headers(hs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """What a header list keeps once its connection spent its budget: the headers the checks read
+    (pseudo-headers, Sec-WebSocket-*, Origin, Host), then the first others, each cut short."""
+    def rank(nv: tuple[bytes, bytes]) -> int:
+        n = nv[0].lower()
+        return 0 if n.startswith(b":") else 1 if n.startswith(b"sec-websocket-") or n in (b"origin", b"host") else 2
+    keep = sorted(range(len(hs)), key=lambda i: (rank(hs[i]), i))[:CUT_KEEP]
+    out = []
+    for i in sorted(keep):
+        n, v = hs[i]
+        out.append((n[:CUT_NAME], v if len(v) <= CUT_VALUE else v[:CUT_VALUE] + b"..."))
+    return out
 
 
 def check_extended_connect(req: H2Head, server_enabled: bool | None) -> list[Anomaly]:

@@ -19,3 +19,5 @@ class Limits:
     max_handshakes: int = 1_000_000      # handshakes kept for the final document
     fragments: int = 4096                # IP datagrams under reassembly at once
     max_dns: int = 20_000                # DNS transactions kept (oldest dropped first)
+    hpack_table: int = 64 * 1024         # HPACK dynamic table per direction, whatever the peer's SETTINGS say
+    h2_header_bytes: int = 1 << 20       # decoded HTTP/2 header bytes kept per connection (HPACK amplification)
