@@ -146,9 +146,26 @@ def filter_options(f):
 
 
 def redact_option(f):
+    f = redact_list_options(f)
     return click.option("--redact/--no-redact", default=None,
                         help="Replace cookies, tokens and credentials by short stable hashes. Default: on for "
                              "markdown/html/csv/report, off for json/har.")(f)
+
+
+def redact_list_options(f):
+    """--redact-header NAME / --redact-query KEY (repeatable): secrets beside the built-in ones.
+    They configure the redactor for this process (one command, one configuration)."""
+    def headers(ctx, param, value):
+        from .render.redact import configure
+        configure(headers=value)
+
+    def queries(ctx, param, value):
+        from .render.redact import configure
+        configure(query_keys=value)
+    f = click.option("--redact-query", "redact_query", metavar="KEY", multiple=True, expose_value=False,
+                     callback=queries, help="Also redact this query key's values (repeatable).")(f)
+    return click.option("--redact-header", "redact_header", metavar="NAME", multiple=True, expose_value=False,
+                        callback=headers, help="Also redact this header's values (repeatable).")(f)
 
 
 def names_option(f):

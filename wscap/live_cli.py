@@ -118,6 +118,11 @@ def _renderers():
         return _fallback_handshake_line, _fallback_chain_line
 
 
+def _redact_lists(f):
+    from wscap.cli import redact_list_options
+    return redact_list_options(f)
+
+
 def _bounds_options(f):
     """The same resource bounds as `analyze` (--max-*): live traffic is as attacker-controlled as
     a capture file, and a long capture meets more of it."""
@@ -306,6 +311,7 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
               help="SSLKEYLOGFILE the browser/Node writes during the capture: when the capture ends, the --write "
                    "file is decrypted with it (tshark) and its TLS upgrades are analysed and printed.")
 @_bounds_options
+@_redact_lists
 def live_command(iface, container, netns, bpf, ports, duration, count, timeout, write_path, ring_files,
                  ring_size, backend, spool_mb, shed_after, drain_timeout, fmt, redact, names_file, no_docker, user,
                  snaplen, buffer_mb, no_promisc, show_status, keylog, **bounds):

@@ -44,8 +44,28 @@ __all__ = [
 SECRET_HEADERS = frozenset({
     "cookie", "set-cookie", "set-cookie2", "authorization", "proxy-authorization",
     "x-api-key", "x-auth-token", "x-access-token", "x-amz-security-token",
-    "x-csrf-token", "x-xsrf-token",
+    "x-csrf-token", "x-xsrf-token", "x-goog-api-key", "private-token", "api-key", "apikey",
+    "x-apikey", "x-auth", "x-session-token", "x-refresh-token", "x-id-token", "x-vault-token",
 })
+# Parts of a header name that mark it as a credential (the API-key headers of many vendors).
+_SECRET_NAME_PARTS = ("api-key", "apikey", "token", "secret", "password", "passwd", "authorization",
+                      "credential", "private-key", "session-id", "signature")
+# Configured with --redact-header / --redact-query (beside the built-in ones), lower-case.
+EXTRA_HEADERS: set[str] = set()
+EXTRA_QUERY_KEYS: set[str] = set()
+
+
+def configure(headers: Iterable[str] = (), query_keys: Iterable[str] = ()) -> None:
+    """Add header names and query keys to redact (the CLI's --redact-header/--redact-query)."""
+    EXTRA_HEADERS.update(h.strip().lower() for h in headers if h.strip())
+    EXTRA_QUERY_KEYS.update(k.strip().lower().replace("-", "_") for k in query_keys if k.strip())
+
+
+def is_secret_header(name: str) -> bool:
+    n = name.strip().lower().replace("_", "-")
+    if n in NEVER_REDACT or n.startswith("sec-websocket-"):
+        return False
+    return n in SECRET_HEADERS or n in EXTRA_HEADERS or any(p in n for p in _SECRET_NAME_PARTS)
 # Headers holding a URL whose query may carry a credential.
 URL_HEADERS = frozenset({
     "referer", "location", "content-location", "x-original-uri", "x-original-url",
@@ -83,6 +103,11 @@ _SUBPROTO_MARKER_RE = re.compile(
 _SUBPROTO_B64_RE = re.compile(r"^(base64(?:url)?[.])(.+)$", re.IGNORECASE)
 # An opaque high-entropy element: 20+ token characters with letters and digits.
 _OPAQUE_RE = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9+/_=-]{20,}$")
+
+# A query pair quoted anywhere (an anomaly quoting a request line, a verdict, a preview).
+_QUERY_PAIR_RE = re.compile(r"([?&;][A-Za-z0-9_.%-]+=)([^&;#\s\"'<>\]\[]+)")
+# A bearer/basic credential quoted anywhere ('Authorization Bearer x' without its colon, too).
+_BEARER_RE = re.compile(r"(?i)(\b(?:bearer|basic)\s+)(?!\[redacted)([A-Za-z0-9._~+/-]{6,}=*)")
 
 # Secrets shorter than this are redacted only where they sit, never replaced
 # as substrings elsewhere (too likely to hit unrelated text).
@@ -170,7 +195,7 @@ def _is_secret_query_key(key: str) -> bool:
     k = key.strip().lower().replace("-", "_")
     # %-encoded keys are rare; decoding just for the test is cheap.
     k = re.sub(r"%([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), k)
-    if k in SECRET_QUERY_KEYS:
+    if k in SECRET_QUERY_KEYS or k in EXTRA_QUERY_KEYS:
         return True
     return any(p in k for p in _SECRET_KEY_PARTS) or k.endswith("_key")
 
@@ -189,6 +214,14 @@ def _redact_query(query: str, found: list[str]) -> str:
     return "".join(out)
 
 
+# user:password@ in a URL (an absolute-form target, a Referer, a quoted line)
+_USERINFO_RE = re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^/\s:@?#\[\]]*:)([^/\s@?#]+)(@)")
+
+
+def _redact_userinfo(s: str, found: list[str]) -> str:
+    return _USERINFO_RE.sub(lambda m: m.group(1) + _secret(m.group(2), found) + m.group(3), s)
+
+
 def redact_target(target: str, found: list[str] | None = None) -> str:
     """Redact credentials in a request target's query (and any JWT in it)."""
     found = [] if found is None else found
@@ -197,7 +230,7 @@ def redact_target(target: str, found: list[str] | None = None) -> str:
     if q and "#" in query:
         query, _, rest = query.partition("#")
         frag = "#" + rest
-    path = _redact_jwts(path, found)
+    path = _redact_userinfo(_redact_jwts(path, found), found)
     if not q:
         return path
     return f"{path}?{_redact_query(query, found)}{frag}"
@@ -219,18 +252,20 @@ def redact_header_value(name: str, value: str, found: list[str] | None = None) -
         return _redact_set_cookie(value, found)
     if n in ("authorization", "proxy-authorization"):
         return _redact_authorization(value, found)
-    if n in SECRET_HEADERS:
+    if is_secret_header(n):
         return _secret(value.strip(), found) if value.strip() else value
     if n == "sec-websocket-protocol":
         return _redact_subprotocols(value, found)
-    if n in URL_HEADERS:
+    if n in URL_HEADERS or n in ("origin", "host", ":authority"):
         return redact_target(value, found)
-    return _redact_jwts(value, found)
+    return _redact_userinfo(_redact_jwts(value, found), found)
 
 
 # A header line inside a raw head: name, colon, value (obs-fold lines have
 # no name and are left to the substring pass).
-_RAW_HEADER_RE = re.compile(r"^([^:\s][^:]*):(.*)$", re.DOTALL)
+_RAW_HEADER_RE = re.compile(r"^(:?[^:\s][^:]*):(.*)$", re.DOTALL)   # HTTP/2 pseudo-headers included
+_NO_COLON_RE = re.compile(r"^([^:\s]+)(\s+)(.+)$", re.DOTALL)          # 'Authorization Bearer x'
+
 _REQUEST_LINE_RE = re.compile(r"^(\S+)( +)(\S+)(.*)$", re.DOTALL)
 
 
@@ -249,6 +284,10 @@ def _redact_raw(raw: str, is_request: bool, found: list[str]) -> str:
             if m:
                 name, val = m.group(1), m.group(2)
                 body = f"{name}:{redact_header_value(name, val, found)}"
+            else:
+                m = _NO_COLON_RE.match(body)
+                if m and (is_secret_header(m.group(1)) or m.group(1).lower() in ("cookie", "set-cookie")):
+                    body = m.group(1) + m.group(2) + redact_header_value(m.group(1), m.group(3), found)
         out.append(body + cr)
     return "\n".join(out)
 
@@ -284,14 +323,39 @@ class _Redactor:
                     ch[k] = redact_header_value(name, ch[k], self.found)
 
     def substrings(self, obj: Any, skip: Iterable[int] = ()) -> Any:
-        """Replace collected secrets (and JWTs) in every string of ``obj``."""
+        """Replace collected secrets (and JWTs) in every string of ``obj``.
+
+        Strings were cut before redaction runs (a 64-byte frame preview, an anomaly quoting
+        80 characters of a request line), so a secret can also appear cut short at the end of
+        a string: its prefix is redacted too. And any string may quote a request line or a
+        header: credential-shaped query pairs, `user:password@` and bearer tokens are redacted
+        wherever they sit, not only in the fields that hold them.
+        """
         secrets = sorted({s for s in self.found if len(s) >= MIN_GLOBAL_LEN}, key=len, reverse=True)
         pattern = re.compile("|".join(re.escape(s) for s in secrets)) if secrets else None
         skip_ids = set(skip)
+        by_start: dict[str, list[str]] = {}
+        for sec in secrets:
+            by_start.setdefault(sec[:MIN_GLOBAL_LEN], []).append(sec)
+        found = self.found
+        longest = max(map(len, secrets), default=0)
+
+        def cut_tail(s: str) -> str:
+            # The earliest position where the rest of the string is a secret's beginning.
+            for i in range(max(0, len(s) - longest), len(s) - MIN_GLOBAL_LEN + 1):
+                for sec in by_start.get(s[i:i + MIN_GLOBAL_LEN], ()):
+                    if sec.startswith(s[i:]):
+                        return s[:i] + marker(sec)
+            return s
 
         def fix(s: str) -> str:
             if pattern is not None:
                 s = pattern.sub(lambda m: marker(m.group(0)), s)
+                s = cut_tail(s)
+            s = _QUERY_PAIR_RE.sub(lambda m: m.group(1) + (_secret(m.group(2), found) if _is_secret_query_key(
+                m.group(1)[1:-1]) else m.group(2)), s)
+            s = _redact_userinfo(s, found)
+            s = _BEARER_RE.sub(lambda m: m.group(1) + _secret(m.group(2), found), s)
             return _JWT_RE.sub(lambda m: marker(m.group(0)), s)
 
         def walk(o: Any) -> Any:
