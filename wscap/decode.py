@@ -137,7 +137,9 @@ class Decoder:
             return None
         src = data[off + 12:off + 16]
         dst = data[off + 16:off + 20]
-        if total == 0:            # TSO: length left 0 by the NIC; trust the capture
+        if total == 0 or total > frame.wirelen - off:
+            # TSO/GSO as captured on the sending host: the stack left the length 0 (or the
+            # super-packet is larger than the field can say); the frame's own length is the truth.
             total = frame.wirelen - off
         if frag & 0x3FFF:         # MF set or offset != 0: a fragment
             body = data[off + ihl:off + total]

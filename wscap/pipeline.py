@@ -240,6 +240,8 @@ class Pipeline:
             if ts > clock.get(source, 0):
                 clock[source] = ts
             if conn is not None:
+                if totlen < 40:
+                    return True   # IPv4 length 0 (TSO/GSO on the sending host) or bogus: general path
                 paylen = totlen - 20 - ((offx >> 4) << 2)
                 if paylen <= 0:
                     # A pure ACK of a tracked connection: nothing to reassemble.
