@@ -361,3 +361,68 @@ def test_tso_packets_keep_their_payload(tmp_path):
             continue                       # tshark not installed: the wscap engine was checked
         t = json.loads(r.stdout)["handshakes"]
         assert [(h["request"]["target"], h["status"]) for h in t] == [("/tso", 101)], ip_len
+
+
+# -- permessage-deflate with context takeover ---------------------------------------------------
+
+def deflate_messages(msgs: list[bytes]) -> list[bytes]:
+    """RFC 7692 with context takeover: one compressor for all messages, each sync-flushed and
+    stripped of its 00 00 ff ff tail."""
+    import zlib
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    out = []
+    for m in msgs:
+        b = c.compress(m) + c.flush(zlib.Z_SYNC_FLUSH)
+        assert b.endswith(b"\x00\x00\xff\xff")
+        out.append(b[:-4])
+    return out
+
+
+def deflate_capture(tmp_path, msgs: list[bytes], split_frames: bool = False) -> str:
+    from builders import ws_frame
+    cap = Capture()
+    c = cap.conn(("10.4.0.1", 40000), ("10.4.0.2", 8080)).open()
+    key = new_key(11)
+    ext = [("Sec-WebSocket-Extensions", "permessage-deflate")]
+    c.send(True, ws_request("/ws", host="srv", key=key, extra=ext))
+    c.send(False, ws_response(key, extra=ext))
+    for i, body in enumerate(deflate_messages(msgs)):
+        if split_frames and len(body) > 10:
+            # client, masked, fragmented in two frames, the bytes cut at odd offsets across segments
+            a, b = body[:len(body) // 2 + 1], body[len(body) // 2 + 1:]
+            data = ws_frame(a, opcode=1, fin=False, mask=True, rsv1=True) + ws_frame(b, opcode=0, mask=True)
+            c.send(True, data, split=[3, 7, len(data) // 2 + 1])
+        else:
+            c.send(False, ws_frame(body, rsv1=True), split=1400)
+    return cap.write(tmp_path / "deflate.pcap")
+
+
+def _msgs() -> list[bytes]:
+    base = b'{"type":"update","items":[' + b",".join(b'{"id":%d,"name":"item-%d"}' % (i, i) for i in range(400)) + b"]}"
+    # each later message repeats most of the first: its back-references point into earlier messages
+    return [base, b'{"type":"again"}' + base[20:], base[::-1][:3000] + base[:9000], b'{"type":"last","n":1}']
+
+
+def test_context_takeover_inflates_every_message_right(tmp_path):
+    msgs = _msgs()
+    assert len(msgs[0]) > 8000                         # more than the old 4 KiB output cap
+    for split in (False, True):
+        doc = wscap.analyze_paths([deflate_capture(tmp_path, msgs, split_frames=split)])
+        [h] = doc["handshakes"]
+        got = [f["preview"] for f in h["frames"] if f["fin"]]
+        assert got == [m[:64].decode() for m in msgs], split
+        assert "inflate-failed" not in {a["code"] for a in h["anomalies"]}
+
+
+def test_inflate_bomb_is_bounded_and_later_previews_are_none_not_garbage(tmp_path):
+    bomb = b"A" * (50 << 20)                            # 50 MiB inflating from ~50 KB
+    msgs = [b"hello first", bomb, b"after the bomb"]
+    path = deflate_capture(tmp_path, msgs)
+    assert os.path.getsize(path) < 200_000
+    r = cli("analyze", path, "--format", "json", "--max-inflate-bytes", str(1 << 20))
+    doc = json.loads(r.stdout)
+    [h] = doc["handshakes"]
+    got = [f["preview"] for f in h["frames"]]
+    assert got == ["hello first", "A" * 64, None]      # the bomb's first bytes are right; then no guess
+    assert doc["stats"]["limits_hit"]["inflate_bytes"] == 1
+    assert "inflate-failed" in {a["code"] for a in h["anomalies"]}

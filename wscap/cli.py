@@ -47,6 +47,8 @@ def limits_options(f):
                      help="DNS transactions kept (oldest dropped first)."),
         click.option("--max-hpack-table", type=click.IntRange(min=0), default=d.hpack_table, show_default=True,
                      help="HPACK dynamic table per HTTP/2 direction, whatever the peer allows."),
+        click.option("--max-inflate-bytes", type=click.IntRange(min=0), default=d.inflate_bytes, show_default=True,
+                     help="Bytes a compressed WebSocket message is inflated to for previews."),
         click.option("--max-h2-header-bytes", type=click.IntRange(min=0), default=d.h2_header_bytes,
                      show_default=True, help="Decoded HTTP/2 header bytes kept per connection (then cut)."),
         click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True,
@@ -63,10 +65,10 @@ def build_options(max_head_bytes: int, max_flow_buffer: int, max_flows: int, max
                   keylog: tuple[str, ...] | str | None = None, engine: str = "wscap",
                   max_dns: int = Limits().max_dns, names_fallback: dict[str, str] | None = None,
                   max_hpack_table: int = Limits().hpack_table, max_h2_header_bytes: int = Limits().h2_header_bytes,
-                  ) -> Options:
+                  max_inflate_bytes: int = Limits().inflate_bytes) -> Options:
     lim = Limits(head_bytes=max_head_bytes, flow_buffer=max_flow_buffer, max_flows=max_flows,
                  frames_per_direction=max_frames, max_dns=max_dns, hpack_table=max_hpack_table,
-                 h2_header_bytes=max_h2_header_bytes)
+                 h2_header_bytes=max_h2_header_bytes, inflate_bytes=max_inflate_bytes)
     return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())),
                    names_fallback=tuple(sorted((names_fallback or {}).items())),
                    keylog=one_keylog(keylog),

@@ -15,7 +15,7 @@ class Limits:
     max_flows: int = 50_000              # TCP connections tracked at once (oldest evicted); ~2.5 KB each
     frames_per_direction: int = 16       # WebSocket frame summaries kept per direction
     preview_bytes: int = 64              # payload preview kept per frame
-    inflate_bytes: int = 64 * 1024       # compressed bytes buffered per message to inflate a preview
+    inflate_bytes: int = 1 << 20         # bytes a compressed message is inflated to (context takeover lost past it)
     max_handshakes: int = 1_000_000      # handshakes kept for the final document
     fragments: int = 4096                # IP datagrams under reassembly at once
     max_dns: int = 20_000                # DNS transactions kept (oldest dropped first)

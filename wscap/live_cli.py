@@ -142,6 +142,7 @@ BOUND_OPTIONS = [
     ("max-frames", "frames_per_direction", "WebSocket frame summaries kept per direction."),
     ("max-dns", "max_dns", "DNS transactions kept (oldest dropped first)."),
     ("max-hpack-table", "hpack_table", "HPACK dynamic table per HTTP/2 direction, whatever the peer allows."),
+    ("max-inflate-bytes", "inflate_bytes", "Bytes a compressed WebSocket message is inflated to for previews."),
     ("max-h2-header-bytes", "h2_header_bytes", "Decoded HTTP/2 header bytes kept per connection (then cut)."),
 ]
 

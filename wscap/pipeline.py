@@ -360,6 +360,8 @@ class Pipeline:
             for sc in (ex.client_frames, ex.server_frames):
                 if sc is not None and sc.dropped:
                     self.limits_hit["frames"] = self.limits_hit.get("frames", 0) + sc.dropped
+                if sc is not None and sc.inflate_cut:
+                    self.limits_hit["inflate_bytes"] = self.limits_hit.get("inflate_bytes", 0) + sc.inflate_cut
             if ex.id is not None and ex.id > 0:
                 self._put(ex.to_json(end), self.views)
         if conn.attempt is not None:

@@ -5,7 +5,13 @@ parses every frame header (cheap: payloads are skipped by length, never
 buffered) so that a close frame arriving long after the first messages is still
 seen, but keeps summaries only for the first `keep` frames plus close frames.
 Payload previews are unmasked and, when permessage-deflate was negotiated,
-inflated with context takeover across the kept messages (RFC 7692 §7.2.2).
+inflated with context takeover across the kept messages (RFC 7692 §7.2.2):
+compressed payload is streamed through one inflater per direction as it
+arrives (never buffered whole), so every message's full output passes through
+the window the next message refers back into. Output is bounded per message
+(`inflate_bytes`): past it the context is lost (counted; later compressed
+messages get no preview rather than a wrong one), and once `keep` summaries
+are kept nothing more is inflated (no later preview would be shown).
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from dataclasses import dataclass, field
 
 from .anomaly import Anomaly, make
 
+INFLATE_CHUNK = 64 * 1024     # inflater output per call: a bomb is stopped after one chunk past the bound
 OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 # RFC 6455 §7.4.1/§7.4.2: codes that must never appear on the wire.
 _BAD_CLOSE = {1004, 1005, 1006, 1015}
@@ -56,11 +63,12 @@ class FrameScanner:
     deflate: bool                     # permessage-deflate negotiated on this leg
     keep: int = 16
     preview_bytes: int = 64
-    inflate_bytes: int = 64 * 1024
+    inflate_bytes: int = 1 << 20     # decompressed bytes followed per message (context lost past it)
     frames: list[FrameSummary] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     count: int = 0
     dropped: int = 0                  # frame summaries not kept (beyond `keep`): limits_hit["frames"]
+    inflate_cut: int = 0              # messages past inflate_bytes (context lost): limits_hit["inflate_bytes"]
     close: FrameSummary | None = None
     first_data_ts: int | None = None
     last_ts: int | None = None
@@ -72,7 +80,12 @@ class FrameScanner:
     _cur_payload: bytearray = field(default_factory=bytearray)
     _cur_want: int = 0                 # payload bytes we still want to keep
     _msg_compressed: bool = False
-    _msg_buf: bytearray = field(default_factory=bytearray)
+    _msg_opcode: int = 1
+    _msg_out: bytearray = field(default_factory=bytearray)   # first preview_bytes of the inflated message
+    _msg_total: int = 0                # bytes the current message inflated to so far
+    _cur_off: int = 0                  # payload bytes of the current frame seen (mask offset)
+    _cur_inflate: bool = False         # the current frame's payload streams into the inflater
+    _ctx_lost: bool = False            # inflater state no longer follows the sender's (no more previews)
     _inflater: object | None = None
     _seen_codes: set = field(default_factory=set)
     counter: list = field(default_factory=lambda: [0])   # shared by both directions of a connection
@@ -96,7 +109,9 @@ class FrameScanner:
         while pos < n:
             if self._skip:
                 take = min(self._skip, n - pos)
-                if self._cur_want:
+                if self._cur_inflate:
+                    self._inflate_chunk(work[pos:pos + take])
+                elif self._cur_want:
                     keep = min(take, self._cur_want)
                     self._cur_payload += work[pos:pos + keep]
                     self._cur_want -= keep
@@ -128,16 +143,18 @@ class FrameScanner:
         self._check(f, control, frame)
         self._cur, self._cur_mask = f, mask
         self._cur_payload = bytearray()
-        want = self.preview_bytes
-        if control:
-            want = 125
-        elif self.deflate and (f.rsv1 or (opcode == 0 and self._msg_compressed)):
-            want = self.inflate_bytes
-        self._cur_want = min(length, want)
-        self._skip = length
+        self._cur_off = 0
         if opcode in (1, 2):
             self._msg_compressed = f.rsv1 and self.deflate
-            self._msg_buf = bytearray()
+            self._msg_opcode = opcode
+            self._msg_out = bytearray()
+            self._msg_total = 0
+        compressed = not control and opcode in (0, 1, 2) and self._msg_compressed
+        # Inflate only while previews can still be kept: the context matters for nothing else.
+        self._cur_inflate = compressed and not self._ctx_lost and len(self.frames) < self.keep
+        want = 125 if control else 0 if compressed else self.preview_bytes
+        self._cur_want = min(length, want)
+        self._skip = length
 
     def _check(self, f: FrameSummary, control: bool, frame: int) -> None:
         def once(code: str, msg: str) -> None:
@@ -185,12 +202,17 @@ class FrameScanner:
             if self.close is None:
                 self.close = f
         elif f.opcode in (0, 1, 2) and self._msg_compressed:
-            # Bounded: a message fragmented into many frames keeps at most inflate_bytes to inflate.
-            room = self.inflate_bytes - len(self._msg_buf)
-            if room > 0:
-                self._msg_buf += payload[:room]
-            if f.fin:
-                payload = self._inflate(bytes(self._msg_buf), f)
+            inflating = self._cur_inflate
+            self._cur_inflate = False
+            if f.fin and inflating:
+                self._inflate_data(b"\x00\x00\xff\xff", f)      # RFC 7692 §7.2.2: the removed tail
+            if f.fin and inflating and not (self._ctx_lost and self._msg_total <= self.inflate_bytes):
+                f.preview = preview(bytes(self._msg_out), self._msg_opcode)
+            if len(self.frames) < self.keep or (f.opcode == 8 and f is self.close):
+                self.frames.append(f)
+            else:
+                self.dropped += 1
+            return
         if f.opcode != 8:
             f.preview = preview(payload[:self.preview_bytes], f.opcode)
         if len(self.frames) < self.keep or (f.opcode == 8 and f is self.close):
@@ -198,15 +220,45 @@ class FrameScanner:
         else:
             self.dropped += 1
 
-    def _inflate(self, data: bytes, f: FrameSummary) -> bytes:
+    def _inflate_chunk(self, chunk: bytes) -> None:
+        if self._cur_mask:
+            k = self._cur_off & 3
+            chunk = _unmask(chunk, self._cur_mask[k:] + self._cur_mask[:k])
+        self._cur_off += len(chunk)
+        if self._cur is not None:
+            self._inflate_data(chunk, self._cur)
+
+    def _inflate_data(self, data: bytes, f: FrameSummary) -> None:
+        """Stream compressed bytes through the direction's inflater; keep the first preview bytes
+        of the message's output and count the rest, up to inflate_bytes per message."""
+        if self._ctx_lost:
+            return
         if self._inflater is None:
             self._inflater = zlib.decompressobj(-15)
+        d = self._inflater
         try:
-            return self._inflater.decompress(data + b"\x00\x00\xff\xff", 4096)  # type: ignore[attr-defined]
+            out = d.decompress(data, INFLATE_CHUNK)  # type: ignore[attr-defined]
+            while True:
+                room = self.preview_bytes - len(self._msg_out)
+                if room > 0:
+                    self._msg_out += out[:room]
+                self._msg_total += len(out)
+                if self._msg_total > self.inflate_bytes:
+                    self._lose_context(f, f"{self.dir} message inflates past {self.inflate_bytes} bytes "
+                                          "(--max-inflate-bytes); later compressed messages are not previewed")
+                    self.inflate_cut += 1
+                    return
+                tail = d.unconsumed_tail  # type: ignore[attr-defined]
+                if not tail:
+                    return
+                out = d.decompress(tail, INFLATE_CHUNK)  # type: ignore[attr-defined]
         except zlib.error as e:
-            self.anomalies.append(make("inflate-failed", f"{self.dir} message did not inflate: {e}", f.frame))
-            self._inflater = None
-            return b""
+            self._lose_context(f, f"{self.dir} message did not inflate: {e}")
+
+    def _lose_context(self, f: FrameSummary, message: str) -> None:
+        self._ctx_lost = True
+        self._inflater = None
+        self.anomalies.append(make("inflate-failed", message, f.frame))
 
 
 def _parse_header(buf: bytes, pos: int) -> tuple[int, int, int, int, bytes] | None:
