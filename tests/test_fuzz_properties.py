@@ -19,7 +19,7 @@ import wscap
 from builders import Capture, frames_of, pcap_bytes, pcapng_bytes, ws_frame, ws_request, ws_response
 from wscap.capture.files import ReadResult, read_frames
 from wscap.http1 import find_head_end, parse_head
-from wscap.wsframe import FrameScanner
+from wscap.wsframe import INFLATE_CHUNK, FrameScanner
 
 FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -196,13 +196,15 @@ def test_frame_summaries_are_bounded_and_drops_counted(fr, keep):
 @FAST
 @given(st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=30), st.integers(16, 4096))
 def test_compressed_message_buffer_is_bounded(parts, inflate_bytes):
-    """A deflate message fragmented into many frames keeps at most inflate_bytes to inflate."""
+    """A deflate message fragmented into many frames buffers no compressed bytes (they stream into
+    the inflater) and keeps at most preview_bytes of output, however the frames are cut."""
     sc = FrameScanner("server", True, keep=4, inflate_bytes=inflate_bytes)
     wire = ws_frame(parts[0], opcode=1, fin=len(parts) == 1, rsv1=True)
     for i, p in enumerate(parts[1:]):
         wire += ws_frame(p, opcode=0, fin=i == len(parts) - 2)
     sc.feed(wire, 1, 0)
-    assert len(sc._msg_buf) <= inflate_bytes
+    assert len(sc._msg_out) <= sc.preview_bytes and not sc._cur_payload
+    assert sc._msg_total <= inflate_bytes + INFLATE_CHUNK
 
 
 # -- segment orders ----------------------------------------------------------------------------------
