@@ -426,3 +426,51 @@ def test_inflate_bomb_is_bounded_and_later_previews_are_none_not_garbage(tmp_pat
     assert got == ["hello first", "A" * 64, None]      # the bomb's first bytes are right; then no guess
     assert doc["stats"]["limits_hit"]["inflate_bytes"] == 1
     assert "inflate-failed" in {a["code"] for a in h["anomalies"]}
+
+
+# -- many handshakes: linear renderers, and running out of memory is exit 2 ----------------------
+
+def many_handshakes(path: str, n: int) -> None:
+    from test_bounds import WS_REQ, WS_RESP, Flow, PcapWriter, ip4
+    w = PcapWriter(path)
+    for i in range(n):
+        f = Flow(w, ip4(0x0A000100 + i), 40000 + (i % 20000), ip4(0x0B000000 + (i % 50)), 80).handshake()
+        f.client(WS_REQ.replace(b"/ws", b"/ws/%d" % i))
+        f.server(WS_RESP)
+    w.close()
+
+
+def test_markdown_endpoint_lookups_are_indexed():
+    """Per-row lookups use one index per list (the old scan per row made markdown quadratic)."""
+    from wscap.render import mermaid
+    eps = [{"ip": f"10.0.{i // 250}.{i % 250}", "name": f"n{i}", "role": "client"} for i in range(3000)]
+    doc = {"endpoints": eps, "handshakes": [{"id": i} for i in range(3000)]}
+    assert mermaid.endpoint_label(doc, "10.0.11.249:80") == ("n2999", "client")
+    assert mermaid.endpoint_label(doc, "10.9.9.9:1") == (None, "unknown")
+    eps.append({"ip": "10.9.9.9", "name": "late", "role": "proxy"})     # an append is seen
+    assert mermaid.endpoint_label(doc, "10.9.9.9:1") == ("late", "proxy")
+    assert mermaid.handshake_index(doc)[2999] == {"id": 2999}
+    # the index is built once, not per lookup
+    assert mermaid._INDEXES["endpoints"][0] is eps
+
+
+def test_out_of_memory_is_one_line_and_exit_2(tmp_path):
+    import resource
+    path = str(tmp_path / "many.pcap")
+    many_handshakes(path, 20000)
+    limit = 400 << 20
+
+    def cap_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    env = dict(os.environ, PYTHONPATH=REPO)
+    r = subprocess.run([sys.executable, "-m", "wscap", "analyze", path, "--format", "html"], capture_output=True,
+                       text=True, env=env, timeout=600, preexec_fn=cap_memory)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "wscap: out of memory" in r.stderr
+    assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [
+        ln for ln in r.stderr.splitlines() if ln.startswith("wscap: out of memory")]
+    # the streamed JSON path holds any number of handshakes under the same cap
+    r = subprocess.run([sys.executable, "-m", "wscap", "analyze", path, "--format", "json"], capture_output=True,
+                       text=True, env=env, timeout=600, preexec_fn=cap_memory)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["summary"]["handshakes"] == 20000

@@ -127,7 +127,23 @@ def load_hosts(path: str | None) -> dict[str, str]:
     return names
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Running out of memory is an input problem (a capture too big for the chosen format), said
+    in one line with exit 2 - never a traceback, never exit 1 (the "broken" code)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MemoryError:
+            import gc
+            gc.collect()
+            sys.stdout.flush()
+            click.echo("wscap: out of memory holding this document; `--format json` streams any number of "
+                       "handshakes, or analyse fewer/smaller captures (see README: Resource bounds)", err=True)
+            sys.exit(EXIT_INPUT)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="wscap")
 def main() -> None:
     """wscap: find which hop broke a WebSocket handshake, from packets."""

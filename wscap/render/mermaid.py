@@ -166,15 +166,32 @@ def chain_of(doc: dict[str, Any]) -> dict[Any, tuple[dict[str, Any], int]]:
     return out
 
 
+# Renderers ask per row (per chain, per endpoint label): an index built once per list, not a
+# scan per row, or a document with many handshakes renders in quadratic time. One entry per
+# kind, holding the list itself (so its id cannot be reused) and its length (appends rebuild).
+_INDEXES: dict[str, tuple[Any, int, dict]] = {}
+
+
+def _indexed(kind: str, items: list, key) -> dict:
+    hit = _INDEXES.get(kind)
+    if hit is not None and hit[0] is items and hit[1] == len(items):
+        return hit[2]
+    index: dict = {}
+    for x in items:
+        if isinstance(x, dict):
+            index.setdefault(x.get(key), x)
+    _INDEXES[kind] = (items, len(items), index)
+    return index
+
+
 def handshake_index(doc: dict[str, Any]) -> dict[Any, dict[str, Any]]:
-    return {h.get("id"): h for h in doc.get("handshakes") or [] if isinstance(h, dict)}
+    hs = doc.get("handshakes") or []
+    return _indexed("handshakes", hs, "id") if isinstance(hs, list) else {}   # read-only: shared
 
 
 def _endpoint(doc: dict[str, Any], ip: str) -> dict[str, Any]:
-    for e in doc.get("endpoints") or []:
-        if isinstance(e, dict) and e.get("ip") == ip:
-            return e
-    return {}
+    eps = doc.get("endpoints") or []
+    return _indexed("endpoints", eps, "ip").get(ip) or {} if isinstance(eps, list) else {}
 
 
 def endpoint_label(doc: dict[str, Any], addr: str) -> tuple[str | None, str]:
