@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -474,3 +475,54 @@ def test_out_of_memory_is_one_line_and_exit_2(tmp_path):
                        text=True, env=env, timeout=600, preexec_fn=cap_memory)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["summary"]["handshakes"] == 20000
+
+
+# -- output files and Markdown links -------------------------------------------------------------
+
+def test_output_refuses_symlinks_and_inputs(tmp_path):
+    cap = Capture()
+    proxied_chain(cap, 0)
+    path = cap.write(tmp_path / "c.pcap")
+    before = open(path, "rb").read()
+    r = cli("report", path, "-o", path)
+    assert r.returncode == 2 and "refusing to overwrite" in r.stderr
+    assert open(path, "rb").read() == before
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "r.md"
+    link.symlink_to(victim)
+    r = cli("report", path, "-o", str(link))
+    assert r.returncode == 2 and "symbolic link" in r.stderr
+    assert victim.read_text() == "keep me"
+    r = cli("slice", path, "--chain", "1", "-o", str(link))
+    assert r.returncode == 2 and victim.read_text() == "keep me"
+    r = cli("slice", path, "--chain", "1", "-o", path)
+    assert r.returncode == 2 and open(path, "rb").read() == before
+    r = cli("report", path, "-o", str(tmp_path / "ok.md"))
+    assert r.returncode == 0 and (tmp_path / "ok.md").read_text().startswith("#")
+
+
+def test_markdown_header_values_never_become_links_on_github(tmp_path):
+    import pytest
+    cmarkgfm = pytest.importorskip("cmarkgfm", reason="cmarkgfm (GitHub's cmark-gfm) not installed")
+    from cmarkgfm.cmark import Options
+    cap = Capture()
+    key = new_key(21)
+    c = cap.conn(("10.5.0.1", 40000), ("10.5.0.2", 8080)).open()
+    c.send(True, ws_request("/ws", host="www.evil-host.example", key=key, origin="http://www.evil.example",
+                            extra=[("From", "admin@evil.example"), ("X-Note", "mail ops@corp.example or www.x.example"),
+                                   ("X-Bidi", "a\u061cb")]))
+    c.send(False, ws_response(key, status=403, reason="Forbidden"))
+    key = new_key(22)
+    c = cap.conn(("10.5.0.3", 40000), ("10.5.0.2", 8080)).open()
+    c.send(True, ws_request("/ws", host="admin@evil.example", key=key, origin="www.evil.example"))
+    c.send(False, ws_response(key, status=403, reason="Forbidden"))
+    path = cap.write(tmp_path / "l.pcap")
+    for args in (["analyze", path, "--format", "markdown"], ["report", path, "-o", str(tmp_path / "r.md")]):
+        r = cli(*args)
+        assert r.returncode == 1, r.stderr
+        md = r.stdout if args[0] == "analyze" else (tmp_path / "r.md").read_text()
+        html = cmarkgfm.github_flavored_markdown_to_html(md, options=Options.CMARK_OPT_UNSAFE)
+        outward = re.findall(r'<a href="(?!#)[^"]*"', html)          # the report's own TOC anchors are fine
+        assert outward == [], outward
+        assert "admin@evil.example" in html and "\u061c" not in md       # shown as text, bidi mark visible

@@ -163,6 +163,14 @@ def filter_options(f):
     return f
 
 
+def refuse_output_or_exit(output: str, inputs) -> None:
+    from .outpath import refuse_output
+    why = refuse_output(output, inputs)
+    if why:
+        click.echo(f"wscap: {why}", err=True)
+        sys.exit(EXIT_INPUT)
+
+
 def redact_option(f):
     f = redact_list_options(f)
     return click.option("--redact/--no-redact", default=None,
@@ -289,6 +297,7 @@ def report(files: tuple[str, ...], output: str, only_broken: bool, chain_id: int
     """Write a self-contained incident report (Markdown or HTML) for captures."""
     from .render.redact import redact_document
     from .render.report import filter_document, write_report
+    refuse_output_or_exit(output, files)
     full = run_analysis(files, names_file, lim)
     doc = full
     if only_broken or chain_id is not None or host or path_glob:
@@ -314,6 +323,7 @@ def slice_cmd(capture: str, chain_id: int, output: str, **lim) -> None:
     Packets are copied as captured: TLS legs stay encrypted (open the slice in Wireshark with the
     same key log); `--keylog` is only needed to find chains inside TLS."""
     from .slice import slice_capture
+    refuse_output_or_exit(output, (capture,))
     doc = run_analysis((capture,), None, lim)
     chains = {c["id"]: c for c in doc["chains"]}
     if chain_id not in chains:

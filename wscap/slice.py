@@ -197,7 +197,8 @@ def slice_capture(in_path: str, out_path: str, legs: Iterable[tuple[str, str]]) 
     linktype = linktypes.pop()
     res.linktype, res.nanosecond = linktype, nano
     magic = 0xA1B23C4D if nano else 0xA1B2C3D4
-    with open(out_path, "wb") as out:
+    from .outpath import open_output
+    with open_output(out_path, binary=True) as out:     # never through a symlink (see wscap.outpath)
         out.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262144, linktype))
         for p in picked:
             sec, frac = divmod(p.ts_ns, 1_000_000_000)

@@ -35,7 +35,7 @@ _NAMED = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
 # C0, DEL, C1, and the Unicode format characters used for "trojan source"
 # tricks (bidi embeddings/overrides/isolates, zero-width chars, BOM).
 _CONTROL_RE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ufeff]"
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ufeff]"
 )
 
 
@@ -83,9 +83,7 @@ def md_text(s: object) -> str:
     ``-``, ``=`` or ``N.`` could start a list or setext heading when the text
     begins a line, so those are escaped at the start too.
     """
-    # GFM turns bare http://... into links; an escaped ':' stops that, so
-    # a URL taken from a header stays text.
-    t = _MD_SPECIAL_RE.sub(r"\\\1", visible(s)).replace("://", "\\://")
+    t = _md_inline(s)
     # Line-start constructs: lists (-, +, 1.), headings (#, handled above),
     # setext underline (=), blockquote (>, handled above).
     # Up to three leading spaces still count as "line start" for these (CommonMark §5.2).
@@ -105,7 +103,32 @@ def md_cell(s: object) -> str:
     so line-start constructs need no escaping). Newlines are shown as
     ``\\n``, so a value never ends the row; ``|`` is ``\\|``.
     """
-    return _MD_SPECIAL_RE.sub(r"\\\1", visible(s)).replace("://", "\\://")
+    return _md_inline(s)
+
+
+# GFM's extended autolinks: bare URLs, `www.` names and e-mail addresses become links. An escaped
+# ':' stops the first, an escaped '.' after `www` the second; nothing inside the text stops the
+# third (escapes and entities are merged back first), so an address goes into a code span,
+# where no autolink applies (it holds only [A-Za-z0-9._+-@]: nothing to escape).
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._+-]+@[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+")
+_WWW_RE = re.compile(r"(?i)(www)\.")
+
+
+def _md_escape(v: str) -> str:
+    return _WWW_RE.sub(r"\1\\.", _MD_SPECIAL_RE.sub(r"\\\1", v).replace("://", "\\://"))
+
+
+def _md_inline(s: object) -> str:
+    v = visible(s)
+    if "@" not in v:
+        return _md_escape(v)
+    out, last = [], 0
+    for m in _EMAIL_RE.finditer(v):
+        out.append(_md_escape(v[last:m.start()]))
+        out.append(f"`{m.group(0)}`")
+        last = m.end()
+    out.append(_md_escape(v[last:]))
+    return "".join(out)
 
 
 def md_fence(s: str, info: str = "") -> str:

@@ -860,7 +860,8 @@ def write_report(doc: dict[str, Any], path: str, fmt: str | None = None,
         fmt = "html" if os.path.splitext(path)[1].lower() in (".html", ".htm") else "markdown"
     text = (report_html(doc, max_head, max_chains=max_chains) if fmt == "html"
             else report_markdown(doc, max_head, max_chains=max_chains))
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
+    from wscap.outpath import open_output
+    with open_output(path) as f:         # never through a symlink (see wscap.outpath)
         f.write(text)
     return fmt
 
