@@ -203,8 +203,9 @@ def main() -> None:
             build(path, n)
         rc, rss, secs, size, head = run(args[0], path, *args[1:])
         try:
-            result = check(json.loads(head)) if args[-1] == "json" else f"{check(None)}, {size / 1e6:.1f} MB"
-            if args[-1] == "json":
+            is_json = "json" in args
+            result = check(json.loads(head)) if is_json else f"{check(None)}, {size / 1e6:.1f} MB"
+            if is_json:
                 result += f"; {size / 1e6:.1f} MB of JSON"
         except Exception as e:  # noqa: BLE001
             result = f"? ({type(e).__name__}: {e})"

@@ -215,7 +215,8 @@ def _redact_query(query: str, found: list[str]) -> str:
 
 
 # user:password@ in a URL (an absolute-form target, a Referer, a quoted line)
-_USERINFO_RE = re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^/\s:@?#\[\]]*:)([^/\s@?#]+)(@)")
+# (the scheme starts a run and is short, so a long run of letters is one linear scan, not n^2)
+_USERINFO_RE = re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]{0,31}://[^/\s:@?#\[\]]*:)([^/\s@?#]+)(@)")
 
 
 def _redact_userinfo(s: str, found: list[str]) -> str:
