@@ -530,3 +530,47 @@ def test_markdown_header_values_never_become_links_on_github(tmp_path):
         outward = re.findall(r'<a href="(?!#)[^"]*"', html)          # the report's own TOC anchors are fine
         assert outward == [], outward
         assert "admin@evil.example" in html and "\u061c" not in md       # shown as text, bidi mark visible
+
+
+# -- slice streams ---------------------------------------------------------------------------------
+
+_SLICE_CHILD = """
+import atexit, os, sys
+def _hwm():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                os.write(2, ("\\nWSCAP_VMHWM_KB %s\\n" % line.split()[1]).encode())
+atexit.register(_hwm)
+sys.argv = ["wscap", "slice"] + sys.argv[1:]
+from wscap.cli import main
+main()
+"""
+
+
+def test_slice_of_a_big_chain_holds_no_packets(tmp_path):
+    """60,000 packets of 1,400 bytes on one upgraded leg (84 MB): the slice copies them all and
+    the process stays far below their size (they were once all kept in a list)."""
+    import re as _re
+    from test_bounds import WS_REQ, WS_RESP, Flow, PcapWriter, ip4
+    path = str(tmp_path / "big.pcap")
+    w = PcapWriter(path)
+    f = Flow(w, ip4(0x0A000001), 40000, ip4(0x0A000002), 80).handshake()
+    f.client(WS_REQ)
+    f.server(WS_RESP)
+    chunk = b"\x82\x7e\x05\x74" + bytes(1396)          # 1,400 bytes: one binary frame of 1,396
+    for _ in range(60_000):
+        f.server(chunk)
+    w.close()
+    n_packets = 3 + 2 + 60_000
+    out = str(tmp_path / "slice.pcap")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    r = subprocess.run([sys.executable, "-c", _SLICE_CHILD, path, "--chain", "1", "-o", out],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rss_mb = int(_re.search(r"WSCAP_VMHWM_KB (\d+)", r.stderr).group(1)) / 1024
+    assert os.path.getsize(out) == os.path.getsize(path)            # every packet, same record sizes
+    assert open(out, "rb").read()[24:] == open(path, "rb").read()[24:]
+    print("slice peak RSS MiB", rss_mb)
+    assert rss_mb < 84 * 0.6, rss_mb
+    assert n_packets == 60_005

@@ -174,8 +174,13 @@ def slice_capture(in_path: str, out_path: str, legs: Iterable[tuple[str, str]]) 
     """
     keys = {tcp_key(_endpoint(c), _endpoint(s)) for c, s in legs}
     res = SliceResult()
-    picked: list[_Pkt] = []
+    # Two passes, nothing held: the first learns the output's link type and resolution (the pcap
+    # header comes first), the second copies the matching packets straight to the file. A slice
+    # of a huge chain costs constant memory (it once kept every matching packet in a list).
     first_lt: int | None = None
+    linktypes: set[int] = set()
+    nano = False
+    matched = 0
     for p in _packets(in_path, res):
         res.packets_read += 1
         if first_lt is None:
@@ -185,13 +190,13 @@ def slice_capture(in_path: str, out_path: str, legs: Iterable[tuple[str, str]]) 
             res.undecoded += 1
             continue
         if tcp_key(*t) in keys:
-            picked.append(p)
-    linktypes = {p.linktype for p in picked}
+            matched += 1
+            linktypes.add(p.linktype)
+            nano = nano or p.ns_res
     if len(linktypes) > 1:
         raise ValueError(f"{in_path}: the matching packets have several link types "
                          f"({', '.join(map(str, sorted(linktypes)))}); a pcap file holds one")
-    nano = any(p.ns_res for p in picked)
-    if not picked:
+    if not matched:
         # An empty slice still gets a valid file, in the capture's first link type.
         linktypes = {first_lt if first_lt is not None else 1}
     linktype = linktypes.pop()
@@ -200,7 +205,11 @@ def slice_capture(in_path: str, out_path: str, legs: Iterable[tuple[str, str]]) 
     from .outpath import open_output
     with open_output(out_path, binary=True) as out:     # never through a symlink (see wscap.outpath)
         out.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262144, linktype))
-        for p in picked:
+        again = SliceResult()          # the second pass meets the same errors: said once
+        for p in (_packets(in_path, again) if matched else ()):
+            t = _tcp_tuple(p.linktype, p.data)
+            if t is None or tcp_key(*t) not in keys:
+                continue
             sec, frac = divmod(p.ts_ns, 1_000_000_000)
             if not 0 <= sec <= 0xFFFFFFFF:
                 # A (hostile or broken) pcapng timestamp a classic pcap cannot hold: clamp, and say so.
