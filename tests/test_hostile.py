@@ -574,3 +574,28 @@ def test_slice_of_a_big_chain_holds_no_packets(tmp_path):
     print("slice peak RSS MiB", rss_mb)
     assert rss_mb < 84 * 0.6, rss_mb
     assert n_packets == 60_005
+
+
+def h2_one_byte_data(cap: Capture, payload: bytes, seg: int = 60_000) -> None:
+    """A WebSocket over HTTP/2 whose client message arrives as 1-byte DATA frames, many per segment."""
+    from builders import ws_frame
+    PREFACE, H2Pair, connect_headers, h2frame, settings = _h2()
+    pair = H2Pair()
+    c = cap.conn(("10.6.0.1", 40000), ("10.6.0.2", 8080)).open()
+    c.send(True, PREFACE + settings())
+    c.send(False, settings(enable_connect_protocol=1) + h2frame(4, 1, 0))
+    c.send(True, h2frame(4, 1, 0) + pair.req(1, connect_headers(path="/bytes")))
+    c.send(False, pair.resp(1, 200))
+    wire = ws_frame(payload, opcode=2, mask=True)
+    c.send(True, b"".join(h2frame(0, 0, 1, wire[i:i + 1]) for i in range(len(wire))), split=seg)
+
+
+def test_one_byte_http2_data_frames_reassemble_the_message(tmp_path):
+    payload = bytes(range(256)) * 80                       # 20 KB binary message
+    cap = Capture()
+    h2_one_byte_data(cap, payload)
+    doc = wscap.analyze_paths([cap.write(tmp_path / "d.pcap")])
+    [h] = doc["handshakes"]
+    [f] = [f for f in h["frames"] if f["dir"] == "client"]
+    assert (f["opcode_name"], f["length"], f["masked"]) == ("binary", len(payload), True)
+    assert f["preview"] == "0x" + payload[:64].hex()

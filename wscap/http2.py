@@ -149,10 +149,9 @@ class H2Reader:
         pos = 0
         while not self.broken[d]:
             if self.skip[d] or self.data_to[d] is not None:
-                rest = self._pass(d, bytes(buf[pos:]), frame, ts_ns)
-                del buf[:pos]
-                buf[:] = rest
-                pos = 0
+                # In place, by offset: copying the rest of the buffer per DATA frame made a segment
+                # of 1-byte DATA frames quadratic.
+                pos = self._pass_at(d, buf, pos, frame, ts_ns)
                 if self.skip[d] or self.data_to[d] is not None:
                     break
             if len(buf) - pos < 9:
@@ -207,6 +206,31 @@ class H2Reader:
             if left == 0:
                 self._deliver(d, b"", frame, ts_ns)
         return data
+
+    def _pass_at(self, d: int, buf: bytearray, pos: int, frame: int, ts_ns: int) -> int:
+        """`_pass` over buf[pos:] without copying it; -> the position after the DATA bytes."""
+        n_total = len(buf)
+        while pos < n_total and (self.skip[d] or self.data_to[d] is not None):
+            if self.skip[d]:
+                n = min(self.skip[d], n_total - pos)
+                self.skip[d] -= n
+                pos += n
+                continue
+            stream, left, end, pad = self.data_to[d]
+            n = min(left, n_total - pos)
+            chunk = bytes(buf[pos:pos + n])
+            pos += n
+            left -= n
+            self.data_to[d] = (stream, left, end, pad)
+            if chunk:
+                wanted = self.sink.h2_data(d, stream, chunk, False, frame, ts_ns)
+                if not wanted:
+                    self.skip[d] = left + pad
+                    self.data_to[d] = None
+                    continue
+            if left == 0:
+                self._deliver(d, b"", frame, ts_ns)
+        return pos
 
     def _deliver(self, d: int, chunk: bytes, frame: int, ts_ns: int) -> None:
         stream, _left, end, pad = self.data_to[d]
