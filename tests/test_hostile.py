@@ -599,3 +599,25 @@ def test_one_byte_http2_data_frames_reassemble_the_message(tmp_path):
     [f] = [f for f in h["frames"] if f["dir"] == "client"]
     assert (f["opcode_name"], f["length"], f["masked"]) == ("binary", len(payload), True)
     assert f["preview"] == "0x" + payload[:64].hex()
+
+
+def test_thousands_of_pipelined_plain_heads_then_the_upgrade(tmp_path):
+    """Segments packed with tiny pipelined requests (some with a body), then the upgrade: every
+    plain request counted, the upgrade found (the heads are skipped by offset, not by copying the
+    rest of the segment per head)."""
+    cap = Capture()
+    c = cap.conn(("10.7.0.1", 40000), ("10.7.0.2", 8080)).open()
+    c.send(True, b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+    plain = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+    posted = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+    n = 6000
+    key = new_key(31)
+    stream = b"".join(posted if i % 100 == 7 else plain for i in range(n)) + ws_request("/ws", host="a", key=key)
+    c.send(True, stream, split=60_000)
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    c.send(False, ok * (n + 1) + ws_response(key), split=60_000)
+    doc = wscap.analyze_paths([cap.write(tmp_path / "p.pcap")])
+    [h] = doc["handshakes"]
+    assert h["request"]["target"] == "/ws" and h["outcome"] == "upgraded"
+    [a] = [a for a in h["anomalies"] if a["code"] == "keep-alive-before-upgrade"]
+    assert a["message"].startswith(f"{n + 1} plain request(s)")

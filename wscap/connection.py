@@ -15,6 +15,7 @@ WebSocket frames or another HTTP request — never parsed as HTTP blindly
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 
 from . import handshake as hs
@@ -256,7 +257,8 @@ class Connection:
         self.head_first_frame: list[int | None] = [None, None]
         self.head_last: list[tuple[int, int] | None] = [None, None]   # (frame, ts) of a head's latest bytes
         self.body_left = [0, 0]
-        self.pending: list[Exchange | None] = []     # requests awaiting responses (None = plain request)
+        # requests awaiting responses (None = plain request); a deque: answered from the front
+        self.pending: deque[Exchange | None] = deque()
         self.held = bytearray()                      # client bytes after an upgrade request, until decided
         self.held_frames: list[tuple[int, int]] = []
         self.plain_requests = 0
@@ -414,6 +416,10 @@ class Connection:
 
     def _client_heads(self, data: bytes, frame: int, ts_ns: int) -> None:
         buf = self.buf[C2S]
+        if not buf and len(data) > 1024 and (self.plain_requests or self.exchanges):
+            data = self._skip_plain_heads(data, frame, ts_ns)
+            if not data:
+                return
         while data or buf:
             if len(buf) < 24 and not self.exchanges and not self.plain_requests:
                 seen = bytes(buf) + data[:24 - len(buf)]
@@ -655,6 +661,10 @@ class Connection:
             if not data:
                 return
         buf = self.buf[S2C]
+        if not buf and len(data) > 1024 and self.pending and self.pending[0] is None:
+            data = self._skip_plain_responses(data, frame, ts_ns)
+            if not data:
+                return
         while data or buf:
             if len(buf) < 16:
                 first = bytes(buf) + data[:16]
@@ -688,7 +698,7 @@ class Connection:
                     # Fast path: the answer to a plain request; only its body length matters.
                     status = int(m.group(1))
                     if not (100 <= status < 200):
-                        self.pending.pop(0)
+                        self.pending.popleft()
                     left = self._skip_body(S2C, _quick_length(raw, status), rest)
                     if left is None:
                         return
@@ -708,6 +718,55 @@ class Connection:
             data = self._response_done(head, rest, frame, ts_ns)
             if self.mode[S2C] != HEAD:
                 return
+
+    def _skip_plain_heads(self, data: bytes, frame: int, ts_ns: int) -> bytes:
+        """Pipelined plain requests (no upgrade, no body running past the segment), counted by
+        offset in one pass. The general path copies the rest of the segment per head, which made a
+        segment of thousands of tiny heads quadratic. -> the bytes from the first head it leaves
+        to the general path (an upgrade, a body, a head that does not end here)."""
+        off, n = 0, len(data)
+        while off < n:
+            end = find_head_end(data, off)
+            if end is None or end - off > self.limits.head_bytes:
+                break
+            raw = data[off:end]
+            if not looks_like_request(raw[:24]) or _UPGRADE_HINT.search(raw):
+                break
+            length = _quick_length(raw, None)
+            if length is None or length > n - end:
+                break
+            self.plain_requests += 1
+            self.pending.append(None)
+            off = end + length
+        if not off:
+            return data
+        self.head_last[C2S] = (frame, ts_ns)
+        return data[off:]
+
+    def _skip_plain_responses(self, data: bytes, frame: int, ts_ns: int) -> bytes:
+        """The answers to pipelined plain requests, counted off by offset in one pass (as
+        `_skip_plain_heads`); -> the bytes from the first response it leaves to the general path."""
+        off, n = 0, len(data)
+        pending = self.pending
+        while off < n and pending and pending[0] is None:
+            end = find_head_end(data, off)
+            if end is None or end - off > self.limits.head_bytes:
+                break
+            raw = data[off:end]
+            m = _STATUS.match(raw)
+            if not m or _UPGRADE_HINT.search(raw):
+                break
+            status = int(m.group(1))
+            length = _quick_length(raw, status)
+            if length is None or length > n - end:
+                break
+            if not (100 <= status < 200):
+                pending.popleft()
+            off = end + length
+        if not off:
+            return data
+        self.head_last[S2C] = (frame, ts_ns)
+        return data[off:]
 
     def _next_head(self, direction: int, kind: str, data: bytes, frame: int,
                    ts_ns: int) -> tuple[bytes, bytes] | HttpHead | None:
@@ -756,7 +815,7 @@ class Connection:
         status = head.status or 0
         if 100 <= status < 200 and status != 101:
             return rest                       # interim response: the request stays pending
-        ex = self.pending.pop(0) if self.pending else None
+        ex = self.pending.popleft() if self.pending else None
         if ex is None:
             cl = _content_length(head)
             if status in (204, 304) or cl == 0:
