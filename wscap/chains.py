@@ -237,22 +237,79 @@ def _answer_frame(h: dict) -> int | None:
     return end.get("frame") if end else None
 
 
-def link_view(h: dict) -> dict:
+class _Rec:
+    """A compact stand-in for a small dict (the keys are its slots): link views stay in memory
+    for every handshake of a capture, and dicts cost about three times as much."""
+    __slots__ = ()
+
+    def __getitem__(self, k: str):
+        try:
+            return getattr(self, k)
+        except AttributeError:
+            raise KeyError(k) from None
+
+    def get(self, k: str, default=None):
+        return getattr(self, k, default)
+
+    def __setitem__(self, k: str, v) -> None:
+        setattr(self, k, v)
+
+    def __contains__(self, k: str) -> bool:
+        return hasattr(self, k)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and all(self.get(k) == other.get(k) for k in self.__slots__)
+
+    __hash__ = object.__hash__       # identity (id(view) keys the spool locations)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={self.get(k)!r}' for k in self.__slots__)})"
+
+
+def _rec(cls, **kw):
+    r = cls()
+    for k, v in kw.items():
+        setattr(r, k, v)
+    return r
+
+
+class _End(_Rec):
+    __slots__ = ("ts", "frame")
+
+
+class _Tcp(_Rec):
+    __slots__ = ("syn_frame", "end")
+
+
+class _Req(_Rec):
+    __slots__ = ("ts", "frame", "target", "headers")
+
+
+class _Resp(_Rec):
+    __slots__ = ("ts", "frame")
+
+
+class LinkView(_Rec):
+    __slots__ = ("id", "source", "client", "server", "first_frame", "first_ts", "outcome", "tcp", "request",
+                 "response", "_attempt")
+
+
+def link_view(h: dict) -> LinkView:
     """The fields linking reads, nothing else: kept in memory for every handshake while the full
-    documents wait on disk (see pipeline's spool)."""
+    documents wait on disk (see pipeline's spool). Read like the document's dicts."""
     req = h.get("request")
     resp = h.get("response")
     key = _key(h)
-    return {
-        "id": h["id"], "source": h["source"], "client": h["client"], "server": h["server"],
-        "first_frame": h["first_frame"], "first_ts": h["first_ts"], "outcome": h["outcome"],
-        "tcp": {"syn_frame": h["tcp"]["syn_frame"],
-                "end": {"ts": h["tcp"]["end"]["ts"], "frame": h["tcp"]["end"]["frame"]} if h["tcp"].get("end") else None},
-        "request": None if req is None else {
-            "ts": req["ts"], "frame": req["frame"], "target": req["target"],
-            "headers": [["Sec-WebSocket-Key", key]] if key else []},
-        "response": None if resp is None else {"ts": resp["ts"], "frame": resp["frame"]},
-    }
+    end = h["tcp"].get("end")
+    return _rec(
+        LinkView, id=h["id"], source=h["source"], client=h["client"], server=h["server"],
+        first_frame=h["first_frame"], first_ts=h["first_ts"], outcome=h["outcome"],
+        tcp=_rec(_Tcp, syn_frame=h["tcp"]["syn_frame"],
+                 end=_rec(_End, ts=end["ts"], frame=end["frame"]) if end else None),
+        request=None if req is None else _rec(
+            _Req, ts=req["ts"], frame=req["frame"], target=req["target"],
+            headers=(("Sec-WebSocket-Key", key),) if key else ()),
+        response=None if resp is None else _rec(_Resp, ts=resp["ts"], frame=resp["frame"]))
 
 
 class EncryptedLegs:
