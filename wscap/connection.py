@@ -160,6 +160,7 @@ class Exchange:
             "http_version": "1.1",
             "h2": None,
             "tls": c.tls_json(),
+            "tunnel": c.tunnel,
         }
 
 
@@ -234,7 +235,7 @@ class Connection:
                  "fins", "first_frame", "first_ts", "head_first_frame", "head_last", "held", "held_frames", "last_frame",
                  "last_ts", "limits", "limits_hit", "mode", "noted", "pending", "plain_requests", "saw_payload",
                  "server", "source", "spooled", "streams", "syn_frame", "synack_frame", "tls", "tls_frame",
-                 "h2", "h2_mode", "h2_enable", "h2_streams", "server_first")
+                 "h2", "h2_mode", "h2_enable", "h2_streams", "server_first", "window", "zw", "tunnel")
 
     def __init__(self, client: tuple[bytes, int], server: tuple[bytes, int], source: int,
                  frame: int, ts_ns: int, limits: Limits) -> None:
@@ -275,6 +276,9 @@ class Connection:
         # Server bytes that came before the client said anything: an HTTP/2 server's SETTINGS
         # (it may send them before the client's preface arrives). Replayed if HTTP/2 starts.
         self.server_first: tuple[bytearray, int, int] | None = None
+        self.window = [1, 1]                         # last advertised receive window per direction
+        self.zw = False                              # a zero window was seen: the fast path steps aside
+        self.tunnel: list[dict] | None = None        # the encapsulation the connection came through
 
     # -- fast lane -----------------------------------------------------------
     def fast_lane(self, src: bytes, sport: int, seq: int, paylen: int, no: int, ts_ns: int) -> bool:
@@ -373,6 +377,15 @@ class Connection:
             "retransmission-conflict",
             f"{who} bytes at stream offset {offset} differ between frame {old_frame} and frame {new_frame}; "
             f"kept frame {old_frame}'s", new_frame))
+
+    def on_probe(self, direction: int, kind: str, offset: int, frame: int) -> None:
+        who = "client" if direction == C2S else "server"
+        if kind == "keep-alive":
+            self._note(make("tcp-keep-alive", f"{who} keep-alive probe at stream offset {offset} (snd.nxt-1); "
+                            f"not data, not a conflict", frame))
+        else:
+            self._note(make("tcp-zero-window-probe", f"{who} probed a zero window with 1 byte at stream offset "
+                            f"{offset}; later data at that offset is kept", frame))
 
     # -- client side ---------------------------------------------------------
     def _frames_or_ignored(self, direction: int, data: bytes, frame: int, ts_ns: int) -> bool:

@@ -125,8 +125,11 @@ def check_negotiation(req, resp) -> Iterable[Anomaly]:
         yield make("subprotocol-not-offered", f"server chose subprotocol {', '.join(chosen)!r}; client offered "
                    f"{', '.join(offered) or 'none'}", fr)
     elif offered and not chosen:
-        yield make("subprotocol-not-echoed", f"client offered {', '.join(offered)!r}; the "
-                   f"{resp.status} chose none", fr)
+        # WHATWG: a browser fails the connection; RFC 6455 §4.1 lets other clients go on.
+        ua = (req.get(b"user-agent") or b"") if hasattr(req, "get") else b""
+        browser = ua.startswith(b"Mozilla/")
+        yield make("subprotocol-not-echoed" if browser else "subprotocol-declined",
+                   f"client offered {', '.join(offered)!r}; the {resp.status} chose none", fr)
     offered_ext = {e.split(";")[0].strip() for e in extension_names(req)}
     for ext in extension_names(resp):
         name = ext.split(";")[0].strip()
