@@ -57,7 +57,7 @@ def document(handshakes: list[dict], attempts: list[dict], sources: list[dict], 
             next_id += 1
     encrypted = EncryptedLegs(tls or [])
     for c in chains:
-        judge_chain(c, c["hops"], proxies)
+        judge_chain(c, c["hops"], proxies, options.timeout_s)
         c["encrypted_before"] = encrypted.before(c["hops"][0])
         c["hops"] = [h["id"] for h in c["hops"]]
         for link in c["links"]:

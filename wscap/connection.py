@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from . import handshake as hs
 from . import opinions
-from .anomaly import Anomaly, make
+from .anomaly import Anomaly, Severity, make
 from .http1 import HttpHead, find_head_end, looks_like_request, looks_like_response, parse_head
 from .limits import Limits
 from .tcp import HalfStream
@@ -856,13 +856,22 @@ _PARSERS = {("llhttp", "request"): opinions.llhttp_request, ("llhttp", "response
 
 
 def opinion_anomalies(heads) -> list[Anomaly]:
-    """llhttp-rejects / h11-rejects for each complete head (shared with the tshark engine)."""
+    """llhttp-rejects / h11-rejects for each complete head (shared with the tshark engine).
+
+    A request that the server answered 101 anyway is a warning, not an error: the server (not a
+    Node one) accepted it, and the failure, if any, is the response's."""
     out = []
+    resp = heads[1] if len(heads) > 1 else None
+    accepted = resp is not None and resp.complete and resp.status == 101
     for head in heads:
         if head is None or not head.complete:
             continue
         o = parser_opinion(head, "llhttp")
         if o.accepts is False:
+            if head.kind == "request" and accepted:
+                out.append(Anomaly("llhttp-rejects", Severity.WARN, f"Node's llhttp rejects the request: {o.error} "
+                                   f"(the server answered 101 anyway)", head.frame))
+                continue
             out.append(make("llhttp-rejects", f"Node's llhttp rejects the {head.kind}: {o.error}", head.frame))
         o = parser_opinion(head, "h11")
         if o.accepts is False:

@@ -591,7 +591,7 @@ class Pipeline:
 
     def _judge(self, c: dict, proxies: set[str], encrypted: EncryptedLegs | None = None) -> dict:
         hops = [self._full(v) for v in c["hops"]]
-        judge_chain(c, hops, proxies)
+        judge_chain(c, hops, proxies, self.options.timeout_s)
         c["encrypted_before"] = encrypted.before(hops[0]) if encrypted is not None else None
         c["hops"] = [v["id"] for v in c["hops"]]
         for link in c["links"]:

@@ -244,7 +244,7 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str],
             if n == 1 and (server_ip in proxies or server_ip in getattr(proxies, "dialers", ())):
                 return ("no-upstream-connection", li, f"The proxy {last['server']} neither answered the upgrade "
                         f"request (frame {last['request']['frame']}) nor connected upstream for it; {watched}. "
-                        f"Its proxy rules do not cover {last['request']['target']!r}.", ev)
+                        f"No proxy rule took {last['request']['target']!r} (or its rule lacks `ws: true`).", ev)
             return ("timeout", li, f"{last['server']} never answered the upgrade request (frame "
                     f"{last['request']['frame']}); {watched} (≥ --timeout {timeout_s:g} s).", ev)
         by = end.get("by")
@@ -371,8 +371,9 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str],
                 f"belong: {a['message']} (frame {a['frame']}).", [_ev(hops[i], a["frame"], "http-after-101")])
     if client_after:
         i, a = client_after[0]
+        what = a["message"].removeprefix("client sent HTTP after 101: ").removesuffix(" where frames should be")
         return ("client-http-after-101", i, f"The client {hops[i]['client']} sent HTTP after the 101 where "
-                f"WebSocket frames belong: {a['message']} (frame {a['frame']}); the server reads it as a broken "
+                f"WebSocket frames belong: {what} (frame {a['frame']}); the server reads it as a broken "
                 f"frame.", [_ev(hops[i], a["frame"], "http-after-101")])
     for code, cause in BROKEN_FRAME_CODES.items():
         legs = [(i, h, _codes(h)[code]) for i, h in enumerate(hops) if code in _codes(h)]
