@@ -23,6 +23,7 @@ from scapy.layers.vxlan import VXLAN
 
 import wscap
 from builders import Capture, new_key, ws_frame, ws_request, ws_response
+from engines import engines_differ
 from wscap.cli import main
 
 CLIENT, SERVER = ("10.0.1.5", 43210), ("10.0.2.7", 8080)
@@ -135,6 +136,8 @@ def test_handshake_inside_a_tunnel_is_found_with_its_outer_endpoints(tmp_path, k
     assert h["tunnel"] == expect(tunnel)
     assert doc["stats"]["tunnelled_packets"] == len(cap.packets)
     assert doc["stats"]["unsupported_encapsulation"] == {}
+    diff = engines_differ(str(path))        # tshark decodes them all (8472 with -d udp.port==8472,vxlan)
+    assert not diff, f"--engine tshark differs: {diff}"
 
 
 def test_ipv6_overlay_6in4_and_ip6ip6():
@@ -180,6 +183,8 @@ def test_nested_vxlan_in_gre_in_mpls_lists_every_layer_outermost_first(tmp_path)
     assert doc["handshakes"][0]["tunnel"][1]["outer_src"] == "198.51.100.1"
     assert doc["handshakes"][0]["tunnel"][2]["vni"] == 9
     assert doc["chains"][0]["verdict"]["cause"] == "ok"
+    diff = engines_differ(str(path))
+    assert not diff, f"--engine tshark differs: {diff}"
 
 
 def test_nesting_deeper_than_the_limit_is_counted_not_followed(tmp_path):
