@@ -236,3 +236,15 @@ def test_client_sending_http_after_101_is_named(tmp_path):
     v = the_verdict(doc)
     assert (v["cause"], v["hop"], v["broken"]) == ("client-http-after-101", 0, True)
     assert "GET /api/status" in v["summary"]
+
+
+def test_backend_101_without_upgrade_that_the_proxy_answers_with_502_blames_the_backend(tmp_path):
+    """Node's HTTP client takes a 101 without Upgrade as a plain response, not an upgrade: a proxy
+    may then answer the client with something else. The invalid 101 is the cause, at the backend."""
+    cap = Capture()
+    key = new_key(13)
+    proxied(cap, key, response_101(key, drop="upgrade"),
+            head("HTTP/1.1 502 Bad Gateway", [("Content-Length", "0"), ("Connection", "close")]))
+    v = the_verdict(run(tmp_path, cap))
+    assert (v["cause"], v["hop"], v["broken"]) == ("invalid-101", 1, True)
+    assert "502 Bad Gateway" in v["summary"]

@@ -787,8 +787,10 @@ class Connection:
             if rest:
                 self.h2.feed(S2C, rest, frame, ts_ns, self.limits.flow_buffer)
             return b""
-        if status == 101 and not ex.websocket:
-            # Upgrade to another protocol (Upgrade: tcp): its bytes are not frames.
+        if status == 101 and (not ex.websocket or "websocket" not in head.tokens(b"upgrade")):
+            # Upgrade to another protocol (Upgrade: tcp): its bytes are not frames. Nor after a 101
+            # without 'Upgrade: websocket': the client fails the connection (RFC 6455 §4.1), no
+            # WebSocket exists, and what follows (a proxy's chunked body) is not frames either.
             self.mode[S2C] = self.mode[C2S] = IGNORE
             self.held = bytearray()
             return b""

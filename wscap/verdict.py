@@ -334,6 +334,14 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str],
             got = f"{dres['status']} {dres['reason']}" if dres else down["outcome"]
             ev = [_ev(up, up["response"]["frame"] if up.get("response") else None, f"upstream {up['status']}"),
                   _ev(down, dres["frame"] if dres else (down["tcp"]["end"] or {}).get("frame"), f"client got {got}")]
+            bad = [a for a in up.get("anomalies", []) if a["code"] in INVALID_101_CODES]
+            if bad and up.get("outcome") == "upgraded":
+                # The upstream 101 was itself invalid (Node's client does not take a 101 without
+                # Upgrade as an upgrade): that 101 is the cause, the proxy's answer its consequence.
+                return ("invalid-101", i + 1, f"The 101 from {up['server']} (frame {up['response']['frame']}) "
+                        + "; ".join(a["message"].removeprefix("101 ") for a in bad) + ": RFC 6455 §4.1 says the "
+                        f"client must fail the WebSocket connection; the proxy {down['server']} did not relay it "
+                        f"as an upgrade (the client got {got}).", ev)
             return ("proxy-dropped-upgrade", i, f"{up['server']} answered 101 (frame {up['response']['frame']}) but "
                     f"the client got {got} from the proxy {down['server']}.", ev)
         if "bad-accept" in dcodes:
@@ -508,8 +516,8 @@ def _invalid_101(hops: list[dict]) -> tuple[str, int, str, list[dict]] | None:
     who = "backend" if j == len(hops) - 1 and len(hops) > 1 else "server" if len(hops) == 1 else "proxy"
     relayed = ""
     if j > 0:
-        relayed = (f" The proxy relayed it to the client unchanged (frame {first['response']['frame']}); that copy "
-                   f"is a consequence.")
+        relayed = (f" The proxy relayed it to the client without the header (frame {first['response']['frame']}); "
+                   f"that copy is a consequence.")
     elif len(hops) > 1:
         relayed = (f" The upstream 101 from {hops[1]['server']} (frame {hops[1]['response']['frame']}) was valid: "
                    f"the proxy {first['server']} removed it.")
