@@ -159,7 +159,8 @@ def test_unanswered_for_longer_than_timeout_is_a_timeout(tmp_path):
     assert "4.00" in v["summary"] and exit_code(doc) == 1
 
 
-def test_proxy_that_neither_answers_nor_connects_upstream(tmp_path):
+@pytest.mark.parametrize("client_gives_up", [False, True])
+def test_proxy_that_neither_answers_nor_connects_upstream(tmp_path, client_gives_up):
     cap = Capture()
     key = new_key(8)
     # The proxy serves /ws (a healthy chain) ...
@@ -173,7 +174,10 @@ def test_proxy_that_neither_answers_nor_connects_upstream(tmp_path):
     lost = cap.conn((GW, 50007), (VITE, 5173)).open()
     lost.send(True, ws_request("/other", key=new_key(9)))
     cap.wait(5.0)
-    lost._pkt(False, "A")
+    if client_gives_up:
+        lost.fin(True)                      # the browser gives up after 5 s
+    else:
+        lost._pkt(False, "A")
     doc = run(tmp_path, cap)
     by_target = {}
     for ch in doc["chains"]:
@@ -182,7 +186,9 @@ def test_proxy_that_neither_answers_nor_connects_upstream(tmp_path):
     assert by_target["/ws"]["cause"] == "ok"
     v = by_target["/other"]
     assert (v["cause"], v["hop"], v["broken"]) == ("no-upstream-connection", 0, True)
-    assert "5.00" in v["summary"] and "/other" in v["summary"]
+    assert ("5" if client_gives_up else "5.00") in v["summary"] and "/other" in v["summary"]
+    if client_gives_up:
+        assert "gave up after 5" in v["summary"]
 
 
 def test_malformed_request_accepted_by_the_server_is_a_warning_not_the_servers_fault(tmp_path):
@@ -248,3 +254,19 @@ def test_backend_101_without_upgrade_that_the_proxy_answers_with_502_blames_the_
     v = the_verdict(run(tmp_path, cap))
     assert (v["cause"], v["hop"], v["broken"]) == ("invalid-101", 1, True)
     assert "502 Bad Gateway" in v["summary"]
+
+
+def test_short_wait_upstream_is_still_a_failure_when_the_client_already_got_a_504(tmp_path):
+    """The deepest leg waited less than --timeout, but the proxy already answered the client 504:
+    a failure was seen, so it is a timeout at the backend hop, not 'unanswered at capture end'."""
+    cap = Capture()
+    key = new_key(14)
+    down = cap.conn((GW, 50011), (VITE, 5173)).open()
+    down.send(True, ws_request("/ws", key=key))
+    up = cap.conn((VITE, 40011), (BACK, 5000)).open()
+    up.send(True, ws_request("/ws", host="meetsonar-backend:5000", key=key, lower=True))
+    cap.wait(1.0)
+    down.send(False, head("HTTP/1.1 504 Gateway Timeout", [("Content-Length", "0"), ("Connection", "close")]))
+    down.fin(False)
+    v = the_verdict(run(tmp_path, cap))
+    assert (v["cause"], v["hop"], v["broken"]) == ("timeout", 1, True)

@@ -234,8 +234,9 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str],
         if oc == "no-response":
             waited = last.get("waited")
             ev = [_ev(last, last["request"]["frame"], "request")]
-            if waited is not None and waited < timeout_s:
-                # The capture stopped watching before a reply was due: nothing failed yet.
+            if waited is not None and waited < timeout_s and all(h["outcome"] == "no-response" for h in hops):
+                # The capture stopped watching before a reply was due, and no leg has failed yet (a
+                # proxy's 504 to the client would be a failure seen, whatever the deepest leg waited).
                 return ("unanswered-at-capture-end", li, f"{last['server']} had not answered the upgrade request "
                         f"(frame {last['request']['frame']}) when the capture ended {waited:g} s later, less "
                         f"than --timeout {timeout_s:g} s: unanswered when the capture ended, not a timeout.", ev)
@@ -252,14 +253,26 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str],
         if "non-http-response" in codes:
             return ("malformed-response", li, f"{last['server']} answered with bytes that are not HTTP/1: "
                     f"{codes['non-http-response']['message']}.", ev)
+        if by == "client":
+            gave = f" after {end['ts'] - last['request']['ts']:.3g} s" if end.get("ts") is not None else ""
+            how = "reset" if oc == "reset" else "closed"
+            server_ip = _ip(last["server"])
+            if n == 1 and (server_ip in proxies or server_ip in getattr(proxies, "dialers", ())):
+                return ("no-upstream-connection", li, f"The proxy {last['server']} neither answered the upgrade "
+                        f"request (frame {last['request']['frame']}) nor connected upstream for it; the client gave "
+                        f"up{gave} ({how} in frame {end.get('frame')}). No proxy rule took "
+                        f"{last['request']['target']!r} (or its rule lacks `ws: true`).", ev)
+            hint = ""
+            if n == 1:
+                hint = (f" No connection from {server_ip} upstream was seen either: if it is a proxy, no rule took "
+                        f"{last['request']['target']!r} (see no-upstream-connection).")
+            return ("timeout", li, f"The client gave up{gave}: it {how} the connection in frame {end.get('frame')} "
+                    f"without an answer from {last['server']}.{hint}", ev)
         if n == 1 and _ip(last["server"]) in proxies or n == 1 and by == "server":
             cause = "no-upstream-connection" if n == 1 else "upstream-closed"
             return (cause, li, f"{last['server']} {'reset' if oc == 'reset' else 'closed'} the connection "
                     f"(frame {end.get('frame')}, by the {by}) without answering the upgrade, and no upstream "
                     f"connection was seen.", ev)
-        if by == "client":
-            return ("timeout", li, f"The client gave up: it {'reset' if oc == 'reset' else 'closed'} the connection "
-                    f"in frame {end.get('frame')} without an answer from {last['server']}.", ev)
         return ("upstream-closed", li, f"{last['server']} {'reset' if oc == 'reset' else 'closed'} the connection "
                 f"(frame {end.get('frame')}) without answering.", ev)
     if not resp.get("complete", True):
