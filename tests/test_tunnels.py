@@ -248,3 +248,23 @@ def test_tshark_reads_the_same_inner_connection_on_4789(tmp_path):
     h = doc["handshakes"][0]
     assert out[0].split(",")[-1] == CLIENT[0] and int(out[1]) == CLIENT[1] and int(out[2]) == 4242
     assert h["tunnel"][0]["vni"] == int(out[2])
+
+
+def test_slice_keeps_the_tunnelled_packets_of_a_chain_whole(tmp_path):
+    from wscap.slice import chain_legs, slice_capture
+    from scapy.all import rdpcap  # type: ignore[attr-defined]
+    wrap, _ = WRAPS["vxlan-8472"]
+    cap = healthy(11)
+    pkts = wrapped(cap, wrap)
+    other = healthy(12)                      # a second, plain connection that must stay out
+    for p in other.packets:
+        p[TCP].sport = 43999
+    path = tmp_path / "in.pcap"
+    wrpcap(str(path), pkts + other.packets)
+    doc = wscap.analyze_paths([str(path)])
+    tunnelled = next(c for c in doc["chains"]
+                     if next(h for h in doc["handshakes"] if h["id"] == c["hops"][0]).get("tunnel"))
+    res = slice_capture(str(path), str(tmp_path / "out.pcap"), chain_legs(doc, tunnelled["id"]))
+    out = rdpcap(str(tmp_path / "out.pcap"))
+    assert res.packets_written == len(pkts) == len(out)
+    assert [bytes(p) for p in out] == [bytes(p) for p in pkts]
