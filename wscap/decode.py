@@ -165,12 +165,20 @@ class Decoder:
 
     def decode(self, frame: RawFrame) -> Segment | None:
         self.stats.packets += 1
+        data = frame.data
+        if frame.linktype == LINKTYPE_ETHERNET and len(data) >= 34:
+            # The common case inline (untagged Ethernet + IPv4/IPv6): this is the per-packet hot path.
+            etype = _u16(data, 12)[0]
+            if etype == _ETH_IP4 and data[14] >> 4 == 4:
+                return self._ipv4(frame, data, 14, ())
+            if etype == _ETH_IP6 and data[14] >> 4 == 6:
+                return self._ipv6(frame, data, 14, ())
         loc = link_layer(frame)
         if loc is None:
             self.stats.other += 1
             return None
         etype, off = loc
-        return self._net(frame, frame.data, etype, off, len(frame.data), ())
+        return self._net(frame, data, etype, off, len(data), ())
 
     # -- layers ------------------------------------------------------------------------------
     def _unsupported(self, name: str) -> None:
@@ -233,6 +241,8 @@ class Decoder:
             if whole is None:
                 return None
             return self._l4(frame, proto, whole, 0, len(whole), src, dst, layers)
+        if proto == 6:
+            return self._tcp(frame, data, off + ihl, off + total, src, dst, layers)
         return self._l4(frame, proto, data, off + ihl, off + total, src, dst, layers)
 
     def _ipv6(self, frame: RawFrame, data: bytes, off: int, layers: tuple) -> Segment | None:
