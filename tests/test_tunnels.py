@@ -268,3 +268,20 @@ def test_slice_keeps_the_tunnelled_packets_of_a_chain_whole(tmp_path):
     out = rdpcap(str(tmp_path / "out.pcap"))
     assert res.packets_written == len(pkts) == len(out)
     assert [bytes(p) for p in out] == [bytes(p) for p in pkts]
+
+
+def test_unsupported_names_are_bounded(tmp_path):
+    """GRE protocol types come from the packet: a hostile capture naming 200 of them keeps 32 names."""
+    pkts = []
+    for i in range(200):
+        p = Ether(**MAC) / IP(src=VTEP_A, dst=VTEP_B) / GRE(proto=0x9000 + i) / Raw(b"x" * 20)
+        p.time = 1_700_000_000 + i
+        pkts.append(p)
+    path = tmp_path / "gre-types.pcap"
+    wrpcap(str(path), pkts)
+    doc = wscap.analyze_paths([str(path)])
+    u = doc["stats"]["unsupported_encapsulation"]
+    assert len(u) == 33 and u["other"] == 200 - 32 and sum(u.values()) == 200
+    res = CliRunner().invoke(main, ["analyze", str(path)])
+    line = [ln for ln in res.stderr.splitlines() if "does not read" in ln]
+    assert len(line) == 1 and "200 packet(s)" in line[0] and "more kinds" in line[0] and len(line[0]) < 300

@@ -191,11 +191,13 @@ def report_errors(doc: dict) -> None:
 
 def unsupported_line(stats: dict) -> str:
     """One line naming the encapsulations wscap saw but does not read (never a silent 0)."""
+    from .render.escape import term
     u = stats.get("unsupported_encapsulation") or {}
     if not u:
         return ""
+    top = sorted(u.items(), key=lambda x: (-x[1], x[0]))
     return (f"{sum(u.values())} packet(s) in encapsulations wscap does not read: "
-            + ", ".join(f"{k} {n}" for k, n in sorted(u.items(), key=lambda x: (-x[1], x[0])))
+            + ", ".join(f"{term(k)} {n}" for k, n in top[:8]) + (f", {len(top) - 8} more kinds" if len(top) > 8 else "")
             + "; TCP inside them is not analysed")
 
 

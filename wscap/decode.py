@@ -104,6 +104,7 @@ _ETH_MPLS = (0x8847, 0x8848)
 _ETH_UNSUPPORTED = {0x8863: "pppoe", 0x8864: "pppoe", 0x88E5: "macsec"}
 _GRE_TEB, _GRE_ERSPAN2, _GRE_ERSPAN3 = 0x6558, 0x88BE, 0x22EB
 MAX_MPLS_LABELS = 16
+MAX_UNSUPPORTED_NAMES = 32      # distinct names in stats.unsupported_encapsulation (the rest: "other")
 
 
 def ip_offset(frame: RawFrame) -> tuple[int, int] | None:
@@ -183,6 +184,8 @@ class Decoder:
     # -- layers ------------------------------------------------------------------------------
     def _unsupported(self, name: str) -> None:
         u = self.stats.unsupported
+        if name not in u and len(u) >= MAX_UNSUPPORTED_NAMES:
+            name = "other"           # names come from the packet (GRE types): at most this many kept
         u[name] = u.get(name, 0) + 1
 
     def _deeper(self, layers: tuple, layer: TunnelLayer) -> tuple | None:
