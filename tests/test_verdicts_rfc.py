@@ -270,3 +270,21 @@ def test_short_wait_upstream_is_still_a_failure_when_the_client_already_got_a_50
     down.fin(False)
     v = the_verdict(run(tmp_path, cap))
     assert (v["cause"], v["hop"], v["broken"]) == ("timeout", 1, True)
+
+
+@pytest.mark.parametrize("status", [101, 400])
+def test_request_grammar_error_is_a_warning_when_accepted_and_the_cause_when_refused(tmp_path, status):
+    cap = Capture()
+    key = new_key(15)
+    c = cap.conn((GW, 50012), (BACK, 5000)).open()
+    c.send(True, ws_request("/ws", key=key, extra=[("X-Debug", "1")]).replace(b"X-Debug: 1", b"X-Debug : 1"))
+    c.send(False, response_101(key) if status == 101 else ws_response(key, status=400, reason="Bad Request"))
+    doc = run(tmp_path, cap)
+    v = the_verdict(doc)
+    sev = {a["code"]: a["severity"] for a in doc["handshakes"][0]["anomalies"]}
+    if status == 101:     # the server accepted it: a warning, the chain is ok, exit 0
+        assert sev["whitespace-before-colon"] == "warn"
+        assert (v["cause"], v["broken"]) == ("ok", False) and exit_code(doc) == 0
+    else:                 # refused: the request's bytes are the cause, at the client's leg
+        assert sev["whitespace-before-colon"] == "error"
+        assert (v["cause"], v["hop"], v["broken"]) == ("malformed-request", 0, True) and exit_code(doc) == 1

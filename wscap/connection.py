@@ -101,7 +101,7 @@ class Exchange:
     def all_anomalies(self) -> list[Anomaly]:
         out = list(self.conn.anomalies) + self.conn.suppressed()
         if self.request is not None:
-            out += self.request.anomalies
+            out += hs.request_anomalies(self.request, self.response)
         if self.response is not None:
             out += self.response.anomalies
         out += self.anomalies

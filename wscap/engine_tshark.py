@@ -1403,7 +1403,7 @@ class Builder:
         if ex is None:
             return out
         req, resp = ex.request, ex.response
-        out += req.anomalies
+        out += hs.request_anomalies(req, resp) if ex.h2 is None else req.anomalies
         if resp is not None:
             out += resp.anomalies
         out += ex.anomalies
