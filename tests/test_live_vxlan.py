@@ -132,3 +132,34 @@ def test_websocket_over_linux_vxlan_8472_is_found_with_its_outer_endpoints(overl
     assert [f["preview"] for f in h["frames"] if f["opcode"] == 1] == ["hello over vxlan", "hello over vxlan"]
     assert [c["verdict"]["cause"] for c in doc["chains"]] == ["ok"]
     assert out.returncode == 0, out.stderr
+
+
+def test_wscap_live_on_the_underlay_sees_the_tunnelled_handshake(overlay):
+    """`wscap live` with its default filter (TCP and the tunnels) on the underlay NIC."""
+    import json
+    a, b, procs = overlay["a"], overlay["b"], overlay["procs"]
+    server = subprocess.Popen(["ip", "netns", "exec", a, sys.executable, "-c", SERVER],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(server)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    live = subprocess.Popen([sys.executable, "-m", "wscap", "live", "--netns", b, "-i", "vxu-b", "--format", "json",
+                             "--no-docker", "--duration", "15", "--timeout", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(overlay["tmp"]))
+    procs.append(live)
+    seen = ""
+    while "Ctrl-C to stop" not in seen:
+        line = live.stderr.readline()
+        assert line, f"wscap live ended early: {seen}"
+        seen += line
+    assert "dst port 8472" in seen                     # the default filter lets the tunnel in
+    time.sleep(1.0)                                    # the capture backend settles
+    client = subprocess.run(["ip", "netns", "exec", b, sys.executable, "-c", CLIENT],
+                            capture_output=True, text=True, timeout=120)
+    assert client.returncode == 0, client.stderr
+    out, err = live.communicate(timeout=60)
+    objs = [json.loads(ln) for ln in out.splitlines() if ln.strip()]
+    hs = [o["handshake"] for o in objs if o["type"] == "handshake"]
+    chains = [o["chain"] for o in objs if o["type"] == "chain"]
+    assert len(hs) == 1 and hs[0]["tunnel"][0]["type"] == "vxlan" and hs[0]["tunnel"][0]["vni"] == VNI
+    assert hs[0]["tunnel"][0]["port"] == 8472 and hs[0]["server"] == f"{OVER_A}:{PORT}"
+    assert [c["verdict"]["cause"] for c in chains] == ["ok"]

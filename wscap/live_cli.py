@@ -45,8 +45,16 @@ def _err(msg: str) -> None:
     click.echo(f"wscap: {msg}", err=True)
 
 
+# All TCP, plus the tunnels the decoder opens (VXLAN 4789/8472, VXLAN-GPE, GENEVE, GTP-U, GRE,
+# IP-in-IP, 6in4): on an overlay host's NIC the containers' TCP is only inside those. (MPLS is
+# left out: the `mpls` primitive shifts the offsets of what follows it in a filter.)
+DEFAULT_FILTER = ("tcp or (udp and (dst port 4789 or dst port 8472 or dst port 4790 or dst port 6081 "
+                  "or dst port 2152)) or ip proto 47 or ip proto 4 or ip proto 41 or ip6 proto 47 "
+                  "or ip6 proto 4 or ip6 proto 41")
+
+
 def build_filter(bpf: str | None, ports: tuple[int, ...]) -> str:
-    """--filter and --port shortcuts → one BPF expression (default: all TCP)."""
+    """--filter and --port shortcuts → one BPF expression (default: all TCP and the tunnels)."""
     port_expr = " or ".join(f"port {p}" for p in ports)
     if bpf and port_expr:
         return f"({bpf}) and tcp and ({port_expr})"
@@ -54,7 +62,7 @@ def build_filter(bpf: str | None, ports: tuple[int, ...]) -> str:
         return bpf
     if port_expr:
         return f"tcp and ({port_expr})"
-    return "tcp"
+    return DEFAULT_FILTER
 
 
 def check_filter(expr: str, iface: str) -> str | None:
@@ -210,7 +218,7 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
               help="Interface to capture on (default: docker0 when it exists; `any` inside --container/--netns).")
 @click.option("--container", metavar="NAME", help="Capture inside this Docker container's network namespace.")
 @click.option("--netns", metavar="PATH|PID|NAME", help="Capture inside this network namespace.")
-@click.option("--filter", "bpf", metavar="BPF", help="Capture filter (pcap-filter syntax). Default: tcp.")
+@click.option("--filter", "bpf", metavar="BPF", help="Capture filter (pcap-filter syntax). Default: TCP and tunnels (VXLAN, GENEVE, GTP-U, GRE, IP-in-IP).")
 @click.option("--port", "-p", "ports", type=int, multiple=True, help="Only TCP traffic on this port (repeatable).")
 @click.option("--duration", type=float, metavar="SECONDS", help="Stop after this long.")
 @click.option("--count", "-c", type=click.IntRange(min=1), metavar="N", help="Stop after N packets.")
