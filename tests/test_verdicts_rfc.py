@@ -288,3 +288,19 @@ def test_request_grammar_error_is_a_warning_when_accepted_and_the_cause_when_ref
     else:                 # refused: the request's bytes are the cause, at the client's leg
         assert sev["whitespace-before-colon"] == "error"
         assert (v["cause"], v["hop"], v["broken"]) == ("malformed-request", 0, True) and exit_code(doc) == 1
+
+
+def test_server_sending_http_after_its_101_is_the_servers_fault(tmp_path):
+    """Bun's handler-returned 101 (oven-sh/bun#35972): HTTP text where the server's frames belong."""
+    cap = Capture()
+    key = new_key(16)
+    c = cap.conn((GW, 50013), (BACK, 5000)).open()
+    c.send(True, ws_request("/ws", key=key))
+    c.send(False, response_101(key))
+    c.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    doc = run(tmp_path, cap)
+    codes = [a["code"] for a in doc["handshakes"][0]["anomalies"]]
+    assert "http-after-101" in codes and "reserved-opcode" not in codes
+    v = the_verdict(doc)
+    assert (v["cause"], v["hop"], v["broken"]) == ("malformed-response", 0, True)
+    assert "HTTP/1.1 200 OK" in v["summary"]
