@@ -46,13 +46,22 @@ def _err(msg: str) -> None:
     click.echo(f"wscap: {msg}", err=True)
 
 
+# All TCP, DNS (a proxy's lookups of its upstream, see wscap.dns), plus the tunnels the decoder opens (VXLAN 4789/8472, VXLAN-GPE, GENEVE, GTP-U, GRE,
+# IP-in-IP, 6in4): on an overlay host's NIC the containers' TCP is only inside those. (MPLS is
+# left out: the `mpls` primitive shifts the offsets of what follows it in a filter.)
+DEFAULT_FILTER = ("tcp or port 53 or host 127.0.0.11 "   # DNS: wscap.dns.DNS_FILTER
+                  "or (udp and (dst port 4789 or dst port 8472 or dst port 4790 or dst port 6081 "
+                  "or dst port 2152)) or ip proto 47 or ip proto 4 or ip proto 41 or ip6 proto 47 "
+                  "or ip6 proto 4 or ip6 proto 41")
+
+
 def build_filter(bpf: str | None, ports: tuple[int, ...]) -> str:
     """--filter and --port shortcuts → one BPF expression.
 
-    Default: TCP for the handshakes plus DNS (port 53, and Docker's embedded resolver
-    at 127.0.0.11, whose rewritten queries use a high port) for the proxies' lookups of
-    their upstreams. A --filter of the user's is used as given."""
-    from wscap.dns import DNS_FILTER, LIVE_FILTER
+    Default: TCP for the handshakes, DNS (port 53, and Docker's embedded resolver at
+    127.0.0.11, whose rewritten queries use a high port) for the proxies' lookups of their
+    upstreams, and the tunnels the decoder opens. A --filter of the user's is used as given."""
+    from wscap.dns import DNS_FILTER
     port_expr = " or ".join(f"port {p}" for p in ports)
     if bpf and port_expr:
         return f"({bpf}) and tcp and ({port_expr})"
@@ -60,7 +69,7 @@ def build_filter(bpf: str | None, ports: tuple[int, ...]) -> str:
         return bpf
     if port_expr:
         return f"(tcp and ({port_expr})) or {DNS_FILTER}"
-    return LIVE_FILTER
+    return DEFAULT_FILTER
 
 
 def check_filter(expr: str, iface: str) -> str | None:
@@ -226,7 +235,8 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
               help="Interface to capture on (default: docker0 when it exists; `any` inside --container/--netns).")
 @click.option("--container", metavar="NAME", help="Capture inside this Docker container's network namespace.")
 @click.option("--netns", metavar="PATH|PID|NAME", help="Capture inside this network namespace.")
-@click.option("--filter", "bpf", metavar="BPF", help="Capture filter (pcap-filter syntax). Default: TCP and DNS (tcp or port 53 or host 127.0.0.11).")
+@click.option("--filter", "bpf", metavar="BPF", help="Capture filter (pcap-filter syntax). Default: TCP, DNS "
+              "(port 53, Docker's 127.0.0.11) and tunnels (VXLAN, GENEVE, GTP-U, GRE, IP-in-IP).")
 @click.option("--port", "-p", "ports", type=int, multiple=True, help="Only TCP traffic on this port (repeatable).")
 @click.option("--duration", type=float, metavar="SECONDS", help="Stop after this long.")
 @click.option("--count", "-c", type=click.IntRange(min=1), metavar="N", help="Stop after N packets.")

@@ -105,7 +105,7 @@ def _filter_error(expr: str, detail: str) -> BadFilter:
 @dataclass
 class CaptureConfig:
     iface: str = "any"
-    bpf: str = "tcp or port 53 or host 127.0.0.11"   # wscap.dns.LIVE_FILTER
+    bpf: str = "tcp"                 # live_cli.build_filter gives the real default
     snaplen: int = DEFAULT_SNAPLEN
     promisc: bool = True
     buffer_mb: int = DEFAULT_BUFFER_MB
