@@ -263,12 +263,18 @@ class Run:
             while not os.path.exists(self.pcap) and live.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(1.0)
-            if live.poll() is None and browser_wait is not None:
+            if live.poll() is not None:
+                errf.seek(0)
+                raise AssertionError(f"wscap live {' '.join(extra)} ended before the browser ran "
+                                     f"(exit {live.returncode}): {errf.read().strip()[-600:]}")
+            if browser_wait is not None:
                 b = subprocess.run(_in_netns(os.path.join(DOCKER_DIR, "chromium-ws"), "--wait", str(browser_wait),
                                              f"http://localhost:{PUBLISHED}/"),
                                    capture_output=True, text=True, timeout=(browser_wait or 0) + 60)
                 assert b.returncode == 0, f"Chromium client failed: {b.stderr.strip()}"
                 self.browser = json.loads(b.stdout)
+                assert live.poll() is None, \
+                    f"wscap live ended (exit {live.returncode}) before the browser was done: raise --duration"
             out, _ = live.communicate(timeout=duration + 60)
         finally:
             if live.poll() is None:
@@ -468,8 +474,11 @@ def capture_scenario(run: Run, env: dict | None = None, extra: tuple[str, ...] |
     run.wscap_timeout = 15.0 if stopped else 3.0
     if extra is None:
         extra = ("--container", "vite") if stopped else ()
-    run.capture(*extra, duration=28 if stopped else 12, timeout=run.wscap_timeout,
-                browser_wait=16 if stopped else 6, env=env)
+    # Generous on a loaded 2-core machine: the browser returns as soon as its socket
+    # closed (about 1 s, or 10 s when Vite waits on DNS); --duration covers the
+    # capture opening, Chromium starting, the browser's wait and wscap's --timeout.
+    run.capture(*extra, duration=34 if stopped else 20, timeout=run.wscap_timeout,
+                browser_wait=20 if stopped else 12, env=env)
 
 
 def check_browser(run: Run) -> None:
@@ -565,7 +574,7 @@ def test_compose_incident(scenario: Run):
 def test_compose_project_flag(scenario: Run):
     """`--project meetsonar` captures that Compose project's bridge, with names."""
     run = scenario
-    run.capture("--project", PROJECT, duration=12, timeout=3.0, browser_wait=6)
+    run.capture("--project", PROJECT, duration=20, timeout=3.0, browser_wait=12)
     check_browser(run)
     live_info = run.live_summary().get("live") or {}
     assert run.bridge in json.dumps(live_info.get("iface")), live_info
