@@ -103,12 +103,16 @@ def engine():
         if r.returncode != 0:
             pytest.skip(f"dockerd cannot run here: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
         env = dict(os.environ, DOCKER_HOST=DOCKER_HOST)
+        v = subprocess.run(["docker-compose", "version"], capture_output=True, text=True, env=env, timeout=60)
+        if v.returncode != 0:
+            pytest.skip(f"docker-compose cannot run here: {(v.stderr or v.stdout).strip()[-200:]}")
         b = _script("build-images", env=env, timeout=600)
         if b.returncode == 2:
             pytest.skip(f"cannot build the test images: {b.stderr.strip().splitlines()[-1]}")
         assert b.returncode == 0, b.stderr
         images = dict(line.split("=", 1) for line in b.stdout.split())
-        mode = open(f"{ROOT}/dockerd.mode").read().strip()
+        with open(f"{ROOT}/dockerd.mode") as f:
+            mode = f.read().strip()   # "iptables" here; "iptables=false" where the netns refuses it
         yield {"images": images, "iptables": mode}
     finally:
         _compose("down", "-t", "0", check=False)
@@ -132,7 +136,7 @@ def _compose(*args: str, check: bool = True, **knobs: str) -> subprocess.Complet
     return r
 
 
-def _in_netns(*argv: str, **kw) -> list[str]:
+def _in_netns(*argv: str) -> list[str]:
     return ["ip", "netns", "exec", NETNS, *argv]
 
 
