@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Rate check: wscap-capture vs `tcpdump -w` writing a file on a veth bridge (root only).
+
+Builds the namespace lab of tests/netns.py (on 10.231.N.x), then for each capturer and
+workload captures on the bridge alone (one capturer at a time, so they never share the
+CPU) while a generator loads it, and reports:
+
+* offered: frames that entered the bridge (the rx counters of its veth ports);
+* written: frames in the file afterwards (read back with wscap's reader);
+* pps: written / seconds; drop: the capturer's own kernel drop count.
+
+Workloads (traffic only inside the lab):
+  udp     2 senders, 100-byte UDP datagrams as fast as Python sends them
+  small   4 TCP streams, 200-byte TCP_NODELAY writes into a sink
+  bulk    1 TCP stream, 64 KiB writes (GSO superframes on veth)
+
+    sudo PYTHONPATH=. python3 scripts/bench/capturer_rate.py --seconds 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from netns import Lab  # noqa: E402
+
+from wscap.capture.capturer import CaptureProcess  # noqa: E402
+from wscap.capture.files import ReadResult, read_frames  # noqa: E402
+
+SINK = os.path.join(ROOT, "tests", "netns.py")
+
+GEN = r"""
+import socket, sys, time
+mode, host, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+end = time.monotonic() + secs; n = 0
+if mode == "udp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); buf = b"u" * 100
+    while time.monotonic() < end:
+        for _ in range(100):
+            s.sendto(buf, (host, 9000)); n += 1
+elif mode == "small":
+    s = socket.create_connection((host, 9001)); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = b"m" * 200
+    while time.monotonic() < end:
+        s.send(buf); n += 1
+    s.close()
+else:
+    s = socket.create_connection((host, 9001)); buf = b"x" * 65536
+    while time.monotonic() < end:
+        s.sendall(buf); n += 1
+    s.close()
+print(n)
+"""
+WORKERS = {"udp": 2, "small": 4, "bulk": 1}
+
+
+class BenchLab(Lab):
+    def ip(self, host: str) -> str:
+        return f"10.231.{self.subnet}.{11 + self.hosts.index(host)}"
+
+
+def port_rx(lab: Lab) -> int:
+    r = subprocess.run(["ip", "-n", lab.lab_ns, "-s", "-j", "link", "show", "master", lab.bridge],
+                       capture_output=True, text=True, check=True)
+    return sum(link["stats64"]["rx"]["packets"] for link in json.loads(r.stdout))
+
+
+def count(path: str) -> int:
+    res = ReadResult(path)
+    for _ in read_frames(path, res):
+        pass
+    return res.packets
+
+
+def run(lab: Lab, tool: str, workload: str, secs: float, out: str, buffer_mb: int) -> dict:
+    cp = td = None
+    if tool == "wscap-capture":
+        cp = CaptureProcess([lab.bridge], out, snaplen=262144, buffer_mb=buffer_mb, netns=lab.netns_path())
+        cp.wait_ready(15)
+    else:
+        errf = open(out + ".err", "wb")
+        cmd = ["tcpdump", "-i", lab.bridge, "-w", out, "-s", "262144", "-B", str(buffer_mb * 1024)]
+        if tool.endswith("immediate"):
+            cmd.append("--immediate-mode")
+        td = lab.spawn(None, *cmd, stderr=errf)
+        deadline = time.monotonic() + 15
+        while b"listening on" not in open(out + ".err", "rb").read():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    time.sleep(0.3)
+    rx0 = port_rx(lab)
+    t0 = time.monotonic()
+    gens = [lab.spawn("client", sys.executable, "-c", GEN, workload, lab.ip("backend"), str(secs))
+            for _ in range(WORKERS[workload])]
+    for g in gens:
+        g.wait(timeout=secs + 60)
+    time.sleep(1.5)           # let both drain what they have (tcpdump: its 1 s block timeout)
+    rx = port_rx(lab) - rx0
+    if cp:
+        cp.stop()
+        cp.wait(30)
+        drop = cp.stats["drop"] + cp.stats["ifdrop"]
+    else:
+        lab.kill(td, signal.SIGINT)
+        err = open(out + ".err").read()
+        drop = sum(int(ln.split()[0]) for ln in err.splitlines()
+                   if "dropped by kernel" in ln or "dropped by interface" in ln)
+    elapsed = time.monotonic() - t0 - 1.5
+    n = count(out)
+    return {"tool": tool, "workload": workload, "offered": rx, "written": n,
+            "pps": round(n / elapsed), "drop": drop, "missing": max(0, rx - n)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--buffer-mb", type=int, default=32)
+    ap.add_argument("--workloads", default="udp,small,bulk")
+    ap.add_argument("--tools", default="wscap-capture,tcpdump,tcpdump-immediate")
+    ap.add_argument("--dir", default="/tmp")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (namespaces)", file=sys.stderr)
+        return 2
+    with BenchLab(hosts=("client", "backend")) as lab:
+        lab.spawn("backend", sys.executable, SINK, "sink", "9001")
+        time.sleep(1)
+        print(f"{'workload':8} {'tool':18} {'offered':>9} {'written':>9} {'missing':>8} {'drop':>8} {'pps':>8}")
+        for w in a.workloads.split(","):
+            for t in a.tools.split(","):
+                out = os.path.join(a.dir, f"capbench-{os.getpid()}-{t}-{w}.pcap" + ("ng" if t == "wscap-capture" else ""))
+                try:
+                    r = run(lab, t, w, a.seconds, out, a.buffer_mb)
+                finally:
+                    for p in (out, out + ".err"):
+                        if os.path.exists(p):
+                            os.unlink(p)
+                print(f"{w:8} {t:18} {r['offered']:9} {r['written']:9} {r['missing']:8} {r['drop']:8} {r['pps']:8}",
+                      flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
