@@ -237,6 +237,12 @@ def test_build_cached_by_source_hash(monkeypatch, tmp_path):
                        text=True, stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and r.stdout.startswith("error usage classic pcap")
     assert not (tmp_path / "x.pcap").exists()
+    for bad in (["-t", "0"], ["-C", "100000"], ["-s", "x"], ["extra"], ["-n", str(tmp_path / "a.nrb")]):
+        r = subprocess.run([p, "-w", str(tmp_path / "y.pcap"), *bad], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 2 and r.stdout.startswith("error usage "), (bad, r.stdout)
+        assert len(r.stdout.splitlines()) == 1
+    assert not (tmp_path / "y.pcap").exists()
 
 
 # ---- root + netns ----------------------------------------------------------------------------
@@ -544,3 +550,61 @@ def test_interface_gone(lab, tmp_path):
     assert stop(cp) == 0 and cp.end_reason == "stopped"
     fs, res = frames(out)
     assert res.errors == [] and udp_tags(fs) == list(range(30)) and {f.iface for f in fs} == {1}
+
+
+@needs_lab
+def test_only_interface_gone_ends(lab, tmp_path):
+    port = "vlone" + str(os.getpid() % 10000)
+    x = ("ip", "-n", lab.lab_ns)
+    subprocess.run([*x, "link", "add", port, "type", "veth", "peer", "name", port + "p"], check=True)
+    subprocess.run([*x, "link", "set", port, "up"], check=True)
+    out = str(tmp_path / "lone.pcapng")
+    cp = start(lab, out, ifaces=[port])
+    subprocess.run([*x, "link", "del", port], check=True)
+    assert cp.wait(20) == 0
+    assert cp.end_reason == "ifgone" and cp.errors[0][0] == "ifgone"
+    fs, res = frames(out)
+    assert res.errors == [] and res.interfaces == [port]
+
+
+PARENT = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from wscap.capture.capturer import CaptureProcess
+cp = CaptureProcess([sys.argv[3]], sys.argv[2], netns=sys.argv[4], run_as=(65534, 65534))
+cp.wait_ready(15)
+print(cp.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@needs_lab
+def test_dies_with_its_parent(lab):
+    """SIGKILL of the Python side (no atexit, no stop()) still ends the capture, also
+    after it switched user (which clears PR_SET_PDEATHSIG; the program sets it again)."""
+    d = tempfile.mkdtemp(prefix="wscap-capt-orphan-")
+    try:
+        os.chmod(d, 0o777)
+        out = os.path.join(d, "o.pcapng")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        p = subprocess.Popen([sys.executable, "-c", PARENT, root, out, lab.bridge, lab.netns_path()],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            pid = int(p.stdout.readline())
+            assert open(f"/proc/{pid}/status").read().count("65534") >= 2
+            send_udp(lab, "client", 40)
+        finally:
+            p.kill()
+            p.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            st = open(f"/proc/{pid}/stat").read() if os.path.exists(f"/proc/{pid}/stat") else ""
+            if st and st.rsplit(")", 1)[1].split()[0] == "Z":
+                break          # exited; a zombie until init reaps it
+            time.sleep(0.05)
+        stat_now = open(f"/proc/{pid}/stat").read() if os.path.exists(f"/proc/{pid}/stat") else ""
+        assert not stat_now or stat_now.rsplit(")", 1)[1].split()[0] == "Z", "capture outlived its parent"
+        fs, res = frames(out)
+        assert res.errors == [] and udp_tags(fs) == list(range(40))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

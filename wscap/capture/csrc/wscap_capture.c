@@ -820,8 +820,10 @@ int main(int argc, char **argv)
             opt_buffer_mb = (unsigned)v;
             break;
         case 't':
-            if (parse_ull(optarg, &v) || v > 10000)
-                usage_error("-t needs milliseconds (0..10000)");
+            /* 0 (libpcap: "no timeout") leaves TPACKET_V3 blocks unretired until full:
+             * a quiet capture would never reach the file. */
+            if (parse_ull(optarg, &v) || v < 1 || v > 10000)
+                usage_error("-t needs milliseconds (1..10000)");
             opt_timeout_ms = (int)v;
             break;
         case 'p': opt_promisc = 0; break;
