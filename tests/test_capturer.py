@@ -253,6 +253,12 @@ def test_udp_every_datagram_and_status(lab, tmp_path):
     cp = start(lab, out, bpf=f"udp port {UDP_PORT}")
     assert cp.files == [(1, out)] and cp.format == "pcapng" and cp.linktypes == [1]
     assert cp.tsresol == 9
+    # Snap length from the bridge in the lab namespace (not this one): its largest
+    # frame (MTU / GSO / GRO size) + the SLL2 header.
+    link = json.loads(subprocess.run(["ip", "-n", lab.lab_ns, "-d", "-j", "link", "show", lab.bridge],
+                                     capture_output=True, text=True, check=True).stdout)[0]
+    biggest = max(link["mtu"], link.get("gso_max_size", 65536), link.get("gro_max_size", 0))
+    assert cp.snaplen == min(262144, max(1600, biggest + 20))
     n = 3000
     t_sent = time.time_ns()
     send_udp(lab, "client", n, size=200)
