@@ -524,11 +524,8 @@ static int open_next_file(int startup)
     }
     status(0, "file seq=%llu path=%s", seq, name);
     free(name);
-    if (put_header_blocks() || flush_buf()) {
-        if (startup && write_failed)
-            return -1;
-        return -1;
-    }
+    if (put_header_blocks() || flush_buf())
+        return -1;                   /* write_error() has said why */
     return 0;
 }
 
