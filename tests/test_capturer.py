@@ -614,3 +614,82 @@ def test_dies_with_its_parent(lab):
         assert res.errors == [] and udp_tags(fs) == list(range(40))
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _become_setcap_user() -> None:
+    """In a forked child: uid/gid 65534 with CAP_NET_RAW + CAP_NET_ADMIN permitted,
+    effective and inheritable but not ambient: what `setcap ...=eip` on python gives."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(8, 1, 0, 0, 0)                                   # PR_SET_KEEPCAPS
+    os.setgroups([])
+    os.setresgid(65534, 65534, 65534)
+    os.setresuid(65534, 65534, 65534)
+
+    class Hdr(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+    data = (Data * 2)()
+    data[0].effective = data[0].permitted = data[0].inheritable = (1 << 12) | (1 << 13)
+    if libc.capset(ctypes.byref(Hdr(0x20080522, 0)), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+@needs_lab
+def test_capabilities_instead_of_root(lab):
+    """Non-root with file capabilities on python: the capture program gets them too."""
+    d = tempfile.mkdtemp(prefix="wscap-capt-caps-")
+    try:
+        os.chmod(d, 0o777)
+        exe = os.path.join(d, "wscap-capture")
+        shutil.copy(capturer.helper_path(), exe)
+        os.chmod(exe, 0o755)
+        out = os.path.join(d, "caps.pcapng")
+        # The child runs as nobody, who cannot read this Python's library directory:
+        # import now what its error path would import.
+        import ctypes.util  # noqa: F401
+        import wscap.capture.ifaces  # noqa: F401
+        import wscap.capture.privilege  # noqa: F401
+        r1, w1 = os.pipe()
+        r2, w2 = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                            # the child: never returns
+            code = 1
+            try:
+                os.close(r1)
+                os.close(w2)
+                fd = os.open(lab.netns_path(), os.O_RDONLY)
+                capturer._setns_preexec(fd)()                   # entered while still root
+                _become_setcap_user()
+                cp = CaptureProcess([lab.bridge], out, bpf=f"udp port {UDP_PORT}", helper=exe)
+                cp.wait_ready(15)
+                os.write(w1, b"ready\n")
+                os.read(r2, 10)
+                cp.stop()
+                cp.wait(20)
+                os.write(w1, json.dumps([cp.end_reason, cp.end_packets]).encode())
+                code = 0
+            except BaseException as e:  # noqa: BLE001
+                os.write(w1, repr(e).encode()[:2000])
+            finally:
+                os._exit(code)
+        os.close(w1)
+        os.close(r2)
+        with os.fdopen(r1) as rd:
+            first = rd.readline()
+            assert first == "ready\n", first + rd.read()
+            send_udp(lab, "client", 20)
+            os.write(w2, b"go\n")
+            os.close(w2)
+            result = rd.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, result
+        assert json.loads(result) == ["stopped", 20]
+        assert os.stat(out).st_uid == 65534
+        fs, res = frames(out)
+        assert udp_tags(fs) == list(range(20))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -322,6 +322,30 @@ def _setns_preexec(fd: int):
     return enter
 
 
+_CAP_NET_ADMIN, _CAP_NET_RAW = 12, 13
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE = 47, 2
+
+
+def _child_setup(ns_fd: int | None):
+    """preexec_fn for the capture program: enter the namespace, and pass on capabilities.
+
+    Without root, wscap may capture through file capabilities on the Python binary
+    (`setcap cap_net_raw,cap_net_admin=eip`). exec() of a binary without file
+    capabilities drops them, unless they are raised into the ambient set, which works
+    for capabilities that are permitted and inheritable (exactly what `=eip` gives).
+    """
+    enter = _setns_preexec(ns_fd) if ns_fd is not None else None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if os.geteuid() != 0 else None
+
+    def setup() -> None:
+        if enter is not None:
+            enter()
+        if prctl is not None:
+            for cap in (_CAP_NET_RAW, _CAP_NET_ADMIN):
+                prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, cap, 0, 0)   # fails harmlessly
+    return setup
+
+
 def _in_netns(fd: int, fn):
     """fn() run in a thread that entered the network namespace `fd` (setns is per thread)."""
     import threading
@@ -450,7 +474,7 @@ class CaptureProcess:
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 # Own session: a terminal's Ctrl-C goes to wscap, which stops us cleanly.
                 start_new_session=True, close_fds=True,
-                preexec_fn=_setns_preexec(ns_fd) if ns_fd is not None else None)
+                preexec_fn=_child_setup(ns_fd))
         except OSError as e:
             raise BackendMissing(f"cannot run {exe}: {e}") from e
         except subprocess.SubprocessError as e:     # setns failed in the child
