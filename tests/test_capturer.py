@@ -215,6 +215,21 @@ def test_no_compiler_reason(monkeypatch, tmp_path):
     assert capturer.unavailable_reason() == "no C compiler (apt install gcc)"
 
 
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc")
+def test_missing_pcap_headers_reason(monkeypatch, tmp_path):
+    # A compiler that cannot see /usr/include: what a machine without libpcap-dev looks like.
+    cc = tmp_path / "cc-no-headers"
+    cc.write_text(f"#!/bin/sh\nexec {shutil.which('gcc')} --sysroot={tmp_path}/none \"$@\"\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("WSCAP_HELPER_DIR", str(tmp_path / "a"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "c"))
+    assert capturer.helper_path(build=True) is None
+    assert capturer.unavailable_reason() == "libpcap headers missing (apt install libpcap-dev)"
+    assert os.listdir(tmp_path / "a") == [".build.lock"]      # no half-built binary left
+
+
 @pytest.mark.skipif(not shutil.which("cc") or not os.path.exists("/usr/include/pcap/pcap.h"),
                     reason="needs cc and libpcap headers (apt install gcc libpcap-dev)")
 def test_build_cached_by_source_hash(monkeypatch, tmp_path):
