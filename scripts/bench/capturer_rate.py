@@ -14,6 +14,9 @@ Workloads (traffic only inside the lab):
   small   4 TCP streams, 200-byte TCP_NODELAY writes into a sink
   bulk    1 TCP stream, 64 KiB writes (GSO superframes on veth)
 
+`--latency`: one datagram at a time; the time from its send() to the `flush` status
+line that covers it (what the analysis following the file waits), per -t value.
+
     sudo PYTHONPATH=. python3 scripts/bench/capturer_rate.py --seconds 5
 """
 from __future__ import annotations
@@ -120,6 +123,37 @@ def run(lab: Lab, tool: str, workload: str, secs: float, out: str, buffer_mb: in
             "pps": round(n / elapsed), "drop": drop, "missing": max(0, rx - n)}
 
 
+SENDER = ("import socket, sys\n"
+          "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+          "for line in sys.stdin:\n"
+          "    s.sendto(b'x', (sys.argv[1], 9000)); print('s', flush=True)\n")
+
+
+def latency(lab: Lab, out: str, timeouts: list[int], n: int = 200) -> None:
+    import select
+    snd = lab.spawn("client", sys.executable, "-u", "-c", SENDER, lab.ip("backend"), stdin=subprocess.PIPE)
+    for t in timeouts:
+        cp = CaptureProcess([lab.bridge], out, bpf="udp port 9000", timeout_ms=t, netns=lab.netns_path())
+        cp.wait_ready(15)
+        lat = []
+        for i in range(n):
+            t0 = time.monotonic()
+            snd.stdin.write(b"\n")
+            snd.stdin.flush()
+            snd.stdout.readline()
+            while cp.packets < i + 1:
+                select.select([cp], [], [], 0.5)
+                cp.poll()
+            lat.append((time.monotonic() - t0) * 1000)
+            time.sleep(0.01)
+        cp.stop()
+        cp.wait(15)
+        os.unlink(out)
+        lat.sort()
+        print(f"-t {t:3} ms: send -> covering flush line  p50 {lat[n // 2]:.1f} ms  "
+              f"p99 {lat[n * 99 // 100]:.1f} ms  max {lat[-1]:.1f} ms", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=5)
@@ -127,6 +161,7 @@ def main() -> int:
     ap.add_argument("--workloads", default="udp,small,bulk")
     ap.add_argument("--tools", default="wscap-capture,tcpdump,tcpdump-immediate")
     ap.add_argument("--dir", default="/tmp")
+    ap.add_argument("--latency", default="", help="comma-separated -t values (ms) to measure latency for")
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (namespaces)", file=sys.stderr)
@@ -134,6 +169,10 @@ def main() -> int:
     with BenchLab(hosts=("client", "backend")) as lab:
         lab.spawn("backend", sys.executable, SINK, "sink", "9001")
         time.sleep(1)
+        if a.latency:
+            latency(lab, os.path.join(a.dir, f"capbench-{os.getpid()}-lat.pcapng"),
+                    [int(x) for x in a.latency.split(",")])
+            return 0
         print(f"{'workload':8} {'tool':18} {'offered':>9} {'written':>9} {'missing':>8} {'drop':>8} {'pps':>8}")
         for w in a.workloads.split(","):
             for t in a.tools.split(","):
