@@ -45,7 +45,9 @@ def _root_skip() -> str | None:
 
 
 _why = _root_skip()
-needs_lab = pytest.mark.skipif(_why is not None, reason=_why or "")
+def needs_lab(test):
+    """Root + netns + a built wscap-capture; marked `live` like the other bridge tests."""
+    return pytest.mark.live(pytest.mark.skipif(_why is not None, reason=_why or "")(test))
 
 UDP_PORT = 40000
 
