@@ -231,8 +231,40 @@ def default_iface(sysfs: str = SYS_NET) -> str | None:
     return "docker0" if iface_exists("docker0", sysfs) else None
 
 
-def describe_missing(name: str, ifaces: list[Iface] | None = None) -> str:
-    """Error text for an interface that does not exist: what does, and the Docker bridges."""
+def daemons_elsewhere(names: tuple[str, ...] = ("dockerd", "podman"), proc: str = "/proc",
+                      limit: int = 5) -> list[tuple[int, str]]:
+    """[(pid, name)] of container daemons running in another network namespace than ours.
+
+    Their bridges are not visible here; `--netns PID` captures where they are.
+    """
+    try:
+        mine = os.readlink(f"{proc}/self/ns/net")
+    except OSError:
+        return []
+    res: list[tuple[int, str]] = []
+    try:
+        pids = sorted((e for e in os.listdir(proc) if e.isdigit()), key=int)
+    except OSError:
+        return []
+    for pid in pids:
+        comm = _read(f"{proc}/{pid}/comm")
+        if comm not in names:
+            continue
+        try:
+            ns = os.readlink(f"{proc}/{pid}/ns/net")
+        except OSError:
+            continue
+        if ns != mine:
+            res.append((int(pid), comm))
+            if len(res) >= limit:
+                break
+    return res
+
+
+def describe_missing(name: str, ifaces: list[Iface] | None = None,
+                     elsewhere: list[tuple[int, str]] | None = None) -> str:
+    """Error text for an interface that does not exist: what does, the Docker bridges, and,
+    when the bridge lives in another network namespace, both ways to get there."""
     ifaces = list_ifaces(with_addresses=False) if ifaces is None else ifaces
     lines = [f"interface {name!r} does not exist in this network namespace."]
     if ifaces:
@@ -242,8 +274,16 @@ def describe_missing(name: str, ifaces: list[Iface] | None = None) -> str:
         lines.append("Docker bridges: " + ", ".join(bridges)
                      + "  (run `wscap ifaces` to see their networks and containers)")
     else:
-        lines.append("no Docker bridge (docker0 or br-<12 hex>) found; is Docker running here? "
-                     "`wscap live --container NAME` captures inside a container instead")
+        lines.append("no Docker bridge (docker0 or br-<12 hex>) found; is Docker running here?")
+    elsewhere = daemons_elsewhere() if elsewhere is None else elsewhere
+    if elsewhere:
+        lines.append("the container engine runs in another network namespace ("
+                     + ", ".join(f"{n} pid {p}" for p, n in elsewhere) + "): capture there with "
+                     + f"`--netns {elsewhere[0][0]} --iface {name}`, or inside one container with "
+                     + "`--container NAME`")
+    elif not bridges or is_docker_bridge(name):
+        lines.append("if the bridge is in another network namespace: `--netns PID|PATH` captures there; "
+                     "`--container NAME` captures inside a container")
     return "\n".join(lines)
 
 
