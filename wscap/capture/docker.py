@@ -30,7 +30,7 @@ def engine(client: DockerClient | None = None) -> tuple[DockerClient | None, str
     """(client, None) when an Engine API answers, else (None, why names are unavailable)."""
     if client is not None:
         try:
-            client.get("/version")
+            client.version()
             return client, None
         except DockerError as e:
             return None, f"container names unavailable: {e}"
@@ -248,9 +248,22 @@ def docker_names(client: DockerClient | None = None) -> dict[str, str]:
 
 # ---- networks and bridges -------------------------------------------------------------------
 
-def _bridge_name(n: dict) -> str:
+def _bridge_name(n: dict, podman: dict[str, str] | None = None) -> str:
     opts = n.get("Options") or {}
-    return opts.get("com.docker.network.bridge.name") or ("br-" + str(n.get("Id", ""))[:12])
+    return (opts.get("com.docker.network.bridge.name") or (podman or {}).get(str(n.get("Id")))
+            or ("br-" + str(n.get("Id", ""))[:12]))
+
+
+def _podman_bridges(client: DockerClient) -> dict[str, str]:
+    """{network id: interface} from Podman's own API (its compat /networks omits the bridge name)."""
+    if not client.is_podman():
+        return {}
+    try:
+        nets = client.get("/v4.0.0/libpod/networks/json")
+    except DockerError:
+        return {}
+    return {str(n.get("id")): str(n["network_interface"]) for n in nets if isinstance(n, dict)
+            and n.get("network_interface")} if isinstance(nets, list) else {}
 
 
 def bridge_networks(client: DockerClient | None = None) -> dict[str, dict]:
@@ -264,6 +277,7 @@ def bridge_networks(client: DockerClient | None = None) -> dict[str, dict]:
     except DockerError:
         return {}
     res: dict[str, dict] = {}
+    podman = _podman_bridges(client)
     for n in nets:
         if not isinstance(n, dict) or n.get("Driver") != "bridge":
             continue
@@ -275,7 +289,7 @@ def bridge_networks(client: DockerClient | None = None) -> dict[str, dict]:
             except (DockerError, KeyError, AttributeError):
                 containers = {}
         labels = n.get("Labels") or {}
-        res[_bridge_name(n)] = {
+        res[_bridge_name(n, podman)] = {
             "network": n.get("Name"), "id": n.get("Id"),
             "internal": bool(n.get("Internal")),
             "compose_project": labels.get(COMPOSE_PROJECT),

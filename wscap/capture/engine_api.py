@@ -165,6 +165,22 @@ class DockerClient:
         except ValueError as e:
             raise DockerError(f"GET {path}: not JSON") from e
 
+    def version(self) -> dict:
+        """/version, fetched once per client."""
+        v = getattr(self, "_version", None)
+        if v is None:
+            got = self.get("/version")
+            v = self._version = got if isinstance(got, dict) else {}
+        return v
+
+    def is_podman(self) -> bool:
+        """Podman serves the Docker-compatible API; its bridges are named podmanN, not br-<id>."""
+        try:
+            comps = self.version().get("Components") or []
+        except DockerError:
+            return False
+        return any(isinstance(c, dict) and "podman" in str(c.get("Name", "")).lower() for c in comps)
+
     def available(self) -> bool:
         try:
             self.get("/version")
@@ -352,7 +368,7 @@ def connect(environ: Mapping[str, str] | None = None,
     for ep in eps:
         try:
             client = DockerClient(endpoint=ep, timeout=timeout)
-            client.get("/version")
+            client.version()
             return client, None
         except DockerError as e:
             msg = str(e)

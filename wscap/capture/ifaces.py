@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 SYS_NET = "/sys/class/net"
 
-# Docker's default bridge and Compose/user networks' bridges (br-<first 12 hex of the network id>).
-_DOCKER_BRIDGE_RE = re.compile(r"^(docker0|br-[0-9a-f]{12})$")
+# Docker's default bridge and Compose/user networks' bridges (br-<first 12 hex of the network id>);
+# Podman's (netavark: podman0, podman1, ...; CNI: cni-podman0, ...).
+_DOCKER_BRIDGE_RE = re.compile(r"^(docker0|br-[0-9a-f]{12}|(cni-)?podman\d+)$")
 
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
@@ -53,7 +54,7 @@ class Iface:
 
 
 def is_docker_bridge(name: str) -> bool:
-    """True for names Docker gives its bridges: docker0 and br-<12 hex>."""
+    """True for names container engines give their bridges: docker0, br-<12 hex>, podmanN."""
     return bool(_DOCKER_BRIDGE_RE.match(name))
 
 
