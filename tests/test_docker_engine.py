@@ -276,7 +276,7 @@ def test_default_capture_ifaces(eng):
     assert none == [] and "projects here: p, q" in why_none
     # From the host namespace the bridges are not there: say so, and how to get there.
     got_host, why_host = dockerapi.default_capture_ifaces(c)
-    assert got_host == [] and "--netns" in why_host and "--container" in why_host
+    assert got_host == [] and f"--netns {eng.proc.pid}" in why_host and "--container" in why_host, why_host
 
 
 def test_where_are_containers_without_api(eng):
@@ -340,4 +340,5 @@ def test_missing_bridge_suggests_netns_and_container(eng):
                        text=True, env=wscap_env(), timeout=60)
     assert r.returncode == 2
     pid = eng.proc.pid  # nsenter exec'd dockerd: same PID
-    assert f"dockerd pid {pid}" in r.stderr and "--netns" in r.stderr and "--container NAME" in r.stderr, r.stderr
+    assert f"dockerd pid {pid}" in r.stderr and f"--netns {pid} --iface {bp}" in r.stderr, r.stderr
+    assert "--container NAME" in r.stderr

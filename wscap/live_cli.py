@@ -611,6 +611,8 @@ def ifaces_command(fmt, netns, container, project, no_docker):
     click.echo(format_ifaces(lst))
     if no_api and not no_docker:
         click.echo(no_api)
+    elif client is not None and not no_docker:
+        click.echo(f"names from the Engine API at {client.display} ({client.endpoint.source})")
 
 
 def format_ifaces(lst: list[ifmod.Iface]) -> str:

@@ -349,9 +349,11 @@ def default_capture_ifaces(client: DockerClient | None, project: str | None = No
     here = [(b, i) for b, i in chosen if exists(b)]
     if not here:
         if chosen:
+            away = ifmod.daemons_elsewhere(having=chosen[0][0])
+            where = (f"`--netns {away[0][0]}` ({away[0][1]}'s namespace)" if away else "--netns PID-OF-DOCKERD")
             return [], ("the Docker bridges with containers (" + ", ".join(b for b, _ in chosen)
-                        + ") are not in this network namespace: dockerd runs in another one; "
-                        "use --netns PID-OF-DOCKERD or --container NAME")
+                        + f") are not in this network namespace: the engine runs in another one; use {where} "
+                        "or --container NAME")
         if exists("docker0"):
             return ["docker0"], "docker0 (no container is attached to any Docker network yet)"
         return [], "no Docker bridge with containers exists"

@@ -232,9 +232,19 @@ def default_iface(sysfs: str = SYS_NET) -> str | None:
     return "docker0" if iface_exists("docker0", sysfs) else None
 
 
+def _netns_has(pid: int, iface: str, proc: str = "/proc") -> bool:
+    """Does process `pid`'s network namespace have `iface`? (/proc/PID/net/dev lists its devices.)"""
+    try:
+        with open(f"{proc}/{pid}/net/dev", encoding="ascii", errors="replace") as f:
+            return any(ln.split(":", 1)[0].strip() == iface for ln in f if ":" in ln)
+    except OSError:
+        return False
+
+
 def daemons_elsewhere(names: tuple[str, ...] = ("dockerd", "podman"), proc: str = "/proc",
-                      limit: int = 5) -> list[tuple[int, str]]:
-    """[(pid, name)] of container daemons running in another network namespace than ours.
+                      limit: int = 5, having: str | None = None) -> list[tuple[int, str]]:
+    """[(pid, name)] of container daemons running in another network namespace than ours
+    (with `having`: only those whose namespace has that interface).
 
     Their bridges are not visible here; `--netns PID` captures where they are.
     """
@@ -255,7 +265,7 @@ def daemons_elsewhere(names: tuple[str, ...] = ("dockerd", "podman"), proc: str 
             ns = os.readlink(f"{proc}/{pid}/ns/net")
         except OSError:
             continue
-        if ns != mine:
+        if ns != mine and (having is None or _netns_has(int(pid), having, proc)):
             res.append((int(pid), comm))
             if len(res) >= limit:
                 break
@@ -276,7 +286,8 @@ def describe_missing(name: str, ifaces: list[Iface] | None = None,
                      + "  (run `wscap ifaces` to see their networks and containers)")
     else:
         lines.append("no Docker bridge (docker0 or br-<12 hex>) found; is Docker running here?")
-    elsewhere = daemons_elsewhere() if elsewhere is None else elsewhere
+    if elsewhere is None:
+        elsewhere = daemons_elsewhere(having=name) or daemons_elsewhere()
     if elsewhere:
         lines.append("the container engine runs in another network namespace ("
                      + ", ".join(f"{n} pid {p}" for p, n in elsewhere) + "): capture there with "
