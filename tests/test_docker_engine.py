@@ -342,3 +342,15 @@ def test_missing_bridge_suggests_netns_and_container(eng):
     pid = eng.proc.pid  # nsenter exec'd dockerd: same PID
     assert f"dockerd pid {pid}" in r.stderr and f"--netns {pid} --iface {bp}" in r.stderr, r.stderr
     assert "--container NAME" in r.stderr
+
+
+def test_live_netns_of_dockerd_picks_its_bridges(eng):
+    """`--netns <dockerd pid> --project q`: q's bridge in dockerd's namespace, not `any`."""
+    env = wscap_env(DOCKER_HOST=f"unix://{eng.sock}")
+    r = subprocess.run(wscap_argv("live", "--netns", str(eng.proc.pid), "--project", "q", "--duration", "2",
+                                  "--format", "json"), capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    bq = bridge_of(eng, "q_default")
+    assert json.loads(r.stdout.splitlines()[-1])["live"]["iface"] == bq
+    assert f"chosen: {bq} (network q_default, project q: vite)" in r.stderr

@@ -324,8 +324,21 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
 
     iface_why = ""
     if not iface:
-        if ns_path:
+        if container:
             iface = "any"
+        elif ns_path:
+            # --netns of the engine's namespace (e.g. dockerd's PID): its bridges, like on the host;
+            # any other namespace: all of its interfaces.
+            iface = "any"
+            try:
+                with privilege.in_netns(ns_path):
+                    chosen, iface_why = dockerapi.default_capture_ifaces(client, project) if client else ([], "")
+                if chosen:
+                    iface = ",".join(chosen)
+                else:
+                    iface_why = ""
+            except OSError:
+                iface_why = ""
         else:
             # The Compose user's bridge is br-<id>, not docker0: every bridge with containers
             # (or --project's), as one comma-separated list for the capture engine.
