@@ -10,7 +10,8 @@ host and `docker import`s it (scripts/docker/build-image):
   static libpython;
 * the installed distributions wscap imports at run time (click, h11, hpack,
   httptools, scapy, tabulate: files from their RECORDs);
-* tcpdump (the capture backend) and libpcap;
+* tcpdump (the capture backend) and libpcap; the capture helper `wscap-capture`
+  (as /usr/local/bin/wscap-capture) when this wscap has one;
 * every shared library those ELF files need (`ldd`, transitively), the dynamic
   loader, an ld.so.cache (`ldconfig -r`, so ctypes.util.find_library finds
   libpcap for scapy), and /etc/passwd, /etc/group with root, nobody and tcpdump
@@ -122,6 +123,10 @@ def build(out_tar: str) -> str:
                 if os.path.isabs(str(p)) or str(p).startswith(".."):
                     continue  # console scripts etc. outside site-packages
                 r.add(src)
+        helper = _capture_helper()
+        if helper:
+            # The dedicated capture helper (when this wscap has one) goes into PATH.
+            r.add(helper, "/usr/local/bin/wscap-capture")
         for b in EXTRA_BINS:
             path = shutil.which(b) or next((p for p in (f"/usr/bin/{b}", f"/usr/sbin/{b}") if os.path.exists(p)), None)
             if path is None:
@@ -161,6 +166,16 @@ def build(out_tar: str) -> str:
         return exe
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _capture_helper() -> str | None:
+    """wscap.capture.capturer.helper_path() when that module exists and the file is there."""
+    try:
+        from wscap.capture import capturer  # type: ignore[attr-defined]
+        p = capturer.helper_path()
+    except Exception:  # noqa: BLE001 - optional
+        return None
+    return p if p and os.path.isfile(p) else None
 
 
 def _lines(path: str) -> list[str]:
