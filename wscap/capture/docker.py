@@ -387,7 +387,10 @@ def where_are_containers(client: DockerClient | None, iface: str | None = None,
     vite, backend) — try --iface br-1a2b3c4d5e6f or --project meetsonar". "" when there is
     nothing better to suggest.
     """
-    head = f"no packets on {iface} for {seconds:.0f} s; " if iface and seconds is not None else         (f"no packets on {iface}; " if iface else "")
+    if iface and seconds is not None:
+        head = f"no packets on {iface} for {seconds:.0f} s; "
+    else:
+        head = f"no packets on {iface}; " if iface else ""
     current = set((iface or "").split(","))
     if client is not None:
         bridges = bridge_networks(client)
