@@ -92,6 +92,26 @@ def test_command_for_checkout_passes_pythonpath():
         assert privilege.wscap_command([beside], environ={}) == [beside]
 
 
+def test_pipx_style_link_is_named_as_run(tmp_path):
+    """pipx puts a symlink ~/.local/bin/wscap → ~/.local/pipx/venvs/wscap/bin/wscap: the message names the
+    link that was run (its absolute path), and it resolves to an executable."""
+    venv_bin = tmp_path / "pipx" / "venvs" / "wscap" / "bin"
+    venv_bin.mkdir(parents=True)
+    real = venv_bin / "wscap"
+    real.write_text("#!/bin/sh\n")
+    real.chmod(0o755)
+    local_bin = tmp_path / ".local" / "bin"
+    local_bin.mkdir(parents=True)
+    (local_bin / "wscap").symlink_to(real)
+    got = privilege.wscap_command([str(local_bin / "wscap"), "live"], environ={"PATH": str(local_bin)},
+                                  executable=str(venv_bin / "python"))
+    assert got == [str(local_bin / "wscap")] and os.access(got[0], os.X_OK)
+    # run by name through PATH (argv[0] without a slash): found in PATH, by absolute path
+    got = privilege.wscap_command(["wscap", "live"], environ={"PATH": str(local_bin)},
+                                  executable=str(venv_bin / "python"))
+    assert got == [str(local_bin / "wscap")]
+
+
 @pytest.mark.skipif(not ROOT, reason="needs root to capture with the printed command")
 def test_printed_command_from_checkout_works_under_sudo_env():
     r = subprocess.run([sys.executable, "-m", "wscap", "live", "--iface", "lo", "--duration", "1", "--no-docker"],

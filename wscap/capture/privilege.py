@@ -72,7 +72,7 @@ def wscap_command(argv: list[str] | None = None, environ: dict[str, str] | None 
     a0 = argv[0] if argv else ""
     if not from_pythonpath:
         if os.path.basename(a0) == "wscap":
-            found = a0 if os.sep in a0 else shutil.which(a0)
+            found = a0 if os.sep in a0 else shutil.which(a0, path=env.get("PATH"))
             if found and os.access(found, os.X_OK) and "/shims/" not in found:
                 return [os.path.abspath(found)]
         beside = os.path.join(os.path.dirname(os.path.abspath(exe)), "wscap")
