@@ -140,6 +140,11 @@ def helper_path(build: bool = True) -> str | None:
     if found:
         _reason = ""
         return found
+    # An installed copy (e.g. /usr/local/bin in wscap's container image, where no compiler is).
+    installed = shutil.which("wscap-capture")
+    if installed and _usable_binary(installed):
+        _reason = ""
+        return installed
     if not build:
         return None
     name = f"wscap-capture-{_source_digest()}"
