@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from netns import Lab, can_make_netns, wscap_argv, wscap_env  # noqa: E402
 
 ROOT = os.geteuid() == 0
-BACKENDS = ["tcpdump", "scapy"]
+BACKENDS = ["wscap-capture", "tcpdump", "scapy"]
 
 
 def run(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:

@@ -22,7 +22,7 @@ from netns import Lab, Live, drive, live_skip_reason, start_ws_servers, wscap_en
 
 _why = live_skip_reason()
 pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.slow, pytest.mark.live]
-BACKENDS = [b for b in ("tcpdump", "scapy") if b != "tcpdump" or shutil.which("tcpdump")]
+BACKENDS = [b for b in ("wscap-capture", "tcpdump", "scapy") if b != "tcpdump" or shutil.which("tcpdump")]
 
 
 def _uids(pid: int) -> tuple[list[int], list[int]]:
@@ -75,6 +75,12 @@ def test_drops_to_invoking_user(shared_dir, backend, how):
                 while time.monotonic() < deadline and not all(_uids(k)[0] == [65534] * 4 for k in kids):
                     time.sleep(0.05)
                 assert all(_uids(k)[0] == [65534] * 4 for k in kids), [_uids(k) for k in kids]
+            if backend == "wscap-capture":
+                # the C writer opens the capture as root, then becomes the invoking user
+                # before it creates the file
+                kids = _children(live.p.pid)
+                assert len(kids) == 1, kids
+                assert _uids(kids[0])[0] == [65534] * 4, _uids(kids[0])
             drive(lab)
             live.collect(lambda ls: sum('"type":"handshake"' in x for x in ls) >= 5, timeout=20)
             time.sleep(1.2)

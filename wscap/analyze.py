@@ -46,6 +46,7 @@ def _one_file(args: tuple) -> dict:
     for frame in read_frames(path, res, source=i, record_filter=lambda lt: pipe.record_filter(lt, i)):
         pipe.feed(frame._replace(source=i) if frame.source != i else frame)
     pipe.finish()
+    _take_names(pipe, res)
     pipe.sources = [_source_json(res, keylog)]
     return pipe.export()
 
@@ -79,9 +80,16 @@ def _run(paths: Iterable[str], options: Options | None,
             n += 1
             if progress is not None and not n & 0xFFFF:
                 progress(i, n)
+        _take_names(pipe, res)
     pipe.finish()
     pipe.sources = [_source_json(r, k) for r, k in zip(results, keylogs)]
     return pipe
+
+
+def _take_names(pipe: Pipeline, res: ReadResult) -> None:
+    """Names a pcapng carries (Name Resolution Blocks) label its endpoints; the first file's win."""
+    for ip, name in res.names.items():
+        pipe.capture_names.setdefault(ip, name)
 
 
 def _attach_keylog(pipe: Pipeline, source: int, path: str, options: Options | None) -> dict | None:

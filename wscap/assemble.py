@@ -27,7 +27,8 @@ def could_be_a_hop(attempt: dict, requests_to: dict[tuple[int, str], list[float]
 
 
 def document(handshakes: list[dict], attempts: list[dict], sources: list[dict], stats: dict,
-             options: Options | None = None, tls: list[dict] | None = None) -> dict:
+             options: Options | None = None, tls: list[dict] | None = None, dns=None,
+             capture_names: dict[str, str] | None = None) -> dict:
     """`handshakes`: Handshake dicts with a request, in request order (ids are assigned here, from 1,
     in that order); `attempts`: Handshake dicts of bare connection attempts (request null);
     `tls`: connections that carried TLS, their "handshakes" holding Handshake dicts (-> ids)."""
@@ -56,8 +57,10 @@ def document(handshakes: list[dict], attempts: list[dict], sources: list[dict], 
             a["id"] = next_id
             next_id += 1
     encrypted = EncryptedLegs(tls or [])
+    # As Pipeline.names(): --names > the captures' Name Resolution Blocks > the Docker API.
+    names = {**dict(options.names_fallback), **(capture_names or {}), **dict(options.names)}
     for c in chains:
-        judge_chain(c, c["hops"], proxies)
+        judge_chain(c, c["hops"], proxies, names, dns, options.timeout_s)
         c["encrypted_before"] = encrypted.before(c["hops"][0])
         c["hops"] = [h["id"] for h in c["hops"]]
         for link in c["links"]:
@@ -79,7 +82,8 @@ def document(handshakes: list[dict], attempts: list[dict], sources: list[dict], 
         "handshakes": all_hs,
         "chains": chains,
         "tls": tls_list,
-        "endpoints": endpoints(all_hs, chains, dict(options.names)),
+        **({"dns": dns.to_json()} if dns is not None else {}),
+        "endpoints": endpoints(all_hs, chains, names),
         "stats": stats,
         "summary": summ,
     }

@@ -18,6 +18,8 @@ from __future__ import annotations
 import bisect
 
 from .diff import diff_boundary
+from .dns import explain
+from .labels import label_verdict
 from .verdict import decide
 
 LINK_WINDOW_S = 10.0     # an upstream leg starts within this long after the downstream request
@@ -178,22 +180,28 @@ def link_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float =
     return chains, used_attempts, proxies
 
 
-def judge_chain(chain: dict, hops: list[dict], proxies: set[str]) -> dict:
-    """Diffs at every boundary and the verdict, from the legs' full handshake documents."""
+def judge_chain(chain: dict, hops: list[dict], proxies: set[str], names: dict[str, str] | None = None,
+                dns=None, timeout_s: float = 3.0) -> dict:
+    """Diffs at every boundary and the verdict, from the legs' full handshake documents; with a
+    DNS tracker, the proxy's lookups as evidence; with names, endpoints labelled in the sentences."""
     diffs = []
     for i in range(len(hops) - 1):
         diffs += diff_boundary(i, hops[i], hops[i + 1])
     chain["diffs"] = diffs
     chain["verdict"] = decide(hops, diffs, chain["links"], proxies)
+    if dns is not None:
+        explain(dns, chain, hops, timeout_s, names)
+    if names:
+        label_verdict(chain["verdict"], hops, names)
     return chain
 
 
-def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float = 3.0
-                 ) -> tuple[list[dict], list[dict]]:
+def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float = 3.0,
+                 names: dict[str, str] | None = None, dns=None) -> tuple[list[dict], list[dict]]:
     """Link and judge in one go (the documents in hand are complete): -> (chains, used attempts)."""
     chains, used, proxies = link_chains(handshakes, attempts, timeout_s)
     for c in chains:
-        judge_chain(c, c["hops"], proxies)
+        judge_chain(c, c["hops"], proxies, names, dns, timeout_s)
     return chains, used
 
 

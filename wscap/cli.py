@@ -43,6 +43,8 @@ def limits_options(f):
                      help="TCP connections tracked at once (oldest evicted)."),
         click.option("--max-frames", type=int, default=d.frames_per_direction, show_default=True,
                      help="WebSocket frame summaries kept per direction."),
+        click.option("--max-dns", type=int, default=d.max_dns, show_default=True,
+                     help="DNS transactions kept (oldest dropped first)."),
         click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True,
                      help="Seconds a leg waits for a response before it is decided."),
         click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
@@ -54,10 +56,12 @@ def limits_options(f):
 
 def build_options(max_head_bytes: int, max_flow_buffer: int, max_flows: int, max_frames: int,
                   timeout_s: float, names: dict[str, str] | None = None, jobs: int = 1,
-                  keylog: tuple[str, ...] | str | None = None, engine: str = "wscap") -> Options:
+                  keylog: tuple[str, ...] | str | None = None, engine: str = "wscap",
+                  max_dns: int = Limits().max_dns, names_fallback: dict[str, str] | None = None) -> Options:
     lim = Limits(head_bytes=max_head_bytes, flow_buffer=max_flow_buffer, max_flows=max_flows,
-                 frames_per_direction=max_frames)
+                 frames_per_direction=max_frames, max_dns=max_dns)
     return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())),
+                   names_fallback=tuple(sorted((names_fallback or {}).items())),
                    keylog=one_keylog(keylog),
                    keylog_sources=tuple(keylog) if isinstance(keylog, tuple) and len(keylog) > 1 else ())
 
@@ -150,13 +154,17 @@ def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict, stre
     memory and only its summary (and sources) come back."""
     # A missing file is an input error of its own (one line, exit 2 at the end); the files that
     # exist are still analysed, so one typo does not hide everything else.
+    # Labels by precedence: --names, then the capture's own Name Resolution Blocks (pcapng, as
+    # `live --write` records them), then the Docker API of this machine (which may not be the one
+    # that captured).
     names = load_hosts(names_file)
+    docker: dict[str, str] = {}
     try:
         from .capture.docker import docker_names
-        names = {**docker_names(), **names}
+        docker = docker_names()
     except Exception:  # noqa: BLE001 - the Docker API is optional; names are a convenience
         pass
-    options = build_options(names=names, **lim)
+    options = build_options(names=names, names_fallback=docker, **lim)
     need_tshark(options.keylog, lim.get("engine", "wscap"))
     if lim.get("engine") == "tshark":
         from .engine_tshark import analyze_paths as tshark_analyze

@@ -24,6 +24,7 @@ _u16 = struct.Struct("!H").unpack_from
 _tcp = struct.Struct("!HHIIBB").unpack_from
 _null_le = struct.Struct("<I").unpack_from
 _null_be = struct.Struct(">I").unpack_from
+_DOCKER_DNS = bytes([127, 0, 0, 11])      # Docker's embedded resolver (random ports behind DNAT)
 
 
 class Segment(NamedTuple):
@@ -98,6 +99,8 @@ class Decoder:
     def __init__(self, max_fragments: int = 4096) -> None:
         self.stats = DecodeStats()
         self.frags = FragmentCache(max_fragments)
+        # UDP DNS goes to this callable (wscap.dns.DnsTracker.udp); every other UDP is dropped.
+        self.udp_sink = None
 
     def decode(self, frame: RawFrame) -> Segment | None:
         self.stats.packets += 1
@@ -126,6 +129,9 @@ class Decoder:
         total = _u16(data, off + 2)[0]
         frag = _u16(data, off + 6)[0]
         proto = data[off + 9]
+        if proto == 17 and self.udp_sink is not None and ihl >= 20 and not frag & 0x3FFF:
+            return self._udp(frame, data, off + ihl, off + (total or frame.wirelen - off),
+                             data[off + 12:off + 16], data[off + 16:off + 20])
         if proto != 6 or ihl < 20:
             self.stats.other += 1
             return None
@@ -173,10 +179,22 @@ class Decoder:
             hl = (data[p + 1] + 2) * 4 if nxt == 51 else (data[p + 1] + 1) * 8
             nxt = data[p]
             p += hl
+        if nxt == 17 and self.udp_sink is not None:
+            return self._udp(frame, data, p, end, src, dst)
         if nxt != 6:
             self.stats.other += 1
             return None
         return self._tcp(frame, data, p, end, src, dst)
+
+    def _udp(self, frame: RawFrame, data: bytes, p: int, end: int, src: bytes, dst: bytes) -> None:
+        """A UDP datagram: handed to `udp_sink` when it is DNS (port 53, or Docker's 127.0.0.11)."""
+        self.stats.other += 1
+        if len(data) < p + 8:
+            return None
+        sport, dport = struct.unpack_from("!HH", data, p)
+        if sport == 53 or dport == 53 or src == _DOCKER_DNS or dst == _DOCKER_DNS:
+            self.udp_sink(frame.source, frame.no, frame.ts_ns, src, sport, dst, dport, data[p + 8:end])
+        return None
 
     def _tcp(self, frame: RawFrame, data: bytes, p: int, end: int, src: bytes, dst: bytes) -> Segment | None:
         if len(data) < p + 20:

@@ -315,6 +315,7 @@ class FileRead:
     errors: list[str] = field(default_factory=list)
     plain: dict[int, int] = field(default_factory=dict)   # frame -> plaintext bytes tshark decrypted in it
     plain_streams: set[int] = field(default_factory=set)  # tcp.stream of connections tshark decrypted
+    dns: list[tuple] = field(default_factory=list)        # DnsTracker.record() arguments, from tshark's dns fields
 
 
 def _file_format(path: str) -> str:
@@ -337,6 +338,9 @@ TCP_FIELDS = ("frame.number", "frame.time_epoch", "frame.cap_len", "frame.encap_
               "tcp.flags", "tcp.len", "tcp.seq", "tcp.analysis.retransmission",
               "tcp.analysis.spurious_retransmission", "tcp.segment.count", "tcp.segment",
               "tcp.segment_data", "tcp.payload")
+# DNS as tshark dissects it (UDP/TCP port 53): the same transactions the core reads with dpkt.
+DNS_FIELDS = ("udp.srcport", "udp.dstport", "dns.id", "dns.flags.response", "dns.flags.rcode", "dns.qry.name",
+              "dns.qry.type", "dns.a", "dns.aaaa", "dns.count.answers")
 JSON_PROTOCOLS = "frame http websocket http2 tls"
 # Exactly the packets `_extract` finds something in: an http item that is a request or a response,
 # any websocket or http2 layer, a TLS handshake of type 1 (ClientHello).
@@ -382,6 +386,33 @@ def _fields_pkt(cols: list[str]) -> tuple[Pkt, int | None]:
     return p, enc
 
 
+def _dns_record(cols: list[str], p: Pkt, res: FileRead) -> None:
+    """A DNS message from the fields pass -> DnsTracker.record() arguments (first question only,
+    as the core reads it). Over TCP the ports come from the TCP facts."""
+    import ipaddress
+    from .dns import MAX_ADDRESSES, QTYPES, safe_name
+    t = dict(zip(TCP_FIELDS, cols))
+    d = dict(zip(DNS_FIELDS, cols[len(TCP_FIELDS):]))
+    if not _last(t["frame.protocols"]).endswith("dns") and ":dns" not in t["frame.protocols"]:
+        return
+    src = _last(t["ipv6.src"] or t["ip.src"])
+    dst = _last(t["ipv6.dst"] or t["ip.dst"])
+    if not src or not dst:
+        return
+    if d["udp.srcport"]:
+        sport, dport, transport = int(_last(d["udp.srcport"])), int(_last(d["udp.dstport"])), "udp"
+    else:
+        sport, dport, transport = int(_last(t["tcp.srcport"]) or 0), int(_last(t["tcp.dstport"]) or 0), "tcp"
+    first = lambda v: v.split(",", 1)[0]   # noqa: E731
+    qtype = first(d["dns.qry.type"])
+    addrs = [a for a in (d["dns.a"].split(",") if d["dns.a"] else []) + (d["dns.aaaa"].split(",") if d["dns.aaaa"] else [])]
+    res.dns.append((p.no, p.ts_ns, ipaddress.ip_address(src).packed, sport, ipaddress.ip_address(dst).packed, dport,
+                    transport, int(first(d["dns.id"]), 0), first(d["dns.flags.response"]) in ("1", "True"),
+                    int(first(d["dns.flags.rcode"]) or 0), safe_name(first(d["dns.qry.name"])),
+                    QTYPES.get(int(qtype), qtype) if qtype.isdigit() else qtype, addrs[:MAX_ADDRESSES],
+                    int(first(d["dns.count.answers"]) or 0)))
+
+
 def _prefs(keylog: str | None, extra: dict | None) -> dict:
     prefs = dict(PREFS)
     if keylog:
@@ -419,7 +450,7 @@ def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None 
             cmd += ["-d", f"tcp.port=={port},http"]
         if only:
             cmd += ["-Y", only]
-        for name in TCP_FIELDS:
+        for name in TCP_FIELDS + DNS_FIELDS:
             cmd += ["-e", name]
         out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
         try:
@@ -464,11 +495,13 @@ def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None 
         out.seek(0)
         for line in io.TextIOWrapper(out, encoding="utf-8", errors="replace", newline="\n"):
             cols = line.rstrip("\n").split("\t")
-            if len(cols) != len(TCP_FIELDS):
+            if len(cols) != len(TCP_FIELDS) + len(DNS_FIELDS):
                 continue
             res.count += 1
             try:
-                p, enc = _fields_pkt(cols)
+                p, enc = _fields_pkt(cols[:len(TCP_FIELDS)])
+                if cols[len(TCP_FIELDS) + 2]:          # dns.id: a DNS message
+                    _dns_record(cols, p, res)
             except Exception as e:   # one odd packet must not lose the file
                 res.errors.append(f"{path}: frame {cols[0]}: cannot read tshark's fields: {e}")
                 continue
@@ -1391,8 +1424,18 @@ def analyze_paths(paths: list[str], options: Options | None = None, keylog: str 
     attempts: list[dict] = []
     tls: list[dict] = []
     packets = tcp_packets = flows = 0
+    from .capture.files import read_names
+    from .dns import DnsTracker
+    dns = DnsTracker(options.limits.max_dns)
+    capture_names: dict[str, str] = {}
     for i, path in enumerate(paths):
         read = read_file(path, keylog)
+        for rec in read.dns:
+            no, ts_ns, src, sport, dst, dport, *rest = rec
+            dns.record(i, no, ts_ns, src, sport, dst, dport, *rest)
+        nrb, skipped = read_names(path)
+        for ip, name in nrb.items():
+            capture_names.setdefault(ip, name)
         b = Builder(i, options, read.plain, read.plain_streams)
         for p in read.packets:
             try:
@@ -1411,12 +1454,14 @@ def analyze_paths(paths: list[str], options: Options | None = None, keylog: str 
             "first_ts": None if read.first_ts is None else round(read.first_ts / 1e9, 6),
             "last_ts": None if read.last_ts is None else round(read.last_ts / 1e9, 6),
             "linktypes": [_ENCAP_TO_LINKTYPE.get(e, e) for e in read.encaps], "interfaces": [],
-            "complete": not read.errors, "errors": read.errors})
+            "complete": not read.errors, "errors": read.errors, "names": nrb, "names_skipped": skipped})
         if keylog:
             label = ", ".join(options.keylog_sources) if getattr(options, "keylog_sources", ()) else keylog
             sources[-1]["keylog"] = {"path": label, "decrypted": sum(1 for x in t if x["decrypted"]),
                                      "undecrypted": sum(1 for x in t if not x["decrypted"]), "error": None}
     stats = {"packets": packets, "tcp_packets": tcp_packets, "truncated_packets": 0, "flows": flows,
              "flows_tracked": 0, "evicted_flows": 0, "ip_fragments_dropped": 0, "limits_hit": {}}
-    doc = document(hands, attempts, sources, stats, options, tls)
+    if dns.dropped:
+        stats["limits_hit"]["max_dns"] = dns.dropped
+    doc = document(hands, attempts, sources, stats, options, tls, dns=dns, capture_names=capture_names)
     return {"version": doc.pop("version"), "tool": doc.pop("tool"), "engine": ENGINE, **doc}

@@ -18,3 +18,4 @@ class Limits:
     inflate_bytes: int = 64 * 1024       # compressed bytes buffered per message to inflate a preview
     max_handshakes: int = 1_000_000      # handshakes kept for the final document
     fragments: int = 4096                # IP datagrams under reassembly at once
+    max_dns: int = 20_000                # DNS transactions kept (oldest dropped first)

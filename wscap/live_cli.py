@@ -32,9 +32,10 @@ from wscap.capture import docker as dockerapi
 from wscap.capture import ifaces as ifmod
 from wscap.capture import privilege
 from wscap.capture.live import (
-    BACKENDS, DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN, CaptureConfig, CaptureError, LiveLoop, NoPermission,
+    DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN, CaptureConfig, CaptureError, LiveLoop, NoPermission,
     NoSuchInterface, open_backend,
 )
+from wscap.capture import evidence
 from wscap.capture.writer import PcapWriter
 from wscap.render.escape import term
 
@@ -46,15 +47,20 @@ def _err(msg: str) -> None:
 
 
 def build_filter(bpf: str | None, ports: tuple[int, ...]) -> str:
-    """--filter and --port shortcuts → one BPF expression (default: all TCP)."""
+    """--filter and --port shortcuts → one BPF expression.
+
+    Default: TCP for the handshakes plus DNS (port 53, and Docker's embedded resolver
+    at 127.0.0.11, whose rewritten queries use a high port) for the proxies' lookups of
+    their upstreams. A --filter of the user's is used as given."""
+    from wscap.dns import DNS_FILTER, LIVE_FILTER
     port_expr = " or ".join(f"port {p}" for p in ports)
     if bpf and port_expr:
         return f"({bpf}) and tcp and ({port_expr})"
     if bpf:
         return bpf
     if port_expr:
-        return f"tcp and ({port_expr})"
-    return "tcp"
+        return f"(tcp and ({port_expr})) or {DNS_FILTER}"
+    return LIVE_FILTER
 
 
 def check_filter(expr: str, iface: str) -> str | None:
@@ -161,6 +167,14 @@ class Status:
 
     @staticmethod
     def text(d: dict) -> str:
+        if "lag_s" in d:
+            # The C writer writes, the analysis reads behind it: say both, and how far behind.
+            s = (f"{d.get('written', 0)} packets written, {d['dropped']} dropped by kernel; analysis: "
+                 f"{d['packets']} read, {d['decided']} decided, "
+                 f"{d['flows'] if d.get('flows') is not None else '-'} flows, {d['lag_s']:.1f} s behind")
+            if d.get("shed"):
+                s += f", {d['shed']} shed"
+            return s
         s = (f"{d['packets']} packets, {d['dropped']} dropped by kernel, "
              f"{d['flows'] if d.get('flows') is not None else '-'} flows, {d['decided']} decided")
         if "written" in d:
@@ -199,8 +213,10 @@ user. The --write file is opened only after that, so it is created by, and only
 where, the invoking user could write.
 
 \b
-Backends: tcpdump (default when installed: captures on its own core and pipes
-pcap to wscap) or scapy (a packet socket in-process, BPF compiled by libpcap).
+Backends: wscap-capture (default; a small libpcap program built on first use)
+or tcpdump writes every packet to --write (or a temporary spool) and the
+analysis reads the file behind it, so the file is complete whatever the
+analysis does; scapy (a packet socket in-process) is not lossless under load.
 Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
 """
 
@@ -210,7 +226,7 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
               help="Interface to capture on (default: docker0 when it exists; `any` inside --container/--netns).")
 @click.option("--container", metavar="NAME", help="Capture inside this Docker container's network namespace.")
 @click.option("--netns", metavar="PATH|PID|NAME", help="Capture inside this network namespace.")
-@click.option("--filter", "bpf", metavar="BPF", help="Capture filter (pcap-filter syntax). Default: tcp.")
+@click.option("--filter", "bpf", metavar="BPF", help="Capture filter (pcap-filter syntax). Default: TCP and DNS (tcp or port 53 or host 127.0.0.11).")
 @click.option("--port", "-p", "ports", type=int, multiple=True, help="Only TCP traffic on this port (repeatable).")
 @click.option("--duration", type=float, metavar="SECONDS", help="Stop after this long.")
 @click.option("--count", "-c", type=click.IntRange(min=1), metavar="N", help="Stop after N packets.")
@@ -220,8 +236,21 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
               help="Write every captured packet here (.pcapng → pcapng, else pcap).")
 @click.option("--ring-files", type=click.IntRange(min=1), help="Ring buffer: keep this many files.")
 @click.option("--ring-size", type=float, metavar="MB", help="Ring buffer: start a new file after this many MB.")
-@click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
-              help="Capture backend (auto: tcpdump when installed, else scapy).")
+@click.option("--backend", type=click.Choice(("auto",) + evidence.WRITERS + ("scapy",)), default="auto",
+              show_default=True,
+              help="Who captures and writes the evidence (auto: wscap-capture, else tcpdump; scapy captures "
+                   "in-process and is not lossless under load).")
+@click.option("--spool-mb", type=click.IntRange(min=8), default=evidence.DEFAULT_SPOOL_MB, show_default=True,
+              help="Without --write: the capture is spooled to a temporary ring of this size, read by the "
+                   "analysis and deleted at the end.")
+@click.option("--shed-after", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
+              help="When the analysis is this far behind the capture, it reads only what can hold a "
+                   "handshake (SYN/FIN/RST, HTTP heads, TLS hellos) until it has caught up; 0: never shed. "
+                   "The file always gets everything.")
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="SECONDS",
+              help="At the end, how long the analysis may take to read what is already captured "
+                   "(a second Ctrl-C cuts it short); what it did not read is counted.")
 @click.option("--format", "fmt", type=click.Choice(("text", "json", "markdown")), default="text",
               show_default=True,
               help="json: one JSON object per line (handshakes, chains, then a summary); markdown: one table "
@@ -234,8 +263,9 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
 @click.option("--no-docker", is_flag=True, help="Do not ask the Docker Engine API for container names.")
 @click.option("--user", "-Z", "user", metavar="USER",
               help="Become USER after opening the capture (default under sudo: the invoking user).")
-@click.option("--snaplen", "-s", type=click.IntRange(min=64), default=DEFAULT_SNAPLEN, show_default=True,
-              help="Bytes kept per packet (default: any 64 KiB IP packet whole).")
+@click.option("--snaplen", "-s", type=click.IntRange(min=64), default=None,
+              help="Bytes kept per packet (default: the largest frame the interface delivers, from its MTU "
+                   "and GRO/GSO sizes, so offloaded super-frames are kept whole).")
 @click.option("--buffer-mb", type=click.IntRange(min=1), default=DEFAULT_BUFFER_MB, show_default=True,
               help="Kernel capture buffer (tcpdump -B / socket receive buffer).")
 @click.option("--no-promisc", is_flag=True, help="Do not put the interface into promiscuous mode.")
@@ -245,15 +275,16 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
               help="SSLKEYLOGFILE the browser/Node writes during the capture: when the capture ends, the --write "
                    "file is decrypted with it (tshark) and its TLS upgrades are analysed and printed.")
 def live_command(iface, container, netns, bpf, ports, duration, count, timeout, write_path, ring_files,
-                 ring_size, backend, fmt, redact, names_file, no_docker, user, snaplen, buffer_mb, no_promisc,
-                 show_status, keylog):
+                 ring_size, backend, spool_mb, shed_after, drain_timeout, fmt, redact, names_file, no_docker, user,
+                 snaplen, buffer_mb, no_promisc, show_status, keylog):
     """Capture live and print WebSocket handshakes and chain verdicts as they are decided."""
     sys.exit(run_live(**locals()))
 
 
 def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duration=None, count=None,
-             timeout=3.0, write_path=None, ring_files=None, ring_size=None, backend="auto", fmt="text",
-             redact=None, names_file=None, no_docker=False, user=None, snaplen=DEFAULT_SNAPLEN, buffer_mb=DEFAULT_BUFFER_MB,
+             timeout=3.0, write_path=None, ring_files=None, ring_size=None, backend="auto",
+             spool_mb=evidence.DEFAULT_SPOOL_MB, shed_after=2.0, drain_timeout=30.0, fmt="text",
+             redact=None, names_file=None, no_docker=False, user=None, snaplen=None, buffer_mb=DEFAULT_BUFFER_MB,
              no_promisc=False,
              show_status=None, keylog=None) -> int:
     # -- usage checks -------------------------------------------------------------------
@@ -281,7 +312,7 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
     if names_file:
         try:
             for ip, n in dockerapi.load_names(names_file).items():
-                names.setdefault(ip, n)
+                names[ip] = n     # --names wins over the Docker API, as in `analyze`
         except OSError as e:
             _err(f"--names {names_file}: {e.strerror}")
             return EXIT_USAGE
@@ -322,17 +353,62 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
         _err(why)
         return EXIT_USAGE
 
+    # -- who writes the evidence ------------------------------------------------------------
+    notices: list[str] = []
+    if backend == "auto":
+        helper, why = evidence.helper_available()
+        if helper:
+            backend = "wscap-capture"
+        elif shutil.which("tcpdump"):
+            backend = "tcpdump"
+            notices.append(f"{why}; tcpdump writes the capture instead (a packet can take ~1 s to "
+                           "reach the analysis)")
+        else:
+            backend = "scapy"
+            notices.append(f"{why}, and tcpdump is not installed: capturing in-process with scapy, which "
+                           "is not lossless under load (apt install tcpdump, or gcc + libpcap-dev)")
+    elif backend == "wscap-capture":
+        helper, why = evidence.helper_available()
+        if not helper:
+            _err(f"--backend wscap-capture: {why}")
+            return EXIT_USAGE
+    followed = backend in evidence.WRITERS
+    if len([i for i in iface.split(",") if i]) > 1 and write_path and not followed:
+        _err(f"--backend {backend} captures one interface; {iface} needs wscap-capture")
+        return EXIT_USAGE
+    if followed and write_path and "," in iface and not write_path.endswith(".pcapng") \
+            and write_path.endswith((".pcap", ".cap")):
+        _err(f"--write {write_path}: several interfaces need pcapng (one interface block each): "
+             "use a .pcapng name")
+        return EXIT_USAGE
+    if snaplen is None:
+        if followed:
+            try:
+                from wscap.capture.capturer import snaplen_for
+                snaplen = snaplen_for([i for i in iface.split(",") if i])
+            except Exception:  # noqa: BLE001 - sysfs unreadable: keep everything
+                snaplen = 262144
+        else:
+            snaplen = DEFAULT_SNAPLEN
     cfg = CaptureConfig(iface=iface, bpf=expr, snaplen=snaplen, promisc=not no_promisc,
                         buffer_mb=buffer_mb, run_as=target.name if target else None)
 
     # -- open the capture (privileged part) -----------------------------------------------
     try:
         with privilege.in_netns(ns_path):
-            if not ifmod.iface_exists(iface):
-                raise NoSuchInterface(ifmod.describe_missing(iface))
-            if backend != "tcpdump" and not privilege.can_capture():
+            for one in iface.split(","):
+                if one and not ifmod.iface_exists(one):
+                    raise NoSuchInterface(ifmod.describe_missing(one))
+            if backend == "scapy" and not privilege.can_capture():
                 raise NoPermission(privilege.permission_help())
-            be = open_backend(backend, cfg)
+            if followed:
+                be = evidence.open_followed(
+                    backend, cfg, write_path=write_path, ring_files=ring_files or 0,
+                    ring_bytes=int((ring_size or 0) * 1_000_000), count=count,
+                    run_as=(target.uid, target.gid) if target else None,
+                    nrb=_nrb_bytes(names), spool_mb=spool_mb, notices=notices)
+            else:
+                be = open_backend(backend, cfg)
     except CaptureError as e:
         _err(str(e))
         return e.exit_code
@@ -359,8 +435,10 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
         return EXIT_USAGE
 
     status = Status(enabled=show_status is not False, tty=sys.stderr.isatty())
+    for n in notices:
+        _err(n)
     writer = None
-    if write_path:
+    if write_path and not followed:
         try:
             writer = PcapWriter(write_path, be.linktype, snaplen=snaplen,
                                 ring_files=ring_files or 0,
@@ -429,7 +507,8 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
             emit(text_line(kind, doc))
 
     loop = LiveLoop(be, pipeline=pipeline, writer=writer, on_event=on_event, on_status=status.update,
-                    on_notice=lambda m: (status.clear(), _err(m)), duration=duration, count=count)
+                    on_notice=lambda m: (status.clear(), _err(m)), duration=duration, count=count,
+                    shed_after_s=shed_after, drain_s=drain_timeout)
     caught: list[str] = []
 
     def on_signal(signum, _frame):
@@ -460,9 +539,31 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
         "ended": res.reason, "interface_gone": res.interface_gone, "elapsed": round(res.elapsed, 3),
         "write": None, "analysis_error": res.extra.get("analysis_error"),
     }
+    files: list[str] = []
     if writer is not None:
+        files = list(writer.files)
         live_info["write"] = {"path": write_path, "files": writer.files, "packets": writer.packets,
                               "bytes": writer.bytes, "error": writer.error, "skipped": writer.skipped}
+    elif followed:
+        files = [f for f in be.files if os.path.exists(f)] if write_path else []
+        write_err = "; ".join(e for e in be.errors if "write" in e.lower()) or None
+        if write_path:
+            live_info["write"] = {"path": write_path, "files": files, "packets": res.written,
+                                  "bytes": sum(os.path.getsize(f) for f in files), "error": write_err,
+                                  "skipped": 0}
+        live_info["packets"] = res.written
+    # Where every packet went (docs/json-contract.md, "live.loss"): nothing is lost silently.
+    live_info["loss"] = {
+        "kernel_dropped": res.dropped,
+        "analysis_shed": res.shed,
+        "not_analysed": res.unanalysed,
+        "lag_s": round(res.lag_s, 3),
+        "lag_max_s": round(res.lag_max_s, 3),
+        "drain_cut": res.extra.get("drain_cut"),
+        "spool_overwritten_files": len(res.extra.get("skipped_files") or []),
+    }
+    live_info["analysed"] = res.analysed
+    live_info["read"] = res.packets
     summary = doc.get("summary") or {}
     if fmt in ("json", "markdown"):
         obj = {"type": "summary"}
@@ -473,7 +574,8 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
         else:
             emit_raw(markdown.event(obj))
     else:
-        parts = [f"{res.packets} packets captured", f"{res.dropped} dropped by kernel"]
+        parts = [f"{res.written if followed else res.packets} packets captured",
+                 f"{res.dropped} dropped by kernel"]
         if summary:
             parts.append(f"{summary.get('handshakes', 0)} handshakes, {summary.get('chains', 0)} chains, "
                          f"{summary.get('broken', 0)} broken")
@@ -481,6 +583,10 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
         if writer is not None:
             _err(f"wrote {writer.packets} packets to {', '.join(writer.files)}"
                  + (f" (writing stopped: {writer.error})" if writer.error else ""))
+        elif followed and write_path:
+            _err(f"wrote {res.written} packets to {', '.join(files) or write_path}"
+                 + (f" (writing stopped: {live_info['write']['error']})" if live_info["write"]["error"] else ""))
+    _say_losses(res, followed, write_path)
     if res.interface_gone:
         _err(f"capture ended because the interface went away: {res.reason}")
     if res.extra.get("analysis_error"):
@@ -488,9 +594,40 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
              + (f"; the capture is complete in {', '.join(writer.files)}" if writer is not None else ""))
         return EXIT_USAGE
     broken = summary.get("broken", 0)
-    if keylog and writer is not None and writer.packets:
-        broken += _decrypted_report(writer.files, keylog, timeout, names, fmt, redact, emit, emit_raw)
+    if keylog and files:
+        broken += _decrypted_report(files, keylog, timeout, names, fmt, redact, emit, emit_raw)
     return EXIT_BROKEN if broken else EXIT_OK
+
+
+def _say_losses(res, followed: bool, write_path: str | None) -> None:
+    """One stderr line per kind of loss that is not zero (the JSON summary has them all)."""
+    keep = f"; {write_path} holds every packet" if write_path and followed else ""
+    if res.dropped:
+        _err(f"{res.dropped} packets dropped by the kernel before capture (a bigger --buffer-mb helps)")
+    if res.shed:
+        _err(f"analysis shed {res.shed} packets while it was more than its --shed-after behind "
+             f"(worst lag {res.lag_max_s:.1f} s){keep}: re-run `wscap analyze` on the file for all verdicts")
+    if res.unanalysed:
+        why = res.extra.get("drain_cut") or "not read"
+        _err(f"{res.unanalysed} captured packets were not analysed ({why}){keep}")
+    skipped = res.extra.get("skipped_files") or []
+    if skipped:
+        _err(f"{len(skipped)} spool/ring file(s) were overwritten before the analysis read them "
+             "(a bigger --spool-mb/--ring-files helps)")
+
+
+def _nrb_bytes(names: dict[str, str]) -> bytes:
+    """Names as a pcapng Name Resolution Block for the written file (when this install has it)."""
+    if not names:
+        return b""
+    try:
+        from wscap.capture.writer import pcapng_nrb  # type: ignore[attr-defined]
+    except ImportError:
+        return b""
+    try:
+        return pcapng_nrb(names)
+    except Exception:  # noqa: BLE001 - names are a convenience; the capture must start
+        return b""
 
 
 def _decrypted_report(files: list[str], keylog: str, timeout: float, names: dict, fmt: str, redact,

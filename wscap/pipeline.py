@@ -17,6 +17,7 @@ from .chains import LINK_WINDOW_S, EncryptedLegs, build_chains, judge_chain, lin
 from .spool import Spool
 from .connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint, fmt_ip
 from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder
+from .dns import DOCKER_RESOLVER, DnsTracker
 from .http1 import looks_like_request, looks_like_response
 from .tls import ClientHello, looks_like_tls
 from .anomaly import make
@@ -31,7 +32,8 @@ MAX_TLS_LISTED = 10_000    # TLS connections listed in the document (the rest ar
 class Options:
     timeout_s: float = 3.0            # a leg without a response is decided after this long
     limits: Limits = field(default_factory=Limits)
-    names: tuple[tuple[str, str], ...] = ()   # ip -> name labels (Docker, --names)
+    names: tuple[tuple[str, str], ...] = ()   # ip -> name labels (--names; live: Docker too): win over all
+    names_fallback: tuple[tuple[str, str], ...] = ()   # ip -> name from the Docker API: below a capture's NRB names
     stream: bool = True               # emit Decided events (live); analyze only wants document()
     keylog: str | None = None         # SSLKEYLOGFILE: decrypt TLS connections with tshark (wscap.decrypt)
     keylog_sources: tuple[str, ...] = ()   # the user's key log files when several were merged into `keylog`
@@ -61,6 +63,9 @@ class Pipeline:
         self.timeout_ns = int(self.options.timeout_s * 1e9)
         self.stream = self.options.stream
         self.decoder = Decoder(self.limits.fragments)
+        self.dns = DnsTracker(self.limits.max_dns)
+        self.decoder.udp_sink = self.dns.udp
+        self.capture_names: dict[str, str] = {}   # ip -> name from the captures' Name Resolution Blocks
         # flow key -> Connection, or None for a flow proven uninteresting (cheap to skip).
         self.conns: dict[tuple, Connection | None] = {}
         self.registered = 0                      # upgrade attempts with a request (ids handed out)
@@ -107,6 +112,9 @@ class Pipeline:
                 # key log opened, at a sequence number of the plaintext stream.
                 seq, data, length = plain
                 seg = seg._replace(seq=seq, payload=data if data is not None else b"", paylen=length)
+        if seg.sport == 53 or seg.dport == 53 or seg.dst == DOCKER_RESOLVER or seg.src == DOCKER_RESOLVER:
+            self.dns.tcp(seg)                    # DNS over TCP: evidence, never an HTTP connection
+            return []
         src = (seg.src, seg.sport)
         key = flow_key(seg.src, seg.sport, seg.dst, seg.dport, seg.source)
         flags = seg.flags
@@ -441,7 +449,7 @@ class Pipeline:
         by_doc = {id(docs[id(ex)]): ex for ex in self._open}
         hs = [docs[id(ex)] for ex in self._open if ex.request is not None]
         at = [docs[id(ex)] for ex in self._open if ex.request is None]
-        chains, _used = build_chains(hs, at, self.options.timeout_s)
+        chains, _used = build_chains(hs, at, self.options.timeout_s, self.names(), self.dns)
         out: list[Decided] = []
         done: set[int] = set()
         for c in chains:
@@ -469,8 +477,14 @@ class Pipeline:
         return out
 
     # -- output ------------------------------------------------------------------
+    def names(self) -> dict[str, str]:
+        """Endpoint labels, by precedence: explicit (--names) > the captures' NRBs > the Docker API."""
+        return {**dict(self.options.names_fallback), **self.capture_names, **dict(self.options.names)}
+
     @property
     def stats(self) -> dict:
+        if self.dns.dropped:
+            self.limits_hit["max_dns"] = self.dns.dropped
         d = self.decoder.stats
         return {"packets": d.packets, "tcp_packets": d.tcp, "truncated_packets": d.truncated,
                 "flows": self.flows_seen, "flows_tracked": sum(1 for c in self.conns.values() if c is not None),
@@ -489,7 +503,8 @@ class Pipeline:
                 "decoder": (self.decoder.stats.packets, self.decoder.stats.tcp, self.decoder.stats.truncated,
                             self.decoder.frags.dropped),
                 "flows": self.flows_seen, "evicted": self.evicted, "unlinked": self.unlinked_attempts,
-                "limits_hit": self.limits_hit, "now": self.now_ns, "tls": self.tls_docs}
+                "limits_hit": self.limits_hit, "now": self.now_ns, "tls": self.tls_docs,
+                "dns": self.dns.export(), "capture_names": self.capture_names}
 
     def absorb(self, part: dict) -> None:
         """Merge a worker's file into this pipeline exactly as if it had been fed here, in order:
@@ -522,6 +537,9 @@ class Pipeline:
         for k, n in part["limits_hit"].items():
             self.limits_hit[k] = self.limits_hit.get(k, 0) + n
         self.now_ns = max(self.now_ns, part["now"])
+        self.dns.absorb(part["dns"])
+        for ip, name in part["capture_names"].items():
+            self.capture_names.setdefault(ip, name)
 
     def _linked(self) -> tuple[list[dict], list[dict], set[str]]:
         """Link every finished handshake (from the in-memory views); give used attempts their ids."""
@@ -546,19 +564,20 @@ class Pipeline:
         counts: dict[str, int] = {}
         light_chains = []
         encrypted = EncryptedLegs(self.tls_docs)
+        names = self.names()
         for i, c in enumerate(chains):
             chains[i] = None                   # judged chains live in chain_spool, not in memory
-            full = self._judge(c, proxies, encrypted)
+            full = self._judge(c, proxies, encrypted, names)
             counts[full["verdict"]["cause"]] = counts.get(full["verdict"]["cause"], 0) + 1
             light_chains.append({"hops": full["hops"], "verdict": {"broken": full["verdict"]["broken"],
                                                                    "cause": full["verdict"]["cause"]}})
             chain_locs.append(chain_spool.put(full))
         hs_summary = _handshake_counts(self._full(v) for v in shown)
-        names = dict(self.options.names)
         eps = endpoints(shown, light_chains, names)
         summ = _summary_from(hs_summary, light_chains, counts, self.tls_docs)
         head = {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}
-        tail = {"tls": self.tls_list(), "endpoints": eps, "stats": self.stats, "summary": summ}
+        tail = {"tls": self.tls_list(), "dns": self.dns.to_json(), "endpoints": eps, "stats": self.stats,
+                "summary": summ}
         write_document_streamed(fp, head, (self._full(v) for v in shown),
                                 (chain_spool.get(loc) for loc in chain_locs), tail)
         chain_spool.close()
@@ -571,9 +590,10 @@ class Pipeline:
         doc["id"] = view["id"]
         return doc
 
-    def _judge(self, c: dict, proxies: set[str], encrypted: EncryptedLegs | None = None) -> dict:
+    def _judge(self, c: dict, proxies: set[str], encrypted: EncryptedLegs | None = None,
+               names: dict[str, str] | None = None) -> dict:
         hops = [self._full(v) for v in c["hops"]]
-        judge_chain(c, hops, proxies)
+        judge_chain(c, hops, proxies, self.names() if names is None else names, self.dns, self.options.timeout_s)
         c["encrypted_before"] = encrypted.before(hops[0]) if encrypted is not None else None
         c["hops"] = [v["id"] for v in c["hops"]]
         for link in c["links"]:
@@ -584,10 +604,10 @@ class Pipeline:
         """The whole document in memory (renderers, the Python API); `write_json` streams it."""
         chains, used, proxies = self._linked()
         encrypted = EncryptedLegs(self.tls_docs)
-        chains = [self._judge(c, proxies, encrypted) for c in chains]
+        names = self.names()
+        chains = [self._judge(c, proxies, encrypted, names) for c in chains]
         shown = sorted(self.views + used, key=lambda v: (v["source"], v["first_frame"]))
         all_hs = [self._full(v) for v in shown]
-        names = dict(self.options.names)
         return {
             "version": SCHEMA_VERSION,
             "tool": f"wscap {__version__}",
@@ -595,6 +615,7 @@ class Pipeline:
             "handshakes": all_hs,
             "chains": chains,
             "tls": self.tls_list(),
+            "dns": self.dns.to_json(),
             "endpoints": endpoints(all_hs, chains, names),
             "stats": self.stats,
             "summary": summary(all_hs, chains, self.tls_docs),
@@ -625,7 +646,9 @@ def endpoints(handshakes: list[dict], chains: list[dict], names: dict[str, str])
             cip = ip_port(h["client"])[0]
             sip = ip_port(h["server"])[0]
             roles[cip].add("client" if i == 0 else "proxy")
-            roles[sip].add("backend" if i == len(hops) - 1 else "proxy")
+            role = _last_server_role(c, hops) if i == len(hops) - 1 else "proxy"
+            if role:
+                roles[sip].add(role)
     out = []
     for ip in sorted(roles):
         r = roles[ip]
@@ -633,6 +656,20 @@ def endpoints(handshakes: list[dict], chains: list[dict], names: dict[str, str])
             "client" if "client" in r else "unknown")
         out.append({"ip": ip, "name": names.get(ip), "role": role, "ports": sorted(ports.get(ip, ()))})
     return out
+
+
+def _last_server_role(chain: dict, hops: list[dict]) -> str | None:
+    """Role of the deepest leg's server, from the chain rather than a guess: a proxy when the
+    verdict says it answered or gave up without going upstream; the backend only when the chain
+    reached it (its request arrived, or its host answered the SYN with RST); else unknown —
+    a server that never answered may be a proxy waiting on its own upstream."""
+    last = hops[-1]
+    cause = chain["verdict"]["cause"]
+    if cause in ("no-upstream-connection", "proxy-rejected"):
+        return "proxy"
+    if len(hops) > 1:
+        return "backend" if last.get("request") is not None or last.get("outcome") == "refused" else None
+    return "backend" if last.get("response") is not None else None
 
 
 def _handshake_counts(handshakes) -> dict:

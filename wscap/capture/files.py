@@ -28,6 +28,8 @@ PCAP_MAGICS = {
     b"\xa1\xb2\x3c\x4d": (">", 1),
 }
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+MAX_NAMES = 10_000            # names read from Name Resolution Blocks, per file
+MAX_NAME_LEN = 255            # bytes of one name (a DNS name is at most 253)
 
 
 @dataclass(slots=True)
@@ -43,6 +45,8 @@ class ReadResult:
     linktypes: list[int] = field(default_factory=list)
     interfaces: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)   # ip -> name, from pcapng Name Resolution Blocks
+    names_skipped: int = 0    # NRB records not used: malformed, too long, not UTF-8, or over MAX_NAMES
 
     @property
     def complete(self) -> bool:
@@ -55,6 +59,7 @@ class ReadResult:
             "first_ts": _sec(self.first_ts_ns), "last_ts": _sec(self.last_ts_ns),
             "linktypes": self.linktypes, "interfaces": self.interfaces,
             "complete": self.complete, "errors": self.errors,
+            "names": self.names, "names_skipped": self.names_skipped,
         }
 
 
@@ -411,7 +416,10 @@ def _read_pcapng(f: BinaryIO, first4: bytes, path: str, result: ReadResult,
                 nbytes += caplen
                 yield RawFrame(no, last or 0, iface.linktype, body[4:4 + caplen], wirelen, 0, source)
                 continue
-            # Name resolution, statistics, custom blocks...: not packets, not counted.
+            if btype == 4:        # Name Resolution Block: names that travel with the capture
+                _read_nrb(body, endian, result)
+                continue
+            # Statistics, custom blocks...: not packets, not counted.
     except BaseException:
         # Interrupted (damaged gzip data, a read error): count what was yielded before re-raising.
         result.packets, result.bytes = no, nbytes
@@ -419,3 +427,82 @@ def _read_pcapng(f: BinaryIO, first4: bytes, path: str, result: ReadResult,
         raise
     result.packets, result.bytes = no, nbytes
     _finish(result, first, last)
+
+
+def _read_nrb(body: bytes, endian: str, result: ReadResult) -> None:
+    """ipv4/ipv6 records of a Name Resolution Block into `result.names`. As in Wireshark, the last
+    name of a record is the address's name and a later record overrides an earlier one. The block is whoever wrote the file's word: bounded (MAX_NAMES,
+    MAX_NAME_LEN), and a malformed record ends the block's reading, counted, never raised."""
+    import ipaddress
+    i = 0
+    while i + 4 <= len(body):
+        rtype, rlen = struct.unpack_from(endian + "HH", body, i)
+        if rtype == 0:
+            return                        # nrb_record_end (options follow: not needed)
+        val = body[i + 4:i + 4 + rlen]
+        if len(val) < rlen:
+            result.names_skipped += 1     # a record longer than its block
+            return
+        i += 4 + ((rlen + 3) & ~3)
+        size = 4 if rtype == 1 else 16 if rtype == 2 else 0
+        if not size:
+            continue                      # a record type this reader does not know: skip it
+        if rlen < size + 2 or val[-1] != 0:
+            result.names_skipped += 1
+            continue
+        ip = str(ipaddress.ip_address(val[:size]))
+        first = [n for n in val[size:-1].split(b"\0") if n][-1:] or [b""]
+        first = first[0]
+        try:
+            name = first.decode("utf-8")
+        except UnicodeDecodeError:
+            result.names_skipped += 1
+            continue
+        if not name or len(first) > MAX_NAME_LEN or not name.isprintable():
+            result.names_skipped += 1
+            continue
+        if ip not in result.names and len(result.names) >= MAX_NAMES:
+            result.names_skipped += 1
+            continue
+        result.names[ip] = name
+
+
+def read_names(path: str) -> tuple[dict[str, str], int]:
+    """Only the Name Resolution Blocks of a pcapng (for engines that read packets elsewhere):
+    -> (names, records skipped). Walks block headers and skips packet bodies; never raises."""
+    res = ReadResult(path=path)
+    try:
+        f = open_capture(path)
+    except OSError:
+        return {}, 0
+    try:
+        if _read_exact(f, 4) != PCAPNG_SHB:
+            return {}, 0
+        hdr = PCAPNG_SHB + _read_exact(f, 8)
+        endian = "<" if hdr[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+        while len(hdr) >= 8:
+            btype, blen = struct.unpack(endian + "II", hdr[:8])
+            if btype == 0x0A0D0D0A:
+                bom = hdr[8:12] if len(hdr) >= 12 else _read_exact(f, 4)
+                endian = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+                blen = struct.unpack(endian + "I", hdr[4:8])[0]
+                done = 12 if len(hdr) >= 12 else 12
+            else:
+                done = len(hdr)
+            if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
+                break
+            if btype == 4:
+                body = _read_exact(f, blen - done)
+                if len(body) < blen - done:
+                    break
+                _read_nrb(body[:-4], endian, res)
+            else:
+                skip = blen - done
+                if len(_read_exact(f, skip)) < skip:
+                    break
+            hdr = _read_exact(f, 8)
+    except (OSError, EOFError, zlib.error, struct.error, ValueError):
+        pass
+    finally:
+        f.close()
+    return res.names, res.names_skipped

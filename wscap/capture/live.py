@@ -1,37 +1,30 @@
-"""Live capture: backends that yield RawFrames, and the loop that feeds the pipeline.
+"""Live capture: the in-process backend, the pcap stream parser, and the loop that feeds the pipeline.
 
-Two backends, one interface (`Backend`):
+The default backends write the evidence in C and are followed from the file
+(wscap.capture.evidence: `wscap-capture`, or `tcpdump -w`); this module keeps
+what they share with the in-process one:
 
-* ``tcpdump``: `tcpdump -i IF -U --immediate-mode -w - -s SNAP FILTER` in a
-  child process; its pcap stream is parsed incrementally by `PcapStreamReader`.
-  libpcap's TPACKET_V3 ring and a second core do the capturing, so this is the
-  high-rate backend. Kernel drop counts come from tcpdump's own statistics
-  (SIGUSR1 prints them; the final ones come at exit).
-* ``scapy``: an AF_PACKET socket in this process, with the BPF program compiled
-  by scapy's libpcap binding (`scapy.arch.common.compile_filter`), like
-  scapy's `L2ListenSocket` but with a large receive buffer, nanosecond kernel
-  timestamps, SLL2 headers for `any`, and PACKET_STATISTICS for drops.
-
-`LiveLoop` is the one place frames go: numbered from 1, written to `--write`,
-fed to the streaming `Pipeline` (the same one `wscap analyze` runs), with
-`Pipeline.tick()` every ~200 ms so timeouts decide chains while the wire is
-quiet. Stopping (signal, --duration, --count, interface gone) always drains
-what the backend already captured, finishes the pipeline and closes the file.
+* ``scapy`` (`--backend scapy`): an AF_PACKET socket in this process, with the
+  BPF program compiled by scapy's libpcap binding, a large receive buffer,
+  nanosecond kernel timestamps, SLL2 headers for `any`, PACKET_STATISTICS for
+  drops. Capture, --write and analysis share one Python loop: not lossless
+  under load, kept for machines without a compiler or tcpdump.
+* `PcapStreamReader`, the incremental classic-pcap parser the follower uses.
+* `LiveLoop`, the one place frames go: numbered from 1, fed to the streaming
+  `Pipeline` (the same one `wscap analyze` runs), `Pipeline.tick()` every
+  ~200 ms with capture time (the follower's watermark) so timeouts decide
+  chains while the wire is quiet; shedding under overload; at the end a
+  bounded drain of what was already captured, with every loss counted.
 """
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
-import re
-import select
 import selectors
-import shutil
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
@@ -112,12 +105,13 @@ def _filter_error(expr: str, detail: str) -> BadFilter:
 @dataclass
 class CaptureConfig:
     iface: str = "any"
-    bpf: str = "tcp"
+    bpf: str = "tcp or port 53 or host 127.0.0.11"   # wscap.dns.LIVE_FILTER
     snaplen: int = DEFAULT_SNAPLEN
     promisc: bool = True
     buffer_mb: int = DEFAULT_BUFFER_MB
     run_as: str | None = None        # tcpdump -Z USER (the user we drop to)
-    immediate: bool = True           # tcpdump --immediate-mode (low latency; see live_backends.py)
+    immediate: bool = True           # tcpdump --immediate-mode (pipe backend only; see live_backends.py)
+    timeout_ms: int = 20             # libpcap buffer timeout of wscap-capture: TPACKET_V3 block retire
 
 
 # ---- streaming pcap reader -----------------------------------------------------------------
@@ -214,286 +208,6 @@ def _pdeathsig() -> None:
     except (OSError, AttributeError):
         pass
 
-
-# The guard: starts tcpdump, relays our requests ("u" = print statistics, "t" = stop)
-# as signals, and ends tcpdump when its stdin reaches EOF, i.e. when wscap is gone
-# however it died. Once tcpdump has switched user, the guard switches to the same one.
-_GUARD = r"""
-import os, select, signal, subprocess, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-try:
-    p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL)
-except OSError as e:
-    sys.stderr.write("tcpdump: %s\n" % e); sys.exit(127)
-def end(sig=signal.SIGTERM):
-    try:
-        p.send_signal(sig); p.wait(5)
-    except subprocess.TimeoutExpired:
-        p.kill(); p.wait()
-signal.signal(signal.SIGTERM, lambda *a: (end(), sys.exit(p.returncode or 0)))
-dropped = os.geteuid() != 0
-def follow():
-    # Become whoever tcpdump became (-Z / Debian's "tcpdump" user): the guard needs
-    # no more than that to signal it, so it does not stay root.
-    global dropped
-    try:
-        with open("/proc/%d/status" % p.pid) as f:
-            st = dict(l.split(":", 1) for l in f if ":" in l)
-        uid, gid = int(st["Uid"].split()[1]), int(st["Gid"].split()[1])
-    except (OSError, KeyError, ValueError):
-        return
-    if uid != 0:
-        os.setgroups([]); os.setresgid(gid, gid, gid); os.setresuid(uid, uid, uid)
-        dropped = True
-while True:
-    if not dropped:
-        follow()
-    try:
-        r, _, _ = select.select([0], [], [], 0.5 if dropped else 0.02)
-    except InterruptedError:
-        continue
-    if p.poll() is not None:
-        sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)
-    if r:
-        cmd = os.read(0, 64)
-        if not cmd:
-            end(); sys.exit(0)
-        for c in cmd:
-            if c == 117:   # u
-                p.send_signal(signal.SIGUSR1)
-            elif c == 116: # t
-                p.send_signal(signal.SIGTERM)
-"""
-
-
-_TCPDUMP_STAT = re.compile(rb"(\d+) packets? (captured|received by filter|dropped by kernel"
-                           rb"|dropped by interface)")
-
-
-class TcpdumpBackend:
-    """tcpdump writing pcap to a pipe; we parse the stream."""
-
-    name = "tcpdump"
-
-    def __init__(self, cfg: CaptureConfig, binary: str | None = None, start_timeout: float = 10.0):
-        self.cfg = cfg
-        self.binary = binary or shutil.which("tcpdump") or ""
-        if not self.binary:
-            raise BackendMissing(
-                "the tcpdump backend needs tcpdump: `sudo apt-get install tcpdump` "
-                "(or use `--backend scapy`: pip install scapy)")
-        self.reader = PcapStreamReader()
-        self.ended = False
-        self.end_reason: str | None = None
-        self.notices: list[str] = []
-        self._stats = {"captured": 0, "received": 0, "dropped": 0, "ifdropped": 0}
-        self._stderr = b""
-        self._eof = False
-        self._stopping = False
-        self._pending: list[RawFrame] = []
-        cmd = [self.binary, "-i", cfg.iface, "-U", "-w", "-",
-               "-s", str(cfg.snaplen), "-B", str(cfg.buffer_mb * 1024)]
-        if cfg.immediate:
-            cmd.append("--immediate-mode")
-        if not cfg.promisc:
-            cmd.append("-p")
-        if cfg.iface == "any":
-            cmd += ["-y", "LINUX_SLL2"]
-        if cfg.run_as:
-            cmd += ["-Z", cfg.run_as]
-        if cfg.bpf:
-            cmd.append(cfg.bpf)
-        self.cmd = cmd
-        try:
-            # tcpdump runs under a tiny root-owned guard (see _GUARD): tcpdump switches
-            # user (Debian's default, or -Z), which clears PR_SET_PDEATHSIG, so without
-            # the guard a SIGKILLed wscap would leave it capturing forever.
-            self.proc = subprocess.Popen([sys.executable, "-c", _GUARD, *cmd],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, preexec_fn=_pdeathsig,
-                                         start_new_session=True)
-        except OSError as e:
-            raise BackendMissing(f"cannot run {self.binary}: {e}") from e
-        assert self.proc.stdout and self.proc.stderr
-        self._out = self.proc.stdout.fileno()
-        self._err = self.proc.stderr.fileno()
-        _set_nonblock(self._out)
-        _set_nonblock(self._err)
-        try:
-            # A bigger pipe (64 KiB by default) lets tcpdump run ahead in bursts
-            # instead of stalling on us while its ring fills up.
-            fcntl.fcntl(self._out, 1031, 4 << 20)  # F_SETPIPE_SZ
-        except OSError:
-            try:
-                fcntl.fcntl(self._out, 1031, 1 << 20)
-            except OSError:
-                pass
-        self._wait_started(start_timeout)
-
-    # tcpdump writes the pcap header once the capture is open and the filter set;
-    # an exit before that is a startup error that we classify for the user.
-    def _wait_started(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.reader.started:
-            r, _, _ = select.select([self._out, self._err], [], [], 0.05)
-            self._read_err()
-            if self._out in r:
-                data = self._read_out()
-                if data:
-                    self._pending.extend(self.reader.feed(data))
-                    continue
-            if self.proc.poll() is not None or (self._eof and not self.reader.started):
-                self._read_err()
-                self._raise_start_error()
-            if b"listening on" in self._stderr and not self.reader.started:
-                # -U flushes the header only with the first packet on some libpcap
-                # versions; "listening on" already proves the capture is open.
-                self.linktype = self._linktype_from_banner()
-                return
-            if time.monotonic() > deadline:
-                self.close()
-                raise CaptureError(f"tcpdump did not start within {timeout:.0f}s: "
-                                   + self._stderr.decode("utf-8", "replace").strip())
-        self.linktype = self.reader.linktype or LINKTYPE_ETHERNET
-
-    def _linktype_from_banner(self) -> int:
-        m = re.search(rb"link-type (\S+)", self._stderr)
-        name = m.group(1).decode() if m else "EN10MB"
-        return {"EN10MB": LINKTYPE_ETHERNET, "LINUX_SLL2": LINKTYPE_LINUX_SLL2,
-                "LINUX_SLL": 113, "RAW": LINKTYPE_RAW, "NULL": 0}.get(name, LINKTYPE_ETHERNET)
-
-    def _raise_start_error(self) -> None:
-        err = self._stderr.decode("utf-8", "replace").strip()
-        low = err.lower()
-        self.close()
-        if "no such device" in low or "no such interface" in low or "doesn't exist" in low:
-            raise _iface_error(self.cfg.iface)
-        if "permitted" in low or "permission" in low or "you don't have" in low:
-            raise _perm_error(err)
-        if "syntax error" in low or "parse filter" in low or "filter" in low and "expression" in low:
-            detail = err.splitlines()[-1] if err else "syntax error"
-            raise _filter_error(self.cfg.bpf, detail.replace("tcpdump: ", ""))
-        if "-z" in low and "user" in low:
-            raise CaptureError(f"tcpdump could not switch to user {self.cfg.run_as!r}: {err}")
-        raise CaptureError(f"tcpdump failed to start (exit {self.proc.returncode}): {err}")
-
-    def _read_out(self) -> bytes:
-        try:
-            data = os.read(self._out, 1 << 20)
-        except BlockingIOError:
-            return b""
-        if not data:
-            self._eof = True
-        return data
-
-    def _read_err(self) -> None:
-        while True:
-            try:
-                data = os.read(self._err, 65536)
-            except (BlockingIOError, OSError):
-                return
-            if not data:
-                return
-            self._stderr += data
-            self._parse_stats()
-            if len(self._stderr) > 65536:
-                self._stderr = self._stderr[-32768:]
-
-    def _parse_stats(self) -> None:
-        key = {b"captured": "captured", b"received by filter": "received",
-               b"dropped by kernel": "dropped", b"dropped by interface": "ifdropped"}
-        for m in _TCPDUMP_STAT.finditer(self._stderr):
-            self._stats[key[m.group(2)]] = int(m.group(1))
-
-    def fileno(self) -> int:
-        return self._out
-
-    def read(self, max_frames: int = 4096) -> list[RawFrame]:
-        out = self._pending
-        self._pending = []
-        while len(out) < max_frames:
-            data = self._read_out()
-            if not data:
-                break
-            out.extend(self.reader.feed(data))
-        if self._eof:
-            self._finish_child()
-        return out
-
-    def _finish_child(self) -> None:
-        if self.ended:
-            return
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._read_err()
-        self.ended = True
-        if not self._stopping:
-            err = self._stderr.decode("utf-8", "replace")
-            lines = [ln for ln in err.splitlines()
-                     if ln.strip() and not _TCPDUMP_STAT.search(ln.encode())
-                     and "listening on" not in ln]
-            why = lines[-1].strip() if lines else f"tcpdump exited with status {self.proc.returncode}"
-            if "went down" in why or "disappeared" in why or "no such device" in why.lower():
-                why = f"interface {self.cfg.iface} went away ({why})"
-            self.end_reason = why
-
-    def stats(self) -> dict[str, int]:
-        # Ask tcpdump for fresh numbers (SIGUSR1 = print statistics); they arrive on
-        # stderr shortly, so callers see the previous request's answer.
-        self._read_err()
-        if self.proc.poll() is None and not self._stopping:
-            self._tell(b"u")
-        return {"received": self._stats["received"] or self._stats["captured"],
-                "dropped": self._stats["dropped"] + self._stats["ifdropped"]}
-
-    def stop(self) -> None:
-        """Ask tcpdump to stop capturing; it flushes what it has and exits."""
-        self._stopping = True
-        if self.proc.poll() is None:
-            self._tell(b"t")
-
-    def drain(self, timeout_s: float = 10.0) -> Iterable[RawFrame]:
-        deadline = time.monotonic() + timeout_s
-        while not self._eof and time.monotonic() < deadline:
-            r, _, _ = select.select([self._out], [], [], 0.2)
-            if r:
-                frames = self.read()
-                yield from frames
-            elif self.proc.poll() is not None and not r:
-                # Exited; one more read picks up anything left and the EOF.
-                frames = self.read()
-                yield from frames
-                if not frames:
-                    break
-        yield from self.read()
-        self._finish_child()
-
-    def _tell(self, cmd: bytes) -> None:
-        try:
-            assert self.proc.stdin
-            self.proc.stdin.write(cmd)
-            self.proc.stdin.flush()
-        except (OSError, ValueError):
-            pass
-
-    def close(self) -> None:
-        # EOF on the guard's stdin ends tcpdump (SIGTERM, then SIGKILL after 5 s).
-        if self.proc.stdin:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=8)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f:
-                f.close()
 
 
 def _ifindex(name: str) -> int:
@@ -712,12 +426,10 @@ class SocketBackend:
 
 # ---- backend choice --------------------------------------------------------------------------
 
-BACKENDS = ("tcpdump", "scapy")
+BACKENDS = ("scapy",)   # in-process backends; the C evidence writers are in wscap.capture.evidence
 
 
 def backend_available(name: str) -> bool:
-    if name == "tcpdump":
-        return shutil.which("tcpdump") is not None
     if name == "scapy":
         try:
             import scapy.arch.common  # noqa: F401
@@ -728,24 +440,12 @@ def backend_available(name: str) -> bool:
 
 
 def open_backend(name: str, cfg: CaptureConfig) -> Backend:
-    """Open the named backend, or the best installed one for "auto".
-
-    tcpdump is preferred (see scripts/bench/live_backends.py for the numbers): it
-    captures on its own core from an mmap ring, so bursts don't cost kernel drops.
-    """
-    if name == "auto":
-        for cand in BACKENDS:
-            if backend_available(cand):
-                name = cand
-                break
-        else:
-            raise BackendMissing("no capture backend: install tcpdump (`apt-get install tcpdump`) "
-                                 "or scapy (`pip install scapy`)")
-    if name == "tcpdump":
-        return TcpdumpBackend(cfg)
+    """The in-process scapy backend (`--backend scapy`): the packet socket is read, written
+    to --write and analysed by this process, so under load the file loses what the analysis
+    loses. The default is a C writer (wscap.capture.evidence)."""
     if name == "scapy":
         return SocketBackend(cfg)
-    raise CaptureError(f"unknown backend {name!r} (choose from auto, {', '.join(BACKENDS)})")
+    raise CaptureError(f"unknown in-process backend {name!r} (choose from {', '.join(BACKENDS)})")
 
 
 # ---- the loop --------------------------------------------------------------------------------
@@ -759,6 +459,12 @@ class LiveResult:
     interface_gone: bool = False
     events: int = 0
     elapsed: float = 0.0
+    written: int = 0           # packets the evidence writer put in the file(s)
+    analysed: int = 0          # frames fed to the analysis
+    shed: int = 0              # frames read but not analysed (overload: see ShedState)
+    unanalysed: int = 0        # frames written but never read (drain bound, or files overwritten)
+    lag_max_s: float = 0.0     # the analysis's worst delay behind the writer, capture time
+    lag_s: float = 0.0         # ... at the end
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -775,7 +481,8 @@ class LiveLoop:
                  on_frame: Callable[[RawFrame], None] | None = None,
                  on_notice: Callable[[str], None] | None = None,
                  duration: float | None = None, count: int | None = None,
-                 tick_s: float = 0.2, status_s: float = 0.5, source: int = 0):
+                 tick_s: float = 0.2, status_s: float = 0.5, source: int = 0,
+                 shed_after_s: float = 0.0, drain_s: float = 30.0):
         self.backend = backend
         self.pipeline = pipeline
         self.writer = writer
@@ -789,14 +496,23 @@ class LiveLoop:
         self.status_s = status_s
         self.source = source
         self.result = LiveResult()
+        from wscap.capture.follow import ShedState
+        self.shed = ShedState(shed_after_s)
+        self.drain_s = drain_s
         self._stop_reason: str | None = None
+        self._hurry = False       # a second signal: stop analysing what is left
         self._no = 0
         self._start = 0.0
 
     def stop(self, reason: str = "stopped") -> None:
-        """Signal-safe: just records the request; the loop notices within one tick."""
+        """Signal-safe: just records the request; the loop notices within one tick.
+
+        A second request while already stopping cuts the analysis drain short
+        (what is left unanalysed is counted; the file is complete either way)."""
         if self._stop_reason is None:
             self._stop_reason = reason
+        else:
+            self._hurry = True
 
     @property
     def stopping(self) -> bool:
@@ -812,26 +528,45 @@ class LiveLoop:
 
     def _handle(self, frames: list[RawFrame]) -> None:
         pipe, writer, on_frame, src = self.pipeline, self.writer, self.on_frame, self.source
+        # Following a file the C writer wrote: frames are taken as the file holds them
+        # (a re-analysis gives the same verdicts), numbered before any shedding so that
+        # frame N is always the file's frame N, and --count is the writer's job.
+        follows_file = writer is None and hasattr(self.backend, "watermark_ns")
+        shedding = follows_file and self.shed.active
+        if shedding:
+            from wscap.capture.follow import worth_analysing
         for f in frames:
-            if self.count is not None and self._no >= self.count:
+            if self.count is not None and self._no >= self.count and not follows_file:
                 self.stop(f"--count {self.count} reached")
                 return
             self._no += 1
-            # µs timestamps, as tcpdump and the pcap we write have: the live verdicts
-            # then match a re-analysis of the written file to the last digit.
-            f = f._replace(no=self._no, source=src, ts_ns=f.ts_ns - f.ts_ns % 1000)
+            if follows_file:
+                f = f._replace(no=self._no, source=src)
+            else:
+                # µs timestamps, as the pcap we write has: the live verdicts then match
+                # a re-analysis of the written file to the last digit.
+                f = f._replace(no=self._no, source=src, ts_ns=f.ts_ns - f.ts_ns % 1000)
             if writer is not None:
                 writer.write(f)
             if on_frame is not None:
                 on_frame(f)
-            if pipe is not None:
-                try:
-                    self._emit(pipe.feed(f))
-                except Exception as e:  # noqa: BLE001
-                    self._analysis_failed(e)
-                    pipe = None
-        if self.count is not None and self._no >= self.count:
+            if pipe is None:
+                continue
+            if shedding and not worth_analysing(f):
+                self.shed.note(f)
+                continue
+            try:
+                self.result.analysed += 1
+                self._emit(pipe.feed(f))
+            except Exception as e:  # noqa: BLE001
+                self._analysis_failed(e)
+                pipe = None
+        if self.count is not None and self._no >= self.count and not follows_file:
             self.stop(f"--count {self.count} reached")
+
+    @property
+    def follows_file(self) -> bool:
+        return self.writer is None and hasattr(self.backend, "watermark_ns")
 
     def status(self) -> dict:
         st = self.backend.stats()
@@ -845,10 +580,24 @@ class LiveLoop:
         if self.writer is not None:
             d["written"] = self.writer.packets
             d["write_error"] = self.writer.error
+        elif "written" in st:
+            d["written"] = st["written"]
+        if self.follows_file:
+            d["lag_s"] = self.result.lag_s
+            d["shed"] = self.shed.shed
         return d
+
+    def _update_lag(self) -> None:
+        lag = self.backend.lag_s(time.time_ns())
+        self.result.lag_s = lag
+        if lag > self.result.lag_max_s:
+            self.result.lag_max_s = lag
+        self.shed.update(lag)
 
     def run(self) -> LiveResult:
         b = self.backend
+        follows = self.follows_file
+        poll_iv = getattr(b, "poll_interval", None) if follows else None
         sel = selectors.DefaultSelector()
         sel.register(b.fileno(), selectors.EVENT_READ)
         self._start = now = time.monotonic()
@@ -859,8 +608,12 @@ class LiveLoop:
             while self._stop_reason is None:
                 now = time.monotonic()
                 wake = min(next_tick, next_status, deadline if deadline is not None else next_tick)
+                if poll_iv:
+                    wake = min(wake, now + poll_iv)
+                if follows and b.more_ready:
+                    wake = now
                 ready = sel.select(max(0.0, wake - now)) if wake > now else sel.select(0)
-                if ready:
+                if ready or follows:
                     self._handle(b.read())
                     notices = getattr(b, "notices", None)
                     while notices:
@@ -868,17 +621,27 @@ class LiveLoop:
                         if self.on_notice:
                             self.on_notice(msg)
                 if b.ended:
-                    self.result.interface_gone = "went away" in (b.end_reason or "")
-                    self.stop(b.end_reason or "capture ended")
+                    self.result.interface_gone = "went away" in (b.end_reason or "") or \
+                        "ifgone" in (b.end_reason or "")
+                    reason = b.end_reason or "capture ended"
+                    if reason == "count" and self.count is not None:
+                        reason = f"--count {self.count} reached"
+                    self.stop(reason)
                     break
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     self.stop(f"--duration {self.duration:g}s elapsed")
+                if follows:
+                    self._update_lag()
                 if now >= next_tick:
                     next_tick = now + self.tick_s
                     if self.pipeline is not None:
+                        # Decisions in capture time: the watermark up to which the file has
+                        # been read, never the wall clock (a lagging analysis would otherwise
+                        # call `no-response` an answer it has not read yet).
+                        ts = b.watermark_ns(time.time_ns()) if follows else time.time_ns()
                         try:
-                            self._emit(self.pipeline.tick(time.time_ns()))
+                            self._emit(self.pipeline.tick(ts))
                         except Exception as e:  # noqa: BLE001
                             self._analysis_failed(e)
                     if self.writer is not None:
@@ -892,6 +655,24 @@ class LiveLoop:
             self._shutdown()
         return self.result
 
+    def _drain_followed(self) -> None:
+        """After stop: the writer flushes and ends; read its file to the end, within drain_s."""
+        b = self.backend
+        deadline = time.monotonic() + self.drain_s
+        while not self._hurry and time.monotonic() < deadline:
+            frames = b.read()
+            if frames:
+                self._handle(frames)
+                continue
+            if b.ended:
+                break
+            if b.writer.wait(0.02) is None:
+                time.sleep(0.005)
+        if not b.ended:
+            # Analysis time is up (or a second signal): the writer still finishes its file.
+            b.writer.wait(10)
+            self.result.extra["drain_cut"] = "second signal" if self._hurry else f"after {self.drain_s:g} s"
+
     def _shutdown(self) -> None:
         b = self.backend
         self.result.reason = self._stop_reason or "stopped"
@@ -899,8 +680,10 @@ class LiveLoop:
         try:
             try:
                 b.stop()
+                if self.follows_file:
+                    self._drain_followed()
                 # What the backend already captured is handed over (bounded by drain()).
-                if self.count is None or self._no < self.count:
+                elif self.count is None or self._no < self.count:
                     batch: list[RawFrame] = []
                     for f in b.drain():
                         batch.append(f)
@@ -912,9 +695,23 @@ class LiveLoop:
                     for _ in b.drain():
                         pass
                 st = b.stats()
+                if self.follows_file:
+                    b._pump()
+                    st = b.stats()
+                    self.result.written = st.get("written", 0)
+                    if getattr(b.writer, "flush", None) is None:
+                        # tcpdump counts what it captured, not what reached the file: count the file.
+                        self.result.written = self._no + b.follower.count_unread()
+                    self.result.unanalysed = max(0, self.result.written - self._no)
+                    self.result.extra["skipped_files"] = list(b.follower.skipped_files)
+                    self.result.extra["truncated_files"] = list(b.follower.truncated)
+                    self._update_lag()
+                    if self.result.unanalysed == 0:
+                        self.result.lag_s = 0.0
             finally:
                 b.close()
             self.result.packets = self._no
+            self.result.shed = self.shed.shed
             self.result.received = st.get("received", 0)
             self.result.dropped = st.get("dropped", 0)
             self.result.elapsed = time.monotonic() - self._start

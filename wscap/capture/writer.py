@@ -70,6 +70,52 @@ def pcapng_idb(linktype: int, snaplen: int, name: str | None) -> bytes:
     return struct.pack("<II", 1, ln) + body + struct.pack("<I", ln)
 
 
+NRB_MAX_BLOCK = 64 * 1024    # bytes per Name Resolution Block (readers bound block sizes)
+
+
+def pcapng_nrb(names: dict[str, str]) -> bytes:
+    """Name Resolution Block(s) for `names` (ip -> name; a value may hold several names separated
+    by whitespace or be a list), to write right after the IDBs: the names then travel with the
+    capture (Wireshark shows them with `-N n`, `wscap analyze` labels endpoints with them); with
+    several names for one address, both show the last one, so put the preferred label last.
+    IPv4 records are type 1, IPv6 type 2; each name is UTF-8, NUL-terminated, record padded to 4
+    bytes, then an end record. Large tables are split over several blocks. b"" when empty."""
+    import ipaddress
+    records: list[bytes] = []
+    for ip, value in names.items():
+        try:
+            addr = ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            continue
+        items = value if isinstance(value, (list, tuple)) else str(value).split()
+        parts = [n.encode("utf-8")[:255] for n in items if n]
+        parts = [p for p in parts if b"\0" not in p]
+        if not parts:
+            continue
+        val = addr.packed + b"".join(p + b"\0" for p in parts)
+        if len(val) > 0xFFFF:
+            continue
+        records.append(struct.pack("<HH", 1 if addr.version == 4 else 2, len(val)) + _pad4(val))
+    out = []
+    block: list[bytes] = []
+    size = 0
+
+    def close() -> None:
+        body = b"".join(block) + struct.pack("<HH", 0, 0)
+        ln = 12 + len(body)
+        out.append(struct.pack("<II", 4, ln) + body + struct.pack("<I", ln))
+
+    for r in records:
+        if block and size + len(r) > NRB_MAX_BLOCK:
+            close()
+            block, size = [], 0
+        block.append(r)
+        size += len(r)
+    if block:
+        close()
+    return b"".join(out)
+
+
 def pcapng_epb(f: RawFrame, iface_id: int = 0) -> bytes:
     ts = f.ts_ns // 1000
     data = _pad4(f.data)

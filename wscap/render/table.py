@@ -73,10 +73,26 @@ def ladder(chain: dict, by_id: dict[int, dict], names: dict[str, str]) -> str:
 def chain_line(chain: dict, doc: dict | None = None) -> str:
     v = chain["verdict"]
     text = f"chain {chain['id']}: {v['cause']}" + (f" at hop {v['hop']}" if v["hop"] is not None else "")
+    names = _names(doc) if doc is not None else {}
     if doc is not None:
         by_id = {h["id"]: h for h in doc["handshakes"]}
-        text += "  " + ladder(chain, by_id, _names(doc))
-    return text + "\n    " + term(v["summary"])
+        text += "  " + ladder(chain, by_id, names)
+    return text + "\n    " + term(v["summary"]) + "".join("\n    " + line for line in dns_lines(v, names))
+
+
+def dns_lines(verdict: dict, names: dict[str, str]) -> list[str]:
+    """The failed lookups a verdict cites, one line each: `DNS: NAME RCODE (frame N), ...`."""
+    d = verdict.get("dns") or {}
+    out = []
+    host = d.get("host") or ""
+    who = f"{names[host]} ({host})" if names.get(host) else host
+    for lk in d.get("lookups") or []:
+        if lk["outcome"] == "ok":
+            continue
+        what = (f"{lk['rcode']} (frame {lk['answer_frame']})" if lk["rcode"] is not None
+                else f"no answer (query frame {lk['query_frame']})")
+        out.append(f"DNS: {term(lk['name'] or '?')} {what}, {term(lk['type'] or '?')} lookup by {term(who)}")
+    return out
 
 
 def diff_table(d: dict) -> str:
@@ -145,6 +161,7 @@ def render_table(doc: dict, verbose: bool = False) -> str:
             out.append(f"  [{c['id']}] {status:6} {v['cause']}"
                        + (f" (hop {v['hop']})" if v["hop"] is not None else "") + "  " + ladder(c, by_id, names))
             out.append("         " + term(v["summary"]))
+            out += ["         " + line for line in dns_lines(v, names)]
             enc = c.get("encrypted_before")
             if enc:
                 out.append(f"         Before hop 0: {term(label(enc['client'], names))} → "
@@ -159,7 +176,7 @@ def render_table(doc: dict, verbose: bool = False) -> str:
     if verbose:
         for h in doc["handshakes"]:
             out.append("")
-            out.append(f"── handshake {h['id']}: {term(h['client'])} → {term(h['server'])}")
+            out.append(f"── handshake {h['id']}: {term(label(h['client'], names))} → {term(label(h['server'], names))}")
             for part in ("request", "response"):
                 msg = h.get(part)
                 if msg:

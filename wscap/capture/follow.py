@@ -1,0 +1,340 @@
+"""The analysis side of live capture: read the capture file(s) behind the C writer.
+
+A C capturer (our `wscap-capture`, or tcpdump as the fallback) writes every
+packet the kernel hands over to the `--write` file, or to a bounded spool, at
+its own pace. This module follows those files as they grow and turns them back
+into `RawFrame`s for the pipeline, so the file a user keeps never depends on
+how fast Python analyses it: when the analysis falls behind, it reads later
+(and, past `shed_after_s`, reads less), but the file is already complete.
+
+Time: the writer reports "everything handed over before wall-clock T is in the
+file before byte B" (`flush` events). Once the follower has read past B, T
+minus the kernel's block-retire slack is a safe *capture-time watermark*: no
+packet older than it can still arrive. The live loop decides answer timeouts
+with that watermark, never with the wall clock, so a lagging analysis cannot
+call `no-response` a handshake whose 101 is already in the file.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+from wscap.model import (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW,
+                         RawFrame)
+
+PCAPNG_SHB = 0x0A0D0D0A
+MAX_BLOCK = 16 << 20          # a block larger than this is corruption, not a packet
+READ_CHUNK = 1 << 20
+
+
+class PcapngStreamReader:
+    """Incremental pcapng parser: feed() bytes as they arrive, get RawFrames (no = 0).
+
+    One section at a time (each ring file starts its own); interface ids map to
+    `RawFrame.iface`, timestamps honour if_tsresol/if_tsoffset.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._e = "<"
+        self.ifaces: list[tuple[int, int, int, int, str]] = []   # linktype, mul, div, offset_ns, name
+        self.linktype: int | None = None
+        self.bytes = 0
+        self.error: str | None = None
+
+    @property
+    def started(self) -> bool:
+        return bool(self.ifaces)
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[RawFrame]:
+        from wscap.capture.files import _idb_options
+        self._buf += data
+        self.bytes += len(data)
+        out: list[RawFrame] = []
+        buf = self._buf
+        pos, n = 0, len(buf)
+        while self.error is None and n - pos >= 12:
+            btype = struct.unpack_from("<I", buf, pos)[0]
+            if btype == PCAPNG_SHB:
+                bom = bytes(buf[pos + 8:pos + 12])
+                self._e = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else ""
+                if not self._e:
+                    self.error = f"corrupt section header (byte-order magic {bom.hex()})"
+                    break
+            e = self._e
+            btype, blen = struct.unpack_from(e + "II", buf, pos)
+            if blen < 12 or blen % 4 or blen > MAX_BLOCK:
+                self.error = f"corrupt block (type {btype:#x}, length {blen})"
+                break
+            if n - pos < blen:
+                break
+            body = memoryview(buf)[pos + 8:pos + blen - 4]
+            if btype == PCAPNG_SHB:
+                self.ifaces = []
+            elif btype == 1 and len(body) >= 8:
+                lt, _r, _snap = struct.unpack_from(e + "HHI", body, 0)
+                mul, div, off, name = _idb_options(bytes(body[8:]), e)
+                self.ifaces.append((lt, mul, div, off, name))
+                if self.linktype is None:
+                    self.linktype = lt
+            elif btype == 6 and len(body) >= 20:
+                ifid, hi, lo, caplen, wirelen = struct.unpack_from(e + "IIIII", body, 0)
+                if ifid < len(self.ifaces) and caplen <= len(body) - 20:
+                    lt, mul, div, off, _ = self.ifaces[ifid]
+                    ts = ((hi << 32) | lo) * mul // div + off
+                    out.append(RawFrame(0, ts, lt, bytes(body[20:20 + caplen]), wirelen, ifid))
+            body.release()
+            pos += blen
+        if pos:
+            del buf[:pos]
+        return out
+
+
+def stream_reader(first: bytes):
+    """The right incremental reader for a file starting with `first` (>= 4 bytes)."""
+    if struct.unpack_from("<I", first)[0] == PCAPNG_SHB:
+        return PcapngStreamReader()
+    from wscap.capture.live import PcapStreamReader
+    return PcapStreamReader()
+
+
+class FileFollower:
+    """Reads a sequence of capture files (one, or a ring) as a writer appends to them.
+
+    `add(seq, path)` announces each file in writing order; a file is left for the
+    next one only when the next one has been announced (the writer closes a file
+    before opening its successor) and this one is read to its end. A file that is
+    gone before it was opened (ring or spool overwritten while the analysis lagged)
+    is skipped and counted.
+    """
+
+    def __init__(self, delete_after_read: bool = False) -> None:
+        self._queue: deque[tuple[int, str]] = deque()
+        self.delete_after_read = delete_after_read
+        self.fd: int | None = None
+        self.seq = -1
+        self.path: str | None = None
+        self.offset = 0                   # bytes of the current file consumed (parsed or buffered)
+        self.reader = None
+        self.skipped_files: list[str] = []
+        self.truncated: list[str] = []    # files that ended inside a record
+        self.errors: list[str] = []
+        self.linktype: int | None = None
+
+    def add(self, seq: int, path: str) -> None:
+        self._queue.append((seq, path))
+
+    @property
+    def has_next(self) -> bool:
+        return bool(self._queue)
+
+    def _open_next(self) -> bool:
+        while self._queue:
+            seq, path = self._queue.popleft()
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    self.skipped_files.append(path)
+                    continue
+                self.errors.append(f"{path}: {e.strerror}")
+                continue
+            self.fd, self.seq, self.path, self.offset, self.reader = fd, seq, path, 0, None
+            return True
+        return False
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            if self.reader is not None and self.reader.pending:
+                self.truncated.append(self.path or "?")
+            if self.delete_after_read and self.path:
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
+        self.fd, self.reader = None, None
+
+    def read(self, max_bytes: int = 4 * READ_CHUNK) -> list[RawFrame]:
+        """Frames from whatever has been written since the last call (may be empty)."""
+        out: list[RawFrame] = []
+        got = 0
+        while got < max_bytes:
+            if self.fd is None and not self._open_next():
+                break
+            try:
+                data = os.read(self.fd, min(READ_CHUNK, max_bytes - got))
+            except OSError as e:
+                self.errors.append(f"{self.path}: {e.strerror}")
+                data = b""
+            if not data:
+                if self._queue:           # complete: its successor exists
+                    self._close()
+                    continue
+                break
+            got += len(data)
+            self.offset += len(data)
+            if self.reader is None:
+                if len(data) < 4:
+                    # Too early to tell the format: give the bytes back for the next call.
+                    os.lseek(self.fd, -len(data), os.SEEK_CUR)
+                    self.offset -= len(data)
+                    break
+                self.reader = stream_reader(data)
+            try:
+                frames = self.reader.feed(data)
+            except ValueError as e:
+                self.errors.append(f"{self.path}: {e}")
+                self._queue.clear()
+                self._close()
+                break
+            if getattr(self.reader, "error", None):
+                self.errors.append(f"{self.path}: {self.reader.error}")
+                self._close()
+                continue
+            if self.linktype is None and self.reader.linktype is not None:
+                self.linktype = self.reader.linktype
+            out.extend(frames)
+        return out
+
+    @property
+    def at_end(self) -> bool:
+        """Everything announced so far has been read (the writer may still append)."""
+        return not self._queue and (self.fd is None or os.fstat(self.fd).st_size <= self.offset)
+
+    def position(self) -> tuple[int, int]:
+        """(file seq, bytes fully parsed in it): what the analysis has really seen."""
+        pending = self.reader.pending if self.reader is not None else 0
+        return self.seq, self.offset - pending
+
+    def _clone_reader(self):
+        """A reader in the same state as ours (format, interfaces, pending bytes)."""
+        r = self.reader
+        if r is None:
+            return None
+        c = type(r)()
+        c.__dict__.update({k: (bytearray(v) if isinstance(v, bytearray) else
+                               list(v) if isinstance(v, list) else v) for k, v in r.__dict__.items()})
+        return c
+
+    def count_unread(self) -> int:
+        """Records left in the files past the read position (for the loss count at the end)."""
+        todo = []
+        if self.fd is not None and self.path:
+            todo.append((self.path, self.offset, self._clone_reader()))
+        todo += [(p, 0, None) for _, p in self._queue]
+        n = 0
+        for path, off, reader in todo:
+            try:
+                f = open(path, "rb")
+            except OSError:
+                continue
+            with f:
+                f.seek(off)
+                while True:
+                    chunk = f.read(READ_CHUNK * 4)
+                    if not chunk:
+                        break
+                    if reader is None:
+                        if len(chunk) < 4:
+                            break
+                        reader = stream_reader(chunk)
+                    try:
+                        n += len(reader.feed(chunk))
+                    except ValueError:
+                        break
+        return n
+
+    def close(self) -> None:
+        self._close()
+        while self._queue and self.delete_after_read:
+            _, p = self._queue.popleft()
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+# ---- shedding -------------------------------------------------------------------------------------
+
+_HEAD_STARTS = (b"GET ", b"HTTP/", b"PRI ", b"CONNECT ", b"POST ", b"HEAD ", b"PUT ", b"OPTIONS ",
+                b"DELETE ", b"PATCH ")
+_LINK_HDR = {LINKTYPE_ETHERNET: 14, LINKTYPE_LINUX_SLL2: 20, LINKTYPE_LINUX_SLL: 16, LINKTYPE_RAW: 0}
+
+
+def worth_analysing(f: RawFrame) -> bool:
+    """Cheap test of whether a frame can matter to handshake analysis when it must be shed.
+
+    Kept: anything that is not plain TCP (DNS, tunnels, fragments: rare and cheap),
+    TCP SYN/FIN/RST (connection lifecycle: refusals, resets, closes), and TCP
+    payloads that start like an HTTP head, a TLS handshake record or the HTTP/2
+    preface. Dropped: everything else (bulk data, ACKs, WebSocket message
+    traffic) — which is what a dev stack's load is made of.
+    """
+    d = f.data
+    off = _LINK_HDR.get(f.linktype)
+    if off is None:
+        return True
+    if f.linktype == LINKTYPE_ETHERNET:
+        et = d[12:14]
+        while et in (b"\x81\x00", b"\x88\xa8") and len(d) >= off + 4:
+            off += 4
+            et = d[off - 2:off]
+    if len(d) < off + 20:
+        return True
+    v = d[off] >> 4
+    if v == 4:
+        if d[off + 9] != 6 or d[off + 6] & 0x3F or d[off + 7]:
+            return True                     # not TCP, or a fragment
+        ihl = (d[off] & 0x0F) * 4
+        tcp = off + ihl
+    elif v == 6:
+        if d[off + 6] != 6:
+            return True
+        tcp = off + 40
+    else:
+        return True
+    if len(d) < tcp + 14:
+        return True
+    flags = d[tcp + 13]
+    if flags & 0x07:                        # FIN, SYN, RST
+        return True
+    pay = tcp + (d[tcp + 12] >> 4) * 4
+    if pay >= len(d):
+        return False                        # a bare ACK
+    start = d[pay:pay + 8]
+    return start[:1] == b"\x16" or start.startswith(_HEAD_STARTS)
+
+
+@dataclass
+class ShedState:
+    """Analysis shedding with hysteresis: on past `after_s` of lag, off below a quarter of it."""
+    after_s: float
+    active: bool = False
+    shed: int = 0                   # frames not analysed because of shedding
+    episodes: int = 0
+    first_ts_ns: int | None = None  # capture-time span of what was shed
+    last_ts_ns: int | None = None
+
+    def update(self, lag_s: float) -> None:
+        if self.after_s <= 0:
+            return
+        if not self.active and lag_s > self.after_s:
+            self.active = True
+            self.episodes += 1
+        elif self.active and lag_s < self.after_s / 4:
+            self.active = False
+
+    def note(self, f: RawFrame) -> None:
+        """One frame was shed."""
+        self.shed += 1
+        if self.first_ts_ns is None:
+            self.first_ts_ns = f.ts_ns
+        self.last_ts_ns = f.ts_ns
