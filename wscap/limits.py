@@ -21,3 +21,4 @@ class Limits:
     max_dns: int = 20_000                # DNS transactions kept (oldest dropped first)
     hpack_table: int = 64 * 1024         # HPACK dynamic table per direction, whatever the peer's SETTINGS say
     h2_header_bytes: int = 1 << 20       # decoded HTTP/2 header bytes kept per connection (HPACK amplification)
+    tunnel_depth: int = 8                # nested encapsulations opened per packet (VXLAN in GRE in ...)

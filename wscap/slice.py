@@ -174,6 +174,28 @@ def slice_capture(in_path: str, out_path: str, legs: Iterable[tuple[str, str]]) 
     """
     keys = {tcp_key(_endpoint(c), _endpoint(s)) for c, s in legs}
     res = SliceResult()
+    from .decode import Decoder
+    from .model import RawFrame
+
+    def matcher():
+        tunnels = Decoder(max_fragments=64)
+        n = [0]
+
+        def match(p: _Pkt) -> bool | None:
+            """True/False: the packet is/is not one of the legs'; None: no TCP 4-tuple in it."""
+            n[0] += 1
+            t = _tcp_tuple(p.linktype, p.data)
+            if t is None:
+                # Inside a tunnel (VXLAN, GENEVE, GRE, IP-in-IP, MPLS, GTP-U): match on the inner
+                # 4-tuple, keep the packet whole (outer headers and all), as analyze found it.
+                seg = tunnels.decode(RawFrame(n[0], p.ts_ns, p.linktype, p.data, p.wirelen))
+                if seg is not None and seg.tunnel is not None:
+                    t = (seg.src, seg.sport), (seg.dst, seg.dport)
+            if t is None:
+                return None
+            return tcp_key(*t) in keys
+        return match
+
     # Two passes, nothing held: the first learns the output's link type and resolution (the pcap
     # header comes first), the second copies the matching packets straight to the file. A slice
     # of a huge chain costs constant memory (it once kept every matching packet in a list).
@@ -181,15 +203,15 @@ def slice_capture(in_path: str, out_path: str, legs: Iterable[tuple[str, str]]) 
     linktypes: set[int] = set()
     nano = False
     matched = 0
+    match = matcher()
     for p in _packets(in_path, res):
         res.packets_read += 1
         if first_lt is None:
             first_lt = p.linktype
-        t = _tcp_tuple(p.linktype, p.data)
-        if t is None:
+        m = match(p)
+        if m is None:
             res.undecoded += 1
-            continue
-        if tcp_key(*t) in keys:
+        elif m:
             matched += 1
             linktypes.add(p.linktype)
             nano = nano or p.ns_res
@@ -206,9 +228,9 @@ def slice_capture(in_path: str, out_path: str, legs: Iterable[tuple[str, str]]) 
     with open_output(out_path, binary=True) as out:     # never through a symlink (see wscap.outpath)
         out.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262144, linktype))
         again = SliceResult()          # the second pass meets the same errors: said once
+        match = matcher()
         for p in (_packets(in_path, again) if matched else ()):
-            t = _tcp_tuple(p.linktype, p.data)
-            if t is None or tcp_key(*t) not in keys:
+            if not match(p):
                 continue
             sec, frac = divmod(p.ts_ns, 1_000_000_000)
             if not 0 <= sec <= 0xFFFFFFFF:

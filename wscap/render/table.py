@@ -141,7 +141,14 @@ def render_table(doc: dict, verbose: bool = False) -> str:
         out.append(tabulate(handshake_rows(doc), headers=["id", "client", "server", "target", "status",
                                                           "outcome", "frame", "anomalies"], tablefmt="simple"))
     else:
-        out.append("\nno HTTP upgrade handshakes found")
+        st = doc.get("stats") or {}
+        why = ""
+        if st.get("unsupported_encapsulation"):
+            why = " (" + ", ".join(f"{term(k)} {n}" for k, n in st["unsupported_encapsulation"].items()) + \
+                  " packet(s) in encapsulations wscap does not read)"
+        elif st.get("packets") and not st.get("tcp_packets"):
+            why = " (no TCP packets in the capture)"
+        out.append("\nno HTTP upgrade handshakes found" + why)
     out += tls_lines(doc)
     by_id = {h["id"]: h for h in doc["handshakes"]}
     names = _names(doc)
@@ -177,6 +184,8 @@ def render_table(doc: dict, verbose: bool = False) -> str:
         for h in doc["handshakes"]:
             out.append("")
             out.append(f"── handshake {h['id']}: {term(label(h['client'], names))} → {term(label(h['server'], names))}")
+            if h.get("tunnel"):
+                out.append("    tunnel: " + tunnel_text(h["tunnel"]))
             for part in ("request", "response"):
                 msg = h.get(part)
                 if msg:
@@ -196,6 +205,18 @@ def render_table(doc: dict, verbose: bool = False) -> str:
     out.append(f"{s['handshakes']} handshake(s), {s['upgraded']} upgraded; {s['chains']} chain(s), {s['broken']} broken"
                + (": " + ", ".join(f"{k} {v}" for k, v in s["by_cause"].items() if k != "ok") if s["broken"] else ""))
     return "\n".join(out)
+
+
+def tunnel_text(layers: list[dict]) -> str:
+    """`vxlan vni 42 192.0.2.1 → 192.0.2.2 / gre key 7 …`, outermost first."""
+    parts = []
+    for t in layers:
+        ids = " ".join(f"{k} {v if not isinstance(v, list) else ','.join(map(str, v))}" for k, v in t.items()
+                       if k not in ("type", "outer_src", "outer_dst", "direction") and v is not None and v is not False)
+        ends = f" {t['outer_src']} → {t['outer_dst']}" if t.get("outer_src") else ""
+        parts.append(term(f"{t['type']}" + (f" {ids}" if ids else "") + ends))
+    seen = layers[0].get("direction") if layers else None
+    return " / ".join(parts) + (" (as seen on the server's packets)" if seen == "s2c" else "")
 
 
 def _indent(text: str, n: int) -> str:
