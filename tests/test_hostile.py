@@ -621,3 +621,19 @@ def test_thousands_of_pipelined_plain_heads_then_the_upgrade(tmp_path):
     assert h["request"]["target"] == "/ws" and h["outcome"] == "upgraded"
     [a] = [a for a in h["anomalies"] if a["code"] == "keep-alive-before-upgrade"]
     assert a["message"].startswith(f"{n + 1} plain request(s)")
+
+
+def test_max_handshakes_bounds_the_document_and_says_so(tmp_path):
+    path = str(tmp_path / "many.pcap")
+    many_handshakes(path, 300)
+    for fmt in ("json", "markdown"):
+        r = cli("analyze", path, "--format", fmt, "--max-handshakes", "100")
+        assert r.returncode == 2, r.stderr
+        assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [
+            "wscap: 200 upgrade request(s) past --max-handshakes were counted, not kept: the document is partial"]
+        if fmt == "json":
+            doc = json.loads(r.stdout)
+            assert [h["request"]["target"] for h in doc["handshakes"]] == [f"/ws/{i}" for i in range(100)]
+            assert doc["stats"]["limits_hit"]["max_handshakes"] == 200
+        else:
+            assert "/ws/99" in r.stdout and "/ws/100 " not in r.stdout

@@ -28,6 +28,8 @@ def is_broken(doc: dict) -> bool:
 def exit_code(doc: dict) -> int:
     if any(s["errors"] for s in doc["source"]):
         return EXIT_INPUT
+    if ((doc.get("stats") or {}).get("limits_hit") or {}).get("max_handshakes"):
+        return EXIT_INPUT             # the document is partial: said in one line (report_errors)
     return EXIT_BROKEN if is_broken(doc) else EXIT_OK
 
 
@@ -47,6 +49,8 @@ def limits_options(f):
                      help="DNS transactions kept (oldest dropped first)."),
         click.option("--max-tunnel-depth", type=click.IntRange(0, 64), default=d.tunnel_depth, show_default=True,
                      help="Nested tunnels (VXLAN, GENEVE, GRE, IP-in-IP, MPLS, GTP-U) opened per packet."),
+        click.option("--max-handshakes", type=click.IntRange(min=1), default=d.max_handshakes, show_default=True,
+                     help="Handshakes kept in the document (memory of non-streamed formats grows with it)."),
         click.option("--max-hpack-table", type=click.IntRange(min=0), default=d.hpack_table, show_default=True,
                      help="HPACK dynamic table per HTTP/2 direction, whatever the peer allows."),
         click.option("--max-inflate-bytes", type=click.IntRange(min=0), default=d.inflate_bytes, show_default=True,
@@ -68,10 +72,12 @@ def build_options(max_head_bytes: int, max_flow_buffer: int, max_flows: int, max
                   keylog: tuple[str, ...] | str | None = None, engine: str = "wscap",
                   max_dns: int = Limits().max_dns, names_fallback: dict[str, str] | None = None,
                   max_hpack_table: int = Limits().hpack_table, max_h2_header_bytes: int = Limits().h2_header_bytes,
-                  max_inflate_bytes: int = Limits().inflate_bytes) -> Options:
+                  max_inflate_bytes: int = Limits().inflate_bytes,
+                  max_handshakes: int = Limits().max_handshakes) -> Options:
     lim = Limits(head_bytes=max_head_bytes, flow_buffer=max_flow_buffer, max_flows=max_flows,
                  frames_per_direction=max_frames, max_dns=max_dns, tunnel_depth=max_tunnel_depth, hpack_table=max_hpack_table,
-                 h2_header_bytes=max_h2_header_bytes, inflate_bytes=max_inflate_bytes)
+                 h2_header_bytes=max_h2_header_bytes, inflate_bytes=max_inflate_bytes,
+                 max_handshakes=max_handshakes)
     return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())),
                    names_fallback=tuple(sorted((names_fallback or {}).items())),
                    keylog=one_keylog(keylog),
@@ -245,6 +251,10 @@ def report_errors(doc: dict) -> None:
     line = unsupported_line(doc.get("stats") or {})
     if line:
         click.echo(f"wscap: {line}", err=True)
+    dropped = ((doc.get("stats") or {}).get("limits_hit") or {}).get("max_handshakes")
+    if dropped:
+        click.echo(f"wscap: {dropped} upgrade request(s) past --max-handshakes were counted, not kept: "
+                   "the document is partial", err=True)
 
 
 def unsupported_line(stats: dict) -> str:

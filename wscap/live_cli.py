@@ -153,6 +153,7 @@ BOUND_OPTIONS = [
     ("max-frames", "frames_per_direction", "WebSocket frame summaries kept per direction."),
     ("max-dns", "max_dns", "DNS transactions kept (oldest dropped first)."),
     ("max-hpack-table", "hpack_table", "HPACK dynamic table per HTTP/2 direction, whatever the peer allows."),
+    ("max-handshakes", "max_handshakes", "Handshakes kept for the final summary and --keylog report."),
     ("max-tunnel-depth", "tunnel_depth", "Nested tunnels (VXLAN, GENEVE, GRE, IP-in-IP, MPLS, GTP-U) opened per packet."),
     ("max-inflate-bytes", "inflate_bytes", "Bytes a compressed WebSocket message is inflated to for previews."),
     ("max-h2-header-bytes", "h2_header_bytes", "Decoded HTTP/2 header bytes kept per connection (then cut)."),
