@@ -295,7 +295,7 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str],
                 ev_resp + [_ev(down, end.get("frame"), f"client leg {down['outcome']}")])
     if not accepted:
         req_mal = _malformed(last, "request")
-        if req_mal and 400 <= st < 500:
+        if req_mal and st is not None and 400 <= st < 500:      # st: None for a status line that does not parse
             return ("malformed-request", li, f"{last['server']} answered {st} {resp['reason']} (frame {resp['frame']}) "
                     f"to a request whose bytes break HTTP/1.1 grammar: "
                     + "; ".join(a["message"] for a in req_mal[:3]) + f" (frame {last['request']['frame']}, sent by "
