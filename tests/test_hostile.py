@@ -637,3 +637,22 @@ def test_max_handshakes_bounds_the_document_and_says_so(tmp_path):
             assert doc["stats"]["limits_hit"]["max_handshakes"] == 200
         else:
             assert "/ws/99" in r.stdout and "/ws/100 " not in r.stdout
+
+
+def test_a_secret_split_across_fragments_is_redacted_in_both_previews(tmp_path):
+    from builders import ws_frame
+    cap = Capture()
+    c = cap.conn(("10.8.0.1", 40001), ("10.8.0.9", 8080)).open()
+    key = new_key(41)
+    c.send(True, ws_request(f"/ws?token={ECHO_TOKEN}", host="srv:8080", key=key))
+    c.send(False, ws_response(key))
+    cut = 17
+    c.send(False, ws_frame(b"token is " + ECHO_TOKEN[:cut].encode(), fin=False)
+           + ws_frame(ECHO_TOKEN[cut:].encode() + b" bye", opcode=0))
+    path = cap.write(tmp_path / "frag.pcap")
+    raw = json.loads(cli("analyze", path, "--format", "json").stdout)
+    assert [f["preview"] for f in raw["handshakes"][0]["frames"]] == [
+        "token is " + ECHO_TOKEN[:cut], ECHO_TOKEN[cut:] + " bye"]              # as built
+    red = json.loads(cli("analyze", path, "--format", "json", "--redact").stdout)
+    assert [f["preview"] for f in red["handshakes"][0]["frames"]] == [
+        "token is " + marker_of(ECHO_TOKEN), marker_of(ECHO_TOKEN) + " bye"]

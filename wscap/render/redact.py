@@ -328,7 +328,8 @@ class _Redactor:
 
         Strings were cut before redaction runs (a 64-byte frame preview, an anomaly quoting
         80 characters of a request line), so a secret can also appear cut short at the end of
-        a string: its prefix is redacted too. And any string may quote a request line or a
+        a string (its beginning is redacted too), or a string can start inside one (a
+        message's second fragment: its end is redacted too). And any string may quote a request line or a
         header: credential-shaped query pairs, `user:password@` and bearer tokens are redacted
         wherever they sit, not only in the fields that hold them.
         """
@@ -336,8 +337,10 @@ class _Redactor:
         pattern = re.compile("|".join(re.escape(s) for s in secrets)) if secrets else None
         skip_ids = set(skip)
         by_start: dict[str, list[str]] = {}
+        by_end: dict[str, list[str]] = {}
         for sec in secrets:
             by_start.setdefault(sec[:MIN_GLOBAL_LEN], []).append(sec)
+            by_end.setdefault(sec[-MIN_GLOBAL_LEN:], []).append(sec)
         found = self.found
         longest = max(map(len, secrets), default=0)
 
@@ -349,10 +352,18 @@ class _Redactor:
                         return s[:i] + marker(sec)
             return s
 
+        def cut_head(s: str) -> str:
+            # A string that starts inside a secret (the second frame of a fragmented message).
+            for i in range(min(len(s), longest), MIN_GLOBAL_LEN - 1, -1):
+                for sec in by_end.get(s[i - MIN_GLOBAL_LEN:i], ()):
+                    if sec.endswith(s[:i]):
+                        return marker(sec) + s[i:]
+            return s
+
         def fix(s: str) -> str:
             if pattern is not None:
                 s = pattern.sub(lambda m: marker(m.group(0)), s)
-                s = cut_tail(s)
+                s = cut_head(cut_tail(s))
             s = _QUERY_PAIR_RE.sub(lambda m: m.group(1) + (_secret(m.group(2), found) if _is_secret_query_key(
                 m.group(1)[1:-1]) else m.group(2)), s)
             s = _redact_userinfo(s, found)
