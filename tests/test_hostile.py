@@ -656,3 +656,53 @@ def test_a_secret_split_across_fragments_is_redacted_in_both_previews(tmp_path):
     red = json.loads(cli("analyze", path, "--format", "json", "--redact").stdout)
     assert [f["preview"] for f in red["handshakes"][0]["frames"]] == [
         "token is " + marker_of(ECHO_TOKEN), marker_of(ECHO_TOKEN) + " bye"]
+
+
+def test_live_bounds_one_packet_flows_on_loopback(tmp_path):
+    """`wscap live --max-flows 100` on loopback while 20,000 one-packet non-HTTP flows arrive
+    (sent as raw frames: distinct spoofed sources), then one real upgrade: the flows are evicted
+    and counted, the upgrade is found. Needs root (AF_PACKET)."""
+    import pytest
+    import socket
+    import threading
+    import time as _time
+    if os.geteuid() != 0:
+        pytest.skip("sending raw frames on lo needs root")
+    from test_bounds import PSH, ACK, ip4, packet
+    port = 47123
+    out = tmp_path / "live.json"
+    env = dict(os.environ, PYTHONPATH=REPO)
+    p = subprocess.Popen([sys.executable, "-m", "wscap", "live", "-i", "lo", "-p", str(port), "--duration", "12",
+                          "--format", "json", "--max-flows", "100", "--no-docker", "--no-status"],
+                         stdout=open(out, "w"), stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _time.sleep(3)
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        s.bind(("lo", 0))
+        for i in range(20_000):
+            s.send(packet(ip4(0x7F010000 + i), 1024 + i % 60000, ip4(0x7F000001), port, i * 7919, 1, PSH | ACK,
+                          b"\x00\x01binary"))
+        s.close()
+        # one real WebSocket upgrade on the same port
+        import asyncio
+        import websockets
+
+        async def serve():
+            async def h(ws):
+                await ws.send("hi")
+            async with websockets.serve(h, "127.0.0.1", port):
+                async with websockets.connect(f"ws://127.0.0.1:{port}/live") as c:
+                    await c.recv()
+                await asyncio.sleep(0.5)
+        threading.Thread(target=lambda: asyncio.run(serve())).start()
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    lines = [json.loads(ln) for ln in out.read_text().splitlines() if ln.strip()]
+    summary = [ln for ln in lines if ln.get("type") == "summary"][-1]
+    hs = [ln["handshake"] for ln in lines if ln.get("type") == "handshake"]
+    assert [h["request"]["target"] for h in hs] == ["/live"], err[-2000:]
+    assert summary["stats"]["limits_hit"]["max_flows"] >= 20_000 - 100 - summary["live"]["loss"]["analysis_shed"]
+    assert summary["stats"]["flows_tracked"] <= 100
