@@ -706,3 +706,13 @@ def test_live_bounds_one_packet_flows_on_loopback(tmp_path):
     assert [h["request"]["target"] for h in hs] == ["/live"], err[-2000:]
     assert summary["stats"]["limits_hit"]["max_flows"] >= 20_000 - 100 - summary["live"]["loss"]["analysis_shed"]
     assert summary["stats"]["flows_tracked"] <= 100
+
+
+def test_live_write_refuses_a_symlink(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    link = tmp_path / "cap.pcap"
+    link.symlink_to(victim)
+    r = cli("live", "-i", "lo", "--duration", "1", "--write", str(link), "--no-docker")
+    assert r.returncode == 2 and "symbolic link" in r.stderr
+    assert victim.read_text() == "keep me"

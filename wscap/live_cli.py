@@ -353,6 +353,12 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
              no_promisc=False,
              show_status=None, keylog=None, bounds=None) -> int:
     # -- usage checks -------------------------------------------------------------------
+    if write_path:
+        from .outpath import refuse_output
+        why = refuse_output(write_path)
+        if why:
+            _err(why.replace("-o ", "--write ", 1))     # a planted symlink would redirect the capture
+            return EXIT_USAGE
     if keylog and not write_path:
         _err("--keylog needs --write FILE: TLS is decrypted from the written capture when it ends")
         return EXIT_USAGE
