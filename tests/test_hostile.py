@@ -704,7 +704,9 @@ def test_live_bounds_one_packet_flows_on_loopback(tmp_path):
     summary = [ln for ln in lines if ln.get("type") == "summary"][-1]
     hs = [ln["handshake"] for ln in lines if ln.get("type") == "handshake"]
     assert [h["request"]["target"] for h in hs] == ["/live"], err[-2000:]
-    assert summary["stats"]["limits_hit"]["max_flows"] >= 20_000 - 100 - summary["live"]["loss"]["analysis_shed"]
+    loss = summary["live"]["loss"]                 # a loaded machine may drop or shed some: not flows
+    lost = loss["kernel_dropped"] + loss["analysis_shed"] + loss["not_analysed"]
+    assert summary["stats"]["limits_hit"]["max_flows"] >= 20_000 - 100 - lost
     assert summary["stats"]["flows_tracked"] <= 100
 
 
