@@ -571,7 +571,6 @@ def test_slice_of_a_big_chain_holds_no_packets(tmp_path):
     rss_mb = int(_re.search(r"WSCAP_VMHWM_KB (\d+)", r.stderr).group(1)) / 1024
     assert os.path.getsize(out) == os.path.getsize(path)            # every packet, same record sizes
     assert open(out, "rb").read()[24:] == open(path, "rb").read()[24:]
-    print("slice peak RSS MiB", rss_mb)
     assert rss_mb < 84 * 0.6, rss_mb
     assert n_packets == 60_005
 
