@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import sys
 import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
@@ -137,9 +138,9 @@ class _Gunzip(io.RawIOBase):
 
 def open_capture(path: str) -> BinaryIO:
     """Open a capture, transparently un-gzipping `.gz` (detected by magic, not name)."""
-    f = open(path, "rb")
-    magic = f.read(2)
-    f.seek(0)
+    # `-` is stdin. peek, not seek: pipes, /dev/stdin and FIFOs cannot seek.
+    f = open(sys.stdin.fileno(), "rb", closefd=False) if path == "-" else open(path, "rb")
+    magic = f.peek(2)[:2]
     if magic == b"\x1f\x8b":
         return io.BufferedReader(_Gunzip(f), CHUNK)  # type: ignore[return-value]
     return f
