@@ -5,8 +5,8 @@ Colour: `--color auto|always|never` (and `--no-color`); `auto` follows NO_COLOR 
 non-empty value: off), then FORCE_COLOR (non-empty and not 0: on), then whether stdout is
 a terminal (and TERM is not `dumb`). See https://no-color.org.
 
-Width: COLUMNS when set, else the terminal's, else 80 (pipes and files get 80 too, so
-what lands in a ticket looks like what was on screen).
+Width: COLUMNS when set, else the terminal's; piped output is not wrapped (one sentence per
+line for grep), unless COLUMNS is set.
 """
 from __future__ import annotations
 
@@ -43,7 +43,17 @@ def use_color(when: str, stream=None) -> bool:
     return tty and os.environ.get("TERM") != "dumb"
 
 
-def width() -> int:
+def width() -> int | None:
+    """COLUMNS when set, else the terminal's width; None (no wrapping) when stdout is not a
+    terminal, so piped output keeps one sentence per line for grep."""
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return max(40, int(env))
+    try:
+        if not sys.stdout.isatty():
+            return None
+    except (AttributeError, ValueError):
+        return None
     return max(40, shutil.get_terminal_size((80, 24)).columns)
 
 
@@ -95,9 +105,10 @@ def open_output(path: str, binary: bool, what: str = "-o"):
 
 class Inputs:
     """The input paths as given, and the paths to read: `-` (stdin) and other non-seekable
-    inputs (/dev/stdin, a FIFO, <(zcat x)) are copied to a temporary spool file when the work
-    needs a real file (tshark, a key log, -j, slice reads the capture twice). The spool is
-    deleted at the end; `display` maps it back to the name the user gave."""
+    inputs (/dev/stdin, a FIFO, <(zcat x)) are copied to a temporary spool file first, because
+    a capture is opened more than once (the pcapng secrets probe, tshark for --keylog or
+    --engine tshark, slice reads it twice). The spool is deleted at the end; `fix` maps it
+    back to the name the user gave in the document's sources."""
 
     def __init__(self, given: tuple[str, ...], need_file: bool):
         self.given = list(given)
@@ -107,14 +118,16 @@ class Inputs:
         if sum(1 for g in given if g == "-") > 1:
             fail("- (stdin) can be read only once")
         for g in given:
-            if g == "-" or (need_file and _is_stream(g)):
-                if need_file:
-                    self.paths.append(self._spool(g))
-                    self.display[self.paths[-1]] = g
-                    continue
+            if g == "-" or _is_stream(g):
+                self.paths.append(self._spool(g))
+                self.display[self.paths[-1]] = g
+                continue
             self.paths.append(g)
 
     def _spool(self, g: str) -> str:
+        if g == "-" and sys.stdin.isatty():
+            fail("- reads a capture from stdin, but stdin is a terminal (pipe one in: "
+                 "tcpdump -w - ... | wscap analyze -)")
         fd, tmp = tempfile.mkstemp(prefix="wscap-stdin-", suffix=".pcap")
         self._tmp.append(tmp)
         try:

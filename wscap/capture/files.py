@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import io
 import struct
-import sys
 import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
@@ -138,8 +137,8 @@ class _Gunzip(io.RawIOBase):
 
 def open_capture(path: str) -> BinaryIO:
     """Open a capture, transparently un-gzipping `.gz` (detected by magic, not name)."""
-    # `-` is stdin. peek, not seek: pipes, /dev/stdin and FIFOs cannot seek.
-    f = open(sys.stdin.fileno(), "rb", closefd=False) if path == "-" else open(path, "rb")
+    # peek, not seek: a FIFO or /dev/stdin cannot seek (the CLI spools those; a caller may not).
+    f = open(path, "rb")
     magic = f.peek(2)[:2]
     if magic == b"\x1f\x8b":
         return io.BufferedReader(_Gunzip(f), CHUNK)  # type: ignore[return-value]

@@ -278,7 +278,7 @@ def diff_lines(d: dict, look: Look = PLAIN, verbose: bool = False, indent: int =
         by_class[c["class"]] = by_class.get(c["class"], 0) + 1
     head += ", ".join(f"{n} {k}" for k, n in by_class.items())
     if folded:
-        head += " (-v lists the expected)"
+        head += " (-v shows the expected)"
     out = look.wrap(head, indent + 2, first=" " * indent)
     if shown:
         rows = [[c["class"], term(c["name"]), change_text(c)] for c in shown]
