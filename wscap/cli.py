@@ -331,7 +331,7 @@ def analyze(files: tuple[str, ...], reads: tuple[str, ...], fmt: str, verbose: b
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
 @read_option
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+@click.option("-o", "--output", required=True, type=click.Path(allow_dash=True),
               help="report.md (Markdown with Mermaid) or report.html (one self-contained file); - is stdout.")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "html"]), default=None,
               help="Default: from the -o name (.html/.htm: html), markdown for -.")
@@ -380,7 +380,7 @@ def report(files: tuple[str, ...], reads: tuple[str, ...], output: str, fmt: str
 @read_option
 @click.option("--chain", "chain_id", type=click.IntRange(min=1), required=True,
               help="Chain id (from `wscap analyze`).")
-@click.option("-o", "-w", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+@click.option("-o", "-w", "--output", required=True, type=click.Path(allow_dash=True),
               help="Output capture (- is stdout). .pcapng writes pcapng, .pcap/.cap classic pcap; "
                    "any other name keeps the input's format.")
 @keylog_option

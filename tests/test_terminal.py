@@ -1,0 +1,334 @@
+"""The terminal experience, as a user runs `wscap` in a shell: answer first, fits 80 columns,
+colour rules, one-line errors with exit 2, filters that explain themselves, `-` for stdin and
+stdout, tcpdump's short flags, slice formats, redaction on screen, progress by bytes.
+
+Captures are built with tests/builders.py (so the expected chains, causes and secrets are known
+from how they were built) or are the bundled pcaps/ (the three-hop nginx → Vite → backend one).
+Commands run as subprocesses: a real stdout/stderr that is not a terminal, as in a pipe.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pytest
+
+from builders import Capture, proxied_chain, ws_request, ws_response
+from wscap.capture.files import ReadResult, read_frames
+from wscap.verdict import ADVICE
+
+ROOT = Path(__file__).resolve().parents[1]
+THREE_HOP = ROOT / "pcaps" / "nginx-vite-backend.pcap"
+SAMPLE = ROOT / "pcaps" / "sample-proxy.pcap"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def wscap(*args, stdin: bytes | None = None, env: dict | None = None, cols: int | None = 80):
+    e = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS")}
+    e["PYTHONPATH"] = str(ROOT)
+    if cols:
+        e["COLUMNS"] = str(cols)
+    e.update(env or {})
+    r = subprocess.run([sys.executable, "-m", "wscap", *map(str, args)], input=stdin, capture_output=True,
+                       env=e, timeout=300)
+    return r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+
+
+@pytest.fixture(scope="module")
+def caps(tmp_path_factory):
+    """ok.pcap: one healthy two-hop chain. bad.pcap: chain 1 healthy, chain 2 origin-rejected at hop 1."""
+    d = tmp_path_factory.mktemp("caps")
+    ok = Capture()
+    proxied_chain(ok, 0)
+    bad = Capture()
+    proxied_chain(bad, 0)
+    bad.wait(2)
+    proxied_chain(bad, 1, backend_status=403, origin_rewrite=True)
+    return ok.write(d / "ok.pcap"), bad.write(d / "bad.pcap")
+
+
+def squash(text: str) -> str:
+    return " ".join(ANSI.sub("", text).split())
+
+
+# ---- the answer first, in 80 columns ---------------------------------------------------------
+
+@pytest.mark.parametrize("cap", [THREE_HOP, SAMPLE])
+def test_fits_80_columns(cap):
+    rc, out, err = wscap("analyze", cap)
+    assert rc in (0, 1) and out
+    wide = [line for line in out.splitlines() if len(line) > 80]
+    assert wide == []
+
+
+def test_verdict_and_advice_come_before_the_table(caps):
+    rc, out, _ = wscap("analyze", caps[1])
+    assert rc == 1
+    lines = out.splitlines()
+    broken = next(i for i, line in enumerate(lines) if "BROKEN origin-rejected at hop 1" in line)
+    table = next(i for i, line in enumerate(lines) if line.split()[:2] == ["id", "client"])
+    assert broken < table
+    # The fix, on screen: "next:" and the cause's advice (wrapped, so compared without line breaks).
+    block = squash("\n".join(lines[broken:table]))
+    assert "next: " + " ".join(ADVICE["origin-rejected"].split()) in block
+    assert not any(re.search(r"\[\d+\] ok\s+ok\b", line) for line in lines)   # no doubled label
+
+
+def test_breaking_row_first_expected_folded(caps):
+    _, out, _ = wscap("analyze", caps[1])
+    # builders.proxied_chain: the proxy rewrites Origin (breaking) and adds x-forwarded-* (expected).
+    assert re.search(r"breaking\s+origin\s+http://localhost:5173 → http://meetsonar-backend:5000", out)
+    assert "x-forwarded-for" not in out and "expected" in out and "-v shows" in out
+    _, vout, _ = wscap("analyze", "-v", caps[1])
+    rows = [line.split()[:2] for line in vout.splitlines() if line.strip().startswith(("breaking", "expected"))]
+    assert ["breaking", "origin"] == rows[0] and ["expected", "x-forwarded-for"] in rows
+
+
+def test_colour_rules(caps):
+    bad = caps[1]
+    _, plain, _ = wscap("analyze", bad)                       # not a terminal: no colour
+    assert "\x1b[" not in plain
+    _, forced, _ = wscap("analyze", bad, env={"FORCE_COLOR": "1"})
+    broken_line = next(line for line in forced.splitlines() if "BROKEN" in line)
+    assert "\x1b[31m" in broken_line                          # BROKEN in red
+    origin_row = next(line for line in forced.splitlines() if "breaking" in line and "origin" in line)
+    assert origin_row.startswith("\x1b[31m")                  # the breaking diff row stands out
+    assert ANSI.sub("", forced) == plain                      # colour adds nothing but escapes
+    _, nc, _ = wscap("analyze", bad, env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert "\x1b[" not in nc                                  # NO_COLOR wins over FORCE_COLOR
+    _, flag, _ = wscap("analyze", "--no-color", bad, env={"FORCE_COLOR": "1"})
+    assert "\x1b[" not in flag
+    _, always, _ = wscap("analyze", "--color", "always", bad, env={"NO_COLOR": "1"})
+    assert "\x1b[31m" in always                               # an explicit --color always wins
+
+
+def test_piped_output_is_not_wrapped_without_columns(caps):
+    """Without COLUMNS and without a terminal, each sentence stays on one line (grep-able)."""
+    _, out, _ = wscap("analyze", caps[1], cols=None)
+    assert any(line.strip().startswith("next: " + ADVICE["origin-rejected"][:60]) and
+               line.rstrip().endswith(ADVICE["origin-rejected"][-30:]) for line in out.splitlines())
+
+
+# ---- one-line errors, exit 2 -----------------------------------------------------------------
+
+def one_line_error(rc: int, out: str, err: str) -> str:
+    assert rc == 2, (rc, out, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def test_output_paths_fail_in_one_line(caps, tmp_path):
+    bad = caps[1]
+    e = one_line_error(*wscap("report", bad, "-o", tmp_path / "missing" / "r.md"))
+    assert "does not exist" in e
+    e = one_line_error(*wscap("slice", bad, "--chain", "2", "-o", tmp_path / "missing" / "s.pcap"))
+    assert "does not exist" in e
+    one_line_error(*wscap("report", bad, "-o", tmp_path))                       # a directory
+    # Fails only when written (procfs refuses the write even to root): caught at write time.
+    e = one_line_error(*wscap("report", bad, "-o", "/proc/version"))
+    assert "/proc/version" in e
+    assert not (tmp_path / "missing").exists()
+
+
+def test_missing_file_is_one_line(tmp_path):
+    rc, out, err = wscap("analyze", tmp_path / "nope.pcap")
+    assert one_line_error(rc, out, err) == f"wscap: {tmp_path / 'nope.pcap'}: no such file"
+    assert out == ""
+
+
+@pytest.mark.parametrize("args", [["--max-flows", "0"], ["--max-flows", "-5"], ["--timeout", "-1"],
+                                  ["--timeout", "0"], ["--max-dns", "-1"], ["--max-head-bytes", "0"],
+                                  ["--chain", "0"]])
+def test_bounds_refused(caps, args):
+    rc, out, err = wscap("analyze", *args, caps[0])
+    assert rc == 2 and "Traceback" not in err and "Invalid value" in err and out == ""
+
+
+@pytest.mark.parametrize("args", [["--timeout", "-1"], ["--duration", "0"], ["--ring-size", "-1"],
+                                  ["--port", "0"], ["--port", "70000"]])
+def test_live_bounds_refused(args):
+    rc, out, err = wscap("live", *args)
+    assert rc == 2 and "Traceback" not in err and "Invalid value" in err
+
+
+# ---- filters and exit codes from the filtered view --------------------------------------------
+
+def test_filters_explain_themselves(caps):
+    ok, bad = caps
+    e = one_line_error(*wscap("analyze", "--chain", "99", bad))
+    assert e == "wscap: no chain 99; chains: 1–2"
+    rc, out, _ = wscap("analyze", "--chain", "1", bad)              # the healthy chain of a broken capture
+    assert rc == 0 and "BROKEN" not in out
+    rc, out, _ = wscap("analyze", "--chain", "2", bad)
+    assert rc == 1 and "BROKEN origin-rejected" in out
+    e = one_line_error(*wscap("analyze", "--host", "nomatch", bad))
+    assert "--host 'nomatch'" in e and "localhost:5173" in e and "meetsonar-backend:5000" in e
+    rc, out, _ = wscap("analyze", "--host", "localhost*", bad)
+    assert rc == 1
+    rc, out, _ = wscap("analyze", "--only-broken", ok)             # nothing broken is an answer
+    assert rc == 0
+    rc, out, _ = wscap("analyze", "--format", "json", "--chain", "1", bad)
+    assert rc == 0 and [c["id"] for c in json.loads(out)["chains"]] == [1]
+    e = one_line_error(*wscap("slice", bad, "--chain", "7", "-o", "-"))
+    assert e.endswith("chains: 1–2")
+
+
+# ---- - for stdin and stdout; tcpdump's short flags --------------------------------------------
+
+def causes(doc_text: str) -> list[str]:
+    return [c["verdict"]["cause"] for c in json.loads(doc_text)["chains"]]
+
+
+def test_stdin_and_stdout(caps, tmp_path):
+    bad = caps[1]
+    data = Path(bad).read_bytes()
+    rc, out, _ = wscap("analyze", "--format", "json", "-", stdin=data)
+    assert rc == 1 and causes(out) == ["ok", "origin-rejected"]
+    assert json.loads(out)["source"][0]["path"] == "-"
+    rc, out, _ = wscap("analyze", "--format", "json", "/dev/stdin", stdin=data)   # a pipe: not seekable
+    assert rc == 1 and causes(out) == ["ok", "origin-rejected"]
+    rc, out, _ = wscap("analyze", "--format", "json", "-r", bad)
+    assert rc == 1 and causes(out) == ["ok", "origin-rejected"]
+    # report -o -: the Markdown on stdout; slice - -o -: a pcap on stdout, read back through stdin.
+    rc, out, err = wscap("report", bad, "-o", "-")
+    assert rc == 1 and out.startswith("# ") and "origin-rejected" in out and "wrote stdout" in err
+    r = subprocess.run([sys.executable, "-m", "wscap", "slice", "-", "--chain", "2", "-o", "-"], input=data,
+                       capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert r.returncode == 0 and r.stdout[:4] == struct.pack("<I", 0xA1B2C3D4)
+    rc, out, _ = wscap("analyze", "--format", "json", "-", stdin=r.stdout)
+    assert causes(out) == ["origin-rejected"]
+    assert not Path("-").exists()
+
+
+def test_live_short_flags_keep_tcpdump_meanings():
+    e = one_line_error(*wscap("live", "-p", "8080"))
+    assert "--no-promisc" in e and "--port 8080" in e
+    e = one_line_error(*wscap("live", "-w", "-"))
+    assert "--write -" in e
+    _, out, _ = wscap("live", "--help", cols=200)
+    assert re.search(r"-p, --no-promisc", out) and re.search(r"-w, --write", out) and re.search(r"-i, --iface", out)
+    assert not re.search(r"-p, --port", out)
+
+
+# ---- slice formats ---------------------------------------------------------------------------
+
+def frames(path) -> list[tuple[int, bytes]]:
+    return [(f.ts_ns, f.data) for f in read_frames(str(path), ReadResult(path=str(path)))]
+
+
+def test_slice_follows_extension_or_keeps_input_format(caps, tmp_path):
+    bad = caps[1]
+    assert wscap("slice", bad, "--chain", "2", "-o", tmp_path / "a.pcap")[0] == 0
+    assert wscap("slice", bad, "--chain", "2", "-o", tmp_path / "a.pcapng")[0] == 0
+    assert (tmp_path / "a.pcap").read_bytes()[:4] == struct.pack("<I", 0xA1B2C3D4)
+    assert (tmp_path / "a.pcapng").read_bytes()[:4] == struct.pack("<I", 0x0A0D0D0A)
+    want = frames(tmp_path / "a.pcap")
+    assert want and frames(tmp_path / "a.pcapng") == want
+    # A pcapng input and a name without a known extension: the input's format is kept.
+    assert wscap("slice", tmp_path / "a.pcapng", "--chain", "1", "-o", tmp_path / "again.cut")[0] == 0
+    assert (tmp_path / "again.cut").read_bytes()[:4] == struct.pack("<I", 0x0A0D0D0A)
+    assert frames(tmp_path / "again.cut") == want
+
+
+# ---- redaction on screen ---------------------------------------------------------------------
+
+def test_terminal_output_is_redacted_by_default(tmp_path):
+    cap = Capture()
+    down = cap.conn(("172.18.0.1", 50000), ("172.18.0.2", 5173)).open()
+    secret_token, secret_cookie = "tok3nSECRETvalue42", "c00kieSECRETvalue42"
+    down.send(True, ws_request(f"/?token={secret_token}", extra=[("Cookie", f"sid={secret_cookie}")]))
+    down.send(False, ws_response())
+    path = cap.write(tmp_path / "secret.pcap")
+    rc, out, _ = wscap("analyze", path)
+    assert rc == 0 and "/?token=" in out and secret_token not in out
+    rc, out, _ = wscap("analyze", "-v", path)
+    assert secret_token not in out and secret_cookie not in out
+    assert "Cookie: sid=[redacted sha256:" in out
+    _, out, _ = wscap("analyze", "-v", "--no-redact", path)
+    assert secret_token in out and secret_cookie in out
+
+
+# ---- progress ----------------------------------------------------------------------------------
+
+def test_progress_reads_offsets_of_children(tmp_path):
+    """The bar's source: the input's file offset in /proc, here held by a child process."""
+    from wscap.termui import Progress
+    f = tmp_path / "big.pcap"
+    f.write_bytes(b"\0" * 100_000)
+    child = subprocess.Popen([sys.executable, "-c", "import sys,time; f=open(sys.argv[1],'rb'); f.read(40000); "
+                              "print('ready', flush=True); time.sleep(60)", str(f)], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == b"ready"
+        p = Progress([str(f)], enabled=True)
+        assert p.total == 100_000
+        # Buffered reads may read ahead: at least what was asked, at most the file.
+        assert 40_000 <= p.sample() <= 100_000
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(caps):
+    rc, out, err = wscap("analyze", caps[0])
+    assert rc == 0 and err == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture on lo needs root (CAP_NET_RAW)")
+def test_live_text_is_redacted_by_default(tmp_path):
+    """`wscap live` on loopback: Vite's HMR `?token=` must not be printed unless --no-redact."""
+    import signal
+    import socket
+    import threading
+    secret = "hmrSECRETtoken123"
+
+    def serve(srv):
+        conn, _ = srv.accept()
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+            conn.sendall(ws_response())
+            time.sleep(0.5)
+
+    outs = {}
+    for mode in ("default", "--no-redact"):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+        args = [sys.executable, "-m", "wscap", "live", "-i", "lo", "--port", str(port), "--no-docker",
+                "--timeout", "1", "--duration", "60"] + ([mode] if mode != "default" else [])
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            line = p.stderr.readline()
+            if "capturing on" not in line:
+                p.kill()
+                pytest.skip(f"live capture unavailable here: {line.strip()}")
+            time.sleep(1.0)                       # the writer's first poll (generous on a loaded machine)
+            t = threading.Thread(target=serve, args=(srv,), daemon=True)
+            t.start()
+            c = socket.create_connection(("127.0.0.1", port))
+            c.sendall(ws_request(f"/?token={secret}", host=f"127.0.0.1:{port}"))
+            c.recv(4096)
+            time.sleep(0.3)
+            c.close()
+            t.join(5)
+            time.sleep(4.0)                       # decided after --timeout 1, printed on the next tick
+        finally:
+            p.send_signal(signal.SIGINT)
+            out, _ = p.communicate(timeout=60)
+            srv.close()
+        outs[mode] = out
+    assert "/?token=" in outs["default"] and secret not in outs["default"]
+    assert f"/?token={secret}" in outs["--no-redact"]
