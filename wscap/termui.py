@@ -171,10 +171,10 @@ class Progress:
 
     It watches the file offsets of the inputs in /proc — this process's and its children's
     (the -j workers, tshark for --engine tshark) — so every engine shows the same bar without
-    reporting to it. It appears after a second (short runs stay quiet), never when stderr is
+    reporting to it. It appears after half a second (short runs stay quiet), never when stderr is
     not a terminal, and is erased when the work is done."""
 
-    DELAY = 1.0
+    DELAY = 0.5
 
     def __init__(self, paths: list[str], enabled: bool):
         self.files: dict[str, int] = {}
@@ -203,7 +203,7 @@ class Progress:
         if self._thread is not None:
             self._thread.join(timeout=2)
         if self._bar is not None:
-            click.echo("\r\033[K", err=True, nl=False)
+            click.echo("\r\033[K\033[?25h", err=True, nl=False)   # erase the bar, show the cursor again
 
     def _pids(self) -> list[str]:
         pids, todo = [], [str(os.getpid())]
