@@ -129,11 +129,14 @@ def load_hosts(path: str | None) -> dict[str, str]:
 def main() -> None:
     """wscap: find which hop broke a WebSocket handshake, from packets.
 
+    Exit codes (every command): 0 every chain shown is valid, 1 a chain shown
+    is broken (or a handshake shown has an error anomaly), 2 usage or input
+    error: bad option, missing or damaged file, a filter that matches nothing,
+    an output that cannot be written.
+
     \b
-    Exit codes (every command): 0 every chain shown is valid, 1 a chain shown is broken
-    (or a handshake shown has an error anomaly), 2 usage or input error: bad option, missing
-    or damaged file, a filter that matches nothing, an output that cannot be written.
-    Shell completion: eval "$(_WSCAP_COMPLETE=bash_source wscap)" (zsh_source, fish_source).
+    Shell completion (bash; also zsh_source, fish_source):
+      eval "$(_WSCAP_COMPLETE=bash_source wscap)"
     """
 
 
