@@ -60,9 +60,10 @@ def squash(text: str) -> str:
 
 # ---- the answer first, in 80 columns ---------------------------------------------------------
 
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
 @pytest.mark.parametrize("cap", [THREE_HOP, SAMPLE])
-def test_fits_80_columns(cap):
-    rc, out, err = wscap("analyze", cap)
+def test_fits_80_columns(cap, verbose):
+    rc, out, err = wscap("analyze", *verbose, cap)
     assert rc in (0, 1) and out
     wide = [line for line in out.splitlines() if len(line) > 80]
     assert wide == []
@@ -85,10 +86,23 @@ def test_breaking_row_first_expected_folded(caps):
     _, out, _ = wscap("analyze", caps[1])
     # builders.proxied_chain: the proxy rewrites Origin (breaking) and adds x-forwarded-* (expected).
     assert re.search(r"breaking\s+origin\s+http://localhost:5173 → http://meetsonar-backend:5000", out)
-    assert "x-forwarded-for" not in out and "expected" in out and "-v shows" in out
+    # Expected, by construction: Host rewritten, 4 names lower-cased by http-proxy (Connection, Upgrade,
+    # Sec-WebSocket-Key/-Version), 3 x-forwarded-* added = 8; Origin rewritten = the 1 breaking row.
+    assert "x-forwarded-for" not in out and "1 breaking, 8 expected (expected ones: -v)" in out
     _, vout, _ = wscap("analyze", "-v", caps[1])
     rows = [line.split()[:2] for line in vout.splitlines() if line.strip().startswith(("breaking", "expected"))]
     assert ["breaking", "origin"] == rows[0] and ["expected", "x-forwarded-for"] in rows
+
+
+def test_advice_once_per_cause(tmp_path):
+    cap = Capture()
+    proxied_chain(cap, 0, backend_status=403, origin_rewrite=True)
+    cap.wait(2)
+    proxied_chain(cap, 1, backend_status=403, origin_rewrite=True)
+    rc, out, _ = wscap("analyze", cap.write(tmp_path / "two.pcap"), cols=None)
+    assert rc == 1 and out.count("BROKEN origin-rejected at hop 1") == 2
+    assert out.count(ADVICE["origin-rejected"]) == 1 and "next: as for chain 1 above." in out
+    assert "chains: 2, 2 broken: origin-rejected 2" in out
 
 
 def test_colour_rules(caps):

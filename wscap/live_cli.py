@@ -510,7 +510,9 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
 
     def text_line(kind: str, doc: dict) -> str:
         if kind == "tls":
-            return (f"TLS {term(doc['client'])} → {term(doc['server'])} SNI {term(doc['sni'] or '(none)')} "
+            from .render.table import label as ep_label
+            return (f"TLS {term(ep_label(doc['client'], names))} → {term(ep_label(doc['server'], names))} "
+                    f"SNI {term(doc['sni'] or '(none)')} "
                     f"ALPN {term(','.join(doc['alpn']) or 'none')}: encrypted, an upgrade inside is invisible"
                     + ("" if keylog else " (--write F --keylog K decrypts it when the capture ends)"))
         if text_redact:

@@ -278,7 +278,7 @@ def diff_lines(d: dict, look: Look = PLAIN, verbose: bool = False, indent: int =
         by_class[c["class"]] = by_class.get(c["class"], 0) + 1
     head += ", ".join(f"{n} {k}" for k, n in by_class.items())
     if folded:
-        head += " (-v shows the expected)"
+        head += " (expected ones: -v)"
     out = look.wrap(head, indent + 2, first=" " * indent)
     if shown:
         rows = [[c["class"], term(c["name"]), change_text(c)] for c in shown]
@@ -342,7 +342,10 @@ def tls_lines(doc: dict, limit: int = 20, look: Look = PLAIN) -> list[str]:
 OK_CHAINS = 20
 
 
-def chain_block(c: dict, by_id: dict[int, dict], names: dict[str, str], look: Look, verbose: bool) -> list[str]:
+def chain_block(c: dict, by_id: dict[int, dict], names: dict[str, str], look: Look, verbose: bool,
+                advised: dict[str, int] | None = None) -> list[str]:
+    """One chain. `advised` (cause -> chain id) keeps the advice to its first chain per cause:
+    later ones point back to it instead of repeating the paragraph."""
     v = c["verdict"]
     out: list[str] = []
     tag = f"  [{c['id']}] "
@@ -357,7 +360,13 @@ def chain_block(c: dict, by_id: dict[int, dict], names: dict[str, str], look: Lo
     if v["cause"] != "ok" or verbose:
         out += look.wrap(term(v["summary"]), 6)
     if v.get("advice") and v["cause"] != "ok":
-        out += _next_lines(v["advice"], 6, look)
+        first = advised.get(v["cause"]) if advised is not None else None
+        if first is not None and first != c["id"]:
+            out += _next_lines(f"as for chain {first} above.", 6, look)
+        else:
+            out += _next_lines(v["advice"], 6, look)
+            if advised is not None:
+                advised[v["cause"]] = c["id"]
     for line in dns_lines(v, names):
         out += look.wrap(line, 8, first=" " * 6)
     enc = c.get("encrypted_before")
@@ -389,13 +398,19 @@ def render_table(doc: dict, verbose: bool = False, look: Look = PLAIN) -> str:
         broken = [c for c in chains if c["verdict"]["broken"]]
         fine = [c for c in chains if not c["verdict"]["broken"]]
         out.append("")
-        out.append(look.head(f"chains: {len(chains)}, {len(broken)} broken")
-                   + (" (broken first)" if broken and fine else ""))
+        causes: dict[str, int] = {}
         for c in broken:
-            out += chain_block(c, by_id, names, look, verbose)
+            causes[c["verdict"]["cause"]] = causes.get(c["verdict"]["cause"], 0) + 1
+        head = f"chains: {len(chains)}, {len(broken)} broken" + (
+            ": " + ", ".join(f"{k} {n}" for k, n in causes.items()) if broken else "")
+        head_lines = look.wrap(head, 2, first="")
+        out += [look.head(x) for x in head_lines]
+        advised: dict[str, int] = {}
+        for c in broken:
+            out += chain_block(c, by_id, names, look, verbose, advised)
         show = fine if verbose or len(fine) <= OK_CHAINS else fine[:OK_CHAINS]
         for c in show:
-            out += chain_block(c, by_id, names, look, verbose)
+            out += chain_block(c, by_id, names, look, verbose, advised)
         if len(show) < len(fine):
             out.append(look.dim(f"  … {len(fine) - len(show)} more ok chain(s) (-v lists them)"))
     if doc["handshakes"]:
