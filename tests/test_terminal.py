@@ -346,3 +346,10 @@ def test_live_text_is_redacted_by_default(tmp_path):
         outs[mode] = out
     assert "/?token=" in outs["default"] and secret not in outs["default"]
     assert f"/?token={secret}" in outs["--no-redact"]
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "html"])
+def test_listing_formats_carry_the_advice(caps, fmt):
+    _, out, _ = wscap("analyze", "--format", fmt, caps[1])
+    # A phrase of ADVICE["origin-rejected"] with nothing Markdown or HTML would escape.
+    assert "What to check next" in out and "Add the client's origin to the backend" in out.replace("&#x27;", "'")
