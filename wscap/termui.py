@@ -188,6 +188,7 @@ class Progress:
         self.total = sum(self.files.values())
         self.enabled = enabled and self.total > 0 and os.path.isdir("/proc/self/fd")
         self._done = {p: 0 for p in self.files}
+        self.passes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._bar = None
@@ -219,6 +220,9 @@ class Progress:
         return pids
 
     def sample(self) -> int:
+        """Bytes read so far. A file opened again from its start (tshark reads a capture in two
+        passes for --engine tshark; --keylog decrypts before wscap reads) starts a new pass."""
+        cur: dict[str, int] = {}
         for pid in self._pids():
             try:
                 fds = os.listdir(f"/proc/{pid}/fd")
@@ -236,20 +240,30 @@ class Progress:
                         pos = int(f.readline().split()[1])
                 except (OSError, ValueError, IndexError):
                     continue
-                self._done[target] = max(self._done[target], min(pos, self.files[target]))
+                cur[target] = max(cur.get(target, 0), min(pos, self.files[target]))
+        for target, pos in cur.items():
+            if pos < self._done[target] and pos < self.files[target] // 2 and self._done[target] >= self.files[target] * 0.9:
+                self.passes += 1                     # read again from the start
+                self._done = {t: 0 for t in self._done}
+            self._done[target] = max(self._done[target], pos)
         return sum(self._done.values())
 
     def _run(self) -> None:
         start = time.monotonic()
         last = 0
+        shown_pass = 0
         while not self._stop.wait(0.25):
             if time.monotonic() - start < self.DELAY:
                 continue
             done = self.sample()
-            if self._bar is None:
-                self._bar = click.progressbar(length=self.total, file=sys.stderr, label="reading",
+            if self._bar is None or shown_pass != self.passes:
+                if self._bar is not None:
+                    click.echo("\r\033[K", err=True, nl=False)
+                label = "reading" if not self.passes else f"reading, pass {self.passes + 1}"
+                self._bar = click.progressbar(length=self.total, file=sys.stderr, label=label,
                                               show_eta=True, show_percent=True, width=30)
                 self._bar.render_progress()
+                shown_pass, last = self.passes, 0
             if done > last:
                 self._bar.update(done - last)
                 last = done
