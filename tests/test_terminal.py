@@ -353,3 +353,34 @@ def test_listing_formats_carry_the_advice(caps, fmt):
     _, out, _ = wscap("analyze", "--format", fmt, caps[1])
     # A phrase of ADVICE["origin-rejected"] with nothing Markdown or HTML would escape.
     assert "What to check next" in out and "Add the client's origin to the backend" in out.replace("&#x27;", "'")
+
+
+@pytest.mark.skipif(__import__("shutil").which("tshark") is None, reason="tshark not installed")
+def test_progress_bar_on_a_terminal(tmp_path):
+    """stderr a pseudo-terminal, --engine tshark on a 15 MB capture (several seconds): the bar is
+    drawn by bytes read and erased at the end; stdout (not a terminal) gets the plain table."""
+    import pty
+    gen = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "gen.py"), "--preset", "small",
+                          "--seed", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert gen.returncode == 0, gen.stderr
+    [cap] = list(tmp_path.glob("*.pcap"))
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "wscap", "analyze", "--engine", "tshark", str(cap)],
+                         stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(slave)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        err += chunk
+    out = p.stdout.read().decode()
+    p.wait(timeout=300)
+    os.close(master)
+    text = err.decode("utf-8", "replace")
+    assert re.search(r"reading\s+\[[#-]+\]\s+\d+%", text), text[-500:]
+    assert text.rstrip().endswith("\x1b[K\x1b[?25h")          # erased, cursor shown again
+    assert "chains: 150" in out and "\x1b[" not in out
