@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate the README's anomaly-code and cause tables from wscap's registries.
+"""Regenerate the reference's anomaly-code and cause tables (docs/reference.md) from wscap's registries.
 
 anomaly.CODES and verdict.ADVICE are the single sources; this rewrites the text
 between the `<!-- codes:start/end -->` and `<!-- causes:start/end -->` markers.
@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from wscap.anomaly import CODES  # noqa: E402
 from wscap.verdict import ADVICE  # noqa: E402
 
-readme = os.path.join(os.path.dirname(__file__), "..", "README.md")
+readme = os.path.join(os.path.dirname(__file__), "..", "docs", "reference.md")
 text = open(readme, encoding="utf-8").read()
 codes = "| code | severity | meaning |\n|---|---|---|\n" + "\n".join(
     f"| `{c}` | {sev.value} | {doc.replace('|', '/')} |" for c, (sev, doc) in CODES.items())

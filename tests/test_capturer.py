@@ -45,7 +45,9 @@ def _root_skip() -> str | None:
 
 
 _why = _root_skip()
-needs_lab = pytest.mark.skipif(_why is not None, reason=_why or "")
+def needs_lab(test):
+    """Root + netns + a built wscap-capture; marked `live` like the other bridge tests."""
+    return pytest.mark.live(pytest.mark.skipif(_why is not None, reason=_why or "")(test))
 
 UDP_PORT = 40000
 
@@ -215,6 +217,21 @@ def test_no_compiler_reason(monkeypatch, tmp_path):
     assert capturer.unavailable_reason() == "no C compiler (apt install gcc)"
 
 
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc")
+def test_missing_pcap_headers_reason(monkeypatch, tmp_path):
+    # A compiler that cannot see /usr/include: what a machine without libpcap-dev looks like.
+    cc = tmp_path / "cc-no-headers"
+    cc.write_text(f"#!/bin/sh\nexec {shutil.which('gcc')} --sysroot={tmp_path}/none \"$@\"\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("WSCAP_HELPER_DIR", str(tmp_path / "a"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "c"))
+    assert capturer.helper_path(build=True) is None
+    assert capturer.unavailable_reason() == "libpcap headers missing (apt install libpcap-dev)"
+    assert os.listdir(tmp_path / "a") == [".build.lock"]      # no half-built binary left
+
+
 @pytest.mark.skipif(not shutil.which("cc") or not os.path.exists("/usr/include/pcap/pcap.h"),
                     reason="needs cc and libpcap headers (apt install gcc libpcap-dev)")
 def test_build_cached_by_source_hash(monkeypatch, tmp_path):
@@ -237,6 +254,12 @@ def test_build_cached_by_source_hash(monkeypatch, tmp_path):
                        text=True, stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and r.stdout.startswith("error usage classic pcap")
     assert not (tmp_path / "x.pcap").exists()
+    for bad in (["-t", "0"], ["-C", "100000"], ["-s", "x"], ["extra"], ["-n", str(tmp_path / "a.nrb")]):
+        r = subprocess.run([p, "-w", str(tmp_path / "y.pcap"), *bad], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 2 and r.stdout.startswith("error usage "), (bad, r.stdout)
+        assert len(r.stdout.splitlines()) == 1
+    assert not (tmp_path / "y.pcap").exists()
 
 
 # ---- root + netns ----------------------------------------------------------------------------
@@ -247,6 +270,12 @@ def test_udp_every_datagram_and_status(lab, tmp_path):
     cp = start(lab, out, bpf=f"udp port {UDP_PORT}")
     assert cp.files == [(1, out)] and cp.format == "pcapng" and cp.linktypes == [1]
     assert cp.tsresol == 9
+    # Snap length from the bridge in the lab namespace (not this one): its largest
+    # frame (MTU / GSO / GRO size) + the SLL2 header.
+    link = json.loads(subprocess.run(["ip", "-n", lab.lab_ns, "-d", "-j", "link", "show", lab.bridge],
+                                     capture_output=True, text=True, check=True).stdout)[0]
+    biggest = max(link["mtu"], link.get("gso_max_size", 65536), link.get("gro_max_size", 0))
+    assert cp.snaplen == min(262144, max(1600, biggest + 20))
     n = 3000
     t_sent = time.time_ns()
     send_udp(lab, "client", n, size=200)
@@ -544,3 +573,140 @@ def test_interface_gone(lab, tmp_path):
     assert stop(cp) == 0 and cp.end_reason == "stopped"
     fs, res = frames(out)
     assert res.errors == [] and udp_tags(fs) == list(range(30)) and {f.iface for f in fs} == {1}
+
+
+@needs_lab
+def test_only_interface_gone_ends(lab, tmp_path):
+    port = "vlone" + str(os.getpid() % 10000)
+    x = ("ip", "-n", lab.lab_ns)
+    subprocess.run([*x, "link", "add", port, "type", "veth", "peer", "name", port + "p"], check=True)
+    subprocess.run([*x, "link", "set", port, "up"], check=True)
+    out = str(tmp_path / "lone.pcapng")
+    cp = start(lab, out, ifaces=[port])
+    subprocess.run([*x, "link", "del", port], check=True)
+    assert cp.wait(20) == 0
+    assert cp.end_reason == "ifgone" and cp.errors[0][0] == "ifgone"
+    fs, res = frames(out)
+    assert res.errors == [] and res.interfaces == [port]
+
+
+PARENT = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from wscap.capture.capturer import CaptureProcess
+cp = CaptureProcess([sys.argv[3]], sys.argv[2], netns=sys.argv[4], run_as=(65534, 65534))
+cp.wait_ready(15)
+print(cp.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@needs_lab
+def test_dies_with_its_parent(lab):
+    """SIGKILL of the Python side (no atexit, no stop()) still ends the capture, also
+    after it switched user (which clears PR_SET_PDEATHSIG; the program sets it again)."""
+    d = tempfile.mkdtemp(prefix="wscap-capt-orphan-")
+    try:
+        os.chmod(d, 0o777)
+        out = os.path.join(d, "o.pcapng")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        p = subprocess.Popen([sys.executable, "-c", PARENT, root, out, lab.bridge, lab.netns_path()],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            pid = int(p.stdout.readline())
+            assert open(f"/proc/{pid}/status").read().count("65534") >= 2
+            send_udp(lab, "client", 40)
+        finally:
+            p.kill()
+            p.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            st = open(f"/proc/{pid}/stat").read() if os.path.exists(f"/proc/{pid}/stat") else ""
+            if st and st.rsplit(")", 1)[1].split()[0] == "Z":
+                break          # exited; a zombie until init reaps it
+            time.sleep(0.05)
+        stat_now = open(f"/proc/{pid}/stat").read() if os.path.exists(f"/proc/{pid}/stat") else ""
+        assert not stat_now or stat_now.rsplit(")", 1)[1].split()[0] == "Z", "capture outlived its parent"
+        fs, res = frames(out)
+        assert res.errors == [] and udp_tags(fs) == list(range(40))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _become_setcap_user() -> None:
+    """In a forked child: uid/gid 65534 with CAP_NET_RAW + CAP_NET_ADMIN permitted,
+    effective and inheritable but not ambient: what `setcap ...=eip` on python gives."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(8, 1, 0, 0, 0)                                   # PR_SET_KEEPCAPS
+    os.setgroups([])
+    os.setresgid(65534, 65534, 65534)
+    os.setresuid(65534, 65534, 65534)
+
+    class Hdr(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+    data = (Data * 2)()
+    data[0].effective = data[0].permitted = data[0].inheritable = (1 << 12) | (1 << 13)
+    if libc.capset(ctypes.byref(Hdr(0x20080522, 0)), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+@needs_lab
+def test_capabilities_instead_of_root(lab):
+    """Non-root with file capabilities on python: the capture program gets them too."""
+    d = tempfile.mkdtemp(prefix="wscap-capt-caps-")
+    try:
+        os.chmod(d, 0o777)
+        exe = os.path.join(d, "wscap-capture")
+        shutil.copy(capturer.helper_path(), exe)
+        os.chmod(exe, 0o755)
+        out = os.path.join(d, "caps.pcapng")
+        # The child runs as nobody, who cannot read this Python's library directory:
+        # import now what its error path would import.
+        import ctypes.util  # noqa: F401
+        import wscap.capture.ifaces  # noqa: F401
+        import wscap.capture.privilege  # noqa: F401
+        r1, w1 = os.pipe()
+        r2, w2 = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                            # the child: never returns
+            code = 1
+            try:
+                os.close(r1)
+                os.close(w2)
+                fd = os.open(lab.netns_path(), os.O_RDONLY)
+                capturer._setns_preexec(fd)()                   # entered while still root
+                _become_setcap_user()
+                cp = CaptureProcess([lab.bridge], out, bpf=f"udp port {UDP_PORT}", helper=exe)
+                cp.wait_ready(15)
+                os.write(w1, b"ready\n")
+                os.read(r2, 10)
+                cp.stop()
+                cp.wait(20)
+                os.write(w1, json.dumps([cp.end_reason, cp.end_packets]).encode())
+                code = 0
+            except BaseException as e:  # noqa: BLE001
+                os.write(w1, repr(e).encode()[:2000])
+            finally:
+                os._exit(code)
+        os.close(w1)
+        os.close(r2)
+        with os.fdopen(r1) as rd:
+            first = rd.readline()
+            assert first == "ready\n", first + rd.read()
+            send_udp(lab, "client", 20)
+            os.write(w2, b"go\n")
+            os.close(w2)
+            result = rd.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, result
+        assert json.loads(result) == ["stopped", 20]
+        assert os.stat(out).st_uid == 65534
+        fs, res = frames(out)
+        assert udp_tags(fs) == list(range(20))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -396,6 +396,8 @@ def test_backend_timeout_behind_a_proxy_gets_no_dns_noise(tmp_path):
     up = cap.conn((PROXY[0], 40000), BACKEND).open()
     up.send(True, ws_request("/ws", key=key, host="meetsonar-backend:5000", lower=True))
     cap.wait(5.0)
+    # A later packet shows the capture went on past --timeout (else: unanswered-at-capture-end).
+    cap.conn(("172.18.0.9", 45000), ("172.18.0.8", 80)).open()
     doc = analyze(cap, tmp_path)
     v = only_chain(doc)["verdict"]
     assert v["cause"] == "timeout" and v["hop"] == 1

@@ -87,7 +87,11 @@ def test_response_checks():
     assert set(codes_of(check_response(r, bad))) == {"bad-accept", "subprotocol-not-offered",
                                                      "extension-not-offered", "body-on-101"}
     none = parse_head(ws_response(key), "response")
-    assert codes_of(check_response(r, none)) == ["subprotocol-not-echoed"]
+    # WHATWG: a browser (User-Agent Mozilla/...) fails an offer left unanswered; RFC 6455 §4.1 lets
+    # other clients go on, so theirs is a warning.
+    assert codes_of(check_response(r, none)) == ["subprotocol-declined"]
+    browser = req(key=key, protocol="chat", extra=[("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/120")])
+    assert codes_of(check_response(browser, none)) == ["subprotocol-not-echoed"]
     v426 = parse_head(b"HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13, 8\r\n\r\n", "response")
     found = list(check_response(req(), v426))
     assert codes_of(found) == ["version-rejected"] and "13, 8" in found[0].message

@@ -59,6 +59,11 @@ CAUSES = {
     "version-unsupported",
     "timeout",
     "closed-after-upgrade",
+    # issue 14
+    "invalid-101",
+    "malformed-request",
+    "client-http-after-101",
+    "unanswered-at-capture-end",
 }
 
 

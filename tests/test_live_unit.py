@@ -159,7 +159,8 @@ def test_writer_disk_full_truncates_to_last_record(tmp_path, monkeypatch):
 # ---- filters, names ------------------------------------------------------------------------
 
 def test_build_filter():
-    assert build_filter(None, ()) == "tcp or port 53 or host 127.0.0.11"
+    f = build_filter(None, ())
+    assert f.startswith("tcp or port 53 or host 127.0.0.11 or ") and "dst port 8472" in f and "ip proto 47" in f
     assert build_filter(None, (80, 8080)) == "(tcp and (port 80 or port 8080)) or port 53 or host 127.0.0.11"
     assert build_filter("host 10.0.0.1", ()) == "host 10.0.0.1"
     assert build_filter("host 10.0.0.1", (80,)) == "(host 10.0.0.1) and tcp and (port 80)"

@@ -37,6 +37,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     # TCP layer
     "mid-stream-start": (I, "the capture starts after the connection's SYN"),
     "retransmission-conflict": (E, "a retransmitted or overlapping segment carries different bytes"),
+    "tcp-keep-alive": (I, "a keep-alive probe: 0 or 1 byte at snd.nxt-1 (its byte may differ: Windows); not data"),
+    "tcp-zero-window-probe": (I, "a 1-byte probe into a zero receive window; later data at that offset wins"),
     "tcp-gap": (W, "bytes are missing from the stream (lost by the capture or the network)"),
     "syn-unanswered": (E, "the SYN was never answered"),
     "syn-refused": (E, "the SYN was answered by RST (connection refused)"),
@@ -81,7 +83,10 @@ CODES: dict[str, tuple[Severity, str]] = {
     "accept-missing": (E, "the 101 lacks Sec-WebSocket-Accept (RFC 6455 §4.1)"),
     "bad-accept": (E, "Sec-WebSocket-Accept does not match the key (RFC 6455 §4.2.2)"),
     "subprotocol-not-offered": (E, "the server chose a subprotocol the client did not offer (RFC 6455 §4.1)"),
-    "subprotocol-not-echoed": (E, "the client offered subprotocols and the 101 chose none; browsers fail the connection"),
+    "subprotocol-not-echoed": (E, "a browser offered subprotocols and the 101 chose none; browsers fail the "
+                                  "connection (WHATWG)"),
+    "subprotocol-declined": (W, "a non-browser client offered subprotocols and the 101 chose none; RFC 6455 §4.1 "
+                                "lets it go on"),
     "extension-not-offered": (E, "the server accepted an extension the client did not offer (RFC 6455 §9.1)"),
     "not-websocket-upgrade": (I, "an HTTP Upgrade to another protocol (not WebSocket)"),
     # WebSockets over HTTP/2 (RFC 8441)

@@ -167,7 +167,10 @@ def link_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float =
         taken.add(id(a))
         used_attempts.append(a)
         up_of[id(down)], down_of[id(a)], link_by[id(a)] = a, down, "attempt"
-    proxies = {_ip(h["client"]) for h in reqs + used_attempts if id(h) in down_of}
+    proxies = Proxies(_ip(h["client"]) for h in reqs + used_attempts if id(h) in down_of)
+    # Addresses that opened connections of their own (a request or a bare attempt): a leg that
+    # goes unanswered at such an address is a proxy that did not go upstream for it.
+    proxies.dialers = frozenset(_ip(h["client"]) for h in reqs + list(attempts))
     chains = []
     heads = [h for h in reqs if id(h) not in down_of]
     for n, head in enumerate(sorted(heads, key=lambda h: (h["source"], h["first_frame"])), start=1):
@@ -180,6 +183,11 @@ def link_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float =
     return chains, used_attempts, proxies
 
 
+class Proxies(set):
+    """Proxy addresses (set of IP strings), plus `dialers`: every address seen opening a connection."""
+    dialers: frozenset = frozenset()
+
+
 def judge_chain(chain: dict, hops: list[dict], proxies: set[str], names: dict[str, str] | None = None,
                 dns=None, timeout_s: float = 3.0) -> dict:
     """Diffs at every boundary and the verdict, from the legs' full handshake documents; with a
@@ -188,7 +196,7 @@ def judge_chain(chain: dict, hops: list[dict], proxies: set[str], names: dict[st
     for i in range(len(hops) - 1):
         diffs += diff_boundary(i, hops[i], hops[i + 1])
     chain["diffs"] = diffs
-    chain["verdict"] = decide(hops, diffs, chain["links"], proxies)
+    chain["verdict"] = decide(hops, diffs, chain["links"], proxies, timeout_s)
     if dns is not None:
         explain(dns, chain, hops, timeout_s, names)
     if names:

@@ -50,6 +50,8 @@ def limits_options(f):
                      help="WebSocket frame summaries kept per direction."),
         click.option("--max-dns", type=click.IntRange(min=0), default=d.max_dns, show_default=True,
                      help="DNS transactions kept (oldest dropped first)."),
+        click.option("--max-tunnel-depth", type=click.IntRange(0, 64), default=d.tunnel_depth, show_default=True,
+                     help="Nested tunnels (VXLAN, GENEVE, GRE, IP-in-IP, MPLS, GTP-U) opened per packet."),
         click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=86400),
                      default=3.0, show_default=True,
                      help="Seconds a leg waits for a response before it is decided."),
@@ -62,10 +64,11 @@ def limits_options(f):
 
 def build_options(max_head_bytes: int, max_flow_buffer: int, max_flows: int, max_frames: int,
                   timeout_s: float, names: dict[str, str] | None = None, jobs: int = 1,
+                  max_tunnel_depth: int = Limits().tunnel_depth,
                   keylog: tuple[str, ...] | str | None = None, engine: str = "wscap",
                   max_dns: int = Limits().max_dns, names_fallback: dict[str, str] | None = None) -> Options:
     lim = Limits(head_bytes=max_head_bytes, flow_buffer=max_flow_buffer, max_flows=max_flows,
-                 frames_per_direction=max_frames, max_dns=max_dns)
+                 frames_per_direction=max_frames, max_dns=max_dns, tunnel_depth=max_tunnel_depth)
     return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())),
                    names_fallback=tuple(sorted((names_fallback or {}).items())),
                    keylog=one_keylog(keylog),
@@ -210,7 +213,7 @@ def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict, stre
             pipe = run_pipeline(inputs.paths, options, None, jobs=lim.get("jobs", 1))
             pipe.sources = inputs.fix({"source": pipe.sources})["source"]
         if stream_json is not None:
-            return {"source": pipe.sources, "summary": pipe.write_json(stream_json)}
+            return {"source": pipe.sources, "summary": pipe.write_json(stream_json), "stats": pipe.stats}
         return pipe.document()
     finally:
         inputs.close()
@@ -223,6 +226,21 @@ def report_errors(doc: dict) -> None:
         kl = s.get("keylog")
         if kl and kl.get("error"):
             click.echo(f"wscap: {s['path']}: {kl['error']}", err=True)
+    line = unsupported_line(doc.get("stats") or {})
+    if line:
+        click.echo(f"wscap: {line}", err=True)
+
+
+def unsupported_line(stats: dict) -> str:
+    """One line naming the encapsulations wscap saw but does not read (never a silent 0)."""
+    from .render.escape import term
+    u = stats.get("unsupported_encapsulation") or {}
+    if not u:
+        return ""
+    top = sorted(u.items(), key=lambda x: (-x[1], x[0]))
+    return (f"{sum(u.values())} packet(s) in encapsulations wscap does not read: "
+            + ", ".join(f"{term(k)} {n}" for k, n in top[:8]) + (f", {len(top) - 8} more kinds" if len(top) > 8 else "")
+            + "; TCP inside them is not analysed")
 
 
 def nothing_read(doc: dict) -> bool:

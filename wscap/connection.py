@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from . import handshake as hs
 from . import opinions
-from .anomaly import Anomaly, make
+from .anomaly import Anomaly, Severity, make
 from .http1 import HttpHead, find_head_end, looks_like_request, looks_like_response, parse_head
 from .limits import Limits
 from .tcp import HalfStream
@@ -101,7 +101,7 @@ class Exchange:
     def all_anomalies(self) -> list[Anomaly]:
         out = list(self.conn.anomalies) + self.conn.suppressed()
         if self.request is not None:
-            out += self.request.anomalies
+            out += hs.request_anomalies(self.request, self.response)
         if self.response is not None:
             out += self.response.anomalies
         out += self.anomalies
@@ -160,6 +160,7 @@ class Exchange:
             "http_version": "1.1",
             "h2": None,
             "tls": c.tls_json(),
+            "tunnel": c.tunnel,
         }
 
 
@@ -234,7 +235,7 @@ class Connection:
                  "fins", "first_frame", "first_ts", "head_first_frame", "head_last", "held", "held_frames", "last_frame",
                  "last_ts", "limits", "limits_hit", "mode", "noted", "pending", "plain_requests", "saw_payload",
                  "server", "source", "spooled", "streams", "syn_frame", "synack_frame", "tls", "tls_frame",
-                 "h2", "h2_mode", "h2_enable", "h2_streams", "server_first")
+                 "h2", "h2_mode", "h2_enable", "h2_streams", "server_first", "window", "zw", "tunnel")
 
     def __init__(self, client: tuple[bytes, int], server: tuple[bytes, int], source: int,
                  frame: int, ts_ns: int, limits: Limits) -> None:
@@ -275,6 +276,9 @@ class Connection:
         # Server bytes that came before the client said anything: an HTTP/2 server's SETTINGS
         # (it may send them before the client's preface arrives). Replayed if HTTP/2 starts.
         self.server_first: tuple[bytearray, int, int] | None = None
+        self.window = [1, 1]                         # last advertised receive window per direction
+        self.zw = False                              # a zero window was seen: the fast path steps aside
+        self.tunnel: list[dict] | None = None        # the encapsulation the connection came through
 
     # -- fast lane -----------------------------------------------------------
     def fast_lane(self, src: bytes, sport: int, seq: int, paylen: int, no: int, ts_ns: int) -> bool:
@@ -373,6 +377,15 @@ class Connection:
             "retransmission-conflict",
             f"{who} bytes at stream offset {offset} differ between frame {old_frame} and frame {new_frame}; "
             f"kept frame {old_frame}'s", new_frame))
+
+    def on_probe(self, direction: int, kind: str, offset: int, frame: int) -> None:
+        who = "client" if direction == C2S else "server"
+        if kind == "keep-alive":
+            self._note(make("tcp-keep-alive", f"{who} keep-alive probe at stream offset {offset} (snd.nxt-1); "
+                            f"not data, not a conflict", frame))
+        else:
+            self._note(make("tcp-zero-window-probe", f"{who} probed a zero window with 1 byte at stream offset "
+                            f"{offset}; later data at that offset is kept", frame))
 
     # -- client side ---------------------------------------------------------
     def _frames_or_ignored(self, direction: int, data: bytes, frame: int, ts_ns: int) -> bool:
@@ -774,8 +787,10 @@ class Connection:
             if rest:
                 self.h2.feed(S2C, rest, frame, ts_ns, self.limits.flow_buffer)
             return b""
-        if status == 101 and not ex.websocket:
-            # Upgrade to another protocol (Upgrade: tcp): its bytes are not frames.
+        if status == 101 and (not ex.websocket or "websocket" not in head.tokens(b"upgrade")):
+            # Upgrade to another protocol (Upgrade: tcp): its bytes are not frames. Nor after a 101
+            # without 'Upgrade: websocket': the client fails the connection (RFC 6455 §4.1), no
+            # WebSocket exists, and what follows (a proxy's chunked body) is not frames either.
             self.mode[S2C] = self.mode[C2S] = IGNORE
             self.held = bytearray()
             return b""
@@ -843,13 +858,22 @@ _PARSERS = {("llhttp", "request"): opinions.llhttp_request, ("llhttp", "response
 
 
 def opinion_anomalies(heads) -> list[Anomaly]:
-    """llhttp-rejects / h11-rejects for each complete head (shared with the tshark engine)."""
+    """llhttp-rejects / h11-rejects for each complete head (shared with the tshark engine).
+
+    A request that the server answered 101 anyway is a warning, not an error: the server (not a
+    Node one) accepted it, and the failure, if any, is the response's."""
     out = []
+    resp = heads[1] if len(heads) > 1 else None
+    accepted = resp is not None and resp.complete and resp.status == 101
     for head in heads:
         if head is None or not head.complete:
             continue
         o = parser_opinion(head, "llhttp")
         if o.accepts is False:
+            if head.kind == "request" and accepted:
+                out.append(Anomaly("llhttp-rejects", Severity.WARN, f"Node's llhttp rejects the request: {o.error} "
+                                   f"(the server answered 101 anyway)", head.frame))
+                continue
             out.append(make("llhttp-rejects", f"Node's llhttp rejects the {head.kind}: {o.error}", head.frame))
         o = parser_opinion(head, "h11")
         if o.accepts is False:

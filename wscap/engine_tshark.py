@@ -48,6 +48,7 @@ from .http1 import Field, HttpHead, parse_head
 from .http2 import ENABLE_CONNECT_PROTOCOL, H2Head, check_connect_response, check_extended_connect, error_name
 from .pipeline import Options
 from .connection import opinion_anomalies, parser_opinion
+from .wsframe import _REQUEST_LINE as _WS_REQUEST_LINE
 from .wsframe import FrameScanner, preview
 
 ENGINE = "tshark"
@@ -238,6 +239,8 @@ class Pkt:
     h2: list[dict] = field(default_factory=list)
     tls: bool = False
     hello: dict | None = None
+    tunnel: list | None = None                          # encapsulation layers (see _tunnel)
+    probe: str | None = None                            # "keep-alive" | "zero-window-probe" (tcp.analysis)
 
 
 def _ws_length(d: dict) -> int:
@@ -337,10 +340,18 @@ TCP_FIELDS = ("frame.number", "frame.time_epoch", "frame.cap_len", "frame.encap_
               "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.stream", "tcp.srcport", "tcp.dstport",
               "tcp.flags", "tcp.len", "tcp.seq", "tcp.analysis.retransmission",
               "tcp.analysis.spurious_retransmission", "tcp.segment.count", "tcp.segment",
-              "tcp.segment_data", "tcp.payload")
+              "tcp.segment_data", "tcp.payload",
+              # the tunnels a packet came out of (see _tunnel): the same layers the core decoder opens
+              "eth.type", "udp.dstport", "vxlan.vni", "geneve.vni", "gtp.teid", "gre.key", "gre.proto",
+              "erspan.version", "erspan.spanid", "mpls.label", "mpls.bottom",
+              # TCP probes (core: tcp.HalfStream.feed): tshark's tcp.analysis labels
+              "tcp.analysis.keep_alive", "tcp.analysis.zero_window_probe")
 # DNS as tshark dissects it (UDP/TCP port 53): the same transactions the core reads with dpkt.
-DNS_FIELDS = ("udp.srcport", "udp.dstport", "dns.id", "dns.flags.response", "dns.flags.rcode", "dns.qry.name",
+# (udp.dstport is in TCP_FIELDS: tshark fills only the last column of a field asked for twice.)
+DNS_FIELDS = ("udp.srcport", "dns.id", "dns.flags.response", "dns.flags.rcode", "dns.qry.name",
               "dns.qry.type", "dns.a", "dns.aaaa", "dns.count.answers")
+# tshark decodes VXLAN only on its IANA port 4789; Linux's (and flannel's) default is 8472.
+DECODE_AS = {"udp.port==8472": "vxlan"}
 JSON_PROTOCOLS = "frame http websocket http2 tls"
 # Exactly the packets `_extract` finds something in: an http item that is a request or a response,
 # any websocket or http2 layer, a TLS handshake of type 1 (ClientHello).
@@ -356,13 +367,17 @@ def _fields_pkt(cols: list[str]) -> tuple[Pkt, int | None]:
     """One line of the fields pass -> (Pkt with its TCP facts, frame.encap_type). With several
     occurrences (a tunnel), the innermost header's, as the JSON reading took the last layer."""
     (no, epoch, caplen, encap, protos, ip_src, ip_dst, ip6_src, ip6_dst, stream, sport, dport, flags, tcplen,
-     seq, retrans, spurious, seg_count, segs, segdata, payload) = cols
+     seq, retrans, spurious, seg_count, segs, segdata, payload) = cols[:21]
     p = Pkt(no=int(no), ts_ns=_ns(epoch), caplen=int(caplen or 0))
     enc = int(encap) if encap else None
     names = protos.split(":")
     if not stream or "tcp" not in names or _NESTING.intersection(names[:names.index("tcp")]):
         return p, enc      # no TCP header of its own (an ICMP error quotes one inside its item)
-    if ip6_src:
+    p.tunnel = _tunnel(names[:names.index("tcp")], ip_src, ip_dst, ip6_src, ip6_dst, cols[21:32])
+    p.probe = "keep-alive" if cols[32] else "zero-window-probe" if cols[33] else None
+    above = names[:names.index("tcp")]
+    inner6 = next((n for n in reversed(above) if n in ("ip", "ipv6")), "ipv6" if ip6_src else "ip") == "ipv6"
+    if inner6:      # the innermost IP header is the TCP's (an IPv6 outer header may carry IPv4)
         p.src, p.dst = _last(ip6_src), _last(ip6_dst)
     else:
         p.src, p.dst = _last(ip_src), _last(ip_dst)
@@ -400,7 +415,7 @@ def _dns_record(cols: list[str], p: Pkt, res: FileRead) -> None:
     if not src or not dst:
         return
     if d["udp.srcport"]:
-        sport, dport, transport = int(_last(d["udp.srcport"])), int(_last(d["udp.dstport"])), "udp"
+        sport, dport, transport = int(_last(d["udp.srcport"])), int(_last(t["udp.dstport"])), "udp"
     else:
         sport, dport, transport = int(_last(t["tcp.srcport"]) or 0), int(_last(t["tcp.dstport"]) or 0), "tcp"
     first = lambda v: v.split(",", 1)[0]   # noqa: E731
@@ -411,6 +426,68 @@ def _dns_record(cols: list[str], p: Pkt, res: FileRead) -> None:
                     int(first(d["dns.flags.rcode"]) or 0), safe_name(first(d["dns.qry.name"])),
                     QTYPES.get(int(qtype), qtype) if qtype.isdigit() else qtype, addrs[:MAX_ADDRESSES],
                     int(first(d["dns.count.answers"]) or 0)))
+def _tunnel(names: list[str], ip_src: str, ip_dst: str, ip6_src: str, ip6_dst: str, tun: list[str]) -> list | None:
+    """The encapsulation layers above the TCP header, from tshark's protocol path and fields, in the
+    core's JSON shape (decode.tunnel_json): outermost first; None for a packet outside any tunnel."""
+    eth_type, udp_dport, vni, gvni, teid, gkey, gproto, ever, espan, labels, bottoms = (
+        [x for x in v.split(",")] if v else [] for v in tun)
+    idx = dict.fromkeys(("eth", "ip", "ipv6", "udp", "vxlan", "geneve", "gtp", "gre", "erspan", "mpls"), 0)
+    addrs = {"ip": (ip_src.split(",") if ip_src else [], ip_dst.split(",") if ip_dst else []),
+             "ipv6": (ip6_src.split(",") if ip6_src else [], ip6_dst.split(",") if ip6_dst else [])}
+    label_at = 0
+    last: tuple[str | None, str | None] = (None, None)
+    out: list[dict] = []
+
+    def at(v: list[str], i: int) -> str:
+        return v[i] if i < len(v) else ""
+
+    def num(v: str) -> int | None:
+        return int(v, 0) if v else None
+
+    for k, name in enumerate(names):
+        nxt = names[k + 1] if k + 1 < len(names) else ""
+        if name in ("ip", "ipv6"):
+            i = idx[name]
+            last = (at(addrs[name][0], i), at(addrs[name][1], i))
+            if nxt in ("ip", "ipv6"):
+                kind = {("ip", "ip"): "ipip", ("ip", "ipv6"): "6in4", ("ipv6", "ip"): "4in6",
+                        ("ipv6", "ipv6"): "ip6ip6"}[(name, nxt)]
+                out.append({"type": kind, "outer_src": last[0], "outer_dst": last[1]})
+        elif name == "vxlan":
+            out.append({"type": "vxlan", "outer_src": last[0], "outer_dst": last[1],
+                        "vni": num(at(vni, idx[name])), "port": num(at(udp_dport, idx["udp"] - 1))})
+        elif name == "geneve":
+            out.append({"type": "geneve", "outer_src": last[0], "outer_dst": last[1],
+                        "vni": num(at(gvni, idx[name])), "port": num(at(udp_dport, idx["udp"] - 1))})
+        elif name == "gtp":
+            out.append({"type": "gtp-u", "outer_src": last[0], "outer_dst": last[1], "teid": num(at(teid, idx[name]))})
+        elif name == "gre" and nxt != "erspan":
+            d = {"type": "gre", "outer_src": last[0], "outer_dst": last[1]}
+            key = num(at(gkey, idx[name]))
+            if key is not None:
+                d["key"] = key
+            d["protocol"] = f"0x{num(at(gproto, idx[name])) or 0:04x}"
+            out.append(d)
+        elif name == "erspan":
+            v = num(at(ever, idx[name]))
+            d = {"type": "erspan", "outer_src": last[0], "outer_dst": last[1], "version": 1 if v is None else v + 1}
+            if v is not None:
+                d["session"] = num(at(espan, idx[name]))
+            out.append(d)
+        elif name == "mpls":
+            stack = []
+            while label_at < len(labels):
+                stack.append(int(labels[label_at]))
+                label_at += 1
+                if at(bottoms, label_at - 1) in ("1", "True"):
+                    break
+            et = num(at(eth_type, idx["eth"] - 1)) if idx["eth"] else None
+            out.append({"type": "mpls", "outer_src": None, "outer_dst": None, "labels": stack,
+                        "multicast": et == 0x8848})
+            last = (None, None)
+        if name in idx:
+            idx[name] += 1
+    return out or None
 
 
 def _prefs(keylog: str | None, extra: dict | None) -> dict:
@@ -448,6 +525,8 @@ def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None 
             cmd += ["-o", f"{k}:{v}"]
         for port in ports:
             cmd += ["-d", f"tcp.port=={port},http"]
+        for k, v in DECODE_AS.items():
+            cmd += ["-d", f"{k},{v}"]
         if only:
             cmd += ["-Y", only]
         for name in TCP_FIELDS + DNS_FIELDS:
@@ -500,7 +579,7 @@ def _tshark(path: str, keylog: str | None, ports: list[int], extra: dict | None 
             res.count += 1
             try:
                 p, enc = _fields_pkt(cols[:len(TCP_FIELDS)])
-                if cols[len(TCP_FIELDS) + 2]:          # dns.id: a DNS message
+                if cols[len(TCP_FIELDS) + DNS_FIELDS.index("dns.id")]:   # a DNS message
                     _dns_record(cols, p, res)
             except Exception as e:   # one odd packet must not lose the file
                 res.errors.append(f"{path}: frame {cols[0]}: cannot read tshark's fields: {e}")
@@ -542,7 +621,7 @@ def _tshark_json(path: str, prefs: dict, ports: list[int], jfilter: str) -> tupl
     try:
         cap = pyshark.FileCapture(
             path, use_json=True, include_raw=True, keep_packets=False, override_prefs=prefs,
-            decode_as={f"tcp.port=={p}": "http" for p in ports} or None, display_filter=jfilter,
+            decode_as={**{f"tcp.port=={p}": "http" for p in ports}, **DECODE_AS}, display_filter=jfilter,
             custom_parameters=["-J", JSON_PROTOCOLS])
         _reuse_version(cap)
         for pkt in cap:
@@ -754,6 +833,10 @@ class Conn:
         self.unterminated: set[int] = set()      # ids of head-incomplete anomalies awaiting that frame
         self.seq_end: dict[str, int] = {}        # side -> highest relative sequence number seen + its length
         self.holes: dict[str, list[list[int]]] = {"client": [], "server": []}   # [start, end, frame] unfilled
+        self.tunnel: list[dict] | None = None    # the encapsulation it came through (core: Connection.tunnel)
+        self.probing: dict[str, bool] = {}       # side -> inside a run of zero-window probes
+        self.ws_first: set[str] = set()          # sides whose first bytes after the 101 were seen
+        self.ws_dead: set[str] = set()           # sides that sent HTTP after the 101: no frames follow
 
 
 def _split_line(line: bytes) -> tuple[bytes, bytes]:
@@ -931,6 +1014,9 @@ class Builder:
                 c.anomalies.append(make("mid-stream-start", "the capture starts after this connection's SYN", p.no))
         side = "client" if me == c.client else "server"
         c.last_frame, c.last_ts = p.no, p.ts_ns
+        if p.tunnel is not None and (c.tunnel is None or side == "client" and c.tunnel[0]["direction"] != "c2s"):
+            d = "c2s" if side == "client" else "s2c"
+            c.tunnel = [{**t, "direction": d} for t in p.tunnel]
         if p.syn and not p.ack and side == "client" and c.syn_frame is None:
             c.syn_frame = p.no
         if p.syn and p.ack and side == "server" and c.synack_frame is None:
@@ -949,8 +1035,35 @@ class Builder:
             c.hello, c.hello_frame = p.hello, p.no
         if p.tls and (p.https or p.ws or p.h2):
             c.plaintext = True
+        if p.probe is not None and p.tcplen <= 1 and p.seq is not None:
+            # Core's on_probe: the segment is a probe, not data (Wireshark's tcp.analysis agrees).
+            who = side
+            if p.probe == "keep-alive" and p.tcplen == 1:
+                self._note(c, make("tcp-keep-alive", f"{who} keep-alive probe at stream offset {p.seq - 1} "
+                                    f"(snd.nxt-1); not data, not a conflict", p.no))
+            elif p.probe == "zero-window-probe":
+                if not c.probing.get(side):
+                    self._note(c, make("tcp-zero-window-probe", f"{who} probed a zero window with 1 byte at "
+                                        f"stream offset {p.seq - 1}; later data at that offset is kept", p.no))
+                c.probing[side] = True
+        elif p.tcplen:
+            c.probing[side] = False
+        was_ws = c.ws_mode
         self._http(c, p, side)
-        if p.ws and c.ws_mode is not None:
+        if was_ws is not None and c.ws_mode is was_ws and p.tcplen and not p.retrans and side not in c.ws_first \
+                and p.probe is None:
+            # The first bytes after the 101 on this side (core: FrameScanner.feed's first data).
+            c.ws_first.add(side)
+            line = p.payload.split(b"\n", 1)[0][:60].decode("latin-1").strip()
+            if side == "server" and (p.payload.startswith(b"HTTP/1.") or p.payload.startswith(b"HTTP/2")):
+                was_ws.frame_anomalies[side].append(make("http-after-101", f"server sent {line!r} where frames "
+                                                         f"should be", p.no))
+                c.ws_dead.add(side)
+            elif side == "client" and _WS_REQUEST_LINE.match(p.payload):
+                was_ws.frame_anomalies[side].append(make("http-after-101", f"client sent HTTP after 101: {line!r} "
+                                                         f"where frames should be", p.no))
+                c.ws_dead.add(side)
+        if p.ws and c.ws_mode is not None and side not in c.ws_dead:
             self._frames(c, p, side)
         if p.h2:
             self._h2(c, p, side)
@@ -1322,7 +1435,7 @@ class Builder:
         if ex is None:
             return out
         req, resp = ex.request, ex.response
-        out += req.anomalies
+        out += hs.request_anomalies(req, resp) if ex.h2 is None else req.anomalies
         if resp is not None:
             out += resp.anomalies
         out += ex.anomalies
@@ -1398,6 +1511,7 @@ class Builder:
                     "client_bytes": c.bytes["client"], "server_bytes": c.bytes["server"]},
             "waited": None if resp is not None or req is None else round((end_ns - req.ts_ns) / 1e9, 6),
             "tls": self._tls(c),
+            "tunnel": c.tunnel,
         }
 
 

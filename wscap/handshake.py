@@ -10,7 +10,7 @@ import binascii
 import hashlib
 from typing import Iterable
 
-from .anomaly import Anomaly, make
+from .anomaly import Anomaly, Severity, make
 from .http1 import HttpHead
 
 # RFC 6455 §1.3 / §4.2.2
@@ -125,8 +125,11 @@ def check_negotiation(req, resp) -> Iterable[Anomaly]:
         yield make("subprotocol-not-offered", f"server chose subprotocol {', '.join(chosen)!r}; client offered "
                    f"{', '.join(offered) or 'none'}", fr)
     elif offered and not chosen:
-        yield make("subprotocol-not-echoed", f"client offered {', '.join(offered)!r}; the "
-                   f"{resp.status} chose none", fr)
+        # WHATWG: a browser fails the connection; RFC 6455 §4.1 lets other clients go on.
+        ua = (req.get(b"user-agent") or b"") if hasattr(req, "get") else b""
+        browser = ua.startswith(b"Mozilla/")
+        yield make("subprotocol-not-echoed" if browser else "subprotocol-declined",
+                   f"client offered {', '.join(offered)!r}; the {resp.status} chose none", fr)
     offered_ext = {e.split(";")[0].strip() for e in extension_names(req)}
     for ext in extension_names(resp):
         name = ext.split(";")[0].strip()
@@ -140,3 +143,18 @@ def extension_names(head) -> list[str]:
 
 def deflate_negotiated(resp: HttpHead | None) -> bool:
     return resp is not None and resp.status == 101 and "permessage-deflate" in extension_names(resp)
+
+
+# Request-head grammar errors that a server may tolerate (RFC 9112 lets a recipient be lenient).
+REQUEST_GRAMMAR = ("whitespace-before-colon", "invalid-header-name", "malformed-header-line",
+                   "invalid-header-value", "malformed-start-line")
+
+
+def request_anomalies(req, resp) -> list[Anomaly]:
+    """The request head's own anomalies; a grammar error in a request that the server answered 101
+    anyway is a warning (the server accepted it), not an error: blame goes to whoever failed."""
+    if resp is None or resp.status != 101 or not getattr(resp, "complete", True):
+        return list(req.anomalies)
+    return [Anomaly(a.code, Severity.WARN, a.message + " (the server answered 101 anyway)", a.frame)
+            if a.code in REQUEST_GRAMMAR and a.severity is Severity.ERROR else a for a in req.anomalies]
+

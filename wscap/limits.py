@@ -19,3 +19,4 @@ class Limits:
     max_handshakes: int = 1_000_000      # handshakes kept for the final document
     fragments: int = 4096                # IP datagrams under reassembly at once
     max_dns: int = 20_000                # DNS transactions kept (oldest dropped first)
+    tunnel_depth: int = 8                # nested encapsulations opened per packet (VXLAN in GRE in ...)

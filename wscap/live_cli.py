@@ -40,19 +40,29 @@ from wscap.capture.writer import PcapWriter
 from wscap.render.escape import term
 
 EXIT_OK, EXIT_BROKEN, EXIT_USAGE = 0, 1, 2
+SILENT_S = 5   # a capture with no packet after this long says where the containers are
 
 
 def _err(msg: str) -> None:
     click.echo(f"wscap: {msg}", err=True)
 
 
+# All TCP, DNS (a proxy's lookups of its upstream, see wscap.dns), plus the tunnels the decoder opens (VXLAN 4789/8472, VXLAN-GPE, GENEVE, GTP-U, GRE,
+# IP-in-IP, 6in4): on an overlay host's NIC the containers' TCP is only inside those. (MPLS is
+# left out: the `mpls` primitive shifts the offsets of what follows it in a filter.)
+DEFAULT_FILTER = ("tcp or port 53 or host 127.0.0.11 "   # DNS: wscap.dns.DNS_FILTER
+                  "or (udp and (dst port 4789 or dst port 8472 or dst port 4790 or dst port 6081 "
+                  "or dst port 2152)) or ip proto 47 or ip proto 4 or ip proto 41 or ip6 proto 47 "
+                  "or ip6 proto 4 or ip6 proto 41")
+
+
 def build_filter(bpf: str | None, ports: tuple[int, ...]) -> str:
     """--filter and --port shortcuts → one BPF expression.
 
-    Default: TCP for the handshakes plus DNS (port 53, and Docker's embedded resolver
-    at 127.0.0.11, whose rewritten queries use a high port) for the proxies' lookups of
-    their upstreams. A --filter of the user's is used as given."""
-    from wscap.dns import DNS_FILTER, LIVE_FILTER
+    Default: TCP for the handshakes, DNS (port 53, and Docker's embedded resolver at
+    127.0.0.11, whose rewritten queries use a high port) for the proxies' lookups of their
+    upstreams, and the tunnels the decoder opens. A --filter of the user's is used as given."""
+    from wscap.dns import DNS_FILTER
     port_expr = " or ".join(f"port {p}" for p in ports)
     if bpf and port_expr:
         return f"({bpf}) and tcp and ({port_expr})"
@@ -60,7 +70,7 @@ def build_filter(bpf: str | None, ports: tuple[int, ...]) -> str:
         return bpf
     if port_expr:
         return f"(tcp and ({port_expr})) or {DNS_FILTER}"
-    return LIVE_FILTER
+    return DEFAULT_FILTER
 
 
 def check_filter(expr: str, iface: str) -> str | None:
@@ -204,13 +214,21 @@ class Status:
 # ---- live ------------------------------------------------------------------------------------
 
 LIVE_EPILOG = """\b
-Privileges: capturing needs root or CAP_NET_RAW + CAP_NET_ADMIN
-(sudo setcap cap_net_raw,cap_net_admin=eip $(readlink -f $(which python3))),
-and --container/--netns need CAP_SYS_ADMIN. wscap opens the capture (and enters
+Privileges: capturing needs root or CAP_NET_RAW + CAP_NET_ADMIN (run wscap
+with sudo by its full path, or give tcpdump the capabilities and use
+--backend tcpdump: sudo setcap cap_net_raw,cap_net_admin=eip /usr/bin/tcpdump;
+never setcap the Python interpreter), and --container/--netns need CAP_SYS_ADMIN. wscap opens the capture (and enters
 the namespace) first, then becomes the invoking user for good - SUDO_UID/SUDO_GID
 under sudo, or --user - like tcpdump -Z; tcpdump itself runs with -Z as that
 user. The --write file is opened only after that, so it is created by, and only
 where, the invoking user could write.
+
+\b
+Without --iface: every Docker bridge that has containers (docker0, br-<id>),
+or only the networks of --project NAME; docker0 when the Engine API is
+unreachable. The Engine API is found through WSCAP_DOCKER_SOCK, DOCKER_HOST
+(+ DOCKER_TLS_VERIFY/DOCKER_CERT_PATH), the current docker context, then
+/var/run/docker.sock and Podman's sockets.
 
 \b
 Backends: wscap-capture (default; a small libpcap program built on first use)
@@ -223,10 +241,15 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
 
 @click.command("live", epilog=LIVE_EPILOG)
 @click.option("--iface", "-i", metavar="IFACE",
-              help="Interface to capture on (default: docker0 when it exists; `any` inside --container/--netns).")
-@click.option("--container", metavar="NAME", help="Capture inside this Docker container's network namespace.")
+              help="Interface(s) to capture on, comma-separated (default: the Docker bridges that have "
+                   "containers; `any` inside --container/--netns).")
+@click.option("--container", metavar="NAME",
+              help="Capture inside this container's network namespace: a name, an id prefix or a Compose service.")
+@click.option("--project", metavar="NAME",
+              help="Compose project: capture on its networks' bridges; narrows --container to its services.")
 @click.option("--netns", metavar="PATH|PID|NAME", help="Capture inside this network namespace.")
-@click.option("--filter", "bpf", metavar="BPF", help="Capture filter (pcap-filter syntax). Default: TCP and DNS (tcp or port 53 or host 127.0.0.11).")
+@click.option("--filter", "bpf", metavar="BPF", help="Capture filter (pcap-filter syntax). Default: TCP, DNS "
+              "(port 53, Docker's 127.0.0.11) and tunnels (VXLAN, GENEVE, GTP-U, GRE, IP-in-IP).")
 @click.option("--port", "ports", type=click.IntRange(1, 65535), multiple=True,
               help="Only TCP traffic on this port (repeatable). (-p is --no-promisc, as in tcpdump.)")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
@@ -283,7 +306,7 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
               help="Colour in text output (auto: on a terminal, unless NO_COLOR is set).")
 @click.option("--no-color", "no_color", is_flag=True, help="Same as --color never.")
 @click.argument("stray", nargs=-1, required=False, metavar="")
-def live_command(iface, container, netns, bpf, ports, duration, count, timeout, write_path, ring_files,
+def live_command(iface, container, project, netns, bpf, ports, duration, count, timeout, write_path, ring_files,
                  ring_size, backend, spool_mb, shed_after, drain_timeout, fmt, redact, names_file, no_docker, user,
                  snaplen, buffer_mb, no_promisc, show_status, keylog, color, no_color, stray):
     """Capture live and print WebSocket handshakes and chain verdicts as they are decided."""
@@ -303,7 +326,7 @@ def live_command(iface, container, netns, bpf, ports, duration, count, timeout, 
     sys.exit(run_live(**kw))
 
 
-def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duration=None, count=None,
+def run_live(iface=None, container=None, project=None, netns=None, bpf=None, ports=(), duration=None, count=None,
              timeout=3.0, write_path=None, ring_files=None, ring_size=None, backend="auto",
              spool_mb=evidence.DEFAULT_SPOOL_MB, shed_after=2.0, drain_timeout=30.0, fmt="text",
              redact=None, names_file=None, no_docker=False, user=None, snaplen=None, buffer_mb=DEFAULT_BUFFER_MB,
@@ -334,8 +357,15 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
 
     # -- names (before entering any namespace: the Docker socket is a host path) ------------
     names: dict[str, str] = {}
+    client, no_api = None, "--no-docker"
+    if not no_docker or container or project:
+        client, no_api = dockerapi.engine()
     if not no_docker:
-        names.update(dockerapi.docker_names())
+        eng = dockerapi.engine_names(client) if client is not None else None
+        if eng is not None:
+            names.update(eng.names)
+        elif no_api:
+            _err(no_api + ("" if names_file else "; endpoints are shown as bare IPs (or use --names FILE)"))
     if names_file:
         try:
             for ip, n in dockerapi.load_names(names_file).items():
@@ -346,8 +376,11 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
 
     ns_path = None
     if container:
+        if client is None:
+            _err(f"cannot look up container {container!r}: {no_api} (`--netns PID` works without it)")
+            return EXIT_USAGE
         try:
-            ns_path = dockerapi.container_netns(container)
+            ns_path = dockerapi.container_netns(container, client, project)
         except dockerapi.DockerError as e:
             _err(str(e))
             return EXIT_USAGE
@@ -357,12 +390,35 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
             _err(f"--netns {netns}: {ns_path} does not exist")
             return EXIT_USAGE
 
+    iface_why = ""
     if not iface:
-        iface = "any" if ns_path else ifmod.default_iface()
-        if not iface:
-            _err("no --iface given and docker0 does not exist.\n"
-                 + ifmod.describe_missing("docker0").split("\n", 1)[1])
-            return EXIT_USAGE
+        if container:
+            iface = "any"
+        elif ns_path:
+            # --netns of the engine's namespace (e.g. dockerd's PID): its bridges, like on the host;
+            # any other namespace: all of its interfaces.
+            iface = "any"
+            try:
+                with privilege.in_netns(ns_path):
+                    chosen, iface_why = dockerapi.default_capture_ifaces(client, project) if client else ([], "")
+                if chosen:
+                    iface = ",".join(chosen)
+                else:
+                    iface_why = ""
+            except OSError:
+                iface_why = ""
+        else:
+            # The Compose user's bridge is br-<id>, not docker0: every bridge with containers
+            # (or --project's), as one comma-separated list for the capture engine.
+            chosen, iface_why = dockerapi.default_capture_ifaces(client, project)
+            if not chosen:
+                _err(f"no --iface given and {iface_why}.\n"
+                     + ifmod.describe_missing("docker0").split("\n", 1)[1])
+                return EXIT_USAGE
+            iface = ",".join(chosen)
+    # Said once if the capture stays silent: where the containers are (computed now, while
+    # the Engine API socket is still reachable with our privileges).
+    silent_hint = "" if ns_path else dockerapi.where_are_containers(client, iface, SILENT_S)
 
     try:
         target = privilege.drop_target(user)
@@ -540,7 +596,17 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
         else:
             emit(text_line(kind, doc))
 
-    loop = LiveLoop(be, pipeline=pipeline, writer=writer, on_event=on_event, on_status=status.update,
+    said_silent: list[bool] = []
+
+    def on_status(d: dict) -> None:
+        status.update(d)
+        if silent_hint and not said_silent and not (d.get("packets") or d.get("written")) \
+                and d.get("elapsed", 0) >= SILENT_S:
+            said_silent.append(True)
+            status.clear()
+            _err(silent_hint)
+
+    loop = LiveLoop(be, pipeline=pipeline, writer=writer, on_event=on_event, on_status=on_status,
                     on_notice=lambda m: (status.clear(), _err(m)), duration=duration, count=count,
                     shed_after_s=shed_after, drain_s=drain_timeout)
     caught: list[str] = []
@@ -554,6 +620,8 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
     if status.enabled:
         where = f" in {container or netns}" if ns_path else ""
         _err(f"capturing on {iface}{where} with {be.name} (filter: {expr}); Ctrl-C to stop")
+        if iface_why:
+            _err(f"  chosen: {iface_why}")
     try:
         res = loop.run()
     finally:
@@ -568,7 +636,9 @@ def run_live(iface=None, container=None, netns=None, bpf=None, ports=(), duratio
         except Exception as e:  # noqa: BLE001 - the capture file is already complete
             res.extra["analysis_error"] = f"document: {e!r}"
     live_info = {
-        "iface": iface, "netns": ns_path, "container": container, "backend": be.name, "filter": expr,
+        "iface": iface, "netns": ns_path, "container": container, "project": project,
+        "names_unavailable": None if client is not None or no_docker else no_api,
+        "backend": be.name, "filter": expr,
         "packets": res.packets, "received": res.received, "dropped": res.dropped,
         "ended": res.reason, "interface_gone": res.interface_gone, "elapsed": round(res.elapsed, 3),
         "write": None, "analysis_error": res.extra.get("analysis_error"),
@@ -659,7 +729,9 @@ def _nrb_bytes(names: dict[str, str]) -> bytes:
     except ImportError:
         return b""
     try:
-        return pcapng_nrb(names)
+        # One name per address, kept whole: a label like "host (gateway of net)" has spaces,
+        # which a plain string would have split into several names.
+        return pcapng_nrb({ip: [n] for ip, n in names.items()})
     except Exception:  # noqa: BLE001 - names are a convenience; the capture must start
         return b""
 
@@ -701,16 +773,22 @@ def _decrypted_report(files: list[str], keylog: str, timeout: float, names: dict
 @click.command("ifaces")
 @click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
 @click.option("--netns", metavar="PATH|PID|NAME", help="List the interfaces of this network namespace.")
-@click.option("--container", metavar="NAME", help="List the interfaces inside this Docker container.")
+@click.option("--container", metavar="NAME",
+              help="List the interfaces inside this container (a name, an id prefix or a Compose service).")
+@click.option("--project", metavar="NAME", help="Compose project narrowing --container.")
 @click.option("--no-docker", is_flag=True, help="Do not ask the Docker Engine API for network names.")
-def ifaces_command(fmt, netns, container, no_docker):
+def ifaces_command(fmt, netns, container, project, no_docker):
     """List interfaces, bridges and their veths; mark Docker bridges."""
-    bridges = {} if no_docker else dockerapi.bridge_networks()
-    veths = {} if no_docker or not bridges else dockerapi.veth_containers()
+    client, no_api = (None, None) if no_docker and not container else dockerapi.engine()
+    bridges = dockerapi.bridge_networks(client) if client is not None and not no_docker else {}
+    veths = dockerapi.veth_containers(client) if bridges else {}
     ns_path = privilege.netns_path(netns) if netns else None
     if container:
+        if client is None:
+            _err(f"cannot look up container {container!r}: {no_api} (`--netns PID` works without it)")
+            sys.exit(EXIT_USAGE)
         try:
-            ns_path = dockerapi.container_netns(container)
+            ns_path = dockerapi.container_netns(container, client, project)
         except dockerapi.DockerError as e:
             _err(str(e))
             sys.exit(EXIT_USAGE)
@@ -723,9 +801,14 @@ def ifaces_command(fmt, netns, container, no_docker):
     ifmod.enrich_with_docker(lst, bridges, veths)
     if fmt == "json":
         click.echo(json.dumps({"interfaces": [i.to_json() for i in lst],
-                               "docker_api": bool(bridges)}, indent=2))
+                               "docker_api": bool(bridges),
+                               "docker_api_unavailable": no_api if not no_docker else None}, indent=2))
         return
     click.echo(format_ifaces(lst))
+    if no_api and not no_docker:
+        click.echo(no_api)
+    elif client is not None and not no_docker:
+        click.echo(f"names from the Engine API at {client.display} ({client.endpoint.source})")
 
 
 def format_ifaces(lst: list[ifmod.Iface]) -> str:

@@ -16,10 +16,10 @@ from . import __version__
 from .chains import LINK_WINDOW_S, EncryptedLegs, build_chains, judge_chain, link_chains, link_view
 from .spool import Spool
 from .connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint, fmt_ip
-from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder
+from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, tunnel_json
 from .dns import DOCKER_RESOLVER, DnsTracker
 from .http1 import looks_like_request, looks_like_response
-from .tls import ClientHello, looks_like_tls
+from .tls import looks_like_tls
 from .anomaly import make
 from .limits import Limits
 from .model import RawFrame
@@ -41,7 +41,7 @@ class Options:
 
 # From the Ethernet type field on: ethertype, version/IHL, total length, fragment bits, protocol,
 # addresses (IPv4 without options), then TCP ports, sequence number, data offset and flags.
-_FAST_HDR = struct.Struct("!HBxH2xHxB2x4s4sHHI4xBB")
+_FAST_HDR = struct.Struct("!HBxH2xHxB2x4s4sHHI4xBBH")
 
 
 def flow_key(src: bytes, sport: int, dst: bytes, dport: int, source: int = 0) -> tuple:
@@ -62,7 +62,7 @@ class Pipeline:
         self.limits = self.options.limits
         self.timeout_ns = int(self.options.timeout_s * 1e9)
         self.stream = self.options.stream
-        self.decoder = Decoder(self.limits.fragments)
+        self.decoder = Decoder(self.limits.fragments, self.limits.tunnel_depth)
         self.dns = DnsTracker(self.limits.max_dns)
         self.decoder.udp_sink = self.dns.udp
         self.capture_names: dict[str, str] = {}   # ip -> name from the captures' Name Resolution Blocks
@@ -150,8 +150,17 @@ class Pipeline:
                 stream.set_isn(seg.seq)
                 if conn.synack_frame is None:
                     conn.synack_frame = seg.frame
+        if seg.tunnel is not None and (conn.tunnel is None or direction == C2S and conn.tunnel[0]["direction"] != "c2s"):
+            conn.tunnel = tunnel_json(seg.tunnel, "c2s" if direction == C2S else "s2c")
+        if not flags & (TH_SYN | TH_RST):
+            conn.window[direction] = seg.window
+            if seg.window == 0:
+                conn.zw = True
+            elif conn.zw and conn.window[1 - direction] and not (conn.streams[0].probe or conn.streams[1].probe):
+                conn.zw = False
         if seg.paylen:
-            stream.feed(seg.seq, seg.payload, seg.paylen, seg.frame, seg.ts_ns, conn)
+            stream.feed(seg.seq, seg.payload, seg.paylen, seg.frame, seg.ts_ns, conn,
+                        conn.zw and conn.window[1 - direction] == 0)
             if conn.exchanges and conn.exchanges[-1].id is None:
                 # Usually the one new exchange; HTTP/2 can open several streams in one segment.
                 for ex in conn.exchanges:
@@ -225,7 +234,7 @@ class Pipeline:
         def want(buf: bytes, off: int, caplen: int, no: int, ts: int) -> bool:
             if caplen < 54:
                 return True
-            et, vi, totlen, frag, proto, src, dst, sport, dport, seq, offx, flags = unpack(buf, off + 12)
+            et, vi, totlen, frag, proto, src, dst, sport, dport, seq, offx, flags, win = unpack(buf, off + 12)
             if et != 0x0800 or vi != 0x45 or proto != 6 or frag & 0x3FFF or flags & 7:
                 return True
             if src < dst or src == dst and sport < dport:
@@ -240,6 +249,8 @@ class Pipeline:
             if ts > clock.get(source, 0):
                 clock[source] = ts
             if conn is not None:
+                if win == 0 or conn.zw:
+                    return True          # zero windows are tracked on the full path (probes)
                 paylen = totlen - 20 - ((offx >> 4) << 2)
                 if paylen <= 0:
                     # A pure ACK of a tracked connection: nothing to reassemble.
@@ -490,7 +501,9 @@ class Pipeline:
                 "flows": self.flows_seen, "flows_tracked": sum(1 for c in self.conns.values() if c is not None),
                 "evicted_flows": self.evicted, "ip_fragments_dropped": self.decoder.frags.dropped,
                 "unlinked_attempts": self.unlinked_attempts,
-                "limits_hit": dict(self.limits_hit)}
+                "tunnelled_packets": d.tunnelled,
+                "unsupported_encapsulation": dict(sorted(d.unsupported.items())),
+                "limits_hit": {**self.limits_hit, **({"tunnel_depth": d.too_deep} if d.too_deep else {})}}
 
     # -- parallel analysis (-j) -------------------------------------------------------
     def export(self) -> dict:
@@ -501,7 +514,8 @@ class Pipeline:
                 "attempts": [(v, self._loc[id(v)][1]) for v in self.attempt_views],
                 "spool": path, "registered": self.registered, "sources": self.sources,
                 "decoder": (self.decoder.stats.packets, self.decoder.stats.tcp, self.decoder.stats.truncated,
-                            self.decoder.frags.dropped),
+                            self.decoder.frags.dropped, self.decoder.stats.tunnelled,
+                            dict(self.decoder.stats.unsupported), self.decoder.stats.too_deep),
                 "flows": self.flows_seen, "evicted": self.evicted, "unlinked": self.unlinked_attempts,
                 "limits_hit": self.limits_hit, "now": self.now_ns, "tls": self.tls_docs,
                 "dns": self.dns.export(), "capture_names": self.capture_names}
@@ -526,10 +540,14 @@ class Pipeline:
         self.next_id = self.registered + 1
         self.sources += part["sources"]
         st = self.decoder.stats
-        packets, tcp, truncated, frags = part["decoder"]
+        packets, tcp, truncated, frags, tunnelled, unsupported, too_deep = part["decoder"]
         st.packets += packets
         st.tcp += tcp
         st.truncated += truncated
+        st.tunnelled += tunnelled
+        st.too_deep += too_deep
+        for k, n in unsupported.items():
+            st.unsupported[k] = st.unsupported.get(k, 0) + n
         self.decoder.frags.dropped += frags
         self.flows_seen += part["flows"]
         self.evicted += part["evicted"]

@@ -219,11 +219,20 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
     res = SliceResult()
     picked: list[_Pkt] = []
     first_lt: int | None = None
+    from .decode import Decoder
+    from .model import RawFrame
+    tunnels = Decoder(max_fragments=64)
     for p in _packets(in_path, res):
         res.packets_read += 1
         if first_lt is None:
             first_lt = p.linktype
         t = _tcp_tuple(p.linktype, p.data)
+        if t is None:
+            # Inside a tunnel (VXLAN, GENEVE, GRE, IP-in-IP, MPLS, GTP-U): match on the inner 4-tuple,
+            # keep the packet whole (outer headers and all), as analyze found it.
+            seg = tunnels.decode(RawFrame(res.packets_read, p.ts_ns, p.linktype, p.data, p.wirelen))
+            if seg is not None and seg.tunnel is not None:
+                t = (seg.src, seg.sport), (seg.dst, seg.dport)
         if t is None:
             res.undecoded += 1
             continue

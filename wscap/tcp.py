@@ -22,6 +22,7 @@ class StreamSink(Protocol):
     def on_data(self, direction: int, data: bytes, frame: int, ts_ns: int) -> None: ...
     def on_gap(self, direction: int, length: int, frame: int, ts_ns: int) -> None: ...
     def on_conflict(self, direction: int, offset: int, old_frame: int, new_frame: int) -> None: ...
+    def on_probe(self, direction: int, kind: str, offset: int, frame: int) -> None: ...
 
 
 class HalfStream:
@@ -29,7 +30,7 @@ class HalfStream:
 
     __slots__ = ("direction", "base", "next", "ooo", "ooo_bytes", "limit", "recent",
                  "recent_start", "recent_frames", "delivered", "gaps", "overflowed",
-                 "keep_recent", "overflows", "heap")
+                 "keep_recent", "overflows", "heap", "probe")
 
     def __init__(self, direction: int, limit: int) -> None:
         self.direction = direction
@@ -47,6 +48,8 @@ class HalfStream:
         self.keep_recent = True          # only while heads are parsed: conflicts matter there
         self.overflows = 0               # times the out-of-order buffer hit `limit`
         self.heap: list[int] = []        # offsets in `ooo` (may hold stale ones), smallest first
+        # A zero-window probe's byte, held until later data shows whether it was real (see feed).
+        self.probe: tuple[int, bytes, int, int, int] | None = None
 
     def set_isn(self, seq: int) -> None:
         if self.base is None:
@@ -61,10 +64,39 @@ class HalfStream:
             d -= 0x100000000
         return self.next + d
 
-    def feed(self, seq: int, data: bytes, paylen: int, frame: int, ts_ns: int, sink: StreamSink) -> None:
+    def feed(self, seq: int, data: bytes, paylen: int, frame: int, ts_ns: int, sink: StreamSink,
+             zero_window: bool = False) -> None:
+        """One segment's payload. `zero_window`: the receiver's last advertised window was 0.
+
+        TCP probes are recognised as Wireshark's tcp.analysis does, never as conflicts:
+        a keep-alive is 1 byte at snd.nxt-1 (Windows fills it with a byte that differs from the
+        original one, RFC 9293 §3.8.4 allows any); a zero-window probe is 1 byte at snd.nxt sent
+        into a zero window — held aside, and superseded by whatever data later covers that offset.
+        """
         off = self.offset(seq)
         cut = paylen - len(data)              # bytes lost to the snap length
         end = off + paylen
+        if paylen == 1 and off + 1 == self.next and self.base is not None:
+            probe = getattr(sink, "on_probe", None)
+            if probe is not None:
+                probe(self.direction, "keep-alive", off, frame)
+            return
+        if zero_window and paylen == 1 and off == self.next:
+            if self.probe is None:
+                probe = getattr(sink, "on_probe", None)
+                if probe is not None:
+                    probe(self.direction, "zero-window-probe", off, frame)
+            self.probe = (off, data, cut, frame, ts_ns)
+            return
+        if self.probe is not None:
+            p_off, p_data, p_cut, p_frame, p_ts = self.probe
+            if off <= p_off < end:
+                self.probe = None            # later data covers the probe's offset: it wins
+            elif off > p_off:
+                self.probe = None
+                if p_off == self.next:
+                    # Data continues after the probe's offset: the receiver took the probe's byte.
+                    self._deliver(p_data, p_cut, p_frame, p_ts, sink)
         if end <= self.next:
             self._check_retransmission(off, data, frame, sink)
             return

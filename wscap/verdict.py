@@ -20,6 +20,15 @@ ADVICE: dict[str, str] = {
                                   "Connection \"upgrade\";`; Varnish/other proxies: pipe Connection through.",
     "key-changed": "An intermediary regenerated Sec-WebSocket-Key without re-deriving Sec-WebSocket-Accept for the client.",
     "bad-accept": "Sec-WebSocket-Accept does not match the key: a buggy server or an intermediary that rewrote the key.",
+    "invalid-101": "The client fails the connection (RFC 6455 §4.1; a browser fires error, then close 1006): the 101 "
+                   "must carry `Upgrade: websocket`, `Connection: Upgrade` and a valid Sec-WebSocket-Accept. Fix "
+                   "the server that produced it (the hop named), or the proxy hook that removed the header.",
+    "malformed-request": "The client's request bytes break HTTP/1.1 grammar (obs-fold, bare LF, a header llhttp "
+                         "rejects); the server refused or misread it. Fix the client, or the proxy that re-serialised "
+                         "the request.",
+    "client-http-after-101": "The client sent HTTP (another request) on the socket after the 101, where WebSocket "
+                             "frames belong: a client or pooled HTTP agent reusing an upgraded socket. The server "
+                             "reads it as a broken frame and fails the connection (close 1002).",
     "malformed-response": "The response bytes break HTTP/1.1 grammar; see which parser rejects them. Fix the server "
                           "(bare LF, Content-Length on 101, unterminated head) — Node/Bun clients reject what nginx may accept.",
     "upstream-refused": "The proxy's target refused the connection (RST to SYN): backend not listening on that port, or "
@@ -44,15 +53,22 @@ ADVICE: dict[str, str] = {
     "extension-mismatch": "Extensions differ between what was negotiated and what frames use (RSV1 without "
                           "permessage-deflate): a proxy relayed the offer but not the answer, or vice versa.",
     "version-unsupported": "Sec-WebSocket-Version is not 13, or the server answered 426 with the versions it supports.",
-    "timeout": "No answer within the capture/timeout: the backend is slow or hung, or the proxy is waiting on it.",
+    "timeout": "No answer within --timeout (the wait the capture observed is in the summary): the backend is slow "
+               "or hung, or the proxy is waiting on it.",
+    "unanswered-at-capture-end": "Not a failure seen: the capture ended before --timeout had passed since the "
+                                 "request, with no answer yet. Capture longer (or lower --timeout) to judge it.",
     "closed-after-upgrade": "The WebSocket opened and was then closed abnormally; check the close code, which side "
                             "closed, and idle timeouts (nginx proxy_read_timeout 60 s, load balancers) — send pings.",
 }
 
 BROKEN_FRAME_CODES = {"rsv1-without-extension": "extension-mismatch"}
+# Grammar problems of a head. They are blamed on the side that sent the head: the anomaly's frame
+# is the frame of the request head or of the response head (see _malformed).
 MALFORMED_CODES = ("bare-lf", "body-on-101", "llhttp-rejects", "malformed-start-line", "head-incomplete",
-                   "non-http-response", "http-after-101", "obs-fold", "whitespace-before-colon",
+                   "non-http-response", "obs-fold", "whitespace-before-colon",
                    "invalid-header-name", "malformed-header-line", "head-too-large")
+# RFC 6455 §4.1 (client side, steps 2-4): a 101 without these makes the client fail the connection.
+INVALID_101_CODES = ("response-upgrade-missing", "response-connection-missing", "accept-missing")
 IDLE_TIMEOUTS = (30, 60, 75, 90, 100, 120, 300, 350, 600, 900, 3600)
 
 
@@ -120,10 +136,15 @@ def software(h: dict) -> dict[str, str]:
     return out
 
 
-def decide(hops: list[dict], diffs: list[dict], links: list[dict], proxies: set[str]) -> dict:
-    cause, hop, summary, evidence = _decide(hops, diffs, proxies)
+def decide(hops: list[dict], diffs: list[dict], links: list[dict], proxies: set[str],
+           timeout_s: float = 3.0) -> dict:
+    cause, hop, summary, evidence = _decide(hops, diffs, proxies, timeout_s)
     benign = False
-    broken = cause != "ok"
+    broken = cause not in ("ok", "unanswered-at-capture-end")
+    if cause == "ok":
+        notes = _tolerated_notes(hops)
+        if notes:
+            summary += " " + " ".join(notes)
     if cause == "malformed-response" and _worked_anyway(hops):
         # Malformed but tolerated: every leg upgraded and messages flowed both ways on the client leg.
         broken = False
@@ -150,7 +171,8 @@ def decide(hops: list[dict], diffs: list[dict], links: list[dict], proxies: set[
             "broken": broken, "benign": benign, "software": sw, "advice": ADVICE[cause]}
 
 
-def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str, int | None, str, list[dict]]:
+def _decide(hops: list[dict], diffs: list[dict], proxies: set[str],
+            timeout_s: float = 3.0) -> tuple[str, int | None, str, list[dict]]:
     n = len(hops)
     last = hops[-1]
     li = n - 1
@@ -210,22 +232,47 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
         oc = last["outcome"]
         end = last["tcp"]["end"] or {}
         if oc == "no-response":
+            waited = last.get("waited")
+            ev = [_ev(last, last["request"]["frame"], "request")]
+            if waited is not None and waited < timeout_s and all(h["outcome"] == "no-response" for h in hops):
+                # The capture stopped watching before a reply was due, and no leg has failed yet (a
+                # proxy's 504 to the client would be a failure seen, whatever the deepest leg waited).
+                return ("unanswered-at-capture-end", li, f"{last['server']} had not answered the upgrade request "
+                        f"(frame {last['request']['frame']}) when the capture ended {waited:g} s later, less "
+                        f"than --timeout {timeout_s:g} s: unanswered when the capture ended, not a timeout.", ev)
+            watched = f"the capture watched {waited:g} s after it" if waited is not None else "no end observed"
+            server_ip = _ip(last["server"])
+            if n == 1 and (server_ip in proxies or server_ip in getattr(proxies, "dialers", ())):
+                return ("no-upstream-connection", li, f"The proxy {last['server']} neither answered the upgrade "
+                        f"request (frame {last['request']['frame']}) nor connected upstream for it; {watched}. "
+                        f"No proxy rule took {last['request']['target']!r} (or its rule lacks `ws: true`).", ev)
             return ("timeout", li, f"{last['server']} never answered the upgrade request (frame "
-                    f"{last['request']['frame']}); waited {last.get('waited')} s until the end of the evidence.",
-                    [_ev(last, last["request"]["frame"], "request")])
+                    f"{last['request']['frame']}); {watched} (≥ --timeout {timeout_s:g} s).", ev)
         by = end.get("by")
         ev = [_ev(last, last["request"]["frame"], "request"), _ev(last, end.get("frame"), f"{end.get('kind')} by {by}")]
         if "non-http-response" in codes:
             return ("malformed-response", li, f"{last['server']} answered with bytes that are not HTTP/1: "
                     f"{codes['non-http-response']['message']}.", ev)
+        if by == "client":
+            gave = f" after {end['ts'] - last['request']['ts']:.3g} s" if end.get("ts") is not None else ""
+            how = "reset" if oc == "reset" else "closed"
+            server_ip = _ip(last["server"])
+            if n == 1 and (server_ip in proxies or server_ip in getattr(proxies, "dialers", ())):
+                return ("no-upstream-connection", li, f"The proxy {last['server']} neither answered the upgrade "
+                        f"request (frame {last['request']['frame']}) nor connected upstream for it; the client gave "
+                        f"up{gave} ({how} in frame {end.get('frame')}). No proxy rule took "
+                        f"{last['request']['target']!r} (or its rule lacks `ws: true`).", ev)
+            hint = ""
+            if n == 1:
+                hint = (f" No connection from {server_ip} upstream was seen either: if it is a proxy, no rule took "
+                        f"{last['request']['target']!r} (see no-upstream-connection).")
+            return ("timeout", li, f"The client gave up{gave}: it {how} the connection in frame {end.get('frame')} "
+                    f"without an answer from {last['server']}.{hint}", ev)
         if n == 1 and _ip(last["server"]) in proxies or n == 1 and by == "server":
             cause = "no-upstream-connection" if n == 1 else "upstream-closed"
             return (cause, li, f"{last['server']} {'reset' if oc == 'reset' else 'closed'} the connection "
                     f"(frame {end.get('frame')}, by the {by}) without answering the upgrade, and no upstream "
                     f"connection was seen.", ev)
-        if by == "client":
-            return ("timeout", li, f"The client gave up: it {'reset' if oc == 'reset' else 'closed'} the connection "
-                    f"in frame {end.get('frame')} without an answer from {last['server']}.", ev)
         return ("upstream-closed", li, f"{last['server']} {'reset' if oc == 'reset' else 'closed'} the connection "
                 f"(frame {end.get('frame')}) without answering.", ev)
     if not resp.get("complete", True):
@@ -247,6 +294,12 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
                 f"(client leg {down['outcome']}" + (f", frame {end.get('frame')}" if end else "") + ").",
                 ev_resp + [_ev(down, end.get("frame"), f"client leg {down['outcome']}")])
     if not accepted:
+        req_mal = _malformed(last, "request")
+        if req_mal and 400 <= st < 500:
+            return ("malformed-request", li, f"{last['server']} answered {st} {resp['reason']} (frame {resp['frame']}) "
+                    f"to a request whose bytes break HTTP/1.1 grammar: "
+                    + "; ".join(a["message"] for a in req_mal[:3]) + f" (frame {last['request']['frame']}, sent by "
+                    f"{last['client']}).", ev_resp)
         origin = _hdr(last, "request", "origin")
         if "version-unsupported" in codes or st == 426:
             return ("version-unsupported", li, f"{last['server']} answered {st}: "
@@ -266,20 +319,25 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
                     f"{resp['frame']}) and no upstream connection was seen.", ev_resp)
         return ("upstream-rejected", li, f"{last['server']} answered {st} {resp['reason']} to the upgrade "
                 f"(frame {resp['frame']}).", ev_resp)
-    mal = [codes[c] for c in MALFORMED_CODES if c in codes]
+    mal = _malformed(last, "response")
     if mal:
-        node = " Node's llhttp rejects it." if "llhttp-rejects" in codes else " Node's llhttp accepts it."
-        return ("malformed-response" if any(a["frame"] == resp["frame"] for a in mal) or "http-after-101" in codes
-                else "malformed-response", li,
+        node = " Node's llhttp rejects it." if any(a["code"] == "llhttp-rejects" for a in mal) \
+            else " Node's llhttp accepts it."
+        return ("malformed-response", li,
                 f"The 101 from {last['server']} is malformed: " + "; ".join(a["message"] for a in mal[:3]) + "." + node,
                 ev_resp)
     if "bad-accept" in codes:
         return ("bad-accept", li, codes["bad-accept"]["message"] + f" (frame {resp['frame']}).", ev_resp)
+    bad = _invalid_101(hops)
+    if bad is not None:
+        return bad
     for code in ("subprotocol-not-offered", "subprotocol-not-echoed"):
         if code in codes:
-            return ("subprotocol-mismatch", li, codes[code]["message"] + f" (frame {resp['frame']}).", ev_resp)
+            return ("subprotocol-mismatch", li, codes[code]["message"] + f" (frame {resp['frame']})."
+                    + _fails(hops[0]), ev_resp)
     if "extension-not-offered" in codes:
-        return ("extension-mismatch", li, codes["extension-not-offered"]["message"] + ".", ev_resp)
+        return ("extension-mismatch", li, codes["extension-not-offered"]["message"] + f" (frame {resp['frame']})."
+                + _fails(hops[0]), ev_resp)
     # 4. Walk back towards the client: did each proxy relay what it got?
     for i in range(n - 2, -1, -1):
         down, up = hops[i], hops[i + 1]
@@ -289,13 +347,21 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
             got = f"{dres['status']} {dres['reason']}" if dres else down["outcome"]
             ev = [_ev(up, up["response"]["frame"] if up.get("response") else None, f"upstream {up['status']}"),
                   _ev(down, dres["frame"] if dres else (down["tcp"]["end"] or {}).get("frame"), f"client got {got}")]
+            bad = [a for a in up.get("anomalies", []) if a["code"] in INVALID_101_CODES]
+            if bad and up.get("outcome") == "upgraded":
+                # The upstream 101 was itself invalid (Node's client does not take a 101 without
+                # Upgrade as an upgrade): that 101 is the cause, the proxy's answer its consequence.
+                return ("invalid-101", i + 1, f"The 101 from {up['server']} (frame {up['response']['frame']}) "
+                        + "; ".join(a["message"].removeprefix("101 ") for a in bad) + ": RFC 6455 §4.1 says the "
+                        f"client must fail the WebSocket connection; the proxy {down['server']} did not relay it "
+                        f"as an upgrade (the client got {got}).", ev)
             return ("proxy-dropped-upgrade", i, f"{up['server']} answered 101 (frame {up['response']['frame']}) but "
                     f"the client got {got} from the proxy {down['server']}.", ev)
         if "bad-accept" in dcodes:
             cause = "key-changed" if _key_of(down) != _key_of(up) else "bad-accept"
             return (cause, i, dcodes["bad-accept"]["message"] + f" (frame {dres['frame']}).",
                     [_ev(down, dres["frame"], "Sec-WebSocket-Accept")])
-        mal = [dcodes[c] for c in MALFORMED_CODES if c in dcodes and dcodes[c]["frame"] == dres["frame"]]
+        mal = _malformed(down, "response")
         if mal:
             return ("malformed-response", i, f"The 101 relayed by {down['server']} is malformed: "
                     + "; ".join(a["message"] for a in mal[:3]) + ".", [_ev(down, dres["frame"], "101")])
@@ -317,6 +383,19 @@ def _decide(hops: list[dict], diffs: list[dict], proxies: set[str]) -> tuple[str
                         [_ev(up, up["response"]["frame"], "101 + frames"), _ev(down, dres["frame"], "101 without frames")])
     # 5. Frames after the upgrade: server frames originate at the backend end of the chain,
     #    client frames at the client end, so blame the origin-most leg that shows them.
+    after = [(i, a) for i, h in enumerate(hops) for a in h.get("anomalies", []) if a["code"] == "http-after-101"]
+    client_after = [(i, a) for i, a in after if a["message"].startswith("client")]
+    server_after = [(i, a) for i, a in after if not a["message"].startswith("client")]
+    if server_after:
+        i, a = server_after[-1]
+        return ("malformed-response", i, f"{hops[i]['server']} sent HTTP after its 101 where WebSocket frames "
+                f"belong: {a['message']} (frame {a['frame']}).", [_ev(hops[i], a["frame"], "http-after-101")])
+    if client_after:
+        i, a = client_after[0]
+        what = a["message"].removeprefix("client sent HTTP after 101: ").removesuffix(" where frames should be")
+        return ("client-http-after-101", i, f"The client {hops[i]['client']} sent HTTP after the 101 where "
+                f"WebSocket frames belong: {what} (frame {a['frame']}); the server reads it as a broken "
+                f"frame.", [_ev(hops[i], a["frame"], "http-after-101")])
     for code, cause in BROKEN_FRAME_CODES.items():
         legs = [(i, h, _codes(h)[code]) for i, h in enumerate(hops) if code in _codes(h)]
         if legs:
@@ -398,3 +477,94 @@ def _teardown_note(hops: list[dict]) -> str:
     if notes:
         return "Benign teardown after a healthy exchange: " + "; ".join(notes) + "."
     return ""
+
+
+def _malformed(h: dict, part: str) -> list[dict]:
+    """Head-grammar anomalies of one head of a leg ("request" or "response"): the side that sent
+    the bytes is the side to blame. Lexical anomalies carry the frame of the head they were found
+    in (a request and its response never share a frame); the others name the head they concern."""
+    msg = h.get(part)
+    if not msg:
+        return []
+    named = {"llhttp-rejects": f"Node's llhttp rejects the {part}", "head-too-large": f"{part} head",
+             "head-incomplete": f"the {part} head"}
+    out: dict[str, dict] = {}
+    for a in h.get("anomalies", []):
+        c = a["code"]
+        if c not in MALFORMED_CODES or c in out:
+            continue
+        if c in ("non-http-response", "body-on-101"):
+            hit = part == "response"
+        elif c in named:
+            hit = a["message"].startswith(named[c])
+        else:
+            hit = a["frame"] is not None and a["frame"] == msg.get("frame")
+        if hit:
+            out[c] = a
+    return [out[c] for c in MALFORMED_CODES if c in out]
+
+
+def _invalid_101(hops: list[dict]) -> tuple[str, int, str, list[dict]] | None:
+    """The client-facing 101 breaks RFC 6455 §4.1: name the hop that produced it.
+
+    A proxy that relays a backend's defective 101 passes the defect on; the copies downstream are
+    consequences. Walk from the client leg towards the backend while the next leg's 101 has the same
+    defect: the deepest such leg produced it.
+    """
+    first = hops[0]
+    if first.get("outcome") != "upgraded":
+        return None
+    codes = _codes(first)
+    defects = [c for c in INVALID_101_CODES if c in codes]
+    if not defects:
+        return None
+    j = 0
+    while j + 1 < len(hops) and hops[j + 1].get("outcome") == "upgraded" and \
+            any(c in _codes(hops[j + 1]) for c in defects):
+        j += 1
+    h = hops[j]
+    hc = _codes(h)
+    found = [hc[c] for c in INVALID_101_CODES if c in hc] or [codes[c] for c in defects]
+    fr = h["response"]["frame"]
+    who = "backend" if j == len(hops) - 1 and len(hops) > 1 else "server" if len(hops) == 1 else "proxy"
+    relayed = ""
+    if j > 0:
+        relayed = (f" The proxy relayed it to the client without the header (frame {first['response']['frame']}); "
+                   f"that copy is a consequence.")
+    elif len(hops) > 1:
+        relayed = (f" The upstream 101 from {hops[1]['server']} (frame {hops[1]['response']['frame']}) was valid: "
+                   f"the proxy {first['server']} removed it.")
+    summary = (f"The 101 from the {who} {h['server']} (frame {fr}) " + "; ".join(a["message"].removeprefix("101 ")
+               for a in found) + ": RFC 6455 §4.1 says the client must fail the WebSocket connection "
+               f"(a browser fires error, then close 1006).{relayed}")
+    ev = [_ev(h, fr, f"{h['response']['version']} {h['response']['status']} {h['response']['reason']}")]
+    if j > 0:
+        ev.append(_ev(first, first["response"]["frame"], "relayed 101"))
+    return ("invalid-101", j, summary, ev)
+
+
+def is_browser(h: dict) -> bool:
+    """A browser's request: its User-Agent says Mozilla/ (every browser engine's does)."""
+    return (_hdr(h, "request", "user-agent") or "").startswith("Mozilla/")
+
+
+def _fails(client_leg: dict) -> str:
+    who = "The browser" if is_browser(client_leg) else "The client"
+    return f" {who} fails the connection (RFC 6455 §4.1)."
+
+
+def _tolerated_notes(hops: list[dict]) -> list[str]:
+    """What an `ok` chain carries anyway: a request the server accepted despite its grammar, a
+    subprotocol offer a non-browser client lets go unanswered (RFC 6455 allows it)."""
+    notes = []
+    for i, h in enumerate(hops):
+        mal = _malformed(h, "request")
+        if mal:
+            notes.append(f"Hop {i}: the request from {h['client']} breaks HTTP/1.1 grammar ("
+                         + "; ".join(a["message"] for a in mal[:2]) + f", frame {h['request']['frame']}); "
+                         f"{h['server']} accepted it anyway (a warning).")
+    declined = [a for a in hops[0].get("anomalies", []) if a["code"] == "subprotocol-declined"]
+    if declined:
+        notes.append(f"{declined[0]['message']}: RFC 6455 §4.1 lets a non-browser client go on (a browser would "
+                     f"fail the connection, WHATWG).")
+    return notes

@@ -9,6 +9,7 @@ inflated with context takeover across the kept messages (RFC 7692 §7.2.2).
 """
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass, field
 
@@ -17,6 +18,9 @@ from .anomaly import Anomaly, make
 OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 # RFC 6455 §7.4.1/§7.4.2: codes that must never appear on the wire.
 _BAD_CLOSE = {1004, 1005, 1006, 1015}
+# An HTTP/1 request line where a client frame should start (a masked client frame's second byte
+# has the mask bit set, so text like 'GET /' can never be a valid client frame header).
+_REQUEST_LINE = re.compile(rb"(?:GET|POST|PUT|HEAD|DELETE|OPTIONS|PATCH|CONNECT|TRACE) [\x21-\x7e]+ HTTP/\d")
 
 
 def close_code_valid(code: int) -> bool:
@@ -89,6 +93,14 @@ class FrameScanner:
                 self.anomalies.append(make("http-after-101", f"{self.dir} sent {line!r} where frames should be", frame))
                 self.desynced = True
                 return
+        if self.dir == "client" and not self._skip and not self._buf and _REQUEST_LINE.match(data):
+            # A client that reuses the upgraded socket for another request: 'G' would read as an
+            # unmasked frame with RSV1 and opcode 7. Say what it is instead.
+            line = data.split(b"\n", 1)[0][:60].decode("latin-1").strip()
+            self.anomalies.append(make("http-after-101", f"client sent HTTP after 101: {line!r} where frames "
+                                       f"should be", frame))
+            self.desynced = True
+            return
         # Only an incomplete frame header (< 14 bytes) is ever carried between calls.
         work = bytes(self._buf) + data if self._buf else data
         self._buf.clear()

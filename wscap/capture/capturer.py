@@ -106,12 +106,23 @@ def _compiler() -> str | None:
 
 def _explain_build_failure(out: str) -> str:
     low = out.lower()
-    if "pcap.h" in low and ("no such file" in low or "not found" in low):
+    if "pcap.h" in low and ("no such file" in low or "not found" in low or "no include path" in low):
         return "libpcap headers missing (apt install libpcap-dev)"
     if "-lpcap" in low:
         return "libpcap missing (apt install libpcap-dev)"
     first = next((ln.strip() for ln in out.splitlines() if "error" in ln.lower()), out.strip()[:200])
     return f"building wscap-capture failed: {first}"
+
+
+def _find_built() -> str | None:
+    if not os.path.exists(SOURCE):
+        return None
+    name = f"wscap-capture-{_source_digest()}"
+    for d in cache_dirs():
+        p = os.path.join(d, name)
+        if _usable_binary(p):
+            return p
+    return None
 
 
 def helper_path(build: bool = True) -> str | None:
@@ -125,16 +136,19 @@ def helper_path(build: bool = True) -> str | None:
     if not os.path.exists(SOURCE):
         _reason = f"the C source is missing from this installation ({SOURCE})"
         return None
-    name = f"wscap-capture-{_source_digest()}"
-    dirs = [d for d in cache_dirs()]
-    for d in dirs:
-        p = os.path.join(d, name)
-        if _usable_binary(p):
-            _reason = ""
-            return p
+    found = _find_built()
+    if found:
+        _reason = ""
+        return found
+    # An installed copy (e.g. /usr/local/bin in wscap's container image, where no compiler is).
+    installed = shutil.which("wscap-capture")
+    if installed and _usable_binary(installed):
+        _reason = ""
+        return installed
     if not build:
-        _reason = "not built yet (python -m wscap.capture.capturer --build)"
         return None
+    name = f"wscap-capture-{_source_digest()}"
+    dirs = cache_dirs()
     cc = _compiler()
     if not cc:
         _reason = "no C compiler (apt install gcc)"
@@ -158,13 +172,15 @@ def helper_path(build: bool = True) -> str | None:
                 r = subprocess.run([cc, "-O2", "-Wall", "-o", tmp, SOURCE, "-lpcap"],
                                    capture_output=True, text=True, timeout=120)
             except (OSError, subprocess.TimeoutExpired) as e:
+                r = None
                 _reason = f"building wscap-capture failed: {e}"
-                return None
-            if r.returncode != 0:
+            if r is None or r.returncode != 0:
                 try:
                     os.unlink(tmp)
                 except OSError:
                     pass
+                if r is None:
+                    return None
                 _reason = _explain_build_failure(r.stderr + r.stdout)
                 return None
             os.chmod(tmp, 0o755)
@@ -179,15 +195,15 @@ def helper_path(build: bool = True) -> str | None:
 
 def unavailable_reason() -> str:
     """Why helper_path() gives None ("" when the helper is available)."""
-    if helper_path(build=False):
+    if _find_built():
         return ""
-    if not _reason or _reason.startswith("not built"):
-        if not _compiler():
-            return "no C compiler (apt install gcc)"
-        if not any(os.path.exists(os.path.join(p, "pcap", "pcap.h"))
-                   for p in ("/usr/include", "/usr/local/include")):
-            return "libpcap headers missing (apt install libpcap-dev)"
-    return _reason or "not built yet (python -m wscap.capture.capturer --build)"
+    if _reason:                      # the last build attempt's own words
+        return _reason
+    if not _compiler():
+        return "no C compiler (apt install gcc)"
+    if not any(os.path.exists(os.path.join(p, "pcap", "pcap.h")) for p in ("/usr/include", "/usr/local/include")):
+        return "libpcap headers missing (apt install libpcap-dev)"
+    return "not built yet (python -m wscap.capture.capturer --build)"
 
 
 # ---- snap length ---------------------------------------------------------------------------
@@ -322,6 +338,30 @@ def _setns_preexec(fd: int):
     return enter
 
 
+_CAP_NET_ADMIN, _CAP_NET_RAW = 12, 13
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE = 47, 2
+
+
+def _child_setup(ns_fd: int | None):
+    """preexec_fn for the capture program: enter the namespace, and pass on capabilities.
+
+    Without root, wscap may capture through file capabilities on the Python binary
+    (`setcap cap_net_raw,cap_net_admin=eip`). exec() of a binary without file
+    capabilities drops them, unless they are raised into the ambient set, which works
+    for capabilities that are permitted and inheritable (exactly what `=eip` gives).
+    """
+    enter = _setns_preexec(ns_fd) if ns_fd is not None else None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if os.geteuid() != 0 else None
+
+    def setup() -> None:
+        if enter is not None:
+            enter()
+        if prctl is not None:
+            for cap in (_CAP_NET_RAW, _CAP_NET_ADMIN):
+                prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, cap, 0, 0)   # fails harmlessly
+    return setup
+
+
 def _in_netns(fd: int, fn):
     """fn() run in a thread that entered the network namespace `fd` (setns is per thread)."""
     import threading
@@ -450,7 +490,7 @@ class CaptureProcess:
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 # Own session: a terminal's Ctrl-C goes to wscap, which stops us cleanly.
                 start_new_session=True, close_fds=True,
-                preexec_fn=_setns_preexec(ns_fd) if ns_fd is not None else None)
+                preexec_fn=_child_setup(ns_fd))
         except OSError as e:
             raise BackendMissing(f"cannot run {exe}: {e}") from e
         except subprocess.SubprocessError as e:     # setns failed in the child

@@ -39,6 +39,8 @@ class PcapngStreamReader:
 
     def __init__(self, no: int = 0, record_filter=None) -> None:
         self.no = no                       # frames are numbered from no + 1
+        self.shedding = False              # skip records worth_at() rejects (counted in .shed)
+        self.shed = 0
         self.record_filter = record_filter # linktype -> want(buf, off, caplen, no, ts) | None
         self._wants: list = []             # per interface
         self._buf = bytearray()
@@ -92,8 +94,12 @@ class PcapngStreamReader:
                         ts = ((hi << 32) | lo) * mul // div + off
                         self.no += 1
                         want = self._wants[ifid]
-                        # The pipeline's fast path may account for the record without a frame.
+                        # The pipeline's fast path may account for the record without a frame;
+                        # when shedding, a record that cannot hold a handshake is skipped here.
                         if want is None or want(buf, start + 28, caplen, self.no, ts):
+                            if self.shedding and not worth_at(buf, start + 28, start + 28 + caplen, lt):
+                                self.shed += 1
+                                continue
                             yield RawFrame(self.no, ts, lt, bytes(buf[start + 28:start + 28 + caplen]), wirelen, ifid)
                 elif btype == PCAPNG_SHB:
                     self.ifaces = []
@@ -143,6 +149,8 @@ class FileFollower:
         self.errors: list[str] = []
         self.linktype: int | None = None
         self.frames = 0                   # frames read so far, over every file: the next is frames + 1
+        self.shedding = False             # see ShedState; applied by the readers, record by record
+        self.shed = 0                     # records the readers skipped while shedding
 
     def add(self, seq: int, path: str) -> None:
         self._queue.append((seq, path))
@@ -208,6 +216,8 @@ class FileFollower:
                     break
                 self.reader = stream_reader(data, self.frames, self.record_filter)
             reader = self.reader
+            reader.shedding = self.shedding
+            shed0 = reader.shed
             try:
                 for f in reader.feed_iter(data):
                     self.frames = reader.no
@@ -218,6 +228,8 @@ class FileFollower:
                 self._queue.clear()
                 self._close()
                 break
+            finally:
+                self.shed += reader.shed - shed0
             if getattr(reader, "error", None):
                 self.errors.append(f"{self.path}: {reader.error}")
                 self._close()
@@ -299,38 +311,41 @@ def worth_analysing(f: RawFrame) -> bool:
     preface. Dropped: everything else (bulk data, ACKs, WebSocket message
     traffic) — which is what a dev stack's load is made of.
     """
-    d = f.data
-    off = _LINK_HDR.get(f.linktype)
+    return worth_at(f.data, 0, len(f.data), f.linktype)
+
+
+def worth_at(d, base: int, end: int, linktype: int) -> bool:
+    """`worth_analysing` on a record still in the reader's buffer (d[base:end]): no copy."""
+    off = _LINK_HDR.get(linktype)
     if off is None:
         return True
-    if f.linktype == LINKTYPE_ETHERNET:
-        et = d[12:14]
-        while et in (b"\x81\x00", b"\x88\xa8") and len(d) >= off + 4:
+    off += base
+    if linktype == LINKTYPE_ETHERNET:
+        et = d[off - 2:off]
+        while et in (b"\x81\x00", b"\x88\xa8") and end >= off + 4:
             off += 4
             et = d[off - 2:off]
-    if len(d) < off + 20:
+    if end < off + 20:
         return True
     v = d[off] >> 4
     if v == 4:
         if d[off + 9] != 6 or d[off + 6] & 0x3F or d[off + 7]:
             return True                     # not TCP, or a fragment
-        ihl = (d[off] & 0x0F) * 4
-        tcp = off + ihl
+        tcp = off + (d[off] & 0x0F) * 4
     elif v == 6:
         if d[off + 6] != 6:
             return True
         tcp = off + 40
     else:
         return True
-    if len(d) < tcp + 14:
+    if end < tcp + 14:
         return True
-    flags = d[tcp + 13]
-    if flags & 0x07:                        # FIN, SYN, RST
+    if d[tcp + 13] & 0x07:                  # FIN, SYN, RST
         return True
     pay = tcp + (d[tcp + 12] >> 4) * 4
-    if pay >= len(d):
+    if pay >= end:
         return False                        # a bare ACK
-    start = d[pay:pay + 8]
+    start = bytes(d[pay:min(pay + 8, end)])
     return start[:1] == b"\x16" or start.startswith(_HEAD_STARTS)
 
 

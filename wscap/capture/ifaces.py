@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 SYS_NET = "/sys/class/net"
 
-# Docker's default bridge and Compose/user networks' bridges (br-<first 12 hex of the network id>).
-_DOCKER_BRIDGE_RE = re.compile(r"^(docker0|br-[0-9a-f]{12})$")
+# Docker's default bridge and Compose/user networks' bridges (br-<first 12 hex of the network id>);
+# Podman's (netavark: podman0, podman1, ...; CNI: cni-podman0, ...).
+_DOCKER_BRIDGE_RE = re.compile(r"^(docker0|br-[0-9a-f]{12}|(cni-)?podman\d+)$")
 
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
@@ -53,7 +54,7 @@ class Iface:
 
 
 def is_docker_bridge(name: str) -> bool:
-    """True for names Docker gives its bridges: docker0 and br-<12 hex>."""
+    """True for names container engines give their bridges: docker0, br-<12 hex>, podmanN."""
     return bool(_DOCKER_BRIDGE_RE.match(name))
 
 
@@ -231,8 +232,50 @@ def default_iface(sysfs: str = SYS_NET) -> str | None:
     return "docker0" if iface_exists("docker0", sysfs) else None
 
 
-def describe_missing(name: str, ifaces: list[Iface] | None = None) -> str:
-    """Error text for an interface that does not exist: what does, and the Docker bridges."""
+def _netns_has(pid: int, iface: str, proc: str = "/proc") -> bool:
+    """Does process `pid`'s network namespace have `iface`? (/proc/PID/net/dev lists its devices.)"""
+    try:
+        with open(f"{proc}/{pid}/net/dev", encoding="ascii", errors="replace") as f:
+            return any(ln.split(":", 1)[0].strip() == iface for ln in f if ":" in ln)
+    except OSError:
+        return False
+
+
+def daemons_elsewhere(names: tuple[str, ...] = ("dockerd", "podman"), proc: str = "/proc",
+                      limit: int = 5, having: str | None = None) -> list[tuple[int, str]]:
+    """[(pid, name)] of container daemons running in another network namespace than ours
+    (with `having`: only those whose namespace has that interface).
+
+    Their bridges are not visible here; `--netns PID` captures where they are.
+    """
+    try:
+        mine = os.readlink(f"{proc}/self/ns/net")
+    except OSError:
+        return []
+    res: list[tuple[int, str]] = []
+    try:
+        pids = sorted((e for e in os.listdir(proc) if e.isdigit()), key=int)
+    except OSError:
+        return []
+    for pid in pids:
+        comm = _read(f"{proc}/{pid}/comm")
+        if comm not in names:
+            continue
+        try:
+            ns = os.readlink(f"{proc}/{pid}/ns/net")
+        except OSError:
+            continue
+        if ns != mine and (having is None or _netns_has(int(pid), having, proc)):
+            res.append((int(pid), comm))
+            if len(res) >= limit:
+                break
+    return res
+
+
+def describe_missing(name: str, ifaces: list[Iface] | None = None,
+                     elsewhere: list[tuple[int, str]] | None = None) -> str:
+    """Error text for an interface that does not exist: what does, the Docker bridges, and,
+    when the bridge lives in another network namespace, both ways to get there."""
     ifaces = list_ifaces(with_addresses=False) if ifaces is None else ifaces
     lines = [f"interface {name!r} does not exist in this network namespace."]
     if ifaces:
@@ -242,8 +285,17 @@ def describe_missing(name: str, ifaces: list[Iface] | None = None) -> str:
         lines.append("Docker bridges: " + ", ".join(bridges)
                      + "  (run `wscap ifaces` to see their networks and containers)")
     else:
-        lines.append("no Docker bridge (docker0 or br-<12 hex>) found; is Docker running here? "
-                     "`wscap live --container NAME` captures inside a container instead")
+        lines.append("no Docker bridge (docker0 or br-<12 hex>) found; is Docker running here?")
+    if elsewhere is None:
+        elsewhere = daemons_elsewhere(having=name) or daemons_elsewhere()
+    if elsewhere:
+        lines.append("the container engine runs in another network namespace ("
+                     + ", ".join(f"{n} pid {p}" for p, n in elsewhere) + "): capture there with "
+                     + f"`--netns {elsewhere[0][0]} --iface {name}`, or inside one container with "
+                     + "`--container NAME`")
+    elif not bridges or is_docker_bridge(name):
+        lines.append("if the bridge is in another network namespace: `--netns PID|PATH` captures there; "
+                     "`--container NAME` captures inside a container")
     return "\n".join(lines)
 
 

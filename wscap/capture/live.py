@@ -105,7 +105,7 @@ def _filter_error(expr: str, detail: str) -> BadFilter:
 @dataclass
 class CaptureConfig:
     iface: str = "any"
-    bpf: str = "tcp or port 53 or host 127.0.0.11"   # wscap.dns.LIVE_FILTER
+    bpf: str = "tcp"                 # live_cli.build_filter gives the real default
     snaplen: int = DEFAULT_SNAPLEN
     promisc: bool = True
     buffer_mb: int = DEFAULT_BUFFER_MB
@@ -124,6 +124,8 @@ class PcapStreamReader:
 
     def __init__(self, no: int = 0, record_filter=None) -> None:
         self.no = no
+        self.shedding = False                # skip records worth_at() rejects (counted in .shed)
+        self.shed = 0
         self.record_filter = record_filter   # linktype -> want(buf, off, caplen, no, ts) | None
         self._want = None
         self._buf = bytearray()
@@ -171,6 +173,7 @@ class PcapStreamReader:
         mult = 1 if self._nano else 1000
         n = len(buf)
         want = self._want
+        from wscap.capture.follow import worth_at
         try:
             while n - pos >= 16:
                 sec, frac, incl, orig = rec.unpack_from(buf, pos)
@@ -180,8 +183,12 @@ class PcapStreamReader:
                 pos = s + incl
                 self.no += 1
                 ts = sec * 1_000_000_000 + frac * mult
-                # The pipeline's fast path may account for the record without a frame.
+                # The pipeline's fast path may account for the record without a frame;
+                # when shedding, a record that cannot hold a handshake is skipped here.
                 if want is None or want(buf, s, incl, self.no, ts):
+                    if self.shedding and not worth_at(buf, s, pos, lt):
+                        self.shed += 1
+                        continue
                     yield RawFrame(self.no, ts, lt, bytes(buf[s:pos]), orig)
         finally:
             if pos:
@@ -548,7 +555,8 @@ class LiveLoop:
         # (a re-analysis gives the same verdicts), numbered before any shedding so that
         # frame N is always the file's frame N, and --count is the writer's job.
         follows_file = writer is None and hasattr(self.backend, "watermark_ns")
-        shedding = follows_file and self.shed.active
+        # Following a file, the reader itself sheds (before a frame is even built).
+        shedding = not follows_file and self.shed.active
         if shedding:
             from wscap.capture.follow import worth_analysing
         for f in frames:
@@ -614,6 +622,9 @@ class LiveLoop:
         if lag > self.result.lag_max_s:
             self.result.lag_max_s = lag
         self.shed.update(lag)
+        fol = self.backend.follower
+        fol.shedding = self.shed.active
+        self.shed.shed = fol.shed
 
     def run(self) -> LiveResult:
         b = self.backend

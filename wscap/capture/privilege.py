@@ -13,6 +13,7 @@ import ctypes.util
 import grp
 import os
 import pwd
+import shutil
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,16 +48,100 @@ def can_capture() -> bool:
     return bool(caps >> CAP_NET_RAW & 1) if caps or os.geteuid() != 0 else True
 
 
-def permission_help(what: str = "live capture") -> str:
-    """The "no permission" message: what is needed and how to grant it."""
-    py = os.path.realpath(sys.executable)
-    return (
-        f"{what} needs root or the capabilities CAP_NET_RAW and CAP_NET_ADMIN.\n"
-        f"  run it with sudo:     sudo {os.path.basename(py)} -m wscap live ...\n"
-        f"  or grant them once:   sudo setcap cap_net_raw,cap_net_admin=eip {py}\n"
-        "                        (the tcpdump backend needs the same on $(readlink -f $(which tcpdump)))\n"
-        "wscap drops back to the invoking user (SUDO_UID) after opening the capture."
-    )
+def _is_python(path: str) -> bool:
+    return os.path.basename(os.path.realpath(path)).startswith(("python", "pypy"))
+
+
+def wscap_command(argv: list[str] | None = None, environ: dict[str, str] | None = None,
+                  executable: str | None = None) -> list[str]:
+    """argv that runs this very wscap installation from a root shell (sudo resets PATH to
+    secure_path and drops PYTHONPATH, so bare `wscap` or `python3 -m wscap` may not work).
+
+    In order: the console script being run (argv[0]); the `wscap` script beside the
+    interpreter (a venv's or pipx's bin/, pyenv's versions/X/bin); the interpreter itself by
+    absolute path (not resolved: a venv's bin/python is what finds the venv's packages), with
+    PYTHONPATH passed through `env` when that is how this wscap was found.
+    """
+    argv = sys.argv if argv is None else argv
+    env = os.environ if environ is None else environ
+    exe = executable or sys.executable
+    import wscap
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(wscap.__file__)))
+    pypath = [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    from_pythonpath = pkg_parent in pypath
+    a0 = argv[0] if argv else ""
+    if not from_pythonpath:
+        if os.path.basename(a0) == "wscap":
+            found = a0 if os.sep in a0 else shutil.which(a0, path=env.get("PATH"))
+            if found and os.access(found, os.X_OK) and "/shims/" not in found:
+                return [os.path.abspath(found)]
+        beside = os.path.join(os.path.dirname(os.path.abspath(exe)), "wscap")
+        if os.access(beside, os.X_OK):
+            return [beside]
+        found = shutil.which("wscap", path=env.get("PATH"))
+        if found and "/shims/" not in found:
+            return [os.path.abspath(found)]
+    py = os.path.abspath(exe)
+    if from_pythonpath:
+        return ["env", f"PYTHONPATH={pkg_parent}", py, "-m", "wscap"]
+    return [py, "-m", "wscap"]
+
+
+def capture_helper() -> tuple[str | None, str]:
+    """(path of the program that opens the capture, its name), for a capability grant.
+
+    The capture helper `wscap-capture` when this installation has one
+    (wscap.capture.capturer.helper_path()), else tcpdump: a small dedicated binary gets
+    the capabilities, never the Python interpreter (which would hand raw sockets to every
+    script on the machine).
+    """
+    try:
+        from wscap.capture import capturer  # type: ignore[attr-defined]
+        p = capturer.helper_path()
+        if p and os.path.exists(p):
+            return os.path.realpath(p), "wscap-capture"
+    except Exception:  # noqa: BLE001 - the helper module is optional
+        pass
+    t = shutil.which("tcpdump") or next((p for p in ("/usr/bin/tcpdump", "/usr/sbin/tcpdump")
+                                         if os.path.exists(p)), None)
+    return (os.path.realpath(t) if t else None), "tcpdump"
+
+
+def permission_help(what: str = "live capture", argv: list[str] | None = None) -> str:
+    """The "no permission" message: what is needed and two commands that work as printed.
+
+    1. sudo with the absolute path of this installation's wscap (secure_path hides venvs,
+       pipx's ~/.local/bin and pyenv shims);
+    2. a capability grant on the capture helper (wscap-capture, else tcpdump), never on python.
+    """
+    import shlex
+    argv = sys.argv if argv is None else argv
+    rest = list(argv[1:])
+    args = shlex.join(rest) if rest and rest[0] in ("live", "ifaces") else "live ..."
+    cmd = shlex.join(wscap_command(argv))
+    helper, hname = capture_helper()
+    lines = [
+        f"{what} needs root or the capabilities CAP_NET_RAW and CAP_NET_ADMIN.",
+        f"  run it with sudo:     sudo {cmd} {args}",
+    ]
+    if helper and not _is_python(helper):
+        lines += [
+            f"  or grant them once to the capture helper ({hname}), not to Python:",
+            f"                        sudo setcap cap_net_raw,cap_net_admin=eip {shlex.quote(helper)}",
+            f"                        then: {cmd} {args if hname != 'tcpdump' else _with_backend(rest, args)}",
+            "                        (whoever may execute it can then capture; to limit that: sudo groupadd -f pcap "
+            f"&& sudo chgrp pcap {shlex.quote(helper)} && sudo chmod 750 {shlex.quote(helper)}, "
+            "then add yourself to pcap)",
+        ]
+    lines.append("wscap drops back to the invoking user (SUDO_UID) after opening the capture.")
+    return "\n".join(lines)
+
+
+def _with_backend(rest: list[str], args: str) -> str:
+    if rest and rest[0] == "live" and "--backend" not in rest:
+        import shlex
+        return shlex.join(["live", "--backend", "tcpdump", *rest[1:]])
+    return args if "--backend" in args else args.replace("live", "live --backend tcpdump", 1)
 
 
 @dataclass(frozen=True)

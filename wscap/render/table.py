@@ -417,8 +417,15 @@ def render_table(doc: dict, verbose: bool = False, look: Look = PLAIN) -> str:
         out.append("")
         out += handshake_table(doc, look, None if verbose else TABLE_ROWS)
     else:
+        st = doc.get("stats") or {}
+        why = ""
+        if st.get("unsupported_encapsulation"):
+            why = " (" + ", ".join(f"{term(k)} {n}" for k, n in st["unsupported_encapsulation"].items()) + \
+                  " packet(s) in encapsulations wscap does not read)"
+        elif st.get("packets") and not st.get("tcp_packets"):
+            why = " (no TCP packets in the capture)"
         out.append("")
-        out.append("no HTTP upgrade handshakes found")
+        out += look.wrap("no HTTP upgrade handshakes found" + why, 2, first="")
     out += tls_lines(doc, look=look)
     eps = [e for e in doc.get("endpoints", []) if e["role"] != "unknown"]
     if eps and chains:
@@ -433,6 +440,8 @@ def render_table(doc: dict, verbose: bool = False, look: Look = PLAIN) -> str:
             out.append("")
             out += look.wrap(f"── handshake {h['id']}: {term(label(h['client'], names))} → "
                              f"{term(label(h['server'], names))}", 4, first="")
+            if h.get("tunnel"):
+                out += look.wrap("tunnel: " + tunnel_text(h["tunnel"]), 6, first="    ")
             for part in ("request", "response"):
                 msg = h.get(part)
                 if msg:
@@ -468,6 +477,18 @@ def _hard_wrap(text: str, indent: int, width: int | None) -> list[str]:
     step = max(width - indent - 2, 20)
     pieces = [text[i:i + step] for i in range(0, len(text), step)]
     return [pad + pieces[0]] + [pad + "  " + p for p in pieces[1:]]
+
+
+def tunnel_text(layers: list[dict]) -> str:
+    """`vxlan vni 42 192.0.2.1 → 192.0.2.2 / gre key 7 …`, outermost first."""
+    parts = []
+    for t in layers:
+        ids = " ".join(f"{k} {v if not isinstance(v, list) else ','.join(map(str, v))}" for k, v in t.items()
+                       if k not in ("type", "outer_src", "outer_dst", "direction") and v is not None and v is not False)
+        ends = f" {t['outer_src']} → {t['outer_dst']}" if t.get("outer_src") else ""
+        parts.append(term(f"{t['type']}" + (f" {ids}" if ids else "") + ends))
+    seen = layers[0].get("direction") if layers else None
+    return " / ".join(parts) + (" (as seen on the server's packets)" if seen == "s2c" else "")
 
 
 def _indent(text: str, n: int) -> str:

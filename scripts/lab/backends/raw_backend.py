@@ -9,6 +9,8 @@ Modes:
   ok                 correct 101, echo (control)
   bare-lf            correct 101 but every line ends in a bare LF
   bad-accept         101 whose Sec-WebSocket-Accept is computed from a wrong key
+  no-upgrade-101     101 without the "Upgrade: websocket" header (RFC 6455 §4.1:
+                     the client must fail the connection), then echo
   content-length-101 correct 101 that also carries "Content-Length: 5"
   deflate-rsv1       correct 101 *without* permessage-deflate, then answers the
                      first message with an RSV1 (compressed) frame
@@ -136,6 +138,8 @@ def handle(conn, addr, mode):
             b"Connection: Upgrade",
             b"Sec-WebSocket-Accept: " + accept,
         ]
+        if mode == "no-upgrade-101":
+            lines.remove(b"Upgrade: websocket")
         if mode == "content-length-101":
             lines.append(b"Content-Length: 5")
         if mode == "bare-lf":

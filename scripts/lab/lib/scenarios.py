@@ -178,6 +178,14 @@ SCENARIOS = [
         chains=[chain("bad-accept", 2, 1, [101, 101])],
     ),
     Scenario(
+        "no-upgrade-101",
+        "Raw backend answers 101 without 'Upgrade: websocket' (RFC 6455 §4.1: the client must fail the "
+        "connection); Node's HTTP client takes it as a plain response and Vite's proxy relays it to the "
+        "browser as a 101 with the backend's headers, which Chromium fails ('Upgrade' header is missing)",
+        backend="raw:no-upgrade-101",
+        chains=[chain("invalid-101", 2, 1, [101, 101])],
+    ),
+    Scenario(
         "bare-lf-101",
         "Raw backend answers a correct 101 whose lines end in bare LF; Vite's HTTP client (Node llhttp) "
         "rejects it (HPE_CR_EXPECTED 'Missing expected CR after response line') and destroys the browser's "
