@@ -384,3 +384,14 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert re.search(r"reading\s+\[[#-]+\]\s+\d+%", text), text[-500:]
     assert text.rstrip().endswith("\x1b[K\x1b[?25h")          # erased, cursor shown again
     assert "chains: 150" in out and "\x1b[" not in out
+
+
+def test_shell_completion_as_documented():
+    """docs/cli.md: eval "$(_WSCAP_COMPLETE=bash_source wscap)"; click answers completions."""
+    rc, out, _ = wscap(env={"_WSCAP_COMPLETE": "bash_source"})
+    assert rc == 0 and "_wscap_completion()" in out and "complete " in out
+    rc, out, _ = wscap(env={"_WSCAP_COMPLETE": "bash_complete", "COMP_WORDS": "wscap analyze --color ",
+                            "COMP_CWORD": "3"})
+    assert rc == 0 and out.split() == ["plain,auto", "plain,always", "plain,never"]
+    rc, out, _ = wscap(env={"_WSCAP_COMPLETE": "bash_complete", "COMP_WORDS": "wscap sl", "COMP_CWORD": "1"})
+    assert out.split() == ["plain,slice"]
