@@ -92,19 +92,23 @@ def fit_table(headers: list[str], rows: list[list], width: int | None, shrink: t
     """(header lines, one line per row) in tabulate's "simple" style, narrowed to `width`.
 
     When the table is too wide, the columns in `shrink` give up characters, the widest first,
-    down to a few each; their cells are cut with `…`. Other columns keep their width."""
+    down to a few each; their cells are cut with `…`. Other columns keep their width.
+    `shrink` may be tiers (a tuple of tuples): a later tier gives up characters only when the
+    earlier ones are at their floor."""
     cells = [[str(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     if width is not None:
-        floor = {i: max(6, min(len(headers[i]), 10)) for i in shrink}
+        tiers = [tuple(t) for t in shrink] if shrink and isinstance(shrink[0], tuple) else [tuple(shrink)]
         over = indent + sum(widths) + 2 * (len(widths) - 1) - width
-        while over > 0:
-            cands = [i for i in shrink if widths[i] > floor[i]]
-            if not cands:
-                break
-            i = max(cands, key=lambda k: widths[k])
-            widths[i] -= 1
-            over -= 1
+        for tier in tiers:
+            floor = {i: max(6, min(len(headers[i]), 10)) for i in tier}
+            while over > 0:
+                cands = [i for i in tier if widths[i] > floor[i]]
+                if not cands:
+                    break
+                i = max(cands, key=lambda k: widths[k])
+                widths[i] -= 1
+                over -= 1
 
     last = len(headers) - 1
 
@@ -160,8 +164,17 @@ def handshake_table(doc: dict, look: Look = PLAIN, limit: int | None = None) -> 
     rows = handshake_rows(doc)
     shown = rows if limit is None or len(rows) <= limit else _pick_rows(doc, rows, limit)
     table = [[r[0], r[1], r[2], r[3], f"{r[4]} {r[5]}", r[6], r[7]] for r in shown]
-    head, lines = fit_table(["id", "client", "server", "target", "result", "frame", "anomalies"], table,
-                            look.width, shrink=(3, 6, 1, 2), right=(0, 5))
+    headers = ["id", "client", "server", "target", "result", "frame", "anomalies"]
+    if look.width is not None and table:
+        # Addresses are what a reader matches against the ladders: keep them whole. When the
+        # free-text columns at their floor still do not fit, the frame column goes first
+        # (it is in -v and the JSON).
+        w = [max([len(h)] + [len(str(t[i])) for t in table]) for i, h in enumerate(headers)]
+        if sum(w) - w[3] - w[6] + min(w[3], 10) + min(w[6], 10) + 2 * (len(w) - 1) > look.width:
+            headers, table = headers[:5] + headers[6:], [t[:5] + t[6:] for t in table]
+    anom = len(headers) - 1
+    head, lines = fit_table(headers, table, look.width, shrink=((3, anom), (1, 2), (4,)),
+                            right=(0, 5) if anom == 6 else (0,))
     out = [look.head(head[0]), head[1]]
     for r, text in zip(shown, lines):
         if r[7] != "—" and any(a["severity"] == "error" for h in doc["handshakes"] if h["id"] == r[0]
