@@ -395,3 +395,16 @@ def test_shell_completion_as_documented():
     assert rc == 0 and out.split() == ["plain,auto", "plain,always", "plain,never"]
     rc, out, _ = wscap(env={"_WSCAP_COMPLETE": "bash_complete", "COMP_WORDS": "wscap sl", "COMP_CWORD": "1"})
     assert out.split() == ["plain,slice"]
+
+
+def test_narrow_table_keeps_addresses_whole(tmp_path):
+    """A long target is cut (…) before an address is: the addresses match the ladders above."""
+    cap = Capture()
+    down = cap.conn(("172.18.0.1", 50000), ("172.18.0.2", 5173)).open()
+    target = "/socket.io/?EIO=4&transport=websocket&room=" + "r" * 60
+    down.send(True, ws_request(target))
+    down.send(False, ws_response())
+    rc, out, _ = wscap("analyze", cap.write(tmp_path / "long.pcap"))
+    row = next(line for line in out.splitlines() if line.strip().startswith("1 "))
+    assert "172.18.0.1:50000" in row and "172.18.0.2:5173" in row and "/socket.io/" in row and "…" in row
+    assert len(row) <= 80 and target not in out

@@ -416,6 +416,9 @@ def slice_cmd(capture: str | None, reads: tuple[str, ...], chain_id: int, output
     given = input_files((capture,) if capture else (), reads)
     if len(given) != 1:
         raise click.UsageError("slice reads one capture")
+    if output == "-" and sys.stdout.isatty():
+        fail("-o -: refusing to write a capture to the terminal; redirect or pipe stdout "
+             "(… -o - | wireshark -k -i -)")
     check_output(output)
     inputs = Inputs(given, need_file=True)       # read twice: analysed, then cut
     try:
