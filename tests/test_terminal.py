@@ -408,3 +408,16 @@ def test_narrow_table_keeps_addresses_whole(tmp_path):
     row = next(line for line in out.splitlines() if line.strip().startswith("1 "))
     assert "172.18.0.1:50000" in row and "172.18.0.2:5173" in row and "/socket.io/" in row and "…" in row
     assert len(row) <= 80 and target not in out
+
+
+def test_colour_cannot_be_driven_by_the_wire():
+    """Hostile header values (ESC sequences, CR, C1 controls) stay escaped when wscap adds its
+    own colour: the only escape sequences in the output are SGR codes, and none is left after
+    removing them."""
+    from test_render_hostile import DOC
+    from wscap.render.redact import redact_document
+    from wscap.render.table import Look, render_table
+    for doc in (DOC, redact_document(DOC)):
+        text = render_table(doc, verbose=True, look=Look(color=True, width=80))
+        assert "\x1b[31m" in text or "\x1b[33m" in text or "\x1b[1m" in text
+        assert "\x1b" not in ANSI.sub("", text) and "\r" not in text and "\x9b" not in text

@@ -476,8 +476,9 @@ def render_table(doc: dict, verbose: bool = False, look: Look = PLAIN) -> str:
                                   4, look.width)
     s = doc["summary"]
     out.append("")
-    text = (f"{s['handshakes']} handshake(s), {s['upgraded']} upgraded; {s['chains']} chain(s), {s['broken']} broken"
-            + (": " + ", ".join(f"{k} {v}" for k, v in s["by_cause"].items() if k != "ok") if s["broken"] else ""))
+    text = (f"{s.get('handshakes', 0)} handshake(s), {s.get('upgraded', 0)} upgraded; {s.get('chains', 0)} chain(s), "
+            f"{s.get('broken', 0)} broken" + (": " + ", ".join(f"{k} {v}" for k, v in (s.get("by_cause") or {}).items()
+                                                              if k != "ok") if s.get("broken") else ""))
     out += look.wrap(text, 2, first="")
     return "\n".join(out)
 
