@@ -227,7 +227,8 @@ def test_live_short_flags_keep_tcpdump_meanings():
     e = one_line_error(*wscap("live", "-w", "-"))
     assert "--write -" in e
     _, out, _ = wscap("live", "--help", cols=200)
-    assert re.search(r"-p, --no-promisc", out) and re.search(r"-w, --write", out) and re.search(r"-i, --iface", out)
+    for short in ("-p, --no-promisc", "-w, --write", "-i, --iface", "-c, --count", "-s, --snaplen", "-Z, --user"):
+        assert short in out, short
     assert not re.search(r"-p, --port", out)
 
 
@@ -421,3 +422,21 @@ def test_colour_cannot_be_driven_by_the_wire():
         text = render_table(doc, verbose=True, look=Look(color=True, width=80))
         assert "\x1b[31m" in text or "\x1b[33m" in text or "\x1b[1m" in text
         assert "\x1b" not in ANSI.sub("", text) and "\r" not in text and "\x9b" not in text
+
+
+def test_dash_refuses_a_terminal():
+    """`analyze -` with stdin a terminal would wait forever; `slice -o -` to a terminal would
+    print a binary capture: both are one line and exit 2."""
+    import pty
+    master, slave = pty.openpty()
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        r = subprocess.run([sys.executable, "-m", "wscap", "analyze", "-"], stdin=slave, capture_output=True,
+                           text=True, env=env, timeout=60)
+        assert r.returncode == 2 and "stdin is a terminal" in r.stderr
+        r = subprocess.run([sys.executable, "-m", "wscap", "slice", str(SAMPLE), "--chain", "2", "-o", "-"],
+                           stdout=slave, stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+        assert r.returncode == 2 and "refusing to write a capture to the terminal" in r.stderr
+    finally:
+        os.close(master)
+        os.close(slave)
