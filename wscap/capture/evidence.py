@@ -557,7 +557,7 @@ def open_followed(name: str, cfg: CaptureConfig, *, write_path: str | None, ring
         if name == "wscap-capture":
             from wscap.capture import capturer
             nrb_path = None
-            if nrb:
+            if nrb and not path.lower().endswith((".pcap", ".cap")):   # classic pcap has no place for names
                 fd, nrb_path = tempfile.mkstemp(prefix="wscap-nrb-", dir=spool_dir)
                 with os.fdopen(fd, "wb") as f:
                     f.write(nrb)

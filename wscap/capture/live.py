@@ -111,7 +111,7 @@ class CaptureConfig:
     buffer_mb: int = DEFAULT_BUFFER_MB
     run_as: str | None = None        # tcpdump -Z USER (the user we drop to)
     immediate: bool = True           # tcpdump --immediate-mode (pipe backend only; see live_backends.py)
-    timeout_ms: int = 20             # libpcap buffer timeout of wscap-capture: TPACKET_V3 block retire
+    timeout_ms: int = 10             # libpcap buffer timeout of wscap-capture: TPACKET_V3 block retire
 
 
 # ---- streaming pcap reader -----------------------------------------------------------------
