@@ -806,7 +806,11 @@ def ifaces_command(fmt, netns, container, project, no_docker):
         return
     click.echo(format_ifaces(lst))
     if no_api and not no_docker:
-        click.echo(no_api)
+        from wscap.termui import width
+        import textwrap
+        w = width()
+        click.echo("\n".join(textwrap.wrap(no_api, w, subsequent_indent="  ", break_long_words=False,
+                                           break_on_hyphens=False)) if w else no_api)
     elif client is not None and not no_docker:
         click.echo(f"names from the Engine API at {client.display} ({client.endpoint.source})")
 
