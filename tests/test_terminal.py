@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import click
 import pytest
 
 from builders import Capture, proxied_chain, ws_request, ws_response

@@ -18,7 +18,7 @@ from . import __version__
 from .analyze import run_pipeline
 from .limits import Limits
 from .pipeline import Options
-from .termui import color_options
+from .termui import color_options, fail
 
 EXIT_OK, EXIT_BROKEN, EXIT_INPUT = 0, 1, 2
 
@@ -292,11 +292,6 @@ def apply_filters(full: dict, only_broken: bool, chain_id: int | None, host: str
             fail(f"no chain or handshake matches {what}" + (here if full["handshakes"] else
                                                              ": no handshakes in this capture"))
     return filter_document(full, only_broken=only_broken, chain=chain_id, host=host, path=path_glob)
-
-
-def fail(msg: str) -> None:
-    click.echo(f"wscap: {msg}", err=True)
-    sys.exit(EXIT_INPUT)
 
 
 @main.command()

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import NoReturn
 
 import click
 
@@ -69,7 +70,7 @@ def color_options(f):
                              "forces it).")(f)
 
 
-def fail(msg: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+def fail(msg: str) -> NoReturn:
     click.echo(f"wscap: {msg}", err=True)
     sys.exit(EXIT_INPUT)
 
