@@ -439,3 +439,13 @@ def test_dash_refuses_a_terminal():
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_many_captures_are_counted_not_listed(caps, tmp_path):
+    files = [caps[0]] * 6 + [str(tmp_path / "gone.pcap")]
+    rc, out, err = wscap("analyze", *files, cols=None)
+    n = len(frames(caps[0]))
+    lines = out.splitlines()
+    assert lines[0] == f"7 captures, {6 * n} packets (-v lists them)"
+    assert lines[1].startswith(str(tmp_path / "gone.pcap")) and "no such file" in lines[2]
+    assert rc == 2 and sum(str(caps[0]) in line for line in lines) == 0

@@ -400,7 +400,14 @@ def render_table(doc: dict, verbose: bool = False, look: Look = PLAIN) -> str:
     """The terminal view: sources, then the verdicts (broken chains first, each with what to
     check next), then the handshake table (its first rows without -v), then the summary."""
     out = []
+    many = len(doc["source"]) > 5 and not verbose
+    if many:
+        # Many captures (-j over a directory): their count here, each one only when it has errors.
+        out.append(f"{len(doc['source'])} captures, {sum(s['packets'] for s in doc['source'])} packets"
+                   " (-v lists them)")
     for s in doc["source"]:
+        if many and not s["errors"]:
+            continue
         out.append(f"{term(s['path'])}: {s['packets']} packets ({s['format']})")
         for e in s["errors"]:
             out += [look.bad(x) for x in look.wrap(term(e), 4, first="  ! ")]
