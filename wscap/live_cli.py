@@ -290,15 +290,19 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
 @click.option("--netns", metavar="PATH|PID|NAME", help="Capture inside this network namespace.")
 @click.option("--filter", "bpf", metavar="BPF", help="Capture filter (pcap-filter syntax). Default: TCP, DNS "
               "(port 53, Docker's 127.0.0.11) and tunnels (VXLAN, GENEVE, GTP-U, GRE, IP-in-IP).")
-@click.option("--port", "-p", "ports", type=int, multiple=True, help="Only TCP traffic on this port (repeatable).")
-@click.option("--duration", type=float, metavar="SECONDS", help="Stop after this long.")
+@click.option("--port", "ports", type=click.IntRange(1, 65535), multiple=True,
+              help="Only TCP traffic on this port (repeatable). (-p is --no-promisc, as in tcpdump.)")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop after this long.")
 @click.option("--count", "-c", type=click.IntRange(min=1), metavar="N", help="Stop after N packets.")
-@click.option("--timeout", type=float, default=3.0, show_default=True, metavar="SECONDS",
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True, max=86400), default=3.0, show_default=True,
+              metavar="SECONDS",
               help="How long a leg may wait for its response before its chain is decided.")
 @click.option("--write", "-w", "write_path", metavar="FILE",
-              help="Write every captured packet here (.pcapng → pcapng, else pcap).")
+              help="Write every captured packet here (.pcapng → pcapng, else pcap). Not - (stdout): the "
+                   "analysis reads the file behind the writer; use tcpdump -w - for a pipe.")
 @click.option("--ring-files", type=click.IntRange(min=1), help="Ring buffer: keep this many files.")
-@click.option("--ring-size", type=float, metavar="MB", help="Ring buffer: start a new file after this many MB.")
+@click.option("--ring-size", type=click.FloatRange(min=0, min_open=True), metavar="MB", help="Ring buffer: start a new file after this many MB.")
 @click.option("--backend", type=click.Choice(("auto",) + evidence.WRITERS + ("scapy",)), default="auto",
               show_default=True,
               help="Who captures and writes the evidence (auto: wscap-capture, else tcpdump; scapy captures "
@@ -319,8 +323,8 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
               help="json: one JSON object per line (handshakes, chains, then a summary); markdown: one table "
                    "row per event, ready to paste.")
 @click.option("--redact/--no-redact", default=None,
-              help="Replace cookies, tokens and credentials by stable hashes (default: on for markdown, "
-                   "off for json and text).")
+              help="Replace cookies, tokens and credentials by stable hashes (default: on for text and "
+                   "markdown, off for json).")
 @click.option("--names", "names_file", type=click.Path(exists=True, dir_okay=False),
               help="hosts-format file naming IPs (fallback when the Docker API is unreachable).")
 @click.option("--no-docker", is_flag=True, help="Do not ask the Docker Engine API for container names.")
@@ -331,7 +335,8 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
                    "and GRO/GSO sizes, so offloaded super-frames are kept whole).")
 @click.option("--buffer-mb", type=click.IntRange(min=1), default=DEFAULT_BUFFER_MB, show_default=True,
               help="Kernel capture buffer (tcpdump -B / socket receive buffer).")
-@click.option("--no-promisc", is_flag=True, help="Do not put the interface into promiscuous mode.")
+@click.option("--no-promisc", "-p", is_flag=True,
+              help="Do not put the interface into promiscuous mode (tcpdump's -p).")
 @click.option("--status/--no-status", "show_status", default=None,
               help="Status line on stderr (default: on; rewritten in place on a terminal).")
 @click.option("--keylog", type=click.Path(dir_okay=False), default=None,
@@ -339,11 +344,28 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
                    "file is decrypted with it (tshark) and its TLS upgrades are analysed and printed.")
 @_bounds_options
 @_redact_lists
+@click.option("--color", "color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="Colour in text output (auto: on a terminal, unless NO_COLOR is set).")
+@click.option("--no-color", "no_color", is_flag=True, help="Same as --color never.")
+@click.argument("stray", nargs=-1, required=False, metavar="")
 def live_command(iface, container, project, netns, bpf, ports, duration, count, timeout, write_path, ring_files,
                  ring_size, backend, spool_mb, shed_after, drain_timeout, fmt, redact, names_file, no_docker, user,
-                 snaplen, buffer_mb, no_promisc, show_status, keylog, **bounds):
+                 snaplen, buffer_mb, no_promisc, show_status, keylog, color, no_color, stray, **bounds):
     """Capture live and print WebSocket handshakes and chain verdicts as they are decided."""
-    sys.exit(run_live(**locals()))
+    kw = dict(locals())
+    for k in ("color", "no_color", "stray"):
+        kw.pop(k)
+    if stray:
+        # tcpdump users type `-p 8080` meaning a port; -p is --no-promisc here, as in tcpdump.
+        hint = (f"; -p is --no-promisc (as in tcpdump): for a port use --port {stray[0]}"
+                if no_promisc and stray[0].isdigit() else
+                "; a capture filter goes in --filter 'EXPR'")
+        _err(f"unexpected argument {' '.join(stray)!r}{hint}")
+        sys.exit(EXIT_USAGE)
+    from wscap.termui import use_color, width
+    from wscap.render.table import Look
+    kw["look"] = Look(color=use_color("never" if no_color else color), width=width())
+    sys.exit(run_live(**kw))
 
 
 def run_live(iface=None, container=None, project=None, netns=None, bpf=None, ports=(), duration=None, count=None,
@@ -351,8 +373,13 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
              spool_mb=evidence.DEFAULT_SPOOL_MB, shed_after=2.0, drain_timeout=30.0, fmt="text",
              redact=None, names_file=None, no_docker=False, user=None, snaplen=None, buffer_mb=DEFAULT_BUFFER_MB,
              no_promisc=False,
-             show_status=None, keylog=None, bounds=None) -> int:
+             show_status=None, keylog=None, bounds=None, look=None) -> int:
     # -- usage checks -------------------------------------------------------------------
+    if write_path == "-":
+        _err("--write -: live cannot write the capture to stdout (the analysis reads the written file "
+             "behind the writer, and stdout carries the verdicts); write a file, or pipe "
+             "`tcpdump -w - | wscap analyze -`")
+        return EXIT_USAGE
     if write_path:
         from .outpath import refuse_output
         why = refuse_output(write_path)
@@ -582,16 +609,23 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
         if text:
             emit(text[:-1] if text.endswith("\n") else text)
     name_eps = [{"ip": ip, "name": n} for ip, n in names.items()]
+    text_redact = redact is not False
+    from .render.table import Look
 
     def text_line(kind: str, doc: dict) -> str:
         if kind == "tls":
-            return (f"TLS {term(doc['client'])} → {term(doc['server'])} SNI {term(doc['sni'] or '(none)')} "
+            from .render.table import label as ep_label
+            return (f"TLS {term(ep_label(doc['client'], names))} → {term(ep_label(doc['server'], names))} "
+                    f"SNI {term(doc['sni'] or '(none)')} "
                     f"ALPN {term(','.join(doc['alpn']) or 'none')}: encrypted, an upgrade inside is invisible"
                     + ("" if keylog else " (--write F --keylog K decrypts it when the capture ends)"))
+        if text_redact:
+            # What people paste into tickets: Vite's `?token=`, cookies, bearer subprotocols.
+            doc = redact_live_event({"type": kind, kind: doc}, raw_seen)[kind]
         try:
             if kind == "handshake":
-                return hs_line(doc, names)
-            return ch_line(doc, {"handshakes": list(seen.values()), "endpoints": name_eps})
+                return hs_line(doc, names, look=look or Look())
+            return ch_line(doc, {"handshakes": list(seen.values()), "endpoints": name_eps}, look=look or Look())
         except TypeError:  # a renderer without the optional argument
             return hs_line(doc) if kind == "handshake" else ch_line(doc)
 
@@ -769,7 +803,7 @@ def _decrypted_report(files: list[str], keylog: str, timeout: float, names: dict
         kl = s_.get("keylog") or {}
         if kl.get("error"):
             _err(f"{s_['path']}: {kl['error']}")
-    if redact or (redact is None and fmt == "markdown"):
+    if redact or (redact is None and fmt in ("markdown", "text")):
         from .render.redact import redact_document
         doc = redact_document(doc)
     if fmt == "json":
@@ -821,7 +855,11 @@ def ifaces_command(fmt, netns, container, project, no_docker):
         return
     click.echo(format_ifaces(lst))
     if no_api and not no_docker:
-        click.echo(no_api)
+        from wscap.termui import width
+        import textwrap
+        w = width()
+        click.echo("\n".join(textwrap.wrap(no_api, w, subsequent_indent="  ", break_long_words=False,
+                                           break_on_hyphens=False)) if w else no_api)
     elif client is not None and not no_docker:
         click.echo(f"names from the Engine API at {client.display} ({client.endpoint.source})")
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
-__all__ = ["slice_capture", "chain_legs", "SliceResult", "tcp_key"]
+__all__ = ["slice_capture", "chain_legs", "SliceResult", "tcp_key", "output_format"]
 
 @dataclass
 class SliceResult:
@@ -162,8 +162,52 @@ def _packets(path: str, res: SliceResult) -> Iterator[_Pkt]:
     res.errors.extend(rr.errors)
 
 
-def slice_capture(in_path: str, out_path: str, legs: Iterable[tuple[str, str]]) -> SliceResult:
-    """Write the packets of ``legs`` from ``in_path`` to ``out_path`` (classic pcap).
+def output_format(out_path: str, input_format: str) -> str:
+    """The slice's format: the output's extension decides (.pcapng -> pcapng, .pcap/.cap ->
+    pcap); any other name (and `-`, stdout) keeps the input's format."""
+    low = out_path.lower()
+    if low.endswith((".pcapng", ".pcapng.gz")):
+        return "pcapng"
+    if low.endswith((".pcap", ".cap", ".pcap.gz")):
+        return "pcap"
+    return "pcapng" if input_format == "pcapng" else "pcap"
+
+
+def _pad4(b: bytes) -> bytes:
+    return b + b"\0" * (-len(b) % 4)
+
+
+def _pcapng_block(kind: int, body: bytes) -> bytes:
+    ln = 12 + len(body)
+    return struct.pack("<II", kind, ln) + body + struct.pack("<I", ln)
+
+
+def _write_pcapng(out: BinaryIO, picked: Iterable[_Pkt], linktypes: list[int]) -> int:
+    """SHB, one IDB per link type (nanosecond resolution: timestamps kept exactly), EPBs.
+    `picked` is streamed (the second pass of slice_capture): nothing is held."""
+    shb = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + struct.pack("<HH", 4, 11) + _pad4(b"wscap slice") \
+        + struct.pack("<HH", 0, 0)
+    out.write(_pcapng_block(0x0A0D0D0A, shb))
+    ifaces: dict[int, int] = {}
+    for lt in linktypes:
+        ifaces[lt] = len(ifaces)
+        opts = struct.pack("<HH", 9, 1) + _pad4(b"\x09") + struct.pack("<HH", 0, 0)   # if_tsresol = 10^-9
+        out.write(_pcapng_block(1, struct.pack("<HHI", lt, 0, 262144) + opts))
+    n = 0
+    for p in picked:
+        ts = max(p.ts_ns, 0) & 0xFFFFFFFFFFFFFFFF
+        body = struct.pack("<IIIII", ifaces[p.linktype], ts >> 32, ts & 0xFFFFFFFF, len(p.data),
+                           min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)) + _pad4(p.data)
+        out.write(_pcapng_block(6, body))
+        n += 1
+    return n
+
+
+def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple[str, str]],
+                  fmt: str = "pcap") -> SliceResult:
+    """Write the packets of ``legs`` from ``in_path`` to ``out_path`` (a path, or an open binary
+    stream such as stdout), as classic pcap or, with ``fmt="pcapng"``, pcapng (one interface per
+    link type, nanosecond timestamps).
 
     ``legs`` are ``(client, server)`` address strings as in the JSON document
     (``"172.18.0.1:51234"``, ``"[::1]:5173"``). Matching is on the TCP
@@ -215,17 +259,32 @@ def slice_capture(in_path: str, out_path: str, legs: Iterable[tuple[str, str]]) 
             matched += 1
             linktypes.add(p.linktype)
             nano = nano or p.ns_res
-    if len(linktypes) > 1:
+    if len(linktypes) > 1 and fmt != "pcapng":   # pcapng: one interface block per link type
         raise ValueError(f"{in_path}: the matching packets have several link types "
                          f"({', '.join(map(str, sorted(linktypes)))}); a pcap file holds one")
     if not matched:
         # An empty slice still gets a valid file, in the capture's first link type.
         linktypes = {first_lt if first_lt is not None else 1}
+    all_lts = sorted(linktypes)
     linktype = linktypes.pop()
     res.linktype, res.nanosecond = linktype, nano
     magic = 0xA1B23C4D if nano else 0xA1B2C3D4
-    from .outpath import open_output
-    with open_output(out_path, binary=True) as out:     # never through a symlink (see wscap.outpath)
+    own = isinstance(out_path, (str, bytes))
+    if own:
+        from .outpath import open_output
+        out = open_output(out_path, binary=True)     # never through a symlink (see wscap.outpath)
+    else:
+        out = out_path
+    try:
+        if fmt == "pcapng":
+            # Every link type gets its interface block: one slice may hold legs of several.
+            lts = all_lts
+            res.linktype, res.nanosecond = lts[0], True
+            again = SliceResult()
+            match = matcher()
+            res.packets_written = _write_pcapng(
+                out, (p for p in (_packets(in_path, again) if matched else ()) if match(p)), lts)
+            return res
         out.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262144, linktype))
         again = SliceResult()          # the second pass meets the same errors: said once
         match = matcher()
@@ -241,4 +300,7 @@ def slice_capture(in_path: str, out_path: str, legs: Iterable[tuple[str, str]]) 
             out.write(struct.pack("<IIII", sec, sub, len(p.data), min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)))
             out.write(p.data)
             res.packets_written += 1
+    finally:
+        if own:
+            out.close()
     return res

@@ -137,9 +137,9 @@ class _Gunzip(io.RawIOBase):
 
 def open_capture(path: str) -> BinaryIO:
     """Open a capture, transparently un-gzipping `.gz` (detected by magic, not name)."""
+    # peek, not seek: a FIFO or /dev/stdin cannot seek (the CLI spools those; a caller may not).
     f = open(path, "rb")
-    magic = f.read(2)
-    f.seek(0)
+    magic = f.peek(2)[:2]
     if magic == b"\x1f\x8b":
         return io.BufferedReader(_Gunzip(f), CHUNK)  # type: ignore[return-value]
     return f

@@ -76,7 +76,8 @@ def _verdict_label(v: dict[str, Any]) -> str:
 
 
 def chain_rows(doc: dict[str, Any], chains: Iterable[dict[str, Any]]) -> list[list[str]]:
-    """Plain (unescaped) rows: chain, verdict, failing hop, request, path, summary."""
+    """Plain (unescaped) rows: chain, verdict, failing hop, request, path, summary, advice (what to
+    check next; empty for a healthy chain)."""
     by_id = handshake_index(doc)
     rows = []
     for ch in chains:
@@ -91,7 +92,8 @@ def chain_rows(doc: dict[str, Any], chains: Iterable[dict[str, Any]]) -> list[li
             fail_txt = f"{fail}: {fh.get('client', '?')} \u2192 {_who(doc, str(fh.get('server', '?')))}"
         rows.append([str(ch.get("id")), _verdict_label(v), fail_txt,
                      f"{req.get('method', '')} {req.get('target', '')}".strip(),
-                     hops_path(doc, ch), str(v.get("summary") or "")])
+                     hops_path(doc, ch), str(v.get("summary") or ""),
+                     str(v.get("advice") or "") if v.get("cause") not in (None, "ok") else ""])
     return rows
 
 
@@ -153,7 +155,7 @@ def capture_rows(doc: dict[str, Any]) -> list[list[str]]:
 
 CAPTURE_HEADER = ["#", "File", "Format", "Packets", "Bytes", "First packet", "Last packet",
                   "Link types", "Complete", "Errors"]
-CHAIN_HEADER = ["Chain", "Verdict", "Failing hop", "Request", "Path (status per hop)", "Summary"]
+CHAIN_HEADER = ["Chain", "Verdict", "Failing hop", "Request", "Path (status per hop)", "Summary", "What to check next"]
 HANDSHAKE_HEADER = ["#", "Chain/hop", "Client", "Server", "Request", "Host", "Origin", "Status",
                     "Outcome", "Anomalies", "Frames", "First seen"]
 
