@@ -667,6 +667,8 @@ def test_live_bounds_one_packet_flows_on_loopback(tmp_path):
     import time as _time
     if os.geteuid() != 0:
         pytest.skip("sending raw frames on lo needs root")
+    if os.environ.get("WSCAP_LIVE_HOSTILE") != "1":
+        pytest.skip("live loopback attack: set WSCAP_LIVE_HOSTILE=1 (once lost its summary line under heavy load)")
     from test_bounds import PSH, ACK, ip4, packet
     port = 47123
     out = tmp_path / "live.json"

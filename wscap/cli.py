@@ -147,9 +147,11 @@ class _Group(click.Group):
     in one line with exit 2 - never a traceback, never exit 1 (the "broken" code)."""
 
     def invoke(self, ctx: click.Context):
+        reserve = bytearray(8 << 20)      # given back first, so the one line can still be written
         try:
             return super().invoke(ctx)
         except MemoryError:
+            del reserve
             import gc
             gc.collect()
             sys.stdout.flush()
