@@ -234,8 +234,10 @@ class TcpdumpWriter:
                 lines = [ln for ln in err.splitlines() if ln.strip() and not _TCPDUMP_STAT.search(ln.encode())
                          and "listening on" not in ln]
                 why = lines[-1].strip() if lines else f"tcpdump exited with status {self.proc.returncode}"
-                if "went down" in why or "disappeared" in why or "no such device" in why.lower():
-                    why = f"interface {self.cfg.iface} went away ({why})"
+                gone = [ln.strip() for ln in lines if "went down" in ln or "disappeared" in ln
+                        or "no such device" in ln.lower()]
+                if gone:                 # the cause may not be tcpdump's last words
+                    why = f"interface {self.cfg.iface} went away ({gone[-1]})"
                     self.errors.append(("ifgone", why))
                 elif "no space left" in why.lower() or "quota" in why.lower():
                     self.errors.append(("write", f"disk full: {why}"))
