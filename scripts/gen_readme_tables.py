@@ -9,8 +9,8 @@ import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from wscap.anomaly import CODES  # noqa: E402
-from wscap.verdict import ADVICE  # noqa: E402
+from wscap.model.anomaly import CODES  # noqa: E402
+from wscap.judge.verdict import ADVICE  # noqa: E402
 
 readme = os.path.join(os.path.dirname(__file__), "..", "docs", "reference.md")
 text = open(readme, encoding="utf-8").read()

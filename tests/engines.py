@@ -17,6 +17,6 @@ def engines_differ(path: str, options=None) -> dict | None:
     if not available():
         return None
     from test_engine_tshark import differences
-    from wscap.analyze import analyze_paths as core
-    from wscap.engine_tshark import analyze_paths as tsh
+    from wscap.engine.analyze import analyze_paths as core
+    from wscap.engine.tshark import analyze_paths as tsh
     return differences(core([path], options), tsh([path], options))

@@ -39,7 +39,7 @@ def wscap_argv(*args: str) -> list[str]:
             and "live_cli" in open(cli, encoding="utf-8").read():
         return [sys.executable, "-m", "wscap", *args]
     cmd, rest = args[0], args[1:]
-    code = (f"import sys; from wscap.live_cli import {cmd}_command as c; "
+    code = (f"import sys; from wscap.cli.live import {cmd}_command as c; "
             f"sys.argv[0] = 'wscap {cmd}'; c()")
     return [sys.executable, "-c", code, *rest]
 
@@ -182,9 +182,9 @@ def live_skip_reason() -> str | None:
     except ImportError:
         return "needs the `websockets` package for the lab backend (pip install websockets)"
     try:
-        from wscap.pipeline import Pipeline  # noqa: F401
+        from wscap.engine.core import Pipeline  # noqa: F401
     except ImportError as e:
-        return f"wscap.pipeline not importable yet: {e}"
+        return f"wscap.engine.core not importable yet: {e}"
     return None
 
 
@@ -262,7 +262,7 @@ def drive(lab: Lab) -> dict[str, str]:
 
 def reanalyse(paths: list[str], timeout_s: float) -> dict:
     from wscap.capture.files import ReadResult, read_frames
-    from wscap.pipeline import Options, Pipeline
+    from wscap.engine.core import Options, Pipeline
     p = Pipeline(Options(timeout_s=timeout_s))
     results = []
     for i, path in enumerate(paths):

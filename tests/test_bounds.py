@@ -24,8 +24,8 @@ import time
 import pytest
 
 import wscap
-from wscap.limits import Limits
-from wscap.pipeline import Options
+from wscap.model.limits import Limits
+from wscap.engine.core import Options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RSS_BOUND_MB = 250
@@ -123,7 +123,7 @@ def _hwm():
                 os.write(2, ("\\nWSCAP_VMHWM_KB %s\\n" % line.split()[1]).encode())
 atexit.register(_hwm)
 sys.argv = ["wscap", "analyze"] + sys.argv[1:]
-from wscap.cli import main
+from wscap.cli.main import main
 main()
 """
 
@@ -304,7 +304,7 @@ def test_max_handshakes_is_counted(tmp_path):
 def test_tiny_fragments_with_a_hole_cost_constant_time_each():
     """8,000 8-byte fragments of one datagram, a hole near the end: was ~1 min (each fragment re-walked
     all the others), now dropped at MAX_PARTS and counted."""
-    from wscap.ipfrag import FragmentCache
+    from wscap.wire.ipfrag import FragmentCache
     c = FragmentCache()
     key = (b"a", b"b", 1, 4)
     t = time.monotonic()
@@ -316,7 +316,7 @@ def test_tiny_fragments_with_a_hole_cost_constant_time_each():
 
 
 def test_fragment_cache_holds_at_most_its_budget():
-    from wscap.ipfrag import FragmentCache
+    from wscap.wire.ipfrag import FragmentCache
     c = FragmentCache(capacity=4096, budget=1 << 20)
     body = b"x" * 60_000
     for ident in range(200):                 # 200 datagrams of which only the first 60 kB ever arrive

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from builders import Capture, proxied_chain
-from wscap.anomaly import CODES
-from wscap.cli import main
-from wscap.verdict import ADVICE
+from wscap.model.anomaly import CODES
+from wscap.cli.main import main
+from wscap.judge.verdict import ADVICE
 
 ROOT = Path(__file__).resolve().parents[1]
 

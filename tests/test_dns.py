@@ -14,9 +14,9 @@ from scapy.all import IP, TCP, UDP, Raw  # type: ignore[attr-defined]
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 
 from builders import Capture, new_key, ws_request, ws_response
-from wscap.analyze import analyze_paths
-from wscap.limits import Limits
-from wscap.pipeline import Options
+from wscap.engine.analyze import analyze_paths
+from wscap.model.limits import Limits
+from wscap.engine.core import Options
 
 CLIENT = ("172.18.0.1", 50000)
 PROXY = ("172.18.0.2", 5173)
@@ -225,7 +225,7 @@ def test_max_dns_bound(tmp_path):
 
 def test_cli_max_dns_and_text_line(tmp_path):
     from click.testing import CliRunner
-    from wscap.cli import main
+    from wscap.cli.main import main
     cap = Capture()
     down = browser_leg(cap)
     dns_query(cap)
@@ -241,7 +241,7 @@ def test_cli_max_dns_and_text_line(tmp_path):
 
 
 def test_parallel_jobs_keep_dns(tmp_path):
-    from wscap.analyze import run_pipeline
+    from wscap.engine.analyze import run_pipeline
     paths = []
     for i in range(2):
         cap = Capture(t0=1_700_000_000.0 + 100 * i)
@@ -307,7 +307,7 @@ def _scenarios():
 
 @pytest.mark.skipif(__import__("shutil").which("tshark") is None, reason="tshark is not installed")
 def test_tshark_engine_reads_the_same_dns(tmp_path):
-    from wscap.engine_tshark import analyze_paths as tshark_analyze
+    from wscap.engine.tshark import analyze_paths as tshark_analyze
     for kind, cap in _scenarios().items():
         path = cap.write(tmp_path / f"{kind}.pcap")
         core = analyze_paths([path], Options())
@@ -338,7 +338,7 @@ def test_copies_on_two_interfaces_are_one_lookup_and_a_retry_is_two(tmp_path):
 def test_live_pipeline_chain_line_cites_the_lookup(tmp_path):
     """live feeds the same pipeline frame by frame; the chain event carries the DNS sentence."""
     from wscap.capture.files import ReadResult, read_frames
-    from wscap.pipeline import Pipeline
+    from wscap.engine.core import Pipeline
     from wscap.render.table import chain_line
     cap = Capture()
     down = browser_leg(cap)
@@ -371,8 +371,8 @@ from hypothesis import strategies as st  # noqa: E402
 @given(st.lists(st.binary(max_size=600), min_size=1, max_size=6), st.booleans())
 def test_any_bytes_as_dns_never_raise(payloads, answers_first):
     """Arbitrary bytes as UDP and TCP DNS messages: counted, never raised, always bounded."""
-    from wscap.decode import Segment
-    from wscap.dns import DnsTracker
+    from wscap.wire.decode import Segment
+    from wscap.flow.dns import DnsTracker
     t = DnsTracker(max_lookups=4)
     src, dst = bytes([172, 18, 0, 2]), bytes([127, 0, 0, 11])
     for i, p in enumerate(payloads):
@@ -407,7 +407,7 @@ def test_backend_timeout_behind_a_proxy_gets_no_dns_noise(tmp_path):
 def test_hostile_query_name_is_shown_not_obeyed(tmp_path):
     """A name with an ANSI escape, a bidi override and a backtick reaches the terminal escaped."""
     from click.testing import CliRunner
-    from wscap.cli import main
+    from wscap.cli.main import main
     evil = "evil\x1b[2J\u202emeets`onar"
     cap = Capture()
     down = browser_leg(cap)
@@ -445,7 +445,7 @@ def test_live_filter_compiles_for_every_capture_linktype(linktype):
         from scapy.arch.common import compile_filter
     except ImportError:
         pytest.skip("scapy cannot compile BPF here")
-    from wscap.dns import LIVE_FILTER
+    from wscap.flow.dns import LIVE_FILTER
     assert compile_filter(LIVE_FILTER, linktype=linktype).bf_len > 0
 
 
@@ -454,7 +454,7 @@ def test_live_filter_keeps_what_the_analysis_reads(tmp_path):
     """libpcap (through tcpdump) applies the filter: TCP, DNS both ways, the DNAT'd query kept."""
     import subprocess
     from scapy.all import rdpcap  # type: ignore[attr-defined]
-    from wscap.dns import LIVE_FILTER
+    from wscap.flow.dns import LIVE_FILTER
     cap = Capture()
     cap.add(IP(src="172.18.0.1", dst="172.18.0.2") / TCP(sport=50000, dport=5173))
     cap.add(IP(src="172.18.0.2", dst="172.18.0.1") / UDP(sport=40000, dport=53))

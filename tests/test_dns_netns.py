@@ -23,7 +23,7 @@ import time
 import pytest
 
 from netns import can_make_netns, wscap_argv, wscap_env
-from wscap.dns import LIVE_FILTER      # "tcp or port 53 or host 127.0.0.11": live's default filter
+from wscap.flow.dns import LIVE_FILTER      # "tcp or port 53 or host 127.0.0.11": live's default filter
 
 ok, why = can_make_netns()
 pytestmark = [
@@ -174,8 +174,8 @@ def test_real_servfail_through_docker_style_dnat(lab):
     queries = [i for i, p in enumerate(pkts, start=1) if p.haslayer(UDP) and p[UDP].dport == RESOLVER_PORT]
     assert answers and queries, [p.summary() for p in pkts]
 
-    from wscap.analyze import analyze_paths
-    from wscap.pipeline import Options
+    from wscap.engine.analyze import analyze_paths
+    from wscap.engine.core import Options
     doc = analyze_paths([cap_path], Options())
     broken = [c for c in doc["chains"] if c["verdict"]["broken"]]
     assert len(broken) == 1, [c["verdict"] for c in doc["chains"]]

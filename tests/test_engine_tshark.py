@@ -111,9 +111,9 @@ def _keylog(path: str) -> str | None:
 
 def _both(path: str) -> tuple[dict, dict]:
     import dataclasses
-    from wscap.analyze import analyze_paths as core
-    from wscap.engine_tshark import analyze_paths as tsh
-    from wscap.pipeline import Options
+    from wscap.engine.analyze import analyze_paths as core
+    from wscap.engine.tshark import analyze_paths as tsh
+    from wscap.engine.core import Options
     keylog = _keylog(path)
     opts = Options()
     if keylog and "keylog" in {f.name for f in dataclasses.fields(Options)}:
@@ -184,7 +184,7 @@ def test_peer_captures_compared(results):
 
 def _doc(tmp_path, build) -> dict:
     from builders import Capture
-    from wscap.engine_tshark import analyze_paths
+    from wscap.engine.tshark import analyze_paths
     cap = Capture()
     build(cap)
     path = cap.write(tmp_path / "x.pcap")
@@ -194,7 +194,7 @@ def _doc(tmp_path, build) -> dict:
 def test_head_split_over_segments_is_reported_where_it_completes(tmp_path):
     """tshark reassembles a head cut into 3 segments; request.frame is the last one (as in the core)."""
     from builders import ws_request, ws_response
-    from wscap.analyze import analyze_paths as core
+    from wscap.engine.analyze import analyze_paths as core
 
     def build(cap):
         c = cap.conn(("10.0.0.1", 40000), ("10.0.0.2", 5000)).open()
@@ -223,7 +223,7 @@ def test_http_on_a_port_another_dissector_owns(tmp_path):
 
 def test_corrupt_capture_keeps_what_came_before(tmp_path):
     from builders import Capture, ws_request, ws_response
-    from wscap.engine_tshark import analyze_paths
+    from wscap.engine.tshark import analyze_paths
     cap = Capture()
     c = cap.conn(("10.0.0.1", 40000), ("10.0.0.2", 5000)).open()
     c.send(True, ws_request("/ws"))
@@ -243,8 +243,8 @@ def test_h2_synthetic_captures_agree(tmp_path):
     builders), in one capture so tshark starts once: both engines give the same document."""
     from builders import Capture, new_key, ws_frame
     from test_http2_ws import PREFACE, H2Pair, connect_headers, h2_conn, h2c_upgrade_conn, h2frame, settings
-    from wscap.analyze import analyze_paths as core
-    from wscap.engine_tshark import analyze_paths as tsh
+    from wscap.engine.analyze import analyze_paths as core
+    from wscap.engine.tshark import analyze_paths as tsh
 
     cap = Capture()
     client = lambda n: ("10.0.0.1", 40000 + n)   # noqa: E731
@@ -368,8 +368,8 @@ def _verdicts(truth: dict, doc: dict) -> dict[int, tuple | None]:
 
 
 def test_bench_tiny_against_ground_truth(tmp_path):
-    from wscap.analyze import analyze_paths as core
-    from wscap.engine_tshark import analyze_paths as tsh
+    from wscap.engine.analyze import analyze_paths as core
+    from wscap.engine.tshark import analyze_paths as tsh
     truth = _bench_module("gen").generate("tiny", str(tmp_path), seed=1)
     path = truth["pcap_path"]
     assert truth["packets"] > 2_500 and len(truth["chains"]) == 40

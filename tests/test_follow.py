@@ -112,7 +112,7 @@ def _tcp_frame(flags: int, payload: bytes) -> bytes:
     ("PA", b"\x81\x05hello", False),
 ])
 def test_shedding_keeps_what_a_handshake_needs(flags, payload, keep):
-    from wscap.model import RawFrame
+    from wscap.model.raw import RawFrame
     data = _tcp_frame(flags, payload)
     assert worth_analysing(RawFrame(1, 0, 1, data, len(data))) is keep
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 import wscap
 from builders import Capture, frames_of, pcap_bytes, pcapng_bytes, ws_frame, ws_request, ws_response
 from wscap.capture.files import ReadResult, read_frames
-from wscap.http1 import find_head_end, parse_head
-from wscap.wsframe import INFLATE_CHUNK, FrameScanner
+from wscap.wire.http1 import find_head_end, parse_head
+from wscap.wire.wsframe import INFLATE_CHUNK, FrameScanner
 
 FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -440,7 +440,7 @@ def test_ip_fragments_in_any_order_give_the_same_request(size, rnd, dups):
 @FAST
 @given(st.binary(min_size=1, max_size=4000), st.sampled_from([8, 16, 64, 512, 1480]), st.randoms(use_true_random=False))
 def test_fragment_cache_reassembles_any_order_and_keeps_nothing_after(data, step, rnd):
-    from wscap.ipfrag import FragmentCache
+    from wscap.wire.ipfrag import FragmentCache
     frags = [(o, data[o:o + step], o + step < len(data)) for o in range(0, len(data), step)]
     rnd.shuffle(frags)
     c = FragmentCache()

@@ -106,8 +106,8 @@ def test_pipeline_holds_at_most_max_flows_of_any_kind(tmp_path):
     """Fed record by record (fast path included), the flow table and its eviction order never
     grow past the bound, ignored flows included."""
     from wscap.capture.files import ReadResult, read_frames
-    from wscap.limits import Limits
-    from wscap.pipeline import Options, Pipeline
+    from wscap.model.limits import Limits
+    from wscap.engine.core import Options, Pipeline
     path = str(tmp_path / "f.pcap")
     non_http_flows(path, 20000, handshake_at=10)
     p = Pipeline(Options(limits=Limits(max_flows=50), stream=False))
@@ -128,8 +128,8 @@ def test_pipeline_holds_at_most_max_flows_of_any_kind(tmp_path):
 def test_live_has_the_same_bounds_as_analyze():
     """`live --max-*` options exist with analyze's names and reach the pipeline's Limits."""
     from click.testing import CliRunner
-    from wscap.cli import analyze
-    from wscap.live_cli import _make_pipeline, live_command
+    from wscap.cli.main import analyze
+    from wscap.cli.live import _make_pipeline, live_command
     names = lambda cmd: {o for p in cmd.params for o in p.opts if o.startswith("--max-")}  # noqa: E731
     assert names(analyze) <= names(live_command)
     p = _make_pipeline(3.0, {}, {"max_flows": 7, "max_head_bytes": 999, "max_dns": 5})
@@ -543,7 +543,7 @@ def _hwm():
                 os.write(2, ("\\nWSCAP_VMHWM_KB %s\\n" % line.split()[1]).encode())
 atexit.register(_hwm)
 sys.argv = ["wscap", "slice"] + sys.argv[1:]
-from wscap.cli import main
+from wscap.cli.main import main
 main()
 """
 

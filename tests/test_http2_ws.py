@@ -13,7 +13,7 @@ import hpack
 import pytest
 
 from builders import Capture, accept_for, new_key, ws_frame, ws_request, ws_response
-from wscap.analyze import analyze_paths
+from wscap.engine.analyze import analyze_paths
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

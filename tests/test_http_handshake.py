@@ -5,9 +5,9 @@ import pytest
 
 import wscap
 from builders import Capture, accept_for, ws_frame, ws_request, ws_response
-from wscap.handshake import accept_key, check_request, check_response
-from wscap.http1 import parse_head
-from wscap.wsframe import FrameScanner
+from wscap.judge.checks import accept_key, check_request, check_response
+from wscap.wire.http1 import parse_head
+from wscap.wire.wsframe import FrameScanner
 
 
 def codes_of(anoms) -> list[str]:

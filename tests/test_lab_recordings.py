@@ -12,7 +12,7 @@ TLS and HTTP/2 recordings (expected "transport": tls | h2 | h2c) carry their
 key log as pcaps/NAME.keys ("keylog"). Without it a capture only shows TLS
 connections (checked always); with tshark the decrypted legs are checked too
 (skipped without tshark), and wscap analyses them with Options(keylog=...)
-(skipped while wscap.pipeline.Options has no keylog field; h2 recordings are
+(skipped while wscap.engine.core.Options has no keylog field; h2 recordings are
 skipped while wscap's handshakes carry no "http_version").
 
 The end-to-end re-recording of a scenario lives in tests/lab/test_lab_live.py.
@@ -269,7 +269,7 @@ def analyze_paths():
     if fn is None:
         try:  # the entry point may live in a submodule that wscap/__init__ does not import yet
             fn = getattr(
-                importlib.import_module("wscap.analyze"), "analyze_paths", None
+                importlib.import_module("wscap.engine.analyze"), "analyze_paths", None
             )
         except ImportError:
             fn = None
@@ -303,12 +303,12 @@ def chains_by_path(doc: dict) -> dict:
 def keylog_options(keys: Path):
     """Options(keylog=...) for a TLS recording; skips while wscap has no key log support."""
     try:
-        from wscap.pipeline import Options
+        from wscap.engine.core import Options
     except ImportError:
-        pytest.skip("wscap.pipeline.Options does not exist")
+        pytest.skip("wscap.engine.core.Options does not exist")
     if "keylog" not in {f.name for f in dataclasses.fields(Options)}:
         pytest.skip(
-            "wscap.pipeline.Options has no keylog field yet (TLS recordings are analysed with "
+            "wscap.engine.core.Options has no keylog field yet (TLS recordings are analysed with "
             "Options(keylog=pcaps/NAME.keys), issue 9)"
         )
     return Options(keylog=str(keys))

@@ -30,7 +30,7 @@ if _skip:
 from wscap.capture import evidence, privilege  # noqa: E402
 from wscap.capture.files import ReadResult, read_frames  # noqa: E402
 from wscap.capture.live import CaptureConfig, LiveLoop  # noqa: E402
-from wscap.pipeline import Options, Pipeline  # noqa: E402
+from wscap.engine.core import Options, Pipeline  # noqa: E402
 
 
 def _writer() -> str:

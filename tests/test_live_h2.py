@@ -60,6 +60,6 @@ def test_live_sees_an_rfc8441_websocket(tmp_path):
     [c] = [l["chain"] for l in lines if l["type"] == "chain"]
     assert c["verdict"]["cause"] == "ok", err
     # Live lines are sent when the handshake is decided, before its frames; the written capture has them.
-    from wscap.analyze import analyze_paths
+    from wscap.engine.analyze import analyze_paths
     [again] = analyze_paths([str(tmp_path / "h2.pcap")])["handshakes"]
     assert report["page"]["received"] in [f["preview"] for f in again["frames"]]

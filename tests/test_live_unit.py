@@ -26,8 +26,8 @@ from wscap.capture import privilege
 from wscap.capture import writer as wmod
 from wscap.capture.live import PcapStreamReader
 from wscap.capture.writer import PcapWriter
-from wscap.live_cli import build_filter
-from wscap.model import RawFrame
+from wscap.cli.live import build_filter
+from wscap.model.raw import RawFrame
 
 dpkt = pytest.importorskip("dpkt")
 

@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from builders import Capture, frames_of, new_key, proxied_chain, ws_request, ws_response
-from wscap.analyze import analyze_paths
+from wscap.engine.analyze import analyze_paths
 from wscap.capture.files import MAX_NAME_LEN, ReadResult, read_frames, read_names
 from wscap.capture.writer import pcapng_epb, pcapng_idb, pcapng_nrb, pcapng_shb
-from wscap.cli import main
-from wscap.model import RawFrame
-from wscap.pipeline import Options
+from wscap.cli.main import main
+from wscap.model.raw import RawFrame
+from wscap.engine.core import Options
 
 NAMES = {"172.18.0.1": "host", "172.18.0.2": "vite", "172.18.0.3": "meetsonar-backend"}
 
@@ -270,7 +270,7 @@ def test_streamed_json_and_jobs_use_the_nrb(tmp_path):
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_tshark_engine_uses_the_nrb(tmp_path):
-    from wscap.engine_tshark import analyze_paths as tshark_analyze
+    from wscap.engine.tshark import analyze_paths as tshark_analyze
     path = origin_chain(tmp_path)
     core, tsh = analyze_paths([path], Options()), tshark_analyze([path], Options())
     assert tsh["endpoints"] == core["endpoints"] and tsh["source"][0]["names"] == NAMES

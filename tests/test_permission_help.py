@@ -138,7 +138,7 @@ def test_printed_command_from_a_venv_works_under_sudo_env(tmp_path):
     site = next((venv / "lib").glob("python3*/site-packages"))
     shutil.copytree(os.path.join(REPO, "wscap"), site / "wscap", ignore=shutil.ignore_patterns("__pycache__"))
     script = venv / "bin" / "wscap"
-    script.write_text(f"#!{venv}/bin/python\nimport sys\nfrom wscap.cli import main\n"
+    script.write_text(f"#!{venv}/bin/python\nimport sys\nfrom wscap.cli.main import main\n"
                       "if __name__ == '__main__':\n    sys.exit(main())\n")
     script.chmod(0o755)
     script = venv / "bin" / "wscap"

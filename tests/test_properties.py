@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 import wscap
 from builders import Capture, ws_frame, ws_request, ws_response
-from wscap.http1 import parse_head
-from wscap.wsframe import FrameScanner
+from wscap.wire.http1 import parse_head
+from wscap.wire.wsframe import FrameScanner
 
 KEY = "x3JJHMbDL1EzLkh9GBhXDw=="
 REQ = ws_request("/prop?x=1", key=KEY, protocol="chat", extra=[("User-Agent", "hyp/1.0")])
@@ -95,8 +95,8 @@ def heads(draw):
 @given(heads())
 def test_heads_wscap_calls_clean_are_accepted_by_h11(case):
     """Justifies skipping h11 for clean heads: it must accept every one of them."""
-    from wscap.connection import _clean_for_h11
-    from wscap.opinions import h11_request, h11_response
+    from wscap.flow.connection import _clean_for_h11
+    from wscap.wire.opinions import h11_request, h11_response
     kind, raw = case
     head = parse_head(raw, kind)
     if _clean_for_h11(head):

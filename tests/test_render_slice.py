@@ -15,7 +15,7 @@ import struct
 import dpkt
 import pytest
 
-from wscap.slice import chain_legs, slice_capture
+from wscap.capture.slice import chain_legs, slice_capture
 
 
 # ---- packet builders -----------------------------------------------------------

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from wscap.render.mermaid import wireshark_filter
-from wscap.slice import chain_legs, slice_capture
+from wscap.capture.slice import chain_legs, slice_capture
 
 TSHARK = shutil.which("tshark")
 pytestmark = pytest.mark.skipif(TSHARK is None, reason="tshark not installed (apt-get install tshark)")

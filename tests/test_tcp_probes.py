@@ -12,7 +12,7 @@ from scapy.all import TCP  # type: ignore[attr-defined]
 import wscap
 from builders import Capture, new_key, ws_frame, ws_request, ws_response
 from engines import engines_differ
-from wscap.cli import exit_code
+from wscap.cli.main import exit_code
 
 CLIENT, SERVER = ("10.1.0.1", 51000), ("10.1.0.2", 8080)
 

@@ -21,7 +21,7 @@ import pytest
 
 from builders import Capture, proxied_chain, ws_request, ws_response
 from wscap.capture.files import ReadResult, read_frames
-from wscap.verdict import ADVICE
+from wscap.judge.verdict import ADVICE
 
 ROOT = Path(__file__).resolve().parents[1]
 THREE_HOP = ROOT / "pcaps" / "nginx-vite-backend.pcap"
@@ -273,7 +273,7 @@ def test_terminal_output_is_redacted_by_default(tmp_path):
 
 def test_progress_reads_offsets_of_children(tmp_path):
     """The bar's source: the input's file offset in /proc, here held by a child process."""
-    from wscap.termui import Progress
+    from wscap.cli.termui import Progress
     f = tmp_path / "big.pcap"
     f.write_bytes(b"\0" * 100_000)
     child = subprocess.Popen([sys.executable, "-c", "import sys,time; f=open(sys.argv[1],'rb'); f.read(40000); "

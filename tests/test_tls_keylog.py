@@ -19,10 +19,10 @@ from hypothesis import given, settings, strategies as st
 from scapy.all import TCP, rdpcap  # type: ignore[attr-defined]
 
 from builders import Capture
-from wscap.analyze import analyze_paths
-from wscap.pipeline import Options
+from wscap.engine.analyze import analyze_paths
+from wscap.engine.core import Options
 from wscap.render.table import render_table
-from wscap.tls import parse_client_hello
+from wscap.wire.tls import parse_client_hello
 
 REPO = Path(__file__).resolve().parent.parent
 PCAP = REPO / "pcaps" / "tls-loopback.pcap"
@@ -194,7 +194,7 @@ def test_chain_names_the_encrypted_leg_before_it(tmp_path):
 
 @needs_tshark
 def test_plaintext_over_the_memory_budget_becomes_gaps_not_silence(monkeypatch):
-    import wscap.decrypt as decrypt
+    import wscap.engine.decrypt as decrypt
     monkeypatch.setattr(decrypt, "MAX_PLAINTEXT", 300)     # the request head (~190 bytes) fits, the rest not
     doc = analyze_paths([str(PCAP)], Options(keylog=str(KEYS)))
     [h] = doc["handshakes"]

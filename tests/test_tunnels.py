@@ -24,7 +24,7 @@ from scapy.layers.vxlan import VXLAN
 import wscap
 from builders import Capture, new_key, ws_frame, ws_request, ws_response
 from engines import engines_differ
-from wscap.cli import main
+from wscap.cli.main import main
 
 CLIENT, SERVER = ("10.0.1.5", 43210), ("10.0.2.7", 8080)
 VTEP_A, VTEP_B = "192.0.2.10", "192.0.2.20"          # the hosts' NIC addresses (outer)
@@ -196,8 +196,8 @@ def test_nesting_deeper_than_the_limit_is_counted_not_followed(tmp_path):
     cap = healthy(7)
     path = tmp_path / "deep.pcap"
     wrpcap(str(path), wrapped(cap, wrap))
-    deep = wscap.analyze_paths([str(path)], wscap.pipeline.Options(
-        stream=False, limits=wscap.limits.Limits(tunnel_depth=4)))
+    deep = wscap.analyze_paths([str(path)], wscap.engine.core.Options(
+        stream=False, limits=wscap.model.limits.Limits(tunnel_depth=4)))
     assert deep["handshakes"] == []
     assert deep["stats"]["limits_hit"]["tunnel_depth"] == len(cap.packets)
     ok = wscap.analyze_paths([str(path)])                 # default depth 8 opens all 5
@@ -251,7 +251,7 @@ def test_tshark_reads_the_same_inner_connection_on_4789(tmp_path):
 
 
 def test_slice_keeps_the_tunnelled_packets_of_a_chain_whole(tmp_path):
-    from wscap.slice import chain_legs, slice_capture
+    from wscap.capture.slice import chain_legs, slice_capture
     from scapy.all import rdpcap  # type: ignore[attr-defined]
     wrap, _ = WRAPS["vxlan-8472"]
     cap = healthy(11)

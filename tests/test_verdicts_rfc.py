@@ -14,7 +14,7 @@ import pytest
 import wscap
 from builders import Capture, accept_for, new_key, ws_frame, ws_request, ws_response
 from engines import engines_differ
-from wscap.cli import exit_code
+from wscap.cli.main import exit_code
 
 GW, VITE, BACK = "172.18.0.1", "172.18.0.2", "172.18.0.3"
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .analyze import analyze_paths  # noqa: E402
-from .model import RawFrame  # noqa: E402
-from .pipeline import Decided, Options, Pipeline  # noqa: E402
+from wscap.engine.analyze import analyze_paths  # noqa: E402
+from wscap.model.raw import RawFrame  # noqa: E402
+from wscap.engine.core import Decided, Options, Pipeline  # noqa: E402
 
 __all__ = ["analyze_paths", "Pipeline", "Options", "Decided", "RawFrame", "__version__"]

@@ -33,7 +33,7 @@ def _hwm():
                 os.write(2, ("\\nWSCAP_VMHWM_KB %s\\n" % line.split()[1]).encode())
 atexit.register(_hwm)
 sys.argv = ["wscap"] + sys.argv[1:]
-from wscap.cli import main
+from wscap.cli.main import main
 main()
 """
 

@@ -10,7 +10,7 @@ on the bridge while a generator loads it, and reports:
   statistics: tcpdump's "dropped by kernel", PACKET_STATISTICS tp_drops);
 * delivery delay: kernel timestamp of a packet → the moment the live loop has
   it (p50/p99/max), i.e. what the backend adds before analysis;
-* with the analysis pipeline (when wscap.pipeline is importable, `--pipeline`):
+* with the analysis pipeline (when wscap.engine.core is importable, `--pipeline`):
   the same numbers with every frame fed to Pipeline, and the handshake delay:
   response packet on the wire → its Decided event (≈ its line on screen).
 
@@ -191,7 +191,7 @@ def run_one(lab: Lab, backend: str, workload: str, seconds: float, with_pipeline
     pipeline = None
     hs_delays: list[float] = []
     if with_pipeline:
-        from wscap.pipeline import Options, Pipeline  # type: ignore
+        from wscap.engine.core import Options, Pipeline  # type: ignore
         pipeline = Pipeline(Options(timeout_s=1.0))
 
     def on_event(ev) -> None:
@@ -262,7 +262,7 @@ def main() -> int:
                     help="pacedstorm: connections per second to try, in order")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--pipeline", choices=("auto", "yes", "no", "both"), default="auto",
-                    help="feed frames to wscap.pipeline.Pipeline (auto: when importable)")
+                    help="feed frames to wscap.engine.core.Pipeline (auto: when importable)")
     ap.add_argument("--json", metavar="FILE", help="also write the results here")
     ap.add_argument("--buffer-mb", type=int, default=DEFAULT_BUFFER_MB, help="kernel capture buffer (MB)")
     ap.add_argument("--snaplen", type=int, default=DEFAULT_SNAPLEN)
@@ -276,7 +276,7 @@ def main() -> int:
         return 2
     have_pipe = True
     try:
-        from wscap.pipeline import Pipeline  # type: ignore  # noqa: F401
+        from wscap.engine.core import Pipeline  # type: ignore  # noqa: F401
     except ImportError:
         have_pipe = False
     modes = {"auto": [have_pipe], "yes": [True], "no": [False], "both": [False, True]}[a.pipeline]

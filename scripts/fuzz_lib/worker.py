@@ -33,8 +33,8 @@ def analyse_file(path: str, render: str = "analyze", extra: tuple[str, ...] = ()
     first chains out of the capture (`wscap slice`, which has its own reader);
     "all" does both. `extra` files are analysed after `path` into the same document.
     """
-    from wscap.analyze import analyze_paths
-    from wscap.cli import exit_code
+    from wscap.engine.analyze import analyze_paths
+    from wscap.cli.main import exit_code
     from wscap.render.table import render_table
     doc = analyze_paths([path, *extra])
     json.dumps(doc, indent=2, ensure_ascii=False)
@@ -48,7 +48,7 @@ def analyse_file(path: str, render: str = "analyze", extra: tuple[str, ...] = ()
         render_table(redact_document(doc), verbose=True)
     if render in ("all", "slice"):
         # `wscap slice` re-reads the capture with its own reader: the first chains' legs.
-        from wscap.slice import slice_capture
+        from wscap.capture.slice import slice_capture
         by_id = {h["id"]: h for h in doc["handshakes"]}
         import tempfile
         with tempfile.TemporaryDirectory(prefix="wscap-fuzz-slice-") as d:
@@ -99,7 +99,7 @@ def main() -> None:
         # A runaway allocation becomes a MemoryError (reported as a crash), not a dead box.
         resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
     seeds = load(paths)
-    import wscap.analyze  # noqa: F401  (import cost outside the first case's time)
+    import wscap.engine.analyze  # noqa: F401  (import cost outside the first case's time)
     import wscap.render.table  # noqa: F401
     case_path = os.path.join(tmpdir, f"case-{os.getpid()}.pcap")
     out = sys.stdout

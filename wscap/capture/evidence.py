@@ -28,7 +28,7 @@ from typing import Any, Iterable
 from wscap.capture.follow import FileFollower
 from wscap.capture.live import (BackendMissing, CaptureConfig, CaptureError,
                                 _filter_error, _iface_error, _pdeathsig, _perm_error, _set_nonblock)
-from wscap.model import RawFrame
+from wscap.model.raw import RawFrame
 
 
 # The guard: starts tcpdump, relays our requests ("u" = print statistics, "t" = stop)

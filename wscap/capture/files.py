@@ -17,7 +17,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
-from ..model import RawFrame
+from wscap.model.raw import RawFrame
 
 CHUNK = 1 << 20
 MAX_RECORD = 1 << 18          # 256 KiB: larger records are corruption, not packets

@@ -22,7 +22,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-from wscap.model import (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW,
+from wscap.model.raw import (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW,
                          RawFrame)
 
 PCAPNG_SHB = 0x0A0D0D0A

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from wscap.model import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, RawFrame
+from wscap.model.raw import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, RawFrame
 
 # 64 KiB IP packet (GSO/GRO super-packets on veth included) + the largest link header
 # we capture (SLL2: 20). Not tcpdump's 262144: in --immediate-mode libpcap sizes every

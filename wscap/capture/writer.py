@@ -21,7 +21,7 @@ import os
 import struct
 from typing import Callable
 
-from wscap.model import RawFrame
+from wscap.model.raw import RawFrame
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 DEFAULT_SNAPLEN = 262144

@@ -39,7 +39,7 @@ DEFAULT_MAX_HEAD = 4096   # characters of each raw head shown in a report
 DEFAULT_MAX_CHAINS = 50   # broken chains detailed; the rest are listed in one table
 
 # ---------------------------------------------------------------------------
-# what to check next, per verdict cause (the causes wscap.verdict produces)
+# what to check next, per verdict cause (the causes wscap.judge.verdict produces)
 
 CAUSE_ADVICE: dict[str, list[str]] = {
     "origin-rejected": [
@@ -860,8 +860,8 @@ def write_report(doc: dict[str, Any], path: str, fmt: str | None = None,
         fmt = "html" if os.path.splitext(path)[1].lower() in (".html", ".htm") else "markdown"
     text = (report_html(doc, max_head, max_chains=max_chains) if fmt == "html"
             else report_markdown(doc, max_head, max_chains=max_chains))
-    from wscap.outpath import open_output
-    with open_output(path) as f:         # never through a symlink (see wscap.outpath)
+    from wscap.capture.outpath import open_output
+    with open_output(path) as f:         # never through a symlink (see wscap.capture.outpath)
         f.write(text)
     return fmt
 

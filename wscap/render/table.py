@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import click
 
-from .escape import term
+from wscap.render.escape import term
 
 # Handshake rows shown without -v when the capture has more (the verdicts come first anyway).
 TABLE_ROWS = 30

@@ -5,8 +5,8 @@ import dataclasses
 import gc
 from typing import Callable, Iterable
 
-from .capture.files import ReadResult, read_frames
-from .pipeline import Options, Pipeline
+from wscap.capture.files import ReadResult, read_frames
+from wscap.engine.core import Options, Pipeline
 
 
 def analyze_paths(paths: Iterable[str], options: Options | None = None,
@@ -95,7 +95,7 @@ def _take_names(pipe: Pipeline, res: ReadResult) -> None:
 def _attach_keylog(pipe: Pipeline, source: int, path: str, options: Options | None) -> dict | None:
     """With --keylog, or secrets embedded in a pcapng (a Decryption Secrets Block, as `editcap
     --inject-secrets` writes), let tshark decrypt this file's TLS connections before wscap reads it."""
-    from .decrypt import build_overlay, has_embedded_secrets, tshark_available
+    from wscap.engine.decrypt import build_overlay, has_embedded_secrets, tshark_available
     keylog = options.keylog if options is not None else None
     embedded = has_embedded_secrets(path)
     if not keylog and not embedded:

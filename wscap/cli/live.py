@@ -1,4 +1,4 @@
-"""`wscap live` and `wscap ifaces`: click commands (registered by wscap.cli).
+"""`wscap live` and `wscap ifaces`: click commands (registered by wscap.cli.main).
 
 `live` captures on an interface (or inside a container's network namespace),
 runs every packet through the same streaming `Pipeline` that `wscap analyze`
@@ -47,10 +47,10 @@ def _err(msg: str) -> None:
     click.echo(f"wscap: {msg}", err=True)
 
 
-# All TCP, DNS (a proxy's lookups of its upstream, see wscap.dns), plus the tunnels the decoder opens (VXLAN 4789/8472, VXLAN-GPE, GENEVE, GTP-U, GRE,
+# All TCP, DNS (a proxy's lookups of its upstream, see wscap.flow.dns), plus the tunnels the decoder opens (VXLAN 4789/8472, VXLAN-GPE, GENEVE, GTP-U, GRE,
 # IP-in-IP, 6in4): on an overlay host's NIC the containers' TCP is only inside those. (MPLS is
 # left out: the `mpls` primitive shifts the offsets of what follows it in a filter.)
-DEFAULT_FILTER = ("tcp or port 53 or host 127.0.0.11 "   # DNS: wscap.dns.DNS_FILTER
+DEFAULT_FILTER = ("tcp or port 53 or host 127.0.0.11 "   # DNS: wscap.flow.dns.DNS_FILTER
                   "or (udp and (dst port 4789 or dst port 8472 or dst port 4790 or dst port 6081 "
                   "or dst port 2152)) or ip proto 47 or ip proto 4 or ip proto 41 or ip6 proto 47 "
                   "or ip6 proto 4 or ip6 proto 41")
@@ -62,7 +62,7 @@ def build_filter(bpf: str | None, ports: tuple[int, ...]) -> str:
     Default: TCP for the handshakes, DNS (port 53, and Docker's embedded resolver at
     127.0.0.11, whose rewritten queries use a high port) for the proxies' lookups of their
     upstreams, and the tunnels the decoder opens. A --filter of the user's is used as given."""
-    from wscap.dns import DNS_FILTER
+    from wscap.flow.dns import DNS_FILTER
     port_expr = " or ".join(f"port {p}" for p in ports)
     if bpf and port_expr:
         return f"({bpf}) and tcp and ({port_expr})"
@@ -85,7 +85,7 @@ def check_filter(expr: str, iface: str) -> str | None:
     except ImportError:
         return None  # the backend will report it
     from wscap.capture.live import _filter_error, scapy_filter_detail
-    from wscap.model import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
+    from wscap.model.raw import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
     try:
         bp = compile_filter(expr, linktype=LINKTYPE_LINUX_SLL2 if iface == "any" else LINKTYPE_ETHERNET)
     except Scapy_Exception as e:
@@ -129,14 +129,14 @@ def _renderers():
 
 
 def _redact_lists(f):
-    from wscap.cli import redact_list_options
+    from wscap.cli.main import redact_list_options
     return redact_list_options(f)
 
 
 def _bounds_options(f):
     """The same resource bounds as `analyze` (--max-*): live traffic is as attacker-controlled as
     a capture file, and a long capture meets more of it."""
-    from wscap.limits import Limits
+    from wscap.model.limits import Limits
     d = Limits()
     for name, default, text in reversed(BOUND_OPTIONS):
         lo = 0 if name in ("max-tunnel-depth", "max-hpack-table", "max-h2-header-bytes", "max-inflate-bytes") else 1
@@ -145,7 +145,7 @@ def _bounds_options(f):
     return f
 
 
-# (option, Limits field, help) - the option names `analyze` uses (wscap.cli.limits_options)
+# (option, Limits field, help) - the option names `analyze` uses (wscap.cli.main.limits_options)
 BOUND_OPTIONS = [
     ("max-head-bytes", "head_bytes", "Bytes of one HTTP header block."),
     ("max-flow-buffer", "flow_buffer", "Out-of-order bytes buffered per TCP direction."),
@@ -161,7 +161,7 @@ BOUND_OPTIONS = [
 
 
 def _limits(bounds: dict | None):
-    from wscap.limits import Limits
+    from wscap.model.limits import Limits
     kw = {field: bounds[name.replace("-", "_")] for name, field, _ in BOUND_OPTIONS
           if bounds and bounds.get(name.replace("-", "_")) is not None}
     return Limits(**kw)
@@ -170,7 +170,7 @@ def _limits(bounds: dict | None):
 def _make_pipeline(timeout_s: float, names: dict[str, str], bounds: dict | None = None):
     """The analyze pipeline, or None (capture only) while it does not exist yet."""
     try:
-        from wscap.pipeline import Options, Pipeline  # type: ignore
+        from wscap.engine.core import Options, Pipeline  # type: ignore
     except ImportError as e:
         _err(f"analysis core not available ({e}); capturing only")
         return None
@@ -196,7 +196,7 @@ def _preimport() -> None:
         except ImportError:
             pass
     for m in pkgutil.walk_packages(wscap.__path__, "wscap."):
-        if m.name.startswith(("wscap.__main__", "wscap.cli")):
+        if m.name.startswith(("wscap.__main__", "wscap.cli.main")):
             continue
         try:
             importlib.import_module(m.name)
@@ -362,7 +362,7 @@ def live_command(iface, container, project, netns, bpf, ports, duration, count, 
                 "; a capture filter goes in --filter 'EXPR'")
         _err(f"unexpected argument {' '.join(stray)!r}{hint}")
         sys.exit(EXIT_USAGE)
-    from wscap.termui import use_color, width
+    from wscap.cli.termui import use_color, width
     from wscap.render.table import Look
     kw["look"] = Look(color=use_color("never" if no_color else color), width=width())
     sys.exit(run_live(**kw))
@@ -381,7 +381,7 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
              "`tcpdump -w - | wscap analyze -`")
         return EXIT_USAGE
     if write_path:
-        from .outpath import refuse_output
+        from wscap.capture.outpath import refuse_output
         why = refuse_output(write_path)
         if why:
             _err(why.replace("-o ", "--write ", 1))     # a planted symlink would redirect the capture
@@ -601,8 +601,8 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
 
     seen: dict[int, dict] = {}   # handshakes printed so far, for the chains' ladders
     raw_seen = seen               # the unredacted handshakes: a chain's secrets are found through them
-    from .render.markdown import LiveMarkdown
-    from .render.redact import redact_live_event
+    from wscap.render.markdown import LiveMarkdown
+    from wscap.render.redact import redact_live_event
     markdown = LiveMarkdown(redact=redact is not False)
 
     def emit_raw(text: str) -> None:
@@ -610,11 +610,11 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
             emit(text[:-1] if text.endswith("\n") else text)
     name_eps = [{"ip": ip, "name": n} for ip, n in names.items()]
     text_redact = redact is not False
-    from .render.table import Look
+    from wscap.render.table import Look
 
     def text_line(kind: str, doc: dict) -> str:
         if kind == "tls":
-            from .render.table import label as ep_label
+            from wscap.render.table import label as ep_label
             return (f"TLS {term(ep_label(doc['client'], names))} → {term(ep_label(doc['server'], names))} "
                     f"SNI {term(doc['sni'] or '(none)')} "
                     f"ALPN {term(','.join(doc['alpn']) or 'none')}: encrypted, an upgrade inside is invisible"
@@ -791,8 +791,8 @@ def _decrypted_report(files: list[str], keylog: str, timeout: float, names: dict
     Key logs are written while the browser runs, so the natural point to decrypt is when the
     capture is complete; the same offline pipeline reads the plaintext. -> broken chains found.
     """
-    from .analyze import analyze_paths
-    from .pipeline import Options
+    from wscap.engine.analyze import analyze_paths
+    from wscap.engine.core import Options
     if not os.path.exists(keylog):
         _err(f"--keylog {keylog}: no such file after the capture; nothing decrypted")
         return 0
@@ -804,15 +804,15 @@ def _decrypted_report(files: list[str], keylog: str, timeout: float, names: dict
         if kl.get("error"):
             _err(f"{s_['path']}: {kl['error']}")
     if redact or (redact is None and fmt in ("markdown", "text")):
-        from .render.redact import redact_document
+        from wscap.render.redact import redact_document
         doc = redact_document(doc)
     if fmt == "json":
         emit({"type": "decrypted", "keylog": keylog, "document": doc})
     elif fmt == "markdown":
-        from .render.markdown import render_markdown
+        from wscap.render.markdown import render_markdown
         emit_raw(render_markdown(doc))
     else:
-        from .render.table import render_table
+        from wscap.render.table import render_table
         emit_raw(f"\n── decrypted with {keylog}: {len(opened)} TLS connection(s) opened ──\n" + render_table(doc))
     return doc["summary"]["broken"] if opened else 0
 
@@ -855,7 +855,7 @@ def ifaces_command(fmt, netns, container, project, no_docker):
         return
     click.echo(format_ifaces(lst))
     if no_api and not no_docker:
-        from wscap.termui import width
+        from wscap.cli.termui import width
         import textwrap
         w = width()
         click.echo("\n".join(textwrap.wrap(no_api, w, subsequent_indent="  ", break_long_words=False,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from typing import Protocol
 
-from .anomaly import make
+from wscap.model.anomaly import make
 
 RECENT = 4096            # delivered bytes kept to check retransmissions against
 SEGMENT_COST = 64        # bookkeeping charged per buffered segment, so tiny/empty segments are bounded too

@@ -10,8 +10,8 @@ import binascii
 import hashlib
 from typing import Iterable
 
-from .anomaly import Anomaly, Severity, make
-from .http1 import HttpHead
+from wscap.model.anomaly import Anomaly, Severity, make
+from wscap.wire.http1 import HttpHead
 
 # RFC 6455 §1.3 / §4.2.2
 ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

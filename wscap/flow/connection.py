@@ -18,16 +18,16 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
-from . import handshake as hs
-from . import opinions
-from .anomaly import Anomaly, Severity, make
-from .http1 import HttpHead, find_head_end, looks_like_request, looks_like_response, parse_head
-from .limits import Limits
-from .tcp import HalfStream
-from .http2 import (ENABLE_CONNECT_PROTOCOL, PREFACE, H2Head, H2Reader, check_connect_response,
+from wscap.judge import checks as hs
+from wscap.wire import opinions
+from wscap.model.anomaly import Anomaly, Severity, make
+from wscap.wire.http1 import HttpHead, find_head_end, looks_like_request, looks_like_response, parse_head
+from wscap.model.limits import Limits
+from wscap.flow.tcp import HalfStream
+from wscap.wire.http2 import (ENABLE_CONNECT_PROTOCOL, PREFACE, H2Head, H2Reader, check_connect_response,
                     check_extended_connect, error_name)
-from .tls import ClientHello, hello_bytes_needed, looks_like_tls, parse_client_hello
-from .wsframe import FrameScanner
+from wscap.wire.tls import ClientHello, hello_bytes_needed, looks_like_tls, parse_client_hello
+from wscap.wire.wsframe import FrameScanner
 
 C2S, S2C = 0, 1
 PER_CODE = 8          # connection-level anomalies listed per code (the rest are counted)

@@ -41,15 +41,15 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from . import handshake as hs
-from .anomaly import Anomaly, make
-from .assemble import document
-from .http1 import Field, HttpHead, parse_head
-from .http2 import ENABLE_CONNECT_PROTOCOL, H2Head, check_connect_response, check_extended_connect, error_name
-from .pipeline import Options
-from .connection import opinion_anomalies, parser_opinion
-from .wsframe import _REQUEST_LINE as _WS_REQUEST_LINE
-from .wsframe import FrameScanner, preview
+from wscap.judge import checks as hs
+from wscap.model.anomaly import Anomaly, make
+from wscap.document.build import document
+from wscap.wire.http1 import Field, HttpHead, parse_head
+from wscap.wire.http2 import ENABLE_CONNECT_PROTOCOL, H2Head, check_connect_response, check_extended_connect, error_name
+from wscap.engine.core import Options
+from wscap.flow.connection import opinion_anomalies, parser_opinion
+from wscap.wire.wsframe import _REQUEST_LINE as _WS_REQUEST_LINE
+from wscap.wire.wsframe import FrameScanner, preview
 
 ENGINE = "tshark"
 OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
@@ -405,7 +405,7 @@ def _dns_record(cols: list[str], p: Pkt, res: FileRead) -> None:
     """A DNS message from the fields pass -> DnsTracker.record() arguments (first question only,
     as the core reads it). Over TCP the ports come from the TCP facts."""
     import ipaddress
-    from .dns import MAX_ADDRESSES, QTYPES, safe_name
+    from wscap.flow.dns import MAX_ADDRESSES, QTYPES, safe_name
     t = dict(zip(TCP_FIELDS, cols))
     d = dict(zip(DNS_FIELDS, cols[len(TCP_FIELDS):]))
     if not _last(t["frame.protocols"]).endswith("dns") and ":dns" not in t["frame.protocols"]:
@@ -699,7 +699,7 @@ def _unterminated_starts(read: FileRead) -> set[int]:
     return out
 
 
-# Dissectors that would claim decrypted bytes before the `data` dissector does (wscap.decrypt's list:
+# Dissectors that would claim decrypted bytes before the `data` dissector does (wscap.engine.decrypt's list:
 # the plaintext is wanted raw, so that tshark's `data.len` is each record's plaintext length).
 _CLAIMERS = ("http", "http2", "websocket", "mq", "fix", "credssp", "rdp", "5gli", "tds", "mqtt", "imap",
              "pop", "smtp", "ldap", "sip", "dns")
@@ -1538,8 +1538,8 @@ def analyze_paths(paths: list[str], options: Options | None = None, keylog: str 
     attempts: list[dict] = []
     tls: list[dict] = []
     packets = tcp_packets = flows = 0
-    from .capture.files import read_names
-    from .dns import DnsTracker
+    from wscap.capture.files import read_names
+    from wscap.flow.dns import DnsTracker
     dns = DnsTracker(options.limits.max_dns)
     capture_names: dict[str, str] = {}
     for i, path in enumerate(paths):

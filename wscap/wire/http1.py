@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .anomaly import Anomaly, make
+from wscap.model.anomaly import Anomaly, make
 
 # RFC 9110 §5.6.2 tchar
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from .tls import ClientHello
+from wscap.wire.tls import ClientHello
 
 # Dissectors that would claim decrypted bytes before the `data` dissector does: the plaintext is
 # wanted raw. (TLS heuristics for protocols a WebSocket path never carries are included so a

@@ -23,8 +23,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from .ipfrag import FragmentCache
-from .model import (DLT_RAW_ALT, DLT_RAW_ALT2, LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6,
+from wscap.wire.ipfrag import FragmentCache
+from wscap.model.raw import (DLT_RAW_ALT, DLT_RAW_ALT2, LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6,
                     LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_LOOP, LINKTYPE_NULL,
                     LINKTYPE_RAW, RawFrame)
 
@@ -163,7 +163,7 @@ class Decoder:
     def __init__(self, max_fragments: int = 4096, max_depth: int = 8) -> None:
         self.stats = DecodeStats()
         self.frags = FragmentCache(max_fragments)
-        # UDP DNS goes to this callable (wscap.dns.DnsTracker.udp); every other UDP is dropped.
+        # UDP DNS goes to this callable (wscap.flow.dns.DnsTracker.udp); every other UDP is dropped.
         self.udp_sink = None
         self.max_depth = max_depth
 
@@ -322,7 +322,7 @@ class Decoder:
             return None
         sport, dport = _u16(data, p)[0], _u16(data, p + 2)[0]
         if self.udp_sink is not None and (sport == 53 or dport == 53 or src == _DOCKER_DNS or dst == _DOCKER_DNS):
-            # DNS (port 53, or Docker's resolver at 127.0.0.11 on a rewritten port): wscap.dns reads it.
+            # DNS (port 53, or Docker's resolver at 127.0.0.11 on a rewritten port): wscap.flow.dns reads it.
             self.stats.other += 1
             self.udp_sink(frame.source, frame.no, frame.ts_ns, src, sport, dst, dport, data[p + 8:min(end, len(data))])
             return None

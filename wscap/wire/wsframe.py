@@ -19,7 +19,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 
-from .anomaly import Anomaly, make
+from wscap.model.anomaly import Anomaly, make
 
 INFLATE_CHUNK = 64 * 1024     # inflater output per call: a bomb is stopped after one chunk past the bound
 OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}

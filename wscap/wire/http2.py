@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import hpack
 
-from .anomaly import Anomaly, make
-from .handshake import check_negotiation, check_version
+from wscap.model.anomaly import Anomaly, make
+from wscap.judge.checks import check_negotiation, check_version
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"       # RFC 9113 §3.4
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH, PING, GOAWAY, WINDOW, CONTINUATION = range(10)

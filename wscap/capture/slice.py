@@ -154,7 +154,7 @@ def _tcp_tuple(linktype: int, d: bytes) -> tuple[tuple[bytes, int], tuple[bytes,
 def _packets(path: str, res: SliceResult) -> Iterator[_Pkt]:
     """Every frame, through wscap's own capture reader: the same formats, the same tolerance of
     damage (reading stops at the first corrupt record, with one line naming file and frame)."""
-    from .capture.files import ReadResult, read_frames
+    from wscap.capture.files import ReadResult, read_frames
     rr = ReadResult(path=path)
     for f in read_frames(path, rr):
         # Sub-microsecond digits mean the source had ns resolution: keep them in the output.
@@ -218,8 +218,8 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
     """
     keys = {tcp_key(_endpoint(c), _endpoint(s)) for c, s in legs}
     res = SliceResult()
-    from .decode import Decoder
-    from .model import RawFrame
+    from wscap.wire.decode import Decoder
+    from wscap.model.raw import RawFrame
 
     def matcher():
         tunnels = Decoder(max_fragments=64)
@@ -271,8 +271,8 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
     magic = 0xA1B23C4D if nano else 0xA1B2C3D4
     own = isinstance(out_path, (str, bytes))
     if own:
-        from .outpath import open_output
-        out = open_output(out_path, binary=True)     # never through a symlink (see wscap.outpath)
+        from wscap.capture.outpath import open_output
+        out = open_output(out_path, binary=True)     # never through a symlink (see wscap.capture.outpath)
     else:
         out = out_path
     try:

@@ -12,17 +12,17 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 
-from . import __version__
-from .chains import LINK_WINDOW_S, EncryptedLegs, build_chains, judge_chain, link_chains, link_view
-from .spool import Spool
-from .connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint, fmt_ip
-from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, tunnel_json
-from .dns import DOCKER_RESOLVER, DnsTracker
-from .http1 import looks_like_request, looks_like_response
-from .tls import looks_like_tls
-from .anomaly import make
-from .limits import Limits
-from .model import RawFrame
+from wscap import __version__
+from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, build_chains, judge_chain, link_chains, link_view
+from wscap.document.spool import Spool
+from wscap.flow.connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint, fmt_ip
+from wscap.wire.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, tunnel_json
+from wscap.flow.dns import DOCKER_RESOLVER, DnsTracker
+from wscap.wire.http1 import looks_like_request, looks_like_response
+from wscap.wire.tls import looks_like_tls
+from wscap.model.anomaly import make
+from wscap.model.limits import Limits
+from wscap.model.raw import RawFrame
 
 SCHEMA_VERSION = 1
 MAX_TLS_LISTED = 10_000    # TLS connections listed in the document (the rest are counted in limits_hit)
@@ -35,7 +35,7 @@ class Options:
     names: tuple[tuple[str, str], ...] = ()   # ip -> name labels (--names; live: Docker too): win over all
     names_fallback: tuple[tuple[str, str], ...] = ()   # ip -> name from the Docker API: below a capture's NRB names
     stream: bool = True               # emit Decided events (live); analyze only wants document()
-    keylog: str | None = None         # SSLKEYLOGFILE: decrypt TLS connections with tshark (wscap.decrypt)
+    keylog: str | None = None         # SSLKEYLOGFILE: decrypt TLS connections with tshark (wscap.engine.decrypt)
     keylog_sources: tuple[str, ...] = ()   # the user's key log files when several were merged into `keylog`
 
 
@@ -592,7 +592,7 @@ class Pipeline:
 
     def write_json(self, fp) -> dict:
         """Stream the document to `fp` with memory bounded by one chain's legs; -> its summary."""
-        from .render.json import write_document_streamed
+        from wscap.render.json import write_document_streamed
         chains, used, proxies = self._linked()
         shown = sorted(self.views + used, key=lambda v: (v["source"], v["first_frame"]))
         chain_spool = Spool()

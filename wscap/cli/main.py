@@ -14,11 +14,11 @@ import sys
 
 import click
 
-from . import __version__
-from .analyze import run_pipeline
-from .limits import Limits
-from .pipeline import Options
-from .termui import color_options, fail
+from wscap import __version__
+from wscap.engine.analyze import run_pipeline
+from wscap.model.limits import Limits
+from wscap.engine.core import Options
+from wscap.cli.termui import color_options, fail
 
 EXIT_OK, EXIT_BROKEN, EXIT_INPUT = 0, 1, 2
 
@@ -191,7 +191,7 @@ def filter_options(f):
 
 
 def refuse_output_or_exit(output: str, inputs) -> None:
-    from .outpath import refuse_output
+    from wscap.capture.outpath import refuse_output
     why = refuse_output(output, inputs)
     if why:
         click.echo(f"wscap: {why}", err=True)
@@ -209,11 +209,11 @@ def redact_list_options(f):
     """--redact-header NAME / --redact-query KEY (repeatable): secrets beside the built-in ones.
     They configure the redactor for this process (one command, one configuration)."""
     def headers(ctx, param, value):
-        from .render.redact import configure
+        from wscap.render.redact import configure
         configure(headers=value)
 
     def queries(ctx, param, value):
-        from .render.redact import configure
+        from wscap.render.redact import configure
         configure(query_keys=value)
     f = click.option("--redact-query", "redact_query", metavar="KEY", multiple=True, expose_value=False,
                      callback=queries, help="Also redact this query key's values (repeatable).")(f)
@@ -247,11 +247,11 @@ def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict, stre
     # Labels by precedence: --names, then the capture's own Name Resolution Blocks (pcapng, as
     # `live --write` records them), then the Docker API of this machine (which may not be the one
     # that captured).
-    from .termui import Inputs, Progress
+    from wscap.cli.termui import Inputs, Progress
     names = load_hosts(names_file)
     docker: dict[str, str] = {}
     try:
-        from .capture.docker import docker_names
+        from wscap.capture.docker import docker_names
         docker = docker_names()
     except Exception:  # noqa: BLE001 - the Docker API is optional; names are a convenience
         pass
@@ -262,10 +262,10 @@ def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict, stre
     try:
         with Progress(inputs.paths, sys.stderr.isatty()):
             if tshark:
-                from .engine_tshark import analyze_paths as tshark_analyze
+                from wscap.engine.tshark import analyze_paths as tshark_analyze
                 doc = inputs.fix(tshark_analyze(inputs.paths, options, keylog=options.keylog))
                 if stream_json is not None:
-                    from .render.json import write_document
+                    from wscap.render.json import write_document
                     write_document(doc, stream_json)
                 return doc
             pipe = run_pipeline(inputs.paths, options, None, jobs=lim.get("jobs", 1))
@@ -295,7 +295,7 @@ def report_errors(doc: dict) -> None:
 
 def unsupported_line(stats: dict) -> str:
     """One line naming the encapsulations wscap saw but does not read (never a silent 0)."""
-    from .render.escape import term
+    from wscap.render.escape import term
     u = stats.get("unsupported_encapsulation") or {}
     if not u:
         return ""
@@ -332,8 +332,8 @@ def apply_filters(full: dict, only_broken: bool, chain_id: int | None, host: str
     `--only-broken` view is an answer (nothing broken: exit 0), not an error."""
     if not (only_broken or chain_id is not None or host or path_glob):
         return full
-    from .render.escape import term
-    from .render.report import filter_document
+    from wscap.render.escape import term
+    from wscap.render.report import filter_document
     ids = [c["id"] for c in full.get("chains") or []]
     if chain_id is not None and chain_id not in ids:
         report_errors(full)
@@ -389,18 +389,18 @@ def analyze(files: tuple[str, ...], reads: tuple[str, ...], fmt: str, verbose: b
     doc = apply_filters(full, only_broken, chain_id, host, path_glob)
     if fmt in ("json", "table"):
         if redact or (redact is None and fmt == "table"):
-            from .render.redact import redact_document
+            from wscap.render.redact import redact_document
             doc = redact_document(doc)
         if fmt == "json":
-            from .render.json import write_document
+            from wscap.render.json import write_document
             write_document(doc, click.get_text_stream("stdout"))
         else:
-            from .render.table import render_table
-            from .termui import look
+            from wscap.render.table import render_table
+            from wscap.cli.termui import look
             lk = look("never" if no_color else color)
             click.echo(render_table(doc, verbose=verbose, look=lk), color=lk.color)
     else:
-        from .render.report import render_format
+        from wscap.render.report import render_format
         click.echo(render_format(doc, fmt, redact=redact), nl=False)
     report_errors(full)
     sys.exit(exit_code(doc))
@@ -423,9 +423,9 @@ def report(files: tuple[str, ...], reads: tuple[str, ...], output: str, fmt: str
            chain_id: int | None, host: str | None, path_glob: str | None, redact: bool | None,
            names_file: str | None, **lim) -> None:
     """Write a self-contained incident report (Markdown or HTML) for captures."""
-    from .render.redact import redact_document
-    from .render.report import report_html, report_markdown
-    from .termui import check_output, open_output
+    from wscap.render.redact import redact_document
+    from wscap.render.report import report_html, report_markdown
+    from wscap.cli.termui import check_output, open_output
     files = input_files(files, reads)
     check_output(output)
     if output != "-":
@@ -470,8 +470,8 @@ def slice_cmd(capture: str | None, reads: tuple[str, ...], chain_id: int, output
 
     Packets are copied as captured: TLS legs stay encrypted (open the slice in Wireshark with the
     same key log); `--keylog` is only needed to find chains inside TLS."""
-    from .slice import output_format, slice_capture
-    from .termui import Inputs, check_output, open_output
+    from wscap.capture.slice import output_format, slice_capture
+    from wscap.cli.termui import Inputs, check_output, open_output
     given = input_files((capture,) if capture else (), reads)
     if len(given) != 1:
         raise click.UsageError("slice reads one capture")
@@ -519,7 +519,7 @@ def slice_cmd(capture: str | None, reads: tuple[str, ...], chain_id: int, output
 
 def _register_live() -> None:
     try:
-        from .live_cli import ifaces_command, live_command
+        from wscap.cli.live import ifaces_command, live_command
     except ImportError:  # pragma: no cover - live capture modules are part of the package
         return
     main.add_command(live_command)

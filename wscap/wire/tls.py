@@ -28,7 +28,7 @@ class ClientHello:
     alpn: list[str] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)     # supported_versions, else the legacy version
     complete: bool = True                                  # False: cut short (capture ended, gap, limit)
-    decrypted: bool = False                                # the key log opened it (wscap.decrypt)
+    decrypted: bool = False                                # the key log opened it (wscap.engine.decrypt)
     listed: bool = False                                   # already in the document's "tls" list
 
     def to_json(self) -> dict:

@@ -21,7 +21,7 @@ from typing import NoReturn
 
 import click
 
-from .render.table import Look
+from wscap.render.table import Look
 
 EXIT_INPUT = 2
 
@@ -96,7 +96,7 @@ def open_output(path: str, binary: bool, what: str = "-o"):
     """`-` is stdout; any OSError is one line and exit 2."""
     if path == "-":
         return click.get_binary_stream("stdout") if binary else click.get_text_stream("stdout")
-    from .outpath import open_output as open_nofollow
+    from wscap.capture.outpath import open_output as open_nofollow
     try:
         return open_nofollow(path, binary=binary)      # O_NOFOLLOW: a link planted since the check
     except OSError as e:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import bisect
 
-from .diff import diff_boundary
-from .dns import explain
-from .labels import label_verdict
-from .verdict import decide
+from wscap.judge.diff import diff_boundary
+from wscap.flow.dns import explain
+from wscap.judge.labels import label_verdict
+from wscap.judge.verdict import decide
 
 LINK_WINDOW_S = 10.0     # an upstream leg starts within this long after the downstream request
 KEY_SCAN = 64            # legs examined per downstream request among those sharing its key and proxy

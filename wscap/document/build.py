@@ -3,13 +3,13 @@
 What `Pipeline.document()` does after its own reassembly, for engines that build the
 Handshake dicts some other way (`engine_tshark`): ids in order of the requests, bare
 attempts kept only when they could be a chain's missing hop, linking and judging through
-`wscap.chains`, endpoints and summary through `wscap.pipeline`. Pure: dicts in, dict out.
+`wscap.judge.chains`, endpoints and summary through `wscap.engine.core`. Pure: dicts in, dict out.
 """
 from __future__ import annotations
 
-from . import __version__
-from .chains import LINK_WINDOW_S, EncryptedLegs, link_chains, judge_chain
-from .pipeline import SCHEMA_VERSION, Options, endpoints, summary
+from wscap import __version__
+from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, link_chains, judge_chain
+from wscap.engine.core import SCHEMA_VERSION, Options, endpoints, summary
 
 
 def _ip(ep: str) -> str:

@@ -1,0 +1,1 @@
+"""Sans-IO per-connection state: TCP reassembly, the connection's story, DNS answers."""

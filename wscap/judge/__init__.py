@@ -1,0 +1,1 @@
+"""RFC checks, chain linking, hop diffs, verdicts."""
