@@ -24,6 +24,7 @@ from wscap.document.build import document
 from wscap.engine.core import MAX_TLS_LISTED, Options
 from wscap.engine.decrypt import Overlay
 from wscap.engine.tshark_fields import TH_ACK, TH_FIN, TH_RST, TH_SYN, DnsRecord, FileStats, TsharkPacket, file_format, read
+from wscap.engine.tshark_stream import Data, Direction, Event, Gap, Probe
 from wscap.flow.connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint
 from wscap.flow.dns import DOCKER_RESOLVER, DnsTracker
 from wscap.model.anomaly import make
@@ -47,6 +48,29 @@ def _tcp(conn: Connection) -> Any:
     return getattr(conn, "tcp", conn)
 
 
+def _counted(conn: Connection, d: int, n: int = 0, gap: bool = False) -> None:
+    """The document's tcp.client_bytes / server_bytes / gaps for bytes and holes handed to the session
+    from here. After the flow split `on_data` counts the bytes itself (`conn.tcp.seen`) and the
+    counters live in `conn.tcp.halves`; today's Connection counts in its own HalfStreams."""
+    halves = getattr(getattr(conn, "tcp", None), "halves", None)
+    if halves is None:
+        halves = conn.streams
+        halves[d].delivered += n
+    if gap:
+        halves[d].gaps += 1
+
+
+class _Flow:
+    """A tshark stream that carries HTTP (or TLS): the core's Connection and tshark's two directions."""
+
+    __slots__ = ("conn", "halves", "overflows")
+
+    def __init__(self, conn: Connection, flow_buffer: int) -> None:
+        self.conn = conn
+        self.halves = (Direction(flow_buffer), Direction(flow_buffer))
+        self.overflows = [0, 0]
+
+
 def _document(conn: Connection, ex: Exchange, end_ns: int) -> dict:
     """The Handshake JSON, from the core (`conn.document` after the flow split, else `to_json`)."""
     build = getattr(conn, "document", None)
@@ -65,7 +89,7 @@ class Streams:
         self.source = source
         self.limits = limits
         self.overlay = overlay
-        self.conns: dict[int, Connection | None] = {}     # tshark stream -> its connection (None: not HTTP)
+        self.conns: dict[int, _Flow | None] = {}          # tshark stream -> its connection (None: not HTTP)
         self.clock = 0                                     # latest timestamp of the capture so far
         self.next_id = 1
         self.handshakes: dict[int, dict] = {}              # registration order -> Handshake dict
@@ -92,23 +116,24 @@ class Streams:
             payload = data if data is not None else b""
         fresh_syn = bool(p.flags & TH_SYN and not p.flags & TH_ACK)
         known = p.stream in self.conns
-        conn = self.conns.get(p.stream)
-        if known and conn is None and not fresh_syn:
+        flow = self.conns.get(p.stream)
+        if known and flow is None and not fresh_syn:
             return                               # an uninteresting stream; only a new SYN revives it
-        if conn is not None and fresh_syn and (p.src, p.sport) == conn.client and _tcp(conn).end is not None:
-            self._retire(p.stream, conn)         # port reuse tshark kept in one stream
-            conn = None
-        if conn is None:
-            conn = self._new(p, payload, paylen)
-            if conn is None:
+        if flow is not None and fresh_syn and (p.src, p.sport) == flow.conn.client and _tcp(flow.conn).end is not None:
+            self._retire(p.stream, flow)         # port reuse tshark kept in one stream
+            flow = None
+        if flow is None:
+            flow = self._new(p, payload, paylen)
+            if flow is None:
                 return
-        self._segment(conn, p, seq, payload, paylen)
+        self._segment(flow, p, seq, payload, paylen)
 
-    def _segment(self, conn: Connection, p: TsharkPacket, seq: int, payload: bytes, paylen: int) -> None:
+    def _segment(self, flow: _Flow, p: TsharkPacket, seq: int, payload: bytes, paylen: int) -> None:
+        conn = flow.conn
         d = C2S if (p.src, p.sport) == conn.client else S2C
         tcp = _tcp(conn)
         conn.last_frame, conn.last_ts = p.frame, p.ts_ns
-        half = conn.streams[d]
+        half = flow.halves[d]
         if p.flags & TH_SYN:
             if d == C2S and not p.flags & TH_ACK:
                 half.set_isn(seq)
@@ -122,23 +147,47 @@ class Streams:
             way = "c2s" if d == C2S else "s2c"
             conn.tunnel = [{**t, "direction": way} for t in p.tunnel]
         if paylen:
-            half.feed(seq, payload, paylen, p.frame, p.ts_ns, conn, p.zero_window_probe)
+            out: list[Event] = []
+            half.feed(seq, payload, paylen, p.frame, p.ts_ns, p.keep_alive, p.zero_window_probe, out)
+            self._events(flow, d, out)
             for ex in conn.exchanges:
                 if ex.id is None:                 # ids in the order the requests were complete (core's)
                     ex.id = self.next_id
                     self.next_id += 1
         if p.flags & (TH_FIN | TH_RST):
-            self._end(conn, "rst" if p.flags & TH_RST else "fin", "client" if d == C2S else "server", p)
+            self._end(flow, "rst" if p.flags & TH_RST else "fin", "client" if d == C2S else "server", p)
         end = tcp.end
-        if end is not None and (end.kind == "rst" or len({e.by for e in conn.fins}) == 2):
-            self._retire(p.stream, conn)
+        if end is not None and (end.kind == "rst" or len({e.by for e in tcp.fins}) == 2):
+            self._retire(p.stream, flow)
         elif conn.ignored and not conn.exchanges:
             self._absorb(conn)
             self._list_tls(conn)
             self.conns[p.stream] = None
             self.live -= 1
 
-    def _end(self, conn: Connection, kind: str, by: str, p: TsharkPacket) -> None:
+    def _events(self, flow: _Flow, d: int, events: list[Event]) -> None:
+        """Ordered bytes, holes and probes of one direction -> the session stage."""
+        conn = flow.conn
+        for ev in events:
+            if isinstance(ev, Data):
+                conn.on_data(d, ev.data, ev.frame, ev.ts_ns)
+                _counted(conn, d, len(ev.data))
+            elif isinstance(ev, Gap):
+                conn.on_gap(d, ev.length, ev.frame, ev.ts_ns)
+                _counted(conn, d, gap=True)
+            elif isinstance(ev, Probe):
+                conn.on_probe(d, ev.kind, ev.offset, ev.frame)
+            else:
+                self.limits_hit["flow_buffer"] = self.limits_hit.get("flow_buffer", 0) + 1
+                flow.overflows[d] += 1
+                if flow.overflows[d] == 1:
+                    who = "client" if d == C2S else "server"
+                    conn.anomalies.append(make(
+                        "flow-buffer-full", f"{who} out-of-order bytes exceeded the {self.limits.flow_buffer}-byte "
+                        f"flow buffer at frame {ev.frame}; the hole before them was declared a gap", ev.frame))
+
+    def _end(self, flow: _Flow, kind: str, by: str, p: TsharkPacket) -> None:
+        conn = flow.conn
         tcp = _tcp(conn)
         note = getattr(tcp, "note_end", None)
         if note is not None:
@@ -148,11 +197,11 @@ class Streams:
             if conn.end is None or (kind == "rst" and conn.end.kind == "fin" and not conn.saw_payload):
                 conn.end = end
             conn.fins.append(end)
-        if kind == "rst" or len({e.by for e in conn.fins if e.kind == "fin"}) == 2:
+        if kind == "rst" or len({e.by for e in tcp.fins if e.kind == "fin"}) == 2:
             conn.flush_partial_heads(p.frame, p.ts_ns)
-            self._flush_gaps(conn, p.frame, p.ts_ns)
+            self._flush(flow)
 
-    def _new(self, p: TsharkPacket, payload: bytes, paylen: int) -> Connection | None:
+    def _new(self, p: TsharkPacket, payload: bytes, paylen: int) -> _Flow | None:
         src, dst = (p.src, p.sport), (p.dst, p.dport)
         if p.flags & TH_SYN and not p.flags & TH_ACK:
             client, server = src, dst
@@ -176,32 +225,35 @@ class Streams:
             conn.tls, conn.tls_frame = found     # its plaintext is parsed as HTTP like any other
         if not p.flags & TH_SYN:
             conn.anomalies.append(make("mid-stream-start", "the capture starts after this connection's SYN", p.frame))
-        self.conns[p.stream] = conn
+        flow = _Flow(conn, self.limits.flow_buffer)
+        self.conns[p.stream] = flow
         self.live += 1
         self.flows += 1
-        return conn
+        return flow
 
     def _evict(self) -> None:
         """--max-flows: the oldest open connection goes (and is reported as it stands)."""
-        for stream, conn in self.conns.items():
-            if conn is not None:
+        for stream, flow in self.conns.items():
+            if flow is not None:
                 self.evicted += 1
                 self.limits_hit["max_flows"] = self.limits_hit.get("max_flows", 0) + 1
-                self._retire(stream, conn)
+                self._retire(stream, flow)
                 return
 
-    @staticmethod
-    def _flush_gaps(conn: Connection, frame: int, ts_ns: int) -> None:
-        for half in conn.streams:
-            if half.ooo:
-                half.flush_gap(frame, ts_ns, conn)
+    def _flush(self, flow: _Flow) -> None:
+        """Stop waiting for the holes of both directions: they become gaps."""
+        for d, half in enumerate(flow.halves):
+            if half.pending:
+                out: list[Event] = []
+                half.flush(out)
+                self._events(flow, d, out)
 
     def finish(self) -> None:
-        for stream, conn in list(self.conns.items()):
-            if conn is not None:
-                self._flush_gaps(conn, conn.last_frame, conn.last_ts)
-                conn.flush_partial_heads(conn.last_frame, conn.last_ts)
-                self._retire(stream, conn)
+        for stream, flow in list(self.conns.items()):
+            if flow is not None:
+                self._flush(flow)
+                flow.conn.flush_partial_heads(flow.conn.last_frame, flow.conn.last_ts)
+                self._retire(stream, flow)
         self.conns.clear()
 
     def _absorb(self, conn: Connection) -> None:
@@ -209,10 +261,13 @@ class Streams:
             self.limits_hit[k] = self.limits_hit.get(k, 0) + v
         conn.limits_hit.clear()
 
-    def _retire(self, stream: int, conn: Connection) -> None:
+    def _retire(self, stream: int, flow: _Flow) -> None:
         """The connection is over: its Handshake dicts are final ("waited" runs to the capture's clock)."""
+        conn = flow.conn
         self._absorb(conn)
-        if self.conns.get(stream) is conn:
+        for half in flow.halves:
+            half.release()
+        if self.conns.get(stream) is flow:
             del self.conns[stream]
             self.live -= 1
         mine = []

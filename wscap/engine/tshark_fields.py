@@ -3,7 +3,7 @@
 One `tshark -T fields` run per file; each output line becomes a `TsharkPacket`: what Wireshark
 decoded below the session stage (link layers, tunnels, IP fragment reassembly, the TCP stream it
 belongs to, flags, raw sequence number, the segment's payload bytes, its `tcp.analysis` probe
-labels) and, for DNS messages, the arguments of `DnsTracker.record`. TCP desegmentation is off
+labels: keep-alive, zero-window probe) and, for DNS messages, the arguments of `DnsTracker.record`. TCP desegmentation is off
 (`tcp.desegment_tcp_streams:FALSE`), so every segment's bytes arrive as its own `tcp.payload`;
 the HTTP, WebSocket and HTTP/2 dissectors above TCP are turned off: wscap's session stage reads
 those bytes. Nothing here raises for bad input: errors are collected as one-line messages.
@@ -21,7 +21,8 @@ from wscap.flow.dns import MAX_ADDRESSES, QTYPES, safe_name
 
 TCP_FIELDS = ("frame.number", "frame.time_epoch", "frame.cap_len", "frame.encap_type", "frame.protocols",
               "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.stream", "tcp.srcport", "tcp.dstport",
-              "tcp.flags", "tcp.len", "tcp.seq_raw", "tcp.payload", "tcp.analysis.zero_window_probe",
+              "tcp.flags", "tcp.len", "tcp.seq_raw", "tcp.payload", "tcp.analysis.keep_alive",
+              "tcp.analysis.zero_window_probe",
               # the tunnels a packet came out of (see _tunnel): the same layers the core decoder opens
               "eth.type", "udp.dstport", "vxlan.vni", "geneve.vni", "gtp.teid", "gre.key", "gre.proto",
               "erspan.version", "erspan.spanid", "mpls.label", "mpls.bottom")
@@ -59,6 +60,7 @@ class TsharkPacket(NamedTuple):
     seq: int                     # raw sequence number
     payload: bytes               # captured payload bytes
     paylen: int                  # tcp.len (> len(payload) when cut by the snap length)
+    keep_alive: bool             # tshark's tcp.analysis.keep_alive
     zero_window_probe: bool      # tshark's tcp.analysis.zero_window_probe
     tunnel: list[dict] | None    # encapsulation layers, outermost first (decode.tunnel_json's shape)
 
@@ -194,7 +196,7 @@ def _tcp_packet(cols: list[str]) -> TsharkPacket | None:
     """A line of the fields pass -> its TCP segment. With several occurrences (a tunnel), the
     innermost header's; None for a packet without a TCP header of its own."""
     (no, epoch, _caplen, _encap, protos, ip_src, ip_dst, ip6_src, ip6_dst, stream, sport, dport, flags, tcplen,
-     seq, payload, zwp) = cols[:_TUNNEL_AT]
+     seq, payload, keep_alive, zwp) = cols[:_TUNNEL_AT]
     names = protos.split(":")
     if not stream or "tcp" not in names or _NESTING.intersection(names[:names.index("tcp")]):
         return None        # no TCP header of its own (an ICMP error quotes one inside its item)
@@ -205,7 +207,8 @@ def _tcp_packet(cols: list[str]) -> TsharkPacket | None:
         frame=int(no), ts_ns=_ns(epoch), stream=int(_last(stream)), src=_addr(_last(src)),
         sport=int(_last(sport) or 0), dst=_addr(_last(dst)), dport=int(_last(dport) or 0),
         flags=int(_last(flags) or "0", 0), seq=int(_last(seq) or 0), paylen=int(_last(tcplen) or 0),
-        payload=binascii.unhexlify(_last(payload)) if payload else b"", zero_window_probe=bool(zwp),
+        payload=binascii.unhexlify(_last(payload)) if payload else b"", keep_alive=bool(keep_alive),
+        zero_window_probe=bool(zwp),
         tunnel=_tunnel(above, ip_src, ip_dst, ip6_src, ip6_dst, cols[_TUNNEL_AT:len(TCP_FIELDS)]))
 
 
