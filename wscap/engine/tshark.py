@@ -2,17 +2,18 @@
 
 tshark (`wscap.engine.tshark_fields`, one `tshark -T fields` run per file) decodes what lies
 below the session stage: link layers, tunnels, IP fragments, which TCP stream a segment belongs
-to (`tcp.stream`, tshark's connection tracking, port reuse included), flags, sequence numbers,
-each segment's payload bytes and its zero-window-probe label; DNS messages too. TLS is opened by
-tshark with the key log through `wscap.engine.decrypt` (the same per-frame plaintext overlay the
-core uses).
+to (`tcp.stream`, tshark's connection tracking), flags, raw sequence numbers, each segment's
+payload bytes and its `tcp.analysis` probe labels; DNS messages too. TLS is opened by tshark with
+the key log through `wscap.engine.decrypt` (the same per-frame plaintext overlay the core uses).
+`wscap.engine.tshark_stream` puts each direction's bytes in order by tshark's sequence numbers.
 
-Everything above is the core's, fed tshark's values: a `wscap.flow.connection.Connection` per
-tshark stream takes the stream's segments (ordered by its reassembler, so byte counts, gaps and
-probes are counted as in the core) and does the HTTP/1 heads, the WebSocket frames, HTTP/2
-(RFC 8441), the ClientHello, the exchange, outcome, RFC 6455 checks, parser opinions and the
-Handshake JSON; `wscap.document.build.document` links, judges and assembles the document. This
-module is only the adapter: tshark's stream lifecycle (SYN, SYN-ACK, FIN, RST) onto connections.
+Everything above is the core's: per tshark stream a `wscap.flow.connection.Connection` is fed
+the ordered bytes, holes and probes through its session entry (`on_data`, `on_gap`, `on_probe`,
+`flush_partial_heads`; ../shared/SESSION_API.md) and does the HTTP/1 heads, WebSocket frames,
+HTTP/2 (RFC 8441), the ClientHello, the exchange, outcome, RFC 6455 checks, parser opinions and
+the Handshake JSON; `wscap.document.build.document` links, judges and assembles the document.
+This module is only the adapter: tshark's stream lifecycle (SYN, SYN-ACK, FIN, RST) onto
+connections, as the core's pipeline does with its own flow table.
 """
 from __future__ import annotations
 
