@@ -18,6 +18,7 @@ connections, as the core's pipeline does with its own flow table.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, cast
 
 from wscap.capture.files import read_names
@@ -59,6 +60,51 @@ def _counted(conn: Connection, d: int, n: int = 0, gap: bool = False) -> None:
         halves[d].delivered += n
     if gap:
         halves[d].gaps += 1
+
+
+# -- the session entry, today's Connection or the flow split's (../shared/SESSION_API.md) -----------
+# The names used below are the ones both keep; where they differ, these helpers choose.
+
+def _probe(conn: Connection, d: int, kind: str, offset: int, frame: int) -> None:
+    on_probe = getattr(conn, "on_probe", None)
+    if on_probe is not None:
+        on_probe(d, kind, offset, frame)                  # today's Connection words it
+        return
+    events, tcp = importlib.import_module("wscap.model.events"), importlib.import_module("wscap.flow.tcp")
+    cast(Any, conn).session.note(tcp.tcp_anomaly(events.Probe(d, events.ProbeKind(kind), offset, frame)))
+
+
+def _overflow(conn: Connection, d: int, limit: int, frame: int, first: bool) -> None:
+    """The flow buffer's bound was hit: counted, and the first time per direction said (core's words)."""
+    streams = getattr(conn, "streams", None)
+    if streams is not None:
+        streams[d]._overflow(frame, conn)                 # today: HalfStream counts, flags once and words it
+        return
+    events, tcp = importlib.import_module("wscap.model.events"), importlib.import_module("wscap.flow.tcp")
+    hits = cast(Any, conn).tcp.limits_hit
+    hits["flow_buffer"] = hits.get("flow_buffer", 0) + 1
+    if first:
+        conn.anomalies.append(tcp.tcp_anomaly(events.Overflow(d, limit, frame, first)))
+
+
+def _set_tls(conn: Connection, hello: Any, frame: int | None) -> None:
+    holder = getattr(conn, "session", conn)               # read-only on Connection after the split
+    holder.tls, holder.tls_frame = hello, frame
+
+
+def _take_limits(conn: Connection) -> dict[str, int]:
+    take = getattr(conn, "take_limits", None)
+    if take is not None:
+        return cast(dict, take())
+    hits = dict(conn.limits_hit)
+    conn.limits_hit.clear()
+    return hits
+
+
+def _bare_attempt(conn: Connection) -> Exchange:
+    if hasattr(conn, "facts"):                            # after the split: no back-pointer
+        return cast(Exchange, cast(Any, Exchange)(None, start_ns=conn.first_ts))
+    return Exchange(conn, None)
 
 
 class _Flow:
@@ -177,15 +223,10 @@ class Streams:
                 conn.on_gap(d, ev.length, ev.frame, ev.ts_ns)
                 _counted(conn, d, gap=True)
             elif isinstance(ev, Probe):
-                conn.on_probe(d, ev.kind, ev.offset, ev.frame)
+                _probe(conn, d, ev.kind, ev.offset, ev.frame)
             else:
-                self.limits_hit["flow_buffer"] = self.limits_hit.get("flow_buffer", 0) + 1
                 flow.overflows[d] += 1
-                if flow.overflows[d] == 1:
-                    who = "client" if d == C2S else "server"
-                    conn.anomalies.append(make(
-                        "flow-buffer-full", f"{who} out-of-order bytes exceeded the {self.limits.flow_buffer}-byte "
-                        f"flow buffer at frame {ev.frame}; the hole before them was declared a gap", ev.frame))
+                _overflow(conn, d, self.limits.flow_buffer, ev.frame, flow.overflows[d] == 1)
 
     def _end(self, flow: _Flow, kind: str, by: str, p: TsharkPacket) -> None:
         conn = flow.conn
@@ -223,7 +264,7 @@ class Streams:
         conn = Connection(client, server, self.source, p.frame, p.ts_ns, self.limits)
         found = self.overlay.hello_of(p.frame) if self.overlay is not None else None
         if found is not None:
-            conn.tls, conn.tls_frame = found     # its plaintext is parsed as HTTP like any other
+            _set_tls(conn, *found)               # its plaintext is parsed as HTTP like any other
         if not p.flags & TH_SYN:
             conn.anomalies.append(make("mid-stream-start", "the capture starts after this connection's SYN", p.frame))
         flow = _Flow(conn, self.limits.flow_buffer)
@@ -258,9 +299,8 @@ class Streams:
         self.conns.clear()
 
     def _absorb(self, conn: Connection) -> None:
-        for k, v in conn.limits_hit.items():
+        for k, v in _take_limits(conn).items():
             self.limits_hit[k] = self.limits_hit.get(k, 0) + v
-        conn.limits_hit.clear()
 
     def _retire(self, stream: int, flow: _Flow) -> None:
         """The connection is over: its Handshake dicts are final ("waited" runs to the capture's clock)."""
@@ -285,9 +325,10 @@ class Streams:
         tcp = _tcp(conn)
         if not (conn.saw_payload or tcp.syn_frame is None or conn.exchanges or conn.tls is not None):
             # A connection that never carried a request: a candidate missing hop (refused, unanswered...).
-            self.attempts.append(_document(conn, Exchange(conn, None), self.clock))
+            self.attempts.append(_document(conn, _bare_attempt(conn), self.clock))
         self._list_tls(conn, mine)
-        conn.exchanges = []                      # Exchange <-> Connection is a cycle: free it now
+        if not hasattr(conn, "session"):
+            conn.exchanges = []                  # today Exchange <-> Connection is a cycle: free it now
 
     def _list_tls(self, conn: Connection, handshakes: list[dict] | None = None) -> None:
         hello = conn.tls
