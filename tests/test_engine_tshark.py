@@ -1,15 +1,15 @@
-"""Differential test: wscap's own engine vs `--engine tshark` (Wireshark's dissection via pyshark).
+"""Differential test: wscap's own engine vs `--engine tshark` (Wireshark's decoding, the core above it).
 
-Both engines run over every capture in pcaps/ and in ../shared/pcaps/peer/ (recursively). Every
-field a handshake, chain and summary carry is compared, except the ones listed in NOT_COMPARED
-(engine-specific by definition). Each difference that does occur must be in KNOWN, the one
-table of known differences (mirrored in docs/engine-differences.md), with who is right and why;
-the test asserts that exactly those differences occur, so a difference that disappears fails too
-and asks for the table to be updated.
+Both engines run over every capture in pcaps/ and in ../shared/pcaps/peer/ (recursively) and are
+compared as typed values (tests/engines.py `facts`): per handshake its endpoints, request and
+response frames, status, outcome, TCP facts, anomaly codes with severity and frame, WebSocket
+frames, parser opinions; per chain its legs, links, verdict cause and hop. Never prose (anomaly
+messages, verdict sentences, advice): both engines word them with the core's judge. Each
+difference that does occur must be in KNOWN (mirrored in docs/engine-differences.md) with who is
+right and why; the test asserts that exactly those occur, so one that disappears fails too.
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import shutil
 from collections import Counter
@@ -17,19 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from engines import differences
+
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT.parent / "shared" / "pcaps" / "peer"
 OWN = sorted(ROOT.glob("pcaps/*.pcap"))
 PEER_CAPS = sorted(p for p in PEER.rglob("*") if p.suffix in (".pcap", ".pcapng")) if PEER.is_dir() else []
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (scripts/test installs it)")
-pyshark = pytest.importorskip("pyshark", reason="pyshark is not installed (scripts/test installs it)")
-
-# Fields that describe the engine, not the capture: never compared.
-NOT_COMPARED = {
-    "stats",              # packet/flow counters of wscap's own decoder and bounds (tshark has other counters)
-    "engine",             # "tshark" on one side only
-}
 
 
 def _name(path: Path) -> str:
@@ -40,65 +35,12 @@ def _name(path: Path) -> str:
 
 
 # -- the one table of known differences -----------------------------------------------------------
-# (capture, field, core value, tshark value, who is right and why). `field` is the path of the
-# differing value: hs<id>.<key>... for a handshake, chain<id>.<key>... for a chain.
-_CLOSE = ("core keeps at most 125 payload bytes of a control frame (the RFC 6455 limit it also flags), so an "
-          "oversized close's reason is cut to 123 characters; tshark shows all 256 bytes of the (invalid, "
-          "258-byte) close payload. tshark is complete; core's cut is its memory bound. Both report "
-          "control-frame-too-long.")
-
-# Whole captures whose documents differ for one reason (each must still differ, or the row goes).
+# (capture, fact, core value, tshark value, who is right and why); `fact` is a key of engines.facts.
+# Empty since the tshark engine feeds the core's session stage (issue 18): the differences it had
+# (an oversized close reason, obs-fold, a zero-window probe's byte, HPACK error wording) were the
+# engine's own HTTP/WebSocket/HTTP/2 readings, which are gone.
 KNOWN_CAPTURES: list[tuple[str, str]] = []
-
-KNOWN: list[tuple[str, str, object, object, str]] = [
-    ("peer/zeek/oversized-close-frame.pcapng", "hs1.frames[0].close_reason", "C" * 123, "C" * 256, _CLOSE),
-]
-
-
-# -- normalisation ----------------------------------------------------------------------------------
-
-def _flat(prefix: str, v, out: dict) -> None:
-    if isinstance(v, dict):
-        for k, x in v.items():
-            _flat(f"{prefix}.{k}" if prefix else k, x, out)
-    elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-        for i, x in enumerate(v):
-            _flat(f"{prefix}[{i}]", x, out)
-        out[f"{prefix}.len"] = len(v)
-    else:
-        out[prefix] = json.dumps(v) if isinstance(v, list) else v
-
-
-def flatten(doc: dict) -> dict:
-    """The comparable values of a document, keyed by path."""
-    out: dict = {}
-    for s in doc["source"]:
-        s = dict(s)
-        s.pop("path", None)
-        s.pop("interfaces", None)
-        if s.get("keylog"):
-            # How the core's overlay fared (records that did not open, frames over its memory
-            # budget) is about the core's own decryption path, like "stats"; not compared.
-            s["keylog"] = {k: v for k, v in s["keylog"].items() if k not in ("records_lost", "withheld_frames")}
-        _flat("source", s, out)
-    for h in doc["handshakes"]:
-        h = dict(h)
-        h["anomalies"] = sorted(h["anomalies"], key=lambda a: (a["code"], a["frame"] or 0, a["message"]))
-        _flat(f"hs{h['id']}", h, out)
-    for c in doc["chains"]:
-        _flat(f"chain{c['id']}", c, out)
-    _flat("tls", doc.get("tls", []), out)
-    _flat("summary", doc["summary"], out)
-    _flat("endpoints", doc["endpoints"], out)
-    out["handshakes.len"] = len(doc["handshakes"])
-    out["chains.len"] = len(doc["chains"])
-    return out
-
-
-def differences(core: dict, tsh: dict) -> dict[str, tuple]:
-    a, b = flatten(core), flatten(tsh)
-    return {k: (a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b))
-            if a.get(k, "<absent>") != b.get(k, "<absent>")}
+KNOWN: list[tuple[str, str, object, object, str]] = []
 
 
 # -- running both engines once per capture ---------------------------------------------------------
@@ -192,7 +134,7 @@ def _doc(tmp_path, build) -> dict:
 
 
 def test_head_split_over_segments_is_reported_where_it_completes(tmp_path):
-    """tshark reassembles a head cut into 3 segments; request.frame is the last one (as in the core)."""
+    """A head cut into 3 segments: request.frame is the segment holding its last byte (as in the core)."""
     from builders import ws_request, ws_response
     from wscap.engine.analyze import analyze_paths as core
 
@@ -210,7 +152,7 @@ def test_head_split_over_segments_is_reported_where_it_completes(tmp_path):
 
 
 def test_http_on_a_port_another_dissector_owns(tmp_path):
-    """Port 3306 is MySQL's in Wireshark; the second run decodes it as HTTP."""
+    """Port 3306 is MySQL's in Wireshark; the engine reads the segments' bytes, whatever tshark calls them."""
     from builders import ws_request, ws_response
 
     def build(cap):
@@ -306,10 +248,10 @@ def test_h2_synthetic_captures_agree(tmp_path):
     hs = [h for h in b["handshakes"] if h["http_version"] == "2"]
     assert len(hs) == 13 and len(b["handshakes"]) == 14
     bad = next(h for h in hs if h["client"] == "10.0.0.1:40009")
-    # The one wording that differs: core quotes the hpack package's exception, tshark has none to quote.
-    assert differences(a, b) == {f"hs{bad['id']}.anomalies[0].message": (
-        "HPACK cannot decode the header block on stream 3: InvalidTableIndex: Invalid table index 268435582",
-        "HPACK cannot decode the header block on stream 3: tshark decoded no header field from it")}
+    # The header block HPACK cannot decode: the core's HTTP/2 reader reads tshark's bytes, so the
+    # documents agree (tshark's own dissection had no exception to quote).
+    assert differences(a, b) == {}
+    assert bad["anomalies"][0]["message"].startswith("HPACK cannot decode the header block on stream 3: ")
     assert [x["code"] for x in bad["anomalies"]] == ["h2-hpack-error"] and bad["frames"] == []
     assert {h["outcome"] for h in hs} == {"upgraded", "rejected", "reset"}
     assert {h["h2"]["mode"] for h in hs} == {"prior-knowledge", "h2c-upgrade"}
@@ -329,6 +271,23 @@ def test_h2_synthetic_captures_agree(tmp_path):
     assert half["h2"]["end_stream"] == {"client": half["request"]["frame"], "server": None}
     rejected = next(h for h in hs if h["client"] == "10.0.0.1:40001")  # a 403 that left its stream open
     assert rejected["h2"]["end_stream"] == {"client": None, "server": None}
+
+
+def test_h2_preface_split_over_segments(tmp_path):
+    """tshark 4.0's HTTP/2 dissector never reassembles a connection preface cut over segments; the
+    engine no longer reads HTTP/2 from tshark, so the split connection is found as by the core."""
+    from builders import Capture
+    from test_http2_ws import h2_conn
+    from wscap.engine.analyze import analyze_paths as core
+    from wscap.engine.tshark import analyze_paths as tsh
+    cap = Capture()
+    h2_conn(cap, split=7)                          # every client and server write in 7-byte segments
+    path = cap.write(tmp_path / "split.pcap")
+    a, b = core([path]), tsh([path])
+    (h,) = b["handshakes"]
+    assert (h["http_version"], h["outcome"], h["status"], h["h2"]["mode"]) == ("2", "upgraded", 200, "prior-knowledge")
+    assert [f["preview"] for f in h["frames"]][:2] == ["hello h2", "echo: hello h2"]
+    assert differences(a, b) == {}
 
 
 # -- the benchmark generator's tiny capture against its ground truth ------------------------------
