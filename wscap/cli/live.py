@@ -484,12 +484,9 @@ def run_live(iface: str | None = None, container: str | None = None, project: st
                     on_notice=notice, duration=duration, count=count,
                     shed_after_s=shed_after, drain_s=drain_timeout)
     output.on_stdout_closed = lambda: loop.stop("stdout closed")
-    caught: list[str] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        caught.append(name)
-        loop.stop(name)
+        loop.stop(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     if status.enabled:

@@ -98,7 +98,8 @@ def _attach_keylog(pipe: Pipeline, source: int, path: str, options: Options | No
     ov = build_overlay(path, keylog)
     if ov.frames:
         pipe.overlays[source] = ov
-    label = (", ".join(options.keylog_sources) if keylog and options.keylog_sources else keylog) or ""
+    label = (", ".join(options.keylog_sources) if keylog and options is not None and options.keylog_sources
+             else keylog) or ""
     if embedded:
         label = " + ".join(x for x in (label, "secrets embedded in the pcapng") if x)
     return {"path": label, "decrypted": len(ov.hellos), "undecrypted": ov.undecrypted,
