@@ -5,11 +5,11 @@ analysis, so under load the file lost what the analysis lost. `wscap-capture`
 (csrc/wscap_capture.c) captures with libpcap and writes the file itself; the analysis
 follows the file behind it, told how far it may read by the `flush` lines.
 
-* `helper_path()` compiles the C source on first use (`cc -O2 -Wall ... -lpcap`) into a
+* `helper_path()` (helper_build.py) compiles the C source on first use (`cc -O2 -Wall ... -lpcap`) into a
   cache directory keyed by the source's sha256, so an upgraded wscap never runs a stale
   binary; `unavailable_reason()` says what is missing (compiler, libpcap headers).
   `python -m wscap.capture.capturer --build` does the same from a shell.
-* `snaplen_for(ifaces)` sizes the snap length from what the interfaces can deliver in one
+* `snaplen_for(ifaces)` (snaplen.py) sizes the snap length from what the interfaces can deliver in one
   frame (GRO/GSO superframes on veth and bridges exceed the MTU).
 * `CaptureProcess` starts the program and parses its status protocol without blocking.
 
@@ -31,283 +31,20 @@ from __future__ import annotations
 import atexit
 import ctypes
 import fcntl
-import hashlib
 import os
 import select
 import signal
-import shutil
-import socket
-import stat
-import struct
 import subprocess
 import sys
-import tempfile
 import time
 import weakref
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "wscap_capture.c")
-MIN_SNAPLEN = 1600
-MAX_SNAPLEN = 262144
-LINK_HEADER_MAX = 20          # SLL2, the largest link header we capture
-DEFAULT_FRAME = 65536         # GSO/GRO default when an interface cannot be asked
+from wscap.capture.helper_build import SOURCE, helper_path, unavailable_reason
+from wscap.capture.snaplen import MAX_SNAPLEN, MIN_SNAPLEN, snaplen_for
 
-_reason = ""                  # why helper_path() returned None, for unavailable_reason()
-
-
-# ---- build -------------------------------------------------------------------------------
-
-def _source_digest() -> str:
-    with open(SOURCE, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
-
-
-def _safe_dir(path: str) -> bool:
-    """A directory we may run a binary from: ours, and nobody else can write to it.
-
-    Matters when wscap runs as root (sudo keeps $HOME or $XDG_CACHE_HOME pointing at a
-    user's directory): a binary another user can replace would run as root.
-    """
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
-    except OSError:
-        return False
-    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
-            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
-
-
-def cache_dirs() -> list[str]:
-    """Where the binary is built, in order of preference."""
-    out = []
-    if os.environ.get("WSCAP_HELPER_DIR"):
-        out.append(os.environ["WSCAP_HELPER_DIR"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    out.append(os.path.join(xdg, "wscap") if xdg else os.path.join(os.path.expanduser("~"), ".cache", "wscap"))
-    out.append(os.path.join(tempfile.gettempdir(), f"wscap-helper-{os.geteuid()}"))
-    return out
-
-
-def _usable_binary(path: str) -> bool:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
-            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and os.access(path, os.X_OK))
-
-
-def _compiler() -> str | None:
-    cc = os.environ.get("CC")
-    if cc and shutil.which(cc):
-        return shutil.which(cc)
-    return shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-
-
-def _explain_build_failure(out: str) -> str:
-    low = out.lower()
-    if "pcap.h" in low and ("no such file" in low or "not found" in low or "no include path" in low):
-        return "libpcap headers missing (apt install libpcap-dev)"
-    if "-lpcap" in low:
-        return "libpcap missing (apt install libpcap-dev)"
-    first = next((ln.strip() for ln in out.splitlines() if "error" in ln.lower()), out.strip()[:200])
-    return f"building wscap-capture failed: {first}"
-
-
-def _find_built() -> str | None:
-    if not os.path.exists(SOURCE):
-        return None
-    name = f"wscap-capture-{_source_digest()}"
-    for d in cache_dirs():
-        p = os.path.join(d, name)
-        if _usable_binary(p):
-            return p
-    return None
-
-
-def helper_path(build: bool = True) -> str | None:
-    """Path of a wscap-capture binary built from this wscap's source, or None.
-
-    With build=True a missing binary is compiled (once; concurrent callers wait on a lock
-    and the result is renamed into place atomically). None means unavailable; see
-    unavailable_reason().
-    """
-    global _reason
-    if not os.path.exists(SOURCE):
-        _reason = f"the C source is missing from this installation ({SOURCE})"
-        return None
-    found = _find_built()
-    if found:
-        _reason = ""
-        return found
-    # An installed copy (e.g. /usr/local/bin in wscap's container image, where no compiler is).
-    installed = shutil.which("wscap-capture")
-    if installed and _usable_binary(installed):
-        _reason = ""
-        return installed
-    if not build:
-        return None
-    name = f"wscap-capture-{_source_digest()}"
-    dirs = cache_dirs()
-    cc = _compiler()
-    if not cc:
-        _reason = "no C compiler (apt install gcc)"
-        return None
-    last = "no writable cache directory for the helper (set WSCAP_HELPER_DIR)"
-    for d in dirs:
-        if not _safe_dir(d):
-            continue
-        target = os.path.join(d, name)
-        try:
-            lock = os.open(os.path.join(d, ".build.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if _usable_binary(target):       # built by someone else while we waited
-                _reason = ""
-                return target
-            tmp = f"{target}.tmp{os.getpid()}"
-            try:
-                r = subprocess.run([cc, "-O2", "-Wall", "-o", tmp, SOURCE, "-lpcap"],
-                                   capture_output=True, text=True, timeout=120)
-            except (OSError, subprocess.TimeoutExpired) as e:
-                r = None
-                _reason = f"building wscap-capture failed: {e}"
-            if r is None or r.returncode != 0:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                if r is None:
-                    return None
-                _reason = _explain_build_failure(r.stderr + r.stdout)
-                return None
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, target)
-            _reason = ""
-            return target
-        finally:
-            os.close(lock)
-    _reason = last
-    return None
-
-
-def unavailable_reason() -> str:
-    """Why helper_path() gives None ("" when the helper is available)."""
-    if _find_built():
-        return ""
-    if _reason:                      # the last build attempt's own words
-        return _reason
-    if not _compiler():
-        return "no C compiler (apt install gcc)"
-    if not any(os.path.exists(os.path.join(p, "pcap", "pcap.h")) for p in ("/usr/include", "/usr/local/include")):
-        return "libpcap headers missing (apt install libpcap-dev)"
-    return "not built yet (python -m wscap.capture.capturer --build)"
-
-
-# ---- snap length ---------------------------------------------------------------------------
-
-_IFLA_IFNAME, _IFLA_MTU, _IFLA_GSO_MAX_SIZE, _IFLA_GRO_MAX_SIZE = 3, 4, 41, 58
-_IFLA_GSO_IPV4_MAX_SIZE, _IFLA_GRO_IPV4_MAX_SIZE = 63, 64
-
-
-def _links_netlink() -> dict[str, int] | None:
-    """{ifname: largest of mtu/gso/gro sizes} of this thread's network namespace (RTM_GETLINK).
-
-    Netlink rather than /sys/class/net: sysfs shows the namespace it was mounted in,
-    while a socket belongs to the namespace of the thread that opens it.
-    """
-    try:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)   # NETLINK_ROUTE
-    except OSError:
-        return None
-    out: dict[str, int] = {}
-    try:
-        s.settimeout(2)
-        s.bind((0, 0))
-        # nlmsghdr(len, type=RTM_GETLINK 18, flags=REQUEST|DUMP 0x301, seq, pid) + ifinfomsg
-        req = struct.pack("=IHHII", 32, 18, 0x301, 1, 0) + struct.pack("=BxHiII", 0, 0, 0, 0, 0)
-        s.send(req)
-        done = False
-        while not done:
-            data = s.recv(1 << 16)
-            if not data:
-                break
-            off = 0
-            while off + 16 <= len(data):
-                ln, typ = struct.unpack_from("=IH", data, off)
-                if ln < 16:
-                    done = True
-                    break
-                if typ == 3:           # NLMSG_DONE
-                    done = True
-                    break
-                if typ == 2:           # NLMSG_ERROR
-                    return None
-                if typ == 16:          # RTM_NEWLINK
-                    a = off + 16 + 16
-                    name, best = None, 0
-                    while a + 4 <= off + ln:
-                        alen, atype = struct.unpack_from("=HH", data, a)
-                        if alen < 4:
-                            break
-                        val = data[a + 4:a + alen]
-                        atype &= 0x3FFF
-                        if atype == _IFLA_IFNAME:
-                            name = val.split(b"\0", 1)[0].decode("utf-8", "replace")
-                        elif atype in (_IFLA_MTU, _IFLA_GSO_MAX_SIZE, _IFLA_GRO_MAX_SIZE,
-                                       _IFLA_GSO_IPV4_MAX_SIZE, _IFLA_GRO_IPV4_MAX_SIZE) and len(val) >= 4:
-                            best = max(best, struct.unpack_from("=I", val)[0])
-                        a += (alen + 3) & ~3
-                    if name:
-                        out[name] = best
-                off += (ln + 3) & ~3
-    except OSError:
-        return None
-    finally:
-        s.close()
-    return out
-
-
-def _links_sysfs(names: Iterable[str]) -> dict[str, int]:
-    out = {}
-    for n in names:
-        best = 0
-        for f in ("mtu", "gso_max_size", "gro_max_size", "gso_ipv4_max_size", "gro_ipv4_max_size"):
-            try:
-                with open(f"/sys/class/net/{n}/{f}") as fh:
-                    best = max(best, int(fh.read().strip()))
-            except (OSError, ValueError):
-                pass
-        if best:
-            out[n] = best
-    return out
-
-
-def snaplen_for(ifaces: Iterable[str]) -> int:
-    """Snap length that captures every frame of these interfaces whole.
-
-    The largest of each interface's MTU, gso_max_size and gro_max_size (GRO/TSO
-    superframes on veth/docker0 exceed the MTU), plus the largest link header (SLL2, 20
-    bytes); at least 1600, at most 262144 (libpcap's maximum). An interface we cannot
-    ask counts as 64 KiB (the kernel's default GSO size); "any" means every interface.
-    """
-    names = list(ifaces) or ["any"]
-    links = _links_netlink()
-    if links is None:
-        try:
-            all_names = os.listdir("/sys/class/net")
-        except OSError:
-            all_names = []
-        links = _links_sysfs(set(all_names) | {n for n in names if n != "any"})
-    best = 0
-    for n in names:
-        if n == "any":
-            best = max([best, *links.values()] if links else [best, DEFAULT_FRAME])
-        else:
-            best = max(best, links.get(n) or DEFAULT_FRAME)
-    return max(MIN_SNAPLEN, min(MAX_SNAPLEN, best + LINK_HEADER_MAX))
+__all__ = ["CaptureProcess", "parse_status_line", "helper_path", "unavailable_reason", "snaplen_for", "SOURCE",
+           "MIN_SNAPLEN", "MAX_SNAPLEN", "main"]
 
 
 # ---- the process -----------------------------------------------------------------------------
@@ -328,7 +65,7 @@ def _end_all() -> None:
             pass
 
 
-def _setns_preexec(fd: int):
+def _setns_preexec(fd: int) -> Callable[[], None]:
     setns = ctypes.CDLL(None, use_errno=True).setns   # resolved before fork
 
     def enter() -> None:
@@ -342,7 +79,7 @@ _CAP_NET_ADMIN, _CAP_NET_RAW = 12, 13
 _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE = 47, 2
 
 
-def _child_setup(ns_fd: int | None):
+def _child_setup(ns_fd: int | None) -> Callable[[], None]:
     """preexec_fn for the capture program: enter the namespace, and pass on capabilities.
 
     Without root, wscap may capture through file capabilities on the Python binary
@@ -362,10 +99,10 @@ def _child_setup(ns_fd: int | None):
     return setup
 
 
-def _in_netns(fd: int, fn):
+def _in_netns(fd: int, fn: Callable[[], int]) -> int:
     """fn() run in a thread that entered the network namespace `fd` (setns is per thread)."""
     import threading
-    box: list = []
+    box: list[int] = []
 
     def run() -> None:
         try:
@@ -462,8 +199,9 @@ class CaptureProcess:
                 os.close(ns_fd)
         _LIVE.add(self)
 
-    def _spawn(self, exe, snaplen, buffer_mb, timeout_ms, promisc, ring_bytes, ring_files,
-               nrb_path, run_as, count, ns_fd) -> None:
+    def _spawn(self, exe: str, snaplen: int | None, buffer_mb: int, timeout_ms: int, promisc: bool,
+               ring_bytes: int, ring_files: int, nrb_path: str | None, run_as: tuple[int, int] | None,
+               count: int | None, ns_fd: int | None) -> None:
         from wscap.capture.live import BackendMissing
         if snaplen is None:
             snaplen = (snaplen_for(self.ifaces) if ns_fd is None
@@ -710,7 +448,7 @@ class CaptureProcess:
     def __enter__(self) -> "CaptureProcess":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
         if self.wait(10) is None:
             self.kill()

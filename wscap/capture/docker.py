@@ -12,15 +12,15 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
-from wscap.capture.engine_api import DEFAULT_SOCK, DockerClient, DockerError, Endpoint, connect
+from wscap.capture.engine_api import DockerClient, DockerError, Endpoint, connect
 
 __all__ = ["DockerClient", "DockerError", "Endpoint", "connect", "engine", "docker_names", "engine_names",
            "EngineNames", "Published", "Proxy", "bridge_networks", "veth_containers", "container_netns",
            "resolve_container", "AmbiguousContainer", "NoSuchContainer", "default_capture_ifaces", "where_are_containers",
            "docker_proxies", "load_names"]
 
-DOCKER_SOCK = DEFAULT_SOCK   # kept for old importers; WSCAP_DOCKER_SOCK is read by engine_api.connect()
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 MAX_PROXIES = 4096           # docker-proxy processes read from /proc (bounded)
@@ -312,7 +312,7 @@ def _who(members: list[str], svc: dict[str, tuple[str | None, str | None]]) -> s
 
 
 def default_capture_ifaces(client: DockerClient | None, project: str | None = None,
-                           exists=None) -> tuple[list[str], str]:
+                           exists: Callable[[str], bool] | None = None) -> tuple[list[str], str]:
     """The interfaces `wscap live` captures on when no --iface is given, and why, in words.
 
     With the Engine API: every Docker bridge (docker0, br-<id>) that has containers, or with

@@ -305,10 +305,10 @@ def context_endpoint(name: str, cfg_dir: str) -> Endpoint | str:
     tls_dir = os.path.join(cfg_dir, "contexts", "tls", digest, "docker")
     tls = None
     if os.path.isdir(tls_dir) or ep.get("SkipTLSVerify"):
-        def f(n: str) -> str | None:
+        def pem(n: str) -> str | None:
             p = os.path.join(tls_dir, n)
             return p if os.path.exists(p) else None
-        tls = TLSFiles(ca=f("ca.pem"), cert=f("cert.pem"), key=f("key.pem"), verify=not ep.get("SkipTLSVerify"))
+        tls = TLSFiles(ca=pem("ca.pem"), cert=pem("cert.pem"), key=pem("key.pem"), verify=not ep.get("SkipTLSVerify"))
     return Endpoint(_norm_host(str(host)), f"docker context {name}", tls)
 
 

@@ -8,7 +8,7 @@ link created between the check and the open is refused too.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import IO, Any, Iterable
 
 
 def refuse_output(path: str, inputs: Iterable[str] = ()) -> str | None:
@@ -25,7 +25,7 @@ def refuse_output(path: str, inputs: Iterable[str] = ()) -> str | None:
     return None
 
 
-def open_output(path: str, binary: bool = False):
+def open_output(path: str, binary: bool = False) -> IO[Any]:
     """Open for writing (truncate/create) without following a final symlink."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
     if binary:

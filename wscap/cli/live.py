@@ -1,4 +1,5 @@
-"""`wscap live` and `wscap ifaces`: click commands (registered by wscap.cli.main).
+"""`wscap live`: the click command and its setup (registered by wscap.cli.main); what it prints
+is wscap.cli.live_output, the options it shares with the other commands wscap.cli.options.
 
 `live` captures on an interface (or inside a container's network namespace),
 runs every packet through the same streaming `Pipeline` that `wscap analyze`
@@ -11,19 +12,18 @@ sudo (SUDO_UID/SUDO_GID) or with `--user`, wscap becomes that user for good —
 like `tcpdump -Z` — before it opens the `--write` file, so it never writes
 where the invoking user could not.
 
-Exit codes follow docs/json-contract.md: 0 all valid, 1 something broken,
-2 usage/capture errors (interface missing, no permission, bad BPF filter,
-backend missing).
+Exit codes: the one table of every command (wscap.cli.options.exit_code,
+docs/json-contract.md): 0 all valid, 1 something broken (a handshake with an
+error-severity anomaly counts), 2 usage/capture errors (interface missing, no
+permission, bad BPF filter, backend missing) or a partial document
+(--max-handshakes).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
 import signal
 import sys
-import time
 from typing import Any
 
 import click
@@ -32,19 +32,21 @@ from wscap.capture import docker as dockerapi
 from wscap.capture import ifaces as ifmod
 from wscap.capture import privilege
 from wscap.capture.live import (
-    DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN, CaptureConfig, CaptureError, LiveLoop, NoPermission,
-    NoSuchInterface, open_backend,
+    DEFAULT_BUFFER_MB, DEFAULT_SNAPLEN, CaptureConfig, CaptureError, LiveLoop, NoPermission, NoSuchInterface,
 )
 from wscap.capture import evidence
+from wscap.capture.sockets import open_backend
 from wscap.capture.writer import PcapWriter
-from wscap.render.escape import term
+from wscap.cli.ifaces import ifaces_command   # tests/netns.py runs wscap.cli.live.<cmd>_command
+from wscap.cli.live_output import LiveOutput, Status, decrypted_report, live_exit, nrb_bytes, say_losses
+from wscap.cli.options import (
+    EXIT_USAGE, bounds_options, color_options, err, limits_from, merged_names, read_names, redact_list_options,
+)
+from wscap.render.table import Look
 
-EXIT_OK, EXIT_BROKEN, EXIT_USAGE = 0, 1, 2
 SILENT_S = 5   # a capture with no packet after this long says where the containers are
-
-
-def _err(msg: str) -> None:
-    click.echo(f"wscap: {msg}", err=True)
+_err = err
+__all__ = ["live_command", "ifaces_command", "run_live", "build_filter", "check_filter", "DEFAULT_FILTER"]
 
 
 # All TCP, DNS (a proxy's lookups of its upstream, see wscap.flow.dns), plus the tunnels the decoder opens (VXLAN 4789/8472, VXLAN-GPE, GENEVE, GTP-U, GRE,
@@ -100,88 +102,14 @@ def check_filter(expr: str, iface: str) -> str | None:
     return None
 
 
-# ---- rendering (fallbacks until wscap.render.table exists) --------------------------------------
 
-def _fallback_handshake_line(h: dict, names: dict | None = None) -> str:
-    req = h.get("request") or {}
-    target = req.get("target") or ""
-    st = h.get("status")
-    anomalies = ", ".join(a.get("code", "?") for a in h.get("anomalies") or [])
-    ts = time.strftime("%H:%M:%S", time.localtime(h.get("first_ts") or 0))
-    return (f"{ts} hs#{h.get('id')} {h.get('client')} -> {h.get('server')} {req.get('method', '')} "
-            f"{target} => {h.get('outcome')}{f' {st}' if st else ''}"
-            f"{f'  [{anomalies}]' if anomalies else ''}").replace("  ", " ", 1)
-
-
-def _fallback_chain_line(c: dict, doc: dict | None = None) -> str:
-    v = c.get("verdict") or {}
-    mark = "BROKEN" if v.get("broken") else "ok"
-    hops = "->".join(f"#{x}" for x in c.get("hops") or [])
-    return f"chain#{c.get('id')} [{hops}] {mark} {v.get('cause')}: {v.get('summary', '')}"
-
-
-def _renderers():
-    try:
-        from wscap.render.table import chain_line, handshake_line  # type: ignore
-        return handshake_line, chain_line
-    except ImportError:
-        return _fallback_handshake_line, _fallback_chain_line
-
-
-def _redact_lists(f):
-    from wscap.cli.main import redact_list_options
-    return redact_list_options(f)
-
-
-def _bounds_options(f):
-    """The same resource bounds as `analyze` (--max-*): live traffic is as attacker-controlled as
-    a capture file, and a long capture meets more of it."""
-    from wscap.model.limits import Limits
-    d = Limits()
-    for name, default, text in reversed(BOUND_OPTIONS):
-        lo = 0 if name in ("max-tunnel-depth", "max-hpack-table", "max-h2-header-bytes", "max-inflate-bytes") else 1
-        f = click.option(f"--{name}", name.replace("-", "_"), type=click.IntRange(min=lo),
-                         default=getattr(d, default), show_default=True, help=text)(f)
-    return f
-
-
-# (option, Limits field, help) - the option names `analyze` uses (wscap.cli.main.limits_options)
-BOUND_OPTIONS = [
-    ("max-head-bytes", "head_bytes", "Bytes of one HTTP header block."),
-    ("max-flow-buffer", "flow_buffer", "Out-of-order bytes buffered per TCP direction."),
-    ("max-flows", "max_flows", "TCP connections tracked at once, ignored ones included (oldest evicted)."),
-    ("max-frames", "frames_per_direction", "WebSocket frame summaries kept per direction."),
-    ("max-dns", "max_dns", "DNS transactions kept (oldest dropped first)."),
-    ("max-hpack-table", "hpack_table", "HPACK dynamic table per HTTP/2 direction, whatever the peer allows."),
-    ("max-handshakes", "max_handshakes", "Handshakes kept for the final summary and --keylog report."),
-    ("max-tunnel-depth", "tunnel_depth", "Nested tunnels (VXLAN, GENEVE, GRE, IP-in-IP, MPLS, GTP-U) opened per packet."),
-    ("max-inflate-bytes", "inflate_bytes", "Bytes a compressed WebSocket message is inflated to for previews."),
-    ("max-h2-header-bytes", "h2_header_bytes", "Decoded HTTP/2 header bytes kept per connection (then cut)."),
-]
-
-
-def _limits(bounds: dict | None):
-    from wscap.model.limits import Limits
-    kw = {field: bounds[name.replace("-", "_")] for name, field, _ in BOUND_OPTIONS
-          if bounds and bounds.get(name.replace("-", "_")) is not None}
-    return Limits(**kw)
-
-
-def _make_pipeline(timeout_s: float, names: dict[str, str], bounds: dict | None = None):
-    """The analyze pipeline, or None (capture only) while it does not exist yet."""
-    try:
-        from wscap.engine.core import Options, Pipeline  # type: ignore
-    except ImportError as e:
-        _err(f"analysis core not available ({e}); capturing only")
-        return None
-    kw: dict[str, Any] = {"timeout_s": timeout_s}
-    fields = {f.name for f in dataclasses.fields(Options)}
-    if "names" in fields and names:
-        kw["names"] = tuple(sorted(names.items()))
-    if "live" in fields:
-        kw["live"] = True
-    kw["limits"] = _limits(bounds)
-    return Pipeline(Options(**kw))
+def _make_pipeline(timeout_s: float, names: dict[str, str], bounds: dict[str, Any] | None = None,
+                   fallback: dict[str, str] | None = None) -> Any:
+    """The analyze pipeline with live's options: --names over the Docker API's names (the
+    precedence of `analyze`, wscap.cli.options.merged_names)."""
+    from wscap.engine.core import Options, Pipeline
+    return Pipeline(Options(timeout_s=timeout_s, names=tuple(sorted(names.items())),
+                            names_fallback=tuple(sorted((fallback or {}).items())), limits=limits_from(bounds)))
 
 
 def _preimport() -> None:
@@ -203,52 +131,6 @@ def _preimport() -> None:
         except Exception:  # noqa: BLE001 - optional modules may fail; that is their business
             pass
 
-
-# ---- status line -----------------------------------------------------------------------------
-
-class Status:
-    """A one-line status on stderr, rewritten in place on a terminal."""
-
-    def __init__(self, enabled: bool, tty: bool):
-        self.enabled = enabled
-        self.tty = tty
-        self._shown = False
-        self._last = 0.0
-
-    @staticmethod
-    def text(d: dict) -> str:
-        if "lag_s" in d:
-            # The C writer writes, the analysis reads behind it: say both, and how far behind.
-            s = (f"{d.get('written', 0)} packets written, {d['dropped']} dropped by kernel; analysis: "
-                 f"{d['packets']} read, {d['decided']} decided, "
-                 f"{d['flows'] if d.get('flows') is not None else '-'} flows, {d['lag_s']:.1f} s behind")
-            if d.get("shed"):
-                s += f", {d['shed']} shed"
-            return s
-        s = (f"{d['packets']} packets, {d['dropped']} dropped by kernel, "
-             f"{d['flows'] if d.get('flows') is not None else '-'} flows, {d['decided']} decided")
-        if "written" in d:
-            s += f", {d['written']} written" + (" (write stopped: see above)" if d.get("write_error") else "")
-        return s
-
-    def update(self, d: dict) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            sys.stderr.write("\r\x1b[K" + self.text(d))
-            sys.stderr.flush()
-            self._shown = True
-        elif time.monotonic() - self._last >= 5:
-            # Not a terminal (logs, CI): a plain line every few seconds.
-            self._last = time.monotonic()
-            sys.stderr.write("status: " + self.text(d) + "\n")
-            sys.stderr.flush()
-
-    def clear(self) -> None:
-        if self._shown:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-            self._shown = False
 
 
 # ---- live ------------------------------------------------------------------------------------
@@ -326,7 +208,8 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
               help="Replace cookies, tokens and credentials by stable hashes (default: on for text and "
                    "markdown, off for json).")
 @click.option("--names", "names_file", type=click.Path(exists=True, dir_okay=False),
-              help="hosts-format file naming IPs (fallback when the Docker API is unreachable).")
+              help="hosts-format file naming IPs: wins over the Docker API's names, and labels what it "
+                   "cannot (captures of other machines, no API).")
 @click.option("--no-docker", is_flag=True, help="Do not ask the Docker Engine API for container names.")
 @click.option("--user", "-Z", "user", metavar="USER",
               help="Become USER after opening the capture (default under sudo: the invoking user).")
@@ -342,15 +225,17 @@ Exit codes: 0 all valid, 1 something broken, 2 usage or capture error.
 @click.option("--keylog", type=click.Path(dir_okay=False), default=None,
               help="SSLKEYLOGFILE the browser/Node writes during the capture: when the capture ends, the --write "
                    "file is decrypted with it (tshark) and its TLS upgrades are analysed and printed.")
-@_bounds_options
-@_redact_lists
-@click.option("--color", "color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
-              help="Colour in text output (auto: on a terminal, unless NO_COLOR is set).")
-@click.option("--no-color", "no_color", is_flag=True, help="Same as --color never.")
+@bounds_options
+@redact_list_options
+@color_options
 @click.argument("stray", nargs=-1, required=False, metavar="")
-def live_command(iface, container, project, netns, bpf, ports, duration, count, timeout, write_path, ring_files,
-                 ring_size, backend, spool_mb, shed_after, drain_timeout, fmt, redact, names_file, no_docker, user,
-                 snaplen, buffer_mb, no_promisc, show_status, keylog, color, no_color, stray, **bounds):
+def live_command(iface: str | None, container: str | None, project: str | None, netns: str | None,
+                 bpf: str | None, ports: tuple[int, ...], duration: float | None, count: int | None, timeout: float,
+                 write_path: str | None, ring_files: int | None, ring_size: float | None, backend: str,
+                 spool_mb: int, shed_after: float, drain_timeout: float, fmt: str, redact: bool | None,
+                 names_file: str | None, no_docker: bool, user: str | None, snaplen: int | None, buffer_mb: int,
+                 no_promisc: bool, show_status: bool | None, keylog: str | None, color: str, no_color: bool,
+                 stray: tuple[str, ...], **bounds: int) -> None:
     """Capture live and print WebSocket handshakes and chain verdicts as they are decided."""
     kw = dict(locals())
     for k in ("color", "no_color", "stray"):
@@ -363,17 +248,20 @@ def live_command(iface, container, project, netns, bpf, ports, duration, count, 
         _err(f"unexpected argument {' '.join(stray)!r}{hint}")
         sys.exit(EXIT_USAGE)
     from wscap.cli.termui import use_color, width
-    from wscap.render.table import Look
     kw["look"] = Look(color=use_color("never" if no_color else color), width=width())
     sys.exit(run_live(**kw))
 
 
-def run_live(iface=None, container=None, project=None, netns=None, bpf=None, ports=(), duration=None, count=None,
-             timeout=3.0, write_path=None, ring_files=None, ring_size=None, backend="auto",
-             spool_mb=evidence.DEFAULT_SPOOL_MB, shed_after=2.0, drain_timeout=30.0, fmt="text",
-             redact=None, names_file=None, no_docker=False, user=None, snaplen=None, buffer_mb=DEFAULT_BUFFER_MB,
-             no_promisc=False,
-             show_status=None, keylog=None, bounds=None, look=None) -> int:
+def run_live(iface: str | None = None, container: str | None = None, project: str | None = None,
+             netns: str | None = None, bpf: str | None = None, ports: tuple[int, ...] = (),
+             duration: float | None = None, count: int | None = None, timeout: float = 3.0,
+             write_path: str | None = None, ring_files: int | None = None, ring_size: float | None = None,
+             backend: str = "auto", spool_mb: int = evidence.DEFAULT_SPOOL_MB, shed_after: float = 2.0,
+             drain_timeout: float = 30.0, fmt: str = "text", redact: bool | None = None,
+             names_file: str | None = None, no_docker: bool = False, user: str | None = None,
+             snaplen: int | None = None, buffer_mb: int = DEFAULT_BUFFER_MB, no_promisc: bool = False,
+             show_status: bool | None = None, keylog: str | None = None, bounds: dict[str, Any] | None = None,
+             look: Look | None = None) -> int:
     # -- usage checks -------------------------------------------------------------------
     if write_path == "-":
         _err("--write -: live cannot write the capture to stdout (the analysis reads the written file "
@@ -404,23 +292,19 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
     expr = build_filter(bpf, tuple(ports))
 
     # -- names (before entering any namespace: the Docker socket is a host path) ------------
-    names: dict[str, str] = {}
-    client, no_api = None, "--no-docker"
+    docker: dict[str, str] = {}
+    client: dockerapi.DockerClient | None = None
+    no_api: str | None = "--no-docker"
     if not no_docker or container or project:
         client, no_api = dockerapi.engine()
     if not no_docker:
         eng = dockerapi.engine_names(client) if client is not None else None
         if eng is not None:
-            names.update(eng.names)
+            docker = dict(eng.names)
         elif no_api:
             _err(no_api + ("" if names_file else "; endpoints are shown as bare IPs (or use --names FILE)"))
-    if names_file:
-        try:
-            for ip, n in dockerapi.load_names(names_file).items():
-                names[ip] = n     # --names wins over the Docker API, as in `analyze`
-        except OSError as e:
-            _err(f"--names {names_file}: {e.strerror}")
-            return EXIT_USAGE
+    given = read_names(names_file)       # one line and exit 2 when unreadable
+    names = merged_names(given, docker)  # --names wins over the Docker API, as in `analyze`
 
     ns_path = None
     if container:
@@ -525,6 +409,7 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
                         buffer_mb=buffer_mb, run_as=target.name if target else None)
 
     # -- open the capture (privileged part) -----------------------------------------------
+    be: Any      # a Backend; FollowBackend (files, errors) when followed
     try:
         with privilege.in_netns(ns_path):
             for one in iface.split(","):
@@ -537,7 +422,7 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
                     backend, cfg, write_path=write_path, ring_files=ring_files or 0,
                     ring_bytes=int((ring_size or 0) * 1_000_000), count=count,
                     run_as=(target.uid, target.gid) if target else None,
-                    nrb=_nrb_bytes(names), spool_mb=spool_mb, notices=notices)
+                    nrb=nrb_bytes(names), spool_mb=spool_mb, notices=notices)
             else:
                 be = open_backend(backend, cfg)
     except CaptureError as e:
@@ -552,8 +437,7 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
 
     # Build everything that imports code before dropping: after the drop the
     # interpreter's own directory (e.g. under /root) may no longer be readable.
-    pipeline = _make_pipeline(timeout, names, bounds)
-    hs_line, ch_line = _renderers()
+    pipeline = _make_pipeline(timeout, given, bounds, fallback=docker)
     if target is not None:
         _preimport()
 
@@ -566,6 +450,10 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
         return EXIT_USAGE
 
     status = Status(enabled=show_status is not False, tty=sys.stderr.isatty())
+
+    def notice(m: str) -> None:
+        status.clear()
+        _err(m)
     for n in notices:
         _err(n)
     writer = None
@@ -575,78 +463,16 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
                                 ring_files=ring_files or 0,
                                 ring_size=int((ring_size or 0) * 1_000_000),
                                 iface_name=iface,
-                                on_error=lambda m: (status.clear(), _err(m)))
+                                on_error=notice)
         except OSError as e:
             be.close()
             _err(f"--write {write_path}: {e.strerror}")
             return EXIT_USAGE
 
-    out = sys.stdout
-    loop: LiveLoop
-
-    def emit(obj: dict | str) -> None:
-        try:
-            out.write((json.dumps(obj, separators=(",", ":")) if isinstance(obj, dict) else obj) + "\n")
-            out.flush()
-        except BrokenPipeError:
-            # `wscap live | head`: stop capturing, still close the file properly; point
-            # stdout at /dev/null so the interpreter's final flush stays quiet.
-            loop.stop("stdout closed")
-            try:
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, out.fileno())
-                os.close(devnull)
-            except (OSError, ValueError):
-                pass
-
-    seen: dict[int, dict] = {}   # handshakes printed so far, for the chains' ladders
-    raw_seen = seen               # the unredacted handshakes: a chain's secrets are found through them
-    from wscap.render.markdown import LiveMarkdown
-    from wscap.render.redact import redact_live_event
-    markdown = LiveMarkdown(redact=redact is not False)
-
-    def emit_raw(text: str) -> None:
-        if text:
-            emit(text[:-1] if text.endswith("\n") else text)
-    name_eps = [{"ip": ip, "name": n} for ip, n in names.items()]
-    text_redact = redact is not False
-    from wscap.render.table import Look
-
-    def text_line(kind: str, doc: dict) -> str:
-        if kind == "tls":
-            from wscap.render.table import label as ep_label
-            return (f"TLS {term(ep_label(doc['client'], names))} → {term(ep_label(doc['server'], names))} "
-                    f"SNI {term(doc['sni'] or '(none)')} "
-                    f"ALPN {term(','.join(doc['alpn']) or 'none')}: encrypted, an upgrade inside is invisible"
-                    + ("" if keylog else " (--write F --keylog K decrypts it when the capture ends)"))
-        if text_redact:
-            # What people paste into tickets: Vite's `?token=`, cookies, bearer subprotocols.
-            doc = redact_live_event({"type": kind, kind: doc}, raw_seen)[kind]
-        try:
-            if kind == "handshake":
-                return hs_line(doc, names, look=look or Look())
-            return ch_line(doc, {"handshakes": list(seen.values()), "endpoints": name_eps}, look=look or Look())
-        except TypeError:  # a renderer without the optional argument
-            return hs_line(doc) if kind == "handshake" else ch_line(doc)
-
-    def on_event(ev: Any) -> None:
-        status.clear()
-        kind, doc = getattr(ev, "kind", None), getattr(ev, "json", None)
-        if kind == "handshake":
-            seen[doc["id"]] = doc
-            if len(seen) > 10000:  # bounded: old handshakes are long decided
-                seen.pop(next(iter(seen)))
-        obj = {"type": kind, kind: doc}
-        if fmt == "markdown":
-            emit_raw(markdown.event(obj))
-        elif fmt == "json":
-            emit(redact_live_event(obj, raw_seen) if redact else obj)
-        else:
-            emit(text_line(kind, doc))
-
+    output = LiveOutput(fmt, redact, names, keylog, look, status)
     said_silent: list[bool] = []
 
-    def on_status(d: dict) -> None:
+    def on_status(d: dict[str, Any]) -> None:
         status.update(d)
         if silent_hint and not said_silent and not (d.get("packets") or d.get("written")) \
                 and d.get("elapsed", 0) >= SILENT_S:
@@ -654,15 +480,13 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
             status.clear()
             _err(silent_hint)
 
-    loop = LiveLoop(be, pipeline=pipeline, writer=writer, on_event=on_event, on_status=on_status,
-                    on_notice=lambda m: (status.clear(), _err(m)), duration=duration, count=count,
+    loop = LiveLoop(be, pipeline=pipeline, writer=writer, on_event=output.on_event, on_status=on_status,
+                    on_notice=notice, duration=duration, count=count,
                     shed_after_s=shed_after, drain_s=drain_timeout)
-    caught: list[str] = []
+    output.on_stdout_closed = lambda: loop.stop("stdout closed")
 
-    def on_signal(signum, _frame):
-        name = signal.Signals(signum).name
-        caught.append(name)
-        loop.stop(name)
+    def on_signal(signum: int, _frame: Any) -> None:
+        loop.stop(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     if status.enabled:
@@ -677,13 +501,13 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
             signal.signal(s, h)
     status.clear()
 
-    doc: dict = {}
+    doc: dict[str, Any] = {}
     if loop.pipeline is not None:  # None when analysis was unavailable or failed mid-run
         try:
             doc = loop.pipeline.document()
         except Exception as e:  # noqa: BLE001 - the capture file is already complete
             res.extra["analysis_error"] = f"document: {e!r}"
-    live_info = {
+    live_info: dict[str, Any] = {
         "iface": iface, "netns": ns_path, "container": container, "project": project,
         "names_unavailable": None if client is not None or no_docker else no_api,
         "backend": be.name, "filter": expr,
@@ -718,13 +542,7 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
     live_info["read"] = res.packets
     summary = doc.get("summary") or {}
     if fmt in ("json", "markdown"):
-        obj = {"type": "summary"}
-        obj.update({k: v for k, v in doc.items() if k not in ("handshakes", "chains")})
-        obj["live"] = live_info
-        if fmt == "json":
-            emit(obj)
-        else:
-            emit_raw(markdown.event(obj))
+        output.summary(doc, live_info)
     else:
         parts = [f"{res.written if followed else res.packets} packets captured",
                  f"{res.dropped} dropped by kernel"]
@@ -738,150 +556,17 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
         elif followed and write_path:
             _err(f"wrote {res.written} packets to {', '.join(files) or write_path}"
                  + (f" (writing stopped: {live_info['write']['error']})" if live_info["write"]["error"] else ""))
-    _say_losses(res, followed, write_path)
+    say_losses(res, followed, write_path)
     if res.interface_gone:
         _err(f"capture ended because the interface went away: {res.reason}")
     if res.extra.get("analysis_error"):
         _err(f"analysis failed: {res.extra['analysis_error']}"
              + (f"; the capture is complete in {', '.join(writer.files)}" if writer is not None else ""))
         return EXIT_USAGE
-    broken = summary.get("broken", 0)
+    dropped = ((doc.get("stats") or {}).get("limits_hit") or {}).get("max_handshakes")
+    if dropped:
+        _err(f"{dropped} upgrade request(s) past --max-handshakes were counted, not kept: the summary is partial")
+    decrypted = 0
     if keylog and files:
-        broken += _decrypted_report(files, keylog, timeout, names, fmt, redact, emit, emit_raw, bounds)
-    return EXIT_BROKEN if broken else EXIT_OK
-
-
-def _say_losses(res, followed: bool, write_path: str | None) -> None:
-    """One stderr line per kind of loss that is not zero (the JSON summary has them all)."""
-    keep = f"; {write_path} holds every packet" if write_path and followed else ""
-    if res.dropped:
-        _err(f"{res.dropped} packets dropped by the kernel before capture (a bigger --buffer-mb helps)")
-    if res.shed:
-        _err(f"analysis shed {res.shed} packets while it was more than its --shed-after behind "
-             f"(worst lag {res.lag_max_s:.1f} s){keep}: re-run `wscap analyze` on the file for all verdicts")
-    if res.unanalysed:
-        why = res.extra.get("drain_cut") or "not read"
-        _err(f"{res.unanalysed} captured packets were not analysed ({why}){keep}")
-    skipped = res.extra.get("skipped_files") or []
-    if skipped:
-        _err(f"{len(skipped)} spool/ring file(s) were overwritten before the analysis read them "
-             "(a bigger --spool-mb/--ring-files helps)")
-
-
-def _nrb_bytes(names: dict[str, str]) -> bytes:
-    """Names as a pcapng Name Resolution Block for the written file (when this install has it)."""
-    if not names:
-        return b""
-    try:
-        from wscap.capture.writer import pcapng_nrb  # type: ignore[attr-defined]
-    except ImportError:
-        return b""
-    try:
-        # One name per address, kept whole: a label like "host (gateway of net)" has spaces,
-        # which a plain string would have split into several names.
-        return pcapng_nrb({ip: [n] for ip, n in names.items()})
-    except Exception:  # noqa: BLE001 - names are a convenience; the capture must start
-        return b""
-
-
-def _decrypted_report(files: list[str], keylog: str, timeout: float, names: dict, fmt: str, redact,
-                      emit, emit_raw, bounds: dict | None = None) -> int:
-    """After the capture: decrypt the written file(s) with the key log and report what TLS hid.
-
-    Key logs are written while the browser runs, so the natural point to decrypt is when the
-    capture is complete; the same offline pipeline reads the plaintext. -> broken chains found.
-    """
-    from wscap.engine.analyze import analyze_paths
-    from wscap.engine.core import Options
-    if not os.path.exists(keylog):
-        _err(f"--keylog {keylog}: no such file after the capture; nothing decrypted")
-        return 0
-    doc = analyze_paths(files, Options(timeout_s=timeout, names=tuple(sorted(names.items())), keylog=keylog,
-                                       limits=_limits(bounds)))
-    opened = [t for t in doc.get("tls", []) if t["decrypted"]]
-    for s_ in doc["source"]:
-        kl = s_.get("keylog") or {}
-        if kl.get("error"):
-            _err(f"{s_['path']}: {kl['error']}")
-    if redact or (redact is None and fmt in ("markdown", "text")):
-        from wscap.render.redact import redact_document
-        doc = redact_document(doc)
-    if fmt == "json":
-        emit({"type": "decrypted", "keylog": keylog, "document": doc})
-    elif fmt == "markdown":
-        from wscap.render.markdown import render_markdown
-        emit_raw(render_markdown(doc))
-    else:
-        from wscap.render.table import render_table
-        emit_raw(f"\n── decrypted with {keylog}: {len(opened)} TLS connection(s) opened ──\n" + render_table(doc))
-    return doc["summary"]["broken"] if opened else 0
-
-
-# ---- ifaces ----------------------------------------------------------------------------------
-
-@click.command("ifaces")
-@click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
-@click.option("--netns", metavar="PATH|PID|NAME", help="List the interfaces of this network namespace.")
-@click.option("--container", metavar="NAME",
-              help="List the interfaces inside this container (a name, an id prefix or a Compose service).")
-@click.option("--project", metavar="NAME", help="Compose project narrowing --container.")
-@click.option("--no-docker", is_flag=True, help="Do not ask the Docker Engine API for network names.")
-def ifaces_command(fmt, netns, container, project, no_docker):
-    """List interfaces, bridges and their veths; mark Docker bridges."""
-    client, no_api = (None, None) if no_docker and not container else dockerapi.engine()
-    bridges = dockerapi.bridge_networks(client) if client is not None and not no_docker else {}
-    veths = dockerapi.veth_containers(client) if bridges else {}
-    ns_path = privilege.netns_path(netns) if netns else None
-    if container:
-        if client is None:
-            _err(f"cannot look up container {container!r}: {no_api} (`--netns PID` works without it)")
-            sys.exit(EXIT_USAGE)
-        try:
-            ns_path = dockerapi.container_netns(container, client, project)
-        except dockerapi.DockerError as e:
-            _err(str(e))
-            sys.exit(EXIT_USAGE)
-    try:
-        with privilege.in_netns(ns_path):
-            lst = ifmod.list_ifaces()
-    except (OSError, PermissionError) as e:
-        _err(f"{'--container ' + container if container else '--netns ' + str(netns)}: {e}")
-        sys.exit(EXIT_USAGE)
-    ifmod.enrich_with_docker(lst, bridges, veths)
-    if fmt == "json":
-        click.echo(json.dumps({"interfaces": [i.to_json() for i in lst],
-                               "docker_api": bool(bridges),
-                               "docker_api_unavailable": no_api if not no_docker else None}, indent=2))
-        return
-    click.echo(format_ifaces(lst))
-    if no_api and not no_docker:
-        from wscap.cli.termui import width
-        import textwrap
-        w = width()
-        click.echo("\n".join(textwrap.wrap(no_api, w, subsequent_indent="  ", break_long_words=False,
-                                           break_on_hyphens=False)) if w else no_api)
-    elif client is not None and not no_docker:
-        click.echo(f"names from the Engine API at {client.display} ({client.endpoint.source})")
-
-
-def format_ifaces(lst: list[ifmod.Iface]) -> str:
-    lines = []
-    w = max([len(i.name) for i in lst] + [4])
-    for i in lst:
-        if i.master:  # shown under their bridge
-            continue
-        flags = "up" if i.up else "down"
-        tag = "  [docker]" if i.docker else ""
-        addrs = " ".join(i.addresses)
-        lines.append(f"{i.name:<{w}}  {i.kind:<8} {flags:<4} {addrs}{tag}")
-        if i.network or i.containers:
-            lines.append(f"{'':<{w}}    network: {i.network or '?'}"
-                         + (f"; containers: {', '.join(i.containers)}" if i.containers else ""))
-        for p in i.ports:
-            port = next((x for x in lst if x.name == p), None)
-            to = f" → container {port.container}" if port and port.container else ""
-            lines.append(f"{'':<{w}}    └─ {p} ({port.kind if port else '?'}){to}")
-    bridges = [i.name for i in lst if i.docker]
-    lines.append("")
-    lines.append(("Docker bridges: " + ", ".join(bridges)) if bridges else "no Docker bridge here")
-    return "\n".join(lines)
+        decrypted = decrypted_report(files, keylog, timeout, given, docker, output, bounds)
+    return live_exit(doc, None, decrypted)

@@ -17,16 +17,17 @@ import sys
 import tempfile
 import threading
 import time
-from typing import NoReturn
+from typing import IO, Any
 
 import click
 
+from wscap.cli.options import EXIT_INPUT, fail
 from wscap.render.table import Look
 
-EXIT_INPUT = 2
+__all__ = ["EXIT_INPUT", "fail"]
 
 
-def use_color(when: str, stream=None) -> bool:
+def use_color(when: str, stream: IO[Any] | None = None) -> bool:
     stream = stream if stream is not None else sys.stdout
     if when == "always":
         return True
@@ -62,19 +63,6 @@ def look(color: str) -> Look:
     return Look(color=use_color(color), width=width())
 
 
-def color_options(f):
-    f = click.option("--no-color", "no_color", is_flag=True, help="Same as --color never.")(f)
-    return click.option("--color", "color", type=click.Choice(["auto", "always", "never"]), default="auto",
-                        show_default=True,
-                        help="Colour on screen (auto: on a terminal, unless NO_COLOR is set; FORCE_COLOR "
-                             "forces it).")(f)
-
-
-def fail(msg: str) -> NoReturn:
-    click.echo(f"wscap: {msg}", err=True)
-    sys.exit(EXIT_INPUT)
-
-
 # ---- output files ------------------------------------------------------------------------
 
 def check_output(path: str, what: str = "-o") -> None:
@@ -92,7 +80,7 @@ def check_output(path: str, what: str = "-o") -> None:
         fail(f"{what} {path}: not writable")
 
 
-def open_output(path: str, binary: bool, what: str = "-o"):
+def open_output(path: str, binary: bool, what: str = "-o") -> IO[Any]:
     """`-` is stdout; any OSError is one line and exit 2."""
     if path == "-":
         return click.get_binary_stream("stdout") if binary else click.get_text_stream("stdout")
@@ -193,7 +181,7 @@ class Progress:
         self.passes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._bar = None
+        self._bar: Any = None        # click's ProgressBar, once shown
 
     def __enter__(self) -> "Progress":
         if self.enabled:
@@ -201,7 +189,7 @@ class Progress:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
@@ -209,7 +197,8 @@ class Progress:
             click.echo("\r\033[K\033[?25h", err=True, nl=False)   # erase the bar, show the cursor again
 
     def _pids(self) -> list[str]:
-        pids, todo = [], [str(os.getpid())]
+        pids: list[str] = []
+        todo = [str(os.getpid())]
         while todo and len(pids) < 256:
             pid = todo.pop()
             pids.append(pid)

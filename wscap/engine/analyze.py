@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 from typing import Callable, Iterable
 
 from wscap.capture.files import ReadResult, read_frames
@@ -22,24 +21,17 @@ def run_pipeline(paths: Iterable[str], options: Options | None = None,
     Files are independent captures (frame numbers restart per file), so each is
     fed through the same pipeline with its own `source` index.
     """
-    # The cyclic GC's default gen-0 threshold (700 allocations) makes it re-scan every tracked
-    # connection over and over when many are alive (a SYN flood: 3x the time). wscap breaks its
-    # own cycles when a connection ends, so collect far less often while analysing.
-    old_threshold = gc.get_threshold()
-    gc.set_threshold(50_000, 20, 100)
-    try:
-        paths = list(paths)
-        if jobs > 1 and len(paths) > 1:
-            return _run_parallel(paths, options, jobs)
-        return _run(paths, options, progress)
-    finally:
-        gc.set_threshold(*old_threshold)
+    # The GC threshold that keeps a SYN flood fast is set by the command line
+    # (wscap.cli.main.tune_gc), not here: a library does not change interpreter-wide state.
+    paths = list(paths)
+    if jobs > 1 and len(paths) > 1:
+        return _run_parallel(paths, options, jobs)
+    return _run(paths, options, progress)
 
 
 def _one_file(args: tuple) -> dict:
     """Worker: analyse file number i on its own, as source i; hand back views and the spool."""
     i, path, options = args
-    gc.set_threshold(50_000, 20, 100)
     pipe = Pipeline(dataclasses.replace(options or Options(), stream=False))
     res = ReadResult(path=path)
     keylog = _attach_keylog(pipe, i, path, options)
@@ -106,7 +98,8 @@ def _attach_keylog(pipe: Pipeline, source: int, path: str, options: Options | No
     ov = build_overlay(path, keylog)
     if ov.frames:
         pipe.overlays[source] = ov
-    label = (", ".join(options.keylog_sources) if keylog and options.keylog_sources else keylog) or ""
+    label = (", ".join(options.keylog_sources) if keylog and options is not None and options.keylog_sources
+             else keylog) or ""
     if embedded:
         label = " + ".join(x for x in (label, "secrets embedded in the pcapng") if x)
     return {"path": label, "decrypted": len(ov.hellos), "undecrypted": ov.undecrypted,

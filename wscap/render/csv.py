@@ -50,8 +50,8 @@ def render_csv(doc: dict[str, Any]) -> str:
         src_i = hs.get("source")
         src = sources[src_i].get("path") if isinstance(src_i, int) and 0 <= src_i < len(sources) else src_i
         rts, sts = req.get("ts"), resp.get("ts")
-        both = isinstance(rts, (int, float)) and isinstance(sts, (int, float))
-        latency = round((sts - rts) * 1000, 3) if both else None
+        latency = (round((sts - rts) * 1000, 3) if isinstance(rts, (int, float)) and isinstance(sts, (int, float))
+                   else None)
         client, server = str(hs.get("client", "")), str(hs.get("server", ""))
         row = {
             "handshake": hs.get("id"), "chain": (ch or {}).get("id"), "hop": hop, "source": src,

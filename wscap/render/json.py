@@ -10,7 +10,7 @@ element and the result is still one valid JSON object.
 from __future__ import annotations
 
 import json
-from typing import IO
+from typing import IO, Any, Iterable
 
 _LISTS = ("handshakes", "chains", "tls", "endpoints", "source")
 
@@ -35,7 +35,8 @@ def write_document(doc: dict, fp: IO[str]) -> None:
     fp.write("}\n")
 
 
-def write_document_streamed(fp: IO[str], head: dict, handshakes, chains, tail: dict) -> None:
+def write_document_streamed(fp: IO[str], head: dict, handshakes: Iterable[dict], chains: Iterable[dict],
+                            tail: dict) -> None:
     """The same layout as `write_document`, with handshakes and chains taken from iterators."""
     enc = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
     fp.write("{\n")
@@ -54,7 +55,7 @@ def write_document_streamed(fp: IO[str], head: dict, handshakes, chains, tail: d
     fp.write("}\n")
 
 
-def _field(fp: IO[str], enc: json.JSONEncoder, key: str, value, last: bool = False) -> None:
+def _field(fp: IO[str], enc: json.JSONEncoder, key: str, value: Any, last: bool = False) -> None:
     sep = "" if last else ","
     if key in _LISTS and isinstance(value, list) and value:
         fp.write(f'  "{key}": [\n' + ",\n".join("    " + enc.encode(v) for v in value) + f"\n  ]{sep}\n")

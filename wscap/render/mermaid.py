@@ -172,7 +172,7 @@ def chain_of(doc: dict[str, Any]) -> dict[Any, tuple[dict[str, Any], int]]:
 _INDEXES: dict[str, tuple[Any, int, dict]] = {}
 
 
-def _indexed(kind: str, items: list, key) -> dict:
+def _indexed(kind: str, items: list, key: str) -> dict:
     hit = _INDEXES.get(kind)
     if hit is not None and hit[0] is items and hit[1] == len(items):
         return hit[2]

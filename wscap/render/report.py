@@ -13,354 +13,33 @@ diff at the failing boundary, every hop's raw request/response head (escaped,
 cut at ``max_head`` characters), a Wireshark filter per leg and what to check
 next for its cause; then the healthy chains in one table.
 
-:func:`filter_document` implements ``--only-broken/--chain/--host/--path``
-for every output format.
+The block model and its writers are in wscap.render.blocks, the advice table in
+wscap.render.advice, the filters (``--only-broken/--chain/--host/--path``) in
+wscap.render.query and ``analyze --format`` in wscap.render.formats; they are re-exported
+here for the callers of this module.
 """
 from __future__ import annotations
 
-import copy
-import fnmatch
 import os
-import re
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence, Union
+from typing import Any
 
 from wscap.render import escape
 from wscap.render import html as H
-from wscap.render.markdown import (REDACTED_NOTE, TLS_HEADER, TLS_NOTE, capture_rows, filter_text, hops_path, md_table,
+from wscap.render.advice import CAUSE_ADVICE, advice_for
+from wscap.render.blocks import (Block, Bullets, Cell, Code, Diagram, Heading, Inline, Link, Para, Pre, Strong,
+                                 Table, html_block, md_block, rich)
+from wscap.render.formats import REDACT_BY_DEFAULT, render_format
+from wscap.render.query import filter_document, is_broken_handshake
+from wscap.render.markdown import (REDACTED_NOTE, TLS_HEADER, TLS_NOTE, capture_rows, filter_text, hops_path,
                                    plural, tls_rows)
-from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_index, header, hop_status,
-                                  ladder, linktype_name, sequence_diagram, split_addr, wireshark_filter)
+from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_index, hop_status, linktype_name,
+                                  wireshark_filter)
 
 __all__ = ["filter_document", "render_format", "REDACT_BY_DEFAULT", "report_markdown", "report_html", "write_report", "CAUSE_ADVICE",
            "advice_for", "is_broken_handshake", "DEFAULT_MAX_HEAD", "DEFAULT_MAX_CHAINS", "build_report"]
 
 DEFAULT_MAX_HEAD = 4096   # characters of each raw head shown in a report
 DEFAULT_MAX_CHAINS = 50   # broken chains detailed; the rest are listed in one table
-
-# ---------------------------------------------------------------------------
-# what to check next, per verdict cause (the causes wscap.judge.verdict produces)
-
-CAUSE_ADVICE: dict[str, list[str]] = {
-    "origin-rejected": [
-        "Compare the Origin the backend received (diff table above) with the backend's allow-list: "
-        "ALLOWED_ORIGINS / CORS_ORIGINS / Socket.IO `cors.origin` / Django `CSRF_TRUSTED_ORIGINS` / "
-        "Spring `setAllowedOrigins`.",
-        "Vite `server.proxy`: `changeOrigin: true` rewrites Host only, never Origin. To rewrite Origin "
-        "use `rewriteWsOrigin: true` (Vite 6+), or a `configure: (proxy) => proxy.on('proxyReqWs', "
-        "(req) => req.setHeader('origin', target))` hook.",
-        "If a proxy hook already rewrites Origin, check the value it writes (scheme, host and port must "
-        "all match the allow-list entry).",
-        "Behind nginx: Origin passes through unchanged unless `proxy_set_header Origin ...` is set.",
-    ],
-    "upgrade-header-stripped": [
-        "nginx: `proxy_http_version 1.1;` and `proxy_set_header Upgrade $http_upgrade;` in the location.",
-        "Vite: look for `configure` hooks that call `removeHeader`/`setHeader` on `proxyReqWs`.",
-        "Load balancers/CDNs: WebSocket support must be enabled for the route.",
-    ],
-    "connection-header-stripped": [
-        "nginx: `proxy_set_header Connection \"upgrade\";` (or a `map $http_upgrade $connection_upgrade`).",
-        "HTTP/1.0 proxies drop hop-by-hop headers: make the proxy speak HTTP/1.1 upstream.",
-    ],
-    "key-changed": [
-        "An intermediary regenerated Sec-WebSocket-Key; it must also recompute Sec-WebSocket-Accept "
-        "for the client, or pass the key through unchanged.",
-    ],
-    "bad-accept": [
-        "Recompute Accept = base64(SHA-1(key + 258EAFA5-E914-47DA-95CA-C5AB0DC85B11)) and compare with "
-        "the response head below; a mismatch means the server or an intermediary rewrote the key.",
-    ],
-    "malformed-response": [
-        "Read the raw response head below for bare LF line endings, a body or Content-Length on the "
-        "101, or a head that never ends; see which parser rejects it in the JSON `parsers` field.",
-        "Node/Bun clients are strict (llhttp); nginx may accept what they reject.",
-    ],
-    "upstream-refused": [
-        "Nothing listens on the proxy's target address/port: check the backend is up and bound to "
-        "0.0.0.0 (not 127.0.0.1) inside its container.",
-        "`localhost` inside a container is the container itself: use the Compose service name "
-        "(e.g. `http://backend:5000`) as the proxy target.",
-        "Vite HMR: the HMR socket port must be reachable; set `server.hmr.clientPort` (and "
-        "`server.hmr.port`) when the dev server runs behind a proxy or in a container.",
-    ],
-    "upstream-unreachable": [
-        "The proxy's SYNs went unanswered: wrong address, firewall, or the backend container is on "
-        "another Docker network (`docker network inspect`).",
-    ],
-    "no-upstream-connection": [
-        "The proxy never connected upstream: make sure the path is proxied with `ws: true` "
-        "(Vite `server.proxy['/ws'] = {target, ws: true}`).",
-        "The upstream name may not resolve inside the proxy's container: use the Compose service name.",
-        "If the upstream leg runs on loopback inside a container, capture there "
-        "(`wscap live --container NAME`).",
-    ],
-    "upstream-rejected": [
-        "The backend answered the upgrade with a non-101 status: read its response head below "
-        "(auth, path, Host allow-lists such as Django `ALLOWED_HOSTS`).",
-        "A 404 usually means a path mismatch: check the proxy's `rewrite` and the backend's route.",
-    ],
-    "upstream-closed": [
-        "The backend closed/reset without answering: check its logs for a crash, a TLS listener "
-        "receiving plaintext, or a protocol mismatch (HTTP/2-only server).",
-    ],
-    "proxy-rejected": [
-        "The proxy answered itself without going upstream: is the path in `server.proxy` (key and "
-        "`rewrite`)? Vite's host check: `server.allowedHosts`.",
-        "nginx: check the `location` that matched and any `allow/deny` or auth directives.",
-    ],
-    "proxy-dropped-upgrade": [
-        "The backend said 101 but the client got something else: upgrade the proxy runtime "
-        "(Bun node:http 'upgrade' bug oven-sh/bun#24127, old http-proxy versions).",
-    ],
-    "proxy-dropped-response": [
-        "The backend's non-101 answer never reached the client: old http-proxy listened only for "
-        "'upgrade' (node-http-proxy#624). Upgrade the proxy; the backend's own answer is below.",
-    ],
-    "frames-lost-at-proxy": [
-        "Frames sent together with the upstream 101 never reached the client: the proxy dropped the "
-        "'head' bytes when it switched to piping. Upgrade the proxy.",
-    ],
-    "subprotocol-mismatch": [
-        "The server must choose one of the offered Sec-WebSocket-Protocol values and the proxy must "
-        "pass it back; browsers fail the connection otherwise.",
-        "If a token travels in Sec-WebSocket-Protocol, the server must echo only the protocol name.",
-    ],
-    "extension-mismatch": [
-        "Negotiated extensions and the frames disagree (RSV1 without permessage-deflate): a proxy "
-        "relayed the offer but not the answer, or vice versa. Disable compression on one side to confirm.",
-    ],
-    "version-unsupported": [
-        "Sec-WebSocket-Version must be 13; a 426 lists what the server supports.",
-    ],
-    "timeout": [
-        "No answer before the capture (or `--timeout`) ended: check whether the backend is hung or the "
-        "proxy is waiting on a slow upstream; capture longer to be sure.",
-    ],
-    "closed-after-upgrade": [
-        "The WebSocket opened and was closed abnormally: check the close code and which side closed.",
-        "Idle timeouts close quiet sockets (nginx `proxy_read_timeout` 60 s, load balancers): send pings.",
-    ],
-}
-
-_ADVICE_KEYWORDS = (
-    ("origin", "origin-rejected"), ("refused", "upstream-refused"), ("unreachable", "upstream-unreachable"),
-    ("upgrade", "upgrade-header-stripped"), ("connection", "connection-header-stripped"),
-    ("accept", "bad-accept"), ("key", "key-changed"), ("malformed", "malformed-response"),
-    ("subprotocol", "subprotocol-mismatch"), ("extension", "extension-mismatch"),
-    ("timeout", "timeout"), ("closed", "upstream-closed"), ("reject", "upstream-rejected"),
-)
-
-
-def advice_for(cause: str | None) -> list[str]:
-    """Checklist for ``cause`` (exact name first, then by keyword, then generic)."""
-    if not cause or cause == "ok":
-        return []
-    if cause in CAUSE_ADVICE:
-        return CAUSE_ADVICE[cause]
-    low = cause.lower()
-    for kw, known in _ADVICE_KEYWORDS:
-        if kw in low:
-            return CAUSE_ADVICE[known]
-    return ["Read the failing hop's request and response heads below and compare them with the hop before it."]
-
-
-# ---------------------------------------------------------------------------
-# filtering
-
-def is_broken_handshake(hs: dict[str, Any]) -> bool:
-    """Broken, for a handshake outside any chain (the CLI's exit-code rule).
-
-    A WebSocket upgrade that did not upgrade, or any error-severity anomaly
-    other than 'not-websocket-upgrade' (plain HTTP is not a failure).
-    """
-    if any(a.get("severity") == "error" and a.get("code") != "not-websocket-upgrade"
-           for a in hs.get("anomalies") or []):
-        return True
-    return bool(hs.get("websocket")) and hs.get("outcome") != "upgraded"
-
-
-def _host_matches(doc: dict[str, Any], hs: dict[str, Any], pattern: str) -> bool:
-    pat = pattern.lower()
-    cands: list[str] = []
-    for head in (hs.get("request"),):
-        h = header(head, "host")
-        if h:
-            cands += [h, split_addr(h)[0] if ":" in h else h]
-    for addr in (hs.get("client"), hs.get("server")):
-        if addr:
-            ip = split_addr(str(addr))[0]
-            cands.append(ip)
-            name = endpoint_label(doc, str(addr))[0]
-            if name:
-                cands.append(name)
-    return any(fnmatch.fnmatchcase(c.lower(), pat) for c in cands)
-
-
-def _path_matches(hs: dict[str, Any], pattern: str) -> bool:
-    target = str((hs.get("request") or {}).get("target") or "")
-    if not target:
-        return False
-    path = target.split("?", 1)[0].split("#", 1)[0]
-    if "://" in path:  # absolute-form target
-        path = "/" + path.split("://", 1)[1].partition("/")[2]
-    return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(target, pattern)
-
-
-def _summary(doc: dict[str, Any], hss: list[dict[str, Any]], chains: list[dict[str, Any]]) -> dict[str, Any]:
-    by_cause: dict[str, int] = {}
-    for c in chains:
-        cause = (c.get("verdict") or {}).get("cause") or "ok"
-        by_cause[cause] = by_cause.get(cause, 0) + 1
-    out = dict(doc.get("summary") or {})
-    out.update({
-        # as the analyzer counts them: connections that carried a request
-        "handshakes": sum(1 for h in hss if h.get("request") is not None),
-        "websocket": sum(1 for h in hss if h.get("websocket")),
-        "chains": len(chains),
-        "broken": sum(1 for c in chains if (c.get("verdict") or {}).get("broken")),
-        "by_cause": dict(sorted(by_cause.items())),
-    })
-    if "upgraded" in out:
-        out["upgraded"] = sum(1 for h in hss if h.get("outcome") == "upgraded")
-    return out
-
-
-def filter_document(doc: dict[str, Any], only_broken: bool = False, chain: Any = None,
-                    host: str | None = None, path: str | None = None) -> dict[str, Any]:
-    """A copy of ``doc`` keeping only the chains (and their handshakes) that match.
-
-    - ``only_broken``: chains whose verdict is broken; handshakes outside any
-      chain that did not upgrade cleanly (:func:`is_broken_handshake`).
-    - ``chain``: that chain id only (int or numeric str); lone handshakes are dropped.
-    - ``host``: glob, case-insensitive, on the request's Host header (with or
-      without port), or either endpoint's IP or name; a chain matches when
-      any hop does.
-    - ``path``: glob on the request target's path (query ignored; the full
-      target is tried too); any hop.
-
-    ``summary`` is recomputed for what is kept, ``endpoints`` trimmed to the
-    kept handshakes; ``source`` and ``stats`` describe the captures and stay.
-    The applied filters are recorded under ``"filter"``. With no filter the
-    document is returned as a copy, unchanged.
-    """
-    if not only_broken and chain is None and host is None and path is None:
-        return copy.deepcopy(doc)
-    by_id = handshake_index(doc)
-    want_chain = None
-    if chain is not None:
-        want_chain = int(chain) if isinstance(chain, str) and chain.strip().lstrip("-").isdigit() else chain
-
-    def hs_ok(hs: dict[str, Any]) -> tuple[bool, bool]:
-        return (host is None or _host_matches(doc, hs, host),
-                path is None or _path_matches(hs, path))
-
-    kept_chains = []
-    for ch in doc.get("chains") or []:
-        if want_chain is not None and ch.get("id") != want_chain:
-            continue
-        if only_broken and not (ch.get("verdict") or {}).get("broken"):
-            continue
-        hops = [by_id.get(h) or {} for h in ch.get("hops") or []]
-        marks = [hs_ok(h) for h in hops]
-        if not (any(m[0] for m in marks) and any(m[1] for m in marks)):
-            continue
-        kept_chains.append(ch)
-    keep_ids = {h for ch in kept_chains for h in ch.get("hops") or []}
-    in_chain = set(chain_of(doc))
-    if want_chain is None:
-        for hs in doc.get("handshakes") or []:
-            if hs.get("id") in in_chain:
-                continue
-            if only_broken and not is_broken_handshake(hs):
-                continue
-            if all(hs_ok(hs)):
-                keep_ids.add(hs.get("id"))
-    hss = [h for h in doc.get("handshakes") or [] if h.get("id") in keep_ids]
-    ips = {split_addr(str(h.get(k) or ""))[0] for h in hss for k in ("client", "server")}
-    out = copy.deepcopy({k: v for k, v in doc.items() if k not in ("handshakes", "chains", "endpoints")})
-    out["handshakes"] = copy.deepcopy(hss)
-    out["chains"] = copy.deepcopy(kept_chains)
-    out["endpoints"] = copy.deepcopy([e for e in doc.get("endpoints") or [] if e.get("ip") in ips])
-    out["summary"] = _summary(doc, hss, kept_chains)
-    out["filter"] = {"only_broken": bool(only_broken), "chain": want_chain, "host": host, "path": path}
-    # Keep the document's key order (version, tool, source, handshakes, ...).
-    return {k: out[k] for k in list(doc.keys()) + [k for k in out if k not in doc] if k in out}
-
-
-# ---------------------------------------------------------------------------
-# the block model
-
-@dataclass
-class Code:
-    """Generated text (filters, frame numbers) shown as code."""
-    text: str
-
-
-@dataclass
-class Strong:
-    text: str
-    cls: str = ""    # "bad" / "ok": colour in HTML
-
-
-@dataclass
-class Link:
-    """A link to a heading of this report (never to anything outside it)."""
-    text: str
-    heading: str     # the target heading's text (Markdown: GitHub's anchor for it)
-    anchor: str      # the target's id (HTML)
-
-
-Inline = Union[str, Code, Strong, Link]
-Cell = Union[Inline, Sequence[Inline]]
-
-
-@dataclass
-class Heading:
-    level: int
-    parts: Sequence[Inline]
-    anchor: str = ""
-
-
-@dataclass
-class Para:
-    parts: Sequence[Inline]
-    cls: str = ""
-
-
-@dataclass
-class Bullets:
-    items: Sequence[Sequence[Inline]]
-
-
-@dataclass
-class Table:
-    header: Sequence[str]
-    rows: Sequence[Sequence[Cell]]
-    row_classes: Sequence[str] = field(default_factory=list)
-
-
-@dataclass
-class Pre:
-    caption: Sequence[Inline]
-    text: str        # display text, control characters already visible
-
-
-@dataclass
-class Diagram:
-    doc: dict[str, Any]
-    chain: dict[str, Any]
-
-
-Block = Union[Heading, Para, Bullets, Table, Pre, Diagram]
-
-
-def rich(text: str) -> list[Inline]:
-    """Split *our own* advice text on `backticks` into text and code parts."""
-    parts: list[Inline] = []
-    for k, piece in enumerate(text.split("`")):
-        if piece:
-            parts.append(Code(piece) if k % 2 else piece)
-    return parts
 
 
 def _head_text(head: dict[str, Any] | None, max_head: int) -> tuple[str, int]:
@@ -466,11 +145,6 @@ def _chain_title(ch: dict[str, Any]) -> str:
             + ("" if v.get("broken") else " (tolerated)"))
 
 
-def github_anchor(heading: str) -> str:
-    """The id GitHub gives a heading: lower case, punctuation dropped, spaces to '-'."""
-    return "#" + re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
-
-
 def _chain_blocks(doc: dict[str, Any], ch: dict[str, Any], max_head: int) -> list[Block]:
     by_id = handshake_index(doc)
     v = ch.get("verdict") or {}
@@ -557,10 +231,10 @@ def _chain_blocks(doc: dict[str, Any], ch: dict[str, Any], max_head: int) -> lis
                 blocks.append(Para([Strong(f"{label}: "), what]))
                 continue
             text, cut = _head_text(head, max_head)
-            cap: list[Inline] = [Strong(f"{label}"), f" (frame {head.get('frame')}, {fmt_ts(head.get('ts'))})"]
+            caption: list[Inline] = [Strong(f"{label}"), f" (frame {head.get('frame')}, {fmt_ts(head.get('ts'))})"]
             if cut:
-                cap.append(f" \u2014 cut at {max_head} characters, {cut} more not shown")
-            blocks.append(Pre(cap, text))
+                caption.append(f" \u2014 cut at {max_head} characters, {cut} more not shown")
+            blocks.append(Pre(caption, text))
         facts = _hop_facts(hs)
         if facts:
             blocks.append(Bullets([[f] for f in facts]))
@@ -746,107 +420,25 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
     return blocks
 
 
+
 # ---------------------------------------------------------------------------
 # writers
-
-def _md_inline(parts: Iterable[Inline] | Inline, cell: bool) -> str:
-    if isinstance(parts, (str, Code, Strong, Link)):
-        parts = [parts]
-    out = []
-    for k, p in enumerate(parts):
-        if isinstance(p, Link):
-            out.append(f"[{escape.md_cell(p.text)}]({github_anchor(escape.visible(p.heading))})")
-        elif isinstance(p, Code):
-            t = escape.visible(p.text)
-            if cell:
-                t = t.replace("|", "\\|")
-            # A fence longer than any backtick run inside cannot be closed early.
-            n = 1
-            while "`" * n in t:
-                n += 1
-            fence = "`" * n
-            pad = " " if t.startswith("`") or t.endswith("`") else ""
-            out.append(f"{fence}{pad}{t}{pad}{fence}")
-        elif isinstance(p, Strong):
-            inner = escape.md_cell(p.text)
-            trail = ""
-            # '**x **' does not close emphasis: keep trailing spaces outside.
-            while inner.endswith(" "):
-                inner, trail = inner[:-1], trail + " "
-            out.append(f"**{inner}**{trail}" if inner else trail)
-        else:
-            out.append(escape.md_cell(p) if (cell or k > 0) else escape.md_text(p))
-    return "".join(out)
-
-
-def _md_block(b: Block) -> str:
-    if isinstance(b, Heading):
-        return "#" * b.level + " " + _md_inline(b.parts, cell=True)
-    if isinstance(b, Para):
-        return _md_inline(b.parts, cell=False)
-    if isinstance(b, Bullets):
-        return "\n".join("- " + _md_inline(item, cell=True) for item in b.items)
-    if isinstance(b, Table):
-        return md_table([escape.md_cell(h) for h in b.header],
-                        [[_md_inline(c if isinstance(c, (str, Code, Strong, Link)) else list(c), cell=True)
-                          for c in row] for row in b.rows])
-    if isinstance(b, Pre):
-        return _md_inline(b.caption, cell=False) + ":\n\n" + escape.md_fence(b.text, "http")
-    if isinstance(b, Diagram):
-        return escape.md_fence(sequence_diagram(b.doc, b.chain).rstrip("\n"), "mermaid")
-    raise TypeError(b)
-
 
 def report_markdown(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
                     title: str = "WebSocket incident report",
                     max_chains: int = DEFAULT_MAX_CHAINS) -> str:
     """The incident report as GitHub-flavoured Markdown (Mermaid ladders)."""
-    return "\n\n".join(_md_block(b) for b in build_report(doc, max_head, title, max_chains)) + "\n"
+    return "\n\n".join(md_block(b) for b in build_report(doc, max_head, title, max_chains)) + "\n"
 
-
-def _html_inline(parts: Iterable[Inline] | Inline) -> str:
-    if isinstance(parts, (str, Code, Strong, Link)):
-        parts = [parts]
-    out = []
-    for p in parts:
-        if isinstance(p, Link):
-            out.append(f'<a href="#{escape.html(p.anchor)}">{escape.html(p.text)}</a>')
-        elif isinstance(p, Code):
-            out.append(f"<code>{escape.html(p.text)}</code>")
-        elif isinstance(p, Strong):
-            cls = f' class="{escape.html(p.cls)}"' if p.cls else ""
-            out.append(f"<strong{cls}>{escape.html(p.text)}</strong>")
-        else:
-            out.append(escape.html(p))
-    return "".join(out)
-
-
-def _html_block(b: Block) -> str:
-    if isinstance(b, Heading):
-        anchor = f' id="{escape.html(b.anchor)}"' if b.anchor else ""
-        return f"<h{b.level}{anchor}>{_html_inline(b.parts)}</h{b.level}>"
-    if isinstance(b, Para):
-        cls = f' class="{escape.html(b.cls)}"' if b.cls else ""
-        return f"<p{cls}>{_html_inline(b.parts)}</p>"
-    if isinstance(b, Bullets):
-        return "<ul>" + "".join(f"<li>{_html_inline(i)}</li>" for i in b.items) + "</ul>"
-    if isinstance(b, Table):
-        return H.table([escape.html(h) for h in b.header],
-                       [[_html_inline(c if isinstance(c, (str, Code, Strong, Link)) else list(c)) for c in row]
-                        for row in b.rows], list(b.row_classes))
-    if isinstance(b, Pre):
-        return f"<p>{_html_inline(b.caption)}:</p>\n<pre>{escape.html_pre(b.text)}</pre>"
-    if isinstance(b, Diagram):
-        return f'<div class="diagram">{H.ladder_svg(ladder(b.doc, b.chain))}</div>'
-    raise TypeError(b)
 
 
 def report_html(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
                 title: str = "WebSocket incident report",
                 max_chains: int = DEFAULT_MAX_CHAINS) -> str:
     """The incident report as one self-contained HTML file (inline SVG ladders)."""
-    body = "\n".join(_html_block(b) for b in build_report(doc, max_head, title, max_chains))
+    body = "\n".join(html_block(b) for b in build_report(doc, max_head, title, max_chains))
     return H.page(title, body)
+
 
 
 def write_report(doc: dict[str, Any], path: str, fmt: str | None = None,
@@ -866,26 +458,3 @@ def write_report(doc: dict[str, Any], path: str, fmt: str | None = None,
     return fmt
 
 
-# Which formats redact unless told otherwise: the ones people read and paste.
-# JSON and HAR are hand-offs to tools and keep full values unless --redact.
-REDACT_BY_DEFAULT = {"markdown": True, "html": True, "csv": True, "report": True, "har": False, "json": False}
-
-
-def render_format(doc: dict[str, Any], fmt: str, redact: bool | None = None) -> str:
-    """``analyze --format markdown|html|csv|har`` output for ``doc`` (already filtered).
-
-    ``redact=None`` applies the format's default (:data:`REDACT_BY_DEFAULT`);
-    True/False come from ``--redact``/``--no-redact``.
-    """
-    from wscap.render.csv import render_csv
-    from wscap.render.har import render_har_json
-    from wscap.render.html import render_html
-    from wscap.render.markdown import render_markdown
-    from wscap.render.redact import redact_document
-
-    renderers = {"markdown": render_markdown, "html": render_html, "csv": render_csv, "har": render_har_json}
-    if fmt not in renderers:
-        raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(renderers)})")
-    if redact is None:
-        redact = REDACT_BY_DEFAULT[fmt]
-    return renderers[fmt](redact_document(doc) if redact else doc)

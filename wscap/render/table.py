@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
+from typing import Any, cast
 
 import click
 
@@ -31,7 +32,7 @@ class Look:
     color: bool = False
     width: int | None = None
 
-    def s(self, text: str, **style) -> str:
+    def s(self, text: str, **style: Any) -> str:
         return click.style(text, **style) if self.color and text and style else text
 
     def bad(self, text: str) -> str:
@@ -86,7 +87,8 @@ def _cut(text: str, w: int) -> str:
     return text if len(text) <= w else text[:max(w - 1, 0)] + "…"
 
 
-def fit_table(headers: list[str], rows: list[list], width: int | None, shrink: tuple[int, ...] = (),
+def fit_table(headers: list[str], rows: list[list], width: int | None,
+              shrink: tuple[int, ...] | tuple[tuple[int, ...], ...] = (),
               right: tuple[int, ...] = (), indent: int = 0,
               wrap_last: bool = False) -> tuple[list[str], list[str]]:
     """(header lines, one line per row) in tabulate's "simple" style, narrowed to `width`.
@@ -98,7 +100,8 @@ def fit_table(headers: list[str], rows: list[list], width: int | None, shrink: t
     cells = [[str(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     if width is not None:
-        tiers = [tuple(t) for t in shrink] if shrink and isinstance(shrink[0], tuple) else [tuple(shrink)]
+        tiers: list[tuple[int, ...]] = ([tuple(cast(tuple[int, ...], t)) for t in shrink]
+                                        if shrink and isinstance(shrink[0], tuple) else [cast(tuple[int, ...], shrink)])
         over = indent + sum(widths) + 2 * (len(widths) - 1) - width
         for tier in tiers:
             floor = {i: max(6, min(len(headers[i]), 10)) for i in tier}
