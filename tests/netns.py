@@ -31,17 +31,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def wscap_argv(*args: str) -> list[str]:
-    """argv running `wscap ARGS...` from this checkout (`python -m wscap` once the CLI
-    registers the live commands; until then the click commands directly)."""
+    """argv running `wscap ARGS...` from this checkout."""
     import sys
-    cli = os.path.join(REPO, "wscap", "cli.py")
-    if os.path.exists(os.path.join(REPO, "wscap", "__main__.py")) and os.path.exists(cli) \
-            and "live_cli" in open(cli, encoding="utf-8").read():
-        return [sys.executable, "-m", "wscap", *args]
-    cmd, rest = args[0], args[1:]
-    code = (f"import sys; from wscap.cli.live import {cmd}_command as c; "
-            f"sys.argv[0] = 'wscap {cmd}'; c()")
-    return [sys.executable, "-c", code, *rest]
+    return [sys.executable, "-m", "wscap", *args]
 
 
 def wscap_env(**extra: str) -> dict[str, str]:
