@@ -3,11 +3,11 @@ pipeline's Options from the shared options, run it, say input problems in one li
 apply the --chain/--host/--path/--only-broken view."""
 from __future__ import annotations
 
-import shutil
 import sys
 from typing import IO, Any
 
 
+from wscap.engine.tshark_locate import tshark_path
 from wscap.cli.options import EXIT_INPUT, err, fail, limits_from, read_names
 from wscap.engine.analyze import run_pipeline
 from wscap.engine.core import Options
@@ -58,7 +58,7 @@ def one_keylog(keylog: tuple[str, ...] | str | None) -> str | None:
 
 def need_tshark(keylog: str | None, engine: str) -> None:
     """--keylog and --engine tshark run tshark: say so at once, before any work, when it is missing."""
-    if (keylog or engine == "tshark") and shutil.which("tshark") is None:
+    if (keylog or engine == "tshark") and tshark_path() is None:
         what = "--keylog" if keylog else "--engine tshark"
         err(f"{what} needs tshark (Debian: apt install tshark)")
         sys.exit(EXIT_INPUT)

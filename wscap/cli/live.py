@@ -28,6 +28,7 @@ from typing import Any
 
 import click
 
+from wscap.engine.tshark_locate import tshark_path
 from wscap.capture import docker as dockerapi
 from wscap.capture import ifaces as ifmod
 from wscap.capture import privilege
@@ -277,7 +278,7 @@ def run_live(iface: str | None = None, container: str | None = None, project: st
     if keylog and not write_path:
         _err("--keylog needs --write FILE: TLS is decrypted from the written capture when it ends")
         return EXIT_USAGE
-    if keylog and shutil.which("tshark") is None:
+    if keylog and tshark_path() is None:
         _err("--keylog needs tshark (Debian: apt install tshark)")
         return EXIT_USAGE
     if container and netns:

@@ -199,7 +199,7 @@ def keylog_option(f: F) -> F:
 
 def engine_option(f: F) -> F:
     return click.option("--engine", type=click.Choice(["wscap", "tshark"]), default="wscap", show_default=True,
-                        help="tshark: build handshakes from Wireshark's dissectors (pyshark) instead of "
+                        help="tshark: build handshakes from Wireshark's dissectors (tshark, found through pyshark) instead of "
                              "wscap's own reassembly: a second opinion.")(f)
 
 

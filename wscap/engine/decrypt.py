@@ -17,6 +17,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+from wscap.engine.tshark_locate import tshark_path
 from wscap.wire.tls import ClientHello
 
 # Dissectors that would claim decrypted bytes before the `data` dissector does: the plaintext is
@@ -74,7 +75,7 @@ class _Stream:
 
 
 def tshark_available() -> bool:
-    return shutil.which("tshark") is not None
+    return tshark_path() is not None
 
 
 DSB = 0x0000000A      # pcapng Decryption Secrets Block (editcap --inject-secrets tls,keys.log)
@@ -113,11 +114,12 @@ def has_embedded_secrets(path: str, max_blocks: int = 4096) -> bool:
     return False
 
 
-def build_overlay(path: str, keylog: str | None, tshark: str = "tshark") -> Overlay:
+def build_overlay(path: str, keylog: str | None, tshark: str | None = None) -> Overlay:
     """Run tshark once over `path` with the key log (None: only the secrets embedded in a pcapng);
     never raises for bad input (see .error)."""
     ov = Overlay()
-    if shutil.which(tshark) is None:
+    tshark = tshark or tshark_path()
+    if tshark is None or shutil.which(tshark) is None:
         ov.error = "--keylog needs tshark (Debian: apt install tshark); TLS connections stay encrypted"
         return ov
     # Out-of-order reassembly: tshark 4.0 otherwise drops TLS records whose segments arrive reordered.

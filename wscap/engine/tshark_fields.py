@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import IO, Iterator, NamedTuple
 
+from wscap.engine.tshark_locate import tshark_path
 from wscap.flow.dns import MAX_ADDRESSES, QTYPES, safe_name
 
 TCP_FIELDS = ("frame.number", "frame.time_epoch", "frame.cap_len", "frame.encap_type", "frame.protocols",
@@ -130,7 +131,7 @@ def _addr(v: str) -> bytes:
 
 
 def command(path: str) -> list[str]:
-    cmd = ["tshark", "-n", "-r", path, "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,",
+    cmd = [tshark_path() or "tshark", "-n", "-r", path, "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,",
            "-E", "separator=\t", "-E", "quote=n"]
     for k, v in PREFS.items():
         cmd += ["-o", f"{k}:{v}"]
