@@ -22,8 +22,8 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-from wscap.model.raw import (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW,
-                         RawFrame)
+from wscap.model.raw import RawFrame
+from wscap.wire.linklayer import ETH_IP4, ETH_IP6, RAW_IP, locate
 
 PCAPNG_SHB = 0x0A0D0D0A
 MAX_BLOCK = 16 << 20          # a block larger than this is corruption, not a packet
@@ -299,7 +299,6 @@ class FileFollower:
 
 _HEAD_STARTS = (b"GET ", b"HTTP/", b"PRI ", b"CONNECT ", b"POST ", b"HEAD ", b"PUT ", b"OPTIONS ",
                 b"DELETE ", b"PATCH ")
-_LINK_HDR = {LINKTYPE_ETHERNET: 14, LINKTYPE_LINUX_SLL2: 20, LINKTYPE_LINUX_SLL: 16, LINKTYPE_RAW: 0}
 
 
 def worth_analysing(f: RawFrame) -> bool:
@@ -314,17 +313,12 @@ def worth_analysing(f: RawFrame) -> bool:
     return worth_at(f.data, 0, len(f.data), f.linktype)
 
 
-def worth_at(d, base: int, end: int, linktype: int) -> bool:
+def worth_at(d: bytes | bytearray, base: int, end: int, linktype: int) -> bool:
     """`worth_analysing` on a record still in the reader's buffer (d[base:end]): no copy."""
-    off = _LINK_HDR.get(linktype)
-    if off is None:
-        return True
-    off += base
-    if linktype == LINKTYPE_ETHERNET:
-        et = d[off - 2:off]
-        while et in (b"\x81\x00", b"\x88\xa8") and end >= off + 4:
-            off += 4
-            et = d[off - 2:off]
+    loc = locate(linktype, d, base, end)
+    if loc is None or loc[0] not in (RAW_IP, ETH_IP4, ETH_IP6):
+        return True                         # unknown link, cut header, or not IP: cheap and rare
+    off = loc[1]
     if end < off + 20:
         return True
     v = d[off] >> 4

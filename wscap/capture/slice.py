@@ -24,6 +24,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable, Iterator
 
+from wscap.wire.linklayer import ip_version, locate
+
 __all__ = ["slice_capture", "chain_legs", "SliceResult", "tcp_key", "output_format"]
 
 @dataclass
@@ -75,42 +77,12 @@ def chain_legs(doc: dict[str, Any], chain_id: Any) -> list[tuple[str, str]]:
 # ---- link and network layer ------------------------------------------------
 
 def _ip_from_link(linktype: int, d: bytes) -> tuple[int, int] | None:
-    """(offset of the IP header, IP version) or None."""
-    if linktype == 1:  # Ethernet, possibly VLAN-tagged (802.1Q, 802.1ad, old QinQ)
-        if len(d) < 14:
-            return None
-        off, et = 14, struct.unpack_from("!H", d, 12)[0]
-        while et in (0x8100, 0x88A8, 0x9100) and len(d) >= off + 4:
-            et = struct.unpack_from("!H", d, off + 2)[0]
-            off += 4
-        return (off, 4) if et == 0x0800 else (off, 6) if et == 0x86DD else None
-    if linktype == 113:  # Linux cooked v1: protocol at 14
-        if len(d) < 16:
-            return None
-        et = struct.unpack_from("!H", d, 14)[0]
-        return (16, 4) if et == 0x0800 else (16, 6) if et == 0x86DD else None
-    if linktype == 276:  # Linux cooked v2: protocol at 0
-        if len(d) < 20:
-            return None
-        et = struct.unpack_from("!H", d, 0)[0]
-        return (20, 4) if et == 0x0800 else (20, 6) if et == 0x86DD else None
-    if linktype in (0, 108):  # BSD NULL (host order) / OpenBSD LOOP (network order)
-        if len(d) < 4:
-            return None
-        fam = struct.unpack_from("!I" if linktype == 108 else "<I", d, 0)[0]
-        if linktype == 0 and fam > 0xFFFF:  # written on a big-endian host
-            fam = struct.unpack_from(">I", d, 0)[0]
-        if fam == 2:
-            return (4, 4)
-        if fam in (10, 24, 28, 30):  # AF_INET6 on Linux, NetBSD/OpenBSD, FreeBSD, macOS
-            return (4, 6)
+    """(offset of the IP header, IP version) or None: wire/linklayer.py's table (the decoder's)."""
+    loc = locate(linktype, d)
+    if loc is None:
         return None
-    if linktype in (101, 12, 14, 228, 229):  # raw IP
-        if not d:
-            return None
-        v = d[0] >> 4
-        return (0, v) if v in (4, 6) else None
-    return None
+    ver = ip_version(loc[0], d, loc[1])
+    return (loc[1], ver) if ver else None
 
 
 def _tcp_tuple(linktype: int, d: bytes) -> tuple[tuple[bytes, int], tuple[bytes, int]] | None:
