@@ -8,10 +8,11 @@ the capture's link type, so the slice opens in Wireshark like the original.
 Input: pcap (µs or ns, either byte order), pcapng (any number of sections and
 interfaces; each interface's link type and timestamp resolution are honoured)
 and gzip-compressed versions of both, read by wscap's own capture reader
-(capture/files.py, so damage is handled the same way everywhere); the packet
-headers are decoded here (Ethernet with
-802.1Q/802.1ad tags, Linux SLL and SLL2, raw IPv4/IPv6, BSD NULL and OpenBSD
-LOOP loopback), tolerating packets cut by the snap length.
+(capture/files.py, so damage is handled the same way everywhere); the link layer
+is found with the decoder's own table (wire/linklayer.py: Ethernet with VLAN/QinQ
+tags, Linux SLL and SLL2, raw IPv4/IPv6, BSD NULL and OpenBSD LOOP loopback), the
+output is written with wire/pcapio.py's records, and packets cut by the snap length
+are tolerated.
 
 A pcap file has one link type. If the matching packets come from interfaces
 with different link types (a pcapng with ``-i any`` and ``-i eth0``), this
@@ -22,8 +23,9 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, cast
 
+from wscap.wire import pcapio
 from wscap.wire.linklayer import ip_version, locate
 
 __all__ = ["slice_capture", "chain_legs", "SliceResult", "tcp_key", "output_format"]
@@ -145,32 +147,18 @@ def output_format(out_path: str, input_format: str) -> str:
     return "pcapng" if input_format == "pcapng" else "pcap"
 
 
-def _pad4(b: bytes) -> bytes:
-    return b + b"\0" * (-len(b) % 4)
-
-
-def _pcapng_block(kind: int, body: bytes) -> bytes:
-    ln = 12 + len(body)
-    return struct.pack("<II", kind, ln) + body + struct.pack("<I", ln)
-
-
 def _write_pcapng(out: BinaryIO, picked: Iterable[_Pkt], linktypes: list[int]) -> int:
     """SHB, one IDB per link type (nanosecond resolution: timestamps kept exactly), EPBs.
     `picked` is streamed (the second pass of slice_capture): nothing is held."""
-    shb = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + struct.pack("<HH", 4, 11) + _pad4(b"wscap slice") \
-        + struct.pack("<HH", 0, 0)
-    out.write(_pcapng_block(0x0A0D0D0A, shb))
+    out.write(pcapio.pcapng_shb("wscap slice"))
     ifaces: dict[int, int] = {}
     for lt in linktypes:
         ifaces[lt] = len(ifaces)
-        opts = struct.pack("<HH", 9, 1) + _pad4(b"\x09") + struct.pack("<HH", 0, 0)   # if_tsresol = 10^-9
-        out.write(_pcapng_block(1, struct.pack("<HHI", lt, 0, 262144) + opts))
+        out.write(pcapio.pcapng_idb(lt, 262144, tsresol=9))     # if_tsresol = 10^-9
     n = 0
     for p in picked:
         ts = max(p.ts_ns, 0) & 0xFFFFFFFFFFFFFFFF
-        body = struct.pack("<IIIII", ifaces[p.linktype], ts >> 32, ts & 0xFFFFFFFF, len(p.data),
-                           min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)) + _pad4(p.data)
-        out.write(_pcapng_block(6, body))
+        out.write(pcapio.pcapng_epb(ifaces[p.linktype], ts, p.data, min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)))
         n += 1
     return n
 
@@ -193,7 +181,7 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
     from wscap.wire.decode import Decoder
     from wscap.model.raw import RawFrame
 
-    def matcher():
+    def matcher() -> Callable[[_Pkt], bool | None]:
         tunnels = Decoder(max_fragments=64)
         n = [0]
 
@@ -240,11 +228,10 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
     all_lts = sorted(linktypes)
     linktype = linktypes.pop()
     res.linktype, res.nanosecond = linktype, nano
-    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
     own = isinstance(out_path, (str, bytes))
     if own:
         from wscap.capture.outpath import open_output
-        out = open_output(out_path, binary=True)     # never through a symlink (see wscap.capture.outpath)
+        out = open_output(cast(str, out_path), binary=True)     # never through a symlink (see wscap.capture.outpath)
     else:
         out = out_path
     try:
@@ -257,7 +244,7 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
             res.packets_written = _write_pcapng(
                 out, (p for p in (_packets(in_path, again) if matched else ()) if match(p)), lts)
             return res
-        out.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262144, linktype))
+        out.write(pcapio.pcap_header(linktype, 262144, nano))
         again = SliceResult()          # the second pass meets the same errors: said once
         match = matcher()
         for p in (_packets(in_path, again) if matched else ()):
@@ -269,8 +256,7 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
                 res.errors.append(f"{in_path}: a timestamp outside pcap's range was clamped in the slice")
                 sec, frac = min(max(sec, 0), 0xFFFFFFFF), 0
             sub = frac if nano else frac // 1000
-            out.write(struct.pack("<IIII", sec, sub, len(p.data), min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)))
-            out.write(p.data)
+            out.write(pcapio.pcap_record(sec, sub, p.data, min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)))
             res.packets_written += 1
     finally:
         if own:

@@ -153,10 +153,14 @@ class CaptureReader:
         self.stopped = True
 
     def clone(self) -> CaptureReader:
-        """A reader in the same state (format, interfaces, pending bytes), to read ahead with."""
-        c = CaptureReader(self.no, self.source, None, None)
+        """A copy in the same state (format, interfaces, pending bytes) that only counts: no record
+        filter, no shedding. To read ahead (how many records are left) without asking anyone."""
+        c = CaptureReader(self.no, self.source)
         for k, v in vars(self).items():
             setattr(c, k, list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+        c.record_filter = c._want = c.worth = None
+        c.shedding = False
+        c.ifaces = [Iface(i.linktype, i.snaplen, i.mul, i.div, i.offset_ns, i.name, None) for i in self.ifaces]
         return c
 
     # -- reading -------------------------------------------------------------------------------
