@@ -127,9 +127,10 @@ class PcapStreamReader(CaptureReader):
         super().__init__(no, 0, record_filter, worth_at)
 
     def feed_iter(self, data: bytes) -> Iterator[RawFrame]:
-        yield from super().feed_iter(data)
+        frames = super().feed_iter(data)
         if self.stopped and self.format == "unknown":
             raise ValueError(self.errors[-1])
+        return frames
 
 
 # ---- backend interface ---------------------------------------------------------------------

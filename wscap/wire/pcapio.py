@@ -169,15 +169,16 @@ class CaptureReader:
 
     def feed_iter(self, data: bytes) -> Iterator[RawFrame]:
         """Frames one at a time, so the fast path (record_filter) judges each record with the state
-        every earlier frame has produced. Stop consuming at any point: the rest stays buffered."""
+        every earlier frame has produced. Stop consuming at any point: the rest stays buffered.
+        (Not a generator itself: the record loop is the only generator frame per record.)"""
         self.bytes += len(data)
         if self.stopped:
-            return
+            return iter(())
         buf = self._buf + data if self._buf else bytes(data)
         self._buf = buf
         if self.format == "unknown":
             if len(buf) < 4:
-                return
+                return iter(())
             head = buf[:4]
             if head in PCAP_MAGICS:
                 self.format = "pcap"
@@ -185,13 +186,12 @@ class CaptureReader:
                 self.format = "pcapng"
             else:
                 self._stop(f"not a pcap or pcapng capture (starts with {head.hex()})")
-                return
+                return iter(())
         if self.format == "pcap":
             if self._rec is None and not self._pcap_header():
-                return
-            yield from self._pcap()
-        else:
-            yield from self._pcapng()
+                return iter(())
+            return self._pcap()
+        return self._pcapng()
 
     def finish(self) -> None:
         """The input ended: say what was left unfinished (a record cut short, an empty input)."""
@@ -231,6 +231,7 @@ class CaptureReader:
         ts_mult = self._ts_mult
         lt = self.linktype or 0
         want = self._want
+        worth = self.worth if self.shedding else None     # set between feeds, never during one
         source = self.source
         no, nbytes, first, last = self.no, self.nbytes, self.first_ts, self.last_ts
         blen = len(buf)
@@ -255,7 +256,7 @@ class CaptureReader:
                 last = ts
                 nbytes += caplen
                 if want is None or want(buf, start, caplen, no, ts):
-                    if self.shedding and self.worth is not None and not self.worth(buf, start, end, lt):
+                    if worth is not None and not worth(buf, start, end, lt):
                         self.shed += 1
                         continue
                     yield RawFrame(no, ts, lt, buf[start:end], wirelen, 0, source)
