@@ -139,6 +139,10 @@ class CaptureReader:
         """Bytes of an unfinished record (or header) still buffered."""
         return len(self._buf)
 
+    def drop_pending(self) -> None:
+        """Forget the unfinished record (its file was cut back to the last whole record)."""
+        self._buf = b""
+
     @property
     def error(self) -> str | None:
         """The damage that stopped reading (None while reading goes on)."""
