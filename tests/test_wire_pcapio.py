@@ -275,3 +275,26 @@ def test_nrb_split_and_bounded():
     assert blocks > 1
     _, r = read_all(pcapio.pcapng_shb("t") + pcapio.pcapng_idb(1, 0) + blob)
     assert r.names == names and r.errors == []
+
+
+def test_damaged_input_never_raises_and_chunking_does_not_change_the_outcome():
+    """Random byte flips and cuts: the reader never raises, and frames, errors and names are the
+    same whether the damaged bytes come whole or in random pieces."""
+    seeds = [pcapng_capture()[0], pcap_bytes(packets(20), True, ">"), pcap_bytes(packets(20), False)]
+    r = random.Random(3)
+    for _ in range(300):
+        d = bytearray(r.choice(seeds))
+        for _ in range(r.randrange(1, 6)):
+            d[r.randrange(len(d))] = r.getrandbits(8)
+        if r.random() < 0.3:
+            d = d[:r.randrange(len(d))]
+        whole, a = read_all(bytes(d))
+        b = CaptureReader()
+        pieces: list[RawFrame] = []
+        i = 0
+        while i < len(d):
+            n = r.randrange(1, 400)
+            pieces += b.feed(bytes(d[i:i + n]))
+            i += n
+        b.finish()
+        assert pieces == whole and b.errors == a.errors and b.names == a.names
