@@ -163,7 +163,7 @@ class FollowBackend:
             os.truncate(f.path, whole)
             self.notices.append(f"{f.path}: cut back to its last whole record ({f.reader.pending} bytes of a "
                                 "torn record removed)")
-            f.reader._buf.clear()
+            f.reader.drop_pending()
             f.offset = whole
         except OSError as e:
             self.notices.append(f"{f.path}: ends inside a record and could not be cut ({e.strerror})")

@@ -22,107 +22,28 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-from wscap.model.raw import (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW,
-                         RawFrame)
+from typing import Iterator
 
-PCAPNG_SHB = 0x0A0D0D0A
-MAX_BLOCK = 16 << 20          # a block larger than this is corruption, not a packet
+from wscap.model.raw import RawFrame
+from wscap.wire.linklayer import ETH_IP4, ETH_IP6, RAW_IP, locate
+from wscap.wire.pcapio import CaptureReader, RecordFilter
+
 READ_CHUNK = 1 << 20
 
 
-class PcapngStreamReader:
-    """Incremental pcapng parser: feed() bytes as they arrive, get numbered RawFrames.
+class PcapngStreamReader(CaptureReader):
+    """The incremental reader the follower uses (wire/pcapio.py; pcap or pcapng, told by the first
+    bytes): feed() bytes as they arrive, get numbered RawFrames; while `shedding`, records that
+    `worth_at` rejects are skipped (counted in `.shed`)."""
 
-    One section at a time (each ring file starts its own); interface ids map to
-    `RawFrame.iface`, timestamps honour if_tsresol/if_tsoffset.
-    """
-
-    def __init__(self, no: int = 0, record_filter=None) -> None:
-        self.no = no                       # frames are numbered from no + 1
-        self.shedding = False              # skip records worth_at() rejects (counted in .shed)
-        self.shed = 0
-        self.record_filter = record_filter # linktype -> want(buf, off, caplen, no, ts) | None
-        self._wants: list = []             # per interface
-        self._buf = bytearray()
-        self._e = "<"
-        self.ifaces: list[tuple[int, int, int, int, str]] = []   # linktype, mul, div, offset_ns, name
-        self.linktype: int | None = None
-        self.bytes = 0
-        self.error: str | None = None
-
-    @property
-    def started(self) -> bool:
-        return bool(self.ifaces)
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> list[RawFrame]:
-        return list(self.feed_iter(data))
-
-    def feed_iter(self, data: bytes):
-        """Frames one at a time, so that the pipeline's fast path (record_filter) judges each
-        record with the state every earlier frame has already produced, as in `analyze`."""
-        from wscap.capture.files import _idb_options
-        self._buf += data
-        self.bytes += len(data)
-        buf = self._buf
-        pos, n = 0, len(buf)
-        try:
-            while self.error is None and n - pos >= 12:
-                btype = struct.unpack_from("<I", buf, pos)[0]
-                if btype == PCAPNG_SHB:
-                    bom = bytes(buf[pos + 8:pos + 12])
-                    self._e = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else ""
-                    if not self._e:
-                        self.error = f"corrupt section header (byte-order magic {bom.hex()})"
-                        break
-                e = self._e
-                btype, blen = struct.unpack_from(e + "II", buf, pos)
-                if blen < 12 or blen % 4 or blen > MAX_BLOCK:
-                    self.error = f"corrupt block (type {btype:#x}, length {blen})"
-                    break
-                if n - pos < blen:
-                    break
-                start = pos
-                pos += blen
-                if btype == 6 and blen >= 40:
-                    ifid, hi, lo, caplen, wirelen = struct.unpack_from(e + "IIIII", buf, start + 8)
-                    if ifid < len(self.ifaces) and caplen <= blen - 32:
-                        lt, mul, div, off, _ = self.ifaces[ifid]
-                        ts = ((hi << 32) | lo) * mul // div + off
-                        self.no += 1
-                        want = self._wants[ifid]
-                        # The pipeline's fast path may account for the record without a frame;
-                        # when shedding, a record that cannot hold a handshake is skipped here.
-                        if want is None or want(buf, start + 28, caplen, self.no, ts):
-                            if self.shedding and not worth_at(buf, start + 28, start + 28 + caplen, lt):
-                                self.shed += 1
-                                continue
-                            yield RawFrame(self.no, ts, lt, bytes(buf[start + 28:start + 28 + caplen]), wirelen, ifid)
-                elif btype == PCAPNG_SHB:
-                    self.ifaces = []
-                    self._wants = []
-                elif btype == 1 and blen >= 20:
-                    lt, _r, _snap = struct.unpack_from(e + "HHI", buf, start + 8)
-                    mul, div, off, name = _idb_options(bytes(buf[start + 16:start + blen - 4]), e)
-                    self.ifaces.append((lt, mul, div, off, name))
-                    self._wants.append(self.record_filter(lt) if self.record_filter is not None else None)
-                    if self.linktype is None:
-                        self.linktype = lt
-        finally:
-            if pos:
-                del buf[:pos]
+    def __init__(self, no: int = 0, record_filter: RecordFilter | None = None) -> None:
+        super().__init__(no, 0, record_filter, worth_at)
 
 
-def stream_reader(first: bytes, no: int = 0, record_filter=None):
-    """The right incremental reader for a file starting with `first` (>= 4 bytes);
-    its frames are numbered from `no` + 1; `record_filter` is the pipeline's fast path."""
-    if struct.unpack_from("<I", first)[0] == PCAPNG_SHB:
-        return PcapngStreamReader(no, record_filter)
-    from wscap.capture.live import PcapStreamReader
-    return PcapStreamReader(no, record_filter)
+def stream_reader(first: bytes, no: int = 0, record_filter: RecordFilter | None = None) -> CaptureReader:
+    """The incremental reader for a file starting with `first`; its frames are numbered from
+    `no` + 1; `record_filter` is the pipeline's fast path."""
+    return PcapngStreamReader(no, record_filter)
 
 
 class FileFollower:
@@ -135,7 +56,7 @@ class FileFollower:
     is skipped and counted.
     """
 
-    def __init__(self, delete_after_read: bool = False, record_filter=None) -> None:
+    def __init__(self, delete_after_read: bool = False, record_filter: RecordFilter | None = None) -> None:
         self.record_filter = record_filter
         self._queue: deque[tuple[int, str]] = deque()
         self.delete_after_read = delete_after_read
@@ -143,7 +64,7 @@ class FileFollower:
         self.seq = -1
         self.path: str | None = None
         self.offset = 0                   # bytes of the current file consumed (parsed or buffered)
-        self.reader = None
+        self.reader: CaptureReader | None = None
         self.skipped_files: list[str] = []
         self.truncated: list[str] = []    # files that ended inside a record
         self.errors: list[str] = []
@@ -190,14 +111,16 @@ class FileFollower:
         """Frames from whatever has been written since the last call (may be empty)."""
         return list(self.read_iter(max_bytes))
 
-    def read_iter(self, max_bytes: int = 4 * READ_CHUNK):
+    def read_iter(self, max_bytes: int = 4 * READ_CHUNK) -> Iterator[RawFrame]:
         """The same, one frame at a time (consume it fully: the reader trims as it goes)."""
         got = 0
         while got < max_bytes:
             if self.fd is None and not self._open_next():
                 break
+            fd = self.fd
+            assert fd is not None
             try:
-                data = os.read(self.fd, min(READ_CHUNK, max_bytes - got))
+                data = os.read(fd, min(READ_CHUNK, max_bytes - got))
             except OSError as e:
                 self.errors.append(f"{self.path}: {e.strerror}")
                 data = b""
@@ -211,28 +134,28 @@ class FileFollower:
             if self.reader is None:
                 if len(data) < 4:
                     # Too early to tell the format: give the bytes back for the next call.
-                    os.lseek(self.fd, -len(data), os.SEEK_CUR)
+                    os.lseek(fd, -len(data), os.SEEK_CUR)
                     self.offset -= len(data)
                     break
                 self.reader = stream_reader(data, self.frames, self.record_filter)
             reader = self.reader
             reader.shedding = self.shedding
-            shed0 = reader.shed
+            shed0, nerr = reader.shed, len(reader.errors)
             try:
                 for f in reader.feed_iter(data):
                     self.frames = reader.no
                     yield f
                 self.frames = reader.no
-            except ValueError as e:
-                self.errors.append(f"{self.path}: {e}")
-                self._queue.clear()
-                self._close()
-                break
             finally:
                 self.shed += reader.shed - shed0
-            if getattr(reader, "error", None):
-                self.errors.append(f"{self.path}: {reader.error}")
-                self._close()
+            self.errors += [f"{self.path}: {m}" for m in reader.errors[nerr:]]
+            if reader.stopped:
+                if reader.format == "unknown":
+                    # Not a capture at all: the writer is not what we think; follow nothing more.
+                    self._queue.clear()
+                    self._close()
+                    break
+                self._close()             # damaged: what came before it has been read
                 continue
             if self.linktype is None and reader.linktype is not None:
                 self.linktype = reader.linktype
@@ -247,21 +170,12 @@ class FileFollower:
         pending = self.reader.pending if self.reader is not None else 0
         return self.seq, self.offset - pending
 
-    def _clone_reader(self):
-        """A reader in the same state as ours (format, interfaces, pending bytes)."""
-        r = self.reader
-        if r is None:
-            return None
-        c = type(r)()
-        c.__dict__.update({k: (bytearray(v) if isinstance(v, bytearray) else
-                               list(v) if isinstance(v, list) else v) for k, v in r.__dict__.items()})
-        return c
-
     def count_unread(self) -> int:
-        """Records left in the files past the read position (for the loss count at the end)."""
-        todo = []
+        """Records left in the files past the read position (for the loss count at the end).
+        Counted with a copy of the reader that has no record filter: the pipeline is not asked."""
+        todo: list[tuple[str, int, CaptureReader | None]] = []
         if self.fd is not None and self.path:
-            todo.append((self.path, self.offset, self._clone_reader()))
+            todo.append((self.path, self.offset, self.reader.clone() if self.reader is not None else None))
         todo += [(p, 0, None) for _, p in self._queue]
         n = 0
         for path, off, reader in todo:
@@ -276,12 +190,9 @@ class FileFollower:
                     if not chunk:
                         break
                     if reader is None:
-                        if len(chunk) < 4:
-                            break
                         reader = stream_reader(chunk)
-                    try:
-                        n += len(reader.feed(chunk))
-                    except ValueError:
+                    n += len(reader.feed(chunk))
+                    if reader.stopped:
                         break
         return n
 
@@ -299,7 +210,6 @@ class FileFollower:
 
 _HEAD_STARTS = (b"GET ", b"HTTP/", b"PRI ", b"CONNECT ", b"POST ", b"HEAD ", b"PUT ", b"OPTIONS ",
                 b"DELETE ", b"PATCH ")
-_LINK_HDR = {LINKTYPE_ETHERNET: 14, LINKTYPE_LINUX_SLL2: 20, LINKTYPE_LINUX_SLL: 16, LINKTYPE_RAW: 0}
 
 
 def worth_analysing(f: RawFrame) -> bool:
@@ -314,17 +224,12 @@ def worth_analysing(f: RawFrame) -> bool:
     return worth_at(f.data, 0, len(f.data), f.linktype)
 
 
-def worth_at(d, base: int, end: int, linktype: int) -> bool:
+def worth_at(d: bytes | bytearray, base: int, end: int, linktype: int) -> bool:
     """`worth_analysing` on a record still in the reader's buffer (d[base:end]): no copy."""
-    off = _LINK_HDR.get(linktype)
-    if off is None:
-        return True
-    off += base
-    if linktype == LINKTYPE_ETHERNET:
-        et = d[off - 2:off]
-        while et in (b"\x81\x00", b"\x88\xa8") and end >= off + 4:
-            off += 4
-            et = d[off - 2:off]
+    loc = locate(linktype, d, base, end)
+    if loc is None or loc[0] not in (RAW_IP, ETH_IP4, ETH_IP6):
+        return True                         # unknown link, cut header, or not IP: cheap and rare
+    off = loc[1]
     if end < off + 20:
         return True
     v = d[off] >> 4

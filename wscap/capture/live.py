@@ -5,7 +5,7 @@ The default backends write the evidence in C and are followed from the file
 (wscap.capture.evidence: `wscap-capture`, or `tcpdump -w`); this module keeps
 what they share with the in-process one (``scapy``, wscap.capture.sockets):
 
-* `PcapStreamReader`, the incremental classic-pcap parser the follower uses.
+* `PcapStreamReader`, wire/pcapio.py's incremental reader for a capture on a pipe.
 * `LiveLoop`, the one place frames go: numbered from 1, fed to the streaming
   `Pipeline` (the same one `wscap analyze` runs), `Pipeline.tick()` every
   ~200 ms with capture time (the follower's watermark) so timeouts decide
@@ -18,12 +18,12 @@ import fcntl
 import os
 import selectors
 import signal
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from wscap.model.raw import RawFrame
+from wscap.wire.pcapio import CaptureReader, RecordFilter
 
 # 64 KiB IP packet (GSO/GRO super-packets on veth included) + the largest link header
 # we capture (SLL2: 20). Not tcpdump's 262144: in --immediate-mode libpcap sizes every
@@ -99,88 +99,20 @@ class CaptureConfig:
 
 # ---- streaming pcap reader -----------------------------------------------------------------
 
-class PcapStreamReader:
-    """Incremental classic-pcap parser: feed() bytes as they arrive, get RawFrames.
+class PcapStreamReader(CaptureReader):
+    """The incremental capture reader (wire/pcapio.py) for a capture on a pipe: feed() bytes as
+    they arrive, get RawFrames numbered from `no` + 1 (the follower carries the count across
+    files). A stream that is not a capture raises ValueError (the pipe is not what we started)."""
 
-    Frames are numbered from `no` + 1 (the follower carries the count across files).
-    """
-
-    def __init__(self, no: int = 0, record_filter: Callable[[int], Any] | None = None) -> None:
-        self.no = no
-        self.shedding = False                # skip records worth_at() rejects (counted in .shed)
-        self.shed = 0
-        self.record_filter = record_filter   # linktype -> want(buf, off, caplen, no, ts) | None
-        self._want = None
-        self._buf = bytearray()
-        self.linktype: int | None = None
-        self.snaplen = 0
-        self._rec: struct.Struct | None = None
-        self._nano = False
-        self.bytes = 0
-
-    @property
-    def started(self) -> bool:
-        return self.linktype is not None
-
-    def feed(self, data: bytes) -> list[RawFrame]:
-        return list(self.feed_iter(data))
+    def __init__(self, no: int = 0, record_filter: RecordFilter | None = None) -> None:
+        from wscap.capture.follow import worth_at
+        super().__init__(no, 0, record_filter, worth_at)
 
     def feed_iter(self, data: bytes) -> Iterator[RawFrame]:
-        """Frames one at a time (see PcapngStreamReader.feed_iter: the fast path needs it)."""
-        self._buf += data
-        self.bytes += len(data)
-        buf = self._buf
-        pos = 0
-        if self._rec is None:
-            if len(buf) < 24:
-                return
-            magic = buf[:4]
-            if magic == b"\xd4\xc3\xb2\xa1":
-                e, self._nano = "<", False
-            elif magic == b"\xa1\xb2\xc3\xd4":
-                e, self._nano = ">", False
-            elif magic == b"\x4d\x3c\xb2\xa1":
-                e, self._nano = "<", True
-            elif magic == b"\xa1\xb2\x3c\x4d":
-                e, self._nano = ">", True
-            else:
-                raise ValueError(f"not a pcap stream (magic {bytes(magic).hex()})")
-            _, _, _, _, self.snaplen, lt = struct.unpack(e + "HHiIII", buf[4:24])
-            self.linktype = lt & 0x0FFFFFFF
-            self._rec = struct.Struct(e + "IIII")
-            if self.record_filter is not None:
-                self._want = self.record_filter(self.linktype)
-            pos = 24
-        rec = self._rec
-        lt = self.linktype or 0
-        mult = 1 if self._nano else 1000
-        n = len(buf)
-        want = self._want
-        from wscap.capture.follow import worth_at
-        try:
-            while n - pos >= 16:
-                sec, frac, incl, orig = rec.unpack_from(buf, pos)
-                if n - pos - 16 < incl:
-                    break
-                s = pos + 16
-                pos = s + incl
-                self.no += 1
-                ts = sec * 1_000_000_000 + frac * mult
-                # The pipeline's fast path may account for the record without a frame;
-                # when shedding, a record that cannot hold a handshake is skipped here.
-                if want is None or want(buf, s, incl, self.no, ts):
-                    if self.shedding and not worth_at(buf, s, pos, lt):
-                        self.shed += 1
-                        continue
-                    yield RawFrame(self.no, ts, lt, bytes(buf[s:pos]), orig)
-        finally:
-            if pos:
-                del buf[:pos]
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an incomplete record still buffered."""
-        return len(self._buf)
+        frames = super().feed_iter(data)
+        if self.stopped and self.format == "unknown":
+            raise ValueError(self.errors[-1])
+        return frames
 
 
 # ---- backend interface ---------------------------------------------------------------------

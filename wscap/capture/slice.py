@@ -8,10 +8,11 @@ the capture's link type, so the slice opens in Wireshark like the original.
 Input: pcap (µs or ns, either byte order), pcapng (any number of sections and
 interfaces; each interface's link type and timestamp resolution are honoured)
 and gzip-compressed versions of both, read by wscap's own capture reader
-(capture/files.py, so damage is handled the same way everywhere); the packet
-headers are decoded here (Ethernet with
-802.1Q/802.1ad tags, Linux SLL and SLL2, raw IPv4/IPv6, BSD NULL and OpenBSD
-LOOP loopback), tolerating packets cut by the snap length.
+(capture/files.py, so damage is handled the same way everywhere); the link layer
+is found with the decoder's own table (wire/linklayer.py: Ethernet with VLAN/QinQ
+tags, Linux SLL and SLL2, raw IPv4/IPv6, BSD NULL and OpenBSD LOOP loopback), the
+output is written with wire/pcapio.py's records, and packets cut by the snap length
+are tolerated.
 
 A pcap file has one link type. If the matching packets come from interfaces
 with different link types (a pcapng with ``-i any`` and ``-i eth0``), this
@@ -22,7 +23,10 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, cast
+
+from wscap.wire import pcapio
+from wscap.wire.linklayer import ip_version, locate
 
 __all__ = ["slice_capture", "chain_legs", "SliceResult", "tcp_key", "output_format"]
 
@@ -75,42 +79,12 @@ def chain_legs(doc: dict[str, Any], chain_id: Any) -> list[tuple[str, str]]:
 # ---- link and network layer ------------------------------------------------
 
 def _ip_from_link(linktype: int, d: bytes) -> tuple[int, int] | None:
-    """(offset of the IP header, IP version) or None."""
-    if linktype == 1:  # Ethernet, possibly VLAN-tagged (802.1Q, 802.1ad, old QinQ)
-        if len(d) < 14:
-            return None
-        off, et = 14, struct.unpack_from("!H", d, 12)[0]
-        while et in (0x8100, 0x88A8, 0x9100) and len(d) >= off + 4:
-            et = struct.unpack_from("!H", d, off + 2)[0]
-            off += 4
-        return (off, 4) if et == 0x0800 else (off, 6) if et == 0x86DD else None
-    if linktype == 113:  # Linux cooked v1: protocol at 14
-        if len(d) < 16:
-            return None
-        et = struct.unpack_from("!H", d, 14)[0]
-        return (16, 4) if et == 0x0800 else (16, 6) if et == 0x86DD else None
-    if linktype == 276:  # Linux cooked v2: protocol at 0
-        if len(d) < 20:
-            return None
-        et = struct.unpack_from("!H", d, 0)[0]
-        return (20, 4) if et == 0x0800 else (20, 6) if et == 0x86DD else None
-    if linktype in (0, 108):  # BSD NULL (host order) / OpenBSD LOOP (network order)
-        if len(d) < 4:
-            return None
-        fam = struct.unpack_from("!I" if linktype == 108 else "<I", d, 0)[0]
-        if linktype == 0 and fam > 0xFFFF:  # written on a big-endian host
-            fam = struct.unpack_from(">I", d, 0)[0]
-        if fam == 2:
-            return (4, 4)
-        if fam in (10, 24, 28, 30):  # AF_INET6 on Linux, NetBSD/OpenBSD, FreeBSD, macOS
-            return (4, 6)
+    """(offset of the IP header, IP version) or None: wire/linklayer.py's table (the decoder's)."""
+    loc = locate(linktype, d)
+    if loc is None:
         return None
-    if linktype in (101, 12, 14, 228, 229):  # raw IP
-        if not d:
-            return None
-        v = d[0] >> 4
-        return (0, v) if v in (4, 6) else None
-    return None
+    ver = ip_version(loc[0], d, loc[1])
+    return (loc[1], ver) if ver else None
 
 
 def _tcp_tuple(linktype: int, d: bytes) -> tuple[tuple[bytes, int], tuple[bytes, int]] | None:
@@ -173,32 +147,18 @@ def output_format(out_path: str, input_format: str) -> str:
     return "pcapng" if input_format == "pcapng" else "pcap"
 
 
-def _pad4(b: bytes) -> bytes:
-    return b + b"\0" * (-len(b) % 4)
-
-
-def _pcapng_block(kind: int, body: bytes) -> bytes:
-    ln = 12 + len(body)
-    return struct.pack("<II", kind, ln) + body + struct.pack("<I", ln)
-
-
 def _write_pcapng(out: BinaryIO, picked: Iterable[_Pkt], linktypes: list[int]) -> int:
     """SHB, one IDB per link type (nanosecond resolution: timestamps kept exactly), EPBs.
     `picked` is streamed (the second pass of slice_capture): nothing is held."""
-    shb = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + struct.pack("<HH", 4, 11) + _pad4(b"wscap slice") \
-        + struct.pack("<HH", 0, 0)
-    out.write(_pcapng_block(0x0A0D0D0A, shb))
+    out.write(pcapio.pcapng_shb("wscap slice"))
     ifaces: dict[int, int] = {}
     for lt in linktypes:
         ifaces[lt] = len(ifaces)
-        opts = struct.pack("<HH", 9, 1) + _pad4(b"\x09") + struct.pack("<HH", 0, 0)   # if_tsresol = 10^-9
-        out.write(_pcapng_block(1, struct.pack("<HHI", lt, 0, 262144) + opts))
+        out.write(pcapio.pcapng_idb(lt, 262144, tsresol=9))     # if_tsresol = 10^-9
     n = 0
     for p in picked:
         ts = max(p.ts_ns, 0) & 0xFFFFFFFFFFFFFFFF
-        body = struct.pack("<IIIII", ifaces[p.linktype], ts >> 32, ts & 0xFFFFFFFF, len(p.data),
-                           min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)) + _pad4(p.data)
-        out.write(_pcapng_block(6, body))
+        out.write(pcapio.pcapng_epb(ifaces[p.linktype], ts, p.data, min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)))
         n += 1
     return n
 
@@ -221,7 +181,7 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
     from wscap.wire.decode import Decoder
     from wscap.model.raw import RawFrame
 
-    def matcher():
+    def matcher() -> Callable[[_Pkt], bool | None]:
         tunnels = Decoder(max_fragments=64)
         n = [0]
 
@@ -268,11 +228,10 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
     all_lts = sorted(linktypes)
     linktype = linktypes.pop()
     res.linktype, res.nanosecond = linktype, nano
-    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
     own = isinstance(out_path, (str, bytes))
     if own:
         from wscap.capture.outpath import open_output
-        out = open_output(out_path, binary=True)     # never through a symlink (see wscap.capture.outpath)
+        out = open_output(cast(str, out_path), binary=True)     # never through a symlink (see wscap.capture.outpath)
     else:
         out = out_path
     try:
@@ -285,7 +244,7 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
             res.packets_written = _write_pcapng(
                 out, (p for p in (_packets(in_path, again) if matched else ()) if match(p)), lts)
             return res
-        out.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262144, linktype))
+        out.write(pcapio.pcap_header(linktype, 262144, nano))
         again = SliceResult()          # the second pass meets the same errors: said once
         match = matcher()
         for p in (_packets(in_path, again) if matched else ()):
@@ -297,8 +256,7 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
                 res.errors.append(f"{in_path}: a timestamp outside pcap's range was clamped in the slice")
                 sec, frac = min(max(sec, 0), 0xFFFFFFFF), 0
             sub = frac if nano else frac // 1000
-            out.write(struct.pack("<IIII", sec, sub, len(p.data), min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)))
-            out.write(p.data)
+            out.write(pcapio.pcap_record(sec, sub, p.data, min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)))
             res.packets_written += 1
     finally:
         if own:

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
 from typing import Callable
 
 from wscap.model.raw import RawFrame
+from wscap.wire import pcapio
+from wscap.wire.pcapio import DEFAULT_SNAPLEN, NRB_MAX_BLOCK, PCAP_MAGIC_US, pcapng_nrb  # noqa: F401 (re-exported)
 
-PCAP_MAGIC_US = 0xA1B2C3D4
-DEFAULT_SNAPLEN = 262144
 FLUSH_BYTES = 256 * 1024
 
 
@@ -34,94 +33,29 @@ def format_for(path: str) -> str:
     return "pcapng" if low.endswith((".pcapng", ".ntar", ".pcapng.tmp")) else "pcap"
 
 
-def _pad4(b: bytes) -> bytes:
-    return b + b"\0" * (-len(b) % 4)
-
-
-def _opt(code: int, value: bytes) -> bytes:
-    return struct.pack("<HH", code, len(value)) + _pad4(value)
-
-
+# The records themselves come from wire/pcapio.py (the one codec); these wrappers fix the live
+# capture's choices: microsecond timestamps in both formats, the default if_tsresol.
 def pcap_header(linktype: int, snaplen: int = DEFAULT_SNAPLEN) -> bytes:
-    return struct.pack("<IHHiIII", PCAP_MAGIC_US, 2, 4, 0, 0, snaplen, linktype)
+    return pcapio.pcap_header(linktype, snaplen)
 
 
 def pcap_record(f: RawFrame) -> bytes:
     sec, ns = divmod(f.ts_ns, 1_000_000_000)
-    return struct.pack("<IIII", sec, ns // 1000, len(f.data), f.wirelen) + f.data
+    return pcapio.pcap_record(sec, ns // 1000, f.data, f.wirelen)
 
 
 def pcapng_shb(app: str = "wscap live") -> bytes:
-    opts = _opt(4, app.encode()) + _opt(0, b"")
-    body = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + opts
-    ln = 12 + len(body)
-    return struct.pack("<II", 0x0A0D0D0A, ln) + body + struct.pack("<I", ln)
+    return pcapio.pcapng_shb(app)
 
 
 def pcapng_idb(linktype: int, snaplen: int, name: str | None) -> bytes:
-    opts = b""
-    if name:
-        opts += _opt(2, name.encode())
     # No if_tsresol: the default (µs) is what every reader handles exactly, and live
     # frames carry µs timestamps anyway (see LiveLoop) so nothing is lost.
-    opts += _opt(0, b"")
-    body = struct.pack("<HHI", linktype, 0, snaplen) + opts
-    ln = 12 + len(body)
-    return struct.pack("<II", 1, ln) + body + struct.pack("<I", ln)
-
-
-NRB_MAX_BLOCK = 64 * 1024    # bytes per Name Resolution Block (readers bound block sizes)
-
-
-def pcapng_nrb(names: dict[str, str]) -> bytes:
-    """Name Resolution Block(s) for `names` (ip -> name; a value may hold several names separated
-    by whitespace or be a list), to write right after the IDBs: the names then travel with the
-    capture (Wireshark shows them with `-N n`, `wscap analyze` labels endpoints with them); with
-    several names for one address, both show the last one, so put the preferred label last.
-    IPv4 records are type 1, IPv6 type 2; each name is UTF-8, NUL-terminated, record padded to 4
-    bytes, then an end record. Large tables are split over several blocks. b"" when empty."""
-    import ipaddress
-    records: list[bytes] = []
-    for ip, value in names.items():
-        try:
-            addr = ipaddress.ip_address(ip.strip("[]"))
-        except ValueError:
-            continue
-        items = value if isinstance(value, (list, tuple)) else str(value).split()
-        parts = [n.encode("utf-8")[:255] for n in items if n]
-        parts = [p for p in parts if b"\0" not in p]
-        if not parts:
-            continue
-        val = addr.packed + b"".join(p + b"\0" for p in parts)
-        if len(val) > 0xFFFF:
-            continue
-        records.append(struct.pack("<HH", 1 if addr.version == 4 else 2, len(val)) + _pad4(val))
-    out = []
-    block: list[bytes] = []
-    size = 0
-
-    def close() -> None:
-        body = b"".join(block) + struct.pack("<HH", 0, 0)
-        ln = 12 + len(body)
-        out.append(struct.pack("<II", 4, ln) + body + struct.pack("<I", ln))
-
-    for r in records:
-        if block and size + len(r) > NRB_MAX_BLOCK:
-            close()
-            block, size = [], 0
-        block.append(r)
-        size += len(r)
-    if block:
-        close()
-    return b"".join(out)
+    return pcapio.pcapng_idb(linktype, snaplen, name)
 
 
 def pcapng_epb(f: RawFrame, iface_id: int = 0) -> bytes:
-    ts = f.ts_ns // 1000
-    data = _pad4(f.data)
-    ln = 32 + len(data)
-    return (struct.pack("<IIIIIII", 6, ln, iface_id, ts >> 32, ts & 0xFFFFFFFF, len(f.data), f.wirelen)
-            + data + struct.pack("<I", ln))
+    return pcapio.pcapng_epb(iface_id, f.ts_ns // 1000, f.data, f.wirelen)
 
 
 class PcapWriter:
@@ -135,7 +69,7 @@ class PcapWriter:
     def __init__(self, path: str, linktype: int, snaplen: int = DEFAULT_SNAPLEN,
                  fmt: str | None = None, ring_files: int = 0, ring_size: int = 0,
                  iface_name: str | None = None,
-                 on_error: Callable[[str], None] | None = None):
+                 on_error: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.linktype = linktype
         self.snaplen = snaplen

@@ -11,12 +11,14 @@ from __future__ import annotations
 import struct
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 from wscap import __version__
 from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, build_chains, judge_chain, link_chains, link_view
 from wscap.document.spool import Spool
 from wscap.flow.connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint, fmt_ip
 from wscap.wire.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, tunnel_json
+from wscap.wire.linklayer import FIXED_HEADER
 from wscap.flow.dns import DOCKER_RESOLVER, DnsTracker
 from wscap.wire.http1 import looks_like_request, looks_like_response
 from wscap.wire.tls import looks_like_tls
@@ -39,9 +41,9 @@ class Options:
     keylog_sources: tuple[str, ...] = ()   # the user's key log files when several were merged into `keylog`
 
 
-# From the Ethernet type field on: ethertype, version/IHL, total length, fragment bits, protocol,
-# addresses (IPv4 without options), then TCP ports, sequence number, data offset and flags.
-_FAST_HDR = struct.Struct("!HBxH2xHxB2x4s4sHHI4xBBH")
+# The fast path's fields after the link layer's ethertype: version/IHL, total length, fragment bits,
+# protocol, addresses (IPv4 without options), then TCP ports, sequence number, data offset, flags, window.
+_FAST_IP_TCP = "BxH2xHxB2x4s4sHHI4xBBH"
 
 
 def flow_key(src: bytes, sport: int, dst: bytes, dport: int, source: int = 0) -> tuple:
@@ -215,26 +217,31 @@ class Pipeline:
         self.conns.clear()
         return self._collect(None, chains=True)
 
-    def record_filter(self, linktype: int, source: int):
+    def record_filter(self, linktype: int, source: int) -> Callable[[bytes, int, int, int, int], bool] | None:
         """A per-record predicate for the capture reader's tight loop (the fast path).
 
         It reads the flow key and flags straight from the file buffer and answers False for a
         record it fully accounted for — a packet of a flow already proven uninteresting, or
         in-order body bytes being skipped — so no RawFrame or Segment is ever built for it.
-        True means "build the frame and feed() it". Only Ethernet + IPv4 without options;
-        every other packet takes the general path.
+        True means "build the frame and feed() it". Only link types with a fixed header
+        (wire/linklayer.py FIXED_HEADER: Ethernet, Linux SLL/SLL2) + IPv4 without options;
+        every other packet (VLAN tags, IPv6, options...) takes the general path.
         """
-        if linktype != 1 or source in self.overlays:
+        fixed = FIXED_HEADER.get(linktype)
+        if fixed is None or source in self.overlays:
             return None       # decrypted frames must reach feed() to have their payload replaced
+        l3, eoff = fixed      # offsets of the network header and of the ethertype field
+        gap = l3 - eoff - 2
+        unpack = struct.Struct("!H" + (f"{gap}x" if gap else "") + _FAST_IP_TCP).unpack_from
+        minlen = l3 + 40
         conns = self.conns
         stats = self.decoder.stats
         clock = self._clock
-        unpack = _FAST_HDR.unpack_from
 
         def want(buf: bytes, off: int, caplen: int, no: int, ts: int) -> bool:
-            if caplen < 54:
+            if caplen < minlen:
                 return True
-            et, vi, totlen, frag, proto, src, dst, sport, dport, seq, offx, flags, win = unpack(buf, off + 12)
+            et, vi, totlen, frag, proto, src, dst, sport, dport, seq, offx, flags, win = unpack(buf, off + eoff)
             if et != 0x0800 or vi != 0x45 or proto != 6 or frag & 0x3FFF or flags & 7:
                 return True
             if src < dst or src == dst and sport < dport:
@@ -258,7 +265,7 @@ class Pipeline:
                     # A pure ACK of a tracked connection: nothing to reassemble.
                     conn.last_frame = no
                     conn.last_ts = ts
-                elif caplen < 14 + totlen or not conn.fast_lane(src, sport, seq, paylen, no, ts):
+                elif caplen < l3 + totlen or not conn.fast_lane(src, sport, seq, paylen, no, ts):
                     return True
             stats.packets += 1
             stats.tcp += 1

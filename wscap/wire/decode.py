@@ -23,20 +23,15 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from wscap.model.raw import LINKTYPE_ETHERNET, RawFrame
 from wscap.wire.ipfrag import FragmentCache
-from wscap.model.raw import (DLT_RAW_ALT, DLT_RAW_ALT2, LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6,
-                    LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_LOOP, LINKTYPE_NULL,
-                    LINKTYPE_RAW, RawFrame)
+from wscap.wire.linklayer import ETH_IP4 as _ETH_IP4, ETH_IP6 as _ETH_IP6, ether as _ether, locate
 
 TH_FIN, TH_SYN, TH_RST, TH_PSH, TH_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
-_ETH_IP4, _ETH_IP6 = 0x0800, 0x86DD
-_VLAN_TYPES = (0x8100, 0x88A8, 0x9100, 0x9200)
 _IP6_EXT = (0, 43, 60, 51, 135, 139, 140)   # extension headers that we walk past
 _u16 = struct.Struct("!H").unpack_from
 _tcp = struct.Struct("!HHIIBBH").unpack_from
-_null_le = struct.Struct("<I").unpack_from
-_null_be = struct.Struct(">I").unpack_from
 _DOCKER_DNS = bytes([127, 0, 0, 11])      # Docker's embedded resolver (random ports behind DNAT)
 
 
@@ -58,13 +53,12 @@ class Segment(NamedTuple):
 
 
 class DecodeStats:
-    __slots__ = ("packets", "tcp", "truncated", "other", "tunnelled", "unsupported", "too_deep")
+    __slots__ = ("packets", "tcp", "truncated", "tunnelled", "unsupported", "too_deep")
 
     def __init__(self) -> None:
         self.packets = 0
         self.tcp = 0
         self.truncated = 0
-        self.other = 0
         self.tunnelled = 0                       # TCP segments that came out of at least one tunnel
         self.unsupported: dict[str, int] = {}    # encapsulation name -> packets not read
         self.too_deep = 0                        # packets nested deeper than max_depth
@@ -108,53 +102,9 @@ MAX_MPLS_LABELS = 16
 MAX_UNSUPPORTED_NAMES = 32      # distinct names in stats.unsupported_encapsulation (the rest: "other")
 
 
-def ip_offset(frame: RawFrame) -> tuple[int, int] | None:
-    """(offset of the IP header, IP version hint 0/4/6) for the frame's link type, or None."""
-    loc = link_layer(frame)
-    if loc is None:
-        return None
-    etype, off = loc
-    return (off, 0) if etype == 0 else (off, 4) if etype == _ETH_IP4 else (off, 6) if etype == _ETH_IP6 else None
-
-
-def _ether(data: bytes, off: int) -> tuple[int, int] | None:
-    """Ethernet header at `off` (VLAN tags skipped) -> (ethertype, offset of its payload)."""
-    if len(data) < off + 14:
-        return None
-    off += 12
-    etype = _u16(data, off)[0]
-    while etype in _VLAN_TYPES:          # 802.1Q / 802.1ad, possibly stacked (QinQ)
-        off += 4
-        if len(data) < off + 2:
-            return None
-        etype = _u16(data, off)[0]
-    return etype, off + 2
-
-
 def link_layer(frame: RawFrame) -> tuple[int, int] | None:
-    """(ethertype, offset of the network header); ethertype 0 = raw IP (version nibble decides)."""
-    lt = frame.linktype
-    data = frame.data
-    if lt == LINKTYPE_ETHERNET:
-        return _ether(data, 0)
-    if lt == LINKTYPE_LINUX_SLL:
-        if len(data) < 16:
-            return None
-        return _u16(data, 14)[0], 16
-    if lt == LINKTYPE_LINUX_SLL2:
-        if len(data) < 20:
-            return None
-        return _u16(data, 0)[0], 20
-    if lt in (LINKTYPE_RAW, DLT_RAW_ALT, DLT_RAW_ALT2, LINKTYPE_IPV4, LINKTYPE_IPV6):
-        return 0, 0
-    if lt in (LINKTYPE_NULL, LINKTYPE_LOOP):
-        if len(data) < 4:
-            return None
-        fam = (_null_be if lt == LINKTYPE_LOOP else _null_le)(data, 0)[0]
-        if fam not in (2, 24, 28, 30):   # AF_INET, AF_INET6 on BSDs/macOS
-            fam = _null_be(data, 0)[0]   # some writers use network order for DLT_NULL
-        return (_ETH_IP4, 4) if fam == 2 else (_ETH_IP6, 4) if fam in (24, 28, 30) else None
-    return None
+    """(ethertype, offset of the network header); ethertype 0 = raw IP (see wire/linklayer.py)."""
+    return locate(frame.linktype, frame.data)
 
 
 class Decoder:
@@ -179,7 +129,6 @@ class Decoder:
                 return self._ipv6(frame, data, 14, ())
         loc = link_layer(frame)
         if loc is None:
-            self.stats.other += 1
             return None
         etype, off = loc
         return self._net(frame, data, etype, off, len(data), ())
@@ -208,14 +157,12 @@ class Decoder:
                 return self._ipv4(frame, data, off, layers)
             if ver == 6:
                 return self._ipv6(frame, data, off, layers)
-            self.stats.other += 1
             return None
         if etype in _ETH_MPLS:
             return self._mpls(frame, data, off, end, etype, None, None, layers)
         name = _ETH_UNSUPPORTED.get(etype)
         if name is not None:
             self._unsupported(name)
-        self.stats.other += 1
         return None
 
     def _ethernet(self, frame: RawFrame, data: bytes, off: int, end: int, layers: tuple) -> Segment | None:
@@ -234,7 +181,6 @@ class Decoder:
         frag = _u16(data, off + 6)[0]
         proto = data[off + 9]
         if ihl < 20 or proto not in _L4:
-            self.stats.other += 1
             return None
         src = data[off + 12:off + 16]
         dst = data[off + 16:off + 20]
@@ -286,7 +232,6 @@ class Decoder:
             nxt = data[p]
             p += hl
         if nxt not in _L4:
-            self.stats.other += 1
             return None
         return self._l4(frame, nxt, data, p, end, src, dst, layers)
 
@@ -302,7 +247,6 @@ class Decoder:
             if deeper is None:
                 return None
             if len(data) < p + 1 or data[p] >> 4 != inner:
-                self.stats.other += 1
                 return None
             return self._ipv4(frame, data[:end], p, deeper) if inner == 4 else self._ipv6(frame, data[:end], p, deeper)
         if proto == 47:
@@ -312,7 +256,6 @@ class Decoder:
         if proto == 137:          # MPLS in IP (RFC 4023)
             return self._mpls(frame, data, p, end, 0x8847, src, dst, layers)
         self._unsupported(_PROTO_UNSUPPORTED[proto])
-        self.stats.other += 1
         return None
 
     def _udp(self, frame: RawFrame, data: bytes, p: int, end: int, src: bytes, dst: bytes,
@@ -323,7 +266,6 @@ class Decoder:
         sport, dport = _u16(data, p)[0], _u16(data, p + 2)[0]
         if self.udp_sink is not None and (sport == 53 or dport == 53 or src == _DOCKER_DNS or dst == _DOCKER_DNS):
             # DNS (port 53, or Docker's resolver at 127.0.0.11 on a rewritten port): wscap.flow.dns reads it.
-            self.stats.other += 1
             self.udp_sink(frame.source, frame.no, frame.ts_ns, src, sport, dst, dport, data[p + 8:min(end, len(data))])
             return None
         kind = _UDP_TUNNELS.get(dport)
@@ -331,14 +273,12 @@ class Decoder:
             name = _UDP_UNSUPPORTED.get(dport) or _UDP_UNSUPPORTED.get(sport)
             if name is not None:
                 self._unsupported(name)
-            self.stats.other += 1
             return None
         q = p + 8
         end = min(end, len(data))
         if kind == "vxlan":
             # RFC 7348: flags (I = 0x08), 24 reserved bits, VNI, 8 reserved bits; then Ethernet.
             if end < q + 8 or not data[q] & 0x08:
-                self.stats.other += 1
                 return None
             vni = int.from_bytes(data[q + 4:q + 7], "big")
             deeper = self._deeper(layers, TunnelLayer("vxlan", src, dst, (("vni", vni), ("port", dport))))
@@ -360,7 +300,6 @@ class Decoder:
             if nxt == 5:
                 return self._mpls(frame, data, q + 8, end, 0x8847, None, None, deeper)
             self._unsupported(f"vxlan-gpe-{nxt}")
-            self.stats.other += 1
             return None
         if kind == "geneve":
             # RFC 8926: ver(2) opt len(6, 4-byte words), flags, protocol type, VNI, options.
@@ -380,12 +319,10 @@ class Decoder:
             return None
         flags, mtype = data[q], data[q + 1]
         if flags >> 5 != 1 or not flags & 0x10:
-            self.stats.other += 1
             return None
         teid = struct.unpack_from("!I", data, q + 4)[0]
         if mtype != 0xFF:
-            self.stats.other += 1         # echo, error indication, end marker: no user data
-            return None
+            return None                   # echo, error indication, end marker: no user data
         r = q + 8
         if flags & 0x07:                  # E, S or PN: sequence, N-PDU and next-extension fields
             if end < r + 4:
@@ -418,7 +355,6 @@ class Decoder:
         if ptype in _ETH_MPLS:
             return self._mpls(frame, data, q, end, ptype, None, None, layers)
         self._unsupported(f"{via}-0x{ptype:04x}")
-        self.stats.other += 1
         return None
 
     def _gre(self, frame: RawFrame, data: bytes, p: int, end: int, src: bytes, dst: bytes,
@@ -431,10 +367,8 @@ class Decoder:
         version = flags & 0x7
         if version == 1:
             self._unsupported("pptp")   # enhanced GRE (RFC 2637) carries PPP
-            self.stats.other += 1
             return None
         if version != 0:
-            self.stats.other += 1
             return None
         q = p + 4
         if flags & 0x8000 or flags & 0x4000:   # checksum (+ reserved1), or routing present
@@ -489,10 +423,8 @@ class Decoder:
                 if ft == 2:
                     return self._net(frame, data, 0, r, end, deeper)
                 self._unsupported(f"erspan-frame-type-{ft}")
-                self.stats.other += 1
                 return None
             self._unsupported(f"erspan-version-{ver}")
-            self.stats.other += 1
             return None
         info = (("key", key),) if key is not None else ()
         deeper = self._deeper(layers, TunnelLayer("gre", src, dst, info + (("protocol", f"0x{ptype:04x}"),)))
@@ -531,7 +463,6 @@ class Decoder:
         if nib == 0:
             return self._ethernet(frame, data, q + 4, end, deeper)
         self._unsupported("mpls-payload")
-        self.stats.other += 1
         return None
 
     def _tcp(self, frame: RawFrame, data: bytes, p: int, end: int, src: bytes, dst: bytes,
@@ -542,7 +473,6 @@ class Decoder:
         sport, dport, seq, ack, offx, flags, window = _tcp(data, p)
         hl = (offx >> 4) * 4
         if hl < 20:
-            self.stats.other += 1
             return None
         self.stats.tcp += 1
         start = p + hl

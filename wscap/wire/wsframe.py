@@ -75,7 +75,6 @@ class FrameScanner:
     inflate_cut: int = 0              # messages past inflate_bytes (context lost): limits_hit["inflate_bytes"]
     close: FrameSummary | None = None
     first_data_ts: int | None = None
-    last_ts: int | None = None
     desynced: bool = False
     _buf: bytearray = field(default_factory=bytearray)
     _skip: int = 0                     # payload bytes of the current frame still to skip
@@ -97,7 +96,6 @@ class FrameScanner:
     def feed(self, data: bytes, frame: int, ts_ns: int) -> None:
         if self.desynced or not data:
             return
-        self.last_ts = ts_ns
         if self.first_data_ts is None:
             self.first_data_ts = ts_ns
             if data.startswith(b"HTTP/1.") or data.startswith(b"HTTP/2"):

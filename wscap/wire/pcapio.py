@@ -1,0 +1,522 @@
+"""pcap / pcapng, both directions: an incremental reader (bytes in, RawFrames out) and the
+record builders every writer uses.
+
+One codec for `analyze` (capture/files.py), the live follower (capture/follow.py,
+capture/live.py) and the writers (capture/writer.py, capture/slice.py). It is
+sans-IO: callers read files, pipes or growing capture files and `feed()` the
+bytes; the reader keeps the unfinished tail, so any chunking — a 1 MiB read, a
+pipe's few bytes, one byte at a time — yields the same frames.
+
+Reading is a tight loop over the buffer, not dpkt's readers: dpkt's pcap reader
+costs ~5 s per million packets here, its pcapng reader takes the link type and
+timestamp resolution from the first interface only, and both give float
+timestamps. The pipeline's fast path (`record_filter(linktype) -> want(buf,
+offset, caplen, frame_no, ts_ns)`) is asked about each record while it is still
+in the buffer; records it answers False for are counted and never copied.
+
+Writing builds records with struct rather than dpkt.pcap.Writer /
+dpkt.pcapng.Writer: those take float-second timestamps (nanoseconds are lost)
+and write caplen as the original length (a packet cut by the snap length would
+claim to be whole); `wscap slice` must keep both exactly.
+
+Damage never raises: reading stops, `errors` gets one line (without the file
+name; the caller prefixes it) naming the frame, and every frame before the
+damage has been yielded. `finish()` at the end of the input reports a record cut
+short. Every size read from the file is bounded (MAX_RECORD, MAX_NAMES).
+"""
+from __future__ import annotations
+
+import ipaddress
+import struct
+from typing import Callable, Iterator
+
+from wscap.model.raw import RawFrame
+
+MAX_RECORD = 1 << 18          # 256 KiB: larger records are corruption, not packets
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1000),        # little-endian, microseconds
+    b"\xa1\xb2\xc3\xd4": (">", 1000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1),           # nanoseconds
+    b"\xa1\xb2\x3c\x4d": (">", 1),
+}
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+BOM_LE, BOM_BE = b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"
+MAX_NAMES = 10_000            # names read from Name Resolution Blocks, per file
+MAX_NAME_LEN = 255            # bytes of one name (a DNS name is at most 253)
+
+# want(buf, offset of the record's data, caplen, frame number, ts_ns) -> build a frame?
+Want = Callable[[bytes, int, int, int, int], bool]
+RecordFilter = Callable[[int], "Want | None"]
+# worth(buf, start, end, linktype): may a record be analysed while shedding? (capture/follow.py)
+Worth = Callable[[bytes, int, int, int], bool]
+
+
+class Iface:
+    """A pcapng interface: link type and timestamp units (ns = raw * mul // div + offset_ns)."""
+
+    __slots__ = ("linktype", "snaplen", "mul", "div", "offset_ns", "name", "want")
+
+    def __init__(self, linktype: int, snaplen: int, mul: int, div: int, offset_ns: int, name: str,
+                 want: Want | None) -> None:
+        self.linktype, self.snaplen, self.mul, self.div = linktype, snaplen, mul, div
+        self.offset_ns, self.name, self.want = offset_ns, name, want
+
+
+def idb_options(body: bytes, endian: str) -> tuple[int, int, int, str]:
+    """if_tsresol (code 9), if_tsoffset (14), if_name (2) from an IDB's options ->
+    (mul, div, offset_ns, name). Integers throughout: floats drift by hundreds of ns today."""
+    mul, div = 1000, 1        # default: microseconds
+    offset = 0
+    name = ""
+    i = 0
+    while i + 4 <= len(body):
+        code, length = struct.unpack_from(endian + "HH", body, i)
+        val = body[i + 4:i + 4 + length]
+        if code == 0:
+            break
+        if code == 9 and length >= 1:
+            v = val[0]
+            if v & 0x80:
+                mul, div = 1_000_000_000, 2 ** (v & 0x7F)
+            elif v <= 9:
+                mul, div = 10 ** (9 - v), 1
+            else:
+                mul, div = 1, 10 ** (v - 9)
+        elif code == 14 and length == 8:
+            offset = struct.unpack(endian + "q", val)[0] * 1_000_000_000
+        elif code == 2:
+            name = val.decode("utf-8", "replace")
+        i += 4 + ((length + 3) & ~3)
+    return mul, div, offset, name
+
+
+class CaptureReader:
+    """Incremental pcap/pcapng reader. `feed_iter(bytes)` yields RawFrames numbered from `no` + 1.
+
+    The format is told by the first four bytes. pcap: µs or ns, either byte order. pcapng: any
+    number of sections (either byte order), interfaces with their own link type, if_tsresol and
+    if_tsoffset (RawFrame.iface is the interface id), Enhanced, Simple and obsolete Packet
+    Blocks, Name Resolution Blocks (into `names`, bounded); other blocks are skipped.
+    """
+
+    def __init__(self, no: int = 0, source: int = 0, record_filter: RecordFilter | None = None,
+                 worth: Worth | None = None) -> None:
+        self.no = no                      # frames counted so far (records, kept or not)
+        self.source = source
+        self.record_filter = record_filter
+        self.worth = worth                # used while `shedding`; records it rejects are counted in `shed`
+        self.shedding = False
+        self.shed = 0
+        self.format = "unknown"           # pcap | pcapng once the first bytes are in
+        self.bytes = 0                    # bytes fed
+        self.nbytes = 0                   # captured bytes of the frames counted
+        self.first_ts: int | None = None
+        self.last_ts: int | None = None
+        self.linktype: int | None = None  # the first link type (pcap: the only one)
+        self.linktypes: list[int] = []
+        self.interfaces: list[str] = []
+        self.names: dict[str, str] = {}   # ip -> name, from pcapng Name Resolution Blocks
+        self.names_skipped = 0
+        self.errors: list[str] = []
+        self.stopped = False              # damage: nothing more is read
+        self._buf = b""
+        self._count0 = no
+        # pcap
+        self._rec: struct.Struct | None = None
+        self._ts_mult = 1000
+        self._want: Want | None = None
+        # pcapng
+        self._e = "<"
+        self.ifaces: list[Iface] = []
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self.linktype is not None
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished record (or header) still buffered."""
+        return len(self._buf)
+
+    def drop_pending(self) -> None:
+        """Forget the unfinished record (its file was cut back to the last whole record)."""
+        self._buf = b""
+
+    @property
+    def error(self) -> str | None:
+        """The damage that stopped reading (None while reading goes on)."""
+        return self.errors[-1] if self.stopped and self.errors else None
+
+    @property
+    def packets(self) -> int:
+        return self.no - self._count0
+
+    def _stop(self, msg: str) -> None:
+        self.errors.append(msg)
+        self.stopped = True
+
+    def clone(self) -> CaptureReader:
+        """A copy in the same state (format, interfaces, pending bytes) that only counts: no record
+        filter, no shedding. To read ahead (how many records are left) without asking anyone."""
+        c = CaptureReader(self.no, self.source)
+        for k, v in vars(self).items():
+            setattr(c, k, list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+        c.record_filter = c._want = c.worth = None
+        c.shedding = False
+        c.ifaces = [Iface(i.linktype, i.snaplen, i.mul, i.div, i.offset_ns, i.name, None) for i in self.ifaces]
+        return c
+
+    # -- reading -------------------------------------------------------------------------------
+    def feed(self, data: bytes) -> list[RawFrame]:
+        return list(self.feed_iter(data))
+
+    def feed_iter(self, data: bytes) -> Iterator[RawFrame]:
+        """Frames one at a time, so the fast path (record_filter) judges each record with the state
+        every earlier frame has produced. Stop consuming at any point: the rest stays buffered.
+        (Not a generator itself: the record loop is the only generator frame per record.)"""
+        self.bytes += len(data)
+        if self.stopped:
+            return iter(())
+        buf = self._buf + data if self._buf else bytes(data)
+        self._buf = buf
+        if self.format == "unknown":
+            if len(buf) < 4:
+                return iter(())
+            head = buf[:4]
+            if head in PCAP_MAGICS:
+                self.format = "pcap"
+            elif head == PCAPNG_SHB:
+                self.format = "pcapng"
+            else:
+                self._stop(f"not a pcap or pcapng capture (starts with {head.hex()})")
+                return iter(())
+        if self.format == "pcap":
+            if self._rec is None and not self._pcap_header():
+                return iter(())
+            return self._pcap()
+        return self._pcapng()
+
+    def finish(self) -> None:
+        """The input ended: say what was left unfinished (a record cut short, an empty input)."""
+        if self.stopped:
+            return
+        buf = self._buf
+        if self.format == "unknown":
+            self._stop(f"not a pcap or pcapng capture (starts with {buf.hex()})" if buf else "empty file")
+        elif self.format == "pcap":
+            if self._rec is None:
+                self._stop("pcap global header truncated")
+            elif buf:
+                n = self.packets
+                self._stop(f"frame {n + 1}: record truncated ({len(buf)} bytes left at the end of the file); "
+                           f"analysed the {n} complete frames before it")
+        elif buf:
+            self._pcapng_tail(buf)
+
+    def _pcap_header(self) -> bool:
+        buf = self._buf
+        if len(buf) < 24:
+            return False
+        endian, self._ts_mult = PCAP_MAGICS[buf[:4]]
+        _vmaj, _vmin, _zone, _sig, _snaplen, linktype = struct.unpack_from(endian + "HHiIII", buf, 4)
+        linktype &= 0x0FFFFFFF  # upper bits carry FCS info on some writers
+        self.linktype = linktype
+        self.linktypes.append(linktype)
+        self._want = self.record_filter(linktype) if self.record_filter is not None else None
+        self._rec = struct.Struct(endian + "IIII")
+        self._buf = buf[24:]
+        return True
+
+    def _pcap(self) -> Iterator[RawFrame]:
+        # The per-record hot loop of `analyze`: locals only, one unpack per record.
+        buf = self._buf
+        unpack_from = self._rec.unpack_from  # type: ignore[union-attr]
+        ts_mult = self._ts_mult
+        lt = self.linktype or 0
+        want = self._want
+        worth = self.worth if self.shedding else None     # set between feeds, never during one
+        source = self.source
+        no, nbytes, first, last = self.no, self.nbytes, self.first_ts, self.last_ts
+        blen = len(buf)
+        pos = 0
+        try:
+            while blen - pos >= 16:
+                sec, frac, caplen, wirelen = unpack_from(buf, pos)
+                if caplen > MAX_RECORD:
+                    n = no - self._count0
+                    self._stop(f"frame {n + 1}: corrupt record header (captured length {caplen}); "
+                               f"stopped reading, {n} frames analysed")
+                    break
+                start = pos + 16
+                end = start + caplen
+                if end > blen:
+                    break
+                pos = end
+                no += 1
+                ts = sec * 1_000_000_000 + frac * ts_mult
+                if first is None:
+                    first = ts
+                last = ts
+                nbytes += caplen
+                if want is None or want(buf, start, caplen, no, ts):
+                    if worth is not None and not worth(buf, start, end, lt):
+                        self.shed += 1
+                        continue
+                    yield RawFrame(no, ts, lt, buf[start:end], wirelen, 0, source)
+        finally:
+            self.no, self.nbytes, self.first_ts, self.last_ts = no, nbytes, first, last
+            if pos:
+                self._buf = buf[pos:]
+
+    # -- pcapng --------------------------------------------------------------------------------
+    def _pcapng(self) -> Iterator[RawFrame]:
+        buf = self._buf
+        n = len(buf)
+        pos = 0
+        try:
+            while not self.stopped and n - pos >= 8:
+                frame = self.packets + 1
+                if buf[pos:pos + 4] == PCAPNG_SHB:
+                    if n - pos < 12:
+                        break
+                    bom = buf[pos + 8:pos + 12]
+                    if bom not in (BOM_LE, BOM_BE):
+                        self._stop(f"frame {frame}: corrupt section header (byte-order magic {bom.hex()})")
+                        break
+                    self._e = "<" if bom == BOM_LE else ">"
+                    blen = struct.unpack_from(self._e + "I", buf, pos + 4)[0]
+                    if blen < 28 or blen > MAX_RECORD or blen % 4:
+                        self._stop(f"frame {frame}: corrupt section header length {blen}")
+                        break
+                    if n - pos < blen:
+                        break
+                    pos += blen
+                    self.ifaces = []   # a new section resets the interface list
+                    continue
+                btype, blen = struct.unpack_from(self._e + "II", buf, pos)
+                if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
+                    self._stop(f"frame {frame}: corrupt block (type {btype:#x}, length {blen}); "
+                               f"stopped reading, {frame - 1} frames analysed")
+                    break
+                if n - pos < blen:
+                    break
+                start = pos
+                pos += blen
+                if btype in (6, 2, 3):
+                    f = self._packet(btype, buf, start, blen)
+                    if f is not None:
+                        yield f
+                elif btype == 1:
+                    self._idb(buf, start, blen)
+                elif btype == 4:
+                    self._nrb(buf[start + 8:start + blen - 4])
+                # Statistics, custom blocks...: not packets, not counted.
+        finally:
+            if pos:
+                self._buf = buf[pos:]
+
+    def _pcapng_tail(self, buf: bytes) -> None:
+        """What the input's end cut in a pcapng (messages name the frame that was lost)."""
+        frame = self.packets + 1
+        if len(buf) < 8:
+            self._stop(f"frame {frame}: block header truncated at the end of the file")
+        elif buf[:4] == PCAPNG_SHB:
+            if len(buf) < 12:
+                self._stop(f"frame {frame}: corrupt section header (byte-order magic {buf[8:12].hex()})")
+            else:
+                self._stop("section header truncated")
+        else:
+            blen = struct.unpack_from(self._e + "I", buf, 4)[0]
+            self._stop(f"frame {frame}: block truncated ({len(buf)} of {blen} bytes at the end of the file); "
+                       f"analysed the {frame - 1} complete frames before it")
+
+    def _idb(self, buf: bytes, start: int, blen: int) -> None:
+        e = self._e
+        if blen - 12 < 8:
+            self._stop("interface block too short")
+            return
+        linktype, _res, snaplen = struct.unpack_from(e + "HHI", buf, start + 8)
+        mul, div, offset, name = idb_options(buf[start + 16:start + blen - 4], e)
+        want = self.record_filter(linktype) if self.record_filter is not None else None
+        self.ifaces.append(Iface(linktype, snaplen, mul, div, offset, name, want))
+        if self.linktype is None:
+            self.linktype = linktype
+        if linktype not in self.linktypes:
+            self.linktypes.append(linktype)
+        self.interfaces.append(name or f"if{len(self.ifaces) - 1}")
+
+    def _packet(self, btype: int, buf: bytes, start: int, blen: int) -> RawFrame | None:
+        e = self._e
+        body = start + 8
+        size = blen - 12                          # the block's body (without the trailing length)
+        frame = self.packets + 1
+        if btype == 3:                            # Simple Packet Block: interface 0, no timestamp
+            if not self.ifaces or size < 4:
+                self.no += 1
+                return None
+            wirelen = struct.unpack_from(e + "I", buf, body)[0]
+            iface = self.ifaces[0]
+            caplen = min(wirelen, iface.snaplen or wirelen, size - 4)
+            self.no += 1
+            self.nbytes += caplen
+            return RawFrame(self.no, self.last_ts or 0, iface.linktype, buf[body + 4:body + 4 + caplen],
+                            wirelen, 0, self.source)
+        if size < 20:
+            self._stop(f"frame {frame}: packet block too short")
+            return None
+        if btype == 6:                            # Enhanced Packet Block
+            ifid, ts_hi, ts_lo, caplen, wirelen = struct.unpack_from(e + "IIIII", buf, body)
+        else:                                     # obsolete Packet Block
+            ifid, _drops, ts_hi, ts_lo, caplen, wirelen = struct.unpack_from(e + "HHIIII", buf, body)
+        if ifid >= len(self.ifaces):
+            self.errors.append(f"frame {frame}: packet names interface {ifid}, which was never described")
+            self.no += 1
+            return None
+        if caplen > size - 20:
+            self._stop(f"frame {frame}: packet length {caplen} exceeds its block")
+            return None
+        iface = self.ifaces[ifid]
+        ts = ((ts_hi << 32) | ts_lo) * iface.mul // iface.div + iface.offset_ns
+        self.no += 1
+        self.nbytes += caplen
+        if self.first_ts is None:
+            self.first_ts = ts
+        self.last_ts = ts
+        data = body + 20
+        want = iface.want
+        if want is not None and not want(buf, data, caplen, self.no, ts):
+            return None
+        lt = iface.linktype
+        if self.shedding and self.worth is not None and not self.worth(buf, data, data + caplen, lt):
+            self.shed += 1
+            return None
+        return RawFrame(self.no, ts, lt, buf[data:data + caplen], wirelen, ifid, self.source)
+
+    def _nrb(self, body: bytes) -> None:
+        """ipv4/ipv6 records of a Name Resolution Block into `names`. As in Wireshark, the last name of
+        a record is the address's name and a later record overrides an earlier one. The block is
+        whoever wrote the file's word: bounded (MAX_NAMES, MAX_NAME_LEN), and a malformed record
+        ends the block's reading, counted, never raised."""
+        e = self._e
+        i = 0
+        while i + 4 <= len(body):
+            rtype, rlen = struct.unpack_from(e + "HH", body, i)
+            if rtype == 0:
+                return                        # nrb_record_end (options follow: not needed)
+            val = body[i + 4:i + 4 + rlen]
+            if len(val) < rlen:
+                self.names_skipped += 1       # a record longer than its block
+                return
+            i += 4 + ((rlen + 3) & ~3)
+            size = 4 if rtype == 1 else 16 if rtype == 2 else 0
+            if not size:
+                continue                      # a record type this reader does not know: skip it
+            if rlen < size + 2 or val[-1] != 0:
+                self.names_skipped += 1
+                continue
+            ip = str(ipaddress.ip_address(val[:size]))
+            last = [n for n in val[size:-1].split(b"\0") if n][-1:] or [b""]
+            raw = last[0]
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.names_skipped += 1
+                continue
+            if not name or len(raw) > MAX_NAME_LEN or not name.isprintable():
+                self.names_skipped += 1
+                continue
+            if ip not in self.names and len(self.names) >= MAX_NAMES:
+                self.names_skipped += 1
+                continue
+            self.names[ip] = name
+
+
+# ---- writing -------------------------------------------------------------------------------------
+# Little-endian records, built with struct (see the module docstring for why not dpkt's writers).
+
+PCAP_MAGIC_US = 0xA1B2C3D4
+PCAP_MAGIC_NS = 0xA1B23C4D
+DEFAULT_SNAPLEN = 262144
+NRB_MAX_BLOCK = 64 * 1024    # bytes per Name Resolution Block (readers bound block sizes)
+_pcap_rec = struct.Struct("<IIII").pack
+_epb_head = struct.Struct("<IIIIIII").pack
+
+
+def pad4(b: bytes) -> bytes:
+    return b + b"\0" * (-len(b) % 4)
+
+
+def option(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + pad4(value)
+
+
+def block(kind: int, body: bytes) -> bytes:
+    ln = 12 + len(body)
+    return struct.pack("<II", kind, ln) + body + struct.pack("<I", ln)
+
+
+def pcap_header(linktype: int, snaplen: int = DEFAULT_SNAPLEN, nano: bool = False) -> bytes:
+    return struct.pack("<IHHiIII", PCAP_MAGIC_NS if nano else PCAP_MAGIC_US, 2, 4, 0, 0, snaplen, linktype)
+
+
+def pcap_record(sec: int, frac: int, data: bytes, wirelen: int) -> bytes:
+    """One record: `frac` in the file's unit (µs, or ns for a nanosecond file)."""
+    return _pcap_rec(sec, frac, len(data), wirelen) + data
+
+
+def pcapng_shb(app: str) -> bytes:
+    """Section Header Block, little-endian, section length unknown, shb_userappl = `app`."""
+    return block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + option(4, app.encode()) + option(0, b""))
+
+
+def pcapng_idb(linktype: int, snaplen: int, name: str | None = None, tsresol: int | None = None) -> bytes:
+    """Interface Description Block; `tsresol` is if_tsresol (9: nanoseconds; None: the default, µs)."""
+    opts = option(2, name.encode()) if name else b""
+    if tsresol is not None:
+        opts += option(9, bytes([tsresol]))
+    return block(1, struct.pack("<HHI", linktype, 0, snaplen) + opts + option(0, b""))
+
+
+def pcapng_epb(iface_id: int, ts: int, data: bytes, wirelen: int) -> bytes:
+    """Enhanced Packet Block; `ts` in the interface's units."""
+    pad = -len(data) % 4
+    ln = 32 + len(data) + pad
+    return (_epb_head(6, ln, iface_id, ts >> 32, ts & 0xFFFFFFFF, len(data), wirelen)
+            + data + b"\0" * pad + struct.pack("<I", ln))
+
+
+def pcapng_nrb(names: dict[str, str] | dict[str, list[str]]) -> bytes:
+    """Name Resolution Block(s) for `names` (ip -> name; a value may hold several names separated
+    by whitespace or be a list), to write right after the IDBs: the names then travel with the
+    capture (Wireshark shows them with `-N n`, `wscap analyze` labels endpoints with them); with
+    several names for one address, both show the last one, so put the preferred label last.
+    IPv4 records are type 1, IPv6 type 2; each name is UTF-8, NUL-terminated, record padded to 4
+    bytes, then an end record. Large tables are split over several blocks. b"" when empty."""
+    records: list[bytes] = []
+    for ip, value in names.items():
+        try:
+            addr = ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            continue
+        items = value if isinstance(value, (list, tuple)) else str(value).split()
+        parts = [n.encode("utf-8")[:255] for n in items if n]
+        parts = [p for p in parts if b"\0" not in p]
+        if not parts:
+            continue
+        val = addr.packed + b"".join(p + b"\0" for p in parts)
+        if len(val) > 0xFFFF:
+            continue
+        records.append(struct.pack("<HH", 1 if addr.version == 4 else 2, len(val)) + pad4(val))
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for r in records:
+        if chunk and size + len(r) > NRB_MAX_BLOCK:
+            out.append(block(4, b"".join(chunk) + struct.pack("<HH", 0, 0)))
+            chunk, size = [], 0
+        chunk.append(r)
+        size += len(r)
+    if chunk:
+        out.append(block(4, b"".join(chunk) + struct.pack("<HH", 0, 0)))
+    return b"".join(out)
