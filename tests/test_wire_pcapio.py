@@ -219,6 +219,33 @@ def test_record_filter_sees_the_record_in_the_buffer():
         assert [f.no for f in frames] == list(range(101, 121, 2)) and r.packets == 20 and r.no == 120
 
 
+def test_record_filter_changed_mid_capture_applies_to_the_next_records():
+    """Live turns the fast path on after the reader started, and off for the drain."""
+    pkts = packets(30)
+    skip_all = lambda lt: (lambda *a: False)     # noqa: E731 - the filter accounts for every record
+    for data in (pcap_bytes(pkts, False), pcapio.pcapng_shb("t") + pcapio.pcapng_idb(1, 0, None, 6)
+                 + b"".join(pcapio.pcapng_epb(0, ts, d, wl) for ts, d, wl in pkts)):
+        r = CaptureReader()
+        # feed the first 10 records with no filter, then 10 with one that skips all, then none again
+        cuts = [_record_end(data, k) for k in (10, 20)]
+        first = r.feed(data[:cuts[0]])
+        r.set_record_filter(skip_all)
+        middle = r.feed(data[cuts[0]:cuts[1]])
+        r.set_record_filter(None)
+        last = r.feed(data[cuts[1]:])
+        assert [f.no for f in first] == list(range(1, 11)) and middle == []
+        assert [f.no for f in last] == list(range(21, 31)) and r.no == 30
+
+
+def _record_end(data: bytes, k: int) -> int:
+    """Offset just past the k-th packet record of a little-endian pcap or pcapng."""
+    r = CaptureReader()
+    for i in range(len(data) + 1):
+        if i and len(r.feed(data[i - 1:i])) and r.no == k:
+            return i
+    raise AssertionError(k)
+
+
 def test_shedding_skips_what_worth_rejects_and_counts_it():
     pkts = packets(10)
     r = CaptureReader(worth=lambda buf, start, end, lt: end - start > 150)

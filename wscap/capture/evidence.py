@@ -65,11 +65,7 @@ class FollowBackend:
         self.follower.record_filter = rf
         r = self.follower.reader
         if r is not None:                 # the file being read changes filter too
-            r.record_filter = rf
-            if hasattr(r, "_wants"):
-                r._wants = [rf(i[0]) if rf else None for i in r.ifaces]
-            elif r.linktype is not None:
-                r._want = rf(r.linktype) if rf else None
+            r.set_record_filter(rf)
 
     # -- writer events ------------------------------------------------------------------------
     def _pump(self) -> None:

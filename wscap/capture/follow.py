@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
 from collections import deque
 from dataclasses import dataclass
 

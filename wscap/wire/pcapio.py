@@ -129,6 +129,15 @@ class CaptureReader:
         self._e = "<"
         self.ifaces: list[Iface] = []
 
+    def set_record_filter(self, record_filter: RecordFilter | None) -> None:
+        """Change the fast path's question mid-capture (live turns it on, and off at the drain):
+        the link types already known are asked again."""
+        self.record_filter = record_filter
+        if self._rec is not None and self.linktype is not None:
+            self._want = record_filter(self.linktype) if record_filter is not None else None
+        for i in self.ifaces:
+            i.want = record_filter(i.linktype) if record_filter is not None else None
+
     # -- state ---------------------------------------------------------------------------------
     @property
     def started(self) -> bool:
