@@ -73,10 +73,33 @@ class Exchange:
     server_frames: FrameScanner | None = None
     id: int | None = None
     emitted: bool = False
+    # (response, state, results) of _head_checks: live mode renders an exchange several times
+    # (when decided, in chain ticks, when spooled) and these checks were most of the cost.
+    _memo: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def websocket(self) -> bool:
-        return self.request is not None and hs.is_websocket_request(self.request)
+        return self.request is not None and self._head_checks()[0]
+
+    def _head_checks(self) -> tuple:
+        """(websocket?, request_anomalies, RFC 6455 + parser checks): pure functions of the two
+        heads, computed again only when one of them changed (the response arrived, a head was cut
+        short or got an anomaly); the lists are shared, so callers copy before changing them."""
+        req, resp = self.request, self.response
+        state = (req.complete, len(req.anomalies),
+                 None if resp is None else (resp.complete, len(resp.anomalies), resp.status))
+        m = self._memo
+        if m is not None and m[0] is resp and m[1] == state:
+            return m[2]
+        ws = hs.is_websocket_request(req)
+        checks = list(hs.check_request(req)) if ws else [
+            make("not-websocket-upgrade", "Upgrade: " + ", ".join(req.tokens(b"upgrade")) or "none", req.frame)]
+        if resp is not None and resp.status is not None:
+            checks += list(hs.check_response(req, resp))
+        checks += self._opinion_anomalies()
+        res = (ws, hs.request_anomalies(req, resp), checks)
+        self._memo = (resp, state, res)
+        return res
 
     @property
     def ts_ns(self) -> int:
@@ -101,21 +124,17 @@ class Exchange:
 
     def all_anomalies(self) -> list[Anomaly]:
         out = list(self.conn.anomalies) + self.conn.suppressed()
+        checks = ()
         if self.request is not None:
-            out += hs.request_anomalies(self.request, self.response)
+            _ws, req_anomalies, checks = self._head_checks()
+            out += req_anomalies
         if self.response is not None:
             out += self.response.anomalies
         out += self.anomalies
         for sc in (self.client_frames, self.server_frames):
             if sc is not None:
                 out += sc.anomalies
-        if self.request is not None:
-            out += list(hs.check_request(self.request)) if self.websocket else [
-                make("not-websocket-upgrade", "Upgrade: " + ", ".join(self.request.tokens(b"upgrade")) or "none",
-                     self.request.frame)]
-            if self.response is not None and self.response.status is not None:
-                out += list(hs.check_response(self.request, self.response))
-            out += self._opinion_anomalies()
+        out += checks
         return out
 
     def parsers(self) -> dict:
