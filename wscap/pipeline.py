@@ -527,8 +527,39 @@ class Pipeline:
             for link in c["links"]:
                 link["from"], link["to"] = by_view[id(link["from"])].id, by_view[id(link["to"])].id
             out.append(Decided("chain", c))
+        if now_ns is not None:
+            done |= self._stale_attempts(now_ns)
         self._open = [ex for ex in self._open if id(ex) not in done]
         self._open_ids -= done
+        for i in done:
+            self._final.pop(i, None)
+        return out
+
+    def _stale_attempts(self, now_ns: int) -> set[int]:
+        """Open bare attempts that no tick can link any more: left in the open set, every tick
+        re-linked them all (a port scan or health checks made each tick slower than the last).
+
+        An attempt is only ever the upstream hop of a request in an earlier frame of the same
+        capture (chains.link_chains: `order(up) > order(down)`), and every such request was
+        registered before the attempt existed; once none of them is open, it cannot link. Kept
+        anyway for the link window (reordered heads), and while other captures have open requests.
+        The attempt is still in the final document, from the spool."""
+        first: dict[int, int] = {}
+        for ex in self._open:
+            req = ex.request
+            if req is not None:
+                src = ex.conn.source
+                f = req.frame if req.frame is not None else -1
+                if f < first.get(src, f + 1):
+                    first[src] = f
+        out: set[int] = set()
+        for ex in self._open:
+            if ex.request is not None or now_ns - ex.ts_ns <= self.link_window_ns:
+                continue
+            c = ex.conn
+            lo = first.get(c.source)
+            if (lo is None or lo > (c.syn_frame or c.first_frame)) and all(s == c.source for s in first):
+                out.add(id(ex))
         return out
 
     # -- output ------------------------------------------------------------------
