@@ -385,14 +385,14 @@ class Pipeline:
                           conn.attempt if self.stream else None)
             else:
                 self.unlinked_attempts += 1      # a scan, a health check: no request it could serve
+        # Exchange <-> Connection is a reference cycle; break it so heads and frame summaries
+        # are freed now rather than at some later cyclic collection.
+        conn.exchanges = []
+        conn.pending = []
+        conn.h2_streams = {}
+        conn.h2 = None
         if not self.stream:
-            # Exchange <-> Connection is a reference cycle; break it so heads and frame summaries
-            # are freed now rather than at some later cyclic collection.
-            conn.exchanges = []
-            conn.pending = []
             conn.attempt = None
-            conn.h2_streams = {}
-            conn.h2 = None
 
     def _keep_final(self, ex: Exchange, doc: dict) -> dict:
         """Live: an open leg's document is final once its connection is over; keep it for its
