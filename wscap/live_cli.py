@@ -18,6 +18,7 @@ backend missing).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import shutil
@@ -600,6 +601,10 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
                 pass
 
     seen: dict[int, dict] = {}   # handshakes printed so far, for the chains' ladders
+    # Only text lines (ladders, redaction) and redacted JSON read it (markdown keeps its own): kept
+    # for nothing, 10,000 documents are a million objects every full garbage collection walks,
+    # in the middle of a burst, with every line waiting behind it.
+    keep_seen = fmt == "text" or (fmt == "json" and bool(redact))
     raw_seen = seen               # the unredacted handshakes: a chain's secrets are found through them
     from .render.markdown import LiveMarkdown
     from .render.redact import redact_live_event
@@ -632,7 +637,7 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
     def on_event(ev: Any) -> None:
         status.clear()
         kind, doc = getattr(ev, "kind", None), getattr(ev, "json", None)
-        if kind == "handshake":
+        if kind == "handshake" and keep_seen:
             seen[doc["id"]] = doc
             if len(seen) > 10000:  # bounded: old handshakes are long decided
                 seen.pop(next(iter(seen)))
@@ -670,6 +675,9 @@ def run_live(iface=None, container=None, project=None, netns=None, bpf=None, por
         _err(f"capturing on {iface}{where} with {be.name} (filter: {expr}); Ctrl-C to stop")
         if iface_why:
             _err(f"  chosen: {iface_why}")
+    # What is built by now (modules, the pipeline, the capture) lives as long as the process: out
+    # of the collector's sight, a full collection during a burst walks only what the analysis holds.
+    gc.freeze()
     try:
         res = loop.run()
     finally:
