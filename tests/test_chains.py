@@ -360,3 +360,44 @@ def test_overlapping_refused_attempts_go_to_the_leg_whose_answer_they_caused(tmp
     legs = {by_id[c["hops"][0]]["client"]: by_id[c["hops"][1]]["client"] for c in doc["chains"]}
     assert legs == {f"{GW}:50000": f"{VITE}:40001", f"{GW}:50001": f"{VITE}:40002"}
     assert {c["verdict"]["cause"] for c in doc["chains"]} == {"upstream-refused"}
+
+
+def test_live_ticks_forget_attempts_nothing_can_link_and_still_stream_every_chain(tmp_path):
+    """A scanner's bare connection attempts (SYN, RST) never join a chain. The live clock must not
+    carry them in its open set forever (each tick re-linked all of them), and the chains around
+    them stream with the document's verdicts."""
+    cap = Capture(step=0.001)
+    seconds, scans = 30, 20
+    for s in range(seconds):
+        proxied_chain(cap, s, proxy_port=30000 + s)
+        down = cap.conn((GW, 52000 + s), (VITE, 5173)).open()
+        down.send(True, ws_request("/ws", key=new_key(1000 + s)))
+        up = cap.conn((VITE, 41000 + s), (BACK, 5000))
+        up._pkt(True, "S")
+        up._pkt(False, "RA", seq=0)                     # refused upstream: the proxy answers 502
+        down.send(False, b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+        down.fin(False)
+        for k in range(scans):
+            probe = cap.conn(("172.18.0.9", 20000 + s * scans + k), (VITE, 6000 + k))
+            probe._pkt(True, "S")
+            probe._pkt(False, "RA", seq=0)
+        cap.wait(0.9)
+    path = cap.write(tmp_path / "scan.pcap")
+    from wscap.capture.files import ReadResult, read_frames
+    pipe = wscap.Pipeline()
+    streamed, most_open, next_tick, last = [], 0, 0, 0
+    for f in read_frames(path, ReadResult(path)):
+        streamed += pipe.feed(f)
+        if f.ts_ns >= next_tick:
+            streamed += pipe.tick(f.ts_ns)
+            most_open = max(most_open, len(pipe._open))
+            next_tick = f.ts_ns + 200_000_000
+        last = f.ts_ns
+    streamed += pipe.tick(last + 10_000_000_000)
+    streamed += pipe.finish()
+    chains = [d.json for d in streamed if d.kind == "chain"]
+    assert [(c["verdict"]["cause"], c["verdict"]["hop"]) for c in chains] == \
+        [("ok", None), ("upstream-refused", 1)] * seconds
+    assert verdicts(wscap.analyze_paths([path])) == [("ok", None), ("upstream-refused", 1)] * seconds
+    # Kept for the link window (10 s) at most, not for the whole capture (600 attempts).
+    assert most_open <= 11 * scans + 10, most_open

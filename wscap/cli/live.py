@@ -20,6 +20,7 @@ permission, bad BPF filter, backend missing) or a partial document
 """
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -495,6 +496,9 @@ def run_live(iface: str | None = None, container: str | None = None, project: st
         _err(f"capturing on {iface}{where} with {be.name} (filter: {expr}); Ctrl-C to stop")
         if iface_why:
             _err(f"  chosen: {iface_why}")
+    # What is built by now (modules, the pipeline, the capture) lives as long as the process: out
+    # of the collector's sight, a full collection during a burst walks only what the analysis holds.
+    gc.freeze()
     try:
         res = loop.run()
     finally:

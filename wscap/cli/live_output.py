@@ -76,6 +76,10 @@ class LiveOutput:
         self.out = out if out is not None else sys.stdout
         self.on_stdout_closed: Callable[[], None] = lambda: None
         self.seen: dict[int, dict[str, Any]] = {}   # handshakes printed so far, for the chains' ladders
+        # Only text lines (ladders, redaction) and redacted JSON read it (markdown keeps its own): kept
+        # for nothing, 10,000 documents are a million objects every full garbage collection walks,
+        # in the middle of a burst, with every line waiting behind it.
+        self.keep_seen = fmt == "text" or (fmt == "json" and redacts(redact, "json"))
         self.markdown = LiveMarkdown(redact=redacts(redact, "markdown"))
         self.text_redact = redacts(redact, "text")
         self.name_eps = [{"ip": ip, "name": n} for ip, n in names.items()]
@@ -119,7 +123,7 @@ class LiveOutput:
         self.status.clear()
         kind: str = getattr(ev, "kind", "")
         doc: dict[str, Any] = getattr(ev, "json", None) or {}
-        if kind == "handshake":
+        if kind == "handshake" and self.keep_seen:
             self.seen[doc["id"]] = doc     # unredacted: a chain's secrets are found through them
             if len(self.seen) > SEEN_MAX:
                 self.seen.pop(next(iter(self.seen)))

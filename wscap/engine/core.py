@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from wscap import __version__
-from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, build_chains, judge_chain, link_chains, link_view
+from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, judge_chain, link_chains, link_view
 from wscap.document.spool import Spool
 from wscap.flow.connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint, fmt_ip
 from wscap.wire.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, tunnel_json
@@ -88,6 +88,10 @@ class Pipeline:
         self.limits_hit: dict[str, int] = {}
         self._undecided: list[Exchange] = []
         self._open: list[Exchange] = []          # legs not yet part of an emitted (live) chain
+        self._open_ids: set[int] = set()         # ... their id()s
+        # id(leg) -> its final document, rendered when its connection was spooled (an open leg's
+        # chain line reuses it rather than rendering the same frozen state again).
+        self._final: dict[int, dict] = {}
         self._syn_only: list[Connection] = []    # connections that so far only sent a SYN
         self._last_chain_check = 0
         self._chained: set[int] = set()
@@ -381,21 +385,29 @@ class Pipeline:
                 if sc is not None and sc.inflate_cut:
                     self.limits_hit["inflate_bytes"] = self.limits_hit.get("inflate_bytes", 0) + sc.inflate_cut
             if ex.id is not None and ex.id > 0:
-                self._put(ex.to_json(end), self.views)
+                self._put(self._keep_final(ex, ex.to_json(end)), self.views)
         if conn.attempt is not None:
             if self._could_be_a_hop(conn):
-                self._put(conn.attempt.to_json(end), self.attempt_views,
+                self._put(self._keep_final(conn.attempt, conn.attempt.to_json(end)), self.attempt_views,
                           conn.attempt if self.stream else None)
             else:
                 self.unlinked_attempts += 1      # a scan, a health check: no request it could serve
+        # Exchange <-> Connection is a reference cycle; break it so heads and frame summaries
+        # are freed now rather than at some later cyclic collection.
+        conn.exchanges = []
+        conn.pending = []
+        conn.h2_streams = {}
+        conn.h2 = None
         if not self.stream:
-            # Exchange <-> Connection is a reference cycle; break it so heads and frame summaries
-            # are freed now rather than at some later cyclic collection.
-            conn.exchanges = []
-            conn.pending = []
             conn.attempt = None
-            conn.h2_streams = {}
-            conn.h2 = None
+
+    def _keep_final(self, ex: Exchange, doc: dict) -> dict:
+        """Live: an open leg's document is final once its connection is over; keep it for its
+        chain line. Not when it says how long it waited: that one is rendered at the tick."""
+        if ex.response is not None or ex.request is None:
+            if id(ex) in self._open_ids:
+                self._final[id(ex)] = doc
+        return doc
 
     def _could_be_a_hop(self, conn: Connection) -> bool:
         """Did this address receive an upgrade request shortly before it dialled out? Only then can a
@@ -422,6 +434,7 @@ class Pipeline:
         conn.attempt = Exchange(conn, None)
         if self.stream:
             self._open.append(conn.attempt)
+            self._open_ids.add(id(conn.attempt))
 
     def _register(self, ex: Exchange) -> None:
         if self.registered >= self.limits.max_handshakes:
@@ -441,6 +454,7 @@ class Pipeline:
         if self.stream:
             self._undecided.append(ex)
             self._open.append(ex)
+            self._open_ids.add(id(ex))
 
     def _collect(self, now_ns: int | None, chains: bool = False) -> list[Decided]:
         """Emit handshakes that became decided by the clock (timeout), and settled chains."""
@@ -481,21 +495,32 @@ class Pipeline:
         self._syn_only = [c for c in self._syn_only if c.attempt is None and not c.saw_payload]
         if not self._open:
             return []
-        docs = {id(ex): ex.to_json(self.now_ns) for ex in self._open}
-        by_doc = {id(docs[id(ex)]): ex for ex in self._open}
-        hs = [docs[id(ex)] for ex in self._open if ex.request is not None]
-        at = [docs[id(ex)] for ex in self._open if ex.request is None]
-        chains, _used = build_chains(hs, at, self.options.timeout_s, self.names(), self.dns)
+        # Link on light views (what build_chains' linking reads), then render and judge only the
+        # legs of chains that are ready: a tick used to serialise every open leg and judge every
+        # chain, ready or not, and the whole tick delays every line behind it.
+        by_view: dict[int, Exchange] = {}
+        hs, at = [], []
+        for ex in self._open:
+            v = link_view(_link_fields(ex, self.now_ns))
+            by_view[id(v)] = ex
+            (hs if ex.request is not None else at).append(v)
+        chains, _used, proxies = link_chains(hs, at, self.options.timeout_s)
         out: list[Decided] = []
         done: set[int] = set()
+        names = None
         for c in chains:
-            legs = [by_doc[id(h)] for h in c["hops"]]
+            legs = [by_view[id(v)] for v in c["hops"]]
             if now_ns is not None and not all(ex.decided(now_ns, self.timeout_ns) for ex in legs):
                 continue
             if now_ns is not None and now_ns - legs[0].ts_ns < min(self.timeout_ns, 1_000_000_000) \
                     and legs[-1].request is not None and legs[-1].response is None:
                 continue
-            for ex, h in zip(legs, c["hops"]):
+            if names is None:
+                names = self.names()
+            hops = [self._final.pop(id(ex), None) or ex.to_json(self.now_ns) for ex in legs]
+            c["hops"] = hops
+            judge_chain(c, hops, proxies, names, self.dns, self.options.timeout_s)
+            for ex, h in zip(legs, hops):
                 if ex.id is None:            # a bare attempt becomes visible as this chain's hop
                     ex.id = self.next_id
                     self.next_id += 1
@@ -505,11 +530,43 @@ class Pipeline:
                 done.add(id(ex))
             self._chain_seq += 1
             c["id"] = self._chain_seq
-            c["hops"] = [h["id"] for h in c["hops"]]
+            c["hops"] = [h["id"] for h in hops]
             for link in c["links"]:
-                link["from"], link["to"] = link["from"]["id"], link["to"]["id"]
+                link["from"], link["to"] = by_view[id(link["from"])].id, by_view[id(link["to"])].id
             out.append(Decided("chain", c))
+        if now_ns is not None:
+            done |= self._stale_attempts(now_ns)
         self._open = [ex for ex in self._open if id(ex) not in done]
+        self._open_ids -= done
+        for i in done:
+            self._final.pop(i, None)
+        return out
+
+    def _stale_attempts(self, now_ns: int) -> set[int]:
+        """Open bare attempts that no tick can link any more: left in the open set, every tick
+        re-linked them all (a port scan or health checks made each tick slower than the last).
+
+        An attempt is only ever the upstream hop of a request in an earlier frame of the same
+        capture (chains.link_chains: `order(up) > order(down)`), and every such request was
+        registered before the attempt existed; once none of them is open, it cannot link. Kept
+        anyway for the link window (reordered heads), and while other captures have open requests.
+        The attempt is still in the final document, from the spool."""
+        first: dict[int, int] = {}
+        for ex in self._open:
+            req = ex.request
+            if req is not None:
+                src = ex.conn.source
+                f = req.frame if req.frame is not None else -1
+                if f < first.get(src, f + 1):
+                    first[src] = f
+        out: set[int] = set()
+        for ex in self._open:
+            if ex.request is not None or now_ns - ex.ts_ns <= self.link_window_ns:
+                continue
+            c = ex.conn
+            lo = first.get(c.source)
+            if (lo is None or lo > (c.syn_frame or c.first_frame)) and all(s == c.source for s in first):
+                out.add(id(ex))
         return out
 
     # -- output ------------------------------------------------------------------
@@ -666,6 +723,19 @@ class Pipeline:
 
     def tls_list(self) -> list[dict]:
         return sorted(self.tls_docs, key=lambda t: (t["source"], t["first_frame"]))
+
+
+def _link_fields(ex: Exchange, end_ns: int) -> dict:
+    """The part of `ex.to_json(end_ns)` that linking reads (see chains.link_view), the same
+    expressions, without the anomalies, parser opinions and frames that cost the most."""
+    c = ex.conn
+    req, resp = ex.request, ex.response
+    return {"id": ex.id, "source": c.source, "client": fmt_endpoint(*c.client), "server": fmt_endpoint(*c.server),
+            "first_frame": c.first_frame, "first_ts": round(c.first_ts / 1e9, 6),
+            "request": req.to_json() if req is not None else None,
+            "response": resp.to_json() if resp is not None else None,
+            "outcome": ex.outcome(),
+            "tcp": {"syn_frame": c.syn_frame, "end": c.end.to_json() if c.end else None}}
 
 
 def endpoints(handshakes: list[dict], chains: list[dict], names: dict[str, str]) -> list[dict]:

@@ -73,14 +73,51 @@ class Exchange:
     server_frames: FrameScanner | None = None
     id: int | None = None
     emitted: bool = False
+    # Memo of _request_checks and _head_checks: live mode renders an exchange several times (when
+    # decided, in chain ticks, when spooled) and these checks were most of the cost.
+    _memo: tuple | None = field(default=None, repr=False, compare=False)
+    _memo_req: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def websocket(self) -> bool:
-        return self.request is not None and hs.is_websocket_request(self.request)
+        return self.request is not None and self._request_checks()[0]
 
     @property
     def ts_ns(self) -> int:
         return self.request.ts_ns if self.request is not None else self.conn.first_ts
+
+    def _request_checks(self) -> tuple:
+        """(websocket?, the request's RFC 6455 checks): pure functions of the request head, computed
+        again only if it changed (cut short, an anomaly added)."""
+        req = self.request
+        state = (req.complete, len(req.anomalies))
+        m = self._memo_req
+        if m is not None and m[0] == state:
+            return m[1]
+        ws = hs.is_websocket_request(req)
+        checks = list(hs.check_request(req)) if ws else [
+            make("not-websocket-upgrade", "Upgrade: " + ", ".join(req.tokens(b"upgrade")) or "none", req.frame)]
+        res = (ws, checks)
+        self._memo_req = (state, res)
+        return res
+
+    def _head_checks(self) -> tuple:
+        """(request_anomalies, request + response + parser checks): pure functions of the two heads,
+        computed again only when one of them changed (the response arrived, a head was cut short or
+        got an anomaly); the lists are shared, so callers copy before changing them."""
+        req, resp = self.request, self.response
+        state = (req.complete, len(req.anomalies),
+                 None if resp is None else (resp.complete, len(resp.anomalies), resp.status))
+        m = self._memo
+        if m is not None and m[0] is resp and m[1] == state:
+            return m[2]
+        checks = list(self._request_checks()[1])
+        if resp is not None and resp.status is not None:
+            checks += list(hs.check_response(req, resp))
+        checks += self._opinion_anomalies()
+        res = (hs.request_anomalies(req, resp), checks)
+        self._memo = (resp, state, res)
+        return res
 
     def outcome(self) -> str:
         c = self.conn
@@ -101,21 +138,17 @@ class Exchange:
 
     def all_anomalies(self) -> list[Anomaly]:
         out = list(self.conn.anomalies) + self.conn.suppressed()
+        checks = ()
         if self.request is not None:
-            out += hs.request_anomalies(self.request, self.response)
+            req_anomalies, checks = self._head_checks()
+            out += req_anomalies
         if self.response is not None:
             out += self.response.anomalies
         out += self.anomalies
         for sc in (self.client_frames, self.server_frames):
             if sc is not None:
                 out += sc.anomalies
-        if self.request is not None:
-            out += list(hs.check_request(self.request)) if self.websocket else [
-                make("not-websocket-upgrade", "Upgrade: " + ", ".join(self.request.tokens(b"upgrade")) or "none",
-                     self.request.frame)]
-            if self.response is not None and self.response.status is not None:
-                out += list(hs.check_response(self.request, self.response))
-            out += self._opinion_anomalies()
+        out += checks
         return out
 
     def parsers(self) -> dict:

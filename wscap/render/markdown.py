@@ -236,6 +236,8 @@ class LiveMarkdown:
         kind = obj.get("type")
         if kind == "handshake" and isinstance(obj.get("handshake"), dict):
             self.seen[obj["handshake"].get("id")] = obj["handshake"]
+            if len(self.seen) > 10000:   # bounded, as in live_cli: old handshakes are long decided
+                self.seen.pop(next(iter(self.seen)))
         shown = redact_live_event(obj, self.seen) if self.redact else obj
         if kind == "handshake" and isinstance(shown.get("handshake"), dict):
             hs = shown["handshake"]
