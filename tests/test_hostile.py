@@ -131,7 +131,8 @@ def test_live_has_the_same_bounds_as_analyze():
     from wscap.cli import analyze
     from wscap.live_cli import _make_pipeline, live_command
     names = lambda cmd: {o for p in cmd.params for o in p.opts if o.startswith("--max-")}  # noqa: E731
-    assert names(analyze) <= names(live_command)
+    # a live capture has no gzip input: the reader's work bound is for files only
+    assert names(analyze) - {"--max-gzip-records-per-kib"} <= names(live_command)
     p = _make_pipeline(3.0, {}, {"max_flows": 7, "max_head_bytes": 999, "max_dns": 5})
     assert (p.limits.max_flows, p.limits.head_bytes, p.limits.max_dns) == (7, 999, 5)
     r = CliRunner().invoke(live_command, ["--max-flows", "0"])
@@ -655,6 +656,99 @@ def test_a_secret_split_across_fragments_is_redacted_in_both_previews(tmp_path):
     red = json.loads(cli("analyze", path, "--format", "json", "--redact").stdout)
     assert [f["preview"] for f in red["handshakes"][0]["frames"]] == [
         "token is " + marker_of(ECHO_TOKEN), marker_of(ECHO_TOKEN) + " bye"]
+
+
+# -- work per gzip input ---------------------------------------------------------------------------
+
+def gz_capture(path, records: list[bytes], repeat: int = 1) -> int:
+    """A gzip'd classic pcap (Ethernet) of `records` (each a full record: header + data), the list
+    written `repeat` times; -> the number of records."""
+    import struct
+    import zlib
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    with open(path, "wb") as f:
+        f.write(c.compress(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)))
+        block = b"".join(records)
+        for _ in range(repeat):
+            f.write(c.compress(block))
+        f.write(c.flush())
+    return len(records) * repeat
+
+
+def _record(ts_us: int, data: bytes) -> bytes:
+    import struct
+    return struct.pack("<IIII", ts_us // 1_000_000, ts_us % 1_000_000, len(data), len(data)) + data
+
+
+def test_gzip_of_empty_records_is_bounded_counted_and_cheap(tmp_path):
+    """A small gzip that inflates to millions of empty records (the 1 MB -> 67M records attack,
+    scaled): reading stops once the input gives more records per compressed KiB than the bound
+    allows; the records read are counted as empty, never decoded; one line, exit 2."""
+    from wscap.capture.files import GZIP_WORK_FLOOR
+    from wscap.limits import Limits
+    path = tmp_path / "empty.pcap.gz"
+    n = gz_capture(path, [_record(0, b"")] * 65536, repeat=40)          # 2,621,440 empty records
+    assert os.path.getsize(path) < 64 * 1024                              # ~40 KB of gzip
+    r = cli("analyze", str(path), "--format", "json")
+    assert r.returncode == 2
+    doc = json.loads(r.stdout)
+    src = doc["source"][0]
+    assert GZIP_WORK_FLOOR <= src["packets"] < n                          # stopped past the floor...
+    assert src["packets"] <= GZIP_WORK_FLOOR + 65536                      # ... within one read chunk
+    assert src["empty_records"] == src["packets"]
+    assert doc["stats"]["packets"] == 0                                   # none reached the decoder
+    assert doc["stats"]["limits_hit"] == {"gzip_records": 1}
+    assert src["complete"] is False and "--max-gzip-records-per-kib" in src["errors"][0]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--max-gzip-records-per-kib" in lines[0], r.stderr
+    # raised far enough, the whole input is read (and the empty records stay cheap: not decoded)
+    big = cli("analyze", str(path), "--format", "json", "--max-gzip-records-per-kib", str(10 ** 9))
+    assert big.returncode == 0, big.stderr
+    src = json.loads(big.stdout)["source"][0]
+    assert src["packets"] == src["empty_records"] == n and src["complete"] is True
+    assert Limits().gzip_records_per_kib == 1024
+
+
+def test_gzip_work_bound_keeps_zero_filled_captures_and_refuses_repeated_records(tmp_path, monkeypatch):
+    """Records per compressed byte, not a byte ratio: a capture whose payloads are all zeros
+    inflates > 50x and is read whole; as many byte-identical small records are refused.
+    (The floor is lowered in-process so the test stays small; the CLI test above uses the real one.)"""
+    import wscap.capture.files as files
+    from test_bounds import ACK, PSH, ip4, packet
+    monkeypatch.setattr(files, "GZIP_WORK_FLOOR", 2000)
+    n = 20_000
+    zero = [_record(1_700_000_000_000_000 + i * 37, packet(ip4(0x0A000001), 40000, ip4(0x0A000002), 80,
+                                                           1 + i * 1400, 1, PSH | ACK, bytes(1400)))
+            for i in range(n)]
+    path = tmp_path / "zeros.pcap.gz"
+    gz_capture(path, zero)
+    res = files.ReadResult(path=str(path))
+    got = sum(1 for _ in files.read_frames(str(path), res))
+    assert got == n and res.complete and res.limits_hit == {}
+    assert os.path.getsize(path) * 50 < n * 1400                          # it did inflate > 50x
+    same = tmp_path / "same.pcap.gz"
+    ack = _record(1_700_000_000_000_000, packet(ip4(0x0A000001), 40000, ip4(0x0A000002), 80, 1, 1, ACK, b""))
+    gz_capture(same, [ack] * n)                                            # one pure ACK, n times
+    res = files.ReadResult(path=str(same))
+    got = sum(1 for _ in files.read_frames(str(same), res))
+    assert 2000 <= got < n and res.limits_hit == {"gzip_records": 1} and not res.complete
+
+
+def test_gzip_that_inflates_hugely_gets_one_notice_line(tmp_path, monkeypatch):
+    """Past GZIP_NOTICE_BYTES at a high ratio, the reader says so once while still reading
+    (lowered in-process); the capture is still read whole and it is not an error."""
+    import wscap.capture.files as files
+    from test_bounds import ACK, PSH, ip4, packet
+    monkeypatch.setattr(files, "GZIP_NOTICE_BYTES", 4 << 20)
+    recs = [_record(i * 1000, packet(ip4(0x0A000001), 40000, ip4(0x0A000002), 80, 1 + i * 1400, 1,
+                                     PSH | ACK, bytes(1400))) for i in range(6000)]
+    path = tmp_path / "z.pcap.gz"
+    gz_capture(path, recs)
+    heard: list[str] = []
+    res = files.ReadResult(path=str(path), notify=heard.append)
+    assert sum(1 for _ in files.read_frames(str(path), res)) == 6000
+    assert len(heard) == 1 and heard == res.notices and "decompressed from" in heard[0]
+    assert res.complete
 
 
 def test_live_bounds_one_packet_flows_on_loopback(tmp_path):

@@ -62,6 +62,9 @@ def limits_options(f):
                      help="Bytes a compressed WebSocket message is inflated to for previews."),
         click.option("--max-h2-header-bytes", type=click.IntRange(min=0), default=d.h2_header_bytes,
                      show_default=True, help="Decoded HTTP/2 header bytes kept per connection (then cut)."),
+        click.option("--max-gzip-records-per-kib", type=click.IntRange(min=1), default=d.gzip_records_per_kib,
+                     show_default=True, help="Records a gzip capture may give per KiB of compressed input, "
+                     "checked after 1,000,000 (work bound; real captures stay far below)."),
         click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=86400),
                      default=3.0, show_default=True,
                      help="Seconds a leg waits for a response before it is decided."),
@@ -79,11 +82,12 @@ def build_options(max_head_bytes: int, max_flow_buffer: int, max_flows: int, max
                   max_dns: int = Limits().max_dns, names_fallback: dict[str, str] | None = None,
                   max_hpack_table: int = Limits().hpack_table, max_h2_header_bytes: int = Limits().h2_header_bytes,
                   max_inflate_bytes: int = Limits().inflate_bytes,
-                  max_handshakes: int = Limits().max_handshakes) -> Options:
+                  max_handshakes: int = Limits().max_handshakes,
+                  max_gzip_records_per_kib: int = Limits().gzip_records_per_kib) -> Options:
     lim = Limits(head_bytes=max_head_bytes, flow_buffer=max_flow_buffer, max_flows=max_flows,
                  frames_per_direction=max_frames, max_dns=max_dns, tunnel_depth=max_tunnel_depth, hpack_table=max_hpack_table,
                  h2_header_bytes=max_h2_header_bytes, inflate_bytes=max_inflate_bytes,
-                 max_handshakes=max_handshakes)
+                 max_handshakes=max_handshakes, gzip_records_per_kib=max_gzip_records_per_kib)
     return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())),
                    names_fallback=tuple(sorted((names_fallback or {}).items())),
                    keylog=one_keylog(keylog),
@@ -268,7 +272,8 @@ def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict, stre
                     from .render.json import write_document
                     write_document(doc, stream_json)
                 return doc
-            pipe = run_pipeline(inputs.paths, options, None, jobs=lim.get("jobs", 1))
+            pipe = run_pipeline(inputs.paths, options, None, jobs=lim.get("jobs", 1),
+                                notify=lambda line: click.echo(f"wscap: {line}", err=True))
             pipe.sources = inputs.fix({"source": pipe.sources})["source"]
         if stream_json is not None:
             return {"source": pipe.sources, "summary": pipe.write_json(stream_json), "stats": pipe.stats}

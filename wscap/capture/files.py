@@ -30,6 +30,14 @@ PCAP_MAGICS = {
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 MAX_NAMES = 10_000            # names read from Name Resolution Blocks, per file
 MAX_NAME_LEN = 255            # bytes of one name (a DNS name is at most 253)
+# Work per gzip input. Records, not bytes, are what cost time (each one is a turn of the record
+# loop and usually a decode), and deflate cannot make a record smaller than a fraction of a byte
+# unless records repeat exactly, timestamps included - which real captures never do. A ratio of
+# decompressed to compressed *bytes* would refuse real captures of zero-filled payloads; records
+# per compressed byte does not. Checked only once an input has given this many records:
+GZIP_WORK_FLOOR = 1_000_000
+GZIP_NOTICE_BYTES = 1 << 30   # one notice line once a gzip input has inflated this much...
+GZIP_NOTICE_RATIO = 64        # ... at least this many times its compressed size
 
 
 @dataclass(slots=True)
@@ -47,6 +55,10 @@ class ReadResult:
     errors: list[str] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)   # ip -> name, from pcapng Name Resolution Blocks
     names_skipped: int = 0    # NRB records not used: malformed, too long, not UTF-8, or over MAX_NAMES
+    empty_records: int = 0    # records that carry no bytes: counted (in `packets` too), never decoded
+    limits_hit: dict[str, int] = field(default_factory=dict)   # bounds the reader hit (the pipeline adds them up)
+    notices: list[str] = field(default_factory=list)   # lines for stderr that are not problems (a slow input)
+    notify: object = None     # callable(str): say a notice at once, while the input is still being read
 
     @property
     def complete(self) -> bool:
@@ -60,6 +72,8 @@ class ReadResult:
             "linktypes": self.linktypes, "interfaces": self.interfaces,
             "complete": self.complete, "errors": self.errors,
             "names": self.names, "names_skipped": self.names_skipped,
+            # Added in 1.x, present only when there were some (older documents stay byte-identical).
+            **({"empty_records": self.empty_records} if self.empty_records else {}),
         }
 
 
@@ -90,6 +104,8 @@ class _Gunzip(io.RawIOBase):
         self.in_member = False
         self.done = False
         self.error: str | None = None
+        self.in_bytes = 0                # compressed bytes read from the file
+        self.out_bytes = 0               # bytes decompressed
 
     def readable(self) -> bool:
         return True
@@ -107,6 +123,7 @@ class _Gunzip(io.RawIOBase):
             if not data:
                 # Small input steps: a corrupt stream loses at most this much before the damage.
                 data = self.f.read(self.IN_STEP)
+                self.in_bytes += len(data)
             if not data:
                 self.done = True
                 if self.in_member:
@@ -116,7 +133,9 @@ class _Gunzip(io.RawIOBase):
                 continue                 # zero padding after the last member
             self.in_member = True
             try:
-                self.out += self.d.decompress(data, self.STEP)
+                got = self.d.decompress(data, self.STEP)
+                self.out += got
+                self.out_bytes += len(got)
             except zlib.error as e:
                 self.done = True
                 self.error = f"corrupt gzip data ({e})"
@@ -135,6 +154,42 @@ class _Gunzip(io.RawIOBase):
         return k
 
 
+class _GzipWork:
+    """The work bound of one gzip input (see GZIP_WORK_FLOOR), checked once per read chunk."""
+
+    def __init__(self, gz: _Gunzip, per_kib: int, path: str, result: ReadResult) -> None:
+        self.gz, self.per_kib, self.path, self.result = gz, per_kib, path, result
+        self.noticed = False
+
+    def over(self, records: int, frames: int | None = None) -> bool:
+        """`records`: records (pcapng: blocks) read so far; `frames`: frames among them."""
+        gz, res = self.gz, self.result
+        frames = records if frames is None else frames
+        if records >= GZIP_WORK_FLOOR and records * 1024 > self.per_kib * max(gz.in_bytes, 1):
+            res.limits_hit["gzip_records"] = res.limits_hit.get("gzip_records", 0) + 1
+            res.errors.append(
+                f"{self.path}: frame {frames + 1}: {records:,} records from {_size(gz.in_bytes)} of gzip "
+                f"(more than {self.per_kib:,} per compressed KiB, --max-gzip-records-per-kib): built to "
+                f"multiply work, not a capture; stopped reading, {frames} frames analysed")
+            return True
+        if not self.noticed and gz.out_bytes >= GZIP_NOTICE_BYTES \
+                and gz.out_bytes >= GZIP_NOTICE_RATIO * max(gz.in_bytes, 1):
+            self.noticed = True
+            line = (f"{self.path}: {_size(gz.out_bytes)} decompressed from {_size(gz.in_bytes)} of gzip so far "
+                    f"({records:,} records); still reading")
+            res.notices.append(line)
+            if callable(res.notify):
+                res.notify(line)
+        return False
+
+
+def _size(n: int) -> str:
+    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def open_capture(path: str) -> BinaryIO:
     """Open a capture, transparently un-gzipping `.gz` (detected by magic, not name)."""
     # peek, not seek: a FIFO or /dev/stdin cannot seek (the CLI spools those; a caller may not).
@@ -146,8 +201,14 @@ def open_capture(path: str) -> BinaryIO:
 
 
 def read_frames(path: str, result: ReadResult, source: int = 0,
-                stream: BinaryIO | None = None, record_filter=None) -> Iterator[RawFrame]:
+                stream: BinaryIO | None = None, record_filter=None,
+                gzip_records_per_kib: int | None = None) -> Iterator[RawFrame]:
     """Yield every frame of a pcap/pcapng file (or an already open stream, e.g. a pipe).
+
+    A gzip input that gives more than `gzip_records_per_kib` records per KiB of compressed
+    input (default: Limits().gzip_records_per_kib) stops being read once it has given
+    GZIP_WORK_FLOOR records: one error line, `limits_hit["gzip_records"]`. Records that carry no
+    bytes are counted (`empty_records`) and never yielded.
 
     `record_filter(linktype) -> want(buf, offset, caplen, frame_no, ts_ns) -> bool`, when
     given, lets the consumer account for a pcap record straight from the read buffer; records
@@ -166,6 +227,14 @@ def read_frames(path: str, result: ReadResult, source: int = 0,
     else:
         f = stream
     n_errors = len(result.errors)
+    gz_raw = getattr(f, "raw", None)
+    work = None
+    if isinstance(gz_raw, _Gunzip):
+        if gzip_records_per_kib is None:
+            from ..limits import Limits
+            gzip_records_per_kib = Limits().gzip_records_per_kib
+        if gzip_records_per_kib:
+            work = _GzipWork(gz_raw, gzip_records_per_kib, path, result)
     try:
         try:
             head = _read_exact(f, 4)
@@ -174,10 +243,10 @@ def read_frames(path: str, result: ReadResult, source: int = 0,
             return
         if head in PCAP_MAGICS:
             result.format = "pcap"
-            yield from _read_pcap(f, head, path, result, source, record_filter)
+            yield from _read_pcap(f, head, path, result, source, record_filter, work)
         elif head == PCAPNG_SHB:
             result.format = "pcapng"
-            yield from _read_pcapng(f, head, path, result, source)
+            yield from _read_pcapng(f, head, path, result, source, work)
         elif not head:
             result.errors.append(f"{path}: empty file")
         else:
@@ -212,7 +281,7 @@ def _read_exact(f: BinaryIO, n: int) -> bytes:
 
 
 def _read_pcap(f: BinaryIO, magic: bytes, path: str, result: ReadResult,
-               source: int, record_filter=None) -> Iterator[RawFrame]:
+               source: int, record_filter=None, work: _GzipWork | None = None) -> Iterator[RawFrame]:
     endian, ts_mult = PCAP_MAGICS[magic]
     rest = _read_exact(f, 20)
     if len(rest) < 20:
@@ -228,11 +297,16 @@ def _read_pcap(f: BinaryIO, magic: bytes, path: str, result: ReadResult,
     pos = 0
     no = 0
     nbytes = 0
+    empty = 0
     first = last = None
     stream_read = f.read
     # Chunked loop: two f.read() calls per record cost more than the parsing itself.
     try:
         while True:
+            if work is not None and work.over(no):
+                result.packets, result.bytes, result.empty_records = no, nbytes, empty
+                _finish(result, first, last)
+                return
             chunk = stream_read(CHUNK)
             if not chunk:
                 break
@@ -257,15 +331,17 @@ def _read_pcap(f: BinaryIO, magic: bytes, path: str, result: ReadResult,
                     first = ts
                 last = ts
                 nbytes += caplen
-                if want is None or want(buf, pos + 16, caplen, no, ts):
+                if not caplen:
+                    empty += 1                # carries nothing: counted, never decoded
+                elif want is None or want(buf, pos + 16, caplen, no, ts):
                     yield RawFrame(no, ts, linktype, buf[pos + 16:end], wirelen, 0, source)
                 pos = end
     except BaseException:
         # Interrupted (damaged gzip data, a read error): count what was yielded before re-raising.
-        result.packets, result.bytes = no, nbytes
+        result.packets, result.bytes, result.empty_records = no, nbytes, empty
         _finish(result, first, last)
         raise
-    result.packets, result.bytes = no, nbytes
+    result.packets, result.bytes, result.empty_records = no, nbytes, empty
     if len(buf) - pos > 0:
         result.errors.append(
             f"{path}: frame {no + 1}: record truncated ({len(buf) - pos} bytes left at the end "
@@ -317,16 +393,21 @@ def _idb_options(body: bytes, endian: str) -> tuple[int, int, int, str]:
 
 
 def _read_pcapng(f: BinaryIO, first4: bytes, path: str, result: ReadResult,
-                 source: int) -> Iterator[RawFrame]:
+                 source: int, work: _GzipWork | None = None) -> Iterator[RawFrame]:
     reader = io.BufferedReader(f, CHUNK) if not isinstance(f, io.BufferedReader) else f  # type: ignore[arg-type]
     pending = first4
     endian = "<"
     ifaces: list[_Iface] = []
     no = 0
     nbytes = 0
+    empty = 0
+    blocks = 0
     first = last = None
     try:
         while True:
+            blocks += 1
+            if work is not None and not blocks & 0xFFFF and work.over(blocks, no):
+                break
             hdr = pending + _read_exact(reader, 8 - len(pending))
             pending = b""
             if not hdr:
@@ -403,6 +484,9 @@ def _read_pcapng(f: BinaryIO, first4: bytes, path: str, result: ReadResult,
                 nbytes += caplen
                 first = ts if first is None else first
                 last = ts
+                if not caplen:
+                    empty += 1                # carries nothing: counted, never decoded
+                    continue
                 yield RawFrame(no, ts, iface.linktype, body[20:20 + caplen], wirelen, ifid, source)
                 continue
             if btype == 3:        # Simple Packet Block: interface 0, no timestamp
@@ -422,10 +506,10 @@ def _read_pcapng(f: BinaryIO, first4: bytes, path: str, result: ReadResult,
             # Statistics, custom blocks...: not packets, not counted.
     except BaseException:
         # Interrupted (damaged gzip data, a read error): count what was yielded before re-raising.
-        result.packets, result.bytes = no, nbytes
+        result.packets, result.bytes, result.empty_records = no, nbytes, empty
         _finish(result, first, last)
         raise
-    result.packets, result.bytes = no, nbytes
+    result.packets, result.bytes, result.empty_records = no, nbytes, empty
     _finish(result, first, last)
 
 
