@@ -813,3 +813,22 @@ def test_live_write_refuses_a_symlink(tmp_path):
     r = cli("live", "-i", "lo", "--duration", "1", "--write", str(link), "--no-docker")
     assert r.returncode == 2 and "symbolic link" in r.stderr
     assert victim.read_text() == "keep me"
+
+
+def test_tcpdump_write_file_is_created_without_following_a_link(tmp_path):
+    """tcpdump opens --write itself and follows links: wscap creates the file first with
+    O_NOFOLLOW (a link planted after wscap's check is refused, its target untouched)."""
+    import pytest
+    from wscap.capture import evidence
+    from wscap.capture.live import CaptureError
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    link = tmp_path / "cap.pcap"
+    link.symlink_to(victim)
+    with pytest.raises(CaptureError, match="symbolic link"):
+        evidence._create_nofollow(str(link), None)
+    assert victim.read_text() == "keep me"
+    plain = tmp_path / "new.pcap"
+    plain.write_text("old")
+    evidence._create_nofollow(str(plain), None)
+    assert plain.read_bytes() == b""                  # a regular file: created/truncated as tcpdump would
