@@ -815,6 +815,53 @@ def test_live_write_refuses_a_symlink(tmp_path):
     assert victim.read_text() == "keep me"
 
 
+def test_tcpdump_spool_is_bounded_while_the_analysis_lags(tmp_path):
+    """The tcpdump fallback's spool (no --write) keeps at most SPOOL_FILES files however far the
+    follower lags: older files are deleted and the follower, finding them gone, counts them
+    (live.loss.spool_overwritten_files). 1 MB files; ~16 MB of UDP on lo, read only afterwards."""
+    import pytest
+    import shutil
+    import socket
+    import time as _time
+    if os.geteuid() != 0 or shutil.which("tcpdump") is None:
+        pytest.skip("capturing on lo with tcpdump needs root and tcpdump")
+    from wscap.capture import evidence
+    from wscap.capture.live import CaptureConfig
+    port = 47311
+    cfg = CaptureConfig(iface="lo", bpf=f"udp dst port {port}", snaplen=2048, buffer_mb=32)
+    be = evidence.open_followed("tcpdump", cfg, write_path=None, spool_mb=8)   # 8 files of 1 MB
+    tw = be.writer
+    spool = be.spool_dir
+    try:
+        assert tw.keep_files == evidence.SPOOL_FILES == 8
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        most = 0
+        for i in range(16_000):
+            s.sendto(b"x" * 1000, ("127.0.0.1", port))
+            if i % 200 == 199:
+                _time.sleep(0.005)
+                most = max(most, len(os.listdir(spool)))
+        s.close()
+        deadline = _time.monotonic() + 30
+        while tw.trimmed_files == 0 and _time.monotonic() < deadline:
+            _time.sleep(0.1)
+            most = max(most, len(os.listdir(spool)))
+        _time.sleep(2.5)                          # tcpdump's buffer timeout: the last blocks land
+        most = max(most, len(os.listdir(spool)))
+        assert tw.trimmed_files > 0
+        assert most <= evidence.SPOOL_FILES + 2   # the kept ones, the one being written, one racing
+        assert tw._created > evidence.SPOOL_FILES + 2
+        be.stop()
+        got = sum(1 for _ in be.drain(120))
+        assert be.follower.at_end
+        skipped = be.follower.skipped_files
+        assert len(skipped) == tw.trimmed_files   # every deleted file is counted, once
+        assert got > 0
+    finally:
+        be.close()
+        shutil.rmtree(spool, ignore_errors=True)
+
+
 def test_tcpdump_write_file_is_created_without_following_a_link(tmp_path):
     """tcpdump opens --write itself and follows links: wscap creates the file first with
     O_NOFOLLOW (a link planted after wscap's check is refused, its target untouched)."""
