@@ -754,24 +754,40 @@ def test_gzip_that_inflates_hugely_gets_one_notice_line(tmp_path, monkeypatch):
 def test_live_bounds_one_packet_flows_on_loopback(tmp_path):
     """`wscap live --max-flows 100` on loopback while 20,000 one-packet non-HTTP flows arrive
     (sent as raw frames: distinct spoofed sources), then one real upgrade: the flows are evicted
-    and counted, the upgrade is found. Needs root (AF_PACKET)."""
+    and counted, the upgrade is found. Needs root (AF_PACKET).
+
+    Robust on a loaded machine: the traffic starts only once wscap says it is capturing (not
+    after a fixed sleep), the capture ends by SIGINT once the traffic is done (not by a
+    --duration the traffic might outlast), and the port is a free one. (It was opt-in after
+    losing its summary line: `-p PORT` had become tcpdump's -p, --no-promisc, so wscap exited
+    with a usage error before capturing.)"""
     import pytest
+    import select
+    import signal
     import socket
     import threading
     import time as _time
     if os.geteuid() != 0:
         pytest.skip("sending raw frames on lo needs root")
-    if os.environ.get("WSCAP_LIVE_HOSTILE") != "1":
-        pytest.skip("live loopback attack: set WSCAP_LIVE_HOSTILE=1 (once lost its summary line under heavy load)")
     from test_bounds import PSH, ACK, ip4, packet
-    port = 47123
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
     out = tmp_path / "live.json"
     env = dict(os.environ, PYTHONPATH=REPO)
-    p = subprocess.Popen([sys.executable, "-m", "wscap", "live", "-i", "lo", "-p", str(port), "--duration", "12",
-                          "--format", "json", "--max-flows", "100", "--no-docker", "--no-status"],
-                         stdout=open(out, "w"), stderr=subprocess.PIPE, text=True, env=env)
+    p = subprocess.Popen([sys.executable, "-m", "wscap", "live", "-i", "lo", "--port", str(port), "--duration", "600",
+                          "--format", "json", "--max-flows", "100", "--no-docker", "--drain-timeout", "240"],
+                         stdout=open(out, "w"), stderr=subprocess.PIPE, env=env)
+    err = b""
+    ws_error: list[BaseException] = []
     try:
-        _time.sleep(3)
+        deadline = _time.monotonic() + 180            # startup may compile wscap-capture, under load
+        while b"capturing on" not in err:
+            assert p.poll() is None, err.decode(errors="replace")
+            assert _time.monotonic() < deadline, "wscap live did not start capturing: " + err.decode(errors="replace")
+            if select.select([p.stderr], [], [], 0.5)[0]:
+                err += os.read(p.stderr.fileno(), 65536)
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         s.bind(("lo", 0))
         for i in range(20_000):
@@ -786,24 +802,39 @@ def test_live_bounds_one_packet_flows_on_loopback(tmp_path):
             async def h(ws):
                 await ws.send("hi")
             async with websockets.serve(h, "127.0.0.1", port):
-                async with websockets.connect(f"ws://127.0.0.1:{port}/live") as c:
+                async with websockets.connect(f"ws://127.0.0.1:{port}/live", open_timeout=60) as c:
                     await c.recv()
                 await asyncio.sleep(0.5)
-        threading.Thread(target=lambda: asyncio.run(serve())).start()
-        _, err = p.communicate(timeout=120)
+
+        def run():
+            try:
+                asyncio.run(serve())
+            except BaseException as e:  # noqa: BLE001 - reported below
+                ws_error.append(e)
+        t = threading.Thread(target=run)
+        t.start()
+        t.join(120)
+        assert not t.is_alive() and not ws_error, ws_error
+        _time.sleep(1.5)                              # the last packets reach the file (10 ms blocks)
+        p.send_signal(signal.SIGINT)                  # ends like Ctrl-C: drain, then the summary
+        _, more = p.communicate(timeout=300)
+        err += more
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+    text = err.decode(errors="replace")
+    assert p.returncode == 0, text[-2000:]
     lines = [json.loads(ln) for ln in out.read_text().splitlines() if ln.strip()]
-    summary = [ln for ln in lines if ln.get("type") == "summary"][-1]
+    summary = [ln for ln in lines if ln.get("type") == "summary"]
+    assert len(summary) == 1, text[-2000:]
+    summary = summary[0]
     hs = [ln["handshake"] for ln in lines if ln.get("type") == "handshake"]
-    assert [h["request"]["target"] for h in hs] == ["/live"], err[-2000:]
+    assert [h["request"]["target"] for h in hs] == ["/live"], text[-2000:]
     loss = summary["live"]["loss"]                 # a loaded machine may drop or shed some: not flows
     lost = loss["kernel_dropped"] + loss["analysis_shed"] + loss["not_analysed"]
     assert summary["stats"]["limits_hit"]["max_flows"] >= 20_000 - 100 - lost
     assert summary["stats"]["flows_tracked"] <= 100
-
 
 def test_live_write_refuses_a_symlink(tmp_path):
     victim = tmp_path / "victim"
