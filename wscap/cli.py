@@ -243,9 +243,10 @@ def input_files(files: tuple[str, ...], reads: tuple[str, ...]) -> tuple[str, ..
 
 
 def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict, stream_json=None,
-                 need_file: bool = False) -> dict:
+                 need_file: bool = False, lazy: bool = False) -> dict:
     """Analyse; with `stream_json` (a text stream) the JSON document is streamed there in bounded
-    memory and only its summary (and sources) come back."""
+    memory and only its summary (and sources) come back. `lazy`: the document's handshakes and
+    chains stay in the spool (SpooledList), read back as the renderer walks them."""
     # A missing file is an input error of its own (one line, exit 2 at the end); the files that
     # exist are still analysed, so one typo does not hide everything else.
     # Labels by precedence: --names, then the capture's own Name Resolution Blocks (pcapng, as
@@ -277,7 +278,7 @@ def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict, stre
             pipe.sources = inputs.fix({"source": pipe.sources})["source"]
         if stream_json is not None:
             return {"source": pipe.sources, "summary": pipe.write_json(stream_json), "stats": pipe.stats}
-        return pipe.document()
+        return pipe.lazy_document() if lazy else pipe.document()
     finally:
         inputs.close()
 
@@ -387,7 +388,7 @@ def analyze(files: tuple[str, ...], reads: tuple[str, ...], fmt: str, verbose: b
         light = run_analysis(files, names_file, lim, stream_json=click.get_text_stream("stdout"))
         report_errors(light)
         sys.exit(exit_code(light))
-    full = run_analysis(files, names_file, lim)
+    full = run_analysis(files, names_file, lim, lazy=True)    # every format renders from the spool
     if fmt == "table" and nothing_read(full):
         report_errors(full)          # a missing file is one line, not a table of nothing
         sys.exit(EXIT_INPUT)
@@ -405,8 +406,10 @@ def analyze(files: tuple[str, ...], reads: tuple[str, ...], fmt: str, verbose: b
             lk = look("never" if no_color else color)
             click.echo(render_table(doc, verbose=verbose, look=lk), color=lk.color)
     else:
-        from .render.report import render_format
-        click.echo(render_format(doc, fmt, redact=redact), nl=False)
+        from .render.report import write_format
+        out = click.get_text_stream("stdout")
+        write_format(doc, fmt, out, redact=redact)    # piece by piece: nothing grows with the handshakes
+        out.flush()
     report_errors(full)
     sys.exit(exit_code(doc))
 
@@ -429,13 +432,13 @@ def report(files: tuple[str, ...], reads: tuple[str, ...], output: str, fmt: str
            names_file: str | None, **lim) -> None:
     """Write a self-contained incident report (Markdown or HTML) for captures."""
     from .render.redact import redact_document
-    from .render.report import report_html, report_markdown
+    from .render.report import iter_report_html, iter_report_markdown
     from .termui import check_output, open_output
     files = input_files(files, reads)
     check_output(output)
     if output != "-":
         refuse_output_or_exit(output, files)     # never through a symlink, never over an input
-    full = run_analysis(files, names_file, lim)
+    full = run_analysis(files, names_file, lim, lazy=True)
     if nothing_read(full):
         report_errors(full)
         sys.exit(EXIT_INPUT)
@@ -444,10 +447,14 @@ def report(files: tuple[str, ...], reads: tuple[str, ...], output: str, fmt: str
         doc = redact_document(doc)
     if fmt is None:
         fmt = "html" if output.lower().endswith((".html", ".htm")) else "markdown"
-    text = report_html(doc) if fmt == "html" else report_markdown(doc)
+    # Made before the file is opened (a failure leaves no half file), written piece by piece.
+    pieces = iter_report_html(doc) if fmt == "html" else iter_report_markdown(doc)
+    first = next(pieces)
     out = open_output(output, binary=False)
     try:
-        out.write(text)
+        out.write(first)
+        for piece in pieces:
+            out.write(piece)
         out.flush()
         if output != "-":
             out.close()
