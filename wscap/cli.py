@@ -55,7 +55,7 @@ def limits_options(f):
         click.option("--max-tunnel-depth", type=click.IntRange(0, 64), default=d.tunnel_depth, show_default=True,
                      help="Nested tunnels (VXLAN, GENEVE, GRE, IP-in-IP, MPLS, GTP-U) opened per packet."),
         click.option("--max-handshakes", type=click.IntRange(min=1), default=d.max_handshakes, show_default=True,
-                     help="Handshakes kept in the document (memory of non-streamed formats grows with it)."),
+                     help="Handshakes kept in the document (each keeps a small link view in memory)."),
         click.option("--max-hpack-table", type=click.IntRange(min=0), default=d.hpack_table, show_default=True,
                      help="HPACK dynamic table per HTTP/2 direction, whatever the peer allows."),
         click.option("--max-inflate-bytes", type=click.IntRange(min=0), default=d.inflate_bytes, show_default=True,
@@ -152,6 +152,15 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         reserve = bytearray(8 << 20)      # given back first, so the one line can still be written
+        # Generators dropped while a MemoryError unwinds (the capture reader) may hit another in
+        # their own cleanup; Python would print each as "Exception ignored in ...": the one line
+        # below is the whole story. Other unraisable errors are printed as usual.
+        default_hook = sys.unraisablehook
+
+        def hook(u) -> None:
+            if not isinstance(u.exc_value, MemoryError):
+                default_hook(u)
+        sys.unraisablehook = hook
         try:
             return super().invoke(ctx)
         except MemoryError:
@@ -159,8 +168,8 @@ class _Group(click.Group):
             import gc
             gc.collect()
             sys.stdout.flush()
-            click.echo("wscap: out of memory holding this document; `--format json` streams any number of "
-                       "handshakes, or analyse fewer/smaller captures (see README: Resource bounds)", err=True)
+            click.echo("wscap: out of memory holding this document; lower --max-handshakes/--max-flows, "
+                       "or analyse fewer/smaller captures (see README: Resource bounds)", err=True)
             sys.exit(EXIT_INPUT)
 
 
