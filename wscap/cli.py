@@ -162,7 +162,14 @@ class _Group(click.Group):
                 default_hook(u)
         sys.unraisablehook = hook
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except SystemError as e:
+                # A failed allocation inside CPython's C code (seen under RLIMIT_AS, in the TCP
+                # reassembly's bytes joins) can surface as this instead of MemoryError.
+                if "without exception set" not in str(e):
+                    raise
+                raise MemoryError from None
         except MemoryError:
             del reserve
             import gc
