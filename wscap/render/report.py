@@ -634,7 +634,7 @@ def iter_report_blocks(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
         return [all_chains[k] for k in at]
     n_chains = len(kinds)
     broken, tolerated, healthy = pick("broken"), pick("tolerated"), pick("healthy")
-    del kinds
+    kinds.clear()                    # positions live on in the three subsets
     sources = doc.get("source") or []
     yield Heading(1, [title])
     yield (Para([f"Made by {doc.get('tool') or 'wscap'} from {plural(len(sources), 'capture')}: "
