@@ -424,6 +424,46 @@ def test_ring_rotation_and_names(lab, tmp_path, name):
     assert got == list(range(n - len(got), n)) and len(got) > 0
 
 
+@needs_lab
+def test_ring_never_follows_a_symlink_planted_for_a_later_file(lab, tmp_path):
+    """wscap checks the first --write file before it starts; the ring's later files are opened
+    by wscap-capture with O_NOFOLLOW: a symlink planted where file 2 will go stops the writing
+    (an `error write` line, exit 3) and the link's target is never touched."""
+    path = str(tmp_path / "ring.pcap")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    second = PcapWriter._ring_name(types.SimpleNamespace(path=path), 2)
+    os.symlink(victim, second)
+    cp = start(lab, path, bpf=f"udp port {UDP_PORT}", ring_bytes=8192, ring_files=3)
+    send_udp(lab, "client", 200, size=100)          # ~30 KB: file 1 fills, file 2 is due
+    rc = stop(cp)
+    assert victim.read_bytes() == b"keep me"
+    assert os.path.islink(second)
+    assert rc == 3 and cp.end_reason == "write-error"
+    assert [k for k, _ in cp.errors] == ["write"] and "refusing to follow" in cp.errors[0][1], cp.errors
+    fs, res = frames(PcapWriter._ring_name(types.SimpleNamespace(path=path), 1))
+    assert res.errors == [] and udp_tags(fs) == list(range(len(udp_tags(fs)))) and udp_tags(fs)
+
+
+def test_python_ring_writer_never_follows_a_symlink(tmp_path):
+    """The in-process writer (scapy backend) opens every ring file with O_NOFOLLOW too."""
+    from wscap.model.raw import RawFrame
+    path = str(tmp_path / "ring.pcap")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    second = PcapWriter._ring_name(types.SimpleNamespace(path=path), 2)
+    os.symlink(victim, second)
+    errors: list[str] = []
+    w = PcapWriter(path, 1, ring_files=3, ring_size=4096, on_error=errors.append)
+    for i in range(100):
+        w.write(RawFrame(i + 1, 1_700_000_000_000_000_000 + i, 1, bytes(100), 100, 0, 0))
+    w.close()
+    assert victim.read_bytes() == b"keep me" and os.path.islink(second)
+    assert len(errors) == 1 and "symbolic link" in errors[0] and w.error == errors[0]
+    assert w.files == [PcapWriter._ring_name(types.SimpleNamespace(path=path), 1)]
+    assert w.skipped > 0 and w.packets + w.skipped == 100
+
+
 def _nrb(names: dict[str, str]) -> bytes:
     recs = b""
     for ip, host in names.items():

@@ -161,6 +161,19 @@ def inflate_bomb(path: str, mib: int) -> None:
     w.close()
 
 
+def gzip_empty(path: str, n: int) -> None:
+    """A gzip member of `n` empty records (about 1 MB of gzip for 67 million)."""
+    import struct
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    rec = struct.pack("<IIII", 1_700_000_000, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(c.compress(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)))
+        block = rec * 65536
+        for _ in range(n // 65536):
+            f.write(c.compress(block))
+        f.write(c.compress(rec * (n % 65536)) + c.flush())
+
+
 ATTACKS = {
     # name: (builder, size arg, wscap args, bound text, check(doc-or-head) -> result text)
     "same-key": (same_key, 8000, ["analyze", "--format", "json"],
@@ -180,11 +193,23 @@ ATTACKS = {
     "inflate-bomb": (inflate_bomb, 1024, ["analyze", "--format", "json"],
                      "--max-inflate-bytes 1 MiB per message",
                      lambda d: f"previews {[f['preview'] and f['preview'][:8] for f in d['handshakes'][0]['frames']]}"),
+    "gzip-empty-records": (gzip_empty, 67_000_000, ["analyze", "--format", "json"],
+                           "--max-gzip-records-per-kib 1024",
+                           lambda d: f"{d['source'][0]['packets']:,} records read, limits_hit "
+                                     f"{d['stats']['limits_hit']}"),
     "many-json": (many, 200_000, ["analyze", "--format", "json"], "streamed JSON (spool on disk)",
                   lambda d: f"{d['summary']['handshakes']} handshakes"),
     "many-markdown": (many, 20_000, ["analyze", "--format", "markdown"], "indexed lookups (no per-row scan)",
                       lambda d: "rendered"),
 }
+# Every non-streamed format over many handshakes (run with --only many-table ... --scale).
+for _fmt in ("table", "html", "csv", "har"):
+    ATTACKS[f"many-{_fmt}"] = (many, 20_000, ["analyze", "--format", _fmt], "rendered from the spool",
+                               lambda d: "rendered")
+for _fmt in ("md", "html"):
+    ATTACKS[f"many-report-{_fmt}"] = (many, 20_000, ["report", "-o", "-", "--format", {"md": "markdown"}.get(_fmt, _fmt)], "rendered from the spool",
+                                      lambda d: "rendered")
+
 
 
 def main() -> None:

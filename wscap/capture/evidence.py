@@ -15,6 +15,7 @@ in file K before byte B"), `stats` (kernel counters), `errors`, `ended`,
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -256,6 +257,22 @@ def _owner_dir(path: str, run_as: tuple[int, int] | None) -> None:
             pass
 
 
+def _create_nofollow(path: str, run_as: tuple[int, int] | None) -> None:
+    """Create (truncate) `path` without following a symlink, for a writer that opens it itself.
+    In a sticky directory (/tmp) nobody else can then swap our file for a link."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        why = "is a symbolic link; refusing to follow it" if e.errno == errno.ELOOP else e.strerror
+        raise CaptureError(f"--write {path}: {why}") from e
+    os.close(fd)
+    if run_as is not None:
+        try:
+            os.chown(path, run_as[0], run_as[1])
+        except OSError:
+            pass
+
+
 def open_followed(name: str, cfg: CaptureConfig, *, write_path: str | None, ring_files: int = 0,
                   ring_bytes: int = 0, count: int | None = None, run_as: tuple[int, int] | None = None,
                   nrb: bytes = b"", spool_mb: int = DEFAULT_SPOOL_MB,
@@ -319,7 +336,10 @@ def open_followed(name: str, cfg: CaptureConfig, *, write_path: str | None, ring
                 except KeyError:
                     pass
             split_mb = max(1, spool_mb // SPOOL_FILES) if spool_dir else 0
-            tw = TcpdumpWriter(one, path, split_mb=split_mb, count=count)
+            if write_path is not None:
+                _create_nofollow(path, run_as)   # tcpdump follows links: it gets our regular file
+            tw = TcpdumpWriter(one, path, split_mb=split_mb, count=count,
+                               keep_files=SPOOL_FILES if spool_dir else 0)
             return FollowBackend(tw, "tcpdump", tw.slack_ns, spool_dir, delete_after_read)
         raise CaptureError(f"unknown writer {name!r}")
     except BaseException:

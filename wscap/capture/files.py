@@ -21,6 +21,14 @@ from wscap.wire.pcapio import (MAX_NAME_LEN, MAX_NAMES, MAX_RECORD, PCAP_MAGICS,
                                CaptureReader, RecordFilter)
 
 CHUNK = 1 << 20
+# Work per gzip input. Records, not bytes, are what cost time (each one is a turn of the record
+# loop and usually a decode), and deflate cannot make a record smaller than a fraction of a byte
+# unless records repeat exactly, timestamps included - which real captures never do. A ratio of
+# decompressed to compressed *bytes* would refuse real captures of zero-filled payloads; records
+# per compressed byte does not. Checked only once an input has given this many records:
+GZIP_WORK_FLOOR = 1_000_000
+GZIP_NOTICE_BYTES = 1 << 30   # one notice line once a gzip input has inflated this much...
+GZIP_NOTICE_RATIO = 64        # ... at least this many times its compressed size
 
 
 @dataclass(slots=True)
@@ -38,6 +46,10 @@ class ReadResult:
     errors: list[str] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)   # ip -> name, from pcapng Name Resolution Blocks
     names_skipped: int = 0    # NRB records not used: malformed, too long, not UTF-8, or over MAX_NAMES
+    empty_records: int = 0    # records that carry no bytes: counted (in `packets` too), never decoded
+    limits_hit: dict[str, int] = field(default_factory=dict)   # bounds the reader hit (the pipeline adds them up)
+    notices: list[str] = field(default_factory=list)   # lines for stderr that are not problems (a slow input)
+    notify: object = None     # callable(str): say a notice at once, while the input is still being read
 
     @property
     def complete(self) -> bool:
@@ -51,6 +63,8 @@ class ReadResult:
             "linktypes": self.linktypes, "interfaces": self.interfaces,
             "complete": self.complete, "errors": self.errors,
             "names": self.names, "names_skipped": self.names_skipped,
+            # Added in 1.x, present only when there were some (older documents stay byte-identical).
+            **({"empty_records": self.empty_records} if self.empty_records else {}),
         }
 
 
@@ -81,6 +95,8 @@ class _Gunzip(io.RawIOBase):
         self.in_member = False
         self.done = False
         self.error: str | None = None
+        self.in_bytes = 0                # compressed bytes read from the file
+        self.out_bytes = 0               # bytes decompressed
 
     def readable(self) -> bool:
         return True
@@ -98,6 +114,7 @@ class _Gunzip(io.RawIOBase):
             if not data:
                 # Small input steps: a corrupt stream loses at most this much before the damage.
                 data = self.f.read(self.IN_STEP)
+                self.in_bytes += len(data)
             if not data:
                 self.done = True
                 if self.in_member:
@@ -107,7 +124,9 @@ class _Gunzip(io.RawIOBase):
                 continue                 # zero padding after the last member
             self.in_member = True
             try:
-                self.out += self.d.decompress(data, self.STEP)
+                got = self.d.decompress(data, self.STEP)
+                self.out += got
+                self.out_bytes += len(got)
             except zlib.error as e:
                 self.done = True
                 self.error = f"corrupt gzip data ({e})"
@@ -126,6 +145,42 @@ class _Gunzip(io.RawIOBase):
         return k
 
 
+class _GzipWork:
+    """The work bound of one gzip input (see GZIP_WORK_FLOOR), checked once per read chunk."""
+
+    def __init__(self, gz: _Gunzip, per_kib: int, path: str, result: ReadResult) -> None:
+        self.gz, self.per_kib, self.path, self.result = gz, per_kib, path, result
+        self.noticed = False
+
+    def over(self, records: int, frames: int | None = None) -> bool:
+        """`records`: records (pcapng: blocks) read so far; `frames`: frames among them."""
+        gz, res = self.gz, self.result
+        frames = records if frames is None else frames
+        if records >= GZIP_WORK_FLOOR and records * 1024 > self.per_kib * max(gz.in_bytes, 1):
+            res.limits_hit["gzip_records"] = res.limits_hit.get("gzip_records", 0) + 1
+            res.errors.append(
+                f"{self.path}: frame {frames + 1}: {records:,} records from {_size(gz.in_bytes)} of gzip "
+                f"(more than {self.per_kib:,} per compressed KiB, --max-gzip-records-per-kib): built to "
+                f"multiply work, not a capture; stopped reading, {frames} frames analysed")
+            return True
+        if not self.noticed and gz.out_bytes >= GZIP_NOTICE_BYTES \
+                and gz.out_bytes >= GZIP_NOTICE_RATIO * max(gz.in_bytes, 1):
+            self.noticed = True
+            line = (f"{self.path}: {_size(gz.out_bytes)} decompressed from {_size(gz.in_bytes)} of gzip so far "
+                    f"({records:,} records); still reading")
+            res.notices.append(line)
+            if callable(res.notify):
+                res.notify(line)
+        return False
+
+
+def _size(n: int) -> str:
+    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def open_capture(path: str) -> BinaryIO:
     """Open a capture, transparently un-gzipping `.gz` (detected by magic, not name)."""
     # peek, not seek: a FIFO or /dev/stdin cannot seek (the CLI spools those; a caller may not).
@@ -137,8 +192,14 @@ def open_capture(path: str) -> BinaryIO:
 
 
 def read_frames(path: str, result: ReadResult, source: int = 0,
-                stream: BinaryIO | None = None, record_filter: RecordFilter | None = None) -> Iterator[RawFrame]:
+                stream: BinaryIO | None = None, record_filter: RecordFilter | None = None,
+                gzip_records_per_kib: int | None = None) -> Iterator[RawFrame]:
     """Yield every frame of a pcap/pcapng file (or an already open stream, e.g. a pipe).
+
+    A gzip input that gives more than `gzip_records_per_kib` records per KiB of compressed
+    input (default: Limits().gzip_records_per_kib) stops being read once it has given
+    GZIP_WORK_FLOOR records: one error line, `limits_hit["gzip_records"]`. Records that carry no
+    bytes are counted (`empty_records`) and never yielded.
 
     `record_filter(linktype) -> want(buf, offset, caplen, frame_no, ts_ns) -> bool`, when
     given, lets the consumer account for a record straight from the read buffer; records
@@ -158,6 +219,14 @@ def read_frames(path: str, result: ReadResult, source: int = 0,
         f = stream
     n_errors = len(result.errors)
     reader = CaptureReader(0, source, record_filter)
+    gz_raw = getattr(f, "raw", None)
+    work = None
+    if isinstance(gz_raw, _Gunzip):
+        if gzip_records_per_kib is None:
+            from wscap.model.limits import Limits
+            gzip_records_per_kib = Limits().gzip_records_per_kib
+        if gzip_records_per_kib:
+            work = _GzipWork(gz_raw, gzip_records_per_kib, path, result)
     try:
         try:
             first = f.read(CHUNK)
@@ -172,6 +241,8 @@ def read_frames(path: str, result: ReadResult, source: int = 0,
                     reader.finish()
                     break
                 yield from reader.feed_iter(chunk)
+                if work is not None and work.over(reader.blocks, reader.packets):
+                    break
                 chunk = f.read(CHUNK)
         finally:
             _account(result, reader, path)
@@ -202,7 +273,7 @@ def _account(result: ReadResult, reader: CaptureReader, path: str) -> None:
         if reader.format == "pcap" or lt not in result.linktypes:
             result.linktypes.append(lt)
     result.interfaces.extend(reader.interfaces)
-    result.packets, result.bytes = reader.packets, reader.nbytes
+    result.packets, result.bytes, result.empty_records = reader.packets, reader.nbytes, reader.empty
     result.errors.extend(f"{path}: {msg}" for msg in reader.errors)
     for ip, name in reader.names.items():
         if ip in result.names or len(result.names) < MAX_NAMES:

@@ -9,6 +9,7 @@ import select
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 from wscap.capture.live import (BackendMissing, CaptureConfig, CaptureError,
@@ -81,6 +82,13 @@ class TcpdumpWriter:
     how late a packet reaches the file at idle, so this writer's watermark slack is
     1.2 s. `-C MB` splits a spool into FILE, FILE1, FILE2, … which the follower
     deletes once read; a user's ring (`--ring-files`) needs wscap-capture.
+
+    The spool is bounded like wscap-capture's (`--spool-mb`): tcpdump's own `-W` would reuse
+    the names (FILE0…FILE7) and truncate a file the follower may still be reading, so the
+    names stay unique and a thread deletes every file older than the newest `keep_files`
+    (the follower, finding one gone, counts it: `live.loss.spool_overwritten_files`). The spool
+    directory is private (0700); a spool file that is a symbolic link all the same stops the
+    capture.
     """
 
     name = "tcpdump"
@@ -88,7 +96,7 @@ class TcpdumpWriter:
     poll_interval = 0.02       # tcpdump says nothing per write: the follower polls the file
 
     def __init__(self, cfg: CaptureConfig, path: str, split_mb: int = 0, count: int | None = None,
-                 start_timeout: float = 10.0):
+                 start_timeout: float = 10.0, keep_files: int = 0):
         self.cfg = cfg
         self.binary = shutil.which("tcpdump") or ""
         if not self.binary:
@@ -106,6 +114,12 @@ class TcpdumpWriter:
         self._stop_at: float | None = None
         self._next_space_check = 0.0
         self._announced = 0
+        self.keep_files = keep_files if split_mb else 0
+        self._created = 0          # spool files known to exist (or to have existed): FILE .. FILE<k-1>
+        self._trimmed = 0          # spool files below this number were deleted to keep the bound
+        self.trimmed_files = 0     # ... of which this many were still there (not yet read)
+        self._lock = threading.Lock()
+        self._bound_stop = threading.Event()
         cmd = [self.binary, "-i", cfg.iface, "-U", "-w", path, "-s", str(cfg.snaplen),
                "-B", str(cfg.buffer_mb * 1024)]
         if split_mb:
@@ -142,6 +156,38 @@ class TcpdumpWriter:
                                    + self._stderr.decode("utf-8", "replace").strip())
         m = re.search(rb"link-type (\S+)", self._stderr)
         self.linktypes = [_LINKTYPES.get(m.group(1).decode() if m else "EN10MB", 1)]
+        if self.split:
+            # Not from poll() alone: poll runs between analysis bites, and a lagging analysis is
+            # exactly when tcpdump gets ahead.
+            threading.Thread(target=self._bound_loop, name="wscap-spool-bound", daemon=True).start()
+
+    def _bound_loop(self) -> None:
+        while not self._bound_stop.wait(0.05):
+            self._bound_spool()
+            if self.proc.poll() is not None:
+                self._bound_spool()
+                return
+
+    def _bound_spool(self) -> None:
+        """Learn which spool files tcpdump created; delete those older than the newest keep_files."""
+        with self._lock:
+            while os.path.lexists(self._name(self._created)):
+                name = self._name(self._created)
+                if os.path.islink(name) and not self._stopping:
+                    self.errors.append(("write", f"{name}: is a symbolic link; refusing to follow it"))
+                    self.end_reason = "write-error"
+                    self._stopping = True
+                    self._stop_at = time.monotonic()
+                self._created += 1
+            while self.keep_files and self._trimmed < self._created - self.keep_files:
+                try:
+                    os.unlink(self._name(self._trimmed))
+                    self.trimmed_files += 1
+                except FileNotFoundError:
+                    pass                       # read (and deleted) by the follower in time
+                except OSError:
+                    pass
+                self._trimmed += 1
 
     def _raise_start_error(self) -> None:
         err = self._stderr.decode("utf-8", "replace").strip()
@@ -199,13 +245,18 @@ class TcpdumpWriter:
         self._maybe_end()
         self._read_err()
         out: list[dict] = []
-        # Files appear in order; FILE<k+1> exists only once FILE<k> is closed.
-        while os.path.exists(self._name(self._announced)) and (self._announced == 0 or self.split):
-            out.append({"kind": "file", "seq": self._announced, "path": self._name(self._announced)})
-            self.files.append((self._announced, self._name(self._announced)))
-            self._announced += 1
-            if not self.split:
-                break
+        # Files appear in order; FILE<k+1> exists only once FILE<k> is closed. A spool file
+        # deleted by the bound before it was read is still announced: the follower counts it.
+        if self.split:
+            self._bound_spool()
+            while self._announced < self._created:
+                out.append({"kind": "file", "seq": self._announced, "path": self._name(self._announced)})
+                self.files.append((self._announced, self._name(self._announced)))
+                self._announced += 1
+        elif self._announced == 0 and os.path.exists(self._name(0)):
+            out.append({"kind": "file", "seq": 0, "path": self._name(0)})
+            self.files.append((0, self._name(0)))
+            self._announced = 1
         if not self.ended and self.proc.poll() is not None:
             self._read_err()
             self.ended = True
@@ -272,6 +323,7 @@ class TcpdumpWriter:
             return None
 
     def kill(self) -> None:
+        self._bound_stop.set()
         if self.proc.stdin:
             try:
                 self.proc.stdin.close()

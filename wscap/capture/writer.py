@@ -98,9 +98,20 @@ class PcapWriter:
     def _open_next(self) -> None:
         self._seq += 1
         name = self._ring_name(self._seq) if self.ring_files else self.path
-        # O_NOFOLLOW-free but O_CLOEXEC; 0o644 like tcpdump. Opened by the caller's
-        # (already dropped) identity, so permissions are the invoking user's.
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        # O_NOFOLLOW (every ring file, not only the first, may have been planted as a symlink)
+        # and O_CLOEXEC; 0o644 like tcpdump. Opened by the caller's (already dropped) identity,
+        # so permissions are the invoking user's.
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if self._fd < 0:
+                raise                    # the first file: the caller says why, before capturing
+            why = "is a symbolic link; refusing to follow it" if e.errno == errno.ELOOP else e.strerror
+            self.error = (f"--write {name}: {why}; stopped writing after {self.packets} packets "
+                          f"(the earlier files are whole); capture and analysis go on")
+            if self.on_error:
+                self.on_error(self.error)
+            return
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = fd

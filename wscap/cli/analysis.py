@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
+import click
+
 
 from wscap.engine.tshark_locate import tshark_path
 from wscap.cli.options import EXIT_INPUT, err, fail, limits_from, read_names
@@ -75,9 +77,11 @@ def docker_names() -> dict[str, str]:
 
 
 def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict[str, Any],
-                 stream_json: IO[str] | None = None, need_file: bool = False) -> dict[str, Any]:
+                 stream_json: IO[str] | None = None, need_file: bool = False,
+                 lazy: bool = False) -> dict[str, Any]:
     """Analyse; with `stream_json` (a text stream) the JSON document is streamed there in bounded
-    memory and only its summary (and sources) come back."""
+    memory and only its summary (and sources) come back. `lazy`: the document's handshakes and
+    chains stay in the spool (SpooledList), read back as the renderer walks them."""
     # A missing file is an input error of its own (one line, exit 2 at the end); the files that
     # exist are still analysed, so one typo does not hide everything else.
     # Labels by precedence (options.merged_names): --names, then the capture's own Name
@@ -97,11 +101,12 @@ def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict[str, 
                     from wscap.render.json import write_document
                     write_document(doc, stream_json)
                 return doc
-            pipe = run_pipeline(inputs.paths, options, None, jobs=lim.get("jobs", 1))
+            pipe = run_pipeline(inputs.paths, options, None, jobs=lim.get("jobs", 1),
+                                notify=lambda line: click.echo(f"wscap: {line}", err=True))
             pipe.sources = inputs.fix({"source": pipe.sources})["source"]
         if stream_json is not None:
             return {"source": pipe.sources, "summary": pipe.write_json(stream_json), "stats": pipe.stats}
-        return pipe.document()
+        return pipe.lazy_document() if lazy else pipe.document()
     finally:
         inputs.close()
 

@@ -41,7 +41,7 @@ def analyze(files: tuple[str, ...], reads: tuple[str, ...], fmt: str, verbose: b
         light = run_analysis(files, names_file, lim, stream_json=click.get_text_stream("stdout"))
         report_errors(light)
         sys.exit(exit_code(light))
-    full = run_analysis(files, names_file, lim)
+    full = run_analysis(files, names_file, lim, lazy=True)    # every format renders from the spool
     if fmt == "table" and nothing_read(full):
         report_errors(full)          # a missing file is one line, not a table of nothing
         sys.exit(EXIT_INPUT)
@@ -59,7 +59,9 @@ def analyze(files: tuple[str, ...], reads: tuple[str, ...], fmt: str, verbose: b
             lk = look("never" if no_color else color)
             click.echo(render_table(doc, verbose=verbose, look=lk), color=lk.color)
     else:
-        from wscap.render.report import render_format
-        click.echo(render_format(doc, fmt, redact=redact), nl=False)
+        from wscap.render.formats import write_format
+        out = click.get_text_stream("stdout")
+        write_format(doc, fmt, out, redact=redact)    # piece by piece: nothing grows with the handshakes
+        out.flush()
     report_errors(full)
     sys.exit(exit_code(doc))

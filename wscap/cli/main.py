@@ -34,15 +34,31 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         reserve = bytearray(8 << 20)      # given back first, so the one line can still be written
         tune_gc()                         # interpreter-wide state: the command line's, not the library's
+        # Generators dropped while a MemoryError unwinds (the capture reader) may hit another in
+        # their own cleanup; Python would print each as "Exception ignored in ...": the one line
+        # below is the whole story. Other unraisable errors are printed as usual.
+        default_hook = sys.unraisablehook
+
+        def hook(u: Any) -> None:
+            if not isinstance(u.exc_value, MemoryError):
+                default_hook(u)
+        sys.unraisablehook = hook
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except SystemError as e:
+                # A failed allocation inside CPython's C code (seen under RLIMIT_AS, in the TCP
+                # reassembly's bytes joins) can surface as this instead of MemoryError.
+                if "without exception set" not in str(e):
+                    raise
+                raise MemoryError from None
         except MemoryError:
             del reserve
             import gc
             gc.collect()
             sys.stdout.flush()
-            err("out of memory holding this document; `--format json` streams any number of "
-                "handshakes, or analyse fewer/smaller captures (see README: Resource bounds)")
+            err("out of memory holding this document; lower --max-handshakes/--max-flows, "
+                "or analyse fewer/smaller captures (see README: Resource bounds)")
             sys.exit(EXIT_INPUT)
 
 

@@ -63,20 +63,26 @@ BOUNDS: list[tuple[str, str, int, str]] = [
     ("max-tunnel-depth", "tunnel_depth", 0,
      "Nested tunnels (VXLAN, GENEVE, GRE, IP-in-IP, MPLS, GTP-U) opened per packet."),
     ("max-handshakes", "max_handshakes", 1,
-     "Handshakes kept in the document (memory of non-streamed formats grows with it; live: the final "
+     "Handshakes kept in the document (each keeps a small link view in memory; live: the final "
      "summary and --keylog report)."),
     ("max-hpack-table", "hpack_table", 0, "HPACK dynamic table per HTTP/2 direction, whatever the peer allows."),
     ("max-inflate-bytes", "inflate_bytes", 0, "Bytes a compressed WebSocket message is inflated to for previews."),
     ("max-h2-header-bytes", "h2_header_bytes", 0, "Decoded HTTP/2 header bytes kept per connection (then cut)."),
 ]
+# Bounds of reading capture files (analyze, report, slice; live reads no gzip).
+FILE_BOUNDS: list[tuple[str, str, int, str]] = [
+    ("max-gzip-records-per-kib", "gzip_records_per_kib", 1,
+     "Records a gzip capture may give per KiB of compressed input, checked after 1,000,000 "
+     "(work bound; real captures stay far below)."),
+]
 MAX_TUNNEL_DEPTH = 64
 
 
-def bounds_options(f: F) -> F:
+def bounds_options(f: F, table: list[tuple[str, str, int, str]] = BOUNDS) -> F:
     """--max-* (documented in the README, "Resource bounds"): live traffic is as attacker-controlled
     as a capture file, so every command that analyses has all of them."""
     d = Limits()
-    for name, field, lo, text in reversed(BOUNDS):
+    for name, field, lo, text in reversed(table):
         kind = click.IntRange(lo, MAX_TUNNEL_DEPTH) if field == "tunnel_depth" else click.IntRange(min=lo)
         f = click.option(f"--{name}", name.replace("-", "_"), type=kind, default=getattr(d, field),
                          show_default=True, help=text)(f)
@@ -85,7 +91,7 @@ def bounds_options(f: F) -> F:
 
 def limits_from(bounds: dict[str, Any] | None) -> Limits:
     """The --max-* values (keyword names, e.g. max_head_bytes) -> Limits; absent ones keep defaults."""
-    kw = {field: bounds[name.replace("-", "_")] for name, field, _, _ in BOUNDS
+    kw = {field: bounds[name.replace("-", "_")] for name, field, _, _ in BOUNDS + FILE_BOUNDS
           if bounds and bounds.get(name.replace("-", "_")) is not None}
     return Limits(**kw)
 
@@ -99,7 +105,7 @@ def limits_options(f: F) -> F:
                      help="Analyse several files in parallel processes (results identical to -j 1).")(f)
     f = click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=86400),
                      default=3.0, show_default=True, help=TIMEOUT_HELP)(f)
-    return bounds_options(f)
+    return bounds_options(bounds_options(f, FILE_BOUNDS))
 
 
 # ---- names ----------------------------------------------------------------------------------

@@ -31,13 +31,13 @@ def report(files: tuple[str, ...], reads: tuple[str, ...], output: str, fmt: str
            names_file: str | None, **lim: Any) -> None:
     """Write a self-contained incident report (Markdown or HTML) for captures."""
     from wscap.render.redact import redact_document
-    from wscap.render.report import report_html, report_markdown
+    from wscap.render.report import iter_report_html, iter_report_markdown
     from wscap.cli.termui import check_output, open_output
     files = input_files(files, reads)
     check_output(output)
     if output != "-":
         refuse_output_or_exit(output, files)     # never through a symlink, never over an input
-    full = run_analysis(files, names_file, lim)
+    full = run_analysis(files, names_file, lim, lazy=True)
     if nothing_read(full):
         report_errors(full)
         sys.exit(EXIT_INPUT)
@@ -46,10 +46,14 @@ def report(files: tuple[str, ...], reads: tuple[str, ...], output: str, fmt: str
         doc = redact_document(doc)
     if fmt is None:
         fmt = "html" if output.lower().endswith((".html", ".htm")) else "markdown"
-    text = report_html(doc) if fmt == "html" else report_markdown(doc)
+    # Made before the file is opened (a failure leaves no half file), written piece by piece.
+    pieces = iter_report_html(doc) if fmt == "html" else iter_report_markdown(doc)
+    first = next(pieces)
     out = open_output(output, binary=False)
     try:
-        out.write(text)
+        out.write(first)
+        for piece in pieces:
+            out.write(piece)
         out.flush()
         if output != "-":
             out.close()

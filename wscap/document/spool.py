@@ -13,6 +13,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 
 class Spool:
@@ -50,3 +53,112 @@ class Spool:
 
     def close(self) -> None:
         self._f.close()
+
+
+class SpooledList(Sequence):
+    """A list of documents that wait on disk: only a handle per item is held in memory.
+
+    The renderers take the document as a dict whose "handshakes" and "chains" may be one of
+    these instead of a list (`Pipeline.document(lazy=True)`): iterating reads the items back one
+    at a time, so memory stays flat however many handshakes there are; `index_by(key)` maps a key
+    (the id) to items read on demand. Every read gives a fresh object (a mutation is not seen
+    by the next read); `map(fn)` applies `fn` to each item as it is read (redaction).
+    """
+
+    CACHE = 16                  # items kept after a lookup by position (a chain's hops, read twice)
+
+    def __init__(self, handles: list, load: Callable[[Any], dict],
+                 raw: Callable[[Any], dict] | None = None) -> None:
+        self._handles = handles
+        self._load = load
+        self._raw = raw or load         # the items before any map(): for ids and hops, which map keeps
+        self._cache: OrderedDict = OrderedDict()
+        self._indexes: dict[str, "SpooledIndex"] = {}
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def __bool__(self) -> bool:
+        return bool(self._handles)
+
+    def __iter__(self) -> Iterator[dict]:
+        load = self._load
+        for h in self._handles:
+            yield load(h)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return SpooledList(self._handles[i], self._load, self._raw)
+        if i < 0:
+            i += len(self._handles)
+        cache = self._cache
+        hit = cache.get(i)
+        if hit is not None:
+            cache.move_to_end(i)
+            return hit
+        doc = self._load(self._handles[i])
+        cache[i] = doc
+        if len(cache) > self.CACHE:
+            cache.popitem(last=False)
+        return doc
+
+    def __add__(self, other: "SpooledList") -> "SpooledList":
+        if not isinstance(other, SpooledList) or other._load is not self._load:
+            return NotImplemented
+        return SpooledList(self._handles + other._handles, self._load, self._raw)
+
+    def __repr__(self) -> str:
+        return f"<SpooledList of {len(self._handles)}>"
+
+    def map(self, fn: Callable[[dict], dict]) -> "SpooledList":
+        """Items as `fn` makes them from each one read; `fn` must keep ids and chain hops (the
+        indexes are built from the items as read, before `fn`: redaction is costly)."""
+        load = self._load
+        return SpooledList(self._handles, lambda h: fn(load(h)), self._raw)
+
+    def raw_iter(self) -> Iterator[dict]:
+        """The items before any map() (for keys that map() keeps)."""
+        raw = self._raw
+        for h in self._handles:
+            yield raw(h)
+
+    def subset(self, positions: Iterable[int]) -> "SpooledList":
+        return SpooledList([self._handles[i] for i in positions], self._load, self._raw)
+
+    def select(self, pred: Callable[[dict], bool]) -> "SpooledList":
+        """The items `pred` keeps, in order (one pass; only their handles are kept)."""
+        return self.subset([i for i, d in enumerate(self) if pred(d)])
+
+    def index_by(self, key: str = "id") -> "SpooledIndex":
+        """key value -> item (the first with that value), read on demand; built in one pass."""
+        ix = self._indexes.get(key)
+        if ix is None:
+            pos: dict = {}
+            for i, d in enumerate(self.raw_iter()):
+                if isinstance(d, dict):
+                    pos.setdefault(d.get(key), i)
+            ix = self._indexes[key] = SpooledIndex(self, pos)
+        return ix
+
+
+class SpooledIndex(Mapping):
+    """Read-only mapping key -> item of a SpooledList (see `SpooledList.index_by`)."""
+
+    def __init__(self, items: SpooledList, pos: dict) -> None:
+        self._items = items
+        self._pos = pos
+
+    def __getitem__(self, k):
+        return self._items[self._pos[k]]
+
+    def __contains__(self, k) -> bool:
+        return k in self._pos
+
+    def __iter__(self):
+        return iter(self._pos)
+
+    def __len__(self) -> int:
+        return len(self._pos)
+
+    def position(self, k) -> int | None:
+        return self._pos.get(k)

@@ -15,63 +15,82 @@ def analyze_paths(paths: Iterable[str], options: Options | None = None,
 
 
 def run_pipeline(paths: Iterable[str], options: Options | None = None,
-                 progress: Callable[[int, int], None] | None = None, jobs: int = 1) -> Pipeline:
+                 progress: Callable[[int, int], None] | None = None, jobs: int = 1,
+                 notify: Callable[[str], None] | None = None) -> Pipeline:
     """Analyse capture files in order, as one timeline per file, into one document.
 
     Files are independent captures (frame numbers restart per file), so each is
-    fed through the same pipeline with its own `source` index.
+    fed through the same pipeline with its own `source` index. `notify(line)` hears the
+    reader's notices while a file is still being read (a gzip input that inflates hugely).
     """
     # The GC threshold that keeps a SYN flood fast is set by the command line
     # (wscap.cli.main.tune_gc), not here: a library does not change interpreter-wide state.
     paths = list(paths)
     if jobs > 1 and len(paths) > 1:
-        return _run_parallel(paths, options, jobs)
-    return _run(paths, options, progress)
+        return _run_parallel(paths, options, jobs, notify is not None)
+    return _run(paths, options, progress, notify)
 
 
 def _one_file(args: tuple) -> dict:
     """Worker: analyse file number i on its own, as source i; hand back views and the spool."""
-    i, path, options = args
+    i, path, options, notices = args
     pipe = Pipeline(dataclasses.replace(options or Options(), stream=False))
-    res = ReadResult(path=path)
+    res = ReadResult(path=path, notify=_stderr_notice if notices else None)
     keylog = _attach_keylog(pipe, i, path, options)
-    for frame in read_frames(path, res, source=i, record_filter=lambda lt: pipe.record_filter(lt, i)):
+    for frame in read_frames(path, res, source=i, record_filter=lambda lt: pipe.record_filter(lt, i),
+                             gzip_records_per_kib=pipe.limits.gzip_records_per_kib):
         pipe.feed(frame._replace(source=i) if frame.source != i else frame)
+    _reader_limits(pipe, res)
     pipe.finish()
     _take_names(pipe, res)
     pipe.sources = [_source_json(res, keylog)]
     return pipe.export()
 
 
-def _run_parallel(paths: list[str], options: Options | None, jobs: int) -> Pipeline:
+def _stderr_notice(line: str) -> None:
+    import sys
+    sys.stderr.write(f"wscap: {line}\n")
+    sys.stderr.flush()
+
+
+def _reader_limits(pipe: Pipeline, res: ReadResult) -> None:
+    """Bounds the capture reader hit (work per gzip input) count with the pipeline's."""
+    for k, n in res.limits_hit.items():
+        pipe.limits_hit[k] = pipe.limits_hit.get(k, 0) + n
+
+
+def _run_parallel(paths: list[str], options: Options | None, jobs: int, notices: bool = False) -> Pipeline:
     """-j N: files are independent captures (flows never span two), so the per-packet work runs in
     N processes; linking and judging happen here over all files, exactly as in one process."""
     import multiprocessing
     pipe = Pipeline(dataclasses.replace(options or Options(), stream=False))
     with multiprocessing.get_context("fork").Pool(min(jobs, len(paths))) as pool:
-        parts = pool.map(_one_file, [(i, p, options) for i, p in enumerate(paths)], chunksize=1)
+        parts = pool.map(_one_file, [(i, p, options, notices) for i, p in enumerate(paths)], chunksize=1)
     for part in parts:
         pipe.absorb(part)
     return pipe
 
 
 def _run(paths: Iterable[str], options: Options | None,
-         progress: Callable[[int, int], None] | None) -> Pipeline:
+         progress: Callable[[int, int], None] | None,
+         notify: Callable[[str], None] | None = None) -> Pipeline:
     # Offline nobody consumes per-event output: only the final document.
     pipe = Pipeline(dataclasses.replace(options or Options(), stream=False))
     results: list[ReadResult] = []
     keylogs: list[dict | None] = []
     for i, path in enumerate(paths):
-        res = ReadResult(path=path)
+        res = ReadResult(path=path, notify=notify)
         results.append(res)
         keylogs.append(_attach_keylog(pipe, i, path, options))
         n = 0
         for frame in read_frames(path, res, source=i,
-                                 record_filter=lambda lt, i=i: pipe.record_filter(lt, i)):
+                                 record_filter=lambda lt, i=i: pipe.record_filter(lt, i),
+                                 gzip_records_per_kib=pipe.limits.gzip_records_per_kib):
             pipe.feed(frame._replace(source=i) if frame.source != i else frame)
             n += 1
             if progress is not None and not n & 0xFFFF:
                 progress(i, n)
+        _reader_limits(pipe, res)
         _take_names(pipe, res)
     pipe.finish()
     pipe.sources = [_source_json(r, k) for r, k in zip(results, keylogs)]

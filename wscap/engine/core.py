@@ -657,6 +657,30 @@ class Pipeline:
     def write_json(self, fp) -> dict:
         """Stream the document to `fp` with memory bounded by one chain's legs; -> its summary."""
         from wscap.render.json import write_document_streamed
+        head, shown, chain_spool, chain_locs, tail = self._spooled_parts()
+        write_document_streamed(fp, head, (self._full(v) for v in shown),
+                                (chain_spool.get(loc) for loc in chain_locs), tail)
+        chain_spool.close()
+        return tail["summary"]
+
+    def lazy_document(self) -> dict:
+        """The document with "handshakes" and "chains" as SpooledLists: read back from disk as a
+        renderer walks them, so memory does not grow with the number of handshakes. The same
+        content as `document()` (which the Python API keeps: plain lists)."""
+        from wscap.document.spool import SpooledList
+        head, shown, chain_spool, chain_locs, tail = self._spooled_parts()
+        handles = [(*self._loc[id(v)], v["id"]) for v in shown]
+
+        def load(h: tuple) -> dict:
+            doc = h[0].get(h[1])
+            doc["id"] = h[2]
+            return doc
+        return {**head, "handshakes": SpooledList(handles, load),
+                "chains": SpooledList(chain_locs, chain_spool.get), **tail}
+
+    def _spooled_parts(self) -> tuple:
+        """Link, judge each chain into a spool of its own, count: -> (head fields, the handshakes'
+        views in document order, the chain spool, its locations, tail fields)."""
         chains, used, proxies = self._linked()
         shown = sorted(self.views + used, key=lambda v: (v["source"], v["first_frame"]))
         chain_spool = Spool()
@@ -678,10 +702,7 @@ class Pipeline:
         head = {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}
         tail = {"tls": self.tls_list(), "dns": self.dns.to_json(), "endpoints": eps, "stats": self.stats,
                 "summary": summ}
-        write_document_streamed(fp, head, (self._full(v) for v in shown),
-                                (chain_spool.get(loc) for loc in chain_locs), tail)
-        chain_spool.close()
-        return summ
+        return head, shown, chain_spool, chain_locs, tail
 
     def _full(self, view: dict) -> dict:
         """A handshake's full document back from the spool (its id may have been given since)."""

@@ -22,3 +22,4 @@ class Limits:
     hpack_table: int = 64 * 1024         # HPACK dynamic table per direction, whatever the peer's SETTINGS say
     h2_header_bytes: int = 1 << 20       # decoded HTTP/2 header bytes kept per connection (HPACK amplification)
     tunnel_depth: int = 8                # nested encapsulations opened per packet (VXLAN in GRE in ...)
+    gzip_records_per_kib: int = 1024     # records per KiB of compressed input a gzip capture may give (work bound)

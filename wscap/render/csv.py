@@ -38,7 +38,13 @@ def _cell(v: Any) -> Any:
 def render_csv(doc: dict[str, Any]) -> str:
     """CSV text (header row first, CRLF line ends as RFC 4180 says)."""
     buf = io.StringIO()
-    w = _csv.writer(buf)
+    write_csv(doc, buf)
+    return buf.getvalue()
+
+
+def write_csv(doc: dict[str, Any], fp: Any) -> None:
+    """render_csv written to `fp` row by row (memory does not grow with the handshakes)."""
+    w = _csv.writer(fp)
     w.writerow(COLUMNS)
     where = chain_of(doc)
     sources = doc.get("source") or []
@@ -72,4 +78,3 @@ def render_csv(doc: dict[str, Any]) -> str:
             "latency_ms": latency, "wireshark_filter": wireshark_filter(client, server),
         }
         w.writerow([_cell(row[c]) for c in COLUMNS])
-    return buf.getvalue()

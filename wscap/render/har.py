@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import parse_qsl
 
 from wscap.render.mermaid import chain_of, header, split_addr
@@ -161,4 +161,22 @@ def render_har(doc: dict[str, Any]) -> dict[str, Any]:
 
 def render_har_json(doc: dict[str, Any]) -> str:
     """:func:`render_har` serialised (2-space indent, trailing newline)."""
-    return json.dumps(render_har(doc), indent=2, ensure_ascii=False) + "\n"
+    return "".join(iter_har_json(doc))
+
+
+def iter_har_json(doc: dict[str, Any]) -> Iterator[str]:
+    """render_har_json in pieces: the same text, each entry encoded on its own as it is made
+    (json.dumps of the whole log held every entry, and its text, at once)."""
+    where = chain_of(doc)
+    empty = render_har({**doc, "handshakes": []})
+    text = json.dumps(empty, indent=2, ensure_ascii=False) + "\n"
+    mark = '"entries": []'
+    head, _, tail = text.partition(mark)
+    first = True
+    for hs in doc.get("handshakes") or []:
+        if not (isinstance(hs, dict) and isinstance(hs.get("request"), dict)):
+            continue
+        entry = json.dumps(_entry(doc, hs, where), indent=2, ensure_ascii=False)
+        yield (head + '"entries": [\n' if first else ",\n") + "\n".join("      " + ln for ln in entry.split("\n"))
+        first = False
+    yield (head + mark if first else "\n    ]") + tail

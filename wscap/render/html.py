@@ -11,11 +11,12 @@ diagram, :func:`wscap.render.mermaid.ladder`) as inline SVG.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from wscap.render import escape
 from wscap.render.markdown import (CAPTURE_HEADER, CHAIN_HEADER, HANDSHAKE_HEADER, REDACTED_NOTE, TLS_HEADER, TLS_NOTE,
-                                   capture_rows, chain_rows, filter_text, handshake_rows, plural, tls_rows)
+                                   capture_rows, filter_text, has_chains, iter_chain_rows, iter_handshake_rows,
+                                   plural, tls_rows)
 from wscap.render.mermaid import Ladder
 
 __all__ = ["render_html", "page", "table", "ladder_svg", "CSS"]
@@ -51,26 +52,37 @@ tr.suspicious td { background: #fff8c5; }
 
 def page(title: str, body: str) -> str:
     """A complete HTML document; ``title`` is plain text, ``body`` is HTML."""
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        f"<title>{escape.html(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-        f"{body}\n</body>\n</html>\n"
-    )
+    return page_head(title) + f"{body}\n" + PAGE_TAIL
+
+
+def page_head(title: str) -> str:
+    """What comes before the body (page() in pieces, for a body written as it is made)."""
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{escape.html(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n")
+
+
+PAGE_TAIL = "</body>\n</html>\n"
 
 
 def table(header_cells: Sequence[str], rows: Iterable[Sequence[str]],
           row_classes: Sequence[str] | None = None) -> str:
     """A table from cells that are *already* HTML (escape wire text first)."""
+    return "\n".join(table_lines(header_cells, rows, row_classes))
+
+
+def table_lines(header_cells: Sequence[str], rows: Iterable[Sequence[str]],
+                row_classes: Sequence[str] | None = None) -> Iterator[str]:
+    """table(), line by line. `row_classes` is read by index as each row comes, so a generator
+    of rows may append the class of the row it yields to it (nothing else is held)."""
     head = "".join(f"<th>{h}</th>" for h in header_cells)
-    out = ['<div class="scroll"><table>', f"<thead><tr>{head}</tr></thead>", "<tbody>"]
+    yield from ['<div class="scroll"><table>', f"<thead><tr>{head}</tr></thead>", "<tbody>"]
     for i, row in enumerate(rows):
         cls = row_classes[i] if row_classes and i < len(row_classes) and row_classes[i] else ""
         attr = f' class="{escape.html(cls)}"' if cls else ""
-        out.append(f"<tr{attr}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
-    out.append("</tbody></table></div>")
-    return "\n".join(out)
+        yield f"<tr{attr}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>"
+    yield "</tbody></table></div>"
 
 
 # ---- the ladder as SVG ------------------------------------------------------
@@ -183,28 +195,50 @@ def _summary(doc: dict[str, Any]) -> str:
 
 def render_html(doc: dict[str, Any]) -> str:
     """The whole analysis as one self-contained HTML page."""
-    out = ["<h1>wscap: WebSocket handshakes</h1>", f"<p>{_summary(doc)}</p>"]
+    return "".join(iter_html(doc))
+
+
+def iter_html(doc: dict[str, Any]) -> Iterator[str]:
+    """render_html in pieces, written as they come (rows made one at a time)."""
+    yield page_head("wscap: WebSocket handshakes")
+    for line in _html_lines(doc):
+        yield line + "\n"
+    yield PAGE_TAIL
+
+
+def _html_lines(doc: dict[str, Any]) -> Iterator[str]:
+    yield from ["<h1>wscap: WebSocket handshakes</h1>", f"<p>{_summary(doc)}</p>"]
     if doc.get("filter"):
-        out.append(f'<p class="note">{escape.html("Filtered: " + filter_text(doc["filter"]))}</p>')
+        yield f'<p class="note">{escape.html("Filtered: " + filter_text(doc["filter"]))}</p>'
     if doc.get("redacted"):
-        out.append(f'<p class="note">{escape.html(REDACTED_NOTE.replace("`", ""))}</p>')
-    chains = [c for c in doc.get("chains") or [] if isinstance(c, dict)]
-    if chains:
-        rows = chain_rows(doc, chains)
-        classes = ["breaking" if (c.get("verdict") or {}).get("broken") else "" for c in chains]
-        out += ["<h2>Chains</h2>", table([escape.html(h) for h in CHAIN_HEADER], map(_cells, rows), classes)]
-    out.append("<h2>Handshakes</h2>")
-    hrows = handshake_rows(doc)
-    out.append(table([escape.html(h) for h in HANDSHAKE_HEADER], map(_cells, hrows)) if hrows
-               else "<p>No handshakes found.</p>")
-    arows = [[escape.html(x) for x in (hs.get("id"), a.get("severity"), a.get("code"), a.get("frame"),
-                                       a.get("message"))]
-             for hs in doc.get("handshakes") or [] for a in hs.get("anomalies") or []]
-    if arows:
-        out += ["<h2>Anomalies</h2>", table(["Handshake", "Severity", "Code", "Frame", "Message"], arows)]
+        yield f'<p class="note">{escape.html(REDACTED_NOTE.replace("`", ""))}</p>'
+    chains = doc.get("chains") or []
+    if has_chains(chains):
+        classes: list[str] = []
+
+        def chain_items():
+            for c in chains:
+                if isinstance(c, dict):
+                    classes.append("breaking" if (c.get("verdict") or {}).get("broken") else "")
+                    yield c
+        yield "<h2>Chains</h2>"
+        yield from table_lines([escape.html(h) for h in CHAIN_HEADER],
+                               map(_cells, iter_chain_rows(doc, chain_items())), classes)
+    yield "<h2>Handshakes</h2>"
+    seen: list = []
+    if doc.get("handshakes"):
+        yield from table_lines([escape.html(h) for h in HANDSHAKE_HEADER], map(_cells, iter_handshake_rows(doc, seen)))
+    else:
+        yield "<p>No handshakes found.</p>"
+    if seen:
+        arows = ([escape.html(x) for x in (hs.get("id"), a.get("severity"), a.get("code"), a.get("frame"),
+                                           a.get("message"))]
+                 for hs in doc.get("handshakes") or [] for a in hs.get("anomalies") or [])
+        yield "<h2>Anomalies</h2>"
+        yield from table_lines(["Handshake", "Severity", "Code", "Frame", "Message"], arows)
     trows = tls_rows(doc)
     if trows:
-        out += ["<h2>TLS connections</h2>", f"<p>{escape.html(TLS_NOTE.replace('`', ''))}</p>",
-                table([escape.html(h) for h in TLS_HEADER], map(_cells, trows))]
-    out += ["<h2>Captures</h2>", table([escape.html(h) for h in CAPTURE_HEADER], map(_cells, capture_rows(doc)))]
-    return page("wscap: WebSocket handshakes", "\n".join(out))
+        yield from ["<h2>TLS connections</h2>", f"<p>{escape.html(TLS_NOTE.replace('`', ''))}</p>"]
+        yield from table_lines([escape.html(h) for h in TLS_HEADER], map(_cells, trows))
+    yield "<h2>Captures</h2>"
+    yield from table_lines([escape.html(h) for h in CAPTURE_HEADER], map(_cells, capture_rows(doc)))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import IO, Any, Iterable
 
+from wscap.document.spool import SpooledList
+
 _LISTS = ("handshakes", "chains", "tls", "endpoints", "source")
 
 
@@ -22,7 +24,7 @@ def write_document(doc: dict, fp: IO[str]) -> None:
     for i, key in enumerate(keys):
         sep = "," if i < len(keys) - 1 else ""
         value = doc[key]
-        if key in _LISTS and isinstance(value, list):
+        if key in _LISTS and isinstance(value, (list, SpooledList)):
             if not value:
                 fp.write(f'  "{key}": []{sep}\n')
                 continue

@@ -11,7 +11,7 @@ Also holds the small Markdown builders the incident report reuses.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from wscap.render import escape
 from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_index, header,
@@ -26,10 +26,15 @@ REDACTED_NOTE = ("Secrets are redacted: each is shown as `[redacted sha256:xxxxx
 
 def md_table(header_cells: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """A GFM table from cells that are *already* Markdown-escaped."""
-    head = "| " + " | ".join(header_cells) + " |"
-    sep = "|" + "|".join("---" for _ in header_cells) + "|"
-    body = ["| " + " | ".join(c if c != "" else " " for c in row) + " |" for row in rows]
-    return "\n".join([head, sep, *body])
+    return "\n".join(md_table_lines(header_cells, rows))
+
+
+def md_table_lines(header_cells: Sequence[str], rows: Iterable[Sequence[str]]) -> Iterator[str]:
+    """md_table, line by line (rows may be a generator: nothing is held)."""
+    yield "| " + " | ".join(header_cells) + " |"
+    yield "|" + "|".join("---" for _ in header_cells) + "|"
+    for row in rows:
+        yield "| " + " | ".join(c if c != "" else " " for c in row) + " |"
 
 
 def code_span(s: str) -> str:
@@ -78,9 +83,14 @@ def _verdict_label(v: dict[str, Any]) -> str:
 def chain_rows(doc: dict[str, Any], chains: Iterable[dict[str, Any]]) -> list[list[str]]:
     """Plain (unescaped) rows: chain, verdict, failing hop, request, path, summary, advice (what to
     check next; empty for a healthy chain)."""
+    return list(iter_chain_rows(doc, chains))
+
+
+def iter_chain_rows(doc: dict[str, Any], chains: Iterable[dict[str, Any]]) -> Iterator[list[str]]:
     by_id = handshake_index(doc)
-    rows = []
     for ch in chains:
+        if not isinstance(ch, dict):
+            continue
         v = ch.get("verdict") or {}
         hops = ch.get("hops") or []
         first = by_id.get(hops[0]) if hops else None
@@ -90,22 +100,28 @@ def chain_rows(doc: dict[str, Any], chains: Iterable[dict[str, Any]]) -> list[li
         if v.get("broken") and isinstance(fail, int) and 0 <= fail < len(hops):
             fh = by_id.get(hops[fail]) or {}
             fail_txt = f"{fail}: {fh.get('client', '?')} \u2192 {_who(doc, str(fh.get('server', '?')))}"
-        rows.append([str(ch.get("id")), _verdict_label(v), fail_txt,
-                     f"{req.get('method', '')} {req.get('target', '')}".strip(),
-                     hops_path(doc, ch), str(v.get("summary") or ""),
-                     str(v.get("advice") or "") if v.get("cause") not in (None, "ok") else ""])
-    return rows
+        yield [str(ch.get("id")), _verdict_label(v), fail_txt,
+               f"{req.get('method', '')} {req.get('target', '')}".strip(),
+               hops_path(doc, ch), str(v.get("summary") or ""),
+               str(v.get("advice") or "") if v.get("cause") not in (None, "ok") else ""]
 
 
 def handshake_rows(doc: dict[str, Any]) -> list[list[str]]:
     """Plain rows: id, chain/hop, client, server, request, host, origin, status, outcome, anomalies, frames, time."""
+    return list(iter_handshake_rows(doc))
+
+
+def iter_handshake_rows(doc: dict[str, Any], seen_anomalies: list | None = None) -> Iterator[list[str]]:
+    """handshake_rows one at a time; `seen_anomalies` gets True appended once a handshake with an
+    anomaly went by (so a writer knows whether an anomaly table follows, without a pass)."""
     where = chain_of(doc)
-    rows = []
     for hs in doc.get("handshakes") or []:
         req = hs.get("request") or {}
         ch = where.get(hs.get("id"))
         anomalies = ", ".join(f"{a.get('severity', '?')}:{a.get('code', '?')}" for a in hs.get("anomalies") or [])
-        rows.append([
+        if anomalies and seen_anomalies is not None and not seen_anomalies:
+            seen_anomalies.append(True)
+        yield [
             str(hs.get("id")),
             f"{ch[0].get('id')}/{ch[1]}" if ch else "",
             _who(doc, str(hs.get("client", ""))),
@@ -118,8 +134,14 @@ def handshake_rows(doc: dict[str, Any]) -> list[list[str]]:
             anomalies,
             f"{hs.get('first_frame')}\u2013{hs.get('last_frame')}",
             fmt_ts(hs.get("first_ts")),
-        ])
-    return rows
+        ]
+
+
+def has_chains(chains: Any) -> bool:
+    """Any chain at all (a list may hold junk from the Python API; a spool holds chains)."""
+    if isinstance(chains, list):
+        return any(isinstance(c, dict) for c in chains)
+    return bool(chains)
 
 
 def filter_text(f: dict[str, Any]) -> str:
@@ -176,33 +198,45 @@ def tls_rows(doc: dict[str, Any]) -> list[list[str]]:
 
 def render_markdown(doc: dict[str, Any]) -> str:
     """The whole analysis as GitHub-flavoured Markdown."""
-    out = ["# wscap: WebSocket handshakes", "", _c(_summary_line(doc))]
+    return "".join(iter_markdown(doc))
+
+
+def iter_markdown(doc: dict[str, Any]) -> Iterator[str]:
+    """render_markdown in pieces, each a line with its newline: written as they come, so memory
+    does not grow with the number of handshakes (their rows are made one at a time)."""
+    for line in _markdown_lines(doc):
+        yield line + "\n"
+
+
+def _markdown_lines(doc: dict[str, Any]) -> Iterator[str]:
+    yield from ["# wscap: WebSocket handshakes", "", _c(_summary_line(doc))]
     if doc.get("filter"):
-        out += ["", _c("Filtered: " + filter_text(doc["filter"]))]
+        yield from ["", _c("Filtered: " + filter_text(doc["filter"]))]
     if doc.get("redacted"):
-        out += ["", "_" + REDACTED_NOTE.replace("_", "\\_") + "_"]
-    chains = [c for c in doc.get("chains") or [] if isinstance(c, dict)]
-    if chains:
-        out += ["", "## Chains", "",
-                md_table(CHAIN_HEADER, [[_c(x) for x in r] for r in chain_rows(doc, chains)])]
-    out += ["", "## Handshakes", ""]
-    hrows = handshake_rows(doc)
-    out.append(md_table(HANDSHAKE_HEADER, [[_c(x) for x in r] for r in hrows]) if hrows
-               else "No handshakes found.")
-    arows = []
-    for hs in doc.get("handshakes") or []:
-        for a in hs.get("anomalies") or []:
-            arows.append([_c(hs.get("id")), _c(a.get("severity")), _c(a.get("code")),
-                          _c(a.get("frame")), _c(a.get("message"))])
-    if arows:
-        out += ["", "## Anomalies", "", md_table(["Handshake", "Severity", "Code", "Frame", "Message"], arows)]
+        yield from ["", "_" + REDACTED_NOTE.replace("_", "\\_") + "_"]
+    chains = doc.get("chains") or []
+    if has_chains(chains):
+        yield from ["", "## Chains", ""]
+        yield from md_table_lines(CHAIN_HEADER, ([_c(x) for x in r] for r in iter_chain_rows(doc, chains)))
+    yield from ["", "## Handshakes", ""]
+    if doc.get("handshakes"):
+        seen: list = []
+        yield from md_table_lines(HANDSHAKE_HEADER, ([_c(x) for x in r] for r in iter_handshake_rows(doc, seen)))
+    else:
+        seen = []
+        yield "No handshakes found."
+    if seen:
+        yield from ["", "## Anomalies", ""]
+        yield from md_table_lines(["Handshake", "Severity", "Code", "Frame", "Message"],
+                                  ([_c(hs.get("id")), _c(a.get("severity")), _c(a.get("code")),
+                                    _c(a.get("frame")), _c(a.get("message"))]
+                                   for hs in doc.get("handshakes") or [] for a in hs.get("anomalies") or []))
     trows = tls_rows(doc)
     if trows:
-        out += ["", "## TLS connections", "", TLS_NOTE, "",
-                md_table(TLS_HEADER, [[_c(x) for x in r] for r in trows])]
-    out += ["", "## Captures", "",
-            md_table(CAPTURE_HEADER, [[_c(x) for x in r] for r in capture_rows(doc)])]
-    return "\n".join(out) + "\n"
+        yield from ["", "## TLS connections", "", TLS_NOTE, ""]
+        yield from md_table_lines(TLS_HEADER, [[_c(x) for x in r] for r in trows])
+    yield from ["", "## Captures", ""]
+    yield from md_table_lines(CAPTURE_HEADER, [[_c(x) for x in r] for r in capture_rows(doc)])
 
 
 LIVE_HEADER = ["Time", "Event", "#", "Where", "Request", "Result", "Detail"]

@@ -13,10 +13,12 @@ end the statement, ``#`` start an entity, ``<`` inject HTML, ``%%`` a comment.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from wscap.render import escape
+from wscap.document.spool import SpooledList
 
 __all__ = ["Participant", "Message", "Note", "Ladder", "ladder", "sequence_diagram",
            "handshake_index", "endpoint_label", "split_addr", "header", "fmt_ts",
@@ -156,8 +158,41 @@ def header(head: dict[str, Any] | None, name: str) -> str | None:
     return value
 
 
-def chain_of(doc: dict[str, Any]) -> dict[Any, tuple[dict[str, Any], int]]:
+class _SpooledChainOf(Mapping):
+    """chain_of() for spooled chains: handshake id -> (chain, hop), the chain read on demand."""
+
+    def __init__(self, chains: Any) -> None:
+        self._chains = chains
+        self._pos: dict[Any, tuple[int, int]] = {}
+        for k, ch in enumerate(chains.raw_iter()):
+            if isinstance(ch, dict):
+                for i, h in enumerate(ch.get("hops") or []):
+                    self._pos.setdefault(h, (k, i))
+
+    def __getitem__(self, h: Any) -> tuple[dict[str, Any], int]:
+        k, i = self._pos[h]
+        return self._chains[k], i
+
+    def __contains__(self, h: Any) -> bool:
+        return h in self._pos
+
+    def __iter__(self):
+        return iter(self._pos)
+
+    def __len__(self) -> int:
+        return len(self._pos)
+
+
+def chain_of(doc: dict[str, Any]) -> Mapping:
     """handshake id -> (chain, hop index) for every handshake that is in a chain."""
+    chains = doc.get("chains")
+    if isinstance(chains, SpooledList):
+        hit = _INDEXES.get("chain_of")
+        if hit is not None and hit[0] is chains:
+            return hit[2]
+        index = _SpooledChainOf(chains)
+        _INDEXES["chain_of"] = (chains, len(chains), index)
+        return index
     out: dict[Any, tuple[dict[str, Any], int]] = {}
     for ch in doc.get("chains") or []:
         if isinstance(ch, dict):
@@ -184,8 +219,10 @@ def _indexed(kind: str, items: list, key: str) -> dict:
     return index
 
 
-def handshake_index(doc: dict[str, Any]) -> dict[Any, dict[str, Any]]:
+def handshake_index(doc: dict[str, Any]) -> Mapping:
     hs = doc.get("handshakes") or []
+    if isinstance(hs, SpooledList):
+        return hs.index_by("id")          # handshakes read back from the spool on demand
     return _indexed("handshakes", hs, "id") if isinstance(hs, list) else {}   # read-only: shared
 
 

@@ -6,6 +6,7 @@ import copy
 import fnmatch
 from typing import Any
 
+from wscap.document.spool import SpooledList
 from wscap.render.mermaid import chain_of, endpoint_label, handshake_index, header, split_addr
 
 __all__ = ["filter_document", "is_broken_handshake"]
@@ -87,7 +88,10 @@ def filter_document(doc: dict[str, Any], only_broken: bool = False, chain: Any =
     The applied filters are recorded under ``"filter"``. With no filter the
     document is returned as a copy, unchanged.
     """
+    spooled = isinstance(doc.get("handshakes"), SpooledList) or isinstance(doc.get("chains"), SpooledList)
     if not only_broken and chain is None and host is None and path is None:
+        if spooled:                  # items are read fresh from the spool: nothing to copy
+            return {k: v if isinstance(v, SpooledList) else copy.deepcopy(v) for k, v in doc.items()}
         return copy.deepcopy(doc)
     by_id = handshake_index(doc)
     want_chain = None
@@ -99,17 +103,26 @@ def filter_document(doc: dict[str, Any], only_broken: bool = False, chain: Any =
                 path is None or _path_matches(hs, path))
 
     kept_chains = []
-    for ch in doc.get("chains") or []:
+    kept_at: list[int] = []
+    keep_ids: set = set()
+    for k, ch in enumerate(doc.get("chains") or []):
         if want_chain is not None and ch.get("id") != want_chain:
             continue
         if only_broken and not (ch.get("verdict") or {}).get("broken"):
             continue
-        hops = [by_id.get(h) or {} for h in ch.get("hops") or []]
-        marks = [hs_ok(h) for h in hops]
-        if not (any(m[0] for m in marks) and any(m[1] for m in marks)):
+        if host is not None or path is not None:
+            hops = [by_id.get(h) or {} for h in ch.get("hops") or []]
+            marks = [hs_ok(h) for h in hops]
+            if not (any(m[0] for m in marks) and any(m[1] for m in marks)):
+                continue
+        elif not ch.get("hops"):
             continue
-        kept_chains.append(ch)
-    keep_ids = {h for ch in kept_chains for h in ch.get("hops") or []}
+        kept_at.append(k)
+        keep_ids.update(ch.get("hops") or [])
+        if not spooled:
+            kept_chains.append(ch)
+    if spooled:
+        kept_chains = doc["chains"].subset(kept_at)
     in_chain = set(chain_of(doc))
     if want_chain is None:
         for hs in doc.get("handshakes") or []:
@@ -119,11 +132,14 @@ def filter_document(doc: dict[str, Any], only_broken: bool = False, chain: Any =
                 continue
             if all(hs_ok(hs)):
                 keep_ids.add(hs.get("id"))
-    hss = [h for h in doc.get("handshakes") or [] if h.get("id") in keep_ids]
+    if spooled:
+        hss = doc["handshakes"].select(lambda h: h.get("id") in keep_ids)
+    else:
+        hss = [h for h in doc.get("handshakes") or [] if h.get("id") in keep_ids]
     ips = {split_addr(str(h.get(k) or ""))[0] for h in hss for k in ("client", "server")}
     out = copy.deepcopy({k: v for k, v in doc.items() if k not in ("handshakes", "chains", "endpoints")})
-    out["handshakes"] = copy.deepcopy(hss)
-    out["chains"] = copy.deepcopy(kept_chains)
+    out["handshakes"] = hss if spooled else copy.deepcopy(hss)
+    out["chains"] = kept_chains if spooled else copy.deepcopy(kept_chains)
     out["endpoints"] = copy.deepcopy([e for e in doc.get("endpoints") or [] if e.get("ip") in ips])
     out["summary"] = _summary(doc, hss, kept_chains)
     out["filter"] = {"only_broken": bool(only_broken), "chain": want_chain, "host": host, "path": path}

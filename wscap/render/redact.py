@@ -324,7 +324,11 @@ class _Redactor:
                     ch[k] = redact_header_value(name, ch[k], self.found)
 
     def substrings(self, obj: Any, skip: Iterable[int] = ()) -> Any:
-        """Replace collected secrets (and JWTs) in every string of ``obj``.
+        """Replace collected secrets (and JWTs) in every string of ``obj`` (see `walker`)."""
+        return self.walker()(obj, skip)
+
+    def walker(self):
+        """-> walk(obj, skip ids): replaces the secrets collected so far in every string of obj.
 
         Strings were cut before redaction runs (a 64-byte frame preview, an anomaly quoting
         80 characters of a request line), so a secret can also appear cut short at the end of
@@ -335,13 +339,13 @@ class _Redactor:
         """
         secrets = sorted({s for s in self.found if len(s) >= MIN_GLOBAL_LEN}, key=len, reverse=True)
         pattern = re.compile("|".join(re.escape(s) for s in secrets)) if secrets else None
-        skip_ids = set(skip)
+        skip_ids: set[int] = set()
         by_start: dict[str, list[str]] = {}
         by_end: dict[str, list[str]] = {}
         for sec in secrets:
             by_start.setdefault(sec[:MIN_GLOBAL_LEN], []).append(sec)
             by_end.setdefault(sec[-MIN_GLOBAL_LEN:], []).append(sec)
-        found = self.found
+        found: list[str] = []        # secrets met by shape during the walk: not needed afterwards
         longest = max(map(len, secrets), default=0)
 
         def cut_tail(s: str) -> str:
@@ -381,7 +385,12 @@ class _Redactor:
                 return {k: walk(v) for k, v in o.items()}
             return o
 
-        return walk(obj)
+        def run(obj: Any, skip: Iterable[int] = ()) -> Any:
+            nonlocal skip_ids
+            skip_ids = set(skip)
+            found.clear()
+            return walk(obj)
+        return run
 
 
 def _protected_pairs(doc: dict[str, Any]) -> list[int]:
@@ -396,12 +405,60 @@ def _protected_pairs(doc: dict[str, Any]) -> list[int]:
     return ids
 
 
+def _redact_spooled(doc: dict[str, Any]) -> dict[str, Any]:
+    """redact_document for a document whose handshakes/chains wait in a spool (SpooledList):
+    one pass collects the secrets (what the deep copy's head pass collects), then every item is
+    redacted as it is read back, with the same secrets; nothing is held but the secrets."""
+    from wscap.document.spool import SpooledList
+    r = _Redactor()
+    hss, chains = doc.get("handshakes"), doc.get("chains")
+    for hs in hss or []:
+        if isinstance(hs, dict):
+            r.head(hs.get("request"), True)
+            r.head(hs.get("response"), False)
+    for ch in chains or []:
+        for d in (ch or {}).get("diffs") or []:
+            if isinstance(d, dict):
+                r.diff(d)
+    walk = r.walker()
+    heads = _Redactor()               # head/diff redaction per item (deterministic); its finds are dropped
+
+    def one_handshake(hs: Any) -> Any:
+        if isinstance(hs, dict):
+            heads.head(hs.get("request"), True)
+            heads.head(hs.get("response"), False)
+            heads.found.clear()
+        return walk(hs, _protected_pairs({"handshakes": [hs]}))
+
+    def one_chain(ch: Any) -> Any:
+        for d in (ch or {}).get("diffs") or [] if isinstance(ch, dict) else []:
+            if isinstance(d, dict):
+                heads.diff(d)
+        heads.found.clear()
+        return walk(ch)
+
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        if k == "handshakes" and isinstance(v, SpooledList):
+            out[k] = v.map(one_handshake)
+        elif k == "chains" and isinstance(v, SpooledList):
+            out[k] = v.map(one_chain)
+        else:
+            out[k] = walk(copy.deepcopy(v))
+    out["redacted"] = True
+    return out
+
+
 def redact_document(doc: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of ``doc`` with every secret replaced by a stable marker.
 
     Adds ``"redacted": true`` at the top level so renderers can say so.
-    The input is never modified.
+    The input is never modified. Spooled handshakes/chains (SpooledList) stay spooled: they are
+    redacted as they are read back.
     """
+    from wscap.document.spool import SpooledList
+    if isinstance(doc.get("handshakes"), SpooledList) or isinstance(doc.get("chains"), SpooledList):
+        return _redact_spooled(doc)
     out = copy.deepcopy(doc)
     r = _Redactor()
     for hs in out.get("handshakes") or []:

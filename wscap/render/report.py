@@ -21,17 +21,18 @@ here for the callers of this module.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from wscap.render import escape
 from wscap.render import html as H
 from wscap.render.advice import CAUSE_ADVICE, advice_for
 from wscap.render.blocks import (Block, Bullets, Cell, Code, Diagram, Heading, Inline, Link, Para, Pre, Strong,
-                                 Table, html_block, md_block, rich)
+                                 Table, html_block, html_inline, md_block, md_inline, rich)
+from wscap.document.spool import SpooledList
 from wscap.render.formats import REDACT_BY_DEFAULT, render_format
 from wscap.render.query import filter_document, is_broken_handshake
 from wscap.render.markdown import (REDACTED_NOTE, TLS_HEADER, TLS_NOTE, capture_rows, filter_text, hops_path,
-                                   plural, tls_rows)
+                                   md_table_lines, plural, tls_rows)
 from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_index, hop_status, linktype_name,
                                   wireshark_filter)
 
@@ -262,25 +263,47 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
                  title: str = "WebSocket incident report",
                  max_chains: int = DEFAULT_MAX_CHAINS) -> list[Block]:
     """The report as blocks (plain text inside; writers escape)."""
+    return [Table(b.header, list(b.rows), b.row_classes) if isinstance(b, Table) else b
+            for b in iter_report_blocks(doc, max_head, title, max_chains)]
+
+
+def iter_report_blocks(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
+                       title: str = "WebSocket incident report",
+                       max_chains: int = DEFAULT_MAX_CHAINS) -> Iterator[Block]:
+    """build_report one block at a time. With spooled chains and handshakes (SpooledList) the
+    chains are sorted by position, read back when a block needs them, and the big tables'
+    rows are generators: memory does not grow with the number of handshakes."""
     s = doc.get("summary") or {}
-    chains = [c for c in doc.get("chains") or [] if isinstance(c, dict)]
-    broken = [c for c in chains if (c.get("verdict") or {}).get("broken")]
-    # Not broken but not clean: a problem the client tolerated (the analyzer
-    # says so with a cause other than "ok" and broken=false).
-    tolerated = [c for c in chains if not (c.get("verdict") or {}).get("broken")
-                 and ((c.get("verdict") or {}).get("cause") or "ok") != "ok"]
-    healthy = [c for c in chains if not (c.get("verdict") or {}).get("broken") and c not in tolerated]
+    all_chains = doc.get("chains") or []
+    kinds = []                       # (position, kind) of every chain: broken, tolerated, healthy
+    for k, c in enumerate(all_chains):
+        if not isinstance(c, dict):
+            continue
+        v = c.get("verdict") or {}
+        # Not broken but not clean: a problem the client tolerated (the analyzer
+        # says so with a cause other than "ok" and broken=false).
+        kinds.append((k, "broken" if v.get("broken") else
+                      "tolerated" if (v.get("cause") or "ok") != "ok" else "healthy"))
+
+    def pick(kind: str):
+        at = [k for k, w in kinds if w == kind]
+        if isinstance(all_chains, SpooledList):
+            return all_chains.subset(at)
+        return [all_chains[k] for k in at]
+    n_chains = len(kinds)
+    broken, tolerated, healthy = pick("broken"), pick("tolerated"), pick("healthy")
+    kinds.clear()                    # positions live on in the three subsets
     sources = doc.get("source") or []
-    blocks: list[Block] = [Heading(1, [title])]
-    blocks.append(Para([f"Made by {doc.get('tool') or 'wscap'} from {plural(len(sources), 'capture')}: "
+    yield Heading(1, [title])
+    yield (Para([f"Made by {doc.get('tool') or 'wscap'} from {plural(len(sources), 'capture')}: "
                         + ", ".join(str(x.get("path")) for x in sources) + "."]))
     if doc.get("filter"):
-        blocks.append(Para([Strong("Filtered: "), filter_text(doc["filter"])], cls="note"))
+        yield (Para([Strong("Filtered: "), filter_text(doc["filter"])], cls="note"))
     if doc.get("redacted"):
-        blocks.append(Para([REDACTED_NOTE.replace("`", "")], cls="note"))
+        yield (Para([REDACTED_NOTE.replace("`", "")], cls="note"))
 
     # ---- summary
-    blocks.append(Heading(2, ["Summary"], anchor="summary"))
+    yield (Heading(2, ["Summary"], anchor="summary"))
     firsts = [x.get("first_ts") for x in sources if isinstance(x.get("first_ts"), (int, float))]
     lasts = [x.get("last_ts") for x in sources if isinstance(x.get("last_ts"), (int, float))]
     span = ""
@@ -303,7 +326,7 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
         ["Endpoints", str(len(doc.get("endpoints") or []))],
         ["Handshakes", f"{s.get('handshakes', len(doc.get('handshakes') or []))} "
                        f"({s.get('websocket', 0)} WebSocket)"],
-        ["Chains", f"{len(chains)}: {len(broken)} broken, "
+        ["Chains", f"{n_chains}: {len(broken)} broken, "
                    + (f"{len(tolerated)} working with problems, " if tolerated else "") + f"{len(healthy)} healthy"],
         ["Broken, by cause", by_cause(broken) or "none"],
     ]
@@ -313,111 +336,119 @@ def build_report(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
     if bad_src:
         rows.append(["Capture problems", "; ".join(str(e) for x in bad_src for e in x.get("errors") or [])
                      or "incomplete capture"])
-    blocks.append(Table(["Item", "Value"], rows))
+    yield (Table(["Item", "Value"], rows))
 
-    blocks.append(Heading(3, ["Captures"]))
-    blocks.append(Table(["#", "File", "Format", "Packets", "Bytes", "First packet", "Last packet",
+    yield (Heading(3, ["Captures"]))
+    yield (Table(["#", "File", "Format", "Packets", "Bytes", "First packet", "Last packet",
                          "Link types", "Complete", "Errors"], capture_rows(doc)))
     eps = [e for e in doc.get("endpoints") or [] if isinstance(e, dict)]
     if eps:
-        blocks.append(Heading(3, ["Endpoints"]))
-        blocks.append(Table(["IP", "Name", "Role", "Ports"],
+        yield (Heading(3, ["Endpoints"]))
+        yield (Table(["IP", "Name", "Role", "Ports"],
                             [[str(e.get("ip") or ""), str(e.get("name") or ""), str(e.get("role") or ""),
                               ", ".join(str(p) for p in e.get("ports") or [])] for e in eps]))
     if broken:
-        blocks.append(Heading(3, ["Broken chains by cause"]))
+        yield (Heading(3, ["Broken chains by cause"]))
         per: dict[str, list[str]] = {}
         for c in broken:
             per.setdefault(str((c.get("verdict") or {}).get("cause") or "?"), []).append(str(c.get("id")))
-        blocks.append(Table(["Cause", "Chains", "Chain ids"],
+        yield (Table(["Cause", "Chains", "Chain ids"],
                             [[Strong(k, "bad"), str(len(v)), ", ".join(v)] for k, v in sorted(per.items())]))
 
     # ---- broken chains
-    blocks.append(Heading(2, ["Broken chains"], anchor="broken"))
+    yield (Heading(2, ["Broken chains"], anchor="broken"))
     if not broken:
-        blocks.append(Para(["No broken chains."]))
+        yield (Para(["No broken chains."]))
     if len(broken[:max_chains]) + len(tolerated) > 1:
         # A contents list: one line per detailed chain, linking to its section.
-        blocks.append(Bullets([[Link(_chain_title(c), _chain_title(c), f"chain-{c.get('id')}"), " \u2014 ",
+        yield (Bullets([[Link(_chain_title(c), _chain_title(c), f"chain-{c.get('id')}"), " \u2014 ",
                                 hops_path(doc, c)] for c in broken[:max_chains] + tolerated]))
     for c in broken[:max_chains]:
-        blocks += _chain_blocks(doc, c, max_head)
+        yield from _chain_blocks(doc, c, max_head)
     if len(broken) > max_chains:
         # A report with thousands of ladders helps nobody (and GitHub stops
         # rendering diagrams): the rest get one line each.
         rest = broken[max_chains:]
-        blocks.append(Heading(3, [f"{len(rest)} more broken chains (not detailed; "
+        yield (Heading(3, [f"{len(rest)} more broken chains (not detailed; "
                                   f"use --chain ID for one)"]))
-        blocks.append(Table(["Chain", "Cause", "Failing hop", "Path (status per hop)", "Summary"],
-                            [[str(c.get("id")), str((c.get("verdict") or {}).get("cause") or ""),
+        yield (Table(["Chain", "Cause", "Failing hop", "Path (status per hop)", "Summary"],
+                            ([str(c.get("id")), str((c.get("verdict") or {}).get("cause") or ""),
                               str((c.get("verdict") or {}).get("hop")), hops_path(doc, c),
-                              str((c.get("verdict") or {}).get("summary") or "")] for c in rest]))
+                              str((c.get("verdict") or {}).get("summary") or "")] for c in rest)))
 
     # ---- chains that work, with a problem the client tolerated
     if tolerated:
-        blocks.append(Heading(2, ["Working, with problems"], anchor="tolerated"))
-        blocks.append(Para(["These chains upgraded and carried messages, but something on the way is wrong "
+        yield (Heading(2, ["Working, with problems"], anchor="tolerated"))
+        yield (Para(["These chains upgraded and carried messages, but something on the way is wrong "
                             "and a stricter client may fail on it."]))
         for c in tolerated:
-            blocks += _chain_blocks(doc, c, max_head)
+            yield from _chain_blocks(doc, c, max_head)
 
     # ---- healthy chains
-    blocks.append(Heading(2, ["Healthy chains"], anchor="healthy"))
+    yield (Heading(2, ["Healthy chains"], anchor="healthy"))
     if healthy:
         by_id = handshake_index(doc)
-        hrows: list[list[Cell]] = []
-        for c in healthy:
-            v = c.get("verdict") or {}
-            ids = c.get("hops") or []
-            first = by_id.get(ids[0]) or {} if ids else {}
-            req = first.get("request") or {}
-            resp = first.get("response") or {}
-            hrows.append([str(c.get("id")), hops_path(doc, c),
-                          f"{req.get('method', '')} {req.get('target', '')}".strip(),
-                          str(v.get("cause") or "ok") + (" (benign note)" if v.get("benign") else ""),
-                          Code(str(resp.get("frame"))) if resp.get("frame") is not None else "",
-                          fmt_ts(resp.get("ts") or first.get("first_ts")),
-                          ", ".join(str(x) for x in v.get("software") or []),
-                          str(v.get("summary") or "")])
-        blocks.append(Table(["Chain", "Path (status per hop)", "Request", "Verdict", "101 frame",
+
+        def healthy_rows() -> Iterator[list[Cell]]:
+            for c in healthy:
+                v = c.get("verdict") or {}
+                ids = c.get("hops") or []
+                first = by_id.get(ids[0]) or {} if ids else {}
+                req = first.get("request") or {}
+                resp = first.get("response") or {}
+                yield [str(c.get("id")), hops_path(doc, c),
+                       f"{req.get('method', '')} {req.get('target', '')}".strip(),
+                       str(v.get("cause") or "ok") + (" (benign note)" if v.get("benign") else ""),
+                       Code(str(resp.get("frame"))) if resp.get("frame") is not None else "",
+                       fmt_ts(resp.get("ts") or first.get("first_ts")),
+                       ", ".join(str(x) for x in v.get("software") or []),
+                       str(v.get("summary") or "")]
+        hrows = healthy_rows()
+        yield (Table(["Chain", "Path (status per hop)", "Request", "Verdict", "101 frame",
                              "Upgraded at", "Software", "Summary"], hrows))
     else:
-        blocks.append(Para(["No healthy chains."]))
+        yield (Para(["No healthy chains."]))
 
     # ---- handshakes outside chains
     in_chain = chain_of(doc)
-    lone = [h for h in doc.get("handshakes") or [] if h.get("id") not in in_chain]
-    if lone:
-        blocks.append(Heading(2, ["Handshakes outside any chain"], anchor="lone"))
-        rows = []
-        classes = []
-        for h in lone:
-            req = h.get("request") or {}
-            flt = wireshark_filter(str(h.get("client") or ""), str(h.get("server") or ""))
-            rows.append([str(h.get("id")), _leg(doc, str(h.get("client") or "")),
-                         _leg(doc, str(h.get("server") or "")),
-                         f"{req.get('method', '')} {req.get('target', '')}".strip(),
-                         hop_status(h), str(h.get("outcome") or ""), Code(flt) if flt else ""])
-            classes.append("breaking" if is_broken_handshake(h) else "")
-        blocks.append(Table(["#", "Client", "Server", "Request", "Status", "Outcome", "Wireshark filter"],
-                            rows, classes))
+    hss = doc.get("handshakes") or []
+    if isinstance(hss, SpooledList):
+        any_lone = any(k not in in_chain for k in hss.index_by("id"))
+    else:
+        any_lone = any(h.get("id") not in in_chain for h in hss)
+    if any_lone:
+        yield (Heading(2, ["Handshakes outside any chain"], anchor="lone"))
+        classes: list[str] = []       # grows with the rows as they are made (see html.table_lines)
+
+        def lone_rows() -> Iterator[list[Cell]]:
+            for h in hss:
+                if h.get("id") in in_chain:
+                    continue
+                req = h.get("request") or {}
+                flt = wireshark_filter(str(h.get("client") or ""), str(h.get("server") or ""))
+                classes.append("breaking" if is_broken_handshake(h) else "")
+                yield [str(h.get("id")), _leg(doc, str(h.get("client") or "")),
+                       _leg(doc, str(h.get("server") or "")),
+                       f"{req.get('method', '')} {req.get('target', '')}".strip(),
+                       hop_status(h), str(h.get("outcome") or ""), Code(flt) if flt else ""]
+        yield (Table(["#", "Client", "Server", "Request", "Status", "Outcome", "Wireshark filter"],
+                            lone_rows(), classes))
 
     # ---- TLS: what the capture could not show without a key log
     trows = tls_rows(doc)
     if trows:
-        blocks.append(Heading(2, ["TLS connections"], anchor="tls"))
-        blocks.append(Para([TLS_NOTE.replace("`", "")]))
-        blocks.append(Table(TLS_HEADER, trows))
+        yield (Heading(2, ["TLS connections"], anchor="tls"))
+        yield (Para([TLS_NOTE.replace("`", "")]))
+        yield (Table(TLS_HEADER, trows))
 
     # ---- the advice reference for every cause in this report
     present = sorted({str((c.get("verdict") or {}).get("cause")) for c in broken + tolerated})
     if present:
-        blocks.append(Heading(2, ["What to check, by cause"], anchor="advice"))
-        blocks.append(Table(["Cause", "What to check next"],
+        yield (Heading(2, ["What to check, by cause"], anchor="advice"))
+        yield (Table(["Cause", "What to check next"],
                             [[Strong(cause), [p for k, a in enumerate(advice_for(cause))
                                               for p in ([" \u2022 "] if k else []) + rich(a)]]
                              for cause in present]))
-    return blocks
 
 
 
@@ -428,17 +459,51 @@ def report_markdown(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
                     title: str = "WebSocket incident report",
                     max_chains: int = DEFAULT_MAX_CHAINS) -> str:
     """The incident report as GitHub-flavoured Markdown (Mermaid ladders)."""
-    return "\n\n".join(md_block(b) for b in build_report(doc, max_head, title, max_chains)) + "\n"
+    return "".join(iter_report_markdown(doc, max_head, title, max_chains))
 
+
+def iter_report_markdown(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
+                         title: str = "WebSocket incident report",
+                         max_chains: int = DEFAULT_MAX_CHAINS) -> Iterator[str]:
+    """report_markdown in pieces, written as they come (table rows made one at a time)."""
+    for i, b in enumerate(iter_report_blocks(doc, max_head, title, max_chains)):
+        if i:
+            yield "\n\n"
+        if isinstance(b, Table):
+            for k, line in enumerate(md_table_lines(
+                    [escape.md_cell(h) for h in b.header],
+                    ([md_inline(c if isinstance(c, (str, Code, Strong, Link)) else list(c), cell=True)
+                      for c in row] for row in b.rows))):
+                yield line if not k else "\n" + line
+        else:
+            yield md_block(b)
+    yield "\n"
 
 
 def report_html(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
                 title: str = "WebSocket incident report",
                 max_chains: int = DEFAULT_MAX_CHAINS) -> str:
     """The incident report as one self-contained HTML file (inline SVG ladders)."""
-    body = "\n".join(html_block(b) for b in build_report(doc, max_head, title, max_chains))
-    return H.page(title, body)
+    return "".join(iter_report_html(doc, max_head, title, max_chains))
 
+
+def iter_report_html(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
+                     title: str = "WebSocket incident report",
+                     max_chains: int = DEFAULT_MAX_CHAINS) -> Iterator[str]:
+    """report_html in pieces, written as they come."""
+    yield H.page_head(title)
+    for i, b in enumerate(iter_report_blocks(doc, max_head, title, max_chains)):
+        if i:
+            yield "\n"
+        if isinstance(b, Table):
+            for k, line in enumerate(H.table_lines(
+                    [escape.html(h) for h in b.header],
+                    ([html_inline(c if isinstance(c, (str, Code, Strong, Link)) else list(c)) for c in row]
+                     for row in b.rows), b.row_classes)):
+                yield line if not k else "\n" + line
+        else:
+            yield html_block(b)
+    yield "\n" + H.PAGE_TAIL
 
 
 def write_report(doc: dict[str, Any], path: str, fmt: str | None = None,
@@ -450,11 +515,10 @@ def write_report(doc: dict[str, Any], path: str, fmt: str | None = None,
     """
     if fmt is None:
         fmt = "html" if os.path.splitext(path)[1].lower() in (".html", ".htm") else "markdown"
-    text = (report_html(doc, max_head, max_chains=max_chains) if fmt == "html"
-            else report_markdown(doc, max_head, max_chains=max_chains))
+    pieces = (iter_report_html(doc, max_head, max_chains=max_chains) if fmt == "html"
+              else iter_report_markdown(doc, max_head, max_chains=max_chains))
     from wscap.capture.outpath import open_output
     with open_output(path) as f:         # never through a symlink (see wscap.capture.outpath)
-        f.write(text)
+        for piece in pieces:
+            f.write(piece)
     return fmt
-
-

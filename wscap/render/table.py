@@ -18,7 +18,9 @@ from typing import Any, cast
 
 import click
 
+from wscap.document.spool import SpooledList
 from wscap.render.escape import term
+from wscap.render.mermaid import handshake_index
 
 # Handshake rows shown without -v when the capture has more (the verdicts come first anyway).
 TABLE_ROWS = 30
@@ -135,19 +137,20 @@ def fit_table(headers: list[str], rows: list[list], width: int | None,
 
 def handshake_rows(doc: dict) -> list[list[str]]:
     names = _names(doc)
-    rows = []
-    for h in doc["handshakes"]:
-        req = h.get("request") or {}
-        errs = [a["code"] for a in h["anomalies"] if a["severity"] == "error"]
-        warns = [a["code"] for a in h["anomalies"] if a["severity"] != "error"]
-        rows.append([
-            h["id"], term(label(h["client"], names)), term(label(h["server"], names)),
-            term(req.get("target", "—"))[:48] + (" (h2)" if h.get("http_version") == "2" else ""),
-            h["status"] if h["status"] is not None else "—",
-            h["outcome"], h["first_frame"],
-            ", ".join(dict.fromkeys(errs + warns))[:70] or "—",
-        ])
-    return rows
+    return [_handshake_row(h, names) for h in doc["handshakes"]]
+
+
+def _handshake_row(h: dict, names: dict[str, str]) -> list:
+    req = h.get("request") or {}
+    errs = [a["code"] for a in h["anomalies"] if a["severity"] == "error"]
+    warns = [a["code"] for a in h["anomalies"] if a["severity"] != "error"]
+    return [
+        h["id"], term(label(h["client"], names)), term(label(h["server"], names)),
+        term(req.get("target", "—"))[:48] + (" (h2)" if h.get("http_version") == "2" else ""),
+        h["status"] if h["status"] is not None else "—",
+        h["outcome"], h["first_frame"],
+        ", ".join(dict.fromkeys(errs + warns))[:70] or "—",
+    ]
 
 
 def handshake_line(h: dict, names: dict[str, str] | None = None, look: Look = PLAIN) -> str:
@@ -164,8 +167,17 @@ def handshake_line(h: dict, names: dict[str, str] | None = None, look: Look = PL
 
 
 def handshake_table(doc: dict, look: Look = PLAIN, limit: int | None = None) -> list[str]:
-    rows = handshake_rows(doc)
-    shown = rows if limit is None or len(rows) <= limit else _pick_rows(doc, rows, limit)
+    names = _names(doc)
+    total = len(doc["handshakes"])
+    keep = None if limit is None or total <= limit else _pick_ids(doc, limit)
+    shown = []
+    with_error: set = set()           # ids of shown handshakes with an error anomaly (one pass, no scan per row)
+    for h in doc["handshakes"]:
+        if keep is not None and h["id"] not in keep:
+            continue
+        shown.append(_handshake_row(h, names))
+        if any(a["severity"] == "error" for a in h["anomalies"]):
+            with_error.add(h["id"])
     table = [[r[0], r[1], r[2], r[3], f"{r[4]} {r[5]}", r[6], r[7]] for r in shown]
     headers = ["id", "client", "server", "target", "result", "frame", "anomalies"]
     if look.width is not None and table:
@@ -180,23 +192,30 @@ def handshake_table(doc: dict, look: Look = PLAIN, limit: int | None = None) -> 
                             right=(0, 5) if anom == 6 else (0,))
     out = [look.head(head[0]), head[1]]
     for r, text in zip(shown, lines):
-        if r[7] != "—" and any(a["severity"] == "error" for h in doc["handshakes"] if h["id"] == r[0]
-                               for a in h["anomalies"]):
+        if r[7] != "—" and r[0] in with_error:
             text = look.bad(text)
         elif r[5] != "upgraded":
             text = look.s(text, fg="yellow")
         out.append(text)
-    if len(shown) < len(rows):
-        out.append(look.dim(f"… {len(rows) - len(shown)} more handshake(s) (-v lists them all)"))
+    if len(shown) < total:
+        out.append(look.dim(f"… {total - len(shown)} more handshake(s) (-v lists them all)"))
     return out
 
 
-def _pick_rows(doc: dict, rows: list[list], limit: int) -> list[list]:
-    """Without -v on a big capture: the handshakes of broken chains and troubled ones first."""
+def _pick_ids(doc: dict, limit: int) -> set:
+    """Without -v on a big capture: the handshakes of broken chains and troubled ones first.
+    The `limit` smallest (rank, id) in one pass with a bounded heap (rows are made only for them)."""
+    import heapq
     broken = {i for c in doc.get("chains", []) if c["verdict"]["broken"] for i in c["hops"]}
-    key = {r[0]: (0 if r[0] in broken else 1 if r[5] != "upgraded" or r[7] != "—" else 2) for r in rows}
-    keep = {r[0] for r in sorted(rows, key=lambda r: (key[r[0]], r[0]))[:limit]}
-    return [r for r in rows if r[0] in keep]
+    heap: list = []                       # (-rank, -id): the worst of the kept on top
+    for h in doc["handshakes"]:
+        troubled = h["outcome"] != "upgraded" or bool(h["anomalies"])
+        item = (-(0 if h["id"] in broken else 1 if troubled else 2), -h["id"])
+        if len(heap) < limit:
+            heapq.heappush(heap, item)
+        elif item > heap[0]:
+            heapq.heapreplace(heap, item)
+    return {-i for _, i in heap}
 
 
 # ---- chains ----------------------------------------------------------------------------
@@ -414,12 +433,17 @@ def render_table(doc: dict, verbose: bool = False, look: Look = PLAIN) -> str:
         out.append(f"{term(s['path'])}: {s['packets']} packets ({s['format']})")
         for e in s["errors"]:
             out += [look.bad(x) for x in look.wrap(term(e), 4, first="  ! ")]
-    by_id = {h["id"]: h for h in doc["handshakes"]}
+    by_id = handshake_index(doc)          # read on demand when the handshakes wait in the spool
     names = _names(doc)
     chains = doc.get("chains") or []
     if chains:
-        broken = [c for c in chains if c["verdict"]["broken"]]
-        fine = [c for c in chains if not c["verdict"]["broken"]]
+        if isinstance(chains, SpooledList):
+            flags = [c["verdict"]["broken"] for c in chains]
+            broken = chains.subset(i for i, b in enumerate(flags) if b)
+            fine = chains.subset(i for i, b in enumerate(flags) if not b)
+        else:
+            broken = [c for c in chains if c["verdict"]["broken"]]
+            fine = [c for c in chains if not c["verdict"]["broken"]]
         out.append("")
         causes: dict[str, int] = {}
         for c in broken:

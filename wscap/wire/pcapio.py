@@ -107,6 +107,8 @@ class CaptureReader:
         self.worth = worth                # used while `shedding`; records it rejects are counted in `shed`
         self.shedding = False
         self.shed = 0
+        self.empty = 0                    # records that carry no bytes: counted, never built
+        self.blocks = 0                   # records of any kind read (a work bound counts these)
         self.format = "unknown"           # pcap | pcapng once the first bytes are in
         self.bytes = 0                    # bytes fed
         self.nbytes = 0                   # captured bytes of the frames counted
@@ -247,6 +249,7 @@ class CaptureReader:
         worth = self.worth if self.shedding else None     # set between feeds, never during one
         source = self.source
         no, nbytes, first, last = self.no, self.nbytes, self.first_ts, self.last_ts
+        no0, empty = no, 0
         blen = len(buf)
         pos = 0
         try:
@@ -268,12 +271,16 @@ class CaptureReader:
                     first = ts
                 last = ts
                 nbytes += caplen
-                if want is None or want(buf, start, caplen, no, ts):
+                if not caplen:
+                    empty += 1                # carries nothing: counted, never decoded
+                elif want is None or want(buf, start, caplen, no, ts):
                     if worth is not None and not worth(buf, start, end, lt):
                         self.shed += 1
                         continue
                     yield RawFrame(no, ts, lt, buf[start:end], wirelen, 0, source)
         finally:
+            self.blocks += no - no0
+            self.empty += empty
             self.no, self.nbytes, self.first_ts, self.last_ts = no, nbytes, first, last
             if pos:
                 self._buf = buf[pos:]
@@ -312,6 +319,7 @@ class CaptureReader:
                     break
                 start = pos
                 pos += blen
+                self.blocks += 1
                 if btype in (6, 2, 3):
                     f = self._packet(btype, buf, start, blen)
                     if f is not None:
@@ -393,6 +401,9 @@ class CaptureReader:
             self.first_ts = ts
         self.last_ts = ts
         data = body + 20
+        if not caplen:
+            self.empty += 1                   # carries nothing: counted, never decoded
+            return None
         want = iface.want
         if want is not None and not want(buf, data, caplen, self.no, ts):
             return None

@@ -130,6 +130,7 @@ static volatile sig_atomic_t stop_signal;
 static pid_t parent_pid;
 
 enum { END_STOPPED, END_COUNT, END_WRITE, END_IFGONE };
+static int end_reason = END_STOPPED;
 static const char *end_names[] = {"stopped", "count", "write-error", "ifgone"};
 
 /* ---- status output (non-blocking, coalescing) ---------------------------------------- */
@@ -503,13 +504,22 @@ static int open_next_file(int startup)
         write_error(ENOMEM);
         return -1;
     }
-    int fd = open(name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* O_NOFOLLOW: every file of a ring, not only the first (which wscap checked before
+     * starting), may have been planted as a symlink since; opening one fails with ELOOP. */
+    int fd = open(name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
         int e = errno;
+        const char *why = e == ELOOP ? "is a symbolic link; refusing to follow it" : strerror(e);
         if (startup)
-            die_startup("open", "%s: %s", name, strerror(e));
+            die_startup("open", "%s: %s", name, why);
+        if (e == ELOOP && !write_failed) {
+            write_failed = 1;
+            end_reason = END_WRITE;
+            status(0, "error write %s: %s", name, why);
+        } else {
+            write_error(e);
+        }
         free(name);
-        write_error(e);
         return -1;
     }
     if (out_fd >= 0)
@@ -531,8 +541,6 @@ static int open_next_file(int startup)
         return -1;                   /* write_error() has said why */
     return 0;
 }
-
-static int end_reason = END_STOPPED;
 
 static void write_error(int err)
 {
