@@ -23,11 +23,13 @@ def build_options(max_head_bytes: int, max_flow_buffer: int, max_flows: int, max
                   max_dns: int = Limits().max_dns, names_fallback: dict[str, str] | None = None,
                   max_hpack_table: int = Limits().hpack_table, max_h2_header_bytes: int = Limits().h2_header_bytes,
                   max_inflate_bytes: int = Limits().inflate_bytes,
-                  max_handshakes: int = Limits().max_handshakes) -> Options:
+                  max_handshakes: int = Limits().max_handshakes,
+                  max_gzip_records_per_kib: int = Limits().gzip_records_per_kib) -> Options:
     lim = limits_from(dict(max_head_bytes=max_head_bytes, max_flow_buffer=max_flow_buffer, max_flows=max_flows,
                            max_frames=max_frames, max_dns=max_dns, max_tunnel_depth=max_tunnel_depth,
                            max_hpack_table=max_hpack_table, max_h2_header_bytes=max_h2_header_bytes,
-                           max_inflate_bytes=max_inflate_bytes, max_handshakes=max_handshakes))
+                           max_inflate_bytes=max_inflate_bytes, max_handshakes=max_handshakes,
+                           max_gzip_records_per_kib=max_gzip_records_per_kib))
     return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())),
                    names_fallback=tuple(sorted((names_fallback or {}).items())),
                    keylog=one_keylog(keylog),

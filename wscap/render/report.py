@@ -29,14 +29,14 @@ from wscap.render.advice import CAUSE_ADVICE, advice_for
 from wscap.render.blocks import (Block, Bullets, Cell, Code, Diagram, Heading, Inline, Link, Para, Pre, Strong,
                                  Table, html_block, html_inline, md_block, md_inline, rich)
 from wscap.document.spool import SpooledList
-from wscap.render.formats import REDACT_BY_DEFAULT, render_format
+from wscap.render.formats import REDACT_BY_DEFAULT, render_format, write_format
 from wscap.render.query import filter_document, is_broken_handshake
 from wscap.render.markdown import (REDACTED_NOTE, TLS_HEADER, TLS_NOTE, capture_rows, filter_text, hops_path,
                                    md_table_lines, plural, tls_rows)
 from wscap.render.mermaid import (chain_of, endpoint_label, fmt_ts, handshake_index, hop_status, linktype_name,
                                   wireshark_filter)
 
-__all__ = ["filter_document", "render_format", "REDACT_BY_DEFAULT", "report_markdown", "report_html", "write_report", "CAUSE_ADVICE",
+__all__ = ["filter_document", "render_format", "write_format", "iter_report_markdown", "iter_report_html", "REDACT_BY_DEFAULT", "report_markdown", "report_html", "write_report", "CAUSE_ADVICE",
            "advice_for", "is_broken_handshake", "DEFAULT_MAX_HEAD", "DEFAULT_MAX_CHAINS", "build_report"]
 
 DEFAULT_MAX_HEAD = 4096   # characters of each raw head shown in a report
