@@ -16,6 +16,7 @@ from wscap.model.endpoint import Endpoint
 from wscap.model.handshake import Frame, Handshake, Head, Outcome, Tcp, TcpEnd
 
 Doc = dict[str, Any]
+SCHEMA_VERSION = 1         # the document's "version": fields are only ever added within one version
 
 
 def s_to_ns(s: float) -> int:
@@ -108,8 +109,8 @@ def decode_handshake(d: Doc) -> Handshake:
     waited = d.get("waited")
     return Handshake(
         id=d.get("id"), source=d["source"], client=Endpoint.parse(d["client"]), server=Endpoint.parse(d["server"]),
-        first_frame=d["first_frame"], last_frame=d.get("last_frame", d["first_frame"]),
-        first_ts_ns=s_to_ns(d["first_ts"]), last_ts_ns=s_to_ns(d.get("last_ts", d["first_ts"])),
+        first_frame=d["first_frame"], last_frame=d["last_frame"],
+        first_ts_ns=s_to_ns(d["first_ts"]), last_ts_ns=s_to_ns(d["last_ts"]),
         websocket=bool(d.get("websocket")), request=_head(d.get("request")), response=_head(d.get("response")),
         outcome=Outcome(d["outcome"]), status=d.get("status"),
         anomalies=tuple(decode_anomaly(a) for a in d.get("anomalies", ())),

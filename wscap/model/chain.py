@@ -45,6 +45,21 @@ class LinkBy(str, Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Proxies:
+    """What linking learnt about addresses: `addresses` went upstream for a client (proxies);
+    `dialers` opened connections of their own (a request or a bare attempt)."""
+    addresses: frozenset[str] = frozenset()
+    dialers: frozenset[str] = frozenset()
+
+    def __contains__(self, ip: object) -> bool:
+        return ip in self.addresses
+
+    def dialled(self, ip: str) -> bool:
+        """A proxy, or at least an address seen opening connections of its own."""
+        return ip in self.addresses or ip in self.dialers
+
+
+@dataclass(frozen=True, slots=True)
 class Link:
     from_id: int
     to_id: int

@@ -16,12 +16,8 @@ class Endpoint:
     @classmethod
     def parse(cls, text: str) -> "Endpoint":
         """`1.2.3.4:80` or `[::1]:80` -> Endpoint. A port that does not parse reads as 0 (never raises)."""
-        host, _, port = text.rpartition(":")
-        try:
-            num = int(port)
-        except ValueError:
-            num = 0
-        return cls(host.strip("[]"), num)
+        host, port = split_endpoint(text)
+        return cls(host, port if port is not None else 0)
 
     def __str__(self) -> str:
         return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
@@ -32,7 +28,18 @@ def ip_of(text: str) -> str:
     return text.rpartition(":")[0].strip("[]")
 
 
-def split_endpoint(text: str) -> tuple[str, str]:
-    """(`ip` as written, with IPv6 brackets kept; `port`) — for renderers that print the parts."""
-    host, _, port = text.rpartition(":")
-    return host, port
+def split_endpoint(text: str) -> tuple[str, int | None]:
+    """`"1.2.3.4:80"` -> `("1.2.3.4", 80)`; `"[::1]:80"` -> `("::1", 80)`; no port -> `(text, None)`.
+
+    The one parser of `ip:port` text: documents, renderers and `slice` all read endpoints here."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = text, ""
+    try:
+        return host, int(port)
+    except ValueError:
+        return host, None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import click
 
 from wscap.render.escape import term
+from wscap.model.endpoint import split_endpoint
 
 # Handshake rows shown without -v when the capture has more (the verdicts come first anyway).
 TABLE_ROWS = 30
@@ -75,9 +76,9 @@ def _names(doc: dict) -> dict[str, str]:
 
 
 def label(ep: str, names: dict[str, str]) -> str:
-    ip, _, port = ep.rpartition(":")
-    name = names.get(ip.strip("[]"))
-    return f"{name}:{port}" if name else ep
+    ip, port = split_endpoint(ep)
+    name = names.get(ip)
+    return f"{name}:{port}" if name and port is not None else ep
 
 
 # ---- tables that fit ---------------------------------------------------------------------
