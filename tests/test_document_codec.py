@@ -54,7 +54,7 @@ def test_endpoint_parse_and_format():
     assert Endpoint.parse("[fd00::1]:443") == Endpoint("fd00::1", 443)
     assert str(Endpoint("fd00::1", 443)) == "[fd00::1]:443"
     assert str(Endpoint("10.0.0.1", 80)) == "10.0.0.1:80"
-    assert Endpoint.parse("nonsense") == Endpoint("", 0)
+    assert Endpoint.parse("nonsense") == Endpoint("nonsense", 0)      # no port: never raises
 
 
 def test_times_are_exact_microseconds():

@@ -37,6 +37,10 @@ def endpoint(text: str) -> Endpoint:
 _HEAD_PREFIX = {"llhttp-rejects": "Node's llhttp rejects the {}", "head-too-large": "{} head",
                 "head-incomplete": "the {} head"}
 _SIDE_CODES = ("http-after-101", "rsv1-without-extension")
+# Enum lookups by value through a dict: calling the Enum class costs several times more, and
+# every leg of every chain is decoded.
+_SEVERITY = {s.value: s for s in Severity}
+_OUTCOME = {o.value: o for o in Outcome}
 
 
 def decode_anomaly(d: Doc) -> Anomaly:
@@ -49,7 +53,8 @@ def decode_anomaly(d: Doc) -> Anomaly:
         for part in ("request", "response"):
             if msg.startswith(prefix.format(part)):
                 head = part
-    return Anomaly(code, Severity(d["severity"]), msg, d.get("frame"), side, head)
+    sev = _SEVERITY.get(d["severity"]) or Severity(d["severity"])
+    return Anomaly(code, sev, msg, d.get("frame"), side, head)
 
 
 def encode_anomaly(a: Anomaly) -> Doc:
@@ -60,9 +65,9 @@ def encode_anomaly(a: Anomaly) -> Doc:
 def _head(d: Doc | None) -> Head | None:
     if d is None:
         return None
-    return Head(version=d["version"], headers=tuple((n, v) for n, v in d["headers"]), frame=d.get("frame"),
-                ts_ns=s_to_ns(d["ts"]), raw=d.get("raw", ""), complete=d.get("complete", True),
-                method=d.get("method"), target=d.get("target"), status=d.get("status"), reason=d.get("reason"))
+    g = d.get
+    return Head(d["version"], tuple(map(tuple, d["headers"])), g("frame"), s_to_ns(d["ts"]),  # type: ignore[arg-type]
+                g("raw", ""), g("complete", True), g("method"), g("target"), g("status"), g("reason"))
 
 
 def _encode_head(h: Head | None) -> Doc | None:
@@ -76,11 +81,16 @@ def _encode_head(h: Head | None) -> Doc | None:
 
 
 def _frame(d: Doc) -> Frame:
-    return Frame(dir=d["dir"], frame=d.get("frame"), ts_ns=s_to_ns(d["ts"]), fin=d.get("fin", True),
-                 rsv1=d.get("rsv1", False), rsv2=d.get("rsv2", False), rsv3=d.get("rsv3", False),
-                 opcode=d["opcode"], opcode_name=d.get("opcode_name", ""), masked=d.get("masked", False),
-                 length=d.get("length", 0), close_code=d.get("close_code"), close_reason=d.get("close_reason"),
-                 preview=d.get("preview"))
+    try:        # the core engine writes every key
+        return Frame(d["dir"], d["frame"], round(d["ts"] * 1_000_000) * 1000, d["fin"], d["rsv1"], d["rsv2"],
+                     d["rsv3"], d["opcode"], d["opcode_name"], d["masked"], d["length"], d["close_code"],
+                     d["close_reason"], d["preview"])
+    except KeyError:
+        pass
+    g = d.get
+    return Frame(d["dir"], g("frame"), s_to_ns(d["ts"]), g("fin", True), g("rsv1", False), g("rsv2", False),
+                 g("rsv3", False), d["opcode"], g("opcode_name", ""), g("masked", False), g("length", 0),
+                 g("close_code"), g("close_reason"), g("preview"))
 
 
 def _encode_frame(f: Frame) -> Doc:
@@ -112,7 +122,7 @@ def decode_handshake(d: Doc) -> Handshake:
         first_frame=d["first_frame"], last_frame=d["last_frame"],
         first_ts_ns=s_to_ns(d["first_ts"]), last_ts_ns=s_to_ns(d["last_ts"]),
         websocket=bool(d.get("websocket")), request=_head(d.get("request")), response=_head(d.get("response")),
-        outcome=Outcome(d["outcome"]), status=d.get("status"),
+        outcome=_OUTCOME.get(d["outcome"]) or Outcome(d["outcome"]), status=d.get("status"),
         anomalies=tuple(decode_anomaly(a) for a in d.get("anomalies", ())),
         frames=tuple(_frame(f) for f in d.get("frames") or ()), tcp=_tcp(d.get("tcp") or {}),
         waited_ns=None if waited is None else s_to_ns(waited), http_version=d.get("http_version", "1.1"),
@@ -137,14 +147,14 @@ def decode_link_view(d: Doc) -> Handshake:
         request=None if not req else Head(version="", headers=(("Sec-WebSocket-Key", key),) if key else (),
                                           frame=req.get("frame"), ts_ns=s_to_ns(req["ts"]), raw="", complete=True,
                                           method="", target=req["target"]),
-        response=_LIGHT_RESPONSE(d.get("response")), outcome=Outcome(d["outcome"]), status=None, anomalies=(),
+        response=_light_response(d.get("response")), outcome=_OUTCOME.get(d["outcome"]) or Outcome(d["outcome"]), status=None, anomalies=(),
         frames=(), tcp=Tcp(syn_frame=d["tcp"].get("syn_frame"), synack_frame=None,
                            end=None if not e else TcpEnd(e["kind"], e["by"], e.get("frame"), s_to_ns(e["ts"])),
                            gaps=0, client_bytes=0, server_bytes=0),
         waited_ns=None, http_version="")
 
 
-def _LIGHT_RESPONSE(d: Doc | None) -> Head | None:
+def _light_response(d: Doc | None) -> Head | None:
     return None if not d else Head(version="", headers=(), frame=d.get("frame"), ts_ns=s_to_ns(d["ts"]), raw="",
                                    complete=True)
 

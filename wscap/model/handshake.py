@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from wscap.model.anomaly import Anomaly
 from wscap.model.endpoint import Endpoint
@@ -26,10 +26,9 @@ class Outcome(str, Enum):  # StrEnum needs 3.11; values are the JSON strings
     UNANSWERED = "unanswered"   # bare attempts: SYN never answered
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
+class Head(NamedTuple):
     """One HTTP head as the document shows it; `method`/`target` for requests, `status`/`reason`
-    for responses (None on the other kind)."""
+    for responses (None on the other kind). A NamedTuple: two per leg, decoded for every judged leg."""
     version: str
     headers: tuple[tuple[str, str], ...]
     frame: int | None
@@ -71,9 +70,9 @@ class Tcp:
     server_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """A WebSocket frame summary (the fields the judge reads; the rest are pass-through)."""
+class Frame(NamedTuple):
+    """A WebSocket frame summary (the fields the judge reads; the rest are pass-through). A
+    NamedTuple: a leg carries up to --max-frames of these and every judged leg is decoded."""
     dir: str
     frame: int | None
     ts_ns: int
