@@ -42,19 +42,19 @@ def link(views: Sequence[Handshake], attempts: Sequence[Handshake], timeout_s: f
 
 def judge(chain: HopChain, hops: Sequence[Handshake], proxies: Proxies, names: dict[str, str], dns: Any,
           timeout_s: float, encrypted: EncryptedLegs | None) -> HopChain:
-    judged = judge_chain(chain, hops, proxies, names, dns, timeout_s)
-    return replace(judged, encrypted_before=encrypted.before(hops[0]) if encrypted is not None else None)
+    return judge_chain(chain, hops, proxies, names, dns, timeout_s,
+                       encrypted.before(hops[0]) if encrypted is not None else None)
 
 
 # -- endpoints and summary ---------------------------------------------------------------------
-def endpoints(legs: Sequence[Handshake], chains: Iterable[tuple[Sequence[int], str]],
+def endpoints(legs: Sequence[tuple[int | None, Handshake]], chains: Iterable[tuple[Sequence[int], str]],
               names: dict[str, str]) -> list[Doc]:
-    """Every address with its role and server ports. `legs` carry their final ids; `chains` are
+    """Every address with its role and server ports. `legs`: (final id, leg); `chains`:
     (hop ids, verdict cause)."""
-    by_id = {h.id: h for h in legs}
+    by_id = dict(legs)
     roles: dict[str, set[str]] = {}
     ports: dict[str, set[int]] = {}
-    for h in legs:
+    for _id, h in legs:
         roles.setdefault(h.client.ip, set())
         roles.setdefault(h.server.ip, set())
         ports.setdefault(h.server.ip, set()).add(h.server.port)
@@ -177,7 +177,7 @@ def document(handshakes: list[Doc], attempts: list[Doc], sources: list[Doc], sta
         tls_list.append({**t, "handshakes": [h["id"] for h in t["handshakes"] if h.get("id") is not None]})
     summ = summary(handshake_counts(all_hs), chains)
     summ["tls"] = {"connections": len(tls_list), "decrypted": sum(1 for t in tls_list if t["decrypted"])}
-    shown_legs = [legs[i] for i in range(len(views))] + [legs[a] for a in linkage.used]
+    shown_legs = [(ids[i], legs[i]) for i in list(range(len(views))) + list(linkage.used)]
     return {
         "version": SCHEMA_VERSION,
         "tool": f"wscap {__version__}",
@@ -437,8 +437,8 @@ class Assembly:
             hops = [decode_handshake(self._full_doc(i, ids)) for i in linked.legs]
             yield judge(c, hops, linkage.proxies, names, self.dns, self.options.timeout_s, encrypted)
 
-    def _legs_with_ids(self, shown: list[int], ids: list[int | None]) -> list[Handshake]:
-        return [replace(self._leg(i), id=ids[i]) for i in shown]
+    def _legs_with_ids(self, shown: list[int], ids: list[int | None]) -> list[tuple[int | None, Handshake]]:
+        return [(ids[i], self._leg(i)) for i in shown]
 
     def write_json(self, fp: IO[str]) -> Doc:
         """Stream the document to `fp` with memory bounded by one chain's legs; -> its summary."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from wscap.document.codec import decode_verdict, encode_handshake, encode_verdict, s_to_ns
-from wscap.flow.dns import explain
+from wscap.flow.dns import _RELEVANT as DNS_RELEVANT, explain
 from wscap.judge.diff import diff_boundary
 from wscap.judge.labels import label_verdict
 from wscap.judge.verdict import decide
@@ -220,23 +220,26 @@ def hop_chain(chain_id: int, linked: Linked, ids: Sequence[int]) -> HopChain:
 
 
 def judge_chain(chain: HopChain, hops: Sequence[Handshake], proxies: Proxies,
-                names: dict[str, str] | None = None, dns: Any = None, timeout_s: float = 3.0) -> HopChain:
+                names: dict[str, str] | None = None, dns: Any = None, timeout_s: float = 3.0,
+                encrypted_before: Any = None) -> HopChain:
     """Diffs at every boundary and the verdict, from the legs' full handshakes; with a DNS
     tracker, the proxy's lookups as evidence; with names, endpoints labelled in the sentences."""
     diffs: list[HeaderDiff] = []
     for i in range(len(hops) - 1):
         diffs += diff_boundary(i, hops[i], hops[i + 1])
     verdict = decide(hops, diffs, proxies, timeout_s)
-    if dns is not None:
+    last = hops[-1]
+    if dns is not None and last.request is not None and (
+            verdict.cause.value in DNS_RELEVANT or last.status in (502, 503, 504) and last.response is not None):
         # flow/dns.py reads documents: only the deepest leg (and the chain's length) matter to it.
+        # (the chains it would pass over untouched are skipped above: the same test as its own)
         doc = {"verdict": encode_verdict(verdict)}
-        last = encode_handshake(hops[-1])
-        explain(dns, doc, [last] * len(hops), timeout_s, names)
+        explain(dns, doc, [encode_handshake(last)] * len(hops), timeout_s, names)
         verdict = decode_verdict(doc["verdict"])
     if names:
         verdict = label_verdict(verdict, hops, names)
     return HopChain(chain.id, chain.hops, chain.links, tuple(diffs), verdict,
-                    chain.encrypted_before, chain.has_encrypted_before)
+                    encrypted_before, chain.has_encrypted_before)
 
 
 class EncryptedLegs:
