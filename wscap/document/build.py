@@ -87,15 +87,25 @@ def _last_server_role(cause: str, hops: Sequence[Handshake]) -> str | None:
     return "backend" if last.response is not None else None
 
 
-def handshake_counts(handshakes: Iterable[Doc]) -> dict[str, int]:
+def count_flags(h: Doc) -> int:
+    """What the summary counts of one handshake document, as bits (kept beside its spool location,
+    so the summary needs no second read of every document)."""
+    return ((h["request"] is not None) | bool(h["websocket"]) << 1 | (h["outcome"] == "upgraded") << 2
+            | any(a["severity"] == "error" and a["code"] != "not-websocket-upgrade" for a in h["anomalies"]) << 3)
+
+
+def counts_of(flags: Iterable[int]) -> dict[str, int]:
     n = {"handshakes": 0, "websocket": 0, "upgraded": 0, "with_errors": 0}
-    for h in handshakes:
-        n["handshakes"] += h["request"] is not None
-        n["websocket"] += bool(h["websocket"])
-        n["upgraded"] += h["outcome"] == "upgraded"
-        n["with_errors"] += any(a["severity"] == "error" and a["code"] != "not-websocket-upgrade"
-                                for a in h["anomalies"])
+    for f in flags:
+        n["handshakes"] += f & 1
+        n["websocket"] += f >> 1 & 1
+        n["upgraded"] += f >> 2 & 1
+        n["with_errors"] += f >> 3 & 1
     return n
+
+
+def handshake_counts(handshakes: Iterable[Doc]) -> dict[str, int]:
+    return counts_of(count_flags(h) for h in handshakes)
 
 
 def summary(counts: dict[str, int], chains: Sequence[HopChain], tls: Sequence[Doc] = ()) -> Doc:
@@ -212,9 +222,9 @@ class Assembly:
     stream: bool
     spool: Spool
     views: list[Handshake]
-    view_locs: list[tuple[Spool, tuple[int, int]]]
+    view_locs: list[tuple[Spool, tuple[int, int], int]]     # (spool, location, count_flags)
     attempt_views: list[Handshake]
-    attempt_locs: list[tuple[Spool, tuple[int, int]]]
+    attempt_locs: list[tuple[Spool, tuple[int, int], int]]
     attempt_live: list[Any]                    # live: the attempt's Exchange (its id, once shown)
     _extra_spools: list[Spool]
     registered: int
@@ -243,7 +253,7 @@ class Assembly:
         """Spool a finished handshake document and keep its link view (attempt: a bare attempt,
         with its Exchange when streaming)."""
         view = decode_link_view(doc)
-        loc = (self.spool, self.spool.put(doc))
+        loc = (self.spool, self.spool.put(doc), count_flags(doc))
         if doc["request"] is None:
             self.attempt_views.append(view)
             self.attempt_locs.append(loc)
@@ -352,8 +362,8 @@ class Assembly:
     def export(self) -> Doc:
         """What a worker process hands back after analysing one file (views, counts, its spool)."""
         path = self.spool.persist()
-        return {"views": [(v, loc[1]) for v, loc in zip(self.views, self.view_locs)],
-                "attempts": [(v, loc[1]) for v, loc in zip(self.attempt_views, self.attempt_locs)],
+        return {"views": [(v, loc[1], loc[2]) for v, loc in zip(self.views, self.view_locs)],
+                "attempts": [(v, loc[1], loc[2]) for v, loc in zip(self.attempt_views, self.attempt_locs)],
                 "spool": path, "registered": self.registered, "sources": self.sources,
                 "decoder": (self.decoder.stats.packets, self.decoder.stats.tcp, self.decoder.stats.truncated,
                             self.decoder.frags.dropped, self.decoder.stats.tunnelled,
@@ -368,12 +378,12 @@ class Assembly:
         spool = Spool.open(part["spool"])
         self._extra_spools.append(spool)
         offset = self.registered
-        for v, loc in part["views"]:
+        for v, loc, flags in part["views"]:
             self.views.append(replace(v, id=v.id + offset))
-            self.view_locs.append((spool, loc))
-        for v, loc in part["attempts"]:
+            self.view_locs.append((spool, loc, flags))
+        for v, loc, flags in part["attempts"]:
             self.attempt_views.append(v)
-            self.attempt_locs.append((spool, loc))
+            self.attempt_locs.append((spool, loc, flags))
             self.attempt_live.append(None)
         for t in part["tls"]:
             t["handshakes"] = [i + offset for i in t["handshakes"]]
@@ -424,7 +434,7 @@ class Assembly:
     def _full_doc(self, i: int, ids: list[int | None]) -> Doc:
         """Leg i's full document back from the spool, with its final id."""
         n = len(self.views)
-        spool, loc = self.view_locs[i] if i < n else self.attempt_locs[i - n]
+        spool, loc, _flags = self.view_locs[i] if i < n else self.attempt_locs[i - n]
         doc = spool.get(loc)
         doc["id"] = ids[i]
         return doc
@@ -453,7 +463,8 @@ class Assembly:
             # judged chains wait in chain_spool; only their verdicts stay in memory
             light.append(HopChain(c.id, c.hops, (), None, c.verdict))
             chain_locs.append(chain_spool.put(encode_chain(c)))
-        counts = handshake_counts(self._full_doc(i, ids) for i in shown)
+        n = len(self.views)
+        counts = counts_of((self.view_locs[i] if i < n else self.attempt_locs[i - n])[2] for i in shown)
         eps = endpoints(self._legs_with_ids(shown, ids), ((c.hops, _cause(c)) for c in light), names)
         summ = summary(counts, light, self.tls_docs)
         head = {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}

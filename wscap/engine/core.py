@@ -72,9 +72,9 @@ class Pipeline(Assembly):
         self.registered = 0                      # upgrade attempts with a request (ids handed out)
         self.spool = Spool()                     # finished handshake documents, on disk
         self.views: list[Handshake] = []         # link views of spooled handshakes (document/build.py)
-        self.view_locs: list[tuple[Spool, tuple[int, int]]] = []   # ... where their documents are
+        self.view_locs: list[tuple[Spool, tuple[int, int], int]] = []   # ... where their documents are
         self.attempt_views: list[Handshake] = []  # ... and of bare connection attempts
-        self.attempt_locs: list[tuple[Spool, tuple[int, int]]] = []
+        self.attempt_locs: list[tuple[Spool, tuple[int, int], int]] = []
         self.attempt_live: list[Exchange | None] = []   # live: the attempt's Exchange (its id once shown)
         self._requests_to: dict[tuple, deque] = {}   # (source, server address) -> recent request times
         self._clock: dict[int, int] = {}             # latest timestamp seen per capture (source)
