@@ -1,41 +1,147 @@
-"""Handshake documents + bare connection attempts -> the analyze JSON document.
+"""The one document assembly: ids, linking and judging, endpoints, summary, the -j merge.
 
-What `Pipeline.document()` does after its own reassembly, for engines that build the
-Handshake dicts some other way (`engine_tshark`): ids in order of the requests, bare
-attempts kept only when they could be a chain's missing hop, linking and judging through
-`wscap.judge.chains`, endpoints and summary through `wscap.engine.core`. Pure: dicts in, dict out.
+Both engines end here. The core `Pipeline` inherits `Assembly` (its handshake documents wait in
+the spool; only their link views stay in memory); the tshark engine, which builds handshake
+documents some other way, calls `document()`. Either way: ids in order of the requests, bare
+attempts kept only when they could be a chain's missing hop, linking over typed link views,
+ids of used attempts handed out once, then each chain judged from its legs' full handshakes and
+encoded by the codec.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import IO, TYPE_CHECKING, Any
+
 from wscap import __version__
-from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, link_chains, judge_chain
-from wscap.engine.core import SCHEMA_VERSION, Options, endpoints, summary
+from wscap.document.codec import SCHEMA_VERSION, Doc, decode_handshake, decode_link_view, encode_chain
+from wscap.document.spool import Spool, SpooledList
+from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, Linkage, hop_chain, judge_chain, link_chains
+from wscap.model.chain import Cause, HopChain, Proxies
+from wscap.model.handshake import Handshake, Outcome
+
+if TYPE_CHECKING:
+    from wscap.engine.core import Options
+
+MS = 1_000_000
 
 
-def _ip(ep: str) -> str:
-    return ep.rpartition(":")[0].strip("[]")
+# -- linking with ids -------------------------------------------------------------------------
+def link(views: Sequence[Handshake], attempts: Sequence[Handshake], timeout_s: float,
+         attempt_id: Callable[[int], int]) -> tuple[Linkage, list[HopChain], list[int | None]]:
+    """Link, then give each used attempt its id (`attempt_id(j)` for attempts[j]), then make the
+    chains with their final ids. -> (linkage, chains without verdicts, id of every leg)."""
+    linkage = link_chains(views, attempts, timeout_s)
+    ids: list[int | None] = [v.id for v in views] + [None] * len(attempts)
+    for a in linkage.used:
+        ids[a] = attempt_id(a - len(views))
+    chains = [hop_chain(n, linked, [ids[i] for i in linked.legs])  # type: ignore[misc]
+              for n, linked in enumerate(linkage.chains, start=1)]
+    return linkage, chains, ids
 
 
-def could_be_a_hop(attempt: dict, requests_to: dict[tuple[int, str], list[float]], window_s: float) -> bool:
+def judge(chain: HopChain, hops: Sequence[Handshake], proxies: Proxies, names: dict[str, str], dns: Any,
+          timeout_s: float, encrypted: EncryptedLegs | None) -> HopChain:
+    return judge_chain(chain, hops, proxies, names, dns, timeout_s,
+                       encrypted.before(hops[0]) if encrypted is not None else None)
+
+
+# -- endpoints and summary ---------------------------------------------------------------------
+def endpoints(legs: Sequence[tuple[int | None, Handshake]], chains: Iterable[tuple[Sequence[int], str]],
+              names: dict[str, str]) -> list[Doc]:
+    """Every address with its role and server ports. `legs`: (final id, leg); `chains`:
+    (hop ids, verdict cause)."""
+    by_id = dict(legs)
+    roles: dict[str, set[str]] = {}
+    ports: dict[str, set[int]] = {}
+    for _id, h in legs:
+        roles.setdefault(h.client.ip, set())
+        roles.setdefault(h.server.ip, set())
+        ports.setdefault(h.server.ip, set()).add(h.server.port)
+    for hop_ids, cause in chains:
+        hops = [by_id[i] for i in hop_ids if i in by_id]
+        for i, h in enumerate(hops):
+            roles[h.client.ip].add("client" if i == 0 else "proxy")
+            role = _last_server_role(cause, hops) if i == len(hops) - 1 else "proxy"
+            if role:
+                roles[h.server.ip].add(role)
+    out = []
+    for ip in sorted(roles):
+        r = roles[ip]
+        role = "proxy" if "proxy" in r else "client" if r == {"client"} else "backend" if r == {"backend"} else (
+            "client" if "client" in r else "unknown")
+        out.append({"ip": ip, "name": names.get(ip), "role": role, "ports": sorted(ports.get(ip, ()))})
+    return out
+
+
+def _last_server_role(cause: str, hops: Sequence[Handshake]) -> str | None:
+    """Role of the deepest leg's server, from the chain rather than a guess: a proxy when the
+    verdict says it answered or gave up without going upstream; the backend only when the chain
+    reached it (its request arrived, or its host answered the SYN with RST); else unknown —
+    a server that never answered may be a proxy waiting on its own upstream."""
+    last = hops[-1]
+    if cause in (Cause.NO_UPSTREAM_CONNECTION.value, Cause.PROXY_REJECTED.value):
+        return "proxy"
+    if len(hops) > 1:
+        return "backend" if last.request is not None or last.outcome is Outcome.REFUSED else None
+    return "backend" if last.response is not None else None
+
+
+def count_flags(h: Doc) -> int:
+    """What the summary counts of one handshake document, as bits (kept beside its spool location,
+    so the summary needs no second read of every document)."""
+    return ((h["request"] is not None) | bool(h["websocket"]) << 1 | (h["outcome"] == "upgraded") << 2
+            | any(a["severity"] == "error" and a["code"] != "not-websocket-upgrade" for a in h["anomalies"]) << 3)
+
+
+def counts_of(flags: Iterable[int]) -> dict[str, int]:
+    n = {"handshakes": 0, "websocket": 0, "upgraded": 0, "with_errors": 0}
+    for f in flags:
+        n["handshakes"] += f & 1
+        n["websocket"] += f >> 1 & 1
+        n["upgraded"] += f >> 2 & 1
+        n["with_errors"] += f >> 3 & 1
+    return n
+
+
+def handshake_counts(handshakes: Iterable[Doc]) -> dict[str, int]:
+    return counts_of(count_flags(h) for h in handshakes)
+
+
+def summary(counts: dict[str, int], chains: Sequence[HopChain], tls: Sequence[Doc] = ()) -> Doc:
+    by_cause: dict[str, int] = {}
+    for c in chains:
+        assert c.verdict is not None
+        by_cause[c.verdict.cause.value] = by_cause.get(c.verdict.cause.value, 0) + 1
+    return {**counts, "chains": len(chains),
+            "broken": sum(1 for c in chains if c.verdict is not None and c.verdict.broken),
+            "by_cause": dict(sorted(by_cause.items())),
+            "tls": {"connections": len(tls), "decrypted": sum(1 for t in tls if t["decrypted"])}}
+
+
+# -- the tshark engine's documents --------------------------------------------------------------
+def could_be_a_hop(attempt: Handshake, requests_to: dict[tuple[int, str], list[int]], window_ns: int) -> bool:
     """As Pipeline._could_be_a_hop: did the attempt's client address receive an upgrade request
     within the link window before it dialled out (or up to 1 ms after)?"""
-    seen = requests_to.get((attempt["source"], _ip(attempt["client"])))
+    seen = requests_to.get((attempt.source, attempt.client.ip))
     if not seen:
         return False
-    lo = attempt["first_ts"] - window_s
-    return any(lo <= t <= attempt["first_ts"] + 0.001 for t in seen)
+    t = attempt.first_ts_ns
+    return any(t - window_ns <= s <= t + MS for s in seen)
 
 
-def document(handshakes: list[dict], attempts: list[dict], sources: list[dict], stats: dict,
-             options: Options | None = None, tls: list[dict] | None = None, dns=None,
-             capture_names: dict[str, str] | None = None) -> dict:
+def document(handshakes: list[Doc], attempts: list[Doc], sources: list[Doc], stats: Doc,
+             options: "Options | None" = None, tls: list[Doc] | None = None, dns: Any = None,
+             capture_names: dict[str, str] | None = None) -> Doc:
     """`handshakes`: Handshake dicts with a request, in request order (ids are assigned here, from 1,
     in that order); `attempts`: Handshake dicts of bare connection attempts (request null);
     `tls`: connections that carried TLS, their "handshakes" holding Handshake dicts (-> ids)."""
-    options = options or Options()
-    window = max(LINK_WINDOW_S, options.timeout_s)
+    if options is None:
+        from wscap.engine.core import Options
+        options = Options()
+    window_ns = round(max(LINK_WINDOW_S, options.timeout_s) * 1e9)
     limit = options.limits.max_handshakes
-    shown: list[dict] = []
+    shown: list[Doc] = []
     dropped = 0
     for h in handshakes:
         if len(shown) >= limit:
@@ -43,28 +149,34 @@ def document(handshakes: list[dict], attempts: list[dict], sources: list[dict], 
             continue
         h["id"] = len(shown) + 1
         shown.append(h)
-    requests_to: dict[tuple[int, str], list[float]] = {}
-    for h in shown:
-        requests_to.setdefault((h["source"], _ip(h["server"])), []).append(h["request"]["ts"])
-    kept = [a for a in attempts if could_be_a_hop(a, requests_to, window)]
+    views = [decode_handshake(h) for h in shown]
+    requests_to: dict[tuple[int, str], list[int]] = {}
+    for v in views:
+        requests_to.setdefault((v.source, v.server.ip), []).append(v.ts_ns)
+    kept: list[Doc] = []
+    kept_views: list[Handshake] = []
+    for a in attempts:
+        av = decode_handshake(a)
+        if could_be_a_hop(av, requests_to, window_ns):
+            a["id"] = None
+            kept.append(a)
+            kept_views.append(av)
     unlinked = len(attempts) - len(kept)
-    for a in kept:
-        a["id"] = None
-    chains, used, proxies = link_chains(shown, kept, options.timeout_s)
-    next_id = len(shown) + 1
-    for a in used:
-        if a["id"] is None:
-            a["id"] = next_id
-            next_id += 1
+    next_id = [len(shown) + 1]
+
+    def attempt_id(j: int) -> int:
+        kept[j]["id"] = next_id[0]
+        next_id[0] += 1
+        return kept[j]["id"]
+
+    linkage, chains, ids = link(views, kept_views, options.timeout_s, attempt_id)
+    legs = [replace(v, id=ids[i]) for i, v in enumerate(views + kept_views)]
     encrypted = EncryptedLegs(tls or [])
     # As Pipeline.names(): --names > the captures' Name Resolution Blocks > the Docker API.
     names = {**dict(options.names_fallback), **(capture_names or {}), **dict(options.names)}
-    for c in chains:
-        judge_chain(c, c["hops"], proxies, names, dns, options.timeout_s)
-        c["encrypted_before"] = encrypted.before(c["hops"][0])
-        c["hops"] = [h["id"] for h in c["hops"]]
-        for link in c["links"]:
-            link["from"], link["to"] = link["from"]["id"], link["to"]["id"]
+    chains = [judge(c, [legs[i] for i in linked.legs], linkage.proxies, names, dns, options.timeout_s, encrypted)
+              for c, linked in zip(chains, linkage.chains)]
+    used = [kept[a - len(views)] for a in linkage.used]
     all_hs = sorted(shown + used, key=lambda h: (h["source"], h["first_frame"]))
     stats = dict(stats)
     stats["unlinked_attempts"] = unlinked
@@ -73,17 +185,367 @@ def document(handshakes: list[dict], attempts: list[dict], sources: list[dict], 
     tls_list = []
     for t in sorted(tls or [], key=lambda t: (t["source"], t["first_frame"])):
         tls_list.append({**t, "handshakes": [h["id"] for h in t["handshakes"] if h.get("id") is not None]})
-    summ = summary(all_hs, chains)
+    summ = summary(handshake_counts(all_hs), chains)
     summ["tls"] = {"connections": len(tls_list), "decrypted": sum(1 for t in tls_list if t["decrypted"])}
+    shown_legs = [(ids[i], legs[i]) for i in list(range(len(views))) + list(linkage.used)]
     return {
         "version": SCHEMA_VERSION,
         "tool": f"wscap {__version__}",
         "source": sources,
         "handshakes": all_hs,
-        "chains": chains,
+        "chains": [encode_chain(c) for c in chains],
         "tls": tls_list,
         **({"dns": dns.to_json()} if dns is not None else {}),
-        "endpoints": endpoints(all_hs, chains, names),
+        "endpoints": endpoints(shown_legs, ((c.hops, _cause(c)) for c in chains), names),
         "stats": stats,
         "summary": summ,
     }
+
+
+def _cause(c: HopChain) -> str:
+    assert c.verdict is not None
+    return c.verdict.cause.value
+
+
+# -- the core pipeline's documents ---------------------------------------------------------------
+class Assembly:
+    """The document side of `wscap.engine.core.Pipeline` (a base class, so that the pipeline's
+    feed/tick code and this part stay in their own modules): live chain events, the final
+    document (in memory or streamed), and the -j merge of worker results.
+
+    Handshake documents wait in a spool; `views` (requests) and `attempt_views` (bare connection
+    attempts) are their typed link views, index-aligned with `view_locs`/`attempt_locs`."""
+
+    # State the pipeline sets up in its __init__ (declared here for the type checker).
+    options: "Options"
+    timeout_ns: int
+    link_window_ns: int
+    stream: bool
+    spool: Spool
+    views: list[Handshake]
+    view_locs: list[tuple[Spool, tuple[int, int], int]]     # (spool, location, count_flags)
+    attempt_views: list[Handshake]
+    attempt_locs: list[tuple[Spool, tuple[int, int], int]]
+    attempt_live: list[Any]                    # live: the attempt's Exchange (its id, once shown)
+    _extra_spools: list[Spool]
+    registered: int
+    next_id: int
+    now_ns: int
+    sources: list[Doc]
+    tls_docs: list[Doc]
+    _tls_events: list[Any]
+    _undecided: list[Any]
+    _open: list[Any]
+    _syn_only: list[Any]
+    _chain_seq: int
+    capture_names: dict[str, str]
+    limits_hit: dict[str, int]
+    flows_seen: int
+    evicted: int
+    unlinked_attempts: int
+    conns: dict[Any, Any]
+    decoder: Any
+    dns: Any
+
+    def _maybe_attempt(self, conn: Any) -> None:   # the pipeline's own (flow part)
+        raise NotImplementedError
+
+    def _put(self, doc: Doc, attempt: Any = None) -> None:
+        """Spool a finished handshake document and keep its link view (attempt: a bare attempt,
+        with its Exchange when streaming)."""
+        view = decode_link_view(doc)
+        loc = (self.spool, self.spool.put(doc), count_flags(doc))
+        if doc["request"] is None:
+            self.attempt_views.append(view)
+            self.attempt_locs.append(loc)
+            self.attempt_live.append(attempt)
+        else:
+            self.views.append(view)
+            self.view_locs.append(loc)
+
+    # -- live events ---------------------------------------------------------------------------
+    def _collect(self, now_ns: int | None, chains: bool = False) -> list[Any]:
+        """Emit handshakes that became decided by the clock (timeout), and settled chains."""
+        from wscap.engine.core import Decided
+        if not self.stream:
+            return []
+        if self._tls_events:
+            early, self._tls_events = self._tls_events, []
+            return early + self._collect(now_ns, chains)
+        if not self._undecided:
+            return self._chains(now_ns) if chains else []
+        out: list[Any] = []
+        keep = []
+        for ex in self._undecided:
+            if ex.request is None:
+                continue       # bare connection attempts are only reported inside chains
+            if ex.emitted:
+                continue
+            if ex.decided(now_ns, self.timeout_ns) or now_ns is None:
+                ex.emitted = True
+                out.append(Decided("handshake", ex.to_json(self.now_ns)))
+            else:
+                keep.append(ex)
+        self._undecided = keep
+        if chains:
+            out += self._chains(now_ns)
+        return out
+
+    def _chains(self, now_ns: int | None) -> list[Any]:
+        """Chains whose every leg has its answer or has waited the timeout (all of them at finish).
+
+        Same linking as the final document; legs are removed from the open set once their chain
+        is emitted, so each chain is printed exactly once. Bare attempts get their ids when their
+        chain is emitted, before it is judged (as in the final document).
+        """
+        from wscap.engine.core import Decided
+        for conn in self._syn_only:
+            if not conn.saw_payload and (conn.end is not None or now_ns is None
+                                         or now_ns - conn.first_ts >= self.timeout_ns):
+                self._maybe_attempt(conn)
+        self._syn_only = [c for c in self._syn_only if c.attempt is None and not c.saw_payload]
+        if not self._open:
+            return []
+        docs = [ex.to_json(self.now_ns) for ex in self._open]
+        typed = [decode_handshake(d) for d in docs]
+        order = [k for k, ex in enumerate(self._open) if ex.request is not None]
+        order += [k for k, ex in enumerate(self._open) if ex.request is None]
+        n_req = sum(1 for ex in self._open if ex.request is not None)
+        linkage = link_chains([typed[k] for k in order[:n_req]], [typed[k] for k in order[n_req:]],
+                              self.options.timeout_s)
+        out: list[Any] = []
+        done: set[int] = set()
+        names = self.names()
+        for linked in linkage.chains:
+            legs = [self._open[order[i]] for i in linked.legs]
+            if now_ns is not None and not all(ex.decided(now_ns, self.timeout_ns) for ex in legs):
+                continue
+            if now_ns is not None and now_ns - legs[0].ts_ns < min(self.timeout_ns, 1_000_000_000) \
+                    and legs[-1].request is not None and legs[-1].response is None:
+                continue
+            for i in linked.legs:
+                ex = self._open[order[i]]
+                if ex.id is None:            # a bare attempt becomes visible as this chain's hop
+                    ex.id = self.next_id
+                    self.next_id += 1
+                    doc = docs[order[i]]
+                    doc["id"] = ex.id
+                    out.append(Decided("handshake", doc))
+                done.add(order[i])
+            ids = [ex.id for ex in legs]
+            self._chain_seq += 1
+            chain = replace(hop_chain(self._chain_seq, linked, ids), has_encrypted_before=False)
+            hops = [replace(typed[order[i]], id=ex.id) for i, ex in zip(linked.legs, legs)]
+            judged = judge_chain(chain, hops, linkage.proxies, names, self.dns, self.options.timeout_s)
+            out.append(Decided("chain", encode_chain(judged)))
+        if now_ns is not None:
+            done |= self._stale_attempts(now_ns)
+        self._open = [ex for k, ex in enumerate(self._open) if k not in done]
+        return out
+
+    def _stale_attempts(self, now_ns: int) -> set[int]:
+        """Open bare attempts (positions in `_open`) that no tick can link any more: left in the
+        open set, every tick re-linked them all (a port scan or health checks made each tick
+        slower than the last).
+
+        An attempt is only ever the upstream hop of a request in an earlier frame of the same
+        capture (judge.chains: the downstream leg comes first), and every such request was
+        registered before the attempt existed; once none of them is open, it cannot link. Kept
+        anyway for the link window (reordered heads), and while other captures have open requests.
+        The attempt is still in the final document, from the spool."""
+        first: dict[int, int] = {}
+        for ex in self._open:
+            req = ex.request
+            if req is not None:
+                src = ex.conn.source
+                f = req.frame if req.frame is not None else -1
+                if f < first.get(src, f + 1):
+                    first[src] = f
+        out: set[int] = set()
+        for k, ex in enumerate(self._open):
+            if ex.request is not None or now_ns - ex.ts_ns <= self.link_window_ns:
+                continue
+            c = ex.conn
+            lo = first.get(c.source)
+            if (lo is None or lo > (c.syn_frame or c.first_frame)) and all(s == c.source for s in first):
+                out.add(k)
+        return out
+
+    # -- output --------------------------------------------------------------------------------
+    def names(self) -> dict[str, str]:
+        """Endpoint labels, by precedence: explicit (--names) > the captures' NRBs > the Docker API."""
+        return {**dict(self.options.names_fallback), **self.capture_names, **dict(self.options.names)}
+
+    @property
+    def stats(self) -> Doc:
+        if self.dns.dropped:
+            self.limits_hit["max_dns"] = self.dns.dropped
+        d = self.decoder.stats
+        return {"packets": d.packets, "tcp_packets": d.tcp, "truncated_packets": d.truncated,
+                "flows": self.flows_seen, "flows_tracked": sum(1 for c in self.conns.values() if c is not None),
+                "evicted_flows": self.evicted, "ip_fragments_dropped": self.decoder.frags.dropped,
+                "unlinked_attempts": self.unlinked_attempts,
+                "tunnelled_packets": d.tunnelled,
+                "unsupported_encapsulation": dict(sorted(d.unsupported.items())),
+                "limits_hit": {**self.limits_hit, **({"tunnel_depth": d.too_deep} if d.too_deep else {})}}
+
+    # -- parallel analysis (-j) -------------------------------------------------------------------
+    def export(self) -> Doc:
+        """What a worker process hands back after analysing one file (views, counts, its spool)."""
+        path = self.spool.persist()
+        return {"views": [(v, loc[1], loc[2]) for v, loc in zip(self.views, self.view_locs)],
+                "attempts": [(v, loc[1], loc[2]) for v, loc in zip(self.attempt_views, self.attempt_locs)],
+                "spool": path, "registered": self.registered, "sources": self.sources,
+                "decoder": (self.decoder.stats.packets, self.decoder.stats.tcp, self.decoder.stats.truncated,
+                            self.decoder.frags.dropped, self.decoder.stats.tunnelled,
+                            dict(self.decoder.stats.unsupported), self.decoder.stats.too_deep),
+                "flows": self.flows_seen, "evicted": self.evicted, "unlinked": self.unlinked_attempts,
+                "limits_hit": self.limits_hit, "now": self.now_ns, "tls": self.tls_docs,
+                "dns": self.dns.export(), "capture_names": self.capture_names}
+
+    def absorb(self, part: Doc) -> None:
+        """Merge a worker's file into this pipeline exactly as if it had been fed here, in order:
+        handshake ids continue from the previous files'."""
+        spool = Spool.open(part["spool"])
+        self._extra_spools.append(spool)
+        offset = self.registered
+        for v, loc, flags in part["views"]:
+            self.views.append(replace(v, id=v.id + offset))
+            self.view_locs.append((spool, loc, flags))
+        for v, loc, flags in part["attempts"]:
+            self.attempt_views.append(v)
+            self.attempt_locs.append((spool, loc, flags))
+            self.attempt_live.append(None)
+        for t in part["tls"]:
+            t["handshakes"] = [i + offset for i in t["handshakes"]]
+            self.tls_docs.append(t)
+        self.registered += part["registered"]
+        self.next_id = self.registered + 1
+        self.sources += part["sources"]
+        st = self.decoder.stats
+        packets, tcp, truncated, frags, tunnelled, unsupported, too_deep = part["decoder"]
+        st.packets += packets
+        st.tcp += tcp
+        st.truncated += truncated
+        st.tunnelled += tunnelled
+        st.too_deep += too_deep
+        for k, n in unsupported.items():
+            st.unsupported[k] = st.unsupported.get(k, 0) + n
+        self.decoder.frags.dropped += frags
+        self.flows_seen += part["flows"]
+        self.evicted += part["evicted"]
+        self.unlinked_attempts += part["unlinked"]
+        for k, n in part["limits_hit"].items():
+            self.limits_hit[k] = self.limits_hit.get(k, 0) + n
+        self.now_ns = max(self.now_ns, part["now"])
+        self.dns.absorb(part["dns"])
+        for ip, name in part["capture_names"].items():
+            self.capture_names.setdefault(ip, name)
+
+    # -- the final document ---------------------------------------------------------------------
+    def _linked(self) -> tuple[Linkage, list[HopChain], list[int | None]]:
+        """Link every finished handshake (from the in-memory views); give used attempts their ids."""
+        def attempt_id(j: int) -> int:
+            ex = self.attempt_live[j]
+            if ex is not None and ex.id is not None:
+                return int(ex.id)                # already shown in a live chain line
+            self.next_id += 1
+            return self.next_id - 1
+        return link(self.views, self.attempt_views, self.options.timeout_s, attempt_id)
+
+    def _shown(self, linkage: Linkage, ids: list[int | None]) -> list[int]:
+        """The legs the document lists (requests and used attempts), in document order."""
+        legs = list(range(len(self.views))) + list(linkage.used)
+        return sorted(legs, key=lambda i: (self._leg(i).source, self._leg(i).first_frame))
+
+    def _leg(self, i: int) -> Handshake:
+        n = len(self.views)
+        return self.views[i] if i < n else self.attempt_views[i - n]
+
+    def _full_doc(self, i: int, ids: list[int | None]) -> Doc:
+        """Leg i's full document back from the spool, with its final id."""
+        n = len(self.views)
+        spool, loc, _flags = self.view_locs[i] if i < n else self.attempt_locs[i - n]
+        doc = spool.get(loc)
+        doc["id"] = ids[i]
+        return doc
+
+    def _judged(self, linkage: Linkage, chains: list[HopChain], ids: list[int | None],
+                names: dict[str, str]) -> Iterable[HopChain]:
+        """Each chain judged from its legs' full handshakes, one chain's legs in memory at a time."""
+        encrypted = EncryptedLegs(self.tls_docs)
+        for c, linked in zip(chains, linkage.chains):
+            hops = [decode_handshake(self._full_doc(i, ids)) for i in linked.legs]
+            yield judge(c, hops, linkage.proxies, names, self.dns, self.options.timeout_s, encrypted)
+
+    def _legs_with_ids(self, shown: list[int], ids: list[int | None]) -> list[tuple[int | None, Handshake]]:
+        return [(ids[i], self._leg(i)) for i in shown]
+
+    def _spooled_parts(self) -> tuple[Doc, list[int], list[int | None], Spool, list[Any], Doc]:
+        """Link, judge each chain into a spool of its own, count: -> (head fields, the legs shown
+        in document order, their ids, the chain spool, its locations, tail fields)."""
+        linkage, chains, ids = self._linked()
+        shown = self._shown(linkage, ids)
+        chain_spool = Spool()
+        chain_locs = []
+        light: list[HopChain] = []
+        names = self.names()
+        for c in self._judged(linkage, chains, ids, names):
+            # judged chains wait in chain_spool; only their verdicts stay in memory
+            light.append(HopChain(c.id, c.hops, (), None, c.verdict))
+            chain_locs.append(chain_spool.put(encode_chain(c)))
+        n = len(self.views)
+        counts = counts_of((self.view_locs[i] if i < n else self.attempt_locs[i - n])[2] for i in shown)
+        eps = endpoints(self._legs_with_ids(shown, ids), ((c.hops, _cause(c)) for c in light), names)
+        summ = summary(counts, light, self.tls_docs)
+        head = {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}
+        tail = {"tls": self.tls_list(), "dns": self.dns.to_json(), "endpoints": eps, "stats": self.stats,
+                "summary": summ}
+        return head, shown, ids, chain_spool, chain_locs, tail
+
+    def write_json(self, fp: IO[str]) -> Doc:
+        """Stream the document to `fp` with memory bounded by one chain's legs; -> its summary."""
+        from wscap.render.json import write_document_streamed
+        head, shown, ids, chain_spool, chain_locs, tail = self._spooled_parts()
+        write_document_streamed(fp, head, (self._full_doc(i, ids) for i in shown),
+                                (chain_spool.get(loc) for loc in chain_locs), tail)
+        chain_spool.close()
+        return dict(tail["summary"])
+
+    def lazy_document(self) -> Doc:
+        """The document with "handshakes" and "chains" as SpooledLists: read back from disk as a
+        renderer walks them, so memory does not grow with the number of handshakes. The same
+        content as `document()` (which the Python API keeps: plain lists)."""
+        head, shown, ids, chain_spool, chain_locs, tail = self._spooled_parts()
+        n = len(self.views)
+        handles = [(*(self.view_locs[i] if i < n else self.attempt_locs[i - n])[:2], ids[i]) for i in shown]
+
+        def load(h: tuple[Spool, Any, int | None]) -> Doc:
+            doc = h[0].get(h[1])
+            doc["id"] = h[2]
+            return doc
+        return {**head, "handshakes": SpooledList(handles, load),
+                "chains": SpooledList(chain_locs, chain_spool.get), **tail}
+
+    def document(self) -> Doc:
+        """The whole document in memory (renderers, the Python API); `write_json` streams it."""
+        linkage, chains, ids = self._linked()
+        names = self.names()
+        judged = list(self._judged(linkage, chains, ids, names))
+        shown = self._shown(linkage, ids)
+        all_hs = [self._full_doc(i, ids) for i in shown]
+        return {
+            "version": SCHEMA_VERSION,
+            "tool": f"wscap {__version__}",
+            "source": self.sources,
+            "handshakes": all_hs,
+            "chains": [encode_chain(c) for c in judged],
+            "tls": self.tls_list(),
+            "dns": self.dns.to_json(),
+            "endpoints": endpoints(self._legs_with_ids(shown, ids), ((c.hops, _cause(c)) for c in judged), names),
+            "stats": self.stats,
+            "summary": summary(handshake_counts(all_hs), judged, self.tls_docs),
+        }
+
+    def tls_list(self) -> list[Doc]:
+        return sorted(self.tls_docs, key=lambda t: (t["source"], t["first_frame"]))

@@ -15,12 +15,12 @@ import shutil
 import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 
 class Spool:
-    def __init__(self, f=None) -> None:
-        self._f = f if f is not None else tempfile.TemporaryFile()   # unlinked at once: nothing left behind
+    def __init__(self, f: IO[bytes] | None = None) -> None:
+        self._f: IO[bytes] = f if f is not None else tempfile.TemporaryFile()   # unlinked at once: nothing left behind
         self._end = 0
         self.count = 0
 
@@ -38,7 +38,7 @@ class Spool:
         os.unlink(path)                        # still readable through `f`; gone when it is closed
         return cls(f)
 
-    def put(self, doc: dict) -> tuple[int, int]:
+    def put(self, doc: dict[str, Any]) -> tuple[int, int]:
         data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self._f.seek(self._end)
         self._f.write(data)
@@ -47,7 +47,7 @@ class Spool:
         self.count += 1
         return loc
 
-    def get(self, loc: tuple[int, int]) -> dict:
+    def get(self, loc: tuple[int, int]) -> dict[str, Any]:
         self._f.seek(loc[0])
         return json.loads(self._f.read(loc[1]))
 

@@ -13,8 +13,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from wscap import __version__
-from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, judge_chain, link_chains, link_view
+from wscap.document.build import Assembly
+from wscap.document.codec import SCHEMA_VERSION
+from wscap.judge.chains import LINK_WINDOW_S
+from wscap.model.handshake import Handshake
 from wscap.document.spool import Spool
 from wscap.flow.connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint, fmt_ip
 from wscap.wire.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, tunnel_json
@@ -26,7 +28,6 @@ from wscap.model.anomaly import make
 from wscap.model.limits import Limits
 from wscap.model.raw import RawFrame
 
-SCHEMA_VERSION = 1
 MAX_TLS_LISTED = 10_000    # TLS connections listed in the document (the rest are counted in limits_hit)
 
 
@@ -58,7 +59,7 @@ class Decided:
     json: dict
 
 
-class Pipeline:
+class Pipeline(Assembly):
     def __init__(self, options: Options | None = None) -> None:
         self.options = options or Options()
         self.limits = self.options.limits
@@ -72,9 +73,11 @@ class Pipeline:
         self.conns: dict[tuple, Connection | None] = {}
         self.registered = 0                      # upgrade attempts with a request (ids handed out)
         self.spool = Spool()                     # finished handshake documents, on disk
-        self.views: list[dict] = []              # link views of spooled handshakes
-        self.attempt_views: list[dict] = []      # ... and of bare connection attempts
-        self._loc: dict[int, tuple[int, int]] = {}   # id(view) -> spool location
+        self.views: list[Handshake] = []         # link views of spooled handshakes (document/build.py)
+        self.view_locs: list[tuple[Spool, tuple[int, int], int]] = []   # ... where their documents are
+        self.attempt_views: list[Handshake] = []  # ... and of bare connection attempts
+        self.attempt_locs: list[tuple[Spool, tuple[int, int], int]] = []
+        self.attempt_live: list[Exchange | None] = []   # live: the attempt's Exchange (its id once shown)
         self._requests_to: dict[tuple, deque] = {}   # (source, server address) -> recent request times
         self._clock: dict[int, int] = {}             # latest timestamp seen per capture (source)
         self.link_window_ns = int(max(LINK_WINDOW_S, self.options.timeout_s) * 1e9)
@@ -88,10 +91,6 @@ class Pipeline:
         self.limits_hit: dict[str, int] = {}
         self._undecided: list[Exchange] = []
         self._open: list[Exchange] = []          # legs not yet part of an emitted (live) chain
-        self._open_ids: set[int] = set()         # ... their id()s
-        # id(leg) -> its final document, rendered when its connection was spooled (an open leg's
-        # chain line reuses it rather than rendering the same frozen state again).
-        self._final: dict[int, dict] = {}
         self._syn_only: list[Connection] = []    # connections that so far only sent a SYN
         self._last_chain_check = 0
         self._chained: set[int] = set()
@@ -385,11 +384,10 @@ class Pipeline:
                 if sc is not None and sc.inflate_cut:
                     self.limits_hit["inflate_bytes"] = self.limits_hit.get("inflate_bytes", 0) + sc.inflate_cut
             if ex.id is not None and ex.id > 0:
-                self._put(self._keep_final(ex, ex.to_json(end)), self.views)
+                self._put(ex.to_json(end))
         if conn.attempt is not None:
             if self._could_be_a_hop(conn):
-                self._put(self._keep_final(conn.attempt, conn.attempt.to_json(end)), self.attempt_views,
-                          conn.attempt if self.stream else None)
+                self._put(conn.attempt.to_json(end), conn.attempt if self.stream else None)
             else:
                 self.unlinked_attempts += 1      # a scan, a health check: no request it could serve
         # Exchange <-> Connection is a reference cycle; break it so heads and frame summaries
@@ -401,14 +399,6 @@ class Pipeline:
         if not self.stream:
             conn.attempt = None
 
-    def _keep_final(self, ex: Exchange, doc: dict) -> dict:
-        """Live: an open leg's document is final once its connection is over; keep it for its
-        chain line. Not when it says how long it waited: that one is rendered at the tick."""
-        if ex.response is not None or ex.request is None:
-            if id(ex) in self._open_ids:
-                self._final[id(ex)] = doc
-        return doc
-
     def _could_be_a_hop(self, conn: Connection) -> bool:
         """Did this address receive an upgrade request shortly before it dialled out? Only then can a
         bare connection attempt be a chain's missing hop; keeping the others would let a SYN flood
@@ -419,13 +409,6 @@ class Pipeline:
         lo = conn.first_ts - self.link_window_ns
         return any(lo <= t <= conn.first_ts + 1_000_000 for t in seen)
 
-    def _put(self, doc: dict, views: list[dict], attempt: Exchange | None = None) -> None:
-        view = link_view(doc)
-        self._loc[id(view)] = (self.spool, self.spool.put(doc))
-        if attempt is not None:
-            view["_attempt"] = attempt      # live mode assigns its id when a chain lists it
-        views.append(view)
-
     def _maybe_attempt(self, conn: Connection) -> None:
         """A connection that never carried a request is a candidate missing hop (refused, unanswered...)."""
         if conn.saw_payload or conn.syn_frame is None or conn.exchanges or conn.attempt is not None \
@@ -434,7 +417,6 @@ class Pipeline:
         conn.attempt = Exchange(conn, None)
         if self.stream:
             self._open.append(conn.attempt)
-            self._open_ids.add(id(conn.attempt))
 
     def _register(self, ex: Exchange) -> None:
         if self.registered >= self.limits.max_handshakes:
@@ -454,381 +436,6 @@ class Pipeline:
         if self.stream:
             self._undecided.append(ex)
             self._open.append(ex)
-            self._open_ids.add(id(ex))
-
-    def _collect(self, now_ns: int | None, chains: bool = False) -> list[Decided]:
-        """Emit handshakes that became decided by the clock (timeout), and settled chains."""
-        if not self.stream:
-            return []
-        if self._tls_events:
-            early, self._tls_events = self._tls_events, []
-            return early + self._collect(now_ns, chains)
-        if not self._undecided:
-            return self._chains(now_ns) if chains else []
-        out: list[Decided] = []
-        keep = []
-        for ex in self._undecided:
-            if ex.request is None:
-                continue       # bare connection attempts are only reported inside chains
-            if ex.emitted:
-                continue
-            if ex.decided(now_ns, self.timeout_ns) or now_ns is None:
-                ex.emitted = True
-                out.append(Decided("handshake", ex.to_json(self.now_ns)))
-            else:
-                keep.append(ex)
-        self._undecided = keep
-        if chains:
-            out += self._chains(now_ns)
-        return out
-
-    def _chains(self, now_ns: int | None) -> list[Decided]:
-        """Chains whose every leg has its answer or has waited the timeout (all of them at finish).
-
-        Same linking as the final document (build_chains); legs are removed from the open set
-        once their chain is emitted, so each chain is printed exactly once.
-        """
-        for conn in self._syn_only:
-            if not conn.saw_payload and (conn.end is not None or now_ns is None
-                                         or now_ns - conn.first_ts >= self.timeout_ns):
-                self._maybe_attempt(conn)
-        self._syn_only = [c for c in self._syn_only if c.attempt is None and not c.saw_payload]
-        if not self._open:
-            return []
-        # Link on light views (what build_chains' linking reads), then render and judge only the
-        # legs of chains that are ready: a tick used to serialise every open leg and judge every
-        # chain, ready or not, and the whole tick delays every line behind it.
-        by_view: dict[int, Exchange] = {}
-        hs, at = [], []
-        for ex in self._open:
-            v = link_view(_link_fields(ex, self.now_ns))
-            by_view[id(v)] = ex
-            (hs if ex.request is not None else at).append(v)
-        chains, _used, proxies = link_chains(hs, at, self.options.timeout_s)
-        out: list[Decided] = []
-        done: set[int] = set()
-        names = None
-        for c in chains:
-            legs = [by_view[id(v)] for v in c["hops"]]
-            if now_ns is not None and not all(ex.decided(now_ns, self.timeout_ns) for ex in legs):
-                continue
-            if now_ns is not None and now_ns - legs[0].ts_ns < min(self.timeout_ns, 1_000_000_000) \
-                    and legs[-1].request is not None and legs[-1].response is None:
-                continue
-            if names is None:
-                names = self.names()
-            hops = [self._final.pop(id(ex), None) or ex.to_json(self.now_ns) for ex in legs]
-            c["hops"] = hops
-            judge_chain(c, hops, proxies, names, self.dns, self.options.timeout_s)
-            for ex, h in zip(legs, hops):
-                if ex.id is None:            # a bare attempt becomes visible as this chain's hop
-                    ex.id = self.next_id
-                    self.next_id += 1
-                    h["id"] = ex.id
-                    out.append(Decided("handshake", h))
-                h["id"] = ex.id
-                done.add(id(ex))
-            self._chain_seq += 1
-            c["id"] = self._chain_seq
-            c["hops"] = [h["id"] for h in hops]
-            for link in c["links"]:
-                link["from"], link["to"] = by_view[id(link["from"])].id, by_view[id(link["to"])].id
-            out.append(Decided("chain", c))
-        if now_ns is not None:
-            done |= self._stale_attempts(now_ns)
-        self._open = [ex for ex in self._open if id(ex) not in done]
-        self._open_ids -= done
-        for i in done:
-            self._final.pop(i, None)
-        return out
-
-    def _stale_attempts(self, now_ns: int) -> set[int]:
-        """Open bare attempts that no tick can link any more: left in the open set, every tick
-        re-linked them all (a port scan or health checks made each tick slower than the last).
-
-        An attempt is only ever the upstream hop of a request in an earlier frame of the same
-        capture (chains.link_chains: `order(up) > order(down)`), and every such request was
-        registered before the attempt existed; once none of them is open, it cannot link. Kept
-        anyway for the link window (reordered heads), and while other captures have open requests.
-        The attempt is still in the final document, from the spool."""
-        first: dict[int, int] = {}
-        for ex in self._open:
-            req = ex.request
-            if req is not None:
-                src = ex.conn.source
-                f = req.frame if req.frame is not None else -1
-                if f < first.get(src, f + 1):
-                    first[src] = f
-        out: set[int] = set()
-        for ex in self._open:
-            if ex.request is not None or now_ns - ex.ts_ns <= self.link_window_ns:
-                continue
-            c = ex.conn
-            lo = first.get(c.source)
-            if (lo is None or lo > (c.syn_frame or c.first_frame)) and all(s == c.source for s in first):
-                out.add(id(ex))
-        return out
-
-    # -- output ------------------------------------------------------------------
-    def names(self) -> dict[str, str]:
-        """Endpoint labels, by precedence: explicit (--names) > the captures' NRBs > the Docker API."""
-        return {**dict(self.options.names_fallback), **self.capture_names, **dict(self.options.names)}
-
-    @property
-    def stats(self) -> dict:
-        if self.dns.dropped:
-            self.limits_hit["max_dns"] = self.dns.dropped
-        d = self.decoder.stats
-        return {"packets": d.packets, "tcp_packets": d.tcp, "truncated_packets": d.truncated,
-                "flows": self.flows_seen, "flows_tracked": sum(1 for c in self.conns.values() if c is not None),
-                "evicted_flows": self.evicted, "ip_fragments_dropped": self.decoder.frags.dropped,
-                "unlinked_attempts": self.unlinked_attempts,
-                "tunnelled_packets": d.tunnelled,
-                "unsupported_encapsulation": dict(sorted(d.unsupported.items())),
-                "limits_hit": {**self.limits_hit, **({"tunnel_depth": d.too_deep} if d.too_deep else {})}}
-
-    # -- parallel analysis (-j) -------------------------------------------------------
-    def export(self) -> dict:
-        """What a worker process hands back after analysing one file (views, counts, its spool)."""
-        spool = self.spool
-        path = spool.persist()
-        return {"views": [(v, self._loc[id(v)][1]) for v in self.views],
-                "attempts": [(v, self._loc[id(v)][1]) for v in self.attempt_views],
-                "spool": path, "registered": self.registered, "sources": self.sources,
-                "decoder": (self.decoder.stats.packets, self.decoder.stats.tcp, self.decoder.stats.truncated,
-                            self.decoder.frags.dropped, self.decoder.stats.tunnelled,
-                            dict(self.decoder.stats.unsupported), self.decoder.stats.too_deep),
-                "flows": self.flows_seen, "evicted": self.evicted, "unlinked": self.unlinked_attempts,
-                "limits_hit": self.limits_hit, "now": self.now_ns, "tls": self.tls_docs,
-                "dns": self.dns.export(), "capture_names": self.capture_names}
-
-    def absorb(self, part: dict) -> None:
-        """Merge a worker's file into this pipeline exactly as if it had been fed here, in order:
-        handshake ids continue from the previous files'."""
-        spool = Spool.open(part["spool"])
-        self._extra_spools.append(spool)
-        offset = self.registered
-        for v, loc in part["views"]:
-            v["id"] += offset
-            self._loc[id(v)] = (spool, loc)
-            self.views.append(v)
-        for v, loc in part["attempts"]:
-            self._loc[id(v)] = (spool, loc)
-            self.attempt_views.append(v)
-        for t in part["tls"]:
-            t["handshakes"] = [i + offset for i in t["handshakes"]]
-            self.tls_docs.append(t)
-        self.registered += part["registered"]
-        self.next_id = self.registered + 1
-        self.sources += part["sources"]
-        st = self.decoder.stats
-        packets, tcp, truncated, frags, tunnelled, unsupported, too_deep = part["decoder"]
-        st.packets += packets
-        st.tcp += tcp
-        st.truncated += truncated
-        st.tunnelled += tunnelled
-        st.too_deep += too_deep
-        for k, n in unsupported.items():
-            st.unsupported[k] = st.unsupported.get(k, 0) + n
-        self.decoder.frags.dropped += frags
-        self.flows_seen += part["flows"]
-        self.evicted += part["evicted"]
-        self.unlinked_attempts += part["unlinked"]
-        for k, n in part["limits_hit"].items():
-            self.limits_hit[k] = self.limits_hit.get(k, 0) + n
-        self.now_ns = max(self.now_ns, part["now"])
-        self.dns.absorb(part["dns"])
-        for ip, name in part["capture_names"].items():
-            self.capture_names.setdefault(ip, name)
-
-    def _linked(self) -> tuple[list[dict], list[dict], set[str]]:
-        """Link every finished handshake (from the in-memory views); give used attempts their ids."""
-        chains, used, proxies = link_chains(self.views, self.attempt_views, self.options.timeout_s)
-        for a in used:
-            if a["id"] is None:
-                ex = a.get("_attempt")
-                if ex is not None and ex.id is not None:
-                    a["id"] = ex.id                  # already shown in a live chain line
-                else:
-                    a["id"] = self.next_id
-                    self.next_id += 1
-        return chains, used, proxies
-
-    def write_json(self, fp) -> dict:
-        """Stream the document to `fp` with memory bounded by one chain's legs; -> its summary."""
-        from wscap.render.json import write_document_streamed
-        head, shown, chain_spool, chain_locs, tail = self._spooled_parts()
-        write_document_streamed(fp, head, (self._full(v) for v in shown),
-                                (chain_spool.get(loc) for loc in chain_locs), tail)
-        chain_spool.close()
-        return tail["summary"]
-
-    def lazy_document(self) -> dict:
-        """The document with "handshakes" and "chains" as SpooledLists: read back from disk as a
-        renderer walks them, so memory does not grow with the number of handshakes. The same
-        content as `document()` (which the Python API keeps: plain lists)."""
-        from wscap.document.spool import SpooledList
-        head, shown, chain_spool, chain_locs, tail = self._spooled_parts()
-        handles = [(*self._loc[id(v)], v["id"]) for v in shown]
-
-        def load(h: tuple) -> dict:
-            doc = h[0].get(h[1])
-            doc["id"] = h[2]
-            return doc
-        return {**head, "handshakes": SpooledList(handles, load),
-                "chains": SpooledList(chain_locs, chain_spool.get), **tail}
-
-    def _spooled_parts(self) -> tuple:
-        """Link, judge each chain into a spool of its own, count: -> (head fields, the handshakes'
-        views in document order, the chain spool, its locations, tail fields)."""
-        chains, used, proxies = self._linked()
-        shown = sorted(self.views + used, key=lambda v: (v["source"], v["first_frame"]))
-        chain_spool = Spool()
-        chain_locs = []
-        counts: dict[str, int] = {}
-        light_chains = []
-        encrypted = EncryptedLegs(self.tls_docs)
-        names = self.names()
-        for i, c in enumerate(chains):
-            chains[i] = None                   # judged chains live in chain_spool, not in memory
-            full = self._judge(c, proxies, encrypted, names)
-            counts[full["verdict"]["cause"]] = counts.get(full["verdict"]["cause"], 0) + 1
-            light_chains.append({"hops": full["hops"], "verdict": {"broken": full["verdict"]["broken"],
-                                                                   "cause": full["verdict"]["cause"]}})
-            chain_locs.append(chain_spool.put(full))
-        hs_summary = _handshake_counts(self._full(v) for v in shown)
-        eps = endpoints(shown, light_chains, names)
-        summ = _summary_from(hs_summary, light_chains, counts, self.tls_docs)
-        head = {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}
-        tail = {"tls": self.tls_list(), "dns": self.dns.to_json(), "endpoints": eps, "stats": self.stats,
-                "summary": summ}
-        return head, shown, chain_spool, chain_locs, tail
-
-    def _full(self, view: dict) -> dict:
-        """A handshake's full document back from the spool (its id may have been given since)."""
-        spool, loc = self._loc[id(view)]
-        doc = spool.get(loc)
-        doc["id"] = view["id"]
-        return doc
-
-    def _judge(self, c: dict, proxies: set[str], encrypted: EncryptedLegs | None = None,
-               names: dict[str, str] | None = None) -> dict:
-        hops = [self._full(v) for v in c["hops"]]
-        judge_chain(c, hops, proxies, self.names() if names is None else names, self.dns, self.options.timeout_s)
-        c["encrypted_before"] = encrypted.before(hops[0]) if encrypted is not None else None
-        c["hops"] = [v["id"] for v in c["hops"]]
-        for link in c["links"]:
-            link["from"], link["to"] = link["from"]["id"], link["to"]["id"]
-        return c
-
-    def document(self) -> dict:
-        """The whole document in memory (renderers, the Python API); `write_json` streams it."""
-        chains, used, proxies = self._linked()
-        encrypted = EncryptedLegs(self.tls_docs)
-        names = self.names()
-        chains = [self._judge(c, proxies, encrypted, names) for c in chains]
-        shown = sorted(self.views + used, key=lambda v: (v["source"], v["first_frame"]))
-        all_hs = [self._full(v) for v in shown]
-        return {
-            "version": SCHEMA_VERSION,
-            "tool": f"wscap {__version__}",
-            "source": self.sources,
-            "handshakes": all_hs,
-            "chains": chains,
-            "tls": self.tls_list(),
-            "dns": self.dns.to_json(),
-            "endpoints": endpoints(all_hs, chains, names),
-            "stats": self.stats,
-            "summary": summary(all_hs, chains, self.tls_docs),
-        }
-
-    def tls_list(self) -> list[dict]:
-        return sorted(self.tls_docs, key=lambda t: (t["source"], t["first_frame"]))
-
-
-def _link_fields(ex: Exchange, end_ns: int) -> dict:
-    """The part of `ex.to_json(end_ns)` that linking reads (see chains.link_view), the same
-    expressions, without the anomalies, parser opinions and frames that cost the most."""
-    c = ex.conn
-    req, resp = ex.request, ex.response
-    return {"id": ex.id, "source": c.source, "client": fmt_endpoint(*c.client), "server": fmt_endpoint(*c.server),
-            "first_frame": c.first_frame, "first_ts": round(c.first_ts / 1e9, 6),
-            "request": req.to_json() if req is not None else None,
-            "response": resp.to_json() if resp is not None else None,
-            "outcome": ex.outcome(),
-            "tcp": {"syn_frame": c.syn_frame, "end": c.end.to_json() if c.end else None}}
-
-
-def endpoints(handshakes: list[dict], chains: list[dict], names: dict[str, str]) -> list[dict]:
-    by_id = {h["id"]: h for h in handshakes}
-    roles: dict[str, set[str]] = {}
-    ports: dict[str, set[int]] = {}
-
-    def ip_port(ep: str) -> tuple[str, int]:
-        host, _, port = ep.rpartition(":")
-        return host.strip("[]"), int(port)
-
-    for h in handshakes:
-        for side in ("client", "server"):
-            ip, port = ip_port(h[side])
-            roles.setdefault(ip, set())
-            if side == "server":
-                ports.setdefault(ip, set()).add(port)
-    for c in chains:
-        hops = [by_id[i] for i in c["hops"] if i in by_id]
-        for i, h in enumerate(hops):
-            cip = ip_port(h["client"])[0]
-            sip = ip_port(h["server"])[0]
-            roles[cip].add("client" if i == 0 else "proxy")
-            role = _last_server_role(c, hops) if i == len(hops) - 1 else "proxy"
-            if role:
-                roles[sip].add(role)
-    out = []
-    for ip in sorted(roles):
-        r = roles[ip]
-        role = "proxy" if "proxy" in r else "client" if r == {"client"} else "backend" if r == {"backend"} else (
-            "client" if "client" in r else "unknown")
-        out.append({"ip": ip, "name": names.get(ip), "role": role, "ports": sorted(ports.get(ip, ()))})
-    return out
-
-
-def _last_server_role(chain: dict, hops: list[dict]) -> str | None:
-    """Role of the deepest leg's server, from the chain rather than a guess: a proxy when the
-    verdict says it answered or gave up without going upstream; the backend only when the chain
-    reached it (its request arrived, or its host answered the SYN with RST); else unknown —
-    a server that never answered may be a proxy waiting on its own upstream."""
-    last = hops[-1]
-    cause = chain["verdict"]["cause"]
-    if cause in ("no-upstream-connection", "proxy-rejected"):
-        return "proxy"
-    if len(hops) > 1:
-        return "backend" if last.get("request") is not None or last.get("outcome") == "refused" else None
-    return "backend" if last.get("response") is not None else None
-
-
-def _handshake_counts(handshakes) -> dict:
-    n = {"handshakes": 0, "websocket": 0, "upgraded": 0, "with_errors": 0}
-    for h in handshakes:
-        n["handshakes"] += h["request"] is not None
-        n["websocket"] += bool(h["websocket"])
-        n["upgraded"] += h["outcome"] == "upgraded"
-        n["with_errors"] += any(a["severity"] == "error" and a["code"] != "not-websocket-upgrade"
-                                for a in h["anomalies"])
-    return n
-
-
-def _summary_from(counts: dict, chains: list[dict], by_cause: dict[str, int], tls: list[dict] = ()) -> dict:
-    return {**counts, "chains": len(chains), "broken": sum(1 for c in chains if c["verdict"]["broken"]),
-            "by_cause": dict(sorted(by_cause.items())),
-            "tls": {"connections": len(tls), "decrypted": sum(1 for t in tls if t["decrypted"])}}
-
-
-def summary(handshakes: list[dict], chains: list[dict], tls: list[dict] = ()) -> dict:
-    by_cause: dict[str, int] = {}
-    for c in chains:
-        cause = c["verdict"]["cause"]
-        by_cause[cause] = by_cause.get(cause, 0) + 1
-    return _summary_from(_handshake_counts(handshakes), chains, by_cause, tls)
 
 
 __all__ = ["Pipeline", "Options", "Decided", "SCHEMA_VERSION", "fmt_ip"]

@@ -10,7 +10,7 @@ A request received by endpoint P is linked to the request P sends upstream:
     path, nearest in time, one-to-one;
  3. missing hop — P received an upgrade and, shortly after, a connection
     attempt from P never carried a request (refused, unanswered, closed).
-Pure function of the document's handshake dicts, so `analyze`, `live` and tests
+Pure function of typed handshakes (`wscap.model.handshake.Handshake`), so `analyze`, `live` and tests
 all link the same way. Many concurrent handshakes on one path are never
 cross-linked: keys are unique per client handshake (RFC 6455 §4.1), and the
 inferred matching is one-to-one in time order.
@@ -18,32 +18,21 @@ inferred matching is one-to-one in time order.
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass
+from typing import Any, Sequence
 
+from wscap.document.codec import decode_verdict, encode_handshake, encode_verdict, s_to_ns
+from wscap.flow.dns import _RELEVANT as DNS_RELEVANT, explain
 from wscap.judge.diff import diff_boundary
-from wscap.flow.dns import explain
 from wscap.judge.labels import label_verdict
 from wscap.judge.verdict import decide
+from wscap.model.chain import HeaderDiff, HopChain, Link, LinkBy, Proxies
+from wscap.model.endpoint import ip_of
+from wscap.model.handshake import Handshake, Outcome
 
 LINK_WINDOW_S = 10.0     # an upstream leg starts within this long after the downstream request
 KEY_SCAN = 64            # legs examined per downstream request among those sharing its key and proxy
-
-
-def _ip(ep: str) -> str:
-    return ep.rpartition(":")[0].strip("[]")
-
-
-def _key(h: dict) -> str | None:
-    req = h.get("request")
-    if not req:
-        return None
-    for n, v in req["headers"]:
-        if n.lower() == "sec-websocket-key":
-            return v.strip()
-    return None
-
-
-def _path(h: dict) -> str:
-    return h["request"]["target"].split("?", 1)[0]
+MS = 1_000_000           # timestamps can tie or be 1 ms apart across captures of one exchange
 
 
 def _related(down: str, up: str) -> bool:
@@ -55,269 +44,202 @@ def _related(down: str, up: str) -> bool:
     return bool(d) and d == u or up.endswith(down) or down.endswith(up)
 
 
-def link_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float = 3.0
-                ) -> tuple[list[dict], list[dict], set[str]]:
-    """-> (chains with hops and links, attempts that became hops, proxy addresses).
+@dataclass(frozen=True, slots=True)
+class Linked:
+    """One chain as linking found it: its legs (indices into `handshakes + attempts`, client leg
+    first) and how each leg after the first was linked, with its delay. Ids come later, once."""
+    legs: tuple[int, ...]
+    by: tuple[LinkBy, ...]
+    delays_ns: tuple[int, ...]
 
-    Needs only the linking fields of each handshake (see `link_view`), so it can run over
-    compact records; chain hops hold those dicts until ids are final.
+
+@dataclass(frozen=True, slots=True)
+class Linkage:
+    chains: tuple[Linked, ...]       # in (source, first frame) order of their client legs
+    used: tuple[int, ...]            # indices of the attempts that became hops, in linking order
+    proxies: Proxies
+
+
+def link_chains(handshakes: Sequence[Handshake], attempts: Sequence[Handshake], timeout_s: float = 3.0
+                ) -> Linkage:
+    """Link legs into chains. Leg i is handshakes[i], leg len(handshakes) + j is attempts[j].
+
+    Needs only the linking fields of each handshake (see `codec.decode_link_view`), so it can run
+    over compact values while the full documents wait in the spool.
     """
-    reqs = [h for h in handshakes if h.get("request")]
-    window = max(LINK_WINDOW_S, timeout_s)
-    up_of: dict[int, dict] = {}        # id(down) -> upstream leg
-    down_of: dict[int, dict] = {}      # id(up) -> downstream leg
-    link_by: dict[int, str] = {}
+    legs: list[Handshake] = list(handshakes) + list(attempts)
+    first_attempt = len(handshakes)
+    reqs = [i for i in range(first_attempt) if legs[i].request is not None]
+    window = round(max(LINK_WINDOW_S, timeout_s) * 1e9)
+    up_of: dict[int, int] = {}         # down leg -> upstream leg
+    down_of: dict[int, int] = {}       # up leg -> downstream leg
+    link_by: dict[int, LinkBy] = {}
+    ts = [h.ts_ns for h in legs]
 
-    def req_ts(h: dict) -> float:
-        return h["request"]["ts"] if h.get("request") else h["first_ts"]
-
-    def order(h: dict) -> int:
-        return h["request"]["frame"] if h.get("request") else (h["tcp"]["syn_frame"] or h["first_frame"])
-
-    def candidate(down: dict, up: dict) -> bool:
-        if up is down or id(up) in down_of:
+    def candidate(down: int, up: int) -> bool:
+        if up == down or up in down_of:
             return False
-        dt = req_ts(up) - req_ts(down)
-        if up["source"] == down["source"]:
+        dt = ts[up] - ts[down]
+        if legs[up].source == legs[down].source:
             # Causality: the proxy sends upstream only after it received the request, so within
             # one capture the upstream request comes in a later frame (timestamps can tie).
-            return order(up) > order(down) and dt <= window
-        return -0.001 <= dt <= window
+            return legs[up].order > legs[down].order and dt <= window
+        return -MS <= dt <= window
 
-    ordered = sorted(reqs, key=req_ts)
+    ordered = sorted(reqs, key=lambda i: ts[i])
     # Index the legs by the address they leave from, in time order, so each lookup is a
     # bisect over a window rather than a scan of the whole capture.
-    by_client: dict[str, tuple[list[float], list[dict]]] = {}
-    for h in ordered:
-        ts_list, legs = by_client.setdefault(_ip(h["client"]), ([], []))
-        ts_list.append(req_ts(h))
-        legs.append(h)
+    by_client: dict[str, tuple[list[int], list[int]]] = {}
+    for i in ordered:
+        ts_list, idx = by_client.setdefault(legs[i].client.ip, ([], []))
+        ts_list.append(ts[i])
+        idx.append(i)
 
-    def near(index: dict, ip: str, t: float) -> list[dict]:
-        ts_list, legs = index.get(ip, ((), ()))
-        lo = bisect.bisect_left(ts_list, t - 0.001)
-        hi = bisect.bisect_right(ts_list, t + window)
-        return legs[lo:hi]  # type: ignore[index]
+    def near(index: dict[str, tuple[list[int], list[int]]], ip: str, t: int) -> list[int]:
+        entry = index.get(ip)
+        if entry is None:
+            return []
+        ts_list, idx = entry
+        return idx[bisect.bisect_left(ts_list, t - MS):bisect.bisect_right(ts_list, t + window)]
 
     # 1. same key, and a plausible topology: the upstream leg leaves from the address that
     #    received the request (the proxy), later in time. Unrelated clients sharing a key (RFC
     #    6455's sample key is hard-coded by many test clients) never merge. Indexed by
     #    (key, client address) in time order, so linking stays linear however many legs share a key.
-    by_key_client: dict[tuple[str, str], tuple[list[float], list[dict], list[int]]] = {}
-    for h in ordered:
-        k = _key(h)
+    keys = [h.key for h in legs]
+    by_key_client: dict[tuple[str, str], tuple[list[int], list[int], list[int]]] = {}
+    for i in ordered:
+        k = keys[i]
         if k:
-            ts_list, legs, first = by_key_client.setdefault((k, _ip(h["client"])), ([], [], [0]))
-            ts_list.append(req_ts(h))
-            legs.append(h)
+            ts_list, idx, _first = by_key_client.setdefault((k, legs[i].client.ip), ([], [], [0]))
+            ts_list.append(ts[i])
+            idx.append(i)
     for down in ordered:
-        k = _key(down)
+        k = keys[down]
         if not k:
             continue
-        entry = by_key_client.get((k, _ip(down["server"])))
+        entry = by_key_client.get((k, legs[down].server.ip))
         if entry is None:
             continue
-        ts_list, legs, first = entry
-        while first[0] < len(legs) and id(legs[first[0]]) in down_of:
+        ts_list, idx, first = entry
+        while first[0] < len(idx) and idx[first[0]] in down_of:
             first[0] += 1          # legs already linked are never candidates again
-        i = max(first[0], bisect.bisect_left(ts_list, req_ts(down) - 0.001))
-        t_end = req_ts(down) + window
-        for u in legs[i:i + KEY_SCAN]:
-            if ts_list[i] > t_end:
+        j = max(first[0], bisect.bisect_left(ts_list, ts[down] - MS))
+        t_end = ts[down] + window
+        for u in idx[j:j + KEY_SCAN]:
+            if ts_list[j] > t_end:
                 break
-            i += 1
+            j += 1
             if candidate(down, u):
-                up_of[id(down)], down_of[id(u)], link_by[id(u)] = u, down, "key"
+                up_of[down], down_of[u], link_by[u] = u, down, LinkBy.KEY
                 break
     # 2. inferred: a request leaving P with a related path, nearest in time, one-to-one.
     #    Legs whose key another leg shares belong to a key-linked chain and are not candidates.
-    shared = {_key(h) for h in reqs if link_by.get(id(h)) == "key"}
+    shared = {keys[i] for i in reqs if link_by.get(i) is LinkBy.KEY}
     for down in ordered:
-        if id(down) in up_of:
+        if down in up_of:
             continue
-        cands = [u for u in near(by_client, _ip(down["server"]), req_ts(down))
-                 if candidate(down, u) and _key(u) not in shared and _related(_path(down), _path(u))]
+        path = legs[down].request.path  # type: ignore[union-attr]   # reqs all carry a request
+        cands = [u for u in near(by_client, legs[down].server.ip, ts[down])
+                 if candidate(down, u) and keys[u] not in shared
+                 and _related(path, legs[u].request.path)]  # type: ignore[union-attr]
         if not cands:
             continue
-        up = min(cands, key=lambda u: req_ts(u) - req_ts(down))
-        up_of[id(down)], down_of[id(up)], link_by[id(up)] = up, down, "inferred"
+        up = min(cands, key=lambda u: ts[u] - ts[down])
+        up_of[down], down_of[up], link_by[up] = up, down, LinkBy.INFERRED
     # 3. missing hop: P received an upgrade, then a connection attempt from P carried no request
-    by_attempt_client: dict[str, tuple[list[float], list[dict]]] = {}
-    for a in sorted(attempts, key=req_ts):
-        ts_list, legs = by_attempt_client.setdefault(_ip(a["client"]), ([], []))
-        ts_list.append(req_ts(a))
-        legs.append(a)
-    used_attempts: list[dict] = []
-    taken: set[int] = set()
-    pairs: list[tuple] = []
+    by_attempt_client: dict[str, tuple[list[int], list[int]]] = {}
+    for a in sorted(range(first_attempt, len(legs)), key=lambda i: ts[i]):
+        ts_list, idx = by_attempt_client.setdefault(legs[a].client.ip, ([], []))
+        ts_list.append(ts[a])
+        idx.append(a)
+    pairs: list[tuple[int, int, int, int]] = []
     for down in ordered:
-        if id(down) in up_of or down.get("outcome") == "upgraded":
+        h = legs[down]
+        if down in up_of or h.outcome is Outcome.UPGRADED:
             continue
-        answered = _answer_ts(down)
-        answered_frame = _answer_frame(down)
-        for a in near(by_attempt_client, _ip(down["server"]), req_ts(down)):
+        answered, answered_frame = _answer(h)
+        for a in near(by_attempt_client, h.server.ip, ts[down]):
             if not candidate(down, a):
                 continue
-            end = a["tcp"].get("end") or {}
-            a_end = end.get("ts")
+            at = legs[a]
+            end = at.tcp.end
             if answered is not None:
                 # The proxy's answer to the client (a 502, a close) is caused by the failed attempt:
                 # it cannot come before the attempt started, nor before a refused attempt ended.
                 # Within one capture, frame order decides (timestamps can tie); across captures, time.
-                if a["source"] == down["source"] and answered_frame is not None:
-                    start = a["tcp"]["syn_frame"] or a["first_frame"]
-                    if start > answered_frame or (end.get("frame") is not None and end["frame"] > answered_frame):
+                if at.source == h.source and answered_frame is not None:
+                    start = at.tcp.syn_frame or at.first_frame
+                    if start > answered_frame or (end is not None and end.frame is not None
+                                                  and end.frame > answered_frame):
                         continue
-                elif a["first_ts"] > answered + 0.001 or (a_end is not None and a_end > answered + 0.001):
+                elif at.first_ts_ns > answered + MS or (end is not None and end.ts_ns > answered + MS):
                     continue
             # Closest cause first: an answer right after the attempt's end, else the nearest request.
-            follows = answered is not None and a_end is not None
-            pairs.append((0 if follows else 1, (answered - a_end) if follows else req_ts(a) - req_ts(down),
-                          id(down), id(a), down, a))
+            if answered is not None and end is not None:
+                pairs.append((0, answered - end.ts_ns, down, a))
+            else:
+                pairs.append((1, ts[a] - ts[down], down, a))
     # Globally nearest first: a proxy dials upstream within milliseconds of the request it serves,
     # so among concurrent requests the closest one owns the attempt.
-    pairs.sort(key=lambda x: (x[0], x[1], x[2], x[3]))
-    for _k, _dt, _d, _a, down, a in pairs:
-        if id(down) in up_of or id(a) in taken:
+    pairs.sort()
+    used: list[int] = []
+    for _k, _dt, down, a in pairs:
+        if down in up_of or a in down_of:
             continue
-        taken.add(id(a))
-        used_attempts.append(a)
-        up_of[id(down)], down_of[id(a)], link_by[id(a)] = a, down, "attempt"
-    proxies = Proxies(_ip(h["client"]) for h in reqs + used_attempts if id(h) in down_of)
-    # Addresses that opened connections of their own (a request or a bare attempt): a leg that
-    # goes unanswered at such an address is a proxy that did not go upstream for it.
-    proxies.dialers = frozenset(_ip(h["client"]) for h in reqs + list(attempts))
+        used.append(a)
+        up_of[down], down_of[a], link_by[a] = a, down, LinkBy.ATTEMPT
+    proxies = Proxies(frozenset(legs[i].client.ip for i in reqs + used if i in down_of),
+                      # Addresses that opened connections of their own (a request or a bare attempt): a
+                      # leg that goes unanswered at such an address is a proxy that did not go upstream.
+                      frozenset(legs[i].client.ip for i in reqs + list(range(first_attempt, len(legs)))))
     chains = []
-    heads = [h for h in reqs if id(h) not in down_of]
-    for n, head in enumerate(sorted(heads, key=lambda h: (h["source"], h["first_frame"])), start=1):
+    heads = [i for i in reqs if i not in down_of]
+    for head in sorted(heads, key=lambda i: (legs[i].source, legs[i].first_frame)):
         hops = [head]
-        while id(hops[-1]) in up_of and len(hops) < 16:
-            hops.append(up_of[id(hops[-1])])
-        links = [{"from": hops[i], "to": hops[i + 1], "by": link_by[id(hops[i + 1])],
-                  "delay": round(req_ts(hops[i + 1]) - req_ts(hops[i]), 6)} for i in range(len(hops) - 1)]
-        chains.append({"id": n, "hops": hops, "links": links})
-    return chains, used_attempts, proxies
+        while hops[-1] in up_of and len(hops) < 16:
+            hops.append(up_of[hops[-1]])
+        chains.append(Linked(tuple(hops), tuple(link_by[u] for u in hops[1:]),
+                             tuple(ts[hops[k + 1]] - ts[hops[k]] for k in range(len(hops) - 1))))
+    return Linkage(tuple(chains), tuple(used), proxies)
 
 
-class Proxies(set):
-    """Proxy addresses (set of IP strings), plus `dialers`: every address seen opening a connection."""
-    dialers: frozenset = frozenset()
+def _answer(h: Handshake) -> tuple[int | None, int | None]:
+    """When (ns) and in which frame the client leg got its answer: the response head, else the
+    end of its connection."""
+    if h.response is not None:
+        return h.response.ts_ns, h.response.frame
+    end = h.tcp.end
+    return (end.ts_ns, end.frame) if end is not None else (None, None)
 
 
-def judge_chain(chain: dict, hops: list[dict], proxies: set[str], names: dict[str, str] | None = None,
-                dns=None, timeout_s: float = 3.0) -> dict:
-    """Diffs at every boundary and the verdict, from the legs' full handshake documents; with a
-    DNS tracker, the proxy's lookups as evidence; with names, endpoints labelled in the sentences."""
-    diffs = []
+def hop_chain(chain_id: int, linked: Linked, ids: Sequence[int]) -> HopChain:
+    """The chain with its final ids: `ids[k]` is the id of its k-th leg."""
+    return HopChain(chain_id, tuple(ids), tuple(Link(ids[k], ids[k + 1], linked.by[k], linked.delays_ns[k])
+                                                for k in range(len(linked.by))))
+
+
+def judge_chain(chain: HopChain, hops: Sequence[Handshake], proxies: Proxies,
+                names: dict[str, str] | None = None, dns: Any = None, timeout_s: float = 3.0,
+                encrypted_before: Any = None) -> HopChain:
+    """Diffs at every boundary and the verdict, from the legs' full handshakes; with a DNS
+    tracker, the proxy's lookups as evidence; with names, endpoints labelled in the sentences."""
+    diffs: list[HeaderDiff] = []
     for i in range(len(hops) - 1):
         diffs += diff_boundary(i, hops[i], hops[i + 1])
-    chain["diffs"] = diffs
-    chain["verdict"] = decide(hops, diffs, chain["links"], proxies, timeout_s)
-    if dns is not None:
-        explain(dns, chain, hops, timeout_s, names)
+    verdict = decide(hops, diffs, proxies, timeout_s)
+    last = hops[-1]
+    if dns is not None and last.request is not None and (
+            verdict.cause.value in DNS_RELEVANT or last.status in (502, 503, 504) and last.response is not None):
+        # flow/dns.py reads documents: only the deepest leg (and the chain's length) matter to it.
+        # (the chains it would pass over untouched are skipped above: the same test as its own)
+        doc = {"verdict": encode_verdict(verdict)}
+        explain(dns, doc, [encode_handshake(last)] * len(hops), timeout_s, names)
+        verdict = decode_verdict(doc["verdict"])
     if names:
-        label_verdict(chain["verdict"], hops, names)
-    return chain
-
-
-def build_chains(handshakes: list[dict], attempts: list[dict], timeout_s: float = 3.0,
-                 names: dict[str, str] | None = None, dns=None) -> tuple[list[dict], list[dict]]:
-    """Link and judge in one go (the documents in hand are complete): -> (chains, used attempts)."""
-    chains, used, proxies = link_chains(handshakes, attempts, timeout_s)
-    for c in chains:
-        judge_chain(c, c["hops"], proxies, names, dns, timeout_s)
-    return chains, used
-
-
-
-def _answer_ts(h: dict) -> float | None:
-    """When the client leg got its answer: the response head, else the end of its connection."""
-    if h.get("response"):
-        return h["response"]["ts"]
-    end = (h.get("tcp") or {}).get("end")
-    return end["ts"] if end else None
-
-
-def _answer_frame(h: dict) -> int | None:
-    if h.get("response"):
-        return h["response"].get("frame")
-    end = (h.get("tcp") or {}).get("end")
-    return end.get("frame") if end else None
-
-
-class _Rec:
-    """A compact stand-in for a small dict (the keys are its slots): link views stay in memory
-    for every handshake of a capture, and dicts cost about three times as much."""
-    __slots__ = ()
-
-    def __getitem__(self, k: str):
-        try:
-            return getattr(self, k)
-        except AttributeError:
-            raise KeyError(k) from None
-
-    def get(self, k: str, default=None):
-        return getattr(self, k, default)
-
-    def __setitem__(self, k: str, v) -> None:
-        setattr(self, k, v)
-
-    def __contains__(self, k: str) -> bool:
-        return hasattr(self, k)
-
-    def __eq__(self, other) -> bool:
-        return type(other) is type(self) and all(self.get(k) == other.get(k) for k in self.__slots__)
-
-    __hash__ = object.__hash__       # identity (id(view) keys the spool locations)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={self.get(k)!r}' for k in self.__slots__)})"
-
-
-def _rec(cls, **kw):
-    r = cls()
-    for k, v in kw.items():
-        setattr(r, k, v)
-    return r
-
-
-class _End(_Rec):
-    __slots__ = ("ts", "frame")
-
-
-class _Tcp(_Rec):
-    __slots__ = ("syn_frame", "end")
-
-
-class _Req(_Rec):
-    __slots__ = ("ts", "frame", "target", "headers")
-
-
-class _Resp(_Rec):
-    __slots__ = ("ts", "frame")
-
-
-class LinkView(_Rec):
-    __slots__ = ("id", "source", "client", "server", "first_frame", "first_ts", "outcome", "tcp", "request",
-                 "response", "_attempt")
-
-
-def link_view(h: dict) -> LinkView:
-    """The fields linking reads, nothing else: kept in memory for every handshake while the full
-    documents wait on disk (see pipeline's spool). Read like the document's dicts."""
-    req = h.get("request")
-    resp = h.get("response")
-    key = _key(h)
-    end = h["tcp"].get("end")
-    return _rec(
-        LinkView, id=h["id"], source=h["source"], client=h["client"], server=h["server"],
-        first_frame=h["first_frame"], first_ts=h["first_ts"], outcome=h["outcome"],
-        tcp=_rec(_Tcp, syn_frame=h["tcp"]["syn_frame"],
-                 end=_rec(_End, ts=end["ts"], frame=end["frame"]) if end else None),
-        request=None if req is None else _rec(
-            _Req, ts=req["ts"], frame=req["frame"], target=req["target"],
-            headers=(("Sec-WebSocket-Key", key),) if key else ()),
-        response=None if resp is None else _rec(_Resp, ts=resp["ts"], frame=resp["frame"]))
+        verdict = label_verdict(verdict, hops, names)
+    return HopChain(chain.id, chain.hops, chain.links, tuple(diffs), verdict,
+                    encrypted_before, chain.has_encrypted_before)
 
 
 class EncryptedLegs:
@@ -328,24 +250,24 @@ class EncryptedLegs:
     the chain says so (the browser leg is there, just encrypted) instead of passing it in silence.
     """
 
-    def __init__(self, tls_docs: list[dict]) -> None:
-        self.by_server: dict[tuple[int, str], list[tuple[float, dict]]] = {}
+    def __init__(self, tls_docs: list[dict[str, Any]]) -> None:
+        self.by_server: dict[tuple[int, str], list[tuple[int, dict[str, Any]]]] = {}
         for t in tls_docs:
             if not t.get("decrypted"):
-                self.by_server.setdefault((t["source"], _ip(t["server"])), []).append((t["first_ts"], t))
+                self.by_server.setdefault((t["source"], ip_of(t["server"])), []).append((s_to_ns(t["first_ts"]), t))
         for v in self.by_server.values():
             v.sort(key=lambda x: x[0])
 
-    def before(self, first_hop: dict) -> dict | None:
-        req = first_hop.get("request")
-        if not req or not self.by_server:
+    def before(self, first_hop: Handshake) -> dict[str, Any] | None:
+        req = first_hop.request
+        if req is None or not self.by_server:
             return None
-        cands = self.by_server.get((first_hop["source"], _ip(first_hop["client"])))
+        cands = self.by_server.get((first_hop.source, first_hop.client.ip))
         if not cands:
             return None
-        t_req = req["ts"]
+        t_req = req.ts_ns
         i = bisect.bisect_right([c[0] for c in cands], t_req)
-        if i == 0 or t_req - cands[i - 1][0] > LINK_WINDOW_S:
+        if i == 0 or t_req - cands[i - 1][0] > round(LINK_WINDOW_S * 1e9):
             return None
         t = cands[i - 1][1]
         return {"source": t["source"], "client": t["client"], "server": t["server"], "sni": t["sni"],

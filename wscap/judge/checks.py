@@ -8,10 +8,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, Union
 
 from wscap.model.anomaly import Anomaly, Severity, make
 from wscap.wire.http1 import HttpHead
+
+if TYPE_CHECKING:
+    from wscap.wire.http2 import H2Head
+# The checks read HTTP/1.1 heads and HTTP/2 header lists alike (RFC 8441 keeps the negotiation).
+AnyHead = Union[HttpHead, "H2Head"]
 
 # RFC 6455 §1.3 / §4.2.2
 ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -67,7 +72,7 @@ def check_request(req: HttpHead) -> Iterable[Anomaly]:
     yield from check_version(req)
 
 
-def check_version(req) -> Iterable[Anomaly]:
+def check_version(req: AnyHead) -> Iterable[Anomaly]:
     """RFC 6455 §4.1 (and RFC 8441 §5, which keeps it): the version must be 13."""
     versions = req.get_all(b"sec-websocket-version")
     if not versions:
@@ -115,7 +120,7 @@ def check_response(req: HttpHead, resp: HttpHead) -> Iterable[Anomaly]:
     yield from check_negotiation(req, resp)
 
 
-def check_negotiation(req, resp) -> Iterable[Anomaly]:
+def check_negotiation(req: AnyHead, resp: AnyHead) -> Iterable[Anomaly]:
     """Subprotocol and extensions the server accepted must be ones the client offered (RFC 6455
     §4.2.2; the same over HTTP/2, RFC 8441 §5). Heads are HttpHead or http2.H2Head."""
     fr = resp.frame
@@ -137,7 +142,7 @@ def check_negotiation(req, resp) -> Iterable[Anomaly]:
             yield make("extension-not-offered", f"server accepted extension {name!r}, which the client did not offer", fr)
 
 
-def extension_names(head) -> list[str]:
+def extension_names(head: AnyHead) -> list[str]:
     return [e.split(";")[0].strip() for e in head.tokens(b"sec-websocket-extensions")]
 
 
@@ -150,7 +155,7 @@ REQUEST_GRAMMAR = ("whitespace-before-colon", "invalid-header-name", "malformed-
                    "invalid-header-value", "malformed-start-line")
 
 
-def request_anomalies(req, resp) -> list[Anomaly]:
+def request_anomalies(req: HttpHead, resp: HttpHead | None) -> list[Anomaly]:
     """The request head's own anomalies; a grammar error in a request that the server answered 101
     anyway is a warning (the server accepted it), not an error: blame goes to whoever failed."""
     if resp is None or resp.status != 101 or not getattr(resp, "complete", True):

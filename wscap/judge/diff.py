@@ -8,6 +8,14 @@ by a rule table: `expected`, `suspicious` or `breaking`.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Sequence
+
+from wscap.model.chain import Change, HeaderDiff, StatusChange
+from wscap.model.handshake import Handshake, Outcome
+
+Headers = Sequence[Sequence[str]]    # (name, value) pairs as the head carried them
+
 # Compared as sets of comma-separated tokens (case-insensitive where the RFC says so).
 TOKEN_LISTS = {"connection", "upgrade", "sec-websocket-protocol", "sec-websocket-extensions", "via"}
 # RFC 9110 §7.6.1: hop-by-hop; a proxy must not forward them as they are.
@@ -17,7 +25,7 @@ ADDED_BY_PROXIES = {"x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", 
                     "x-forwarded-server", "x-real-ip", "forwarded", "via", "x-request-id"}
 
 
-def _group(headers: list[list[str]]) -> dict[str, list[tuple[str, str]]]:
+def _group(headers: Headers) -> dict[str, list[tuple[str, str]]]:
     g: dict[str, list[tuple[str, str]]] = {}
     for name, value in headers:
         g.setdefault(name.lower(), []).append((name, value))
@@ -90,17 +98,15 @@ def classify(direction: str, kind: str, name: str, before: list[str] | None, aft
     return "suspicious", "end-to-end header changed by a proxy"
 
 
-def diff_headers(direction: str, before: list[list[str]], after: list[list[str]]) -> list[dict]:
+def diff_headers(direction: str, before: Headers, after: Headers) -> list[Change]:
     gb, ga = _group(before), _group(after)
-    changes: list[dict] = []
+    changes: list[Change] = []
 
     def add(kind: str, name: str, b: list[str] | None, a: list[str] | None, raw_b: str | None = None,
             raw_a: str | None = None) -> None:
         cls, why = classify(direction, kind, name, b, a)
-        changes.append({"kind": kind, "name": name,
-                        "before": raw_b if raw_b is not None else (", ".join(b) if b is not None else None),
-                        "after": raw_a if raw_a is not None else (", ".join(a) if a is not None else None),
-                        "class": cls, "why": why})
+        changes.append(Change(kind, name, raw_b if raw_b is not None else (", ".join(b) if b is not None else None),
+                              raw_a if raw_a is not None else (", ".join(a) if a is not None else None), cls, why))
 
     for name in list(gb) + [n for n in ga if n not in gb]:
         b = [v for _, v in gb[name]] if name in gb else None
@@ -131,59 +137,55 @@ H2_TRANSLATED = {":method", ":protocol", ":scheme", ":path", ":authority", ":sta
                  ":target", "host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-accept", "*"}
 
 
-def _translation(out: list[dict], down: dict, up: dict) -> None:
+def _translation(out: list[HeaderDiff], down: Handshake, up: Handshake) -> list[HeaderDiff]:
     """Across an HTTP/2 <-> HTTP/1.1 boundary, the translation itself is expected, not a fault."""
-    versions = (down.get("http_version", "1.1"), up.get("http_version", "1.1"))
+    versions = (down.http_version, up.http_version)
     if versions[0] == versions[1]:
-        return
-    both_upgraded = down.get("outcome") == up.get("outcome") == "upgraded"
+        return out
+    both_upgraded = down.outcome is up.outcome is Outcome.UPGRADED
+    why = f"HTTP/{versions[0]} ↔ HTTP/{versions[1]} translation (RFC 8441 §5, RFC 9113 §8.3)"
+    res = []
     for d in out:
-        for ch in d["changes"]:
-            if ch["name"] in H2_TRANSLATED and (ch["name"] != ":status" or both_upgraded):
-                ch["class"] = "expected"
-                ch["why"] = f"HTTP/{versions[0]} ↔ HTTP/{versions[1]} translation (RFC 8441 §5, RFC 9113 §8.3)"
-        if d["direction"] == "response" and both_upgraded:
-            d["status_change"] = None
+        changes = tuple(replace(ch, klass="expected", why=why)
+                        if ch.name in H2_TRANSLATED and (ch.name != ":status" or both_upgraded) else ch
+                        for ch in d.changes)
+        sc = None if d.direction == "response" and both_upgraded else d.status_change
+        res.append(replace(d, changes=changes, status_change=sc))
+    return res
 
 
 def _path(target: str) -> str:
     return target.split("?", 1)[0]
 
 
-def diff_boundary(i: int, down: dict, up: dict) -> list[dict]:
+def diff_boundary(i: int, down: Handshake, up: Handshake) -> list[HeaderDiff]:
     """Diffs at the boundary between leg i (`down`, client side) and leg i+1 (`up`)."""
-    out = []
-    rq_d, rq_u = down.get("request"), up.get("request")
+    out: list[HeaderDiff] = []
+    rq_d, rq_u = down.request, up.request
     if rq_d and rq_u:
-        changes = diff_headers("request", rq_d["headers"], rq_u["headers"])
-        if rq_d["target"] != rq_u["target"]:
-            cls = "expected" if _path(rq_u["target"]).endswith(_path(rq_d["target"]).rstrip("/").rsplit("/", 1)[-1]) else "suspicious"
-            changes.insert(0, {"kind": "changed", "name": ":target", "before": rq_d["target"], "after": rq_u["target"],
-                               "class": cls, "why": "request target rewritten by the proxy"})
-        if rq_d["method"] != rq_u["method"] or rq_d["version"] != rq_u["version"]:
-            changes.insert(0, {"kind": "changed", "name": ":request-line",
-                               "before": f"{rq_d['method']} {rq_d['version']}", "after": f"{rq_u['method']} {rq_u['version']}",
-                               "class": "breaking" if rq_u["version"] == "HTTP/1.0" or rq_u["method"] != "GET" else "suspicious",
-                               "why": "method or HTTP version changed (HTTP/1.0 cannot upgrade)"})
-        out.append({"boundary": i, "direction": "request", "from_hop": i, "to_hop": i + 1,
-                    "status_change": None, "changes": changes})
-    rs_u, rs_d = up.get("response"), down.get("response")
-    st_u = up.get("status")
-    st_d = down.get("status")
+        changes = diff_headers("request", rq_d.headers, rq_u.headers)
+        td, tu = rq_d.target or "", rq_u.target or ""
+        if td != tu:
+            cls = "expected" if _path(tu).endswith(_path(td).rstrip("/").rsplit("/", 1)[-1]) else "suspicious"
+            changes.insert(0, Change("changed", ":target", td, tu, cls, "request target rewritten by the proxy"))
+        if rq_d.method != rq_u.method or rq_d.version != rq_u.version:
+            changes.insert(0, Change("changed", ":request-line", f"{rq_d.method} {rq_d.version}",
+                                     f"{rq_u.method} {rq_u.version}",
+                                     "breaking" if rq_u.version == "HTTP/1.0" or rq_u.method != "GET" else "suspicious",
+                                     "method or HTTP version changed (HTTP/1.0 cannot upgrade)"))
+        out.append(HeaderDiff(i, "request", i, i + 1, None, tuple(changes)))
+    rs_u, rs_d = up.response, down.response
+    st_u, st_d = up.status, down.status
     if rs_u or rs_d:
-        changes = diff_headers("response", rs_u["headers"] if rs_u else [], rs_d["headers"] if rs_d else []) \
-            if rs_u and rs_d else []
+        changes = diff_headers("response", rs_u.headers, rs_d.headers) if rs_u and rs_d else []
         status_change = None
         if st_u != st_d:
-            status_change = {"before": str(st_u) if st_u is not None else up.get("outcome"),
-                             "after": str(st_d) if st_d is not None else down.get("outcome")}
-            changes.insert(0, {"kind": "changed", "name": ":status", "before": status_change["before"],
-                               "after": status_change["after"], "class": "breaking",
-                               "why": "the client did not get the status the backend sent"})
-        elif rs_u and rs_d and rs_u["version"] != rs_d["version"]:
-            changes.insert(0, {"kind": "changed", "name": ":version", "before": rs_u["version"], "after": rs_d["version"],
-                               "class": "suspicious", "why": "response HTTP version changed"})
-        out.append({"boundary": i, "direction": "response", "from_hop": i + 1, "to_hop": i,
-                    "status_change": status_change, "changes": changes})
-    _translation(out, down, up)
-    return out
+            status_change = StatusChange(str(st_u) if st_u is not None else up.outcome.value,
+                                         str(st_d) if st_d is not None else down.outcome.value)
+            changes.insert(0, Change("changed", ":status", status_change.before, status_change.after, "breaking",
+                                     "the client did not get the status the backend sent"))
+        elif rs_u and rs_d and rs_u.version != rs_d.version:
+            changes.insert(0, Change("changed", ":version", rs_u.version, rs_d.version, "suspicious",
+                                     "response HTTP version changed"))
+        out.append(HeaderDiff(i, "response", i + 1, i, status_change, tuple(changes)))
+    return _translation(out, down, up)

@@ -10,6 +10,12 @@ they are cut and stripped of control characters here, and renderers escape them 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from typing import Iterable, Sequence
+
+from wscap.model.chain import Verdict
+from wscap.model.endpoint import ip_of
+from wscap.model.handshake import Handshake
 
 MAX_LABEL = 64
 
@@ -20,16 +26,12 @@ def clean_name(name: str) -> str:
     return out + ("…" if len(name) > MAX_LABEL else "")
 
 
-def ip_of(ep: str) -> str:
-    return ep.rpartition(":")[0].strip("[]")
-
-
 def label(ep: str, names: dict[str, str]) -> str:
     name = names.get(ip_of(ep))
     return f"{clean_name(name)} ({ep})" if name else ep
 
 
-def label_text(text: str, endpoints, names: dict[str, str]) -> str:
+def label_text(text: str, endpoints: Iterable[str], names: dict[str, str]) -> str:
     eps = sorted({ep for ep in endpoints if ep and names.get(ip_of(ep))}, key=len, reverse=True)
     if not eps or not text:
         return text
@@ -37,12 +39,10 @@ def label_text(text: str, endpoints, names: dict[str, str]) -> str:
     return pat.sub(lambda m: label(m.group(1), names), text)
 
 
-def label_verdict(verdict: dict, hops: list[dict], names: dict[str, str]) -> None:
-    """Rewrite the chain's endpoints in its verdict summary and evidence as labels (in place)."""
+def label_verdict(verdict: Verdict, hops: Sequence[Handshake], names: dict[str, str]) -> Verdict:
+    """The verdict with the chain's endpoints in its summary and evidence written as labels."""
     if not names:
-        return
-    eps = [h.get(side) for h in hops for side in ("client", "server")]
-    verdict["summary"] = label_text(verdict.get("summary", ""), eps, names)
-    for ev in verdict.get("evidence") or []:
-        if isinstance(ev.get("what"), str):
-            ev["what"] = label_text(ev["what"], eps, names)
+        return verdict
+    eps = [str(ep) for h in hops for ep in (h.client, h.server)]
+    return replace(verdict, summary=label_text(verdict.summary, eps, names),
+                   evidence=tuple(replace(ev, what=label_text(ev.what, eps, names)) for ev in verdict.evidence))

@@ -22,6 +22,10 @@ class Anomaly:
     severity: Severity
     message: str
     frame: int | None = None
+    # Typed facts the judge reads instead of the message text. Not written to the document
+    # (contract v1 has no such fields); the codec recovers them when it reads a document back.
+    side: str | None = None      # "client" | "server": who sent what the anomaly is about
+    head: str | None = None      # "request" | "response": the head it concerns, when not by frame
 
     def to_json(self) -> dict:
         return {"code": self.code, "severity": self.severity.value,
@@ -122,6 +126,7 @@ CODES: dict[str, tuple[Severity, str]] = {
 }
 
 
-def make(code: str, message: str, frame: int | None = None) -> Anomaly:
+def make(code: str, message: str, frame: int | None = None, side: str | None = None,
+         head: str | None = None) -> Anomaly:
     """Build an anomaly with the registered severity (KeyError = a bug: unregistered code)."""
-    return Anomaly(code, CODES[code][0], message, frame)
+    return Anomaly(code, CODES[code][0], message, frame, side, head)

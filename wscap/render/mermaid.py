@@ -19,6 +19,7 @@ from typing import Any
 
 from wscap.render import escape
 from wscap.document.spool import SpooledList
+from wscap.model.endpoint import split_endpoint
 
 __all__ = ["Participant", "Message", "Note", "Ladder", "ladder", "sequence_diagram",
            "handshake_index", "endpoint_label", "split_addr", "header", "fmt_ts",
@@ -79,18 +80,7 @@ class Ladder:
 
 def split_addr(addr: str) -> tuple[str, int | None]:
     """``"1.2.3.4:80"`` -> ``("1.2.3.4", 80)``; ``"[::1]:80"`` -> ``("::1", 80)``."""
-    addr = str(addr or "")
-    if addr.startswith("["):
-        host, _, rest = addr[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, sep, port = addr.rpartition(":")
-        if not sep:
-            host, port = addr, ""
-    try:
-        return host, int(port)
-    except ValueError:
-        return host, None
+    return split_endpoint(str(addr or ""))
 
 
 LINKTYPE_NAMES = {0: "NULL (BSD loopback)", 1: "EN10MB (Ethernet)", 12: "RAW", 14: "RAW",

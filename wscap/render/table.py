@@ -21,6 +21,7 @@ import click
 from wscap.document.spool import SpooledList
 from wscap.render.escape import term
 from wscap.render.mermaid import handshake_index
+from wscap.model.endpoint import split_endpoint
 
 # Handshake rows shown without -v when the capture has more (the verdicts come first anyway).
 TABLE_ROWS = 30
@@ -78,9 +79,9 @@ def _names(doc: dict) -> dict[str, str]:
 
 
 def label(ep: str, names: dict[str, str]) -> str:
-    ip, _, port = ep.rpartition(":")
-    name = names.get(ip.strip("[]"))
-    return f"{name}:{port}" if name else ep
+    ip, port = split_endpoint(ep)
+    name = names.get(ip)
+    return f"{name}:{port}" if name and port is not None else ep
 
 
 # ---- tables that fit ---------------------------------------------------------------------
