@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from wscap import __version__
 from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, build_chains, judge_chain, link_chains, link_view
 from wscap.document.spool import Spool
-from wscap.flow.connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint, fmt_ip
+from wscap.flow.connection import C2S, S2C, Connection, Exchange, fmt_endpoint
+from wscap.model.events import Closed
 from wscap.wire.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, tunnel_json
 from wscap.flow.dns import DOCKER_RESOLVER, DnsTracker
 from wscap.wire.http1 import looks_like_request, looks_like_response
@@ -138,47 +139,24 @@ class Pipeline:
             if conn is None:
                 return []
         direction = C2S if src == conn.client else S2C
-        conn.last_frame = seg.frame
-        conn.last_ts = seg.ts_ns
-        stream = conn.streams[direction]
-        if flags & TH_SYN:
-            if direction == C2S and not flags & TH_ACK:
-                stream.set_isn(seg.seq)
-                if conn.syn_frame is None:
-                    conn.syn_frame = seg.frame
-            elif direction == S2C and flags & TH_ACK:
-                stream.set_isn(seg.seq)
-                if conn.synack_frame is None:
-                    conn.synack_frame = seg.frame
+        conn.touch(seg.frame, seg.ts_ns)
         if seg.tunnel is not None and (conn.tunnel is None or direction == C2S and conn.tunnel[0]["direction"] != "c2s"):
             conn.tunnel = tunnel_json(seg.tunnel, "c2s" if direction == C2S else "s2c")
-        if not flags & (TH_SYN | TH_RST):
-            conn.window[direction] = seg.window
-            if seg.window == 0:
-                conn.zw = True
-            elif conn.zw and conn.window[1 - direction] and not (conn.streams[0].probe or conn.streams[1].probe):
-                conn.zw = False
-        if seg.paylen:
-            stream.feed(seg.seq, seg.payload, seg.paylen, seg.frame, seg.ts_ns, conn,
-                        conn.zw and conn.window[1 - direction] == 0)
-            if conn.exchanges and conn.exchanges[-1].id is None:
+        tcp = conn.tcp
+        events = tcp.segment(direction, flags, seg.seq, seg.payload, seg.paylen, seg.window, seg.frame, seg.ts_ns)
+        if events:
+            conn.handle(events)
+            if seg.paylen and conn.exchanges and conn.exchanges[-1].id is None:
                 # Usually the one new exchange; HTTP/2 can open several streams in one segment.
                 for ex in conn.exchanges:
                     if ex.id is None:
                         self._register(ex)
-        if flags & (TH_FIN | TH_RST):
-            by = "client" if direction == C2S else "server"
-            end = TcpEnd("rst" if flags & TH_RST else "fin", by, seg.frame, seg.ts_ns)
-            if conn.end is None or (end.kind == "rst" and conn.end.kind == "fin" and not conn.saw_payload):
-                conn.end = end
-            conn.fins.append(end)
-            if flags & TH_RST or len({e.by for e in conn.fins if e.kind == "fin"}) == 2:
+            if events[-1].__class__ is Closed:
+                # A RST, or both FINs: cut open heads, then stop waiting for holes.
                 conn.flush_partial_heads(seg.frame, seg.ts_ns)
                 self._maybe_attempt(conn)
-                for s in conn.streams:
-                    if s.ooo:
-                        s.flush_gap(seg.frame, seg.ts_ns, conn)
-        closed = conn.end is not None and (conn.end.kind == "rst" or len({e.by for e in conn.fins}) == 2)
+                conn.handle(tcp.flush())
+        closed = tcp.closed
         out: list[Decided] = []
         if self.stream and conn.exchanges:
             for ex in conn.exchanges:
@@ -187,8 +165,7 @@ class Pipeline:
                     out.append(Decided("handshake", ex.to_json(self.now_ns)))
         if closed:
             # Both sides are done: keep the exchanges, free the reassembly state.
-            for s_ in conn.streams:
-                s_.release()
+            tcp.release()
             self._retire(key, conn)
         elif conn.ignored and not conn.exchanges:
             self._absorb_limits(conn)            # e.g. an endless head that was cut, then ignored
@@ -207,9 +184,7 @@ class Pipeline:
     def finish(self) -> list[Decided]:
         for key, conn in list(self.conns.items()):
             if conn is not None:
-                for s in conn.streams:
-                    if s.ooo:
-                        s.flush_gap(conn.last_frame, conn.last_ts, conn)
+                conn.handle(conn.tcp.flush())
                 conn.flush_partial_heads(conn.last_frame, conn.last_ts)
                 self._retire(key, conn)
         self.conns.clear()
@@ -251,13 +226,12 @@ class Pipeline:
             if conn is not None:
                 if totlen < 40:
                     return True   # IPv4 length 0 (TSO/GSO on the sending host) or bogus: general path
-                if win == 0 or conn.zw:
+                if win == 0 or conn.tcp.zw:
                     return True          # zero windows are tracked on the full path (probes)
                 paylen = totlen - 20 - ((offx >> 4) << 2)
                 if paylen <= 0:
                     # A pure ACK of a tracked connection: nothing to reassemble.
-                    conn.last_frame = no
-                    conn.last_ts = ts
+                    conn.touch(no, ts)
                 elif caplen < 14 + totlen or not conn.fast_lane(src, sport, seq, paylen, no, ts):
                     return True
             stats.packets += 1
@@ -331,9 +305,10 @@ class Pipeline:
             return
 
     def _absorb_limits(self, conn: Connection) -> None:
-        for k, v in conn.limits_hit.items():
-            self.limits_hit[k] = self.limits_hit.get(k, 0) + v
-        conn.limits_hit.clear()
+        for hits in (conn.tcp.limits_hit, conn.limits_hit):
+            for k, v in hits.items():
+                self.limits_hit[k] = self.limits_hit.get(k, 0) + v
+            hits.clear()
 
     def _retire(self, key, conn: Connection) -> None:
         self._absorb_limits(conn)
@@ -733,4 +708,4 @@ def summary(handshakes: list[dict], chains: list[dict], tls: list[dict] = ()) ->
     return _summary_from(_handshake_counts(handshakes), chains, by_cause, tls)
 
 
-__all__ = ["Pipeline", "Options", "Decided", "SCHEMA_VERSION", "fmt_ip"]
+__all__ = ["Pipeline", "Options", "Decided", "SCHEMA_VERSION"]

@@ -23,7 +23,8 @@ from wscap.wire import opinions
 from wscap.model.anomaly import Anomaly, Severity, make
 from wscap.wire.http1 import HttpHead, find_head_end, looks_like_request, looks_like_response, parse_head
 from wscap.model.limits import Limits
-from wscap.flow.tcp import HalfStream
+from wscap.flow.tcp import TcpEnd, TcpFlow
+from wscap.model.events import Conflict, Data, Gap, Overflow, Probe, ProbeKind, TcpEvent
 from wscap.wire.http2 import (ENABLE_CONNECT_PROTOCOL, PREFACE, H2Head, H2Reader, check_connect_response,
                     check_extended_connect, error_name)
 from wscap.wire.tls import ClientHello, hello_bytes_needed, looks_like_tls, parse_client_hello
@@ -42,23 +43,6 @@ def fmt_endpoint(ip: bytes, port: int) -> str:
     import ipaddress
     return f"[{ipaddress.IPv6Address(ip)}]:{port}"
 
-
-def fmt_ip(ip: bytes) -> str:
-    if len(ip) == 4:
-        return f"{ip[0]}.{ip[1]}.{ip[2]}.{ip[3]}"
-    import ipaddress
-    return str(ipaddress.IPv6Address(ip))
-
-
-@dataclass(slots=True)
-class TcpEnd:
-    kind: str          # "fin" | "rst"
-    by: str            # "client" | "server"
-    frame: int
-    ts_ns: int
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "by": self.by, "frame": self.frame, "ts": round(self.ts_ns / 1e9, 6)}
 
 
 @dataclass(slots=True)
@@ -85,7 +69,7 @@ class Exchange:
     def outcome(self) -> str:
         c = self.conn
         if self.request is None:
-            if c.synack_frame is None:
+            if c.tcp.synack_frame is None:
                 return "refused" if c.end is not None and c.end.kind == "rst" and c.end.by == "server" else "unanswered"
             return "reset" if c.end is not None and c.end.kind == "rst" else "closed"
         if self.response is not None and self.response.status is not None and self.response.complete:
@@ -154,9 +138,9 @@ class Exchange:
             "anomalies": [a.to_json() for a in self.all_anomalies()],
             "parsers": self.parsers(),
             "frames": [f.to_json() for f in frames],
-            "tcp": {"syn_frame": c.syn_frame, "synack_frame": c.synack_frame,
-                    "end": c.end.to_json() if c.end else None, "gaps": c.gaps(),
-                    "client_bytes": c.streams[C2S].delivered, "server_bytes": c.streams[S2C].delivered},
+            "tcp": {"syn_frame": c.tcp.syn_frame, "synack_frame": c.tcp.synack_frame,
+                    "end": c.end.to_json() if c.end else None, "gaps": c.tcp.gaps(),
+                    "client_bytes": c.tcp.delivered(C2S), "server_bytes": c.tcp.delivered(S2C)},
             "waited": self.waited(end_ns if end_ns is not None else c.last_ts),
             "http_version": "1.1",
             "h2": None,
@@ -229,14 +213,17 @@ class H2Exchange(Exchange):
 
 
 class Connection:
-    """TCP lifecycle + HTTP/WebSocket state for one connection (a StreamSink)."""
+    """One connection: its identity, its TCP flow (`tcp`) and its HTTP/WebSocket state.
+
+    The owner feeds TCP events (`handle`) from `tcp.segment()`; the tshark engine feeds
+    reassembled bytes straight to `on_data` / `on_gap` (see ../shared/SESSION_API.md)."""
 
     # Slots: up to --max-flows of these live at once (a SYN flood tracks every one of them).
-    __slots__ = ("anomalies", "attempt", "body_left", "buf", "client", "early_response", "end", "exchanges",
-                 "fins", "first_frame", "first_ts", "head_first_frame", "head_last", "held", "held_frames", "last_frame",
-                 "last_ts", "limits", "limits_hit", "mode", "noted", "pending", "plain_requests", "saw_payload",
-                 "server", "source", "spooled", "streams", "syn_frame", "synack_frame", "tls", "tls_frame",
-                 "h2", "h2_mode", "h2_enable", "h2_streams", "server_first", "window", "zw", "tunnel")
+    __slots__ = ("anomalies", "attempt", "body_left", "buf", "client", "early_response", "exchanges",
+                 "first_frame", "first_ts", "head_first_frame", "head_last", "held", "held_frames", "last_frame",
+                 "last_ts", "limits", "limits_hit", "mode", "noted", "pending", "plain_requests",
+                 "server", "source", "spooled", "tcp", "tls", "tls_frame",
+                 "h2", "h2_mode", "h2_enable", "h2_streams", "server_first", "tunnel")
 
     def __init__(self, client: tuple[bytes, int], server: tuple[bytes, int], source: int,
                  frame: int, ts_ns: int, limits: Limits) -> None:
@@ -244,13 +231,9 @@ class Connection:
         self.server = server
         self.source = source
         self.limits = limits
-        self.streams = (HalfStream(C2S, limits.flow_buffer), HalfStream(S2C, limits.flow_buffer))
+        self.tcp = TcpFlow(limits.flow_buffer)
         self.first_frame = self.last_frame = frame
         self.first_ts = self.last_ts = ts_ns
-        self.syn_frame: int | None = None
-        self.synack_frame: int | None = None
-        self.end: TcpEnd | None = None
-        self.fins: list[TcpEnd] = []
         self.anomalies: list[Anomaly] = []
         self.exchanges: list[Exchange] = []
         self.mode = [HEAD, HEAD]
@@ -263,7 +246,6 @@ class Connection:
         self.held = bytearray()                      # client bytes after an upgrade request, until decided
         self.held_frames: list[tuple[int, int]] = []
         self.plain_requests = 0
-        self.saw_payload = False
         self.limits_hit: dict[str, int] = {}
         self.early_response: tuple | None = None   # a response head that beat its request head
         self.attempt: Exchange | None = None       # set when this connection is a bare attempt
@@ -278,9 +260,20 @@ class Connection:
         # Server bytes that came before the client said anything: an HTTP/2 server's SETTINGS
         # (it may send them before the client's preface arrives). Replayed if HTTP/2 starts.
         self.server_first: tuple[bytearray, int, int] | None = None
-        self.window = [1, 1]                         # last advertised receive window per direction
-        self.zw = False                              # a zero window was seen: the fast path steps aside
         self.tunnel: list[dict] | None = None        # the encapsulation the connection came through
+
+    # -- TCP facts (owned by self.tcp) ------------------------------------------
+    @property
+    def end(self) -> TcpEnd | None:
+        return self.tcp.end
+
+    @property
+    def saw_payload(self) -> bool:
+        return self.tcp.saw_payload
+
+    @property
+    def syn_frame(self) -> int | None:
+        return self.tcp.syn_frame
 
     # -- fast lane -----------------------------------------------------------
     def fast_lane(self, src: bytes, sport: int, seq: int, paylen: int, no: int, ts_ns: int) -> bool:
@@ -293,18 +286,18 @@ class Connection:
         direction = C2S if src == self.client[0] and sport == self.client[1] else S2C
         if self.mode[direction] != BODY:
             return False
-        stream = self.streams[direction]
         left = self.body_left[direction]
-        if stream.ooo or stream.base is None or paylen <= 0 or paylen >= left:
+        if paylen <= 0 or paylen >= left or not self.tcp.advance(direction, seq, paylen):
             return False
-        if (seq - stream.base) & 0xFFFFFFFF != stream.next & 0xFFFFFFFF:
-            return False
-        stream.next += paylen
-        stream.delivered += paylen
         self.body_left[direction] = left - paylen
         self.last_frame = no
         self.last_ts = ts_ns
         return True
+
+    def touch(self, frame: int, ts_ns: int) -> None:
+        """A segment of this connection passed (a pure ACK on the fast path, say)."""
+        self.last_frame = frame
+        self.last_ts = ts_ns
 
     # -- helpers -------------------------------------------------------------
     @property
@@ -326,7 +319,7 @@ class Connection:
                      f"were not listed", None) for code, n in self.noted.items() if n > PER_CODE]
 
     def gaps(self) -> int:
-        return self.streams[C2S].gaps + self.streams[S2C].gaps
+        return self.tcp.gaps()
 
     def _hit(self, name: str) -> None:
         self.limits_hit[name] = self.limits_hit.get(name, 0) + 1
@@ -334,15 +327,34 @@ class Connection:
     def current(self) -> Exchange | None:
         return self.exchanges[-1] if self.exchanges else None
 
-    # -- StreamSink ----------------------------------------------------------
+    # -- TCP events --------------------------------------------------------
+    def handle(self, events: list[TcpEvent]) -> None:
+        """The TCP flow's events for one segment, in order (Opened / Closed are the owner's)."""
+        for ev in events:
+            cls = ev.__class__
+            if cls is Data:
+                self._data(*ev)             # type: ignore[misc]
+            elif cls is Gap:
+                self.on_gap(*ev)            # type: ignore[misc]
+            elif cls is Conflict:
+                self.on_conflict(*ev)       # type: ignore[misc]
+            elif cls is Probe:
+                self.on_probe(*ev)          # type: ignore[misc]
+            elif cls is Overflow:
+                self.on_overflow(*ev)       # type: ignore[misc]
+
     def on_data(self, direction: int, data: bytes, frame: int, ts_ns: int) -> None:
-        self.saw_payload = True
+        """Stream bytes from elsewhere than `tcp` (the tshark engine): counted, then read."""
+        self.tcp.seen(direction, len(data))
+        self._data(direction, data, frame, ts_ns)
+
+    def _data(self, direction: int, data: bytes, frame: int, ts_ns: int) -> None:
         if direction == C2S:
             self._client_data(data, frame, ts_ns)
         else:
             self._server_data(data, frame, ts_ns)
         # Retransmission conflicts only matter while heads are read; frames and bodies are not kept.
-        self.streams[direction].keep_recent = self.mode[direction] in (HEAD, WAIT)
+        self.tcp.keep_recent(direction, self.mode[direction] in (HEAD, WAIT))
 
     def on_gap(self, direction: int, length: int, frame: int, ts_ns: int) -> None:
         who = "client" if direction == C2S else "server"
@@ -380,9 +392,16 @@ class Connection:
             f"{who} bytes at stream offset {offset} differ between frame {old_frame} and frame {new_frame}; "
             f"kept frame {old_frame}'s", new_frame))
 
+    def on_overflow(self, direction: int, limit: int, frame: int, first: bool) -> None:
+        if first:
+            who = "client" if direction == C2S else "server"
+            self.anomalies.append(make("flow-buffer-full",
+                                       f"{who} out-of-order bytes exceeded the {limit}-byte flow buffer "
+                                       f"at frame {frame}; the hole before them was declared a gap", frame))
+
     def on_probe(self, direction: int, kind: str, offset: int, frame: int) -> None:
         who = "client" if direction == C2S else "server"
-        if kind == "keep-alive":
+        if kind == ProbeKind.KEEP_ALIVE:
             self._note(make("tcp-keep-alive", f"{who} keep-alive probe at stream offset {offset} (snd.nxt-1); "
                             f"not data, not a conflict", frame))
         else:
