@@ -16,7 +16,7 @@ from wscap import __version__
 from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, build_chains, judge_chain, link_chains, link_view
 from wscap.document.spool import Spool
 from wscap.flow.connection import C2S, S2C, Connection, Exchange, fmt_endpoint
-from wscap.model.events import Closed
+from wscap.model.events import C2S as _C2S, Closed, H2Stream, HeadSeen
 from wscap.wire.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, tunnel_json
 from wscap.flow.dns import DOCKER_RESOLVER, DnsTracker
 from wscap.wire.http1 import looks_like_request, looks_like_response
@@ -85,8 +85,10 @@ class Pipeline:
         self.flows_seen = 0
         self.evicted = 0
         self.limits_hit: dict[str, int] = {}
-        self._undecided: list[Exchange] = []
-        self._open: list[Exchange] = []          # legs not yet part of an emitted (live) chain
+        # Live mode: handshakes not yet emitted, and legs not yet part of an emitted chain, each
+        # with its connection (whose facts its document reads).
+        self._undecided: list[tuple[Connection, Exchange]] = []
+        self._open: list[tuple[Connection, Exchange]] = []
         self._syn_only: list[Connection] = []    # connections that so far only sent a SYN
         self._last_chain_check = 0
         self._chained: set[int] = set()
@@ -145,14 +147,13 @@ class Pipeline:
         tcp = conn.tcp
         events = tcp.segment(direction, flags, seg.seq, seg.payload, seg.paylen, seg.window, seg.frame, seg.ts_ns)
         if events:
-            conn.handle(events)
-            if seg.paylen and conn.exchanges and conn.exchanges[-1].id is None:
-                # Usually the one new exchange; HTTP/2 can open several streams in one segment.
-                for ex in conn.exchanges:
-                    if ex.id is None:
-                        self._register(ex)
+            for sev in conn.handle(events):
+                # An upgrade request, or an extended CONNECT (HTTP/2 can open several per segment).
+                if isinstance(sev, H2Stream) or isinstance(sev, HeadSeen) and sev.direction == _C2S:
+                    self._register(conn, sev.exchange)
             if events[-1].__class__ is Closed:
-                # A RST, or both FINs: cut open heads, then stop waiting for holes.
+                # A RST, or both FINs: cut open heads, then stop waiting for holes. Exchanges these
+                # open get no id: the connection is over before anything could answer them.
                 conn.flush_partial_heads(seg.frame, seg.ts_ns)
                 self._maybe_attempt(conn)
                 conn.handle(tcp.flush())
@@ -160,12 +161,12 @@ class Pipeline:
         out: list[Decided] = []
         if self.stream and conn.exchanges:
             for ex in conn.exchanges:
-                if not ex.emitted and ex.id is not None and ex.id > 0 and ex.decided(self.now_ns, self.timeout_ns):
+                if not ex.emitted and ex.id is not None and ex.id > 0 and conn.decided(ex, self.now_ns, self.timeout_ns):
                     ex.emitted = True
-                    out.append(Decided("handshake", ex.to_json(self.now_ns)))
+                    out.append(Decided("handshake", conn.document(ex, self.now_ns)))
         if closed:
             # Both sides are done: keep the exchanges, free the reassembly state.
-            tcp.release()
+            conn.release()
             self._retire(key, conn)
         elif conn.ignored and not conn.exchanges:
             self._absorb_limits(conn)            # e.g. an endless head that was cut, then ignored
@@ -267,7 +268,7 @@ class Pipeline:
             ov = self.overlays.get(seg.source)
             found = ov.hello_of(seg.frame) if ov is not None else None
             if found is not None:
-                conn.tls, conn.tls_frame = found  # its plaintext is parsed as HTTP like any other
+                conn.session.tls, conn.session.tls_frame = found  # its plaintext is parsed as HTTP like any other
         if self.stream and flags & TH_SYN and not flags & TH_ACK:
             self._syn_only.append(conn)
         if not flags & TH_SYN:
@@ -305,10 +306,8 @@ class Pipeline:
             return
 
     def _absorb_limits(self, conn: Connection) -> None:
-        for hits in (conn.tcp.limits_hit, conn.limits_hit):
-            for k, v in hits.items():
-                self.limits_hit[k] = self.limits_hit.get(k, 0) + v
-            hits.clear()
+        for k, v in conn.take_limits().items():
+            self.limits_hit[k] = self.limits_hit.get(k, 0) + v
 
     def _retire(self, key, conn: Connection) -> None:
         self._absorb_limits(conn)
@@ -349,21 +348,18 @@ class Pipeline:
                 if sc is not None and sc.inflate_cut:
                     self.limits_hit["inflate_bytes"] = self.limits_hit.get("inflate_bytes", 0) + sc.inflate_cut
             if ex.id is not None and ex.id > 0:
-                self._put(ex.to_json(end), self.views)
+                self._put(conn.document(ex, end), self.views)
         if conn.attempt is not None:
             if self._could_be_a_hop(conn):
-                self._put(conn.attempt.to_json(end), self.attempt_views,
+                self._put(conn.document(conn.attempt, end), self.attempt_views,
                           conn.attempt if self.stream else None)
             else:
                 self.unlinked_attempts += 1      # a scan, a health check: no request it could serve
         if not self.stream:
-            # Exchange <-> Connection is a reference cycle; break it so heads and frame summaries
-            # are freed now rather than at some later cyclic collection.
-            conn.exchanges = []
-            conn.pending = []
+            # The HTTP/2 reader and its session refer to each other; break that so heads and
+            # frame summaries are freed now rather than at some later cyclic collection.
+            conn.session.release()
             conn.attempt = None
-            conn.h2_streams = {}
-            conn.h2 = None
 
     def _could_be_a_hop(self, conn: Connection) -> bool:
         """Did this address receive an upgrade request shortly before it dialled out? Only then can a
@@ -387,11 +383,11 @@ class Pipeline:
         if conn.saw_payload or conn.syn_frame is None or conn.exchanges or conn.attempt is not None \
                 or conn.tls is not None:
             return
-        conn.attempt = Exchange(conn, None)
+        conn.attempt = Exchange(None, start_ns=conn.first_ts)
         if self.stream:
-            self._open.append(conn.attempt)
+            self._open.append((conn, conn.attempt))
 
-    def _register(self, ex: Exchange) -> None:
+    def _register(self, conn: Connection, ex: Exchange) -> None:
         if self.registered >= self.limits.max_handshakes:
             self.limits_hit["max_handshakes"] = self.limits_hit.get("max_handshakes", 0) + 1
             ex.id = -1
@@ -400,15 +396,15 @@ class Pipeline:
         self.next_id += 1
         self.registered += 1
         # Remember when each address received an upgrade request (a bounded, sliding window).
-        seen = self._requests_to.setdefault((ex.conn.source, ex.conn.server[0]), deque())
+        seen = self._requests_to.setdefault((conn.source, conn.server[0]), deque())
         seen.append(ex.ts_ns)
         while seen and seen[0] < ex.ts_ns - 2 * self.link_window_ns:
             seen.popleft()
         if len(seen) > 4096:
             seen.popleft()
         if self.stream:
-            self._undecided.append(ex)
-            self._open.append(ex)
+            self._undecided.append((conn, ex))
+            self._open.append((conn, ex))
 
     def _collect(self, now_ns: int | None, chains: bool = False) -> list[Decided]:
         """Emit handshakes that became decided by the clock (timeout), and settled chains."""
@@ -421,16 +417,16 @@ class Pipeline:
             return self._chains(now_ns) if chains else []
         out: list[Decided] = []
         keep = []
-        for ex in self._undecided:
+        for conn, ex in self._undecided:
             if ex.request is None:
                 continue       # bare connection attempts are only reported inside chains
             if ex.emitted:
                 continue
-            if ex.decided(now_ns, self.timeout_ns) or now_ns is None:
+            if conn.decided(ex, now_ns, self.timeout_ns) or now_ns is None:
                 ex.emitted = True
-                out.append(Decided("handshake", ex.to_json(self.now_ns)))
+                out.append(Decided("handshake", conn.document(ex, self.now_ns)))
             else:
-                keep.append(ex)
+                keep.append((conn, ex))
         self._undecided = keep
         if chains:
             out += self._chains(now_ns)
@@ -449,21 +445,21 @@ class Pipeline:
         self._syn_only = [c for c in self._syn_only if c.attempt is None and not c.saw_payload]
         if not self._open:
             return []
-        docs = {id(ex): ex.to_json(self.now_ns) for ex in self._open}
-        by_doc = {id(docs[id(ex)]): ex for ex in self._open}
-        hs = [docs[id(ex)] for ex in self._open if ex.request is not None]
-        at = [docs[id(ex)] for ex in self._open if ex.request is None]
+        docs = {id(ex): conn.document(ex, self.now_ns) for conn, ex in self._open}
+        by_doc = {id(docs[id(ex)]): (conn, ex) for conn, ex in self._open}
+        hs = [docs[id(ex)] for _c, ex in self._open if ex.request is not None]
+        at = [docs[id(ex)] for _c, ex in self._open if ex.request is None]
         chains, _used = build_chains(hs, at, self.options.timeout_s, self.names(), self.dns)
         out: list[Decided] = []
         done: set[int] = set()
         for c in chains:
             legs = [by_doc[id(h)] for h in c["hops"]]
-            if now_ns is not None and not all(ex.decided(now_ns, self.timeout_ns) for ex in legs):
+            if now_ns is not None and not all(lc.decided(ex, now_ns, self.timeout_ns) for lc, ex in legs):
                 continue
-            if now_ns is not None and now_ns - legs[0].ts_ns < min(self.timeout_ns, 1_000_000_000) \
-                    and legs[-1].request is not None and legs[-1].response is None:
+            if now_ns is not None and now_ns - legs[0][1].ts_ns < min(self.timeout_ns, 1_000_000_000) \
+                    and legs[-1][1].request is not None and legs[-1][1].response is None:
                 continue
-            for ex, h in zip(legs, c["hops"]):
+            for (_lc, ex), h in zip(legs, c["hops"]):
                 if ex.id is None:            # a bare attempt becomes visible as this chain's hop
                     ex.id = self.next_id
                     self.next_id += 1
@@ -477,7 +473,7 @@ class Pipeline:
             for link in c["links"]:
                 link["from"], link["to"] = link["from"]["id"], link["to"]["id"]
             out.append(Decided("chain", c))
-        self._open = [ex for ex in self._open if id(ex) not in done]
+        self._open = [(lc, ex) for lc, ex in self._open if id(ex) not in done]
         return out
 
     # -- output ------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
+from wscap.model.anomaly import Anomaly, make
 from wscap.model.events import (C2S, S2C, Closed, Conflict, Data, EndKind, Gap, Opened, Overflow, Probe,
                                 ProbeKind, TcpEvent)
 
@@ -356,3 +357,20 @@ class TcpFlow:
     def seen(self, direction: int, n: int) -> None:
         """Count `n` bytes handed to the session by someone else (the tshark engine)."""
         self.halves[direction].delivered += n
+
+
+def tcp_anomaly(ev: Conflict | Probe | Overflow) -> Anomaly:
+    """The connection-level anomaly a TCP event is worth (the session lists it, bounded)."""
+    who = _BY[ev.direction]
+    if isinstance(ev, Conflict):
+        return make("retransmission-conflict",
+                    f"{who} bytes at stream offset {ev.offset} differ between frame {ev.old_frame} and frame "
+                    f"{ev.new_frame}; kept frame {ev.old_frame}'s", ev.new_frame)
+    if isinstance(ev, Probe):
+        if ev.kind is ProbeKind.KEEP_ALIVE:
+            return make("tcp-keep-alive", f"{who} keep-alive probe at stream offset {ev.offset} (snd.nxt-1); "
+                        f"not data, not a conflict", ev.frame)
+        return make("tcp-zero-window-probe", f"{who} probed a zero window with 1 byte at stream offset "
+                    f"{ev.offset}; later data at that offset is kept", ev.frame)
+    return make("flow-buffer-full", f"{who} out-of-order bytes exceeded the {ev.limit}-byte flow buffer "
+                f"at frame {ev.frame}; the hole before them was declared a gap", ev.frame)

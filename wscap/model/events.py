@@ -9,7 +9,11 @@ S2C = 1: they index per-direction pairs everywhere downstream.
 from __future__ import annotations
 
 from enum import Enum
-from typing import NamedTuple, Union
+from typing import TYPE_CHECKING, NamedTuple, Union
+
+if TYPE_CHECKING:
+    from wscap.flow.handshake import Exchange, H2Exchange
+    from wscap.wire.tls import ClientHello
 
 C2S, S2C = 0, 1
 
@@ -90,3 +94,35 @@ class Closed(NamedTuple):
 
 StreamEvent = Union[Data, Gap, Conflict, Probe, Overflow]
 TcpEvent = Union[Opened, Data, Gap, Conflict, Probe, Overflow, Closed]
+
+
+# -- the session's events (wscap.flow.session.Session.take) ----------------------------
+
+class HeadSeen(NamedTuple):
+    """An upgrade request opened `exchange` (C2S), or its response head arrived (S2C)."""
+
+    direction: int
+    exchange: Exchange
+
+
+class Upgraded(NamedTuple):
+    """`exchange` became a WebSocket: its frames are read from now on."""
+
+    exchange: Exchange
+
+
+class H2Stream(NamedTuple):
+    """An HTTP/2 extended CONNECT opened stream `stream_id` as `exchange`."""
+
+    stream_id: int
+    exchange: H2Exchange
+
+
+class Hello(NamedTuple):
+    """The client spoke TLS: its ClientHello, read as far as it came."""
+
+    hello: ClientHello
+    frame: int | None
+
+
+SessionEvent = Union[HeadSeen, Upgraded, H2Stream, Hello]
