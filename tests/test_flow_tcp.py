@@ -177,3 +177,29 @@ def test_mid_stream_start_takes_the_first_seq_as_offset_zero() -> None:
     f = TcpFlow(1 << 16)
     assert f.segment(S2C, PSH_ACK, 777, b"HTTP/1.1 200", 12, 65535, 9, 9000) == [Data(S2C, b"HTTP/1.1 200", 9, 9000)]
     assert f.syn_frame is None and f.synack_frame is None
+
+
+def test_flow_table_evicts_the_oldest_flow_first() -> None:
+    from wscap.flow.tcp import FlowTable
+    t: FlowTable[str] = FlowTable(max_flows=2)
+    assert t.admit("a") is None
+    t.flows["a"] = "conn-a"
+    assert t.admit("b") is None
+    t.flows["b"] = None                                    # an uninteresting flow counts as well
+    assert t.admit("c") == ("a", "conn-a")                 # full: the oldest goes, for the owner to retire
+    t.flows["c"] = "conn-c"
+    del t.flows["b"]                                       # closed meanwhile: eviction skips its stale key
+    assert t.admit("d") is None                            # room again (2 tracked: c, d after this)
+    t.flows["d"] = "conn-d"
+    assert t.admit("e") == ("c", "conn-c")
+    assert list(t.flows) == ["d"]
+
+
+def test_flow_table_order_stays_bounded_when_flows_close() -> None:
+    from wscap.flow.tcp import FlowTable
+    t: FlowTable[int] = FlowTable(max_flows=10)
+    for i in range(20_000):                               # open and close one flow at a time
+        t.admit(i)
+        t.flows[i] = i
+        del t.flows[i]
+    assert len(t.order) <= 2 * len(t.flows) + 4096 + 1

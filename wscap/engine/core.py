@@ -11,13 +11,16 @@ from __future__ import annotations
 import struct
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable, Hashable, Literal, cast
 
 from wscap import __version__
-from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, build_chains, judge_chain, link_chains, link_view
+from wscap.judge.chains import (LINK_WINDOW_S, EncryptedLegs, LinkView, build_chains, judge_chain, link_chains,
+                               link_view)
 from wscap.document.spool import Spool
 from wscap.flow.connection import C2S, S2C, Connection, Exchange, fmt_endpoint
+from wscap.flow.tcp import FlowTable
 from wscap.model.events import C2S as _C2S, Closed, H2Stream, HeadSeen
-from wscap.wire.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, tunnel_json
+from wscap.wire.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, Segment
 from wscap.flow.dns import DOCKER_RESOLVER, DnsTracker
 from wscap.wire.http1 import looks_like_request, looks_like_response
 from wscap.wire.tls import looks_like_tls
@@ -45,7 +48,10 @@ class Options:
 _FAST_HDR = struct.Struct("!HBxH2xHxB2x4s4sHHI4xBBH")
 
 
-def flow_key(src: bytes, sport: int, dst: bytes, dport: int, source: int = 0) -> tuple:
+FlowKey = Hashable   # (src, sport, dst, dport), or (source, that) for the second and later inputs
+
+
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int, source: int = 0) -> FlowKey:
     """Direction-free connection key; the fast path computes exactly the same tuple."""
     key = (src, sport, dst, dport) if (src < dst or src == dst and sport < dport) else (dst, dport, src, sport)
     return key if not source else (source, key)
@@ -65,20 +71,20 @@ class Pipeline:
         self.stream = self.options.stream
         self.decoder = Decoder(self.limits.fragments, self.limits.tunnel_depth)
         self.dns = DnsTracker(self.limits.max_dns)
-        self.decoder.udp_sink = self.dns.udp
+        self.decoder.udp_sink = self.dns.udp     # type: ignore[assignment]  # (Decoder declares it None)
         self.capture_names: dict[str, str] = {}   # ip -> name from the captures' Name Resolution Blocks
         # flow key -> Connection, or None for a flow proven uninteresting (cheap to skip).
-        self.conns: dict[tuple, Connection | None] = {}
+        self.flows: FlowTable[Connection] = FlowTable(self.limits.max_flows)
+        self.conns = self.flows.flows            # the same dict (the fast path and stats read it)
         self.registered = 0                      # upgrade attempts with a request (ids handed out)
         self.spool = Spool()                     # finished handshake documents, on disk
-        self.views: list[dict] = []              # link views of spooled handshakes
-        self.attempt_views: list[dict] = []      # ... and of bare connection attempts
-        self._loc: dict[int, tuple[int, int]] = {}   # id(view) -> spool location
+        self.views: list[LinkView] = []          # link views of spooled handshakes
+        self.attempt_views: list[LinkView] = []  # ... and of bare connection attempts
+        self._loc: dict[int, tuple[Spool, tuple[int, int]]] = {}   # id(view) -> spool location
         self._requests_to: dict[tuple, deque] = {}   # (source, server address) -> recent request times
         self._clock: dict[int, int] = {}             # latest timestamp seen per capture (source)
         self.link_window_ns = int(max(LINK_WINDOW_S, self.options.timeout_s) * 1e9)
         self.unlinked_attempts = 0
-        self._order: deque = deque()              # flow keys in creation order, for eviction
         self._extra_spools: list[Spool] = []      # spools of files analysed by worker processes (-j)
         self.next_id = 1
         self.now_ns = 0
@@ -90,8 +96,6 @@ class Pipeline:
         self._undecided: list[tuple[Connection, Exchange]] = []
         self._open: list[tuple[Connection, Exchange]] = []
         self._syn_only: list[Connection] = []    # connections that so far only sent a SYN
-        self._last_chain_check = 0
-        self._chained: set[int] = set()
         self._chain_seq = 0
         self.sources: list[dict] = []
         self.tls_docs: list[dict] = []            # connections that carried TLS where HTTP was expected
@@ -122,28 +126,29 @@ class Pipeline:
         key = flow_key(seg.src, seg.sport, seg.dst, seg.dport, seg.source)
         flags = seg.flags
         conns = self.conns
-        conn = conns.get(key, False)
-        if conn is None:
+        found = cast("Connection | None | Literal[False]", conns.get(key, False))
+        if found is None:
             # Known-uninteresting flow: only a fresh SYN (port reuse) revives it.
             if not (flags & TH_SYN and not flags & TH_ACK):
                 if flags & (TH_RST | TH_FIN):
                     del conns[key]
                 return []
-            conn = False
-        if conn is False:
-            conn = self._new_connection(seg, key)
-            if conn is None:
+            found = False
+        if found is False:
+            found = self._new_connection(seg, key)
+            if found is None:
                 return []
-        elif flags & TH_SYN and not flags & TH_ACK and src == conn.client and conn.end is not None:
+        elif flags & TH_SYN and not flags & TH_ACK and src == found.client and found.end is not None:
             # A new connection on the same 4-tuple after the old one ended.
-            self._retire(key, conn)
-            conn = self._new_connection(seg, key)
-            if conn is None:
+            self._retire(key, found)
+            found = self._new_connection(seg, key)
+            if found is None:
                 return []
+        conn = found
         direction = C2S if src == conn.client else S2C
         conn.touch(seg.frame, seg.ts_ns)
-        if seg.tunnel is not None and (conn.tunnel is None or direction == C2S and conn.tunnel[0]["direction"] != "c2s"):
-            conn.tunnel = tunnel_json(seg.tunnel, "c2s" if direction == C2S else "s2c")
+        if seg.tunnel is not None:
+            conn.came_through(seg.tunnel, direction)
         tcp = conn.tcp
         events = tcp.segment(direction, flags, seg.seq, seg.payload, seg.paylen, seg.window, seg.frame, seg.ts_ns)
         if events:
@@ -191,7 +196,7 @@ class Pipeline:
         self.conns.clear()
         return self._collect(None, chains=True)
 
-    def record_filter(self, linktype: int, source: int):
+    def record_filter(self, linktype: int, source: int) -> Callable[[bytes, int, int, int, int], bool] | None:
         """A per-record predicate for the capture reader's tight loop (the fast path).
 
         It reads the flow key and flags straight from the file buffer and answers False for a
@@ -217,7 +222,7 @@ class Pipeline:
                 key = (src, sport, dst, dport)
             else:
                 key = (dst, dport, src, sport)
-            conn = conns.get(key if not source else (source, key), False)
+            conn = cast("Connection | None | Literal[False]", conns.get(key if not source else (source, key), False))
             if conn is False:
                 return True
             if ts > self.now_ns:
@@ -241,7 +246,7 @@ class Pipeline:
         return want
 
     # -- internals ---------------------------------------------------------------
-    def _new_connection(self, seg, key) -> Connection | None:
+    def _new_connection(self, seg: Segment, key: FlowKey) -> Connection | None:
         flags = seg.flags
         src = (seg.src, seg.sport)
         dst = (seg.dst, seg.dport)
@@ -259,57 +264,38 @@ class Pipeline:
             if seg.paylen:
                 # First bytes are not HTTP: never interesting, but still a flow an attacker can
                 # multiply (one packet each), so it counts under --max-flows like any other.
-                self._track(key)
+                self._admit(key)
                 self.conns[key] = None
             return None
-        self._track(key)
+        self._admit(key)
         conn = Connection(client, server, seg.source, seg.frame, seg.ts_ns, self.limits)
         if self.overlays:
             ov = self.overlays.get(seg.source)
             found = ov.hello_of(seg.frame) if ov is not None else None
             if found is not None:
-                conn.session.tls, conn.session.tls_frame = found  # its plaintext is parsed as HTTP like any other
+                conn.session.decrypted(*found)   # its plaintext is parsed as HTTP like any other
         if self.stream and flags & TH_SYN and not flags & TH_ACK:
             self._syn_only.append(conn)
         if not flags & TH_SYN:
-            conn.anomalies.append(make("mid-stream-start", "the capture starts after this connection's SYN", seg.frame))
+            conn.session.add(make("mid-stream-start", "the capture starts after this connection's SYN", seg.frame))
         self.conns[key] = conn
         self.flows_seen += 1
         return conn
 
-    def _track(self, key) -> None:
-        """Make room under --max-flows and put a new flow key in the eviction order."""
-        if len(self.conns) >= self.limits.max_flows:
-            self._evict()
-        order = self._order
-        order.append(key)
-        if len(order) > 2 * len(self.conns) + 4096:
-            # Keys of flows that closed stay in the deque until eviction reaches them; compact it
-            # (amortised linear) so the order itself stays bounded by the flows tracked.
-            seen: set = set()
-            self._order = deque(k for k in order if k in self.conns and not (k in seen or seen.add(k)))
-            self._order.append(key)
-
-    def _evict(self) -> None:
-        """Drop the oldest tracked flow. A deque of keys in creation order, not dict iteration:
-        iterating a dict from the front re-walks every deleted slot, which made a SYN flood quadratic."""
-        order, conns = self._order, self.conns
-        while order:
-            key = order.popleft()
-            if key not in conns:
-                continue                     # already gone (closed, or a newer flow reused the key)
-            conn = conns.pop(key)
+    def _admit(self, key: FlowKey) -> None:
+        """Make room under --max-flows for a new flow; the one evicted is retired like a closed one."""
+        gone = self.flows.admit(key)
+        if gone is not None:
             self.evicted += 1
             self.limits_hit["max_flows"] = self.limits_hit.get("max_flows", 0) + 1
-            if conn is not None:
-                self._retire(key, conn)
-            return
+            if gone[1] is not None:
+                self._retire(gone[0], gone[1])
 
     def _absorb_limits(self, conn: Connection) -> None:
         for k, v in conn.take_limits().items():
             self.limits_hit[k] = self.limits_hit.get(k, 0) + v
 
-    def _retire(self, key, conn: Connection) -> None:
+    def _retire(self, key: FlowKey, conn: Connection) -> None:
         self._absorb_limits(conn)
         self._maybe_attempt(conn)
         if self.conns.get(key) is conn:
@@ -371,7 +357,7 @@ class Pipeline:
         lo = conn.first_ts - self.link_window_ns
         return any(lo <= t <= conn.first_ts + 1_000_000 for t in seen)
 
-    def _put(self, doc: dict, views: list[dict], attempt: Exchange | None = None) -> None:
+    def _put(self, doc: dict, views: list[LinkView], attempt: Exchange | None = None) -> None:
         view = link_view(doc)
         self._loc[id(view)] = (self.spool, self.spool.put(doc))
         if attempt is not None:

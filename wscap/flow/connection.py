@@ -11,6 +11,8 @@ The entry the tshark engine uses is described in ../shared/SESSION_API.md.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 from wscap.flow.handshake import (ConnFacts, Exchange, H2Exchange, TcpFacts, _clean_for_h11, fmt_endpoint,
                                   opinion_anomalies, parser_opinion)
 from wscap.flow.session import Session, SessionEvent
@@ -18,7 +20,10 @@ from wscap.flow.tcp import TcpEnd, TcpFlow, tcp_anomaly
 from wscap.model.anomaly import Anomaly
 from wscap.model.events import C2S, S2C, Conflict, Data, Gap, Overflow, Probe, TcpEvent
 from wscap.model.limits import Limits
+from wscap.wire.decode import tunnel_json
 from wscap.wire.tls import ClientHello
+
+_NOTHING: tuple[SessionEvent, ...] = ()
 
 __all__ = ["C2S", "S2C", "Connection", "ConnFacts", "Exchange", "H2Exchange", "TcpFacts", "fmt_endpoint",
            "opinion_anomalies", "parser_opinion", "_clean_for_h11"]
@@ -45,7 +50,7 @@ class Connection:
         self.spooled = False                          # its handshakes' documents are final and on disk
 
     # -- driving -----------------------------------------------------------------
-    def handle(self, events: list[TcpEvent]) -> list[SessionEvent]:
+    def handle(self, events: list[TcpEvent]) -> Sequence[SessionEvent]:
         """The TCP flow's events for one segment, in order -> what the session made of them.
         (Opened / Closed are lifecycle: the owner reads them from the list it passed.)"""
         session, tcp = self.session, self.tcp
@@ -61,7 +66,7 @@ class Connection:
                 session.note(tcp_anomaly(ev))
             elif isinstance(ev, Overflow) and ev.first:
                 session.anomalies.append(tcp_anomaly(ev))
-        return session.take() if session.events else []
+        return session.take() if session.events else _NOTHING
 
     def fast_lane(self, src: bytes, sport: int, seq: int, paylen: int, no: int, ts_ns: int) -> bool:
         """Account an in-order segment whose bytes are only counted (a body being skipped).
@@ -78,6 +83,12 @@ class Connection:
         self.last_frame = no
         self.last_ts = ts_ns
         return True
+
+    def came_through(self, tunnel: tuple, direction: int) -> None:
+        """A packet of this connection came out of `tunnel` (wscap.wire.decode's layers): the
+        document shows the client's encapsulation when there is one, else the server's."""
+        if self.tunnel is None or direction == C2S and self.tunnel[0]["direction"] != "c2s":
+            self.tunnel = tunnel_json(tunnel, "c2s" if direction == C2S else "s2c")
 
     def touch(self, frame: int, ts_ns: int) -> None:
         """A segment of this connection passed."""

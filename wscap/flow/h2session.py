@@ -7,6 +7,7 @@ an extended CONNECT opens.
 from __future__ import annotations
 
 from wscap.flow.handshake import Exchange, H2Exchange
+from wscap.flow.notes import Notes
 from wscap.model.anomaly import Anomaly, make
 from wscap.model.events import C2S, S2C, H2Stream, HeadSeen, SessionEvent, Upgraded
 from wscap.model.limits import Limits
@@ -14,7 +15,7 @@ from wscap.wire.http2 import ENABLE_CONNECT_PROTOCOL, H2Head, H2Reader, error_na
 from wscap.wire.wsframe import FrameScanner
 
 
-class H2Mixin:
+class H2Mixin(Notes):
     """HTTP/2 state of a Session (initialised by Session.__init__)."""
 
     __slots__ = ("h2", "h2_mode", "h2_enable", "h2_streams", "server_first")
@@ -30,8 +31,6 @@ class H2Mixin:
     events: list[SessionEvent]
 
     def _enter_h2(self) -> None: ...
-    def note(self, anomaly: Anomaly) -> None: ...
-    def _hit(self, name: str) -> None: ...
 
     # -- HTTP/2 (RFC 8441 WebSockets) ---------------------------------------------
     def _start_h2(self, mode: str, client_bytes: bytes, frame: int, ts_ns: int) -> None:

@@ -22,9 +22,10 @@ from enum import Enum
 
 from wscap.flow.framing import STATUS, UPGRADE_HINT, content_length, plain_requests, plain_responses, quick_length
 from wscap.flow.h2session import H2Mixin
+from wscap.flow.notes import Notes
 from wscap.flow.handshake import Exchange, H2Exchange
 from wscap.judge import checks as hs
-from wscap.model.anomaly import Anomaly, make
+from wscap.model.anomaly import make
 from wscap.model.events import C2S, S2C, HeadSeen, Hello, SessionEvent, Upgraded
 from wscap.model.limits import Limits
 from wscap.wire.http1 import HttpHead, find_head_end, looks_like_request, looks_like_response, parse_head
@@ -32,7 +33,6 @@ from wscap.wire.http2 import PREFACE, H2Reader
 from wscap.wire.tls import ClientHello, hello_bytes_needed, looks_like_tls, parse_client_hello
 from wscap.wire.wsframe import FrameScanner
 
-PER_CODE = 8          # connection-level anomalies listed per code (the rest are counted)
 
 
 class Mode(Enum):
@@ -67,13 +67,14 @@ class Session(H2Mixin):
     """HTTP/1, HTTP/2 and WebSocket state of one connection (both directions)."""
 
     # Slots: up to --max-flows of these live at once (a SYN flood tracks every one of them).
-    __slots__ = ("anomalies", "body_left", "buf", "early_response", "events", "exchanges",
-                 "head_first_frame", "head_last", "held", "held_frames", "limits", "limits_hit", "mode",
-                 "noted", "pending", "plain_requests", "tls", "tls_frame")   # + H2Mixin's
+    __slots__ = ("body_left", "buf", "early_response", "events", "exchanges",
+                 "head_first_frame", "head_last", "held", "held_frames", "limits", "mode",
+                 "pending", "plain_requests", "tls", "tls_frame")   # + H2Mixin's and Notes'
+
 
     def __init__(self, limits: Limits) -> None:
+        Notes.__init__(self)
         self.limits = limits
-        self.anomalies: list[Anomaly] = []
         self.exchanges: list[Exchange] = []
         self.events: list[SessionEvent] = []         # since the last take()
         self.mode = [HEAD, HEAD]
@@ -86,9 +87,7 @@ class Session(H2Mixin):
         self.held = bytearray()                      # client bytes after an upgrade request, until decided
         self.held_frames: list[tuple[int, int]] = []
         self.plain_requests = 0
-        self.limits_hit: dict[str, int] = {}
         self.early_response: tuple | None = None   # a response head that beat its request head
-        self.noted: dict[str, int] = {}             # connection-level anomalies seen, per code
         self.tls: ClientHello | None = None         # TLS where HTTP was expected (or decrypted, see tls_json)
         self.tls_frame: int | None = None           # frame that completed (or cut) the ClientHello
         self.h2: H2Reader | None = None
@@ -142,22 +141,9 @@ class Session(H2Mixin):
     def ignored(self) -> bool:
         return self.mode[C2S] == IGNORE and self.mode[S2C] in (IGNORE, HEAD) and not self.exchanges
 
-    def note(self, anomaly: Anomaly) -> None:
-        """Connection-level anomalies, at most PER_CODE of each code: a hostile or very lossy
-        capture can produce one per segment, and the count (tcp.gaps, suppressed) says the rest."""
-        n = self.noted.get(anomaly.code, 0)
-        self.noted[anomaly.code] = n + 1
-        if n < PER_CODE:
-            self.anomalies.append(anomaly)
-        elif n == PER_CODE:
-            self._hit("anomalies")
-
-    def suppressed(self) -> list[Anomaly]:
-        return [make("anomalies-suppressed", f"{n - PER_CODE} more '{code}' anomalies on this connection "
-                     f"were not listed", None) for code, n in self.noted.items() if n > PER_CODE]
-
-    def _hit(self, name: str) -> None:
-        self.limits_hit[name] = self.limits_hit.get(name, 0) + 1
+    def decrypted(self, hello: ClientHello, frame: int | None) -> None:
+        """A key log opened this connection: its ClientHello, and plaintext bytes to follow."""
+        self.tls, self.tls_frame = hello, frame
 
     def current(self) -> Exchange | None:
         return self.exchanges[-1] if self.exchanges else None

@@ -17,7 +17,9 @@ fills becomes an explicit gap.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from dataclasses import dataclass
+from typing import Generic, Hashable, TypeVar
 
 from wscap.model.anomaly import Anomaly, make
 from wscap.model.events import (C2S, S2C, Closed, Conflict, Data, EndKind, Gap, Opened, Overflow, Probe,
@@ -248,6 +250,53 @@ class HalfStream:
 
 _BY = ("client", "server")
 
+V = TypeVar("V")
+
+
+class FlowTable(Generic[V]):
+    """Flow key -> the owner's value for a tracked flow, or None for a flow proven uninteresting
+    (so its packets are dropped cheaply). At most `max_flows` of either; the oldest goes first.
+
+    `flows` is a plain dict on purpose: the capture reader's fast path looks keys up in it.
+    """
+
+    __slots__ = ("flows", "order", "max_flows")
+
+    def __init__(self, max_flows: int) -> None:
+        self.flows: dict[Hashable, V | None] = {}
+        self.order: deque[Hashable] = deque()   # keys in creation order (may hold gone ones), for eviction
+        self.max_flows = max_flows
+
+    def admit(self, key: Hashable) -> tuple[Hashable, V | None] | None:
+        """Make room for the new flow `key` and queue it for eviction (the owner then sets
+        `flows[key]`); -> the (key, value) evicted to make room, for the owner to retire."""
+        flows = self.flows
+        gone = self._evict() if len(flows) >= self.max_flows else None
+        order = self.order
+        order.append(key)
+        if len(order) > 2 * len(flows) + 4096:
+            # Keys of flows that closed stay in the deque until eviction reaches them; compact it
+            # (amortised linear) so the order itself stays bounded by the flows tracked.
+            seen: set[Hashable] = set()
+            kept: deque[Hashable] = deque()
+            for k in order:
+                if k in flows and k not in seen:
+                    seen.add(k)
+                    kept.append(k)
+            kept.append(key)
+            self.order = kept
+        return gone
+
+    def _evict(self) -> tuple[Hashable, V | None] | None:
+        """Drop the oldest tracked flow. A deque of keys in creation order, not dict iteration:
+        iterating a dict from the front re-walks every deleted slot, which made a SYN flood quadratic."""
+        order, flows = self.order, self.flows
+        while order:
+            key = order.popleft()
+            if key in flows:                  # else already gone (closed, or a newer flow reused the key)
+                return key, flows.pop(key)
+        return None
+
 
 class TcpFlow:
     """Both directions of one TCP connection, its lifecycle and its counters.
@@ -293,10 +342,11 @@ class TcpFlow:
             elif self.zw and win[1 - direction] and not (self.halves[0].probe or self.halves[1].probe):
                 self.zw = False
         if paylen:
+            overflows = stream.overflows
             stream.feed(seq, payload, paylen, frame, ts_ns, out, self.zw and self.window[1 - direction] == 0)
-            for ev in out:
-                if ev.__class__ is Overflow:
-                    self.limits_hit["flow_buffer"] = self.limits_hit.get("flow_buffer", 0) + 1
+            if stream.overflows != overflows:
+                hits = self.limits_hit
+                hits["flow_buffer"] = hits.get("flow_buffer", 0) + stream.overflows - overflows
         if flags & (FIN | RST):
             kind = EndKind.RST if flags & RST else EndKind.FIN
             if self.note_end(kind.value, _BY[direction], frame, ts_ns):
