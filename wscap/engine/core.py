@@ -11,7 +11,8 @@ from __future__ import annotations
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Literal, cast
+from enum import Enum
+from typing import Callable, Hashable, Literal
 
 from wscap import __version__
 from wscap.judge.chains import (LINK_WINDOW_S, EncryptedLegs, LinkView, build_chains, judge_chain, link_chains,
@@ -48,6 +49,11 @@ class Options:
 _FAST_HDR = struct.Struct("!HBxH2xHxB2x4s4sHHI4xBBH")
 
 
+class _Unseen(Enum):
+    UNSEEN = 0               # a flow key not in the table (None there means "known, ignored")
+
+
+UNSEEN: Literal[_Unseen.UNSEEN] = _Unseen.UNSEEN
 FlowKey = Hashable   # (src, sport, dst, dport), or (source, that) for the second and later inputs
 
 
@@ -126,15 +132,15 @@ class Pipeline:
         key = flow_key(seg.src, seg.sport, seg.dst, seg.dport, seg.source)
         flags = seg.flags
         conns = self.conns
-        found = cast("Connection | None | Literal[False]", conns.get(key, False))
+        found = conns.get(key, UNSEEN)
         if found is None:
             # Known-uninteresting flow: only a fresh SYN (port reuse) revives it.
             if not (flags & TH_SYN and not flags & TH_ACK):
                 if flags & (TH_RST | TH_FIN):
                     del conns[key]
                 return []
-            found = False
-        if found is False:
+            found = UNSEEN
+        if found is UNSEEN:
             found = self._new_connection(seg, key)
             if found is None:
                 return []
@@ -146,13 +152,13 @@ class Pipeline:
                 return []
         conn = found
         direction = C2S if src == conn.client else S2C
-        conn.touch(seg.frame, seg.ts_ns)
         if seg.tunnel is not None:
             conn.came_through(seg.tunnel, direction)
         tcp = conn.tcp
-        events = tcp.segment(direction, flags, seg.seq, seg.payload, seg.paylen, seg.window, seg.frame, seg.ts_ns)
+        events, sevents = conn.segment(direction, flags, seg.seq, seg.payload, seg.paylen, seg.window, seg.frame,
+                                       seg.ts_ns)
         if events:
-            for sev in conn.handle(events):
+            for sev in sevents:
                 # An upgrade request, or an extended CONNECT (HTTP/2 can open several per segment).
                 if isinstance(sev, H2Stream) or isinstance(sev, HeadSeen) and sev.direction == _C2S:
                     self._register(conn, sev.exchange)
@@ -162,18 +168,18 @@ class Pipeline:
                 conn.flush_partial_heads(seg.frame, seg.ts_ns)
                 self._maybe_attempt(conn)
                 conn.handle(tcp.flush())
-        closed = tcp.closed
+        session = conn.session
         out: list[Decided] = []
-        if self.stream and conn.exchanges:
-            for ex in conn.exchanges:
+        if self.stream and session.exchanges:
+            for ex in session.exchanges:
                 if not ex.emitted and ex.id is not None and ex.id > 0 and conn.decided(ex, self.now_ns, self.timeout_ns):
                     ex.emitted = True
                     out.append(Decided("handshake", conn.document(ex, self.now_ns)))
-        if closed:
+        if tcp.closed:
             # Both sides are done: keep the exchanges, free the reassembly state.
             conn.release()
             self._retire(key, conn)
-        elif conn.ignored and not conn.exchanges:
+        elif session.ignored and not session.exchanges:
             self._absorb_limits(conn)            # e.g. an endless head that was cut, then ignored
             self._list_tls(conn)
             conns[key] = None
@@ -211,6 +217,7 @@ class Pipeline:
         stats = self.decoder.stats
         clock = self._clock
         unpack = _FAST_HDR.unpack_from
+        unseen = UNSEEN
 
         def want(buf: bytes, off: int, caplen: int, no: int, ts: int) -> bool:
             if caplen < 54:
@@ -222,8 +229,8 @@ class Pipeline:
                 key = (src, sport, dst, dport)
             else:
                 key = (dst, dport, src, sport)
-            conn = cast("Connection | None | Literal[False]", conns.get(key if not source else (source, key), False))
-            if conn is False:
+            conn = conns.get(key if not source else (source, key), unseen)
+            if conn is unseen:
                 return True
             if ts > self.now_ns:
                 self.now_ns = ts

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from wscap.flow.handshake import (ConnFacts, Exchange, H2Exchange, TcpFacts, _clean_for_h11, fmt_endpoint,
                                   opinion_anomalies, parser_opinion)
-from wscap.flow.session import Session, SessionEvent
+from wscap.flow.session import READING_HEADS, Session, SessionEvent
 from wscap.flow.tcp import TcpEnd, TcpFlow, tcp_anomaly
 from wscap.model.anomaly import Anomaly
 from wscap.model.events import C2S, S2C, Conflict, Data, Gap, Overflow, Probe, TcpEvent
@@ -34,7 +34,7 @@ class Connection:
 
     # Slots: up to --max-flows of these live at once (a SYN flood tracks every one of them).
     __slots__ = ("client", "server", "source", "first_frame", "first_ts", "last_frame", "last_ts", "tunnel",
-                 "tcp", "session", "attempt", "spooled")
+                 "tcp", "session", "keep", "attempt", "spooled")
 
     def __init__(self, client: tuple[bytes, int], server: tuple[bytes, int], source: int,
                  frame: int, ts_ns: int, limits: Limits) -> None:
@@ -46,6 +46,7 @@ class Connection:
         self.tunnel: list[dict] | None = None        # the encapsulation the connection came through
         self.tcp = TcpFlow(limits.flow_buffer)
         self.session = Session(limits)
+        self.keep = [True, True]                      # what tcp was last told: keep_recent per direction
         self.attempt: Exchange | None = None         # set when this connection is a bare attempt
         self.spooled = False                          # its handshakes' documents are final and on disk
 
@@ -53,20 +54,36 @@ class Connection:
     def handle(self, events: list[TcpEvent]) -> Sequence[SessionEvent]:
         """The TCP flow's events for one segment, in order -> what the session made of them.
         (Opened / Closed are lifecycle: the owner reads them from the list it passed.)"""
-        session, tcp = self.session, self.tcp
+        session = self.session
+        fed = 0                  # directions that got bytes (bit 1 << direction)
         for ev in events:
             if isinstance(ev, Data):
                 d = ev.direction
                 session.on_data(d, ev.data, ev.frame, ev.ts_ns)
-                # Retransmission conflicts only matter while heads are read.
-                tcp.keep_recent(d, session.reading_heads(d))
+                fed |= 1 << d
             elif isinstance(ev, Gap):
                 session.on_gap(ev.direction, ev.length, ev.frame, ev.ts_ns)
             elif isinstance(ev, (Conflict, Probe)):
                 session.note(tcp_anomaly(ev))
             elif isinstance(ev, Overflow) and ev.first:
-                session.anomalies.append(tcp_anomaly(ev))
+                session.add(tcp_anomaly(ev))
+        if fed:
+            # Retransmission conflicts only matter while heads are read (told on change only).
+            keep, mode = self.keep, session.mode
+            for d in (C2S, S2C):
+                if fed >> d & 1 and keep[d] is not (mode[d] in READING_HEADS):
+                    keep[d] = not keep[d]
+                    self.tcp.keep_recent(d, keep[d])
         return session.take() if session.events else _NOTHING
+
+    def segment(self, direction: int, flags: int, seq: int, payload: bytes, paylen: int, window: int,
+                frame: int, ts_ns: int) -> tuple[list[TcpEvent], Sequence[SessionEvent]]:
+        """One segment of this connection, `direction` decided by the owner -> the TCP events (the
+        owner reads Opened / Closed there) and the session events they led to."""
+        self.last_frame = frame
+        self.last_ts = ts_ns
+        events = self.tcp.segment(direction, flags, seq, payload, paylen, window, frame, ts_ns)
+        return events, (self.handle(events) if events else _NOTHING)
 
     def fast_lane(self, src: bytes, sport: int, seq: int, paylen: int, no: int, ts_ns: int) -> bool:
         """Account an in-order segment whose bytes are only counted (a body being skipped).

@@ -63,6 +63,9 @@ NEXT: dict[Mode, frozenset[Mode]] = {
 }
 
 
+READING_HEADS = frozenset({HEAD, WAIT})     # modes where a retransmission conflict matters
+
+
 class Session(H2Mixin):
     """HTTP/1, HTTP/2 and WebSocket state of one connection (both directions)."""
 
@@ -113,7 +116,7 @@ class Session(H2Mixin):
 
     def reading_heads(self, direction: int) -> bool:
         """Whether this direction still reads HTTP heads (retransmission conflicts matter there)."""
-        return self.mode[direction] in (HEAD, WAIT)
+        return self.mode[direction] in READING_HEADS
 
     def release(self) -> None:
         """The connection is over: drop what only reading more bytes needs (the HTTP/2 reader

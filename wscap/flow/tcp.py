@@ -304,7 +304,7 @@ class TcpFlow:
     Directions are C2S / S2C, decided by the owner (who knows which side is the client).
     """
 
-    __slots__ = ("halves", "syn_frame", "synack_frame", "end", "fins", "window", "zw", "limits_hit")
+    __slots__ = ("halves", "syn_frame", "synack_frame", "end", "fins", "window", "zw", "limits_hit", "closed")
 
     def __init__(self, flow_buffer: int) -> None:
         self.halves = (HalfStream(C2S, flow_buffer), HalfStream(S2C, flow_buffer))
@@ -315,6 +315,8 @@ class TcpFlow:
         self.window = [1, 1]                # last advertised receive window per direction
         self.zw = False                     # a zero window was seen: the fast path steps aside
         self.limits_hit: dict[str, int] = {}
+        # Both sides are done (a RST ended it, or both sides sent a FIN or RST): the state can go.
+        self.closed = False
 
     # -- the segment path --------------------------------------------------------
     def segment(self, direction: int, flags: int, seq: int, payload: bytes, paylen: int, window: int,
@@ -361,6 +363,7 @@ class TcpFlow:
         if self.end is None or (kind == "rst" and self.end.kind == "fin" and not self.saw_payload):
             self.end = end
         self.fins.append(end)
+        self.closed = self.end.kind == "rst" or len({e.by for e in self.fins}) == 2
         return kind == "rst" or len({e.by for e in self.fins if e.kind == "fin"}) == 2
 
     def advance(self, direction: int, seq: int, paylen: int) -> bool:
@@ -384,12 +387,6 @@ class TcpFlow:
         self.halves[direction].keep_recent = keep
 
     # -- facts -------------------------------------------------------------------
-    @property
-    def closed(self) -> bool:
-        """Both sides are done: the reassembly state can go."""
-        end = self.end
-        return end is not None and (end.kind == "rst" or len({e.by for e in self.fins}) == 2)
-
     @property
     def saw_payload(self) -> bool:
         return bool(self.halves[0].delivered or self.halves[1].delivered)
