@@ -116,7 +116,7 @@ def test_pipeline_holds_at_most_max_flows_of_any_kind(tmp_path):
                              record_filter=lambda lt: p.record_filter(lt, 0)):
         p.feed(frame)
         peak_conns = max(peak_conns, len(p.conns))
-        peak_order = max(peak_order, len(p._order))
+        peak_order = max(peak_order, len(p.flows.order))
     p.finish()
     doc = p.document()
     assert peak_conns <= 50

@@ -276,16 +276,16 @@ class Assembly:
             return self._chains(now_ns) if chains else []
         out: list[Any] = []
         keep = []
-        for ex in self._undecided:
+        for conn, ex in self._undecided:
             if ex.request is None:
                 continue       # bare connection attempts are only reported inside chains
             if ex.emitted:
                 continue
-            if ex.decided(now_ns, self.timeout_ns) or now_ns is None:
+            if conn.decided(ex, now_ns, self.timeout_ns) or now_ns is None:
                 ex.emitted = True
-                out.append(Decided("handshake", ex.to_json(self.now_ns)))
+                out.append(Decided("handshake", conn.document(ex, self.now_ns)))
             else:
-                keep.append(ex)
+                keep.append((conn, ex))
         self._undecided = keep
         if chains:
             out += self._chains(now_ns)
@@ -306,25 +306,26 @@ class Assembly:
         self._syn_only = [c for c in self._syn_only if c.attempt is None and not c.saw_payload]
         if not self._open:
             return []
-        docs = [ex.to_json(self.now_ns) for ex in self._open]
+        docs = [conn.document(ex, self.now_ns) for conn, ex in self._open]
         typed = [decode_handshake(d) for d in docs]
-        order = [k for k, ex in enumerate(self._open) if ex.request is not None]
-        order += [k for k, ex in enumerate(self._open) if ex.request is None]
-        n_req = sum(1 for ex in self._open if ex.request is not None)
+        order = [k for k, (_c, ex) in enumerate(self._open) if ex.request is not None]
+        order += [k for k, (_c, ex) in enumerate(self._open) if ex.request is None]
+        n_req = sum(1 for _c, ex in self._open if ex.request is not None)
         linkage = link_chains([typed[k] for k in order[:n_req]], [typed[k] for k in order[n_req:]],
                               self.options.timeout_s)
         out: list[Any] = []
         done: set[int] = set()
         names = self.names()
         for linked in linkage.chains:
-            legs = [self._open[order[i]] for i in linked.legs]
-            if now_ns is not None and not all(ex.decided(now_ns, self.timeout_ns) for ex in legs):
+            pairs = [self._open[order[i]] for i in linked.legs]
+            legs = [ex for _c, ex in pairs]
+            if now_ns is not None and not all(c.decided(ex, now_ns, self.timeout_ns) for c, ex in pairs):
                 continue
             if now_ns is not None and now_ns - legs[0].ts_ns < min(self.timeout_ns, 1_000_000_000) \
                     and legs[-1].request is not None and legs[-1].response is None:
                 continue
             for i in linked.legs:
-                ex = self._open[order[i]]
+                ex = self._open[order[i]][1]
                 if ex.id is None:            # a bare attempt becomes visible as this chain's hop
                     ex.id = self.next_id
                     self.next_id += 1
@@ -354,18 +355,17 @@ class Assembly:
         anyway for the link window (reordered heads), and while other captures have open requests.
         The attempt is still in the final document, from the spool."""
         first: dict[int, int] = {}
-        for ex in self._open:
+        for conn, ex in self._open:
             req = ex.request
             if req is not None:
-                src = ex.conn.source
+                src = conn.source
                 f = req.frame if req.frame is not None else -1
                 if f < first.get(src, f + 1):
                     first[src] = f
         out: set[int] = set()
-        for k, ex in enumerate(self._open):
+        for k, (c, ex) in enumerate(self._open):
             if ex.request is not None or now_ns - ex.ts_ns <= self.link_window_ns:
                 continue
-            c = ex.conn
             lo = first.get(c.source)
             if (lo is None or lo > (c.syn_frame or c.first_frame)) and all(s == c.source for s in first):
                 out.add(k)

@@ -11,15 +11,18 @@ from __future__ import annotations
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from enum import Enum
+from typing import Callable, Hashable, Literal
 
 from wscap.document.build import Assembly
 from wscap.document.codec import SCHEMA_VERSION
 from wscap.judge.chains import LINK_WINDOW_S
 from wscap.model.handshake import Handshake
 from wscap.document.spool import Spool
-from wscap.flow.connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint, fmt_ip
-from wscap.wire.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, tunnel_json
+from wscap.flow.connection import C2S, S2C, Connection, Exchange, fmt_endpoint
+from wscap.flow.tcp import FlowTable
+from wscap.model.events import C2S as _C2S, Closed, H2Stream, HeadSeen
+from wscap.wire.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, Segment
 from wscap.wire.linklayer import FIXED_HEADER
 from wscap.flow.dns import DOCKER_RESOLVER, DnsTracker
 from wscap.wire.http1 import looks_like_request, looks_like_response
@@ -47,7 +50,15 @@ class Options:
 _FAST_IP_TCP = "BxH2xHxB2x4s4sHHI4xBBH"
 
 
-def flow_key(src: bytes, sport: int, dst: bytes, dport: int, source: int = 0) -> tuple:
+class _Unseen(Enum):
+    UNSEEN = 0               # a flow key not in the table (None there means "known, ignored")
+
+
+UNSEEN: Literal[_Unseen.UNSEEN] = _Unseen.UNSEEN
+FlowKey = Hashable   # (src, sport, dst, dport), or (source, that) for the second and later inputs
+
+
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int, source: int = 0) -> FlowKey:
     """Direction-free connection key; the fast path computes exactly the same tuple."""
     key = (src, sport, dst, dport) if (src < dst or src == dst and sport < dport) else (dst, dport, src, sport)
     return key if not source else (source, key)
@@ -67,10 +78,11 @@ class Pipeline(Assembly):
         self.stream = self.options.stream
         self.decoder = Decoder(self.limits.fragments, self.limits.tunnel_depth)
         self.dns = DnsTracker(self.limits.max_dns)
-        self.decoder.udp_sink = self.dns.udp
+        self.decoder.udp_sink = self.dns.udp     # type: ignore[assignment]  # (Decoder declares it None)
         self.capture_names: dict[str, str] = {}   # ip -> name from the captures' Name Resolution Blocks
         # flow key -> Connection, or None for a flow proven uninteresting (cheap to skip).
-        self.conns: dict[tuple, Connection | None] = {}
+        self.flows: FlowTable[Connection] = FlowTable(self.limits.max_flows)
+        self.conns = self.flows.flows            # the same dict (the fast path and stats read it)
         self.registered = 0                      # upgrade attempts with a request (ids handed out)
         self.spool = Spool()                     # finished handshake documents, on disk
         self.views: list[Handshake] = []         # link views of spooled handshakes (document/build.py)
@@ -82,18 +94,17 @@ class Pipeline(Assembly):
         self._clock: dict[int, int] = {}             # latest timestamp seen per capture (source)
         self.link_window_ns = int(max(LINK_WINDOW_S, self.options.timeout_s) * 1e9)
         self.unlinked_attempts = 0
-        self._order: deque = deque()              # flow keys in creation order, for eviction
         self._extra_spools: list[Spool] = []      # spools of files analysed by worker processes (-j)
         self.next_id = 1
         self.now_ns = 0
         self.flows_seen = 0
         self.evicted = 0
         self.limits_hit: dict[str, int] = {}
-        self._undecided: list[Exchange] = []
-        self._open: list[Exchange] = []          # legs not yet part of an emitted (live) chain
+        # Live mode: handshakes not yet emitted, and legs not yet part of an emitted chain, each
+        # with its connection (whose facts its document reads).
+        self._undecided: list[tuple[Connection, Exchange]] = []
+        self._open: list[tuple[Connection, Exchange]] = []
         self._syn_only: list[Connection] = []    # connections that so far only sent a SYN
-        self._last_chain_check = 0
-        self._chained: set[int] = set()
         self._chain_seq = 0
         self.sources: list[dict] = []
         self.tls_docs: list[dict] = []            # connections that carried TLS where HTTP was expected
@@ -124,78 +135,54 @@ class Pipeline(Assembly):
         key = flow_key(seg.src, seg.sport, seg.dst, seg.dport, seg.source)
         flags = seg.flags
         conns = self.conns
-        conn = conns.get(key, False)
-        if conn is None:
+        found = conns.get(key, UNSEEN)
+        if found is None:
             # Known-uninteresting flow: only a fresh SYN (port reuse) revives it.
             if not (flags & TH_SYN and not flags & TH_ACK):
                 if flags & (TH_RST | TH_FIN):
                     del conns[key]
                 return []
-            conn = False
-        if conn is False:
-            conn = self._new_connection(seg, key)
-            if conn is None:
+            found = UNSEEN
+        if found is UNSEEN:
+            found = self._new_connection(seg, key)
+            if found is None:
                 return []
-        elif flags & TH_SYN and not flags & TH_ACK and src == conn.client and conn.end is not None:
+        elif flags & TH_SYN and not flags & TH_ACK and src == found.client and found.end is not None:
             # A new connection on the same 4-tuple after the old one ended.
-            self._retire(key, conn)
-            conn = self._new_connection(seg, key)
-            if conn is None:
+            self._retire(key, found)
+            found = self._new_connection(seg, key)
+            if found is None:
                 return []
+        conn = found
         direction = C2S if src == conn.client else S2C
-        conn.last_frame = seg.frame
-        conn.last_ts = seg.ts_ns
-        stream = conn.streams[direction]
-        if flags & TH_SYN:
-            if direction == C2S and not flags & TH_ACK:
-                stream.set_isn(seg.seq)
-                if conn.syn_frame is None:
-                    conn.syn_frame = seg.frame
-            elif direction == S2C and flags & TH_ACK:
-                stream.set_isn(seg.seq)
-                if conn.synack_frame is None:
-                    conn.synack_frame = seg.frame
-        if seg.tunnel is not None and (conn.tunnel is None or direction == C2S and conn.tunnel[0]["direction"] != "c2s"):
-            conn.tunnel = tunnel_json(seg.tunnel, "c2s" if direction == C2S else "s2c")
-        if not flags & (TH_SYN | TH_RST):
-            conn.window[direction] = seg.window
-            if seg.window == 0:
-                conn.zw = True
-            elif conn.zw and conn.window[1 - direction] and not (conn.streams[0].probe or conn.streams[1].probe):
-                conn.zw = False
-        if seg.paylen:
-            stream.feed(seg.seq, seg.payload, seg.paylen, seg.frame, seg.ts_ns, conn,
-                        conn.zw and conn.window[1 - direction] == 0)
-            if conn.exchanges and conn.exchanges[-1].id is None:
-                # Usually the one new exchange; HTTP/2 can open several streams in one segment.
-                for ex in conn.exchanges:
-                    if ex.id is None:
-                        self._register(ex)
-        if flags & (TH_FIN | TH_RST):
-            by = "client" if direction == C2S else "server"
-            end = TcpEnd("rst" if flags & TH_RST else "fin", by, seg.frame, seg.ts_ns)
-            if conn.end is None or (end.kind == "rst" and conn.end.kind == "fin" and not conn.saw_payload):
-                conn.end = end
-            conn.fins.append(end)
-            if flags & TH_RST or len({e.by for e in conn.fins if e.kind == "fin"}) == 2:
+        if seg.tunnel is not None:
+            conn.came_through(seg.tunnel, direction)
+        tcp = conn.tcp
+        events, sevents = conn.segment(direction, flags, seg.seq, seg.payload, seg.paylen, seg.window, seg.frame,
+                                       seg.ts_ns)
+        if events:
+            for sev in sevents:
+                # An upgrade request, or an extended CONNECT (HTTP/2 can open several per segment).
+                if isinstance(sev, H2Stream) or isinstance(sev, HeadSeen) and sev.direction == _C2S:
+                    self._register(conn, sev.exchange)
+            if events[-1].__class__ is Closed:
+                # A RST, or both FINs: cut open heads, then stop waiting for holes. Exchanges these
+                # open get no id: the connection is over before anything could answer them.
                 conn.flush_partial_heads(seg.frame, seg.ts_ns)
                 self._maybe_attempt(conn)
-                for s in conn.streams:
-                    if s.ooo:
-                        s.flush_gap(seg.frame, seg.ts_ns, conn)
-        closed = conn.end is not None and (conn.end.kind == "rst" or len({e.by for e in conn.fins}) == 2)
+                conn.handle(tcp.flush())
+        session = conn.session
         out: list[Decided] = []
-        if self.stream and conn.exchanges:
-            for ex in conn.exchanges:
-                if not ex.emitted and ex.id is not None and ex.id > 0 and ex.decided(self.now_ns, self.timeout_ns):
+        if self.stream and session.exchanges:
+            for ex in session.exchanges:
+                if not ex.emitted and ex.id is not None and ex.id > 0 and conn.decided(ex, self.now_ns, self.timeout_ns):
                     ex.emitted = True
-                    out.append(Decided("handshake", ex.to_json(self.now_ns)))
-        if closed:
+                    out.append(Decided("handshake", conn.document(ex, self.now_ns)))
+        if tcp.closed:
             # Both sides are done: keep the exchanges, free the reassembly state.
-            for s_ in conn.streams:
-                s_.release()
+            conn.release()
             self._retire(key, conn)
-        elif conn.ignored and not conn.exchanges:
+        elif session.ignored and not session.exchanges:
             self._absorb_limits(conn)            # e.g. an endless head that was cut, then ignored
             self._list_tls(conn)
             conns[key] = None
@@ -212,9 +199,7 @@ class Pipeline(Assembly):
     def finish(self) -> list[Decided]:
         for key, conn in list(self.conns.items()):
             if conn is not None:
-                for s in conn.streams:
-                    if s.ooo:
-                        s.flush_gap(conn.last_frame, conn.last_ts, conn)
+                conn.handle(conn.tcp.flush())
                 conn.flush_partial_heads(conn.last_frame, conn.last_ts)
                 self._retire(key, conn)
         self.conns.clear()
@@ -240,6 +225,7 @@ class Pipeline(Assembly):
         conns = self.conns
         stats = self.decoder.stats
         clock = self._clock
+        unseen = UNSEEN
 
         def want(buf: bytes, off: int, caplen: int, no: int, ts: int) -> bool:
             if caplen < minlen:
@@ -251,8 +237,8 @@ class Pipeline(Assembly):
                 key = (src, sport, dst, dport)
             else:
                 key = (dst, dport, src, sport)
-            conn = conns.get(key if not source else (source, key), False)
-            if conn is False:
+            conn = conns.get(key if not source else (source, key), unseen)
+            if conn is unseen:
                 return True
             if ts > self.now_ns:
                 self.now_ns = ts
@@ -261,13 +247,12 @@ class Pipeline(Assembly):
             if conn is not None:
                 if totlen < 40:
                     return True   # IPv4 length 0 (TSO/GSO on the sending host) or bogus: general path
-                if win == 0 or conn.zw:
+                if win == 0 or conn.tcp.zw:
                     return True          # zero windows are tracked on the full path (probes)
                 paylen = totlen - 20 - ((offx >> 4) << 2)
                 if paylen <= 0:
                     # A pure ACK of a tracked connection: nothing to reassemble.
-                    conn.last_frame = no
-                    conn.last_ts = ts
+                    conn.touch(no, ts)
                 elif caplen < l3 + totlen or not conn.fast_lane(src, sport, seq, paylen, no, ts):
                     return True
             stats.packets += 1
@@ -276,7 +261,7 @@ class Pipeline(Assembly):
         return want
 
     # -- internals ---------------------------------------------------------------
-    def _new_connection(self, seg, key) -> Connection | None:
+    def _new_connection(self, seg: Segment, key: FlowKey) -> Connection | None:
         flags = seg.flags
         src = (seg.src, seg.sport)
         dst = (seg.dst, seg.dport)
@@ -294,58 +279,38 @@ class Pipeline(Assembly):
             if seg.paylen:
                 # First bytes are not HTTP: never interesting, but still a flow an attacker can
                 # multiply (one packet each), so it counts under --max-flows like any other.
-                self._track(key)
+                self._admit(key)
                 self.conns[key] = None
             return None
-        self._track(key)
+        self._admit(key)
         conn = Connection(client, server, seg.source, seg.frame, seg.ts_ns, self.limits)
         if self.overlays:
             ov = self.overlays.get(seg.source)
             found = ov.hello_of(seg.frame) if ov is not None else None
             if found is not None:
-                conn.tls, conn.tls_frame = found  # its plaintext is parsed as HTTP like any other
+                conn.session.decrypted(*found)   # its plaintext is parsed as HTTP like any other
         if self.stream and flags & TH_SYN and not flags & TH_ACK:
             self._syn_only.append(conn)
         if not flags & TH_SYN:
-            conn.anomalies.append(make("mid-stream-start", "the capture starts after this connection's SYN", seg.frame))
+            conn.session.add(make("mid-stream-start", "the capture starts after this connection's SYN", seg.frame))
         self.conns[key] = conn
         self.flows_seen += 1
         return conn
 
-    def _track(self, key) -> None:
-        """Make room under --max-flows and put a new flow key in the eviction order."""
-        if len(self.conns) >= self.limits.max_flows:
-            self._evict()
-        order = self._order
-        order.append(key)
-        if len(order) > 2 * len(self.conns) + 4096:
-            # Keys of flows that closed stay in the deque until eviction reaches them; compact it
-            # (amortised linear) so the order itself stays bounded by the flows tracked.
-            seen: set = set()
-            self._order = deque(k for k in order if k in self.conns and not (k in seen or seen.add(k)))
-            self._order.append(key)
-
-    def _evict(self) -> None:
-        """Drop the oldest tracked flow. A deque of keys in creation order, not dict iteration:
-        iterating a dict from the front re-walks every deleted slot, which made a SYN flood quadratic."""
-        order, conns = self._order, self.conns
-        while order:
-            key = order.popleft()
-            if key not in conns:
-                continue                     # already gone (closed, or a newer flow reused the key)
-            conn = conns.pop(key)
+    def _admit(self, key: FlowKey) -> None:
+        """Make room under --max-flows for a new flow; the one evicted is retired like a closed one."""
+        gone = self.flows.admit(key)
+        if gone is not None:
             self.evicted += 1
             self.limits_hit["max_flows"] = self.limits_hit.get("max_flows", 0) + 1
-            if conn is not None:
-                self._retire(key, conn)
-            return
+            if gone[1] is not None:
+                self._retire(gone[0], gone[1])
 
     def _absorb_limits(self, conn: Connection) -> None:
-        for k, v in conn.limits_hit.items():
+        for k, v in conn.take_limits().items():
             self.limits_hit[k] = self.limits_hit.get(k, 0) + v
-        conn.limits_hit.clear()
 
-    def _retire(self, key, conn: Connection) -> None:
+    def _retire(self, key: FlowKey, conn: Connection) -> None:
         self._absorb_limits(conn)
         self._maybe_attempt(conn)
         if self.conns.get(key) is conn:
@@ -384,18 +349,16 @@ class Pipeline(Assembly):
                 if sc is not None and sc.inflate_cut:
                     self.limits_hit["inflate_bytes"] = self.limits_hit.get("inflate_bytes", 0) + sc.inflate_cut
             if ex.id is not None and ex.id > 0:
-                self._put(ex.to_json(end))
+                self._put(conn.document(ex, end))
         if conn.attempt is not None:
             if self._could_be_a_hop(conn):
-                self._put(conn.attempt.to_json(end), conn.attempt if self.stream else None)
+                self._put(conn.document(conn.attempt, end), conn.attempt if self.stream else None)
             else:
                 self.unlinked_attempts += 1      # a scan, a health check: no request it could serve
-        # Exchange <-> Connection is a reference cycle; break it so heads and frame summaries
-        # are freed now rather than at some later cyclic collection.
-        conn.exchanges = []
-        conn.pending = []
-        conn.h2_streams = {}
-        conn.h2 = None
+        # The HTTP/2 reader and its session refer to each other; break that so heads and frame
+        # summaries are freed now rather than at some later cyclic collection (live too: a full
+        # collection in the middle of a burst delays every line behind it).
+        conn.session.release()
         if not self.stream:
             conn.attempt = None
 
@@ -414,11 +377,11 @@ class Pipeline(Assembly):
         if conn.saw_payload or conn.syn_frame is None or conn.exchanges or conn.attempt is not None \
                 or conn.tls is not None:
             return
-        conn.attempt = Exchange(conn, None)
+        conn.attempt = Exchange(None, start_ns=conn.first_ts)
         if self.stream:
-            self._open.append(conn.attempt)
+            self._open.append((conn, conn.attempt))
 
-    def _register(self, ex: Exchange) -> None:
+    def _register(self, conn: Connection, ex: Exchange) -> None:
         if self.registered >= self.limits.max_handshakes:
             self.limits_hit["max_handshakes"] = self.limits_hit.get("max_handshakes", 0) + 1
             ex.id = -1
@@ -427,15 +390,15 @@ class Pipeline(Assembly):
         self.next_id += 1
         self.registered += 1
         # Remember when each address received an upgrade request (a bounded, sliding window).
-        seen = self._requests_to.setdefault((ex.conn.source, ex.conn.server[0]), deque())
+        seen = self._requests_to.setdefault((conn.source, conn.server[0]), deque())
         seen.append(ex.ts_ns)
         while seen and seen[0] < ex.ts_ns - 2 * self.link_window_ns:
             seen.popleft()
         if len(seen) > 4096:
             seen.popleft()
         if self.stream:
-            self._undecided.append(ex)
-            self._open.append(ex)
+            self._undecided.append((conn, ex))
+            self._open.append((conn, ex))
 
 
-__all__ = ["Pipeline", "Options", "Decided", "SCHEMA_VERSION", "fmt_ip"]
+__all__ = ["Pipeline", "Options", "Decided", "SCHEMA_VERSION"]

@@ -19,6 +19,10 @@ import bisect
 import socket
 import struct
 from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wscap.wire.decode import Segment
 
 DOCKER_RESOLVER = bytes([127, 0, 0, 11])
 # The capture filter part that keeps DNS: port 53 both ways, plus Docker's resolver, whose side of a
@@ -91,7 +95,8 @@ class DnsTracker:
         self.unmatched = 0               # answers without their query in the capture
         self.hosts: dict[tuple[int, str], int] = {}   # (source, client ip) -> queries sent
         self._tcp: dict[tuple, list] = {}              # direction -> [next seq, buffer]
-        self._index = None                              # (version, {(ip): sorted lookups})
+        # (version, {ip: (lookup times, lookups)}), rebuilt when the lookups change
+        self._index: tuple[int, dict[str, tuple[list[float], list[dict]]]] | None = None
         self._version = 0
         self.docker_loopback = False     # a query on a loopback to Docker's resolver (captured in a container)
         self.duplicates = 0              # copies of one message (captured on a veth and its bridge)
@@ -102,7 +107,7 @@ class DnsTracker:
             payload: bytes) -> None:
         self._message(source, frame, ts_ns, src, sport, dst, dport, payload, "udp")
 
-    def tcp(self, seg) -> None:
+    def tcp(self, seg: Segment) -> None:
         """A segment of a DNS-over-TCP connection: 2-byte length-prefixed messages (RFC 1035 4.2.2).
         In-order bytes only; anything else restarts that direction (DNS over TCP is short-lived)."""
         key = (seg.source, seg.src, seg.sport, seg.dst, seg.dport)
@@ -135,7 +140,8 @@ class DnsTracker:
             del buf[:2 + n]
             self._message(seg.source, seg.frame, seg.ts_ns, seg.src, seg.sport, seg.dst, seg.dport, msg, "tcp")
 
-    def _message(self, source, frame, ts_ns, src, sport, dst, dport, data, transport) -> None:
+    def _message(self, source: int, frame: int, ts_ns: int, src: bytes, sport: int, dst: bytes, dport: int,
+                 data: bytes, transport: str) -> None:
         parsed = _parse(data)
         if parsed is None:
             self.messages += 1
@@ -162,12 +168,12 @@ class DnsTracker:
             old = self.pending.pop(key, None)
             if old is not None:
                 old["_key"] = None       # a retry with the same id: the earlier try got no answer
-            entry = {"source": source, "client": _ep(src, sport), "server": _ep(dst, dport),
+            query: dict = {"source": source, "client": _ep(src, sport), "server": _ep(dst, dport),
                      "transport": transport, "txid": txid, "name": qname, "type": qtype,
                      "query_frame": frame, "query_ts": round(ts_ns / 1e9, 6), "answer_frame": None,
                      "answer_ts": None, "rcode": None, "addresses": [], "outcome": "no-answer", "_key": key}
-            self._add(entry)
-            self.pending[key] = entry
+            self._add(query)
+            self.pending[key] = query
             if dst == DOCKER_RESOLVER and src[0] == 127:
                 self.docker_loopback = True
             hk = (source, _ip_text(src))
@@ -291,7 +297,7 @@ class DnsTracker:
 _LOOKUP_NAMES = {QTYPES.get(t, str(t)) for t in LOOKUP_TYPES}
 
 
-def _parse(data: bytes):
+def _parse(data: bytes) -> tuple[int, bool, int, str, str, list[str], int, bool] | None:
     """-> (txid, is_answer, rcode, name, type, addresses, answer count, fully parsed) or None."""
     if len(data) < 12:
         return None
@@ -331,7 +337,7 @@ def _parse(data: bytes):
 
 def _qname(data: bytes, off: int) -> tuple[str, int]:
     """The first question's name, uncompressed labels only (a question never needs pointers)."""
-    labels = []
+    labels: list[str] = []
     total = 0
     while True:
         n = data[off]
@@ -399,11 +405,11 @@ def explain(tracker: DnsTracker, chain: dict, hops: list[dict], timeout_s: float
                          "container resolves names through Docker's resolver at 127.0.0.11 on its own "
                          f"loopback; `wscap live --container {target}` captures there.")
         return
-    names: dict[str, list[dict]] = {}
+    by_name: dict[str, list[dict]] = {}
     for e in lookups:
-        names.setdefault(e["name"], []).append(e)
+        by_name.setdefault(e["name"], []).append(e)
     worst = []
-    for name, es in names.items():
+    for _name, es in by_name.items():
         if any(e["outcome"] == "ok" for e in es):
             worst.append(min((e for e in es if e["outcome"] == "ok"), key=lambda e: e["query_ts"] or 0))
         else:

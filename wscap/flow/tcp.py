@@ -1,4 +1,11 @@
-"""Per-direction TCP reassembly: segments in, ordered bytes / gaps / conflicts out.
+"""TCP, sans-IO: one connection's segments in, typed stream events out.
+
+`TcpFlow` owns everything TCP about a connection: the two `HalfStream`
+reassemblers, the SYN/FIN/RST lifecycle (what the document's `tcp` object and
+the outcome read), the advertised windows that tell a zero-window probe from
+data, and its own limit counters (`limits_hit`, read by the owner). It never
+calls into the session: `segment()` returns the events (`wscap.model.events`)
+in the order they happened, and the owner hands them on.
 
 Sequence numbers are unwrapped to 64-bit stream offsets relative to the first
 byte, so wrap-around is invisible downstream. Out-of-order data waits in a
@@ -10,26 +17,39 @@ fills becomes an explicit gap.
 from __future__ import annotations
 
 import heapq
-from typing import Protocol
+from collections import deque
+from dataclasses import dataclass
+from typing import Generic, Hashable, TypeVar
 
-from wscap.model.anomaly import make
+from wscap.model.anomaly import Anomaly, make
+from wscap.model.events import (C2S, S2C, Closed, Conflict, Data, EndKind, Gap, Opened, Overflow, Probe,
+                                ProbeKind, TcpEvent)
 
 RECENT = 4096            # delivered bytes kept to check retransmissions against
 SEGMENT_COST = 64        # bookkeeping charged per buffered segment, so tiny/empty segments are bounded too
 
+# TCP flag bits (the same values as wscap.wire.decode's TH_*; kept here so tcp depends on no codec).
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
-class StreamSink(Protocol):
-    def on_data(self, direction: int, data: bytes, frame: int, ts_ns: int) -> None: ...
-    def on_gap(self, direction: int, length: int, frame: int, ts_ns: int) -> None: ...
-    def on_conflict(self, direction: int, offset: int, old_frame: int, new_frame: int) -> None: ...
-    def on_probe(self, direction: int, kind: str, offset: int, frame: int) -> None: ...
+
+@dataclass(slots=True)
+class TcpEnd:
+    """A FIN or RST: who sent it and when."""
+
+    kind: str          # "fin" | "rst" (EndKind values)
+    by: str            # "client" | "server"
+    frame: int
+    ts_ns: int
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "by": self.by, "frame": self.frame, "ts": round(self.ts_ns / 1e9, 6)}
 
 
 class HalfStream:
-    """One direction of a TCP connection."""
+    """One direction of a TCP connection. Every method appends its events to `out`."""
 
     __slots__ = ("direction", "base", "next", "ooo", "ooo_bytes", "limit", "recent",
-                 "recent_start", "recent_frames", "delivered", "gaps", "overflowed",
+                 "recent_start", "recent_frames", "delivered", "gaps",
                  "keep_recent", "overflows", "heap", "probe")
 
     def __init__(self, direction: int, limit: int) -> None:
@@ -44,7 +64,6 @@ class HalfStream:
         self.recent_frames: list[tuple[int, int]] = []   # (start offset, frame)
         self.delivered = 0
         self.gaps = 0
-        self.overflowed = False
         self.keep_recent = True          # only while heads are parsed: conflicts matter there
         self.overflows = 0               # times the out-of-order buffer hit `limit`
         self.heap: list[int] = []        # offsets in `ooo` (may hold stale ones), smallest first
@@ -64,7 +83,7 @@ class HalfStream:
             d -= 0x100000000
         return self.next + d
 
-    def feed(self, seq: int, data: bytes, paylen: int, frame: int, ts_ns: int, sink: StreamSink,
+    def feed(self, seq: int, data: bytes, paylen: int, frame: int, ts_ns: int, out: list[TcpEvent],
              zero_window: bool = False) -> None:
         """One segment's payload. `zero_window`: the receiver's last advertised window was 0.
 
@@ -77,15 +96,11 @@ class HalfStream:
         cut = paylen - len(data)              # bytes lost to the snap length
         end = off + paylen
         if paylen == 1 and off + 1 == self.next and self.base is not None:
-            probe = getattr(sink, "on_probe", None)
-            if probe is not None:
-                probe(self.direction, "keep-alive", off, frame)
+            out.append(Probe(self.direction, ProbeKind.KEEP_ALIVE, off, frame))
             return
         if zero_window and paylen == 1 and off == self.next:
             if self.probe is None:
-                probe = getattr(sink, "on_probe", None)
-                if probe is not None:
-                    probe(self.direction, "zero-window-probe", off, frame)
+                out.append(Probe(self.direction, ProbeKind.ZERO_WINDOW, off, frame))
             self.probe = (off, data, cut, frame, ts_ns)
             return
         if self.probe is not None:
@@ -96,12 +111,12 @@ class HalfStream:
                 self.probe = None
                 if p_off == self.next:
                     # Data continues after the probe's offset: the receiver took the probe's byte.
-                    self._deliver(p_data, p_cut, p_frame, p_ts, sink)
+                    self._deliver(p_data, p_cut, p_frame, p_ts, out)
         if end <= self.next:
-            self._check_retransmission(off, data, frame, sink)
+            self._check_retransmission(off, data, frame, out)
             return
         if off < self.next:
-            self._check_retransmission(off, data[:self.next - off], frame, sink)
+            self._check_retransmission(off, data[:self.next - off], frame, out)
             skip = self.next - off
             if skip >= len(data):
                 cut -= skip - len(data)
@@ -110,14 +125,14 @@ class HalfStream:
                 data = data[skip:]
             off = self.next
         if off == self.next:
-            self._deliver(data, cut, frame, ts_ns, sink)
-            self._drain(sink)
+            self._deliver(data, cut, frame, ts_ns, out)
+            self._drain(out)
             return
         old = self.ooo.get(off)
         if old is not None:
             n = min(len(old[0]), len(data))
             if old[0][:n] != data[:n]:
-                sink.on_conflict(self.direction, off, old[2], frame)
+                out.append(Conflict(self.direction, off, old[2], frame))
             if len(old[0]) >= len(data):
                 return
             self.ooo_bytes -= len(old[0]) + SEGMENT_COST
@@ -126,22 +141,20 @@ class HalfStream:
         self.ooo[off] = (data, cut, frame, ts_ns)
         self.ooo_bytes += len(data) + SEGMENT_COST
         if self.ooo_bytes > self.limit:
-            self.overflowed = True
-            self._overflow(frame, sink)
-            self.flush_gap(frame, ts_ns, sink)
+            self.overflows += 1
+            out.append(Overflow(self.direction, self.limit, frame, self.overflows == 1))
+            self.flush_gap(out)
 
-    def _overflow(self, frame: int, sink: StreamSink) -> None:
-        """Count the hit (`stats.limits_hit["flow_buffer"]`) and flag it once per direction."""
-        self.overflows += 1
-        hit = getattr(sink, "_hit", None)
-        if hit is not None:
-            hit("flow_buffer")
-        anomalies = getattr(sink, "anomalies", None)
-        if self.overflows == 1 and anomalies is not None:
-            who = "client" if self.direction == 0 else "server"
-            anomalies.append(make("flow-buffer-full",
-                                  f"{who} out-of-order bytes exceeded the {self.limit}-byte flow buffer "
-                                  f"at frame {frame}; the hole before them was declared a gap", frame))
+    def advance(self, seq: int, paylen: int) -> bool:
+        """Count `paylen` in-order bytes at `seq` as delivered without handing them on (the fast
+        path: a body being skipped). False (nothing done) unless they are exactly next in order
+        with nothing buffered."""
+        base = self.base
+        if self.ooo or base is None or (seq - base) & 0xFFFFFFFF != self.next & 0xFFFFFFFF:
+            return False
+        self.next += paylen
+        self.delivered += paylen
+        return True
 
     def _first(self) -> int | None:
         """Smallest buffered offset (stale heap entries are dropped on the way)."""
@@ -162,7 +175,7 @@ class HalfStream:
         self.recent_frames = []
         self.keep_recent = False
 
-    def _deliver(self, data: bytes, cut: int, frame: int, ts_ns: int, sink: StreamSink) -> None:
+    def _deliver(self, data: bytes, cut: int, frame: int, ts_ns: int, out: list[TcpEvent]) -> None:
         if data:
             if self.keep_recent:
                 self.recent_frames.append((self.next, frame))
@@ -175,15 +188,15 @@ class HalfStream:
                     self.recent_start += drop
             self.next += len(data)
             self.delivered += len(data)
-            sink.on_data(self.direction, data, frame, ts_ns)
+            out.append(Data(self.direction, data, frame, ts_ns))
         if cut > 0:
             self.gaps += 1
             self.next += cut
             self.recent.clear()
             self.recent_start = self.next
-            sink.on_gap(self.direction, cut, frame, ts_ns)
+            out.append(Gap(self.direction, cut, frame, ts_ns))
 
-    def _drain(self, sink: StreamSink) -> None:
+    def _drain(self, out: list[TcpEvent]) -> None:
         while self.ooo:
             k = self._first()
             if k is None or k > self.next:
@@ -193,19 +206,19 @@ class HalfStream:
             self.ooo_bytes -= len(data) + SEGMENT_COST
             end = k + len(data) + cut
             if end <= self.next:
-                self._check_retransmission(k, data, frame, sink)
+                self._check_retransmission(k, data, frame, out)
                 continue
             skip = self.next - k
             if skip:
-                self._check_retransmission(k, data[:skip], frame, sink)
+                self._check_retransmission(k, data[:skip], frame, out)
             if skip >= len(data):
                 cut -= skip - len(data)
                 data = b""
             else:
                 data = data[skip:]
-            self._deliver(data, cut, frame, ts, sink)
+            self._deliver(data, cut, frame, ts, out)
 
-    def flush_gap(self, frame: int, ts_ns: int, sink: StreamSink) -> None:
+    def flush_gap(self, out: list[TcpEvent]) -> None:
         """Give up waiting for a hole: report it as a gap and deliver what follows."""
         while self.ooo:
             k = self._first()
@@ -213,13 +226,13 @@ class HalfStream:
                 break
             if k > self.next:
                 self.gaps += 1
-                sink.on_gap(self.direction, k - self.next, self.ooo[k][2], self.ooo[k][3])
+                out.append(Gap(self.direction, k - self.next, self.ooo[k][2], self.ooo[k][3]))
                 self.next = k
                 self.recent.clear()
                 self.recent_start = k
-            self._drain(sink)
+            self._drain(out)
 
-    def _check_retransmission(self, off: int, data: bytes, frame: int, sink: StreamSink) -> None:
+    def _check_retransmission(self, off: int, data: bytes, frame: int, out: list[TcpEvent]) -> None:
         lo = max(off, self.recent_start)
         hi = min(off + len(data), self.recent_start + len(self.recent))
         if lo >= hi:
@@ -232,4 +245,179 @@ class HalfStream:
             for start, fr in self.recent_frames:
                 if start <= first_diff:
                     old_frame = fr
-            sink.on_conflict(self.direction, first_diff, old_frame, frame)
+            out.append(Conflict(self.direction, first_diff, old_frame, frame))
+
+
+_BY = ("client", "server")
+
+V = TypeVar("V")
+
+
+class FlowTable(Generic[V]):
+    """Flow key -> the owner's value for a tracked flow, or None for a flow proven uninteresting
+    (so its packets are dropped cheaply). At most `max_flows` of either; the oldest goes first.
+
+    `flows` is a plain dict on purpose: the capture reader's fast path looks keys up in it.
+    """
+
+    __slots__ = ("flows", "order", "max_flows")
+
+    def __init__(self, max_flows: int) -> None:
+        self.flows: dict[Hashable, V | None] = {}
+        self.order: deque[Hashable] = deque()   # keys in creation order (may hold gone ones), for eviction
+        self.max_flows = max_flows
+
+    def admit(self, key: Hashable) -> tuple[Hashable, V | None] | None:
+        """Make room for the new flow `key` and queue it for eviction (the owner then sets
+        `flows[key]`); -> the (key, value) evicted to make room, for the owner to retire."""
+        flows = self.flows
+        gone = self._evict() if len(flows) >= self.max_flows else None
+        order = self.order
+        order.append(key)
+        if len(order) > 2 * len(flows) + 4096:
+            # Keys of flows that closed stay in the deque until eviction reaches them; compact it
+            # (amortised linear) so the order itself stays bounded by the flows tracked.
+            seen: set[Hashable] = set()
+            kept: deque[Hashable] = deque()
+            for k in order:
+                if k in flows and k not in seen:
+                    seen.add(k)
+                    kept.append(k)
+            kept.append(key)
+            self.order = kept
+        return gone
+
+    def _evict(self) -> tuple[Hashable, V | None] | None:
+        """Drop the oldest tracked flow. A deque of keys in creation order, not dict iteration:
+        iterating a dict from the front re-walks every deleted slot, which made a SYN flood quadratic."""
+        order, flows = self.order, self.flows
+        while order:
+            key = order.popleft()
+            if key in flows:                  # else already gone (closed, or a newer flow reused the key)
+                return key, flows.pop(key)
+        return None
+
+
+class TcpFlow:
+    """Both directions of one TCP connection, its lifecycle and its counters.
+
+    Directions are C2S / S2C, decided by the owner (who knows which side is the client).
+    """
+
+    __slots__ = ("halves", "syn_frame", "synack_frame", "end", "fins", "window", "zw", "limits_hit", "closed")
+
+    def __init__(self, flow_buffer: int) -> None:
+        self.halves = (HalfStream(C2S, flow_buffer), HalfStream(S2C, flow_buffer))
+        self.syn_frame: int | None = None
+        self.synack_frame: int | None = None
+        self.end: TcpEnd | None = None      # the FIN/RST that describes how the connection ended
+        self.fins: list[TcpEnd] = []        # every FIN and RST seen
+        self.window = [1, 1]                # last advertised receive window per direction
+        self.zw = False                     # a zero window was seen: the fast path steps aside
+        self.limits_hit: dict[str, int] = {}
+        # Both sides are done (a RST ended it, or both sides sent a FIN or RST): the state can go.
+        self.closed = False
+
+    # -- the segment path --------------------------------------------------------
+    def segment(self, direction: int, flags: int, seq: int, payload: bytes, paylen: int, window: int,
+                frame: int, ts_ns: int) -> list[TcpEvent]:
+        """One segment of this connection -> its events, in order. A `Closed` event comes last,
+        before any gap `flush()` would still report (the owner decides when to flush)."""
+        out: list[TcpEvent] = []
+        stream = self.halves[direction]
+        if flags & SYN:
+            if direction == C2S and not flags & ACK:
+                stream.set_isn(seq)
+                if self.syn_frame is None:
+                    self.syn_frame = frame
+                    out.append(Opened(C2S, frame, ts_ns))
+            elif direction == S2C and flags & ACK:
+                stream.set_isn(seq)
+                if self.synack_frame is None:
+                    self.synack_frame = frame
+                    out.append(Opened(S2C, frame, ts_ns))
+        if not flags & (SYN | RST):
+            win = self.window
+            win[direction] = window
+            if window == 0:
+                self.zw = True
+            elif self.zw and win[1 - direction] and not (self.halves[0].probe or self.halves[1].probe):
+                self.zw = False
+        if paylen:
+            overflows = stream.overflows
+            stream.feed(seq, payload, paylen, frame, ts_ns, out, self.zw and self.window[1 - direction] == 0)
+            if stream.overflows != overflows:
+                hits = self.limits_hit
+                hits["flow_buffer"] = hits.get("flow_buffer", 0) + stream.overflows - overflows
+        if flags & (FIN | RST):
+            kind = EndKind.RST if flags & RST else EndKind.FIN
+            if self.note_end(kind.value, _BY[direction], frame, ts_ns):
+                out.append(Closed(kind, direction, frame, ts_ns))
+        return out
+
+    def note_end(self, kind: str, by: str, frame: int, ts_ns: int) -> bool:
+        """Record a FIN or RST; -> True when no more stream bytes will come (a RST, or FINs from
+        both sides). The first end describes the connection, except that a RST replaces a FIN
+        when no payload was ever seen (a refused or aborted attempt)."""
+        end = TcpEnd(kind, by, frame, ts_ns)
+        if self.end is None or (kind == "rst" and self.end.kind == "fin" and not self.saw_payload):
+            self.end = end
+        self.fins.append(end)
+        self.closed = self.end.kind == "rst" or len({e.by for e in self.fins}) == 2
+        return kind == "rst" or len({e.by for e in self.fins if e.kind == "fin"}) == 2
+
+    def advance(self, direction: int, seq: int, paylen: int) -> bool:
+        """The fast path: count `paylen` in-order bytes as seen without events (see HalfStream.advance)."""
+        return self.halves[direction].advance(seq, paylen)
+
+    def flush(self) -> list[TcpEvent]:
+        """Stop waiting for holes: the buffered bytes are delivered after explicit gaps."""
+        out: list[TcpEvent] = []
+        for s in self.halves:
+            if s.ooo:
+                s.flush_gap(out)
+        return out
+
+    def release(self) -> None:
+        for s in self.halves:
+            s.release()
+
+    def keep_recent(self, direction: int, keep: bool) -> None:
+        """Whether retransmissions of this direction are still compared (only while heads are read)."""
+        self.halves[direction].keep_recent = keep
+
+    # -- facts -------------------------------------------------------------------
+    @property
+    def saw_payload(self) -> bool:
+        return bool(self.halves[0].delivered or self.halves[1].delivered)
+
+    @property
+    def buffering(self) -> bool:
+        return bool(self.halves[0].ooo or self.halves[1].ooo)
+
+    def gaps(self) -> int:
+        return self.halves[C2S].gaps + self.halves[S2C].gaps
+
+    def delivered(self, direction: int) -> int:
+        return self.halves[direction].delivered
+
+    def seen(self, direction: int, n: int) -> None:
+        """Count `n` bytes handed to the session by someone else (the tshark engine)."""
+        self.halves[direction].delivered += n
+
+
+def tcp_anomaly(ev: Conflict | Probe | Overflow) -> Anomaly:
+    """The connection-level anomaly a TCP event is worth (the session lists it, bounded)."""
+    who = _BY[ev.direction]
+    if isinstance(ev, Conflict):
+        return make("retransmission-conflict",
+                    f"{who} bytes at stream offset {ev.offset} differ between frame {ev.old_frame} and frame "
+                    f"{ev.new_frame}; kept frame {ev.old_frame}'s", ev.new_frame)
+    if isinstance(ev, Probe):
+        if ev.kind is ProbeKind.KEEP_ALIVE:
+            return make("tcp-keep-alive", f"{who} keep-alive probe at stream offset {ev.offset} (snd.nxt-1); "
+                        f"not data, not a conflict", ev.frame)
+        return make("tcp-zero-window-probe", f"{who} probed a zero window with 1 byte at stream offset "
+                    f"{ev.offset}; later data at that offset is kept", ev.frame)
+    return make("flow-buffer-full", f"{who} out-of-order bytes exceeded the {ev.limit}-byte flow buffer "
+                f"at frame {ev.frame}; the hole before them was declared a gap", ev.frame)
