@@ -60,7 +60,7 @@ class Bullets:
 @dataclass
 class Table:
     header: Sequence[str]
-    rows: Sequence[Sequence[Cell]]
+    rows: Iterable[Sequence[Cell]]      # a generator when the rows come from the spool
     row_classes: Sequence[str] = field(default_factory=list)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Mapping
 from typing import Any, Iterator
 from urllib.parse import parse_qsl
 
@@ -88,7 +89,7 @@ def _messages(hs: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _entry(doc: dict[str, Any], hs: dict[str, Any], where: dict[Any, Any]) -> dict[str, Any]:
+def _entry(doc: dict[str, Any], hs: dict[str, Any], where: Mapping[Any, Any]) -> dict[str, Any]:
     req = hs["request"]
     resp = hs.get("response") or {}
     rts = req.get("ts") if isinstance(req.get("ts"), (int, float)) else hs.get("first_ts")

@@ -216,7 +216,7 @@ def _html_lines(doc: dict[str, Any]) -> Iterator[str]:
     if has_chains(chains):
         classes: list[str] = []
 
-        def chain_items():
+        def chain_items() -> Iterator[dict[str, Any]]:
             for c in chains:
                 if isinstance(c, dict):
                     classes.append("breaking" if (c.get("verdict") or {}).get("broken") else "")

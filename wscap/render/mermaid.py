@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from wscap.render import escape
 from wscap.document.spool import SpooledList
@@ -166,7 +166,7 @@ class _SpooledChainOf(Mapping):
     def __contains__(self, h: Any) -> bool:
         return h in self._pos
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self._pos)
 
     def __len__(self) -> int:
@@ -194,7 +194,7 @@ def chain_of(doc: dict[str, Any]) -> Mapping:
 # Renderers ask per row (per chain, per endpoint label): an index built once per list, not a
 # scan per row, or a document with many handshakes renders in quadratic time. One entry per
 # kind, holding the list itself (so its id cannot be reused) and its length (appends rebuild).
-_INDEXES: dict[str, tuple[Any, int, dict]] = {}
+_INDEXES: dict[str, tuple[Any, int, Any]] = {}   # (source list, its length, index): dict or spooled view
 
 
 def _indexed(kind: str, items: list, key: str) -> dict:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 __all__ = [
     "redact_document",
@@ -327,7 +327,7 @@ class _Redactor:
         """Replace collected secrets (and JWTs) in every string of ``obj`` (see `walker`)."""
         return self.walker()(obj, skip)
 
-    def walker(self):
+    def walker(self) -> Callable[..., Any]:
         """-> walk(obj, skip ids): replaces the secrets collected so far in every string of obj.
 
         Strings were cut before redaction runs (a 64-byte frame preview, an anomaly quoting

@@ -285,7 +285,7 @@ def iter_report_blocks(doc: dict[str, Any], max_head: int = DEFAULT_MAX_HEAD,
         kinds.append((k, "broken" if v.get("broken") else
                       "tolerated" if (v.get("cause") or "ok") != "ok" else "healthy"))
 
-    def pick(kind: str):
+    def pick(kind: str) -> Any:   # list or SpooledList of chain documents
         at = [k for k, w in kinds if w == kind]
         if isinstance(all_chains, SpooledList):
             return all_chains.subset(at)

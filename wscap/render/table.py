@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import click
@@ -221,7 +222,7 @@ def _pick_ids(doc: dict, limit: int) -> set:
 
 # ---- chains ----------------------------------------------------------------------------
 
-def ladder_parts(chain: dict, by_id: dict[int, dict], names: dict[str, str], look: Look = PLAIN) -> list[str]:
+def ladder_parts(chain: dict, by_id: Mapping[int, dict], names: dict[str, str], look: Look = PLAIN) -> list[str]:
     hops = [by_id[i] for i in chain["hops"] if i in by_id]
     if not hops:
         return []
@@ -378,7 +379,7 @@ def tls_lines(doc: dict, limit: int = 20, look: Look = PLAIN) -> list[str]:
 OK_CHAINS = 20
 
 
-def chain_block(c: dict, by_id: dict[int, dict], names: dict[str, str], look: Look, verbose: bool,
+def chain_block(c: dict, by_id: Mapping[int, dict], names: dict[str, str], look: Look, verbose: bool,
                 advised: dict[str, int] | None = None) -> list[str]:
     """One chain. `advised` (cause -> chain id) keeps the advice to its first chain per cause:
     later ones point back to it instead of repeating the paragraph."""
@@ -438,6 +439,8 @@ def render_table(doc: dict, verbose: bool = False, look: Look = PLAIN) -> str:
     names = _names(doc)
     chains = doc.get("chains") or []
     if chains:
+        broken: Sequence[dict[str, Any]]
+        fine: Sequence[dict[str, Any]]
         if isinstance(chains, SpooledList):
             flags = [c["verdict"]["broken"] for c in chains]
             broken = chains.subset(i for i, b in enumerate(flags) if b)
