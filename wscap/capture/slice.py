@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, cast
+from typing import IO, Any, BinaryIO, Callable, Iterable, Iterator, cast
 
 from wscap.wire import pcapio
 from wscap.wire.linklayer import ip_version, locate
@@ -147,7 +147,7 @@ def output_format(out_path: str, input_format: str) -> str:
     return "pcapng" if input_format == "pcapng" else "pcap"
 
 
-def _write_pcapng(out: BinaryIO, picked: Iterable[_Pkt], linktypes: list[int]) -> int:
+def _write_pcapng(out: IO[Any], picked: Iterable[_Pkt], linktypes: list[int]) -> int:
     """SHB, one IDB per link type (nanosecond resolution: timestamps kept exactly), EPBs.
     `picked` is streamed (the second pass of slice_capture): nothing is held."""
     out.write(pcapio.pcapng_shb("wscap slice"))
@@ -233,7 +233,7 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
         from wscap.capture.outpath import open_output
         out = open_output(cast(str, out_path), binary=True)     # never through a symlink (see wscap.capture.outpath)
     else:
-        out = out_path
+        out = cast(IO[Any], out_path)
     try:
         if fmt == "pcapng":
             # Every link type gets its interface block: one slice may hold legs of several.

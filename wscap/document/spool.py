@@ -86,7 +86,7 @@ class SpooledList(Sequence):
         for h in self._handles:
             yield load(h)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return SpooledList(self._handles[i], self._load, self._raw)
         if i < 0:
@@ -148,17 +148,17 @@ class SpooledIndex(Mapping):
         self._items = items
         self._pos = pos
 
-    def __getitem__(self, k):
+    def __getitem__(self, k: Any) -> Any:
         return self._items[self._pos[k]]
 
-    def __contains__(self, k) -> bool:
+    def __contains__(self, k: object) -> bool:
         return k in self._pos
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self._pos)
 
     def __len__(self) -> int:
         return len(self._pos)
 
-    def position(self, k) -> int | None:
+    def position(self, k: Any) -> int | None:
         return self._pos.get(k)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable
+from functools import partial
+from typing import Any, Callable, Iterable
 
 from wscap.capture.files import ReadResult, read_frames
 from wscap.engine.core import Options, Pipeline
@@ -84,7 +85,7 @@ def _run(paths: Iterable[str], options: Options | None,
         keylogs.append(_attach_keylog(pipe, i, path, options))
         n = 0
         for frame in read_frames(path, res, source=i,
-                                 record_filter=lambda lt, i=i: pipe.record_filter(lt, i),
+                                 record_filter=partial(_filter_of, pipe, i),
                                  gzip_records_per_kib=pipe.limits.gzip_records_per_kib):
             pipe.feed(frame._replace(source=i) if frame.source != i else frame)
             n += 1
@@ -130,3 +131,9 @@ def _source_json(res: ReadResult, keylog: dict | None) -> dict:
     if keylog is not None:
         out["keylog"] = keylog
     return out
+
+
+def _filter_of(pipe: Pipeline, source: int, linktype: int) -> Any:
+    """The pipeline's fast-path question for one input (functools.partial: a lambda in a loop
+    would need a default argument to bind the input's number, which mypy cannot type)."""
+    return pipe.record_filter(linktype, source)

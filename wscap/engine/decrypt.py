@@ -37,7 +37,7 @@ class Overlay:
     frames: dict[int, tuple] = field(default_factory=dict)   # frame -> (seq, plaintext or None, its length)
     stream_of: dict[int, int] = field(default_factory=dict)              # frame -> tshark stream
     hellos: dict[int, ClientHello] = field(default_factory=dict)         # stream -> its ClientHello
-    hello_frames: dict[int, int] = field(default_factory=dict)           # stream -> the ClientHello's frame
+    hello_frames: dict[int, int | None] = field(default_factory=dict)           # stream -> the ClientHello's frame
     undecrypted: int = 0              # TLS connections the key log had no secrets for
     records_lost: int = 0             # application-data records of decrypted connections tshark could not open
     withheld: int = 0                 # frames whose plaintext was over the memory budget (become gaps)

@@ -18,7 +18,6 @@ connections, as the core's pipeline does with its own flow table.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any, cast
 
 from wscap.capture.files import read_names
@@ -27,7 +26,9 @@ from wscap.engine.core import MAX_TLS_LISTED, Options
 from wscap.engine.decrypt import Overlay
 from wscap.engine.tshark_fields import TH_ACK, TH_FIN, TH_RST, TH_SYN, DnsRecord, FileStats, TsharkPacket, file_format, read
 from wscap.engine.tshark_stream import Data, Direction, Event, Gap, Probe
-from wscap.flow.connection import C2S, S2C, Connection, Exchange, TcpEnd, fmt_endpoint
+from wscap.flow.connection import C2S, S2C, Connection, Exchange, fmt_endpoint
+from wscap.flow.tcp import tcp_anomaly
+from wscap.model import events
 from wscap.flow.dns import DOCKER_RESOLVER, DnsTracker
 from wscap.model.anomaly import make
 from wscap.model.limits import Limits
@@ -44,67 +45,27 @@ class _Overlays:
         self.overlays: dict[int, Overlay] = {}
 
 
-def _tcp(conn: Connection) -> Any:
-    """Where the TCP lifecycle facts live: `conn.tcp` after the flow split (SESSION_API.md), else the
-    connection itself."""
-    return getattr(conn, "tcp", conn)
-
-
 def _counted(conn: Connection, d: int, n: int = 0, gap: bool = False) -> None:
-    """The document's tcp.client_bytes / server_bytes / gaps for bytes and holes handed to the session
-    from here. After the flow split `on_data` counts the bytes itself (`conn.tcp.seen`) and the
-    counters live in `conn.tcp.halves`; today's Connection counts in its own HalfStreams."""
-    halves = getattr(getattr(conn, "tcp", None), "halves", None)
-    if halves is None:
-        halves = conn.streams
-        halves[d].delivered += n
+    """The document's tcp.gaps for holes handed to the session from here (`on_data` counts the
+    bytes itself in `conn.tcp.seen`)."""
     if gap:
-        halves[d].gaps += 1
+        conn.tcp.halves[d].gaps += 1
 
-
-# -- the session entry, today's Connection or the flow split's (../shared/SESSION_API.md) -----------
-# The names used below are the ones both keep; where they differ, these helpers choose.
 
 def _probe(conn: Connection, d: int, kind: str, offset: int, frame: int) -> None:
-    on_probe = getattr(conn, "on_probe", None)
-    if on_probe is not None:
-        on_probe(d, kind, offset, frame)                  # today's Connection words it
-        return
-    events, tcp = importlib.import_module("wscap.model.events"), importlib.import_module("wscap.flow.tcp")
-    cast(Any, conn).session.note(tcp.tcp_anomaly(events.Probe(d, events.ProbeKind(kind), offset, frame)))
+    conn.session.note(tcp_anomaly(events.Probe(d, events.ProbeKind(kind), offset, frame)))
 
 
 def _overflow(conn: Connection, d: int, limit: int, frame: int, first: bool) -> None:
     """The flow buffer's bound was hit: counted, and the first time per direction said (core's words)."""
-    streams = getattr(conn, "streams", None)
-    if streams is not None:
-        streams[d]._overflow(frame, conn)                 # today: HalfStream counts, flags once and words it
-        return
-    events, tcp = importlib.import_module("wscap.model.events"), importlib.import_module("wscap.flow.tcp")
-    hits = cast(Any, conn).tcp.limits_hit
+    hits = conn.tcp.limits_hit
     hits["flow_buffer"] = hits.get("flow_buffer", 0) + 1
     if first:
-        conn.anomalies.append(tcp.tcp_anomaly(events.Overflow(d, limit, frame, first)))
+        conn.anomalies.append(tcp_anomaly(events.Overflow(d, limit, frame, first)))
 
 
 def _set_tls(conn: Connection, hello: Any, frame: int | None) -> None:
-    holder = getattr(conn, "session", conn)               # read-only on Connection after the split
-    holder.tls, holder.tls_frame = hello, frame
-
-
-def _take_limits(conn: Connection) -> dict[str, int]:
-    take = getattr(conn, "take_limits", None)
-    if take is not None:
-        return cast(dict, take())
-    hits = dict(conn.limits_hit)
-    conn.limits_hit.clear()
-    return hits
-
-
-def _bare_attempt(conn: Connection) -> Exchange:
-    if hasattr(conn, "facts"):                            # after the split: no back-pointer
-        return cast(Exchange, cast(Any, Exchange)(None, start_ns=conn.first_ts))
-    return Exchange(conn, None)
+    conn.session.tls, conn.session.tls_frame = hello, frame
 
 
 class _Flow:
@@ -119,9 +80,8 @@ class _Flow:
 
 
 def _document(conn: Connection, ex: Exchange, end_ns: int) -> dict:
-    """The Handshake JSON, from the core (`conn.document` after the flow split, else `to_json`)."""
-    build = getattr(conn, "document", None)
-    return cast(dict, build(ex, end_ns) if build is not None else ex.to_json(end_ns))
+    """The Handshake JSON, from the core."""
+    return conn.document(ex, end_ns)
 
 
 class Streams:
@@ -166,7 +126,7 @@ class Streams:
         flow = self.conns.get(p.stream)
         if known and flow is None and not fresh_syn:
             return                               # an uninteresting stream; only a new SYN revives it
-        if flow is not None and fresh_syn and (p.src, p.sport) == flow.conn.client and _tcp(flow.conn).end is not None:
+        if flow is not None and fresh_syn and (p.src, p.sport) == flow.conn.client and flow.conn.end is not None:
             self._retire(p.stream, flow)         # port reuse tshark kept in one stream
             flow = None
         if flow is None:
@@ -178,7 +138,7 @@ class Streams:
     def _segment(self, flow: _Flow, p: TsharkPacket, seq: int, payload: bytes, paylen: int) -> None:
         conn = flow.conn
         d = C2S if (p.src, p.sport) == conn.client else S2C
-        tcp = _tcp(conn)
+        tcp = conn.tcp
         conn.last_frame, conn.last_ts = p.frame, p.ts_ns
         half = flow.halves[d]
         if p.flags & TH_SYN:
@@ -230,15 +190,8 @@ class Streams:
 
     def _end(self, flow: _Flow, kind: str, by: str, p: TsharkPacket) -> None:
         conn = flow.conn
-        tcp = _tcp(conn)
-        note = getattr(tcp, "note_end", None)
-        if note is not None:
-            note(kind, by, p.frame, p.ts_ns)
-        else:
-            end = TcpEnd(kind, by, p.frame, p.ts_ns)
-            if conn.end is None or (kind == "rst" and conn.end.kind == "fin" and not conn.saw_payload):
-                conn.end = end
-            conn.fins.append(end)
+        tcp = conn.tcp
+        tcp.note_end(kind, by, p.frame, p.ts_ns)
         if kind == "rst" or len({e.by for e in tcp.fins if e.kind == "fin"}) == 2:
             conn.flush_partial_heads(p.frame, p.ts_ns)
             self._flush(flow)
@@ -299,7 +252,7 @@ class Streams:
         self.conns.clear()
 
     def _absorb(self, conn: Connection) -> None:
-        for k, v in _take_limits(conn).items():
+        for k, v in conn.take_limits().items():
             self.limits_hit[k] = self.limits_hit.get(k, 0) + v
 
     def _retire(self, stream: int, flow: _Flow) -> None:
@@ -322,13 +275,11 @@ class Streams:
                 doc = _document(conn, ex, self.clock)
                 self.handshakes[ex.id] = doc
                 mine.append(doc)
-        tcp = _tcp(conn)
+        tcp = conn.tcp
         if not (conn.saw_payload or tcp.syn_frame is None or conn.exchanges or conn.tls is not None):
             # A connection that never carried a request: a candidate missing hop (refused, unanswered...).
-            self.attempts.append(_document(conn, _bare_attempt(conn), self.clock))
+            self.attempts.append(_document(conn, Exchange(None, start_ns=conn.first_ts), self.clock))
         self._list_tls(conn, mine)
-        if not hasattr(conn, "session"):
-            conn.exchanges = []                  # today Exchange <-> Connection is a cycle: free it now
 
     def _list_tls(self, conn: Connection, handshakes: list[dict] | None = None) -> None:
         hello = conn.tls

@@ -14,6 +14,7 @@ arrive; DATA on uninteresting streams is skipped without buffering.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import hpack
 
@@ -115,7 +116,7 @@ class H2Reader:
     __slots__ = ("sink", "buf", "preface", "decoders", "blocks", "skip", "data_to", "broken", "table_cap",
                  "budget")
 
-    def __init__(self, sink, table_cap: int = 1 << 16, list_cap: int = 1 << 16, budget: int = 1 << 20) -> None:
+    def __init__(self, sink: Any, table_cap: int = 1 << 16, list_cap: int = 1 << 16, budget: int = 1 << 20) -> None:
         self.sink = sink
         self.buf = [bytearray(), bytearray()]
         self.preface = [len(PREFACE), 0]    # preface bytes still expected (the client's only)
@@ -192,7 +193,7 @@ class H2Reader:
                 self.skip[d] -= n
                 data = data[n:]
                 continue
-            stream, left, end, pad = self.data_to[d]
+            stream, left, end, pad = self._data_to(d)
             n = min(left, len(data))
             chunk, data = data[:n], data[n:]
             left -= n
@@ -216,7 +217,7 @@ class H2Reader:
                 self.skip[d] -= n
                 pos += n
                 continue
-            stream, left, end, pad = self.data_to[d]
+            stream, left, end, pad = self._data_to(d)
             n = min(left, n_total - pos)
             chunk = bytes(buf[pos:pos + n])
             pos += n
@@ -233,7 +234,7 @@ class H2Reader:
         return pos
 
     def _deliver(self, d: int, chunk: bytes, frame: int, ts_ns: int) -> None:
-        stream, _left, end, pad = self.data_to[d]
+        stream, _left, end, pad = self._data_to(d)
         self.data_to[d] = None
         self.skip[d] = pad
         if end:
@@ -294,8 +295,15 @@ class H2Reader:
             self.sink.h2_goaway(d, int.from_bytes(p[:4], "big") & 0x7FFFFFFF, int.from_bytes(p[4:8], "big"),
                                 frame, ts_ns)
 
+    def _data_to(self, d: int) -> tuple[int, int, bool, int]:
+        """The DATA frame being read in direction d (only called while one is)."""
+        dt = self.data_to[d]
+        assert dt is not None
+        return dt
+
     def _headers(self, d: int, frame: int) -> None:
         blk = self.blocks[d]
+        assert blk is not None      # only called when a header block is complete
         self.blocks[d] = None
         try:
             headers = self.decoders[d].decode(bytes(blk.data), raw=True)

@@ -7,7 +7,10 @@ their exceptions become data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+httptools: Any
+h11: Any
 try:
     import httptools
 except ImportError:  # pragma: no cover - optional at runtime, required by the tests
