@@ -8,8 +8,8 @@ the key log through `wscap.engine.decrypt` (the same per-frame plaintext overlay
 `wscap.engine.tshark_stream` puts each direction's bytes in order by tshark's sequence numbers.
 
 Everything above is the core's: per tshark stream a `wscap.flow.connection.Connection` is fed
-the ordered bytes, holes and probes through its session entry (`on_data`, `on_gap`, `on_probe`,
-`flush_partial_heads`; ../shared/SESSION_API.md) and does the HTTP/1 heads, WebSocket frames,
+the ordered bytes, holes and probes through its session entry (`on_data`, `on_gap`, probes as session notes,
+`flush_partial_heads`) and does the HTTP/1 heads, WebSocket frames,
 HTTP/2 (RFC 8441), the ClientHello, the exchange, outcome, RFC 6455 checks, parser opinions and
 the Handshake JSON; `wscap.document.build.document` links, judges and assembles the document.
 This module is only the adapter: tshark's stream lifecycle (SYN, SYN-ACK, FIN, RST) onto

@@ -7,7 +7,8 @@ document from the exchange and the facts of this connection. Neither stage
 reaches into the other: the TCP flow never calls the session, the session never
 sees a sequence number, and an exchange never points back here.
 
-The entry the tshark engine uses is described in ../shared/SESSION_API.md.
+Bytes reassembled elsewhere (the tshark engine) enter through `on_data`, `on_gap` and
+`flush_partial_heads`; the TCP facts then come from `tcp.note_end` and the other TcpFlow setters.
 """
 from __future__ import annotations
 
