@@ -32,7 +32,10 @@ class _Group(click.Group):
     in one line with exit 2 - never a traceback, never exit 1 (the "broken" code)."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        reserve = bytearray(8 << 20)      # given back first, so the one line can still be written
+        try:
+            reserve = bytearray(8 << 20)  # given back first, so the one line can still be written
+        except MemoryError:               # already at the limit: the line may still fit
+            reserve = bytearray()
         tune_gc()                         # interpreter-wide state: the command line's, not the library's
         # Generators dropped while a MemoryError unwinds (the capture reader) may hit another in
         # their own cleanup; Python would print each as "Exception ignored in ...": the one line
