@@ -105,3 +105,14 @@ def test_names_help_says_it_wins(cmd):
 
 def test_live_command_is_registered_once():
     assert main.commands["live"] is live_command
+
+
+def test_a_command_run_in_process_leaves_the_interpreter_as_it_was():
+    """The CLI tunes the GC and hooks unraisable errors for its run only (tests and embedding
+    programs run it in-process: a lasting change made later tests' memory peaks differ)."""
+    import gc
+    import sys
+    threshold, hook = gc.get_threshold(), sys.unraisablehook
+    r = CliRunner().invoke(main, ["analyze", "--format", "json", "does-not-exist.pcap"])
+    assert r.exit_code == 2
+    assert gc.get_threshold() == threshold and sys.unraisablehook is hook

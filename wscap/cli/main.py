@@ -32,10 +32,13 @@ class _Group(click.Group):
     in one line with exit 2 - never a traceback, never exit 1 (the "broken" code)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        reserve: list[bytearray] = []     # given back first, so the one line can still be written
         try:
-            reserve = bytearray(8 << 20)  # given back first, so the one line can still be written
+            reserve.append(bytearray(8 << 20))
         except MemoryError:               # already at the limit: the line may still fit
-            reserve = bytearray()
+            pass
+        import gc
+        old_threshold = gc.get_threshold()
         tune_gc()                         # interpreter-wide state: the command line's, not the library's
         # Generators dropped while a MemoryError unwinds (the capture reader) may hit another in
         # their own cleanup; Python would print each as "Exception ignored in ...": the one line
@@ -47,6 +50,15 @@ class _Group(click.Group):
                 default_hook(u)
         sys.unraisablehook = hook
         try:
+            return self._invoke(ctx, reserve)
+        finally:
+            # A command run in-process (tests, an embedding program) leaves the interpreter as it was.
+            sys.unraisablehook = default_hook
+            gc.set_threshold(*old_threshold)
+            gc.unfreeze()                 # `live` freezes what it built before its loop
+
+    def _invoke(self, ctx: click.Context, reserve: list[bytearray]) -> Any:
+        try:
             try:
                 return super().invoke(ctx)
             except SystemError as e:
@@ -56,7 +68,7 @@ class _Group(click.Group):
                     raise
                 raise MemoryError from None
         except MemoryError:
-            del reserve
+            reserve.clear()
             import gc
             gc.collect()
             sys.stdout.flush()
