@@ -42,7 +42,19 @@ try {
   const cdp = await ctx.newCDPSession(page)
   cdp.on('Log.entryAdded', ({ entry }) => out.console.push({ type: `log:${entry.level}`, source: entry.source, text: entry.text }))
   await cdp.send('Log.enable')
-  await page.goto(url, { waitUntil: 'load', timeout: 20000 })
+  // A network change seen by Chromium (an interface of the namespace changing
+  // state just after setup) aborts the load before anything is served: try once
+  // more rather than fail the scenario.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.goto(url, { waitUntil: 'load', timeout: 20000 })
+      break
+    } catch (e) {
+      if (attempt >= 3 || !String(e).includes('ERR_NETWORK_CHANGED')) throw e
+      out.console.push({ type: 'lab', text: `retry ${attempt}: ${String(e).split('\n')[0]}` })
+      await new Promise((r) => setTimeout(r, 500))
+    }
+  }
   await page.waitForFunction(() => Boolean(window.__labGo || window.__labSocket), null, { timeout: 20000 })
   // Tell the lab the page is loaded, wait for it to start the capture.
   process.stdout.write('READY\n')

@@ -46,6 +46,14 @@ def sh(*args, check=True, **kw):
     return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
 
 
+def no_ipv6(ns, dev):
+    """The lab's links carry IPv4 only. Without this each new link gets an
+    IPv6 link-local address whose duplicate-address detection finishes a
+    second or two after setup; Chromium's network-change notifier sees it and
+    aborts the page load with net::ERR_NETWORK_CHANGED (seen in CI)."""
+    sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", check=False)
+
+
 def ns_exists(name):
     return Path(f"/run/netns/{name}").exists()
 
@@ -93,6 +101,7 @@ class Lab:
         sh("ip", "netns", "add", HOST_NS)
         sh("ip", "-n", HOST_NS, "link", "set", "lo", "up")
         sh("ip", "-n", HOST_NS, "link", "add", BRIDGE, "type", "bridge")
+        no_ipv6(HOST_NS, BRIDGE)
         # Docker's bridge does not use STP; forward at once.
         sh(
             "ip",
@@ -137,6 +146,8 @@ class Lab:
                 ns,
             )
             sh("ip", "link", "set", veth, "netns", HOST_NS)
+            no_ipv6(HOST_NS, veth)
+            no_ipv6(ns, "eth0")
             sh("ip", "-n", HOST_NS, "link", "set", veth, "master", BRIDGE, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "-n", ns, "addr", "add", f"{ip}/{SUBNET_PREFIX}", "dev", "eth0")
