@@ -10,26 +10,54 @@ command: wscap.cli.options.EXIT_CODES), computed from what is shown (with
 """
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
 import click
 
 from wscap import __version__
-from wscap.cli.analyze import FORMATS, analyze
-from wscap.cli.ifaces import ifaces_command
-from wscap.cli.live import live_command
 from wscap.cli.options import EXIT_BROKEN, EXIT_INPUT, EXIT_OK, err, exit_code, is_broken, tune_gc
-from wscap.cli.report import report
-from wscap.cli.slice import slice_cmd
 
 __all__ = ["main", "analyze", "report", "slice_cmd", "exit_code", "is_broken", "FORMATS",
            "EXIT_OK", "EXIT_BROKEN", "EXIT_INPUT"]
 
+# Each command's module is imported when that command runs (or --help lists them), not for every
+# run: `wscap analyze` does not compile the live-capture stack (docker, sockets, ifaces, tcpdump),
+# which was most of a small capture's fixed cost (issue #18: "not slower").
+_COMMANDS = {
+    "analyze": ("wscap.cli.analyze", "analyze"),
+    "report": ("wscap.cli.report", "report"),
+    "slice": ("wscap.cli.slice", "slice_cmd"),
+    "live": ("wscap.cli.live", "live_command"),
+    "ifaces": ("wscap.cli.ifaces", "ifaces_command"),
+}
+_ATTRS = {attr: mod for mod, attr in _COMMANDS.values()} | {"FORMATS": "wscap.cli.analyze"}
+
+
+def __getattr__(name: str) -> Any:
+    """`from wscap.cli.main import analyze` (tests, scripts) still works, importing on demand."""
+    if name in _ATTRS:
+        return getattr(importlib.import_module(_ATTRS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 class _Group(click.Group):
     """Running out of memory is an input problem (a capture too big for the chosen format), said
-    in one line with exit 2 - never a traceback, never exit 1 (the "broken" code)."""
+    in one line with exit 2 - never a traceback, never exit 1 (the "broken" code).
+
+    Commands are loaded by name on first use (see _COMMANDS)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _COMMANDS:
+            return None
+        mod, attr = _COMMANDS[cmd_name]
+        cmd = getattr(importlib.import_module(mod), attr)
+        assert isinstance(cmd, click.Command)
+        return cmd
 
     def invoke(self, ctx: click.Context) -> Any:
         reserve: list[bytearray] = []     # given back first, so the one line can still be written
@@ -91,10 +119,6 @@ def main() -> None:
     Shell completion (bash; also zsh_source, fish_source):
       eval "$(_WSCAP_COMPLETE=bash_source wscap)"
     """
-
-
-for _cmd in (analyze, report, slice_cmd, live_command, ifaces_command):
-    main.add_command(_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover
