@@ -144,13 +144,17 @@ def redacts(redact: bool | None, fmt: str) -> bool:
 def redact_list_options(f: F) -> F:
     """--redact-header NAME / --redact-query KEY (repeatable): secrets beside the built-in ones.
     They configure the redactor for this process (one command, one configuration)."""
+    # configure() only adds, so an option not given changes nothing: the redactor is not even
+    # imported then (a json run does not need it).
     def headers(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
-        from wscap.render.redact import configure
-        configure(headers=value)
+        if value:
+            from wscap.render.redact import configure
+            configure(headers=value)
 
     def queries(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
-        from wscap.render.redact import configure
-        configure(query_keys=value)
+        if value:
+            from wscap.render.redact import configure
+            configure(query_keys=value)
     f = click.option("--redact-query", "redact_query", metavar="KEY", multiple=True, expose_value=False,
                      callback=queries, help="Also redact this query key's values (repeatable).")(f)
     return click.option("--redact-header", "redact_header", metavar="NAME", multiple=True, expose_value=False,

@@ -17,12 +17,14 @@ import sys
 import tempfile
 import threading
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from wscap.cli.options import EXIT_INPUT, fail
-from wscap.render.table import Look
+
+if TYPE_CHECKING:   # the table renderer is imported only when a table is drawn (startup cost)
+    from wscap.render.table import Look
 
 __all__ = ["EXIT_INPUT", "fail"]
 
@@ -60,6 +62,7 @@ def width() -> int | None:
 
 
 def look(color: str) -> Look:
+    from wscap.render.table import Look
     return Look(color=use_color(color), width=width())
 
 
