@@ -27,15 +27,19 @@ cause: permission denied → docker group or sudo; refused → daemon not runnin
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import pwd
 import socket
-import ssl
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    # http.client (and with it email and ssl) is imported when an HTTP request is really made:
+    # `wscap analyze` asks for names on every run, and with no engine socket it is not made at all.
+    import http.client
+    import ssl
 
 DEFAULT_SOCK = "/var/run/docker.sock"
 PODMAN_ROOTFUL_SOCK = "/run/podman/podman.sock"
@@ -71,23 +75,19 @@ class Endpoint:
         return u.path if u.scheme == "unix" else self.url
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self._path)
-        except OSError:
-            s.close()
-            raise
-        self.sock = s
+def _unix_socket(path: str, timeout: float) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except OSError:
+        s.close()
+        raise
+    return s
 
 
 def _ssl_context(tls: TLSFiles) -> ssl.SSLContext:
+    import ssl
     ctx = ssl.create_default_context(cafile=tls.ca if tls.verify and tls.ca else None)
     if not tls.verify:
         ctx.check_hostname = False
@@ -120,6 +120,7 @@ class DockerClient:
                               "then DOCKER_HOST=unix:///tmp/docker.sock)")
         self._ctx = None
         if endpoint.tls is not None or u.scheme == "https":
+            import ssl
             try:
                 self._ctx = _ssl_context(endpoint.tls or TLSFiles(None, None, None))
             except (OSError, ssl.SSLError) as e:
@@ -130,16 +131,28 @@ class DockerClient:
     def display(self) -> str:
         return self.endpoint.display
 
-    def _conn(self) -> http.client.HTTPConnection:
-        if self.sock_path is not None:
-            return _UnixHTTPConnection(self.sock_path, self.timeout)
+    def _conn(self, sock: socket.socket | None) -> http.client.HTTPConnection:
+        import http.client
+        if sock is not None:          # a unix socket, already connected: HTTP goes over it
+            conn = http.client.HTTPConnection("localhost", timeout=self.timeout)
+            conn.sock = sock
+            return conn
         port = self.port or (2376 if self._ctx else 2375)
         if self._ctx is not None:
             return http.client.HTTPSConnection(self.host, port, timeout=self.timeout, context=self._ctx)
         return http.client.HTTPConnection(self.host, port, timeout=self.timeout)
 
     def get(self, path: str) -> Any:
-        conn = self._conn()
+        sock = None
+        if self.sock_path is not None:
+            # Connected before any HTTP machinery is imported: a missing socket costs nothing.
+            try:
+                sock = _unix_socket(self.sock_path, self.timeout)
+            except OSError as e:
+                raise DockerError(f"{self.display}: {_oserr(e)}") from e
+        import http.client
+        import ssl
+        conn = self._conn(sock)
         try:
             conn.request("GET", path, headers={"Host": "docker"} if self.sock_path else {})
             resp = conn.getresponse()
@@ -217,6 +230,7 @@ def _oserr(e: BaseException) -> str:
 
 
 def _tls_reason(e: ssl.SSLError) -> str:
+    import ssl
     if isinstance(e, ssl.SSLCertVerificationError):
         return f"server certificate not trusted ({e.verify_message})"
     return e.reason or str(e)
