@@ -156,11 +156,7 @@ class Session(H2Mixin):
         self.note(make("tcp-gap", f"{length} {who} bytes missing before frame {frame}", frame))
         mode = self.mode[direction]
         if mode == HELLO:
-            self.tls = parse_client_hello(bytes(self.buf[C2S])) or ClientHello()
-            self.tls.complete = False
-            self.events.append(Hello(self.tls, self.tls_frame))
-            self.buf[C2S].clear()
-            self._to(C2S, IGNORE)
+            self._hello_done(truncated=True)
             return
         if mode == BODY:
             self.body_left[direction] -= length
@@ -210,12 +206,7 @@ class Session(H2Mixin):
                 self.held_frames.append((frame, ts_ns))
             return
         if mode == BODY:
-            n = min(len(data), self.body_left[C2S])
-            self.body_left[C2S] -= n
-            data = data[n:]
-            if self.body_left[C2S]:
-                return
-            self._to(C2S, HEAD)
+            data = self._body_bytes(C2S, data)
             if not data:
                 return
         self._client_heads(data, frame, ts_ns)
@@ -253,12 +244,9 @@ class Session(H2Mixin):
                     return
                 if not buf:
                     self.head_first_frame[C2S] = frame
-            got = self._next_head(C2S, "request", data, frame, ts_ns)
+            got = self._next_head(C2S, data, frame, ts_ns)
             data = b""
             if got is None:
-                return
-            if isinstance(got, HttpHead):
-                self._request_done(got, frame, ts_ns)
                 return
             raw, rest = got
             if not UPGRADE_HINT.search(raw):
@@ -270,9 +258,7 @@ class Session(H2Mixin):
                     return
                 data = left
                 continue
-            head = parse_head(raw, "request", frame)
-            head.first_frame = self.head_first_frame[C2S]
-            head.ts_ns = ts_ns
+            head = self._head(C2S, raw, frame, ts_ns)
             upgrade = self._request_done(head, frame, ts_ns)
             if upgrade:
                 ex = self.current()
@@ -284,18 +270,11 @@ class Session(H2Mixin):
                     self.held += rest
                     self.held_frames.append((frame, ts_ns))
                 return
-            cl = content_length(head)
-            if cl is None:     # chunked or unknown request body: cannot follow further requests
-                self._to(C2S, IGNORE)
+            # chunked or unknown request body: cannot follow further requests
+            left = self._skip_body(C2S, content_length(head), rest)
+            if left is None:
                 return
-            if cl:
-                n = min(cl, len(rest))
-                rest = rest[n:]
-                if cl > n:
-                    self.body_left[C2S] = cl - n
-                    self._to(C2S, BODY)
-                    return
-            data = rest
+            data = left
 
     def _client_hello(self, data: bytes, frame: int) -> None:
         """Buffer the ClientHello (it may span segments: post-quantum key shares make it ~1.8 KB),
@@ -306,8 +285,15 @@ class Session(H2Mixin):
         self.tls_frame = frame
         if need is not None and len(buf) < need and len(buf) < self.limits.head_bytes:
             return
+        self._hello_done(truncated=False)
+
+    def _hello_done(self, truncated: bool) -> None:
+        """The ClientHello read so far is all there will be: an event, then ignore the client."""
+        buf = self.buf[C2S]
         self.tls = parse_client_hello(bytes(buf)) or ClientHello(complete=False)
-        self.events.append(Hello(self.tls, frame))
+        if truncated:
+            self.tls.complete = False
+        self.events.append(Hello(self.tls, self.tls_frame))
         buf.clear()
         self._to(C2S, IGNORE)
 
@@ -338,52 +324,47 @@ class Session(H2Mixin):
     def flush_partial_heads(self, frame: int, ts_ns: int) -> None:
         """The connection ended with a head still open: keep what came, flagged incomplete."""
         if self.mode[C2S] == HELLO:
-            self.tls = parse_client_hello(bytes(self.buf[C2S])) or ClientHello(complete=False)
-            self.tls.complete = False
-            self.events.append(Hello(self.tls, self.tls_frame))
-            self.buf[C2S].clear()
-            self._to(C2S, IGNORE)
+            self._hello_done(truncated=True)
         buf = self.buf[S2C]
         ex = self._awaiting_exchange()
         if buf and ex is not None and self.mode[S2C] == HEAD:
-            # The head's evidence is the frame holding its last byte, not the FIN/RST that ended it.
-            hframe, hts = self.head_last[S2C] or (frame, ts_ns)
-            head = parse_head(bytes(buf), "response", hframe)
-            head.complete = False
-            head.first_frame = self.head_first_frame[S2C]
-            head.ts_ns = hts
-            head.anomalies.append(make("head-incomplete", f"the response head was never terminated: {len(buf)} "
-                                       f"bytes without an empty line before the connection ended (frame {frame})",
-                                       hframe))
-            buf.clear()
+            head = self._unterminated(S2C, f": {len(buf)} bytes without an empty line before the connection "
+                                      f"ended (frame {frame})", frame, ts_ns)
             ex.response = head
             self.events.append(HeadSeen(S2C, ex))
             self._to(S2C, IGNORE)
         cbuf = self.buf[C2S]
         if cbuf and self.mode[C2S] == HEAD and looks_like_request(bytes(cbuf[:24])):
-            hframe, hts = self.head_last[C2S] or (frame, ts_ns)
-            head = parse_head(bytes(cbuf), "request", hframe)
-            head.complete = False
-            head.first_frame = self.head_first_frame[C2S]
-            head.anomalies.append(make("head-incomplete", f"the request head was never terminated ({len(cbuf)} bytes)",
-                                       hframe))
-            cbuf.clear()
+            head = self._unterminated(C2S, f" ({len(cbuf)} bytes)", frame, ts_ns)
             if hs.is_upgrade_request(head):
-                self._request_done(head, hframe, hts)
+                self._request_done(head, head.frame or frame, head.ts_ns)
             self._to(C2S, IGNORE)
+
+    def _unterminated(self, direction: int, detail: str, frame: int, ts_ns: int) -> HttpHead:
+        """The open head of `direction` as it is (complete=False, a head-incomplete anomaly). Its evidence is the frame holding its last byte, not the
+        FIN/RST that ended the connection."""
+        kind = "request" if direction == C2S else "response"
+        buf = self.buf[direction]
+        hframe, hts = self.head_last[direction] or (frame, ts_ns)
+        head = self._head(direction, bytes(buf), hframe, hts)
+        head.complete = False
+        head.anomalies.append(make("head-incomplete", f"the {kind} head was never terminated{detail}", hframe))
+        buf.clear()
+        return head
+
+    def _head(self, direction: int, raw: bytes, frame: int, ts_ns: int) -> HttpHead:
+        """A complete raw head of `direction`, parsed, with where it started and when it ended."""
+        head = parse_head(raw, "request" if direction == C2S else "response", frame)
+        head.first_frame = self.head_first_frame[direction]
+        head.ts_ns = ts_ns
+        return head
 
     # -- server side ---------------------------------------------------------
     def _server_data(self, data: bytes, frame: int, ts_ns: int) -> None:
         if self._frames_or_ignored(S2C, data, frame, ts_ns):
             return
-        mode = self.mode[S2C]
-        if mode == BODY:
-            n = min(len(data), self.body_left[S2C])
-            self.body_left[S2C] -= n
-            data = data[n:]
-            if self.body_left[S2C]:
-                return
-            self._to(S2C, HEAD)
+        if self.mode[S2C] == BODY:
+            data = self._body_bytes(S2C, data)
             if not data:
                 return
         buf = self.buf[S2C]
@@ -410,12 +391,9 @@ class Session(H2Mixin):
                     return
                 if not buf:
                     self.head_first_frame[S2C] = frame
-            got = self._next_head(S2C, "response", data, frame, ts_ns)
+            got = self._next_head(S2C, data, frame, ts_ns)
             data = b""
             if got is None:
-                return
-            if isinstance(got, HttpHead):
-                self._response_done(got, b"", frame, ts_ns)
                 return
             raw, rest = got
             if self.pending and self.pending[0] is None and not UPGRADE_HINT.search(raw):
@@ -430,9 +408,7 @@ class Session(H2Mixin):
                         return
                     data = left
                     continue
-            head = parse_head(raw, "response", frame)
-            head.first_frame = self.head_first_frame[S2C]
-            head.ts_ns = ts_ns
+            head = self._head(S2C, raw, frame, ts_ns)
             if not self.pending:
                 # Response before the request head was complete: keep it until the request is.
                 if self.mode[C2S] == HEAD and self.buf[C2S]:
@@ -464,10 +440,11 @@ class Session(H2Mixin):
         self.head_last[S2C] = (frame, ts_ns)
         return data[off:]
 
-    def _next_head(self, direction: int, kind: str, data: bytes, frame: int,
-                   ts_ns: int) -> tuple[bytes, bytes] | HttpHead | None:
-        """Buffer `data` for a head: -> (raw head, bytes after it), None while it is incomplete, or
-        the head parsed as far as the limit (complete=False) when it outgrows `head_bytes`."""
+    def _next_head(self, direction: int, data: bytes, frame: int, ts_ns: int) -> tuple[bytes, bytes] | None:
+        """Buffer `data` for a head: -> (raw head, bytes after it), or None while it is incomplete
+        and when it outgrows `head_bytes` (then it is parsed as far as the limit, complete=False,
+        and handed on as the direction's head; the direction reads nothing more)."""
+        kind = "request" if direction == C2S else "response"
         buf = self.buf[direction]
         start = max(0, len(buf) - 3)          # the terminator may straddle the previous chunk
         buf += data
@@ -487,7 +464,21 @@ class Session(H2Mixin):
         head.anomalies.append(make("head-too-large", f"{kind} head exceeds {self.limits.head_bytes} bytes", frame))
         buf.clear()
         self._to(direction, IGNORE)
-        return head
+        if direction == C2S:
+            self._request_done(head, frame, ts_ns)
+        else:
+            self._response_done(head, b"", frame, ts_ns)
+        return None
+
+    def _body_bytes(self, direction: int, data: bytes) -> bytes:
+        """BODY mode: count `data` off the body being skipped; -> the bytes after the body (the
+        direction reads heads again once it ends)."""
+        n = min(len(data), self.body_left[direction])
+        self.body_left[direction] -= n
+        if self.body_left[direction]:
+            return b""
+        self._to(direction, HEAD)
+        return data[n:]
 
     def _skip_body(self, direction: int, length: int | None, rest: bytes) -> bytes | None:
         """Skip a message body; -> the bytes after it, or None when the stream is now in BODY/IGNORE."""
@@ -513,18 +504,9 @@ class Session(H2Mixin):
             return rest                       # interim response: the request stays pending
         ex = self.pending.popleft() if self.pending else None
         if ex is None:
-            cl = content_length(head)
-            if status in (204, 304) or cl == 0:
+            if status in (204, 304):
                 return rest
-            if cl is None:
-                self._to(S2C, IGNORE)
-                return b""
-            n = min(cl, len(rest))
-            if cl > n:
-                self.body_left[S2C] = cl - n
-                self._to(S2C, BODY)
-                return b""
-            return rest[n:]
+            return self._skip_body(S2C, content_length(head), rest) or b""
         ex.response = head
         self.events.append(HeadSeen(S2C, ex))
         if status == 101 and not ex.websocket and ex.request is not None and "h2c" in ex.request.tokens(b"upgrade"):
@@ -575,15 +557,8 @@ class Session(H2Mixin):
                 self.held_frames = []
                 self._client_heads(held, fr, t)
         cl = content_length(head)
-        if cl is None or self.mode[S2C] == IGNORE:
-            if cl is None:
-                self._to(S2C, IGNORE)
+        if self.mode[S2C] == IGNORE and cl is not None:
             return b""
-        n = min(cl, len(rest))
-        if cl > n:
-            self.body_left[S2C] = cl - n
-            self._to(S2C, BODY)
-            return b""
-        return rest[n:]
+        return self._skip_body(S2C, cl, rest) or b""
 
 
