@@ -34,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from wscap import live_cli  # noqa: E402
+from wscap.cli import live as live_cli  # noqa: E402
 from wscap.capture.evidence import FollowBackend  # noqa: E402
 from wscap.capture.live import LiveLoop  # noqa: E402
 

@@ -236,6 +236,7 @@ class Assembly:
     _tls_events: list[Any]
     _undecided: list[Any]
     _open: list[Any]
+    _views: dict[int, tuple[tuple, Handshake]]   # live: id(open leg) -> (what its view read, the view)
     _syn_only: list[Any]
     _chain_seq: int
     capture_names: dict[str, str]
@@ -306,16 +307,18 @@ class Assembly:
         self._syn_only = [c for c in self._syn_only if c.attempt is None and not c.saw_payload]
         if not self._open:
             return []
-        docs = [conn.document(ex, self.now_ns) for conn, ex in self._open]
-        typed = [decode_handshake(d) for d in docs]
+        # Link on light views, rebuilt only when a leg changed; render and judge only the legs of
+        # chains that are ready. Rendering every open leg on every tick (200 ms) made one tick
+        # cost more than the burst it followed, and every line waits behind the tick.
+        views = [self._link_view(conn, ex) for conn, ex in self._open]
         order = [k for k, (_c, ex) in enumerate(self._open) if ex.request is not None]
         order += [k for k, (_c, ex) in enumerate(self._open) if ex.request is None]
         n_req = sum(1 for _c, ex in self._open if ex.request is not None)
-        linkage = link_chains([typed[k] for k in order[:n_req]], [typed[k] for k in order[n_req:]],
+        linkage = link_chains([views[k] for k in order[:n_req]], [views[k] for k in order[n_req:]],
                               self.options.timeout_s)
         out: list[Any] = []
         done: set[int] = set()
-        names = self.names()
+        names: dict[str, str] | None = None
         for linked in linkage.chains:
             pairs = [self._open[order[i]] for i in linked.legs]
             legs = [ex for _c, ex in pairs]
@@ -324,25 +327,47 @@ class Assembly:
             if now_ns is not None and now_ns - legs[0].ts_ns < min(self.timeout_ns, 1_000_000_000) \
                     and legs[-1].request is not None and legs[-1].response is None:
                 continue
-            for i in linked.legs:
+            docs = [conn.document(ex, self.now_ns) for conn, ex in pairs]
+            for doc, i in zip(docs, linked.legs):
                 ex = self._open[order[i]][1]
                 if ex.id is None:            # a bare attempt becomes visible as this chain's hop
                     ex.id = self.next_id
                     self.next_id += 1
-                    doc = docs[order[i]]
                     doc["id"] = ex.id
                     out.append(Decided("handshake", doc))
                 done.add(order[i])
             ids = [ex.id for ex in legs]
             self._chain_seq += 1
             chain = replace(hop_chain(self._chain_seq, linked, ids), has_encrypted_before=False)
-            hops = [replace(typed[order[i]], id=ex.id) for i, ex in zip(linked.legs, legs)]
+            hops = [decode_handshake(doc) for doc in docs]
+            if names is None:
+                names = self.names()
             judged = judge_chain(chain, hops, linkage.proxies, names, self.dns, self.options.timeout_s)
             out.append(Decided("chain", encode_chain(judged)))
         if now_ns is not None:
             done |= self._stale_attempts(now_ns)
-        self._open = [ex for k, ex in enumerate(self._open) if k not in done]
+        if done:
+            for k in done:
+                self._views.pop(id(self._open[k][1]), None)
+            self._open = [ex for k, ex in enumerate(self._open) if k not in done]
         return out
+
+    def _link_view(self, conn: Any, ex: Any) -> Handshake:
+        """`ex`'s link view, as `decode_link_view` of its document reads it; rendered again only
+        when something the view reads changed (its id, its heads, its connection's SYN/SYN-ACK/end,
+        an HTTP/2 stream's reset)."""
+        tcp = conn.tcp
+        req, resp = ex.request, ex.response
+        state = (ex.id, req, None if req is None else req.complete, resp,
+                 None if resp is None else (resp.status, resp.complete),
+                 tcp.end, tcp.syn_frame, tcp.synack_frame, getattr(ex, "reset", None))
+        memo = self._views.get(id(ex))
+        if memo is not None and len(memo[0]) == len(state) \
+                and all(a is b or a == b for a, b in zip(memo[0], state)):
+            return memo[1]
+        view = decode_link_view(conn.document(ex, self.now_ns))
+        self._views[id(ex)] = (state, view)
+        return view
 
     def _stale_attempts(self, now_ns: int) -> set[int]:
         """Open bare attempts (positions in `_open`) that no tick can link any more: left in the

@@ -104,6 +104,7 @@ class Pipeline(Assembly):
         # with its connection (whose facts its document reads).
         self._undecided: list[tuple[Connection, Exchange]] = []
         self._open: list[tuple[Connection, Exchange]] = []
+        self._views: dict[int, tuple[tuple, Handshake]] = {}   # their link views (document/build.py)
         self._syn_only: list[Connection] = []    # connections that so far only sent a SYN
         self._chain_seq = 0
         self.sources: list[dict] = []
