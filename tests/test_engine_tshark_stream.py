@@ -1,17 +1,36 @@
-"""wscap.engine.tshark_stream.Direction: segments in (tshark's raw sequence numbers, payloads,
-tcp.analysis labels), ordered bytes / gaps / probes out. Pure: no tshark needed."""
+"""The tshark engine's reassembly: wscap.flow.tcp.HalfStream with first_copy=True. Segments in
+(tshark's raw sequence numbers, payloads, tcp.analysis labels), ordered bytes / gaps / probes out.
+Pure: no tshark needed."""
 from __future__ import annotations
 
-from wscap.engine.tshark_stream import Data, Direction, Gap, Overflow, Probe
+from wscap.flow.tcp import HalfStream
+from wscap.model.events import C2S, Gap as _Gap, Overflow, Probe as _Probe, ProbeKind
+from wscap.model.events import Data as _Data
 
 ISN = 0xFFFFFFF0          # close to the wrap: offsets must not notice
 
 
-def feed(d: Direction, off: int, data: bytes, frame: int, paylen: int | None = None, keep_alive: bool = False,
+def Direction(limit: int) -> HalfStream:  # noqa: N802 - reads as the constructor it stands for
+    return HalfStream(C2S, limit, first_copy=True)
+
+
+def Data(data: bytes, frame: int, ts_ns: int) -> _Data:  # noqa: N802
+    return _Data(C2S, data, frame, ts_ns)
+
+
+def Gap(length: int, frame: int, ts_ns: int) -> _Gap:  # noqa: N802
+    return _Gap(C2S, length, frame, ts_ns)
+
+
+def Probe(kind: str, offset: int, frame: int) -> _Probe:  # noqa: N802
+    return _Probe(C2S, ProbeKind(kind), offset, frame)
+
+
+def feed(d: HalfStream, off: int, data: bytes, frame: int, paylen: int | None = None, keep_alive: bool = False,
          zwp: bool = False) -> list:
     out: list = []
     d.feed((ISN + 1 + off) & 0xFFFFFFFF, data, len(data) if paylen is None else paylen, frame, frame * 1000,
-           keep_alive, zwp, out)
+           out, zwp, keep_alive)
     return out
 
 
@@ -21,7 +40,7 @@ def test_in_order_and_out_of_order_across_the_wrap():
     assert feed(d, 0, b"GET ", 1) == [Data(b"GET ", 1, 1000)]
     assert feed(d, 8, b"HTTP", 2) == []                          # a hole: waits
     assert feed(d, 4, b"/ws ", 3) == [Data(b"/ws ", 3, 3000), Data(b"HTTP", 2, 2000)]
-    assert d.next == 12 and not d.pending
+    assert d.next == 12 and not d.ooo
 
 
 def test_first_copy_of_a_byte_is_kept():
@@ -41,7 +60,7 @@ def test_a_hole_that_never_fills_is_a_gap_at_the_frame_after_it():
     feed(d, 0, b"ab", 1)
     feed(d, 7, b"hi", 2)
     out: list = []
-    d.flush(out)
+    d.flush_gap(out)
     assert out == [Gap(5, 2, 2000), Data(b"hi", 2, 2000)] and d.next == 9
 
 
@@ -77,6 +96,6 @@ def test_the_out_of_order_buffer_is_bounded():
     out = []
     for i in range(20):                                           # 20 segments after a hole, 100 bytes each
         out += feed(d, 10 + i * 100, b"x" * 100, i + 1)
-    assert out.count(Overflow(7)) == 1 and len([e for e in out if isinstance(e, Overflow)]) == 1   # 7 x (100 + 64) > 1000
-    assert out[out.index(Overflow(7)) + 1] == Gap(10, 1, 1000)   # the hole before them was declared a gap
-    assert d.pending_bytes <= 1000
+    assert out.count(Overflow(C2S, 1000, 7, True)) == 1 and len([e for e in out if isinstance(e, Overflow)]) == 1   # 7 x (100 + 64) > 1000
+    assert out[out.index(Overflow(C2S, 1000, 7, True)) + 1] == Gap(10, 1, 1000)   # the hole before them was declared a gap
+    assert d.ooo_bytes <= 1000

@@ -5,7 +5,9 @@ below the session stage: link layers, tunnels, IP fragments, which TCP stream a 
 to (`tcp.stream`, tshark's connection tracking), flags, raw sequence numbers, each segment's
 payload bytes and its `tcp.analysis` probe labels; DNS messages too. TLS is opened by tshark with
 the key log through `wscap.engine.decrypt` (the same per-frame plaintext overlay the core uses).
-`wscap.engine.tshark_stream` puts each direction's bytes in order by tshark's sequence numbers.
+The core's `wscap.flow.tcp.HalfStream` puts each direction's bytes in order by tshark's sequence
+numbers, as tshark's reassembly does (`first_copy`: the first copy of a byte is kept, probes are
+tshark's `tcp.analysis` labels).
 
 Everything above is the core's: per tshark stream a `wscap.flow.connection.Connection` is fed
 the ordered bytes, holes and probes through its session entry (`on_data`, `on_gap`, probes as session notes,
@@ -25,10 +27,9 @@ from wscap.document.build import document
 from wscap.engine.core import MAX_TLS_LISTED, Options
 from wscap.engine.decrypt import Overlay
 from wscap.engine.tshark_fields import TH_ACK, TH_FIN, TH_RST, TH_SYN, DnsRecord, FileStats, TsharkPacket, file_format, read
-from wscap.engine.tshark_stream import Data, Direction, Event, Gap, Probe
 from wscap.flow.connection import C2S, S2C, Connection, Exchange, fmt_endpoint
-from wscap.flow.tcp import tcp_anomaly
-from wscap.model import events
+from wscap.flow.tcp import HalfStream, tcp_anomaly
+from wscap.model.events import Data, Gap, Overflow, Probe, TcpEvent
 from wscap.flow.dns import DOCKER_RESOLVER, DnsTracker
 from wscap.model.anomaly import make
 from wscap.model.limits import Limits
@@ -45,25 +46,6 @@ class _Overlays:
         self.overlays: dict[int, Overlay] = {}
 
 
-def _counted(conn: Connection, d: int, n: int = 0, gap: bool = False) -> None:
-    """The document's tcp.gaps for holes handed to the session from here (`on_data` counts the
-    bytes itself in `conn.tcp.seen`)."""
-    if gap:
-        conn.tcp.halves[d].gaps += 1
-
-
-def _probe(conn: Connection, d: int, kind: str, offset: int, frame: int) -> None:
-    conn.session.note(tcp_anomaly(events.Probe(d, events.ProbeKind(kind), offset, frame)))
-
-
-def _overflow(conn: Connection, d: int, limit: int, frame: int, first: bool) -> None:
-    """The flow buffer's bound was hit: counted, and the first time per direction said (core's words)."""
-    hits = conn.tcp.limits_hit
-    hits["flow_buffer"] = hits.get("flow_buffer", 0) + 1
-    if first:
-        conn.anomalies.append(tcp_anomaly(events.Overflow(d, limit, frame, first)))
-
-
 def _set_tls(conn: Connection, hello: Any, frame: int | None) -> None:
     conn.session.tls, conn.session.tls_frame = hello, frame
 
@@ -71,12 +53,12 @@ def _set_tls(conn: Connection, hello: Any, frame: int | None) -> None:
 class _Flow:
     """A tshark stream that carries HTTP (or TLS): the core's Connection and tshark's two directions."""
 
-    __slots__ = ("conn", "halves", "overflows")
+    __slots__ = ("conn", "halves")
 
     def __init__(self, conn: Connection, flow_buffer: int) -> None:
         self.conn = conn
-        self.halves = (Direction(flow_buffer), Direction(flow_buffer))
-        self.overflows = [0, 0]
+        # The reassembly is tshark's (first copy kept, its labels), apart from conn.tcp's.
+        self.halves = (HalfStream(C2S, flow_buffer, first_copy=True), HalfStream(S2C, flow_buffer, first_copy=True))
 
 
 def _document(conn: Connection, ex: Exchange, end_ns: int) -> dict:
@@ -154,8 +136,8 @@ class Streams:
             way = "c2s" if d == C2S else "s2c"
             conn.tunnel = [{**t, "direction": way} for t in p.tunnel]
         if paylen:
-            out: list[Event] = []
-            half.feed(seq, payload, paylen, p.frame, p.ts_ns, p.keep_alive, p.zero_window_probe, out)
+            out: list[TcpEvent] = []
+            half.feed(seq, payload, paylen, p.frame, p.ts_ns, out, p.zero_window_probe, p.keep_alive)
             self._events(flow, d, out)
             for ex in conn.exchanges:
                 if ex.id is None:                 # ids in the order the requests were complete (core's)
@@ -172,21 +154,24 @@ class Streams:
             self.conns[p.stream] = None
             self.live -= 1
 
-    def _events(self, flow: _Flow, d: int, events: list[Event]) -> None:
-        """Ordered bytes, holes and probes of one direction -> the session stage."""
+    def _events(self, flow: _Flow, d: int, events: list[TcpEvent]) -> None:
+        """Ordered bytes, holes and probes of one direction -> the session stage (`on_data` counts
+        the bytes in `conn.tcp.seen`; the document's tcp.gaps are counted here)."""
         conn = flow.conn
         for ev in events:
             if isinstance(ev, Data):
                 conn.on_data(d, ev.data, ev.frame, ev.ts_ns)
-                _counted(conn, d, len(ev.data))
             elif isinstance(ev, Gap):
                 conn.on_gap(d, ev.length, ev.frame, ev.ts_ns)
-                _counted(conn, d, gap=True)
+                conn.tcp.halves[d].gaps += 1
             elif isinstance(ev, Probe):
-                _probe(conn, d, ev.kind, ev.offset, ev.frame)
-            else:
-                flow.overflows[d] += 1
-                _overflow(conn, d, self.limits.flow_buffer, ev.frame, flow.overflows[d] == 1)
+                conn.session.note(tcp_anomaly(ev))
+            elif isinstance(ev, Overflow):
+                # The flow buffer's bound was hit: counted, and the first time per direction said.
+                hits = conn.tcp.limits_hit
+                hits["flow_buffer"] = hits.get("flow_buffer", 0) + 1
+                if ev.first:
+                    conn.anomalies.append(tcp_anomaly(ev))
 
     def _end(self, flow: _Flow, kind: str, by: str, p: TsharkPacket) -> None:
         conn = flow.conn
@@ -238,9 +223,9 @@ class Streams:
     def _flush(self, flow: _Flow) -> None:
         """Stop waiting for the holes of both directions: they become gaps."""
         for d, half in enumerate(flow.halves):
-            if half.pending:
-                out: list[Event] = []
-                half.flush(out)
+            if half.ooo:
+                out: list[TcpEvent] = []
+                half.flush_gap(out)
                 self._events(flow, d, out)
 
     def finish(self) -> None:

@@ -46,14 +46,21 @@ class TcpEnd:
 
 
 class HalfStream:
-    """One direction of a TCP connection. Every method appends its events to `out`."""
+    """One direction of a TCP connection. Every method appends its events to `out`.
+
+    `first_copy=True` is the reassembly the tshark engine asks for (it reads tshark's fields,
+    not packets): as tshark's own, the first copy of a byte is kept and retransmissions are
+    not compared (no Conflict events), and probes are what tshark's `tcp.analysis` labels say
+    (`feed`'s keep_alive / zero_window arguments) rather than what the offsets and windows show.
+    """
 
     __slots__ = ("direction", "base", "next", "ooo", "ooo_bytes", "limit", "recent",
                  "recent_start", "recent_frames", "delivered", "gaps",
-                 "keep_recent", "overflows", "heap", "probe")
+                 "keep_recent", "overflows", "heap", "probe", "first_copy")
 
-    def __init__(self, direction: int, limit: int) -> None:
+    def __init__(self, direction: int, limit: int, first_copy: bool = False) -> None:
         self.direction = direction
+        self.first_copy = first_copy
         self.base: int | None = None     # sequence number of stream offset 0
         self.next = 0                    # next expected stream offset
         self.ooo: dict[int, tuple[bytes, int, int, int]] = {}  # offset -> (data, cut, frame, ts)
@@ -64,7 +71,8 @@ class HalfStream:
         self.recent_frames: list[tuple[int, int]] = []   # (start offset, frame)
         self.delivered = 0
         self.gaps = 0
-        self.keep_recent = True          # only while heads are parsed: conflicts matter there
+        # only while heads are parsed: conflicts matter there (never with first_copy: nothing to compare)
+        self.keep_recent = not first_copy
         self.overflows = 0               # times the out-of-order buffer hit `limit`
         self.heap: list[int] = []        # offsets in `ooo` (may hold stale ones), smallest first
         # A zero-window probe's byte, held until later data shows whether it was real (see feed).
@@ -84,18 +92,20 @@ class HalfStream:
         return self.next + d
 
     def feed(self, seq: int, data: bytes, paylen: int, frame: int, ts_ns: int, out: list[TcpEvent],
-             zero_window: bool = False) -> None:
-        """One segment's payload. `zero_window`: the receiver's last advertised window was 0.
+             zero_window: bool = False, keep_alive: bool | None = None) -> None:
+        """One segment's payload. `zero_window`: the receiver's last advertised window was 0 (the
+        tshark engine: tshark labels this segment a zero-window probe).
 
         TCP probes are recognised as Wireshark's tcp.analysis does, never as conflicts:
         a keep-alive is 1 byte at snd.nxt-1 (Windows fills it with a byte that differs from the
-        original one, RFC 9293 §3.8.4 allows any); a zero-window probe is 1 byte at snd.nxt sent
-        into a zero window — held aside, and superseded by whatever data later covers that offset.
+        original one, RFC 9293 §3.8.4 allows any; `keep_alive`, when not None, is tshark's label
+        instead); a zero-window probe is 1 byte at snd.nxt sent into a zero window — held aside,
+        and superseded by whatever data later covers that offset (RFC 9293 §3.8.6.1).
         """
         off = self.offset(seq)
         cut = paylen - len(data)              # bytes lost to the snap length
         end = off + paylen
-        if paylen == 1 and off + 1 == self.next and self.base is not None:
+        if paylen == 1 and (off + 1 == self.next if keep_alive is None else keep_alive):
             out.append(Probe(self.direction, ProbeKind.KEEP_ALIVE, off, frame))
             return
         if zero_window and paylen == 1 and off == self.next:
@@ -130,11 +140,15 @@ class HalfStream:
             return
         old = self.ooo.get(off)
         if old is not None:
-            n = min(len(old[0]), len(data))
-            if old[0][:n] != data[:n]:
-                out.append(Conflict(self.direction, off, old[2], frame))
-            if len(old[0]) >= len(data):
-                return
+            if self.first_copy:
+                if len(old[0]) + old[1] >= len(data) + cut:
+                    return                    # the first copy stays
+            else:
+                n = min(len(old[0]), len(data))
+                if old[0][:n] != data[:n]:
+                    out.append(Conflict(self.direction, off, old[2], frame))
+                if len(old[0]) >= len(data):
+                    return
             self.ooo_bytes -= len(old[0]) + SEGMENT_COST
         else:
             heapq.heappush(self.heap, off)
