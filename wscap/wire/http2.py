@@ -144,7 +144,9 @@ class H2Reader:
                 return
             self.preface[d] -= n
             data = data[n:]
-        data = self._pass(d, data, frame, ts_ns)
+        pos = self._pass_at(d, data, 0, frame, ts_ns)     # DATA bytes still owed, before buffering
+        if pos:
+            data = data[pos:]
         buf = self.buf[d]
         buf += data
         pos = 0
@@ -185,31 +187,9 @@ class H2Reader:
             self._frame(d, ftype, flags, stream, payload, frame, ts_ns)
         del buf[:pos]
 
-    def _pass(self, d: int, data: bytes, frame: int, ts_ns: int) -> bytes:
-        """Consume DATA payload bytes (delivered or skipped); -> the bytes after them."""
-        while data and (self.skip[d] or self.data_to[d] is not None):
-            if self.skip[d]:
-                n = min(self.skip[d], len(data))
-                self.skip[d] -= n
-                data = data[n:]
-                continue
-            stream, left, end, pad = self._data_to(d)
-            n = min(left, len(data))
-            chunk, data = data[:n], data[n:]
-            left -= n
-            self.data_to[d] = (stream, left, end, pad)
-            if chunk:
-                wanted = self.sink.h2_data(d, stream, chunk, False, frame, ts_ns)
-                if not wanted:
-                    self.skip[d] = left + pad
-                    self.data_to[d] = None
-                    continue
-            if left == 0:
-                self._deliver(d, b"", frame, ts_ns)
-        return data
-
-    def _pass_at(self, d: int, buf: bytearray, pos: int, frame: int, ts_ns: int) -> int:
-        """`_pass` over buf[pos:] without copying it; -> the position after the DATA bytes."""
+    def _pass_at(self, d: int, buf: bytes | bytearray, pos: int, frame: int, ts_ns: int) -> int:
+        """Consume the DATA payload bytes owed at buf[pos:] (delivered or skipped), by offset without
+        copying the rest; -> the position after them."""
         n_total = len(buf)
         while pos < n_total and (self.skip[d] or self.data_to[d] is not None):
             if self.skip[d]:
