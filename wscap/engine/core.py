@@ -19,7 +19,7 @@ from wscap.document.codec import SCHEMA_VERSION
 from wscap.judge.chains import LINK_WINDOW_S
 from wscap.model.handshake import Handshake
 from wscap.document.spool import Spool
-from wscap.flow.connection import C2S, S2C, Connection, Exchange, fmt_endpoint
+from wscap.flow.connection import C2S, MAX_TLS_LISTED, S2C, Connection, Exchange, add_hits
 from wscap.flow.tcp import FlowTable
 from wscap.model.events import C2S as _C2S, Closed, H2Stream, HeadSeen
 from wscap.wire.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, Segment
@@ -31,7 +31,6 @@ from wscap.model.anomaly import make
 from wscap.model.limits import Limits
 from wscap.model.raw import RawFrame
 
-MAX_TLS_LISTED = 10_000    # TLS connections listed in the document (the rest are counted in limits_hit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,8 +307,7 @@ class Pipeline(Assembly):
                 self._retire(gone[0], gone[1])
 
     def _absorb_limits(self, conn: Connection) -> None:
-        for k, v in conn.take_limits().items():
-            self.limits_hit[k] = self.limits_hit.get(k, 0) + v
+        add_hits(self.limits_hit, conn.take_limits().items())
 
     def _retire(self, key: FlowKey, conn: Connection) -> None:
         self._absorb_limits(conn)
@@ -321,20 +319,11 @@ class Pipeline(Assembly):
 
     def _list_tls(self, conn: Connection) -> None:
         """A connection that spoke TLS: say so (SNI, ALPN, ports) rather than nothing at all."""
-        hello = conn.tls
-        if hello is None or hello.listed:
+        if conn.tls is None:
             return
-        hello.listed = True
-        if len(self.tls_docs) >= MAX_TLS_LISTED:
-            self.limits_hit["tls_listed"] = self.limits_hit.get("tls_listed", 0) + 1
-            return
-        doc = {
-            "source": conn.source, "client": fmt_endpoint(*conn.client), "server": fmt_endpoint(*conn.server),
-            "first_frame": conn.first_frame, "hello_frame": conn.tls_frame, "first_ts": round(conn.first_ts / 1e9, 6),
-            **hello.to_json(),
-            "handshakes": [ex.id for ex in conn.exchanges if ex.id is not None and ex.id > 0]}
-        self.tls_docs.append(doc)
-        if self.stream:
+        doc = conn.list_tls(self.tls_docs, self.limits_hit,
+                            [ex.id for ex in conn.exchanges if ex.id is not None and ex.id > 0])
+        if doc is not None and self.stream:
             self._tls_events.append(Decided("tls", doc))
 
     def _spool(self, conn: Connection) -> None:
@@ -343,12 +332,8 @@ class Pipeline(Assembly):
             return
         conn.spooled = True
         end = self._clock.get(conn.source, self.now_ns)    # "waited" runs to the end of this capture
+        add_hits(self.limits_hit, conn.frame_limits())
         for ex in conn.exchanges:
-            for sc in (ex.client_frames, ex.server_frames):
-                if sc is not None and sc.dropped:
-                    self.limits_hit["frames"] = self.limits_hit.get("frames", 0) + sc.dropped
-                if sc is not None and sc.inflate_cut:
-                    self.limits_hit["inflate_bytes"] = self.limits_hit.get("inflate_bytes", 0) + sc.inflate_cut
             if ex.id is not None and ex.id > 0:
                 self._put(conn.document(ex, end))
         if conn.attempt is not None:
@@ -375,8 +360,7 @@ class Pipeline(Assembly):
 
     def _maybe_attempt(self, conn: Connection) -> None:
         """A connection that never carried a request is a candidate missing hop (refused, unanswered...)."""
-        if conn.saw_payload or conn.syn_frame is None or conn.exchanges or conn.attempt is not None \
-                or conn.tls is not None:
+        if not conn.bare_attempt or conn.attempt is not None:
             return
         conn.attempt = Exchange(None, start_ns=conn.first_ts)
         if self.stream:

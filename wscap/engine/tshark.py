@@ -24,10 +24,10 @@ from typing import Any, cast
 
 from wscap.capture.files import read_names
 from wscap.document.build import document
-from wscap.engine.core import MAX_TLS_LISTED, Options
+from wscap.engine.core import Options
 from wscap.engine.decrypt import Overlay
 from wscap.engine.tshark_fields import TH_ACK, TH_FIN, TH_RST, TH_SYN, DnsRecord, FileStats, TsharkPacket, file_format, read
-from wscap.flow.connection import C2S, S2C, Connection, Exchange, fmt_endpoint
+from wscap.flow.connection import C2S, S2C, Connection, Exchange, add_hits
 from wscap.flow.tcp import HalfStream, tcp_anomaly
 from wscap.model.events import Data, Gap, Overflow, Probe, TcpEvent
 from wscap.flow.dns import DOCKER_RESOLVER, DnsTracker
@@ -237,8 +237,7 @@ class Streams:
         self.conns.clear()
 
     def _absorb(self, conn: Connection) -> None:
-        for k, v in conn.take_limits().items():
-            self.limits_hit[k] = self.limits_hit.get(k, 0) + v
+        add_hits(self.limits_hit, conn.take_limits().items())
 
     def _retire(self, stream: int, flow: _Flow) -> None:
         """The connection is over: its Handshake dicts are final ("waited" runs to the capture's clock)."""
@@ -249,35 +248,21 @@ class Streams:
         if self.conns.get(stream) is flow:
             del self.conns[stream]
             self.live -= 1
+        add_hits(self.limits_hit, conn.frame_limits())
         mine = []
         for ex in conn.exchanges:
-            for sc in (ex.client_frames, ex.server_frames):
-                if sc is not None and sc.dropped:
-                    self.limits_hit["frames"] = self.limits_hit.get("frames", 0) + sc.dropped
-                if sc is not None and sc.inflate_cut:
-                    self.limits_hit["inflate_bytes"] = self.limits_hit.get("inflate_bytes", 0) + sc.inflate_cut
             if ex.id is not None:
                 doc = _document(conn, ex, self.clock)
                 self.handshakes[ex.id] = doc
                 mine.append(doc)
-        tcp = conn.tcp
-        if not (conn.saw_payload or tcp.syn_frame is None or conn.exchanges or conn.tls is not None):
+        if conn.bare_attempt:
             # A connection that never carried a request: a candidate missing hop (refused, unanswered...).
             self.attempts.append(_document(conn, Exchange(None, start_ns=conn.first_ts), self.clock))
         self._list_tls(conn, mine)
 
     def _list_tls(self, conn: Connection, handshakes: list[dict] | None = None) -> None:
-        hello = conn.tls
-        if hello is None or hello.listed:
-            return
-        hello.listed = True
-        if len(self.tls) >= MAX_TLS_LISTED:
-            self.limits_hit["tls_listed"] = self.limits_hit.get("tls_listed", 0) + 1
-            return
-        self.tls.append({"source": conn.source, "client": fmt_endpoint(*conn.client),
-                         "server": fmt_endpoint(*conn.server), "first_frame": conn.first_frame,
-                         "hello_frame": conn.tls_frame, "first_ts": round(conn.first_ts / 1e9, 6),
-                         **hello.to_json(), "handshakes": handshakes or []})
+        # The documents become ids in the assembly (wscap.document.build.document).
+        conn.list_tls(self.tls, self.limits_hit, handshakes or [])
 
 
 def _keylog(source: int, path: str, options: Options) -> tuple[Overlay | None, dict | None]:

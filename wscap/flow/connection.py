@@ -12,7 +12,7 @@ Bytes reassembled elsewhere (the tshark engine) enter through `on_data`, `on_gap
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 from wscap.flow.handshake import (ConnFacts, Exchange, H2Exchange, TcpFacts, _clean_for_h11, fmt_endpoint,
                                   opinion_anomalies, parser_opinion)
@@ -25,9 +25,16 @@ from wscap.wire.decode import tunnel_json
 from wscap.wire.tls import ClientHello
 
 _NOTHING: tuple[SessionEvent, ...] = ()
+MAX_TLS_LISTED = 10_000    # TLS connections listed in the document (the rest are counted in limits_hit)
 
 __all__ = ["C2S", "S2C", "Connection", "ConnFacts", "Exchange", "H2Exchange", "TcpFacts", "fmt_endpoint",
-           "opinion_anomalies", "parser_opinion", "_clean_for_h11"]
+           "opinion_anomalies", "parser_opinion", "_clean_for_h11", "MAX_TLS_LISTED", "add_hits"]
+
+
+def add_hits(hits: dict[str, int], more: Iterable[tuple[str, int]]) -> None:
+    """Add limit hits (name, count) to an owner's `limits_hit`, in the order they come."""
+    for k, v in more:
+        hits[k] = hits.get(k, 0) + v
 
 
 class Connection:
@@ -165,6 +172,44 @@ class Connection:
                 out[k] = out.get(k, 0) + v
             hits.clear()
         return out
+
+    def frame_limits(self) -> list[tuple[str, int]]:
+        """The frame bounds its exchanges hit (--max-frames, --max-inflate-bytes): read once, when
+        the connection is retired (both engines)."""
+        out: list[tuple[str, int]] = []
+        for ex in self.session.exchanges:
+            for sc in (ex.client_frames, ex.server_frames):
+                if sc is not None and sc.dropped:
+                    out.append(("frames", sc.dropped))
+                if sc is not None and sc.inflate_cut:
+                    out.append(("inflate_bytes", sc.inflate_cut))
+        return out
+
+    @property
+    def bare_attempt(self) -> bool:
+        """It opened (a SYN was seen) but never carried a request, nor TLS: a candidate missing hop
+        of a chain (refused, unanswered...)."""
+        return not (self.tcp.saw_payload or self.tcp.syn_frame is None or self.session.exchanges
+                    or self.session.tls is not None)
+
+    def list_tls(self, listed: list[dict], hits: dict[str, int], handshakes: list[Any]) -> dict | None:
+        """A connection that spoke TLS is listed once (SNI, ALPN, ports) rather than not at all:
+        -> its entry, appended to `listed`; None when it did not, was listed before, or `listed`
+        is full (MAX_TLS_LISTED; counted as tls_listed). `handshakes`: the engine's references to
+        the handshakes it carried (ids, or documents the assembly turns into ids)."""
+        hello = self.session.tls
+        if hello is None or hello.listed:
+            return None
+        hello.listed = True
+        if len(listed) >= MAX_TLS_LISTED:
+            hits["tls_listed"] = hits.get("tls_listed", 0) + 1
+            return None
+        doc = {
+            "source": self.source, "client": fmt_endpoint(*self.client), "server": fmt_endpoint(*self.server),
+            "first_frame": self.first_frame, "hello_frame": self.session.tls_frame,
+            "first_ts": round(self.first_ts / 1e9, 6), **hello.to_json(), "handshakes": handshakes}
+        listed.append(doc)
+        return doc
 
     def facts(self) -> ConnFacts:
         tcp = self.tcp
