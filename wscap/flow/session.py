@@ -354,7 +354,7 @@ class Session(H2Mixin):
             head.ts_ns = hts
             head.anomalies.append(make("head-incomplete", f"the response head was never terminated: {len(buf)} "
                                        f"bytes without an empty line before the connection ended (frame {frame})",
-                                       hframe))
+                                       hframe, head="response"))
             buf.clear()
             ex.response = head
             self.events.append(HeadSeen(S2C, ex))
@@ -366,7 +366,7 @@ class Session(H2Mixin):
             head.complete = False
             head.first_frame = self.head_first_frame[C2S]
             head.anomalies.append(make("head-incomplete", f"the request head was never terminated ({len(cbuf)} bytes)",
-                                       hframe))
+                                       hframe, head="request"))
             cbuf.clear()
             if hs.is_upgrade_request(head):
                 self._request_done(head, hframe, hts)
@@ -484,7 +484,8 @@ class Session(H2Mixin):
         head = parse_head(bytes(buf[:self.limits.head_bytes]), kind, frame)
         head.complete = False
         head.ts_ns = ts_ns
-        head.anomalies.append(make("head-too-large", f"{kind} head exceeds {self.limits.head_bytes} bytes", frame))
+        head.anomalies.append(make("head-too-large", f"{kind} head exceeds {self.limits.head_bytes} bytes", frame,
+                                   head=kind))
         buf.clear()
         self._to(direction, IGNORE)
         return head
