@@ -66,14 +66,28 @@ def test_times_are_exact_microseconds():
 
 
 def test_anomaly_side_and_head_are_typed_fields():
-    a = codec.decode_anomaly({"code": "http-after-101", "severity": "error", "frame": 9,
-                              "message": "client sent HTTP after 101: 'GET / HTTP/1.1' where frames should be"})
-    assert (a.side, a.head, a.frame) == ("client", None, 9)
-    b = codec.decode_anomaly({"code": "http-after-101", "severity": "error", "frame": 3,
-                              "message": "server sent 'HTTP/1.1 200 OK' where frames should be"})
-    assert b.side == "server"
-    c = codec.decode_anomaly({"code": "llhttp-rejects", "severity": "error", "frame": 4,
-                              "message": "Node's llhttp rejects the response: HPE_LF_EXPECTED"})
-    assert (c.side, c.head) == (None, "response")
-    assert codec.encode_anomaly(c) == {"code": "llhttp-rejects", "severity": "error", "frame": 4,
-                                       "message": "Node's llhttp rejects the response: HPE_LF_EXPECTED"}
+    """side/head travel as optional keys of the anomaly (never recovered from the message text)."""
+    doc = {"code": "llhttp-rejects", "severity": "error", "frame": 4,
+           "message": "Node's llhttp rejects the response: HPE_LF_EXPECTED", "head": "response"}
+    c = codec.decode_anomaly(doc)
+    assert (c.side, c.head, c.frame) == (None, "response", 4)
+    assert codec.encode_anomaly(c) == doc
+    # Without the keys nothing is guessed from the text.
+    bare = {"code": "http-after-101", "severity": "error", "frame": 9,
+            "message": "client sent HTTP after 101: 'GET / HTTP/1.1' where frames should be"}
+    a = codec.decode_anomaly(bare)
+    assert (a.side, a.head) == (None, None)
+    assert codec.encode_anomaly(a) == bare
+
+
+def test_frame_scanner_anomalies_say_who_sent_the_frames():
+    from wscap.wire.wsframe import FrameScanner
+    # An unmasked text frame "hi" from the client (RFC 6455 §5.3: clients must mask) and a masked
+    # one from the server (§5.1: servers must not).
+    client = FrameScanner("client", False)
+    client.feed(b"\x81\x02hi", 5, 0)
+    server = FrameScanner("server", False)
+    server.feed(b"\x81\x82abcd" + bytes(x ^ k for x, k in zip(b"hi", b"ab")), 6, 0)
+    assert [(a.code, a.side, a.frame) for a in client.anomalies] == [("client-frame-unmasked", "client", 5)]
+    assert [(a.code, a.side, a.frame) for a in server.anomalies] == [("server-frame-masked", "server", 6)]
+    assert codec.encode_anomaly(client.anomalies[0])["side"] == "client"

@@ -27,6 +27,7 @@ from typing import IO, Any, BinaryIO, Callable, Iterable, Iterator, cast
 
 from wscap.wire import pcapio
 from wscap.wire.linklayer import ip_version, locate
+from wscap.model.endpoint import split_endpoint
 
 __all__ = ["slice_capture", "chain_legs", "SliceResult", "tcp_key", "output_format"]
 
@@ -52,13 +53,12 @@ class _Pkt:
 # ---- addresses -------------------------------------------------------------
 
 def _endpoint(addr: str) -> tuple[bytes, int]:
-    addr = addr.strip()
-    if addr.startswith("["):
-        host, _, rest = addr[1:].partition("]")
-        port = rest.lstrip(":")
-    else:
-        host, _, port = addr.rpartition(":")
-    return ipaddress.ip_address(host).packed, int(port)
+    """A document's `ip:port` as the packed address and port the packets carry (raises ValueError
+    for text that is not an address with a port: the caller says which leg)."""
+    host, port = split_endpoint(addr.strip())
+    if port is None:
+        raise ValueError(f"no port in {addr!r}")
+    return ipaddress.ip_address(host).packed, port
 
 
 def tcp_key(a: tuple[bytes, int], b: tuple[bytes, int]) -> tuple[tuple[bytes, int], tuple[bytes, int]]:

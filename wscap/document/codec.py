@@ -31,12 +31,7 @@ def endpoint(text: str) -> Endpoint:
     return Endpoint.parse(text)
 
 
-# -- anomalies: the typed facts contract v1 keeps in the message --------------------------------
-# (code -> the message prefixes that say which head it concerns); the one place that reads
-# anomaly text, until the contract carries `side`/`head` fields of its own.
-_HEAD_PREFIX = {"llhttp-rejects": "Node's llhttp rejects the {}", "head-too-large": "{} head",
-                "head-incomplete": "the {} head"}
-_SIDE_CODES = ("http-after-101", "rsv1-without-extension")
+# -- anomalies ------------------------------------------------------------------------------
 # Enum lookups by value through a dict: calling the Enum class costs several times more, and
 # every leg of every chain is decoded.
 _SEVERITY = {s.value: s for s in Severity}
@@ -44,17 +39,8 @@ _OUTCOME = {o.value: o for o in Outcome}
 
 
 def decode_anomaly(d: Doc) -> Anomaly:
-    code, msg = d["code"], d["message"]
-    side = head = None
-    if code in _SIDE_CODES:
-        side = "client" if msg.startswith("client") else "server"
-    prefix = _HEAD_PREFIX.get(code)
-    if prefix is not None:
-        for part in ("request", "response"):
-            if msg.startswith(prefix.format(part)):
-                head = part
     sev = _SEVERITY.get(d["severity"]) or Severity(d["severity"])
-    return Anomaly(code, sev, msg, d.get("frame"), side, head)
+    return Anomaly(d["code"], sev, d["message"], d.get("frame"), d.get("side"), d.get("head"))
 
 
 def encode_anomaly(a: Anomaly) -> Doc:

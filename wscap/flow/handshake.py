@@ -305,9 +305,10 @@ def opinion_anomalies(heads: Sequence[HttpHead | None]) -> list[Anomaly]:
         if o.accepts is False:
             if head.kind == "request" and accepted:
                 out.append(Anomaly("llhttp-rejects", Severity.WARN, f"Node's llhttp rejects the request: {o.error} "
-                                   f"(the server answered 101 anyway)", head.frame))
+                                   f"(the server answered 101 anyway)", head.frame, head="request"))
                 continue
-            out.append(make("llhttp-rejects", f"Node's llhttp rejects the {head.kind}: {o.error}", head.frame))
+            out.append(make("llhttp-rejects", f"Node's llhttp rejects the {head.kind}: {o.error}", head.frame,
+                            head=head.kind))
         o = parser_opinion(head, "h11")
         if o.accepts is False:
             out.append(make("h11-rejects", f"h11 rejects the {head.kind}: {o.error}", head.frame))

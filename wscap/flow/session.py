@@ -348,7 +348,8 @@ class Session(H2Mixin):
         hframe, hts = self.head_last[direction] or (frame, ts_ns)
         head = self._head(direction, bytes(buf), hframe, hts)
         head.complete = False
-        head.anomalies.append(make("head-incomplete", f"the {kind} head was never terminated{detail}", hframe))
+        head.anomalies.append(make("head-incomplete", f"the {kind} head was never terminated{detail}", hframe,
+                                   head=kind))
         buf.clear()
         return head
 
@@ -461,7 +462,8 @@ class Session(H2Mixin):
         head = parse_head(bytes(buf[:self.limits.head_bytes]), kind, frame)
         head.complete = False
         head.ts_ns = ts_ns
-        head.anomalies.append(make("head-too-large", f"{kind} head exceeds {self.limits.head_bytes} bytes", frame))
+        head.anomalies.append(make("head-too-large", f"{kind} head exceeds {self.limits.head_bytes} bytes", frame,
+                                   head=kind))
         buf.clear()
         self._to(direction, IGNORE)
         if direction == C2S:

@@ -22,14 +22,19 @@ class Anomaly:
     severity: Severity
     message: str
     frame: int | None = None
-    # Typed facts the judge reads instead of the message text. Not written to the document
-    # (contract v1 has no such fields); the codec recovers them when it reads a document back.
+    # Typed facts the judge reads (never the message text). In the document only when set
+    # (contract v1 added them as optional keys): `side` on every WebSocket-frame anomaly,
+    # `head` on the head anomalies the verdict names a head by.
     side: str | None = None      # "client" | "server": who sent what the anomaly is about
     head: str | None = None      # "request" | "response": the head it concerns, when not by frame
 
     def to_json(self) -> dict:
-        return {"code": self.code, "severity": self.severity.value,
-                "message": self.message, "frame": self.frame}
+        d = {"code": self.code, "severity": self.severity.value, "message": self.message, "frame": self.frame}
+        if self.side is not None:
+            d["side"] = self.side
+        if self.head is not None:
+            d["head"] = self.head
+        return d
 
 
 I, W, E = Severity.INFO, Severity.WARN, Severity.ERROR

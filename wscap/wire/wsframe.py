@@ -93,6 +93,10 @@ class FrameScanner:
     _seen_codes: set = field(default_factory=set)
     counter: list = field(default_factory=lambda: [0])   # shared by both directions of a connection
 
+    def _anomaly(self, code: str, message: str, frame: int | None) -> Anomaly:
+        """Every anomaly of this scanner is about what `dir` sent."""
+        return make(code, message, frame, side=self.dir)
+
     def feed(self, data: bytes, frame: int, ts_ns: int) -> None:
         if self.desynced or not data:
             return
@@ -101,14 +105,14 @@ class FrameScanner:
             if data.startswith(b"HTTP/1.") or data.startswith(b"HTTP/2"):
                 # Bun's handler-returned 101 (oven-sh/bun#35972): HTTP text on the upgraded stream.
                 line = data.split(b"\n", 1)[0][:60].decode("latin-1").strip()
-                self.anomalies.append(make("http-after-101", f"{self.dir} sent {line!r} where frames should be", frame))
+                self.anomalies.append(self._anomaly("http-after-101", f"{self.dir} sent {line!r} where frames should be", frame))
                 self.desynced = True
                 return
         if self.dir == "client" and not self._skip and not self._buf and _REQUEST_LINE.match(data):
             # A client that reuses the upgraded socket for another request: 'G' would read as an
             # unmasked frame with RSV1 and opcode 7. Say what it is instead.
             line = data.split(b"\n", 1)[0][:60].decode("latin-1").strip()
-            self.anomalies.append(make("http-after-101", f"client sent HTTP after 101: {line!r} where frames "
+            self.anomalies.append(self._anomaly("http-after-101", f"client sent HTTP after 101: {line!r} where frames "
                                        f"should be", frame))
             self.desynced = True
             return
@@ -170,7 +174,7 @@ class FrameScanner:
         def once(code: str, msg: str) -> None:
             if code not in self._seen_codes:        # one anomaly per kind per direction
                 self._seen_codes.add(code)
-                self.anomalies.append(make(code, msg, frame))
+                self.anomalies.append(self._anomaly(code, msg, frame))
         if self.dir == "client" and not f.masked:
             once("client-frame-unmasked", f"client {OPCODES.get(f.opcode, f.opcode)} frame is not masked")
         if self.dir == "server" and f.masked:
@@ -185,7 +189,7 @@ class FrameScanner:
             once("reserved-opcode", f"{self.dir} frame uses reserved opcode {f.opcode}")
             if self.count == 1:
                 # The very first "frame" is nonsense: these are not WebSocket frames at all.
-                self.anomalies.append(make("frames-desync", f"{self.dir} bytes after the 101 do not parse as frames", frame))
+                self.anomalies.append(self._anomaly("frames-desync", f"{self.dir} bytes after the 101 do not parse as frames", frame))
                 self.desynced = True
         if control and f.length > 125:
             once("control-frame-too-long", f"{self.dir} {OPCODES.get(f.opcode)} frame carries {f.length} bytes (> 125)")
@@ -203,12 +207,12 @@ class FrameScanner:
             payload = _unmask(payload, m)
         if f.opcode == 8:
             if len(payload) == 1:
-                self.anomalies.append(make("invalid-close-payload", f"{self.dir} close frame has a 1-byte payload", f.frame))
+                self.anomalies.append(self._anomaly("invalid-close-payload", f"{self.dir} close frame has a 1-byte payload", f.frame))
             elif len(payload) >= 2:
                 f.close_code = int.from_bytes(payload[:2], "big")
                 f.close_reason = payload[2:].decode("utf-8", "replace")
                 if not close_code_valid(f.close_code):
-                    self.anomalies.append(make("invalid-close-code", f"{self.dir} close code {f.close_code} is not valid on the wire", f.frame))
+                    self.anomalies.append(self._anomaly("invalid-close-code", f"{self.dir} close code {f.close_code} is not valid on the wire", f.frame))
             if self.close is None:
                 self.close = f
         elif f.opcode in (0, 1, 2) and self._msg_compressed:
@@ -268,7 +272,7 @@ class FrameScanner:
     def _lose_context(self, f: FrameSummary, message: str) -> None:
         self._ctx_lost = True
         self._inflater = None
-        self.anomalies.append(make("inflate-failed", message, f.frame))
+        self.anomalies.append(self._anomaly("inflate-failed", message, f.frame))
 
 
 def _parse_header(buf: bytes, pos: int) -> tuple[int, int, int, int, bytes] | None:
