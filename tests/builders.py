@@ -156,6 +156,18 @@ class Capture:
     def conn(self, client: tuple[str, int], server: tuple[str, int], cseq: int = 1000, sseq: int = 5000) -> Conn:
         return Conn(self, client, server, cseq, sseq)
 
+    def upgrade(self, client: tuple[str, int], server: tuple[str, int], seed: int, path: str = "/ws",
+                sent: bool = True, **request: object) -> tuple[Conn, str, bytes]:
+        """A connection opened (SYN, SYN-ACK, ACK) with an upgrade request, its key `new_key(seed)`
+        (`request`: ws_request's other arguments), sent in one segment unless `sent=False` (the
+        test segments it) -> (conn, key, request bytes)."""
+        key = new_key(seed)
+        c = self.conn(client, server).open()
+        req = ws_request(path, key=key, **request)  # type: ignore[arg-type]
+        if sent:
+            c.send(True, req)
+        return c, key, req
+
     def write(self, path: str | os.PathLike, packets: list | None = None, **kw) -> str:
         wrpcap(str(path), packets if packets is not None else self.packets, **kw)
         return str(path)

@@ -124,3 +124,14 @@ def engines_differ(path: str, options: Any = None) -> dict | None:
     from wscap.engine.analyze import analyze_paths as core
     from wscap.engine.tshark import analyze_paths as tsh
     return differences(core([path], options), tsh([path], options))
+
+
+def analyse_checked(path: str, known: frozenset[str] | set[str] = frozenset()) -> dict:
+    """The core's document; where tshark is installed, the tshark engine must agree field by field
+    (except the `known` fields, each documented in docs/engine-differences.md)."""
+    from wscap.engine.analyze import analyze_paths
+    doc = analyze_paths([path])
+    diff = engines_differ(path)
+    if diff is not None:
+        assert set(diff) == set(known), f"--engine tshark differs: {diff}"
+    return doc

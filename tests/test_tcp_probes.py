@@ -10,8 +10,8 @@ from __future__ import annotations
 from scapy.all import TCP  # type: ignore[attr-defined]
 
 import wscap
-from builders import Capture, new_key, ws_frame, ws_request, ws_response
-from engines import engines_differ
+from builders import Capture, ws_frame, ws_response
+from engines import analyse_checked as analyse
 from wscap.cli.main import exit_code
 
 CLIENT, SERVER = ("10.1.0.1", 51000), ("10.1.0.2", 8080)
@@ -26,16 +26,6 @@ def codes(doc) -> dict[str, str]:
     return {a["code"]: a["severity"] for h in doc["handshakes"] for a in h["anomalies"]}
 
 
-def analyse(path, known: set[str] = frozenset()) -> dict:
-    """The core's document; where tshark is installed, the tshark engine must agree field by field
-    (except the `known` fields, each documented in docs/engine-differences.md)."""
-    doc = wscap.analyze_paths([path])
-    diff = engines_differ(path)
-    if diff is not None:
-        assert set(diff) == set(known), f"--engine tshark differs: {diff}"
-    return doc
-
-
 def finish_upgrade(c, key):
     c.send(False, ws_response(key))
     c.send(True, ws_frame(b"ping?", mask=True))
@@ -44,10 +34,7 @@ def finish_upgrade(c, key):
 
 def test_windows_keep_alive_while_waiting_for_the_101_is_not_a_conflict(tmp_path):
     cap = Capture()
-    key = new_key(1)
-    c = cap.conn(CLIENT, SERVER).open()
-    req = ws_request("/ws", key=key)
-    c.send(True, req)
+    c, key, req = cap.upgrade(CLIENT, SERVER, 1)
     cap.wait(45.0)                                   # a slow backend; Windows probes after idle
     c._pkt(True, "A", b"\x00", seq=c.cseq - 1)      # 1 byte at snd.nxt-1, not the original '\n'
     c._pkt(False, "A")
@@ -66,10 +53,7 @@ def test_windows_keep_alive_while_waiting_for_the_101_is_not_a_conflict(tmp_path
 def test_a_real_conflict_is_still_reported(tmp_path):
     """The probe rule is narrow: 2 different bytes retransmitted at the same offset still conflict."""
     cap = Capture()
-    key = new_key(2)
-    c = cap.conn(CLIENT, SERVER).open()
-    req = ws_request("/ws", key=key)
-    c.send(True, req)
+    c, key, req = cap.upgrade(CLIENT, SERVER, 2)
     c._pkt(True, "PA", b"XX", seq=c.cseq - 4)
     finish_upgrade(c, key)
     doc = wscap.analyze_paths([cap.write(tmp_path / "conflict.pcap")])
@@ -78,9 +62,7 @@ def test_a_real_conflict_is_still_reported(tmp_path):
 
 def test_zero_window_probe_with_a_byte_later_data_replaces(tmp_path):
     cap = Capture()
-    key = new_key(3)
-    c = cap.conn(CLIENT, SERVER).open()
-    req = ws_request("/ws", key=key)
+    c, key, req = cap.upgrade(CLIENT, SERVER, 3, sent=False)
     cut = 30
     c.send(True, req[:cut])
     win(c._pkt(False, "A"), 0)                       # the server's receive window is full
@@ -103,9 +85,7 @@ def test_zero_window_probe_with_a_byte_later_data_replaces(tmp_path):
 
 def test_zero_window_probe_byte_that_was_taken_is_kept(tmp_path):
     cap = Capture()
-    key = new_key(4)
-    c = cap.conn(CLIENT, SERVER).open()
-    req = ws_request("/ws", key=key)
+    c, key, req = cap.upgrade(CLIENT, SERVER, 4, sent=False)
     cut = 30
     c.send(True, req[:cut])
     win(c._pkt(False, "A"), 0)

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-import wscap
 from builders import Capture, accept_for, new_key, ws_frame, ws_request, ws_response
-from engines import engines_differ
+from engines import analyse_checked
 from wscap.cli.main import exit_code
 
 GW, VITE, BACK = "172.18.0.1", "172.18.0.2", "172.18.0.3"
@@ -21,14 +20,8 @@ CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)
 
 
 def run(tmp_path, cap: Capture, known: set[str] = frozenset()) -> dict:
-    """The core's document; where tshark is installed, the tshark engine must agree field by field
-    (except the `known` fields, each documented in docs/engine-differences.md)."""
-    path = cap.write(tmp_path / "c.pcap")
-    doc = wscap.analyze_paths([path])
-    diff = engines_differ(path)
-    if diff is not None:
-        assert set(diff) == set(known), f"--engine tshark differs: {diff}"
-    return doc
+    """The capture's document, the tshark engine agreeing where installed (engines.analyse_checked)."""
+    return analyse_checked(cap.write(tmp_path / "c.pcap"), known)
 
 
 def the_verdict(doc) -> dict:
@@ -57,9 +50,7 @@ MISSING = {"upgrade": "response-upgrade-missing", "connection": "response-connec
 @pytest.mark.parametrize("drop", sorted(MISSING))
 def test_direct_101_missing_a_required_header_is_invalid_101_at_hop_0(tmp_path, drop):
     cap = Capture()
-    key = new_key(1)
-    c = cap.conn((GW, 50000), (BACK, 5000)).open()
-    c.send(True, ws_request("/ws", key=key, extra=[("User-Agent", CHROME)]))
+    c, key, _ = cap.upgrade((GW, 50000), (BACK, 5000), 1, extra=[("User-Agent", CHROME)])
     c.send(False, response_101(key, drop=drop))
     doc = run(tmp_path, cap)
     v = the_verdict(doc)
@@ -103,9 +94,7 @@ def test_proxy_that_strips_connection_from_a_valid_101_is_blamed(tmp_path):
 
 def test_extension_the_client_did_not_offer_fails_the_connection(tmp_path):
     cap = Capture()
-    key = new_key(4)
-    c = cap.conn((GW, 50002), (BACK, 5000)).open()
-    c.send(True, ws_request("/ws", key=key, extra=[("User-Agent", CHROME)]))
+    c, key, _ = cap.upgrade((GW, 50002), (BACK, 5000), 4, extra=[("User-Agent", CHROME)])
     c.send(False, response_101(key, extra=[("Sec-WebSocket-Extensions", "permessage-deflate")]))
     doc = run(tmp_path, cap)
     v = the_verdict(doc)
@@ -116,10 +105,8 @@ def test_extension_the_client_did_not_offer_fails_the_connection(tmp_path):
 @pytest.mark.parametrize("ua,broken", [(CHROME, True), ("python-websockets/12.0", False), (None, False)])
 def test_subprotocol_offered_but_not_echoed_depends_on_who_the_client_is(tmp_path, ua, broken):
     cap = Capture()
-    key = new_key(5)
-    c = cap.conn((GW, 50003), (BACK, 5000)).open()
-    extra = [("User-Agent", ua)] if ua else []
-    c.send(True, ws_request("/ws", key=key, protocol="chat", extra=extra))
+    c, key, _ = cap.upgrade((GW, 50003), (BACK, 5000), 5, protocol="chat",
+                            extra=[("User-Agent", ua)] if ua else [])
     c.send(False, response_101(key))
     c.send(True, ws_frame(b"hi", mask=True))
     c.send(False, ws_frame(b"hi"))
@@ -137,8 +124,7 @@ def test_subprotocol_offered_but_not_echoed_depends_on_who_the_client_is(tmp_pat
 
 def test_capture_that_ends_right_after_the_request_is_not_a_timeout(tmp_path):
     cap = Capture(step=0.0002)
-    c = cap.conn((GW, 50004), (BACK, 5000)).open()
-    c.send(True, ws_request("/ws", key=new_key(6)))
+    c, _, _ = cap.upgrade((GW, 50004), (BACK, 5000), 6)
     c._pkt(False, "A")                      # the server ACKs 0.2 ms later; then the capture ends
     doc = run(tmp_path, cap)
     v = the_verdict(doc)
@@ -149,8 +135,7 @@ def test_capture_that_ends_right_after_the_request_is_not_a_timeout(tmp_path):
 
 def test_unanswered_for_longer_than_timeout_is_a_timeout(tmp_path):
     cap = Capture()
-    c = cap.conn((GW, 50005), (BACK, 5000)).open()
-    c.send(True, ws_request("/ws", key=new_key(7)))
+    c, _, _ = cap.upgrade((GW, 50005), (BACK, 5000), 7)
     cap.wait(4.0)
     c._pkt(False, "A")                      # still no answer 4 s later (> --timeout 3 s)
     doc = run(tmp_path, cap)
@@ -214,9 +199,7 @@ def test_malformed_request_accepted_by_the_server_is_a_warning_not_the_servers_f
 
 def test_malformed_request_refused_by_the_server_blames_the_request(tmp_path):
     cap = Capture()
-    key = new_key(11)
-    c = cap.conn((GW, 50009), (BACK, 5000)).open()
-    c.send(True, ws_request("/ws", key=key, eol=b"\n"))           # bare LF request
+    c, key, _ = cap.upgrade((GW, 50009), (BACK, 5000), 11, eol=b"\n")      # bare LF request
     c.send(False, ws_response(key, status=400, reason="Bad Request"))
     doc = run(tmp_path, cap)
     v = the_verdict(doc)
@@ -226,9 +209,7 @@ def test_malformed_request_refused_by_the_server_blames_the_request(tmp_path):
 
 def test_client_sending_http_after_101_is_named(tmp_path):
     cap = Capture()
-    key = new_key(12)
-    c = cap.conn((GW, 50010), (BACK, 5000)).open()
-    c.send(True, ws_request("/ws", key=key))
+    c, key, _ = cap.upgrade((GW, 50010), (BACK, 5000), 12)
     c.send(False, ws_response(key))
     c.send(True, b"GET /api/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
     c.send(False, ws_frame(b"\x03\xea", opcode=8))                # the server closes 1002
@@ -292,9 +273,7 @@ def test_request_grammar_error_is_a_warning_when_accepted_and_the_cause_when_ref
 def test_server_sending_http_after_its_101_is_the_servers_fault(tmp_path):
     """Bun's handler-returned 101 (oven-sh/bun#35972): HTTP text where the server's frames belong."""
     cap = Capture()
-    key = new_key(16)
-    c = cap.conn((GW, 50013), (BACK, 5000)).open()
-    c.send(True, ws_request("/ws", key=key))
+    c, key, _ = cap.upgrade((GW, 50013), (BACK, 5000), 16)
     c.send(False, response_101(key))
     c.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     doc = run(tmp_path, cap)
