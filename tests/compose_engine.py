@@ -44,7 +44,7 @@ def skip_reason() -> str | None:
     return None
 
 
-def busybox_tar() -> bytes:
+def busybox_tar(applets: tuple[str, ...] = ("sh", "httpd", "sleep", "nc", "printf", "cat")) -> bytes:
     """A minimal rootfs: static busybox plus the applet links the tests use."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as t:
@@ -54,7 +54,7 @@ def busybox_tar() -> bytes:
             ti.mode = 0o1777 if d == "tmp" else 0o755
             t.addfile(ti)
         t.add(BUSYBOX, "bin/busybox")
-        for app in ("sh", "httpd", "sleep", "nc", "printf", "cat"):
+        for app in applets:
             ti = tarfile.TarInfo(f"bin/{app}")
             ti.type = tarfile.SYMTYPE
             ti.linkname = "busybox"
@@ -91,21 +91,96 @@ def make_certs(d: str) -> dict[str, str]:
     return {n: os.path.join(d, n) for n in ("ca.pem", "cert.pem", "key.pem", "server-cert.pem", "server-key.pem")}
 
 
-class Engine:
+class EngineProcess:
+    """An Engine API server we start (dockerd here and in tests/test_live_docker.py, Podman's service
+    in tests/test_podman_engine.py) in a
+    network namespace of our own, driven with the docker CLI over its socket; stopped by the PID
+    we started."""
+
+    cli_timeout = 180
+
+    def __init__(self, ns: str, sock: str) -> None:
+        self.ns = ns
+        self.sock = sock
+        self.proc: subprocess.Popen | None = None
+
+    def new_netns(self) -> str | None:
+        """A fresh namespace `ns` with lo up; -> why not."""
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        r = subprocess.run(["ip", "netns", "add", self.ns], capture_output=True, text=True)
+        if r.returncode != 0:
+            return f"cannot create a network namespace: {r.stderr.strip()}"
+        subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], capture_output=True)
+        return None
+
+    def launch(self, argv: list[str], log_path: str, wait_s: float, what: str = "dockerd",
+               env: dict[str, str] | None = None) -> str | None:
+        """Run `argv` in the namespace (nsenter, not `ip netns exec`: only the network namespace
+        changes, so dockerd keeps seeing the host's cgroup mounts) until the docker CLI gets an
+        answer; -> None, or why not (the log's last line)."""
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.ns}", *argv], stdout=log,
+                                         stderr=log, env=env, start_new_session=True)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if os.path.exists(self.sock) and self.cli("version").returncode == 0:
+                return None
+            time.sleep(0.3)
+        with open(log_path, errors="replace") as f:
+            tail = f.read()[-800:].strip()
+        return f"{what} did not start here: {tail.splitlines()[-1] if tail else 'no output'}"
+
+    def cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("capture_output", True)
+        kw.setdefault("timeout", self.cli_timeout)
+        return subprocess.run([DOCKER, "-H", f"unix://{self.sock}", *args], **kw)
+
+    def ok(self, *args: str, **kw) -> str:
+        r = self.cli(*args, **kw)
+        if r.returncode != 0:
+            err = r.stderr.decode(errors="replace") if isinstance(r.stderr, bytes) else r.stderr
+            raise RuntimeError(f"docker {' '.join(args)}: {err.strip()[-400:]}")
+        out = r.stdout
+        return out.decode(errors="replace").strip() if isinstance(out, bytes) else (out or "").strip()
+
+    def stop_process(self, networks: tuple[str, ...] = ()) -> None:
+        """Its containers (then `networks`) removed, the process we started stopped (by its PID),
+        the namespace gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            r = self.cli("ps", "-aq", timeout=30)
+            for c in r.stdout.split():
+                self.cli("rm", "-f", c.decode(), timeout=60)
+            for n in networks:
+                self.cli("network", "rm", n, timeout=30)
+            os.killpg(self.proc.pid, signal.SIGTERM)   # our nsenter → dockerd (exec'd), by PID
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+def unmount_under(base: str) -> None:
+    """vfs layers may hold mounts under a data or exec root: unmount them (deepest first)."""
+    mounts = [ln.split()[1] for ln in open("/proc/mounts") if base in ln.split()[1]]
+    for m in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+
+
+class Engine(EngineProcess):
     """dockerd in netns `wscapcmp` with private state; `cli()` runs the docker CLI against it."""
 
     def __init__(self, tls_dir: str | None = None):
-        self.ns = NS
-        self.sock = SOCK
-        self.proc: subprocess.Popen | None = None
+        super().__init__(NS, SOCK)
         self.tls_dir = tls_dir
         self.certs: dict[str, str] = {}
 
     def _cleanup_state(self) -> None:
         for base in (EXEC, DATA):
-            mounts = [ln.split()[1] for ln in open("/proc/mounts") if base in ln.split()[1]]
-            for m in sorted(mounts, key=len, reverse=True):
-                subprocess.run(["umount", "-l", m], capture_output=True)
+            unmount_under(base)
             shutil.rmtree(base, ignore_errors=True)
         for f in (SOCK, PIDFILE):
             try:
@@ -121,60 +196,26 @@ class Engine:
                 return f"another dockerd already runs with {PIDFILE} (pid {pid})"
             except (OSError, ValueError):
                 pass
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
         self._cleanup_state()
-        r = subprocess.run(["ip", "netns", "add", self.ns], capture_output=True, text=True)
-        if r.returncode != 0:
-            return f"cannot create a network namespace: {r.stderr.strip()}"
-        subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], capture_output=True)
-        argv = ["nsenter", f"--net=/run/netns/{self.ns}", DOCKERD, "--host", f"unix://{SOCK}",
+        why = self.new_netns()
+        if why:
+            return why
+        argv = [DOCKERD, "--host", f"unix://{SOCK}",
                 "--data-root", DATA, "--exec-root", EXEC, "--pidfile", PIDFILE, "--bip", BIP,
                 "--iptables=false", "--ip6tables=false", "--storage-driver", "vfs"]
         if self.tls_dir:
             self.certs = make_certs(self.tls_dir)
             argv += ["--host", "tcp://127.0.0.1:2376", "--tlsverify", "--tlscacert", self.certs["ca.pem"],
                      "--tlscert", self.certs["server-cert.pem"], "--tlskey", self.certs["server-key.pem"]]
-        with open(LOG, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if os.path.exists(SOCK) and self.cli("version").returncode == 0:
-                return None
-            time.sleep(0.3)
-        with open(LOG, errors="replace") as f:
-            tail = f.read()[-800:].strip()
-        self.stop()
-        return f"dockerd did not start here: {tail.splitlines()[-1] if tail else 'no output'}"
-
-    def cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        kw.setdefault("capture_output", True)
-        kw.setdefault("timeout", 180)
-        return subprocess.run([DOCKER, "-H", f"unix://{SOCK}", *args], **kw)
-
-    def ok(self, *args: str, **kw) -> str:
-        r = self.cli(*args, **kw)
-        if r.returncode != 0:
-            err = r.stderr.decode(errors="replace") if isinstance(r.stderr, bytes) else r.stderr
-            raise RuntimeError(f"docker {' '.join(args)}: {err.strip()[-400:]}")
-        out = r.stdout
-        return out.decode(errors="replace").strip() if isinstance(out, bytes) else (out or "").strip()
+        why = self.launch(argv, LOG, 60)
+        if why:
+            self.stop()
+        return why
 
     def import_busybox(self, tag: str = "wscmp-busybox:test") -> str:
         self.ok("import", "-", tag, input=busybox_tar())
         return tag
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            r = self.cli("ps", "-aq", timeout=30)
-            for c in r.stdout.split():
-                self.cli("rm", "-f", c.decode(), timeout=60)
-            os.killpg(self.proc.pid, signal.SIGTERM)   # our nsenter → dockerd (exec'd), by PID
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        self.stop_process()
         self._cleanup_state()

@@ -13,118 +13,46 @@ containers; `wscap live` on that bridge labels endpoints with container names;
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
-import time
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from netns import Live, sh, wscap_argv, wscap_env  # noqa: E402
+import compose_engine as ce  # noqa: E402
+from netns import Live, wscap_argv, wscap_env  # noqa: E402
 
-DOCKERD = shutil.which("dockerd")
-BUSYBOX = next((p for p in ("/bin/busybox", "/usr/bin/busybox") if os.path.exists(p)), None)
-
-
-def _skip() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to run dockerd"
-    if not DOCKERD:
-        return "dockerd not installed (apt-get install docker.io)"
-    if not BUSYBOX:
-        return "busybox not installed (apt-get install busybox-static) for the test image"
-    if not shutil.which("ip") or not shutil.which("nsenter"):
-        return "needs iproute2 and nsenter (util-linux)"
-    return None
-
-
-_why = _skip()
+_why = ce.skip_reason()
 pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.slow, pytest.mark.live]
 
 
-def _busybox_tar() -> bytes:
-    """A minimal rootfs: static busybox plus the applet links we use."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        for d in ("bin", "tmp", "www", "etc", "proc", "sys", "dev"):
-            ti = tarfile.TarInfo(d)
-            ti.type = tarfile.DIRTYPE
-            ti.mode = 0o1777 if d == "tmp" else 0o755
-            t.addfile(ti)
-        t.add(BUSYBOX, "bin/busybox")
-        for app in ("sh", "httpd", "wget", "sleep", "nc", "echo", "cat", "printf"):
-            ti = tarfile.TarInfo(f"bin/{app}")
-            ti.type = tarfile.SYMTYPE
-            ti.linkname = "busybox"
-            t.addfile(ti)
-        page = b"hello\n"
-        ti = tarfile.TarInfo("www/index.html")
-        ti.size = len(page)
-        t.addfile(ti, io.BytesIO(page))
-    return buf.getvalue()
+class Engine(ce.EngineProcess):
+    """dockerd inside its own network namespace, with private state (tests/compose_engine.py's
+    process handling; here no default bridge, the test makes its `--internal` network)."""
 
-
-class Engine:
-    """dockerd inside its own network namespace, with private state."""
+    cli_timeout = 120
 
     def __init__(self):
         self.tmp = tempfile.mkdtemp(prefix="wscap-docker-")
-        self.ns = f"wscdock{os.getpid()}"
-        self.sock = os.path.join(self.tmp, "docker.sock")
-        self.proc: subprocess.Popen | None = None
+        super().__init__(f"wscdock{os.getpid()}", os.path.join(self.tmp, "docker.sock"))
         self.log = os.path.join(self.tmp, "dockerd.log")
-        self.docker = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.which("docker")
 
     def start(self) -> str | None:
-        sh("ip", "netns", "add", self.ns)
-        sh("ip", "-n", self.ns, "link", "set", "lo", "up")
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                # nsenter, not `ip netns exec`: only the network namespace changes, so
-                # dockerd keeps seeing the host's cgroup mounts under /sys/fs/cgroup.
-                ["nsenter", f"--net=/run/netns/{self.ns}", DOCKERD, "--host", f"unix://{self.sock}",
-                 "--data-root", os.path.join(self.tmp, "data"), "--exec-root", os.path.join(self.tmp, "exec"),
-                 "--pidfile", os.path.join(self.tmp, "dockerd.pid"), "--bridge", "none",
-                 "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--storage-driver", "vfs",
-                 "--userland-proxy=false"],
-                stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if os.path.exists(self.sock) and self.cli("version").returncode == 0:
-                return None
-            time.sleep(0.3)
-        with open(self.log, errors="replace") as f:
-            tail = f.read()[-800:]
-        return f"dockerd did not start here: {tail.strip().splitlines()[-1] if tail.strip() else 'no output'}"
-
-    def cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run([self.docker, "-H", f"unix://{self.sock}", *args], capture_output=True,
-                              timeout=120, **kw)
+        return self.new_netns() or self.launch(
+            [ce.DOCKERD, "--host", f"unix://{self.sock}",
+             "--data-root", os.path.join(self.tmp, "data"), "--exec-root", os.path.join(self.tmp, "exec"),
+             "--pidfile", os.path.join(self.tmp, "dockerd.pid"), "--bridge", "none",
+             "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--storage-driver", "vfs",
+             "--userland-proxy=false"], self.log, 40)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            for c in self.cli("ps", "-aq").stdout.split():
-                self.cli("rm", "-f", c.decode())
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
-        # vfs layers may hold mounts under exec-root/data-root: unmount before removing.
-        mounts = [ln.split()[1] for ln in open("/proc/mounts") if self.tmp in ln]
-        for m in sorted(mounts, key=len, reverse=True):
-            subprocess.run(["umount", "-l", m], capture_output=True)
+        self.stop_process()
+        ce.unmount_under(self.tmp)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -135,7 +63,8 @@ def engine():
         why = e.start()
         if why:
             pytest.skip(why)
-        r = e.cli("import", "-", "wscap-busybox:test", input=_busybox_tar())
+        r = e.cli("import", "-", "wscap-busybox:test",
+                  input=ce.busybox_tar(("sh", "httpd", "wget", "sleep", "nc", "echo", "cat", "printf")))
         if r.returncode != 0:
             pytest.skip(f"docker import failed: {r.stderr.decode(errors='replace').strip()}")
         r = e.cli("network", "create", "--internal", "--subnet", "10.213.250.0/24", "wsnet")

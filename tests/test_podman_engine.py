@@ -16,10 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
@@ -53,9 +50,11 @@ pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.ma
 ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]   # podman raises them past what runc may here
 
 
-class Podman:
+class Podman(ce.EngineProcess):
+    cli_timeout = 120
+
     def __init__(self):
-        self.proc: subprocess.Popen | None = None
+        super().__init__(NS, SOCK)
         self.made = [d for d in HOST_DIRS if not os.path.exists(d)]
 
     def start(self) -> str | None:
@@ -64,55 +63,14 @@ class Podman:
         with open(f"{BASE}/containers.conf", "w") as f:
             f.write(f'[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
                     f'tmp_dir = "{BASE}/tmp"\n[network]\nnetwork_config_dir = "{BASE}/net"\n')
-        subprocess.run(["ip", "netns", "del", NS], capture_output=True)
-        r = subprocess.run(["ip", "netns", "add", NS], capture_output=True, text=True)
-        if r.returncode != 0:
-            return f"cannot create a network namespace: {r.stderr.strip()}"
-        subprocess.run(["ip", "-n", NS, "link", "set", "lo", "up"], capture_output=True)
         env = {**os.environ, "CONTAINERS_CONF": f"{BASE}/containers.conf"}
-        with open(f"{BASE}/service.log", "wb") as log:
-            self.proc = subprocess.Popen(
-                ["nsenter", f"--net=/run/netns/{NS}", PODMAN, "--root", f"{BASE}/root", "--runroot", f"{BASE}/run",
-                 "--storage-driver", "vfs", "system", "service", "--time=0", f"unix://{SOCK}"],
-                stdout=log, stderr=log, env=env, start_new_session=True)
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if os.path.exists(SOCK) and self.cli("version").returncode == 0:
-                return None
-            time.sleep(0.3)
-        tail = open(f"{BASE}/service.log", errors="replace").read()[-400:].strip()
-        return f"podman service did not start: {tail.splitlines()[-1] if tail else 'no output'}"
-
-    def cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        kw.setdefault("capture_output", True)
-        kw.setdefault("timeout", 120)
-        return subprocess.run([ce.DOCKER, "-H", f"unix://{SOCK}", *args], **kw)
-
-    def ok(self, *args: str, **kw) -> str:
-        r = self.cli(*args, **kw)
-        if r.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args)}: {r.stderr.decode(errors='replace')[-400:]}")
-        return r.stdout.decode(errors="replace").strip()
+        return self.new_netns() or self.launch(
+            [PODMAN, "--root", f"{BASE}/root", "--runroot", f"{BASE}/run", "--storage-driver", "vfs",
+             "system", "service", "--time=0", f"unix://{SOCK}"], f"{BASE}/service.log", 40, "podman service", env)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            ids = self.cli("ps", "-aq", timeout=30).stdout.split()
-            if ids:
-                self.cli("rm", "-f", *[i.decode() for i in ids], timeout=60)
-            for n in ("pp_default",):
-                self.cli("network", "rm", n, timeout=30)
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        subprocess.run(["ip", "netns", "del", NS], capture_output=True)
-        mounts = [ln.split()[1] for ln in open("/proc/mounts") if BASE in ln.split()[1]]
-        for m in sorted(mounts, key=len, reverse=True):
-            subprocess.run(["umount", "-l", m], capture_output=True)
+        self.stop_process(networks=("pp_default",))
+        ce.unmount_under(BASE)
         shutil.rmtree(BASE, ignore_errors=True)
         for d in self.made:
             shutil.rmtree(d, ignore_errors=True)

@@ -242,8 +242,6 @@ class Session(H2Mixin):
                     self._to(C2S, IGNORE)
                     buf.clear()
                     return
-                if not buf:
-                    self.head_first_frame[C2S] = frame
             got = self._next_head(C2S, data, frame, ts_ns)
             data = b""
             if got is None:
@@ -390,8 +388,6 @@ class Session(H2Mixin):
                     self._to(S2C, IGNORE)
                     buf.clear()
                     return
-                if not buf:
-                    self.head_first_frame[S2C] = frame
             got = self._next_head(S2C, data, frame, ts_ns)
             data = b""
             if got is None:
@@ -447,6 +443,8 @@ class Session(H2Mixin):
         and handed on as the direction's head; the direction reads nothing more)."""
         kind = "request" if direction == C2S else "response"
         buf = self.buf[direction]
+        if not buf:
+            self.head_first_frame[direction] = frame
         start = max(0, len(buf) - 3)          # the terminator may straddle the previous chunk
         buf += data
         if data:
