@@ -16,8 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import hpack
-
 from wscap.model.anomaly import Anomaly, make
 from wscap.judge.checks import check_negotiation, check_version
 
@@ -122,6 +120,7 @@ class H2Reader:
         self.preface = [len(PREFACE), 0]    # preface bytes still expected (the client's only)
         # One header list decodes to at most list_cap bytes (hpack raises past it: a block of
         # 1-byte references to one big entry), and the table never grows past table_cap.
+        import hpack      # only once an HTTP/2 connection appears (a run's startup cost otherwise)
         self.decoders = [hpack.Decoder(max_header_list_size=list_cap), hpack.Decoder(max_header_list_size=list_cap)]
         self.table_cap = table_cap
         for d in self.decoders:
