@@ -42,6 +42,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class _Commands(dict[str, click.Command]):
+    """The group's `commands`: a command is imported when first looked up by name."""
+
+    def __missing__(self, name: str) -> click.Command:
+        if name not in _COMMANDS:
+            raise KeyError(name)
+        mod, attr = _COMMANDS[name]
+        cmd = getattr(importlib.import_module(mod), attr)
+        assert isinstance(cmd, click.Command)
+        self[name] = cmd
+        return cmd
+
+
 class _Group(click.Group):
     """Running out of memory is an input problem (a capture too big for the chosen format), said
     in one line with exit 2 - never a traceback, never exit 1 (the "broken" code).
@@ -49,15 +62,10 @@ class _Group(click.Group):
     Commands are loaded by name on first use (see _COMMANDS)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(_COMMANDS)
+        return sorted(_COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in _COMMANDS:
-            return None
-        mod, attr = _COMMANDS[cmd_name]
-        cmd = getattr(importlib.import_module(mod), attr)
-        assert isinstance(cmd, click.Command)
-        return cmd
+        return self.commands[cmd_name] if cmd_name in _COMMANDS else None
 
     def invoke(self, ctx: click.Context) -> Any:
         reserve: list[bytearray] = []     # given back first, so the one line can still be written
@@ -119,6 +127,9 @@ def main() -> None:
     Shell completion (bash; also zsh_source, fish_source):
       eval "$(_WSCAP_COMPLETE=bash_source wscap)"
     """
+
+
+main.commands = _Commands()   # (the decorator made a plain dict; nothing was added to it)
 
 
 if __name__ == "__main__":  # pragma: no cover
