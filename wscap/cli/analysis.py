@@ -72,8 +72,14 @@ def docker_names() -> dict[str, str]:
     """Names from this machine's Docker API: the lowest precedence (it may not be the machine
     that captured); {} when it does not answer."""
     try:
+        # Found first, with only the client module: with no engine there are no names, and the
+        # rest of the Docker module (and its scan of /proc for docker-proxy) is not needed.
+        from wscap.capture.engine_api import connect
+        client, _why = connect()
+        if client is None:
+            return {}
         from wscap.capture.docker import docker_names as ask
-        return ask()
+        return ask(client)
     except Exception:  # noqa: BLE001 - the Docker API is optional; names are a convenience
         return {}
 
