@@ -365,7 +365,7 @@ class Assembly:
         if memo is not None and len(memo[0]) == len(state) \
                 and all(a is b or a == b for a, b in zip(memo[0], state)):
             return memo[1]
-        view = decode_link_view(conn.document(ex, self.now_ns))
+        view = decode_link_view(conn.link_document(ex))
         self._views[id(ex)] = (state, view)
         return view
 

@@ -225,6 +225,16 @@ class Connection:
         """`ex`'s handshake document (the JSON contract), with this connection as it is now."""
         return ex.to_json(self.facts(), end_ns)
 
+    def link_document(self, ex: Exchange) -> dict:
+        """The part of `document(ex)` that linking reads (document/codec.decode_link_view): a live
+        tick builds it for every leg that changed, so it skips the anomalies, parser opinions and
+        frames that make the full document cost."""
+        tcp = self.tcp
+        # gaps and byte counts are not read by linking (nor by the outcome): left at 0
+        facts = TcpFacts(tcp.syn_frame, tcp.synack_frame, tcp.end, 0, 0, 0)
+        return ex.link_json(self.source, fmt_endpoint(*self.client), fmt_endpoint(*self.server),
+                            self.first_frame, self.first_ts, facts)
+
     def decided(self, ex: Exchange, now_ns: int | None, timeout_ns: int) -> bool:
         return ex.decided(now_ns, timeout_ns, self.tcp.end is not None)
 

@@ -6,7 +6,7 @@ just stops at the proxy (`no-upstream-connection`, `timeout`, a 502). The DNS ex
 the evidence, so the pipeline reads DNS over UDP and TCP port 53 — and any traffic to or
 from Docker's embedded resolver at 127.0.0.11, which answers on random high ports behind
 iptables DNAT inside each container — with `dpkt.dns`, into bounded transactions (a query
-and its answer), and `explain()` puts the relevant ones into the chain's verdict.
+and its answer); judge/dns_evidence.py puts the relevant ones into the chain's verdict.
 
 Everything here is attacker-controlled input: every message is parsed inside a try (a
 malformed one is counted, never raised), names are cut to 253 characters and shown
@@ -39,8 +39,6 @@ LOOKUP_TYPES = {1, 28, 5, 255}    # A, AAAA, CNAME, ANY: what getaddrinfo-style 
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
           64: "SVCB", 65: "HTTPS", 255: "ANY"}
-# Worst first: what a name's lookups add up to when several were made in the window.
-_SEVERITY = {"servfail": 0, "refused": 1, "nxdomain": 2, "error": 3, "no-answer": 4, "nodata": 5, "ok": 6}
 
 
 def is_dns(src: bytes, sport: int, dst: bytes, dport: int) -> bool:
@@ -350,96 +348,3 @@ def _qname(data: bytes, off: int) -> tuple[str, int]:
         if total > 255:
             raise ValueError("name too long")
         off += 1 + n
-
-
-# -- the verdict's sentence --------------------------------------------------------------------
-
-_CONTAINER_NAME = __import__("re").compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_RELEVANT = {"no-upstream-connection", "timeout", "proxy-rejected"}
-
-
-def _answered_ts(h: dict) -> float | None:
-    if h.get("response"):
-        return h["response"]["ts"]
-    end = (h.get("tcp") or {}).get("end")
-    if end:
-        return end["ts"]
-    req = h.get("request")
-    if req and h.get("waited") is not None:
-        return req["ts"] + h["waited"]
-    return None
-
-
-def explain(tracker: DnsTracker, chain: dict, hops: list[dict], timeout_s: float,
-            names: dict[str, str] | None = None) -> None:
-    """Add the DNS evidence to a chain's verdict (summary, evidence, verdict.dns) when the chain
-    stopped at a proxy that may have failed to resolve its upstream name."""
-    v = chain.get("verdict") or {}
-    last = hops[-1] if hops else None
-    if last is None or last.get("request") is None:
-        return
-    status = last.get("status")
-    if v.get("cause") not in _RELEVANT and not (status in (502, 503, 504) and last.get("response")):
-        return
-    if v.get("cause") == "proxy-rejected" and status not in (502, 503, 504):
-        return                           # a 403/404 from the proxy itself: not a lookup problem
-    host = last["server"].rpartition(":")[0].strip("[]")
-    t0 = last["request"]["ts"]
-    t1 = _answered_ts(last)
-    hi = (t1 if t1 is not None else t0 + timeout_s) + 0.5
-    lookups = tracker.near(host, t0 - 1.0, hi)
-    if len(hops) > 1:
-        # The deepest leg was reached through a proxy (whose own lookups worked): its server is
-        # likely the backend. Only its failed lookups are worth a sentence; silence otherwise.
-        lookups = [e for e in lookups if e["outcome"] != "ok"]
-        if not lookups:
-            return
-    if not lookups:
-        if tracker.sent_any(host):
-            v["dns"] = {"host": host, "visible": True, "lookups": []}
-            return
-        v["dns"] = {"host": host, "visible": False, "lookups": []}
-        name = (names or {}).get(host)
-        target = safe_name(name) if name and _CONTAINER_NAME.fullmatch(name) else "<proxy>"
-        v["summary"] += (f" DNS was not visible from this capture point: it holds no lookup from {host}. A "
-                         "container resolves names through Docker's resolver at 127.0.0.11 on its own "
-                         f"loopback; `wscap live --container {target}` captures there.")
-        return
-    by_name: dict[str, list[dict]] = {}
-    for e in lookups:
-        by_name.setdefault(e["name"], []).append(e)
-    worst = []
-    for _name, es in by_name.items():
-        if any(e["outcome"] == "ok" for e in es):
-            worst.append(min((e for e in es if e["outcome"] == "ok"), key=lambda e: e["query_ts"] or 0))
-        else:
-            worst.append(min(es, key=lambda e: (_SEVERITY[e["outcome"]], e["query_ts"] or 0)))
-    worst.sort(key=lambda e: (_SEVERITY[e["outcome"]], e["query_ts"] or e["answer_ts"] or 0))
-    sentences = []
-    for e in worst[:2]:
-        n = f"`{e['name']}`" if e["name"] else "a name"
-        if e["outcome"] == "ok":
-            sentences.append(f"The proxy resolved {n} to {', '.join(e['addresses'][:3])} (frame "
-                             f"{e['answer_frame']}) but no connection to it was seen.")
-        elif e["outcome"] == "no-answer":
-            sentences.append(f"The proxy's lookup of {n} got no answer (query frame {e['query_frame']}).")
-        elif e["outcome"] == "nodata":
-            sentences.append(f"The proxy's lookup of {n} returned no address (NOERROR without records, "
-                             f"frame {e['answer_frame']}).")
-        else:
-            sentences.append(f"The proxy's lookup of {n} failed ({e['rcode']}, frame {e['answer_frame']}).")
-    if len(worst) > 2:
-        sentences.append(f"({len(worst) - 2} more name(s) looked up in that time.)")
-    v["summary"] += " " + " ".join(sentences)
-    ev = v.setdefault("evidence", [])
-    for e in worst[:2]:
-        what = f"DNS {e['type']} {e['name']} → " + (e["rcode"] or "no answer")
-        item = {"hop_id": last.get("id"), "source": e["source"],
-                "frame": e["answer_frame"] if e["answer_frame"] is not None else e["query_frame"], "what": what}
-        # In frame order among the evidence of the same capture (the lookup precedes the 502).
-        at = next((i for i, x in enumerate(ev) if x.get("source") == item["source"]
-                   and x.get("frame") is not None and x["frame"] > item["frame"]), len(ev))
-        ev.insert(at, item)
-    v["dns"] = {"host": host, "visible": True,
-                "lookups": [{k: e[k] for k in ("source", "name", "type", "outcome", "rcode", "query_frame",
-                                                "answer_frame", "addresses")} for e in worst]}

@@ -221,6 +221,20 @@ class Exchange:
         }
 
 
+    def link_json(self, source: int, client: str, server: str, first_frame: int, first_ts: int,
+                  tcp: TcpFacts) -> dict:
+        """The keys of `to_json` that linking reads, by the same expressions (see
+        Connection.link_document); tests/test_live_link_views.py holds the two to the same link view."""
+        resp = self.response
+        return {
+            "id": self.id, "source": source, "client": client, "server": server,
+            "first_frame": first_frame, "first_ts": round(first_ts / 1e9, 6),
+            "request": self.request.to_json() if self.request is not None else None,
+            "response": resp.to_json() if resp is not None else None,
+            "outcome": self.outcome(tcp), "tcp": tcp.to_json(),
+        }
+
+
 @dataclass(slots=True)
 class H2Exchange(Exchange):
     """A WebSocket over HTTP/2: one stream opened by an extended CONNECT (RFC 8441)."""

@@ -21,8 +21,8 @@ import bisect
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from wscap.document.codec import decode_verdict, encode_handshake, encode_verdict, s_to_ns
-from wscap.flow.dns import _RELEVANT as DNS_RELEVANT, explain
+from wscap.document.codec import s_to_ns
+from wscap.judge.dns_evidence import explain
 from wscap.judge.diff import diff_boundary
 from wscap.judge.labels import label_verdict
 from wscap.judge.verdict import decide
@@ -228,14 +228,8 @@ def judge_chain(chain: HopChain, hops: Sequence[Handshake], proxies: Proxies,
     for i in range(len(hops) - 1):
         diffs += diff_boundary(i, hops[i], hops[i + 1])
     verdict = decide(hops, diffs, proxies, timeout_s)
-    last = hops[-1]
-    if dns is not None and last.request is not None and (
-            verdict.cause.value in DNS_RELEVANT or last.status in (502, 503, 504) and last.response is not None):
-        # flow/dns.py reads documents: only the deepest leg (and the chain's length) matter to it.
-        # (the chains it would pass over untouched are skipped above: the same test as its own)
-        doc = {"verdict": encode_verdict(verdict)}
-        explain(dns, doc, [encode_handshake(last)] * len(hops), timeout_s, names)
-        verdict = decode_verdict(doc["verdict"])
+    if dns is not None and hops:
+        verdict = explain(dns, verdict, hops[-1], len(hops), timeout_s, names)
     if names:
         verdict = label_verdict(verdict, hops, names)
     return HopChain(chain.id, chain.hops, chain.links, tuple(diffs), verdict,
