@@ -258,6 +258,9 @@ class Pipeline(Assembly):
             stats.packets += 1
             stats.tcp += 1
             return False
+        # The same question for the compiled record loop (wscap/wire/_fastpath.c decide()): it reads
+        # these, answers exactly as `want` does, and writes now_ns, the clock and the stats back.
+        want.fast = (eoff, l3, conns, source, self, stats, clock)  # type: ignore[attr-defined]
         return want
 
     # -- internals ---------------------------------------------------------------
