@@ -26,6 +26,7 @@
 #define ST_SLOW 2   /* the block at `pos` is Python's (damage, other block types, odd interfaces) */
 
 static PyObject *s_now_ns, *s_packets, *s_tcp, *s_zw, *s_last_frame, *s_last_ts, *s_fast_lane, *s_get;
+static PyObject *s_client, *s_session, *s_mode, *s_body_left, *s_halves, *s_ooo, *s_base, *s_next, *s_delivered;
 
 static inline uint16_t be16(const unsigned char *p) { return (uint16_t)((p[0] << 8) | p[1]); }
 static inline uint32_t be32(const unsigned char *p) {
@@ -41,7 +42,7 @@ static inline uint16_t rd16(const unsigned char *p, int big) {
 }
 
 /* One pipeline's fast-path spec: Pipeline.record_filter(...).fast =
- * (eoff, l3, conns, source, pipeline, stats, clock). */
+ * (eoff, l3, conns, source, pipeline, stats, clock, Connection, Mode.BODY). */
 typedef struct {
     PyObject *spec;        /* borrowed: identity of the spec loaded */
     Py_ssize_t eoff, l3;
@@ -49,6 +50,7 @@ typedef struct {
     PyObject *source;      /* borrowed */
     long long source_v;
     PyObject *pipe, *stats, *clock;
+    PyObject *conn_type, *body;   /* flow/connection.py Connection, flow/session.py BODY */
     /* pipeline state, loaded once per call and written back at the end */
     PyObject *state_pipe;  /* the pipeline whose state is loaded (borrowed), NULL if none */
     PyObject *state_stats, *state_clock, *state_source;
@@ -114,8 +116,8 @@ static int load_state(Fast *f) {
 
 static int load_spec(Fast *f, PyObject *spec) {
     if (f->spec == spec) return 0;
-    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 7) {
-        PyErr_SetString(PyExc_TypeError, "fast spec: a 7-tuple expected");
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 9) {
+        PyErr_SetString(PyExc_TypeError, "fast spec: a 9-tuple expected");
         return -1;
     }
     Py_ssize_t eoff = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0));
@@ -139,8 +141,95 @@ static int load_spec(Fast *f, PyObject *spec) {
     f->pipe = pipe;
     f->stats = PyTuple_GET_ITEM(spec, 5);
     f->clock = clock;
+    f->conn_type = PyTuple_GET_ITEM(spec, 7);
+    f->body = PyTuple_GET_ITEM(spec, 8);
     if (f->state_pipe == NULL && load_state(f) < 0) return -1;
     return 0;
+}
+
+static int set_ll(PyObject *o, PyObject *name, long long v) {
+    PyObject *x = PyLong_FromLongLong(v);
+    if (x == NULL) return -1;
+    int r = PyObject_SetAttr(o, name, x);
+    Py_DECREF(x);
+    return r;
+}
+
+static int get_ll(PyObject *o, PyObject *name, long long *v) {
+    PyObject *x = PyObject_GetAttr(o, name);
+    if (x == NULL) return -1;
+    *v = PyLong_AsLongLong(x);
+    Py_DECREF(x);
+    return (*v == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* Connection.fast_lane (flow/connection.py) for a Connection exactly: Session.skippable,
+ * TcpFlow.advance (HalfStream.advance), Session.skipped, then the connection's last frame/time.
+ * 1: accounted, 0: the full path is needed (nothing changed), 2: ask the Python method (a shape or
+ * size this does not mirror; nothing changed), -1: error. */
+static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsigned sport, uint32_t seq,
+                       long long paylen, long long no, long long ts) {
+    int rc = -1, dir = 1;
+    PyObject *client = NULL, *session = NULL, *mode = NULL, *left = NULL, *tcp = NULL, *halves = NULL;
+    PyObject *half = NULL, *ooo = NULL, *base = NULL;
+    client = PyObject_GetAttr(conn, s_client);
+    if (client == NULL) goto out;
+    if (PyTuple_Check(client) && PyTuple_GET_SIZE(client) == 2) {
+        PyObject *ip = PyTuple_GET_ITEM(client, 0);
+        if (PyBytes_Check(ip) && PyBytes_GET_SIZE(ip) == 4 && memcmp(PyBytes_AS_STRING(ip), src, 4) == 0) {
+            long p = PyLong_AsLong(PyTuple_GET_ITEM(client, 1));
+            if (p == -1 && PyErr_Occurred()) goto out;
+            if (p == (long)sport) dir = 0;
+        }
+    } else {
+        rc = 2;                               /* not the shape this mirrors: Python's fast_lane decides */
+        goto out;
+    }
+    session = PyObject_GetAttr(conn, s_session);
+    if (session == NULL) goto out;
+    mode = PyObject_GetAttr(session, s_mode);
+    if (mode == NULL) goto out;
+    if (!PyList_Check(mode) || PyList_GET_SIZE(mode) != 2) { rc = 2; goto out; }
+    if (PyList_GET_ITEM(mode, dir) != f->body) { rc = 0; goto out; }
+    left = PyObject_GetAttr(session, s_body_left);
+    if (left == NULL) goto out;
+    if (!PyList_Check(left) || PyList_GET_SIZE(left) != 2) { rc = 2; goto out; }
+    int over = 0;
+    long long bl = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(left, dir), &over);
+    if (bl == -1 && PyErr_Occurred()) goto out;
+    if (over < 0 || !(paylen > 0 && (over > 0 || paylen < bl))) { rc = 0; goto out; }
+    tcp = PyObject_GetAttr(conn, s_tcp);
+    if (tcp == NULL) goto out;
+    halves = PyObject_GetAttr(tcp, s_halves);
+    if (halves == NULL) goto out;
+    if (!PyTuple_Check(halves) || PyTuple_GET_SIZE(halves) != 2) { rc = 2; goto out; }
+    half = PyTuple_GET_ITEM(halves, dir);
+    Py_INCREF(half);
+    ooo = PyObject_GetAttr(half, s_ooo);
+    if (ooo == NULL) goto out;
+    int busy = PyObject_IsTrue(ooo);
+    if (busy < 0) goto out;
+    if (busy) { rc = 0; goto out; }
+    base = PyObject_GetAttr(half, s_base);
+    if (base == NULL) goto out;
+    if (base == Py_None) { rc = 0; goto out; }
+    long long base_v = PyLong_AsLongLong(base), next_v, deliv;
+    if (base_v == -1 && PyErr_Occurred()) goto out;
+    if (get_ll(half, s_next, &next_v) < 0) goto out;
+    if ((uint32_t)((long long)seq - base_v) != (uint32_t)next_v) { rc = 0; goto out; }
+    if (get_ll(half, s_delivered, &deliv) < 0) goto out;
+    if (over) { rc = 2; goto out; }           /* a body over 2^63 bytes: Python's integers */
+    /* everything checked: the same writes as advance() + skipped() + the frame/time */
+    if (set_ll(half, s_next, next_v + paylen) < 0 || set_ll(half, s_delivered, deliv + paylen) < 0) goto out;
+    PyObject *nl = PyLong_FromLongLong(bl - paylen);
+    if (nl == NULL) goto out;
+    if (PyList_SetItem(left, dir, nl) < 0) goto out;      /* steals nl */
+    if (set_ll(conn, s_last_frame, no) < 0 || set_ll(conn, s_last_ts, ts) < 0) goto out;
+    rc = 1;
+out:
+    Py_XDECREF(client); Py_XDECREF(session); Py_XDECREF(mode); Py_XDECREF(left); Py_XDECREF(tcp);
+    Py_XDECREF(halves); Py_XDECREF(half); Py_XDECREF(ooo); Py_XDECREF(base);
+    return rc;
 }
 
 /* The record filter. 0: accounted for (skip), 1: full path, -1: error. Mirrors core.py `want`. */
@@ -181,7 +270,7 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
     if (conn != Py_None) {
         if (totlen < 40) { rc = 1; Py_DECREF(conn); goto done; }
         if (win == 0) { rc = 1; Py_DECREF(conn); goto done; }
-        PyObject *tcpflow = PyObject_GetAttrString(conn, "tcp");
+        PyObject *tcpflow = PyObject_GetAttr(conn, s_tcp);
         if (tcpflow == NULL) { Py_DECREF(conn); goto done; }
         PyObject *zw = PyObject_GetAttr(tcpflow, s_zw);
         Py_DECREF(tcpflow);
@@ -190,6 +279,7 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
         Py_DECREF(zw);
         if (zwt) { rc = zwt < 0 ? -1 : 1; Py_DECREF(conn); goto done; }
         long paylen = (long)totlen - 20 - (long)((offx >> 4) << 2);
+        int lane;
         PyObject *pno = PyLong_FromLongLong(no), *pts = PyLong_FromLongLong(ts);
         if (pno == NULL || pts == NULL) { Py_XDECREF(pno); Py_XDECREF(pts); Py_DECREF(conn); goto done; }
         if (paylen <= 0) {
@@ -201,6 +291,9 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
             Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn);
             rc = 1;
             goto done;
+        } else if (Py_TYPE(conn) == (PyTypeObject *)f->conn_type
+                   && (lane = fast_lane_c(f, conn, src, sport, seq, paylen, no, ts)) != 2) {
+            if (lane <= 0) { Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn); rc = lane < 0 ? -1 : 1; goto done; }
         } else {
             PyObject *pseq = PyLong_FromUnsignedLong(seq), *ppay = PyLong_FromLong(paylen);
             PyObject *r = (pseq && ppay) ? PyObject_CallMethodObjArgs(conn, s_fast_lane, bsrc, psport, pseq, ppay,
@@ -422,13 +515,25 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     s_last_ts = PyUnicode_InternFromString("last_ts");
     s_fast_lane = PyUnicode_InternFromString("fast_lane");
     s_get = PyUnicode_InternFromString("get");
+    s_client = PyUnicode_InternFromString("client");
+    s_session = PyUnicode_InternFromString("session");
+    s_mode = PyUnicode_InternFromString("mode");
+    s_body_left = PyUnicode_InternFromString("body_left");
+    s_halves = PyUnicode_InternFromString("halves");
+    s_ooo = PyUnicode_InternFromString("ooo");
+    s_base = PyUnicode_InternFromString("base");
+    s_next = PyUnicode_InternFromString("next");
+    s_delivered = PyUnicode_InternFromString("delivered");
+    if (!s_client || !s_session || !s_mode || !s_body_left || !s_halves || !s_ooo || !s_base || !s_next
+        || !s_delivered)
+        return NULL;
     if (!s_now_ns || !s_packets || !s_tcp || !s_zw || !s_last_frame || !s_last_ts || !s_fast_lane || !s_get)
         return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (m == NULL) return NULL;
     /* API: bumped whenever the calls change, so a stale build (an editable install not rebuilt)
      * is ignored by pcapio.py rather than called wrongly. */
-    if (PyModule_AddIntConstant(m, "API", 1) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
+    if (PyModule_AddIntConstant(m, "API", 2) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
         || PyModule_AddIntConstant(m, "ST_SLOW", ST_SLOW) < 0 || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0) {
         Py_DECREF(m);
         return NULL;
