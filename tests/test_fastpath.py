@@ -309,3 +309,17 @@ def test_bench_capture_gives_the_same_document(tmp_path):
     if "mix" in gen.generate.__code__.co_varnames or hasattr(gen, "MIXES"):
         gen.generate("tiny", str(tmp_path), seed=3, name="tiny-bulk", mix="bulk")
         _differential([tmp_path / "tiny-bulk.pcap"])
+
+
+@needs_ext
+def test_pcapng_times_beyond_64_bits_stay_exact():
+    """An interface whose offset puts times past 2^63 ns is read by Python (exact integers), and a
+    later interface in C does not disturb the first timestamp Python set."""
+    pkt = ether(ipv4_tcp(A, 1111, B, 5432))
+    data = (pcapio.pcapng_shb("t") + _ng_idb(1, tsresol=9, tsoffset=1 << 40) + _ng_idb(1, tsresol=9)
+            + pcapio.pcapng_epb(0, 5, pkt, len(pkt)) + pcapio.pcapng_epb(1, 7, pkt, len(pkt))
+            + pcapio.pcapng_epb(0, 9, pkt, len(pkt)))
+    frames, nos, st = both(data)
+    assert nos == [] and st[0] == 3
+    assert (st[2], st[3]) == ((1 << 40) * 10**9 + 5, (1 << 40) * 10**9 + 9)
+    assert st[8] == (1 << 40) * 10**9 + 9      # now_ns: the newest time any skipped packet carried

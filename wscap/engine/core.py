@@ -262,7 +262,7 @@ class Pipeline(Assembly):
         # The same question for the compiled record loop (wscap/wire/_fastpath.c decide()): it reads
         # these, answers exactly as `want` does, and writes now_ns, the clock and the stats back.
         # Connection.fast_lane runs there too, for a Connection exactly (reading the same fields).
-        want.fast = (eoff, l3, conns, source, self, stats, clock, Connection, BODY)  # type: ignore[attr-defined]
+        want.fast = (eoff, l3, conns, source, self, stats, clock, Connection, BODY, want)  # type: ignore[attr-defined]
         return want
 
     # -- internals ---------------------------------------------------------------

@@ -51,6 +51,9 @@ typedef struct {
     long long source_v;
     PyObject *pipe, *stats, *clock;
     PyObject *conn_type, *body;   /* flow/connection.py Connection, flow/session.py BODY */
+    PyObject *want;               /* the Python filter: asked when the pipeline's times exceed 64 bits */
+    PyObject *bufobj;             /* the buffer being read (for `want`) */
+    int big;                      /* the pipeline's now_ns / clock do not fit 64 bits: ask `want` */
     /* pipeline state, loaded once per call and written back at the end */
     PyObject *state_pipe;  /* the pipeline whose state is loaded (borrowed), NULL if none */
     PyObject *state_stats, *state_clock, *state_source;
@@ -97,13 +100,14 @@ static int load_state(Fast *f) {
     if (v == NULL) return -1;
     f->now = PyLong_AsLongLong(v);
     Py_DECREF(v);
-    if (f->now == -1 && PyErr_Occurred()) return -1;
+    f->big = 0;
+    if (f->now == -1 && PyErr_Occurred()) goto overflow;
     v = PyDict_GetItemWithError(f->clock, f->source);
     if (v == NULL && PyErr_Occurred()) return -1;
     f->clk = 0;
     if (v != NULL) {
         f->clk = PyLong_AsLongLong(v);
-        if (f->clk == -1 && PyErr_Occurred()) return -1;
+        if (f->clk == -1 && PyErr_Occurred()) goto overflow;
     }
     f->state_pipe = f->pipe;
     f->state_stats = f->stats;
@@ -112,12 +116,18 @@ static int load_state(Fast *f) {
     f->now_dirty = f->clk_dirty = 0;
     f->skipped = 0;
     return 0;
+overflow:
+    if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+    PyErr_Clear();
+    f->big = 1;                  /* times past 2^63 ns: Python's `want` decides, with its integers */
+    f->state_pipe = NULL;
+    return 0;
 }
 
 static int load_spec(Fast *f, PyObject *spec) {
     if (f->spec == spec) return 0;
-    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 9) {
-        PyErr_SetString(PyExc_TypeError, "fast spec: a 9-tuple expected");
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 10) {
+        PyErr_SetString(PyExc_TypeError, "fast spec: a 10-tuple expected");
         return -1;
     }
     Py_ssize_t eoff = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0));
@@ -143,8 +153,20 @@ static int load_spec(Fast *f, PyObject *spec) {
     f->clock = clock;
     f->conn_type = PyTuple_GET_ITEM(spec, 7);
     f->body = PyTuple_GET_ITEM(spec, 8);
-    if (f->state_pipe == NULL && load_state(f) < 0) return -1;
+    f->want = PyTuple_GET_ITEM(spec, 9);
+    if (f->state_pipe == NULL && !f->big && load_state(f) < 0) return -1;
     return 0;
+}
+
+/* The Python filter for one record (the pipeline's state flushed first, reloaded after). */
+static int ask_want(Fast *f, Py_ssize_t off, Py_ssize_t caplen, long long no, long long ts) {
+    if (flush_state(f) < 0) return -1;
+    PyObject *r = PyObject_CallFunction(f->want, "OnnLL", f->bufobj, off, caplen, no, ts);
+    if (r == NULL) return -1;
+    int t = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (t < 0 || load_state(f) < 0) return -1;
+    return t;
 }
 
 static int set_ll(PyObject *o, PyObject *name, long long v) {
@@ -214,10 +236,15 @@ static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsign
     if (base == NULL) goto out;
     if (base == Py_None) { rc = 0; goto out; }
     long long base_v = PyLong_AsLongLong(base), next_v, deliv;
-    if (base_v == -1 && PyErr_Occurred()) goto out;
-    if (get_ll(half, s_next, &next_v) < 0) goto out;
+    if (base_v == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) { PyErr_Clear(); rc = 2; }
+        goto out;
+    }
+    if (get_ll(half, s_next, &next_v) < 0 || get_ll(half, s_delivered, &deliv) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) { PyErr_Clear(); rc = 2; }
+        goto out;
+    }
     if ((uint32_t)((long long)seq - base_v) != (uint32_t)next_v) { rc = 0; goto out; }
-    if (get_ll(half, s_delivered, &deliv) < 0) goto out;
     if (over) { rc = 2; goto out; }           /* a body over 2^63 bytes: Python's integers */
     /* everything checked: the same writes as advance() + skipped() + the frame/time */
     if (set_ll(half, s_next, next_v + paylen) < 0 || set_ll(half, s_delivered, deliv + paylen) < 0) goto out;
@@ -235,6 +262,7 @@ out:
 /* The record filter. 0: accounted for (skip), 1: full path, -1: error. Mirrors core.py `want`. */
 static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long long no, long long ts) {
     Py_ssize_t l3 = f->l3;
+    if (f->big) return ask_want(f, rec - (const unsigned char *)PyBytes_AS_STRING(f->bufobj), caplen, no, ts);
     if (caplen < l3 + 40) return 1;
     const unsigned char *ip = rec + l3, *tcp = ip + 20;
     unsigned et = be16(rec + f->eoff);
@@ -316,17 +344,10 @@ done:
     return rc;
 }
 
-static PyObject *opt_ll(PyObject *o, long long v, int has) {
-    if (!has) Py_RETURN_NONE;
-    (void)o;
+/* first/last timestamps: the caller's objects (any int, or None) unless this call set them. */
+static PyObject *opt_ll(PyObject *orig, long long v, int set) {
+    if (!set) { Py_INCREF(orig); return orig; }
     return PyLong_FromLongLong(v);
-}
-
-static int get_opt_ll(PyObject *o, long long *v, int *has) {
-    if (o == Py_None) { *has = 0; *v = 0; return 0; }
-    *has = 1;
-    *v = PyLong_AsLongLong(o);
-    return (*v == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
 /* pcap_scan(buf, pos, big, ts_mult, spec, no, nbytes, first, last)
@@ -340,12 +361,14 @@ static PyObject *pcap_scan(PyObject *self, PyObject *args) {
     PyObject *spec, *pfirst, *plast;
     if (!PyArg_ParseTuple(args, "y*npLOLLOO", &view, &pos, &big, &ts_mult, &spec, &no, &nbytes, &pfirst, &plast))
         return NULL;
-    long long first, last;
-    int has_first, has_last;
+    long long first = 0, last = 0;
+    int has_first = pfirst != Py_None, set_first = 0, set_last = 0;
     Fast f;
     memset(&f, 0, sizeof f);
-    if (get_opt_ll(pfirst, &first, &has_first) < 0 || get_opt_ll(plast, &last, &has_last) < 0) {
+    f.bufobj = view.obj;
+    if (!PyBytes_Check(view.obj)) {
         PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "buf: bytes expected");
         return NULL;
     }
     if (spec != Py_None && load_spec(&f, spec) < 0) {
@@ -368,8 +391,8 @@ static PyObject *pcap_scan(PyObject *self, PyObject *args) {
         pos = end;
         no++;
         long long t = (long long)sec * 1000000000LL + (long long)frac * ts_mult;
-        if (!has_first) { first = t; has_first = 1; }
-        last = t; has_last = 1;
+        if (!has_first) { first = t; has_first = set_first = 1; }
+        last = t; set_last = 1;
         nbytes += cl;
         if (!cl) { empty++; continue; }
         if (spec != Py_None) {
@@ -384,7 +407,7 @@ static PyObject *pcap_scan(PyObject *self, PyObject *args) {
     PyBuffer_Release(&view);
     if (flush_state(&f) < 0) err = 1;
     if (err) return NULL;
-    PyObject *pf = opt_ll(NULL, first, has_first), *pl = opt_ll(NULL, last, has_last);
+    PyObject *pf = opt_ll(pfirst, first, set_first), *pl = opt_ll(plast, last, set_last);
     if (!pf || !pl) { Py_XDECREF(pf); Py_XDECREF(pl); return NULL; }
     return Py_BuildValue("(inLLNNLnnLL)", status, pos, no, nbytes, pf, pl, empty, start, caplen, wirelen, ts);
 }
@@ -409,12 +432,14 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *args) {
     PyObject *ifaces, *pfirst, *plast;
     if (!PyArg_ParseTuple(args, "y*npO!LLOO", &view, &pos, &big, &PyTuple_Type, &ifaces, &no, &nbytes, &pfirst, &plast))
         return NULL;
-    long long first, last;
-    int has_first, has_last;
+    long long first = 0, last = 0;
+    int has_first = pfirst != Py_None, set_first = 0, set_last = 0;
     Fast f;
     memset(&f, 0, sizeof f);
-    if (get_opt_ll(pfirst, &first, &has_first) < 0 || get_opt_ll(plast, &last, &has_last) < 0) {
+    f.bufobj = view.obj;
+    if (!PyBytes_Check(view.obj)) {
         PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "buf: bytes expected");
         return NULL;
     }
     Py_ssize_t nif = PyTuple_GET_SIZE(ifaces);
@@ -474,8 +499,8 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *args) {
         blocks++;
         no++;
         nbytes += cl;
-        if (!has_first) { first = t; has_first = 1; }
-        last = t; has_last = 1;
+        if (!has_first) { first = t; has_first = set_first = 1; }
+        last = t; set_last = 1;
         if (!cl) { empty++; continue; }
         if (c->spec != Py_None) {
             if (load_spec(&f, c->spec) < 0) { err = 1; break; }
@@ -491,7 +516,7 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *args) {
     if (ifs != ifs_small) PyMem_Free(ifs);
     if (flush_state(&f) < 0) err = 1;
     if (err) return NULL;
-    PyObject *pf = opt_ll(NULL, first, has_first), *pl = opt_ll(NULL, last, has_last);
+    PyObject *pf = opt_ll(pfirst, first, set_first), *pl = opt_ll(plast, last, set_last);
     if (!pf || !pl) { Py_XDECREF(pf); Py_XDECREF(pl); return NULL; }
     return Py_BuildValue("(inLLNNLLnnLLL)", status, pos, no, nbytes, pf, pl, empty, blocks, start, caplen, wirelen,
                          ts, ifid_out);
@@ -533,7 +558,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     if (m == NULL) return NULL;
     /* API: bumped whenever the calls change, so a stale build (an editable install not rebuilt)
      * is ignored by pcapio.py rather than called wrongly. */
-    if (PyModule_AddIntConstant(m, "API", 2) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
+    if (PyModule_AddIntConstant(m, "API", 3) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
         || PyModule_AddIntConstant(m, "ST_SLOW", ST_SLOW) < 0 || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0) {
         Py_DECREF(m);
         return NULL;
