@@ -259,6 +259,56 @@ out:
     return rc;
 }
 
+/* Flow keys as engine/core.py flow_key() builds them: (lo ip, lo port, hi ip, hi port), wrapped as
+ * (source, key) for source != 0. A small direct-mapped cache of recent keys saves the objects'
+ * allocation and their bytes' hashing per packet; keys are plain values, so a cached one is
+ * equal to a fresh one whatever happened to the flow table since. */
+#define KC_SIZE 4096
+typedef struct {
+    unsigned char raw[12];
+    long long source;
+    PyObject *key;        /* strong reference, NULL while empty */
+} KeyEnt;
+static KeyEnt kcache[KC_SIZE];
+
+static PyObject *flow_key(const unsigned char *src, unsigned sport, const unsigned char *dst, unsigned dport,
+                          int fwd, PyObject *source, long long source_v) {
+    unsigned char raw[12];
+    const unsigned char *lo = fwd ? src : dst, *hi = fwd ? dst : src;
+    unsigned lp = fwd ? sport : dport, hp = fwd ? dport : sport;
+    memcpy(raw, lo, 4);
+    raw[4] = (unsigned char)(lp >> 8); raw[5] = (unsigned char)lp;
+    memcpy(raw + 6, hi, 4);
+    raw[10] = (unsigned char)(hp >> 8); raw[11] = (unsigned char)hp;
+    uint32_t h = 2166136261u;                     /* FNV-1a */
+    for (int i = 0; i < 12; i++) h = (h ^ raw[i]) * 16777619u;
+    h ^= (uint32_t)source_v * 2654435761u;
+    KeyEnt *e = &kcache[h & (KC_SIZE - 1)];
+    if (e->key != NULL && e->source == source_v && memcmp(e->raw, raw, 12) == 0) {
+        Py_INCREF(e->key);
+        return e->key;
+    }
+    PyObject *a = PyBytes_FromStringAndSize((const char *)lo, 4), *b = PyBytes_FromStringAndSize((const char *)hi, 4);
+    PyObject *pa = PyLong_FromUnsignedLong(lp), *pb = PyLong_FromUnsignedLong(hp);
+    PyObject *key = NULL;
+    if (a && b && pa && pb) {
+        key = PyTuple_Pack(4, a, pa, b, pb);
+        if (key != NULL && source_v) {
+            PyObject *outer = PyTuple_Pack(2, source, key);
+            Py_DECREF(key);
+            key = outer;
+        }
+    }
+    Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(pa); Py_XDECREF(pb);
+    if (key == NULL) return NULL;
+    Py_XDECREF(e->key);
+    Py_INCREF(key);
+    e->key = key;
+    e->source = source_v;
+    memcpy(e->raw, raw, 12);
+    return key;
+}
+
 /* The record filter. 0: accounted for (skip), 1: full path, -1: error. Mirrors core.py `want`. */
 static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long long no, long long ts) {
     Py_ssize_t l3 = f->l3;
@@ -274,20 +324,11 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
     uint32_t seq = be32(tcp + 4);
     int c = memcmp(src, dst, 4);
     int fwd = c < 0 || (c == 0 && sport < dport);
-    PyObject *bsrc = PyBytes_FromStringAndSize((const char *)src, 4);
-    PyObject *bdst = PyBytes_FromStringAndSize((const char *)dst, 4);
-    PyObject *psport = PyLong_FromUnsignedLong(sport);
-    PyObject *pdport = PyLong_FromUnsignedLong(dport);
-    PyObject *key = NULL, *outer = NULL;
+    PyObject *key = flow_key(src, sport, dst, dport, fwd, f->source, f->source_v);
+    PyObject *bsrc = NULL, *psport = NULL;
     int rc = -1;
-    if (!bsrc || !bdst || !psport || !pdport) goto done;
-    key = fwd ? PyTuple_Pack(4, bsrc, psport, bdst, pdport) : PyTuple_Pack(4, bdst, pdport, bsrc, psport);
     if (key == NULL) goto done;
-    if (f->source_v) {
-        outer = PyTuple_Pack(2, f->source, key);
-        if (outer == NULL) goto done;
-    }
-    PyObject *conn = PyDict_GetItemWithError(f->conns, outer ? outer : key);
+    PyObject *conn = PyDict_GetItemWithError(f->conns, key);
     if (conn == NULL) {
         rc = PyErr_Occurred() ? -1 : 1;            /* unseen: the full path creates it */
         goto done;
@@ -324,7 +365,9 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
             if (lane <= 0) { Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn); rc = lane < 0 ? -1 : 1; goto done; }
         } else {
             PyObject *pseq = PyLong_FromUnsignedLong(seq), *ppay = PyLong_FromLong(paylen);
-            PyObject *r = (pseq && ppay) ? PyObject_CallMethodObjArgs(conn, s_fast_lane, bsrc, psport, pseq, ppay,
+            bsrc = PyBytes_FromStringAndSize((const char *)src, 4);
+            psport = PyLong_FromUnsignedLong(sport);
+            PyObject *r = (pseq && ppay && bsrc && psport) ? PyObject_CallMethodObjArgs(conn, s_fast_lane, bsrc, psport, pseq, ppay,
                                                                      pno, pts, NULL) : NULL;
             Py_XDECREF(pseq); Py_XDECREF(ppay);
             if (r == NULL) { Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn); goto done; }
@@ -339,8 +382,8 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
     f->skipped++;
     rc = 0;
 done:
-    Py_XDECREF(bsrc); Py_XDECREF(bdst); Py_XDECREF(psport); Py_XDECREF(pdport);
-    Py_XDECREF(key); Py_XDECREF(outer);
+    Py_XDECREF(bsrc); Py_XDECREF(psport);
+    Py_XDECREF(key);
     return rc;
 }
 
@@ -558,7 +601,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     if (m == NULL) return NULL;
     /* API: bumped whenever the calls change, so a stale build (an editable install not rebuilt)
      * is ignored by pcapio.py rather than called wrongly. */
-    if (PyModule_AddIntConstant(m, "API", 3) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
+    if (PyModule_AddIntConstant(m, "API", 4) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
         || PyModule_AddIntConstant(m, "ST_SLOW", ST_SLOW) < 0 || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0) {
         Py_DECREF(m);
         return NULL;
