@@ -281,6 +281,7 @@ def _differential(paths: list[Path]) -> None:
 
 
 @needs_ext
+@pytest.mark.slow
 def test_every_repo_capture_gives_the_same_document():
     paths = _captures()
     assert len([p for p in paths if "hostile" not in str(p)]) >= 20
