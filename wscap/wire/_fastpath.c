@@ -27,6 +27,8 @@
 
 static PyObject *s_now_ns, *s_packets, *s_tcp, *s_zw, *s_last_frame, *s_last_ts, *s_fast_lane, *s_get;
 static PyObject *s_client, *s_session, *s_mode, *s_body_left, *s_halves, *s_ooo, *s_base, *s_next, *s_delivered;
+static PyObject *s_keep, *s_window, *s_probe, *s_keep_recent, *s_closed, *s_exchanges, *s_client_frames,
+    *s_server_frames, *s_events, *s_desynced, *s_first_data_ts, *s__buf, *s__skip, *s__cur_inflate, *s__cur_want;
 
 static inline uint16_t be16(const unsigned char *p) { return (uint16_t)((p[0] << 8) | p[1]); }
 static inline uint32_t be32(const unsigned char *p) {
@@ -52,6 +54,8 @@ typedef struct {
     PyObject *pipe, *stats, *clock;
     PyObject *conn_type, *body;   /* flow/connection.py Connection, flow/session.py BODY */
     PyObject *want;               /* the Python filter: asked when the pipeline's times exceed 64 bits */
+    PyObject *frames_mode;        /* flow/session.py FRAMES, or NULL: no frames lane (live: stream mode) */
+    PyObject *scanner_type;       /* wire/wsframe.py FrameScanner */
     PyObject *bufobj;             /* the buffer being read (for `want`) */
     int big;                      /* the pipeline's now_ns / clock do not fit 64 bits: ask `want` */
     /* pipeline state, loaded once per call and written back at the end */
@@ -126,8 +130,8 @@ overflow:
 
 static int load_spec(Fast *f, PyObject *spec) {
     if (f->spec == spec) return 0;
-    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 10) {
-        PyErr_SetString(PyExc_TypeError, "fast spec: a 10-tuple expected");
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 13) {
+        PyErr_SetString(PyExc_TypeError, "fast spec: a 13-tuple expected");
         return -1;
     }
     Py_ssize_t eoff = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0));
@@ -154,6 +158,8 @@ static int load_spec(Fast *f, PyObject *spec) {
     f->conn_type = PyTuple_GET_ITEM(spec, 7);
     f->body = PyTuple_GET_ITEM(spec, 8);
     f->want = PyTuple_GET_ITEM(spec, 9);
+    f->frames_mode = PyObject_IsTrue(PyTuple_GET_ITEM(spec, 12)) ? NULL : PyTuple_GET_ITEM(spec, 10);
+    f->scanner_type = PyTuple_GET_ITEM(spec, 11);
     if (f->state_pipe == NULL && !f->big && load_state(f) < 0) return -1;
     return 0;
 }
@@ -185,12 +191,97 @@ static int get_ll(PyObject *o, PyObject *name, long long *v) {
     return (*v == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* The frames lane: an in-order segment of a WebSocket direction whose bytes all fall inside the
+ * payload of the frame being skipped (not kept, not inflated). The full path would do exactly
+ * this: TcpFlow.segment records the window and HalfStream._deliver advances next/delivered (no
+ * probe, nothing buffered, no retransmission memory), Connection.handle feeds the bytes to the
+ * session (FRAMES -> the exchange's FrameScanner.feed, which only counts them off `_skip`), and
+ * nothing else changes. Only without stream mode (analyze): live decides on every full-path frame.
+ * 1: accounted, 0: full path, -1: error. */
+static int frames_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *half, int dir, long long paylen,
+                         unsigned win, long long no, long long ts) {
+    int rc = -1;
+    PyObject *keep = NULL, *events = NULL, *exs = NULL, *sc = NULL, *tcp = NULL, *window = NULL, *o = NULL;
+    long long v;
+    keep = PyObject_GetAttr(conn, s_keep);
+    if (keep == NULL) goto out;
+    if (!PyList_Check(keep) || PyList_GET_SIZE(keep) != 2 || PyList_GET_ITEM(keep, dir) != Py_False) { rc = 0; goto out; }
+    /* the half stream: nothing held as a probe, no retransmission memory kept */
+    o = PyObject_GetAttr(half, s_probe);
+    if (o == NULL) goto out;
+    if (o != Py_None) { rc = 0; goto out; }
+    Py_CLEAR(o);
+    o = PyObject_GetAttr(half, s_keep_recent);
+    if (o == NULL) goto out;
+    if (o != Py_False) { rc = 0; goto out; }
+    Py_CLEAR(o);
+    tcp = PyObject_GetAttr(conn, s_tcp);
+    if (tcp == NULL) goto out;
+    o = PyObject_GetAttr(tcp, s_closed);
+    if (o == NULL) goto out;
+    if (o != Py_False) { rc = 0; goto out; }
+    Py_CLEAR(o);
+    window = PyObject_GetAttr(tcp, s_window);
+    if (window == NULL) goto out;
+    if (!PyList_Check(window) || PyList_GET_SIZE(window) != 2) { rc = 0; goto out; }
+    /* the session: no events waiting, the current exchange's scanner of this direction */
+    events = PyObject_GetAttr(session, s_events);
+    if (events == NULL) goto out;
+    Py_ssize_t ne = PyObject_Length(events);
+    if (ne != 0) { rc = ne < 0 ? -1 : 0; goto out; }
+    exs = PyObject_GetAttr(session, s_exchanges);
+    if (exs == NULL) goto out;
+    if (!PyList_Check(exs) || PyList_GET_SIZE(exs) == 0) { rc = 0; goto out; }
+    sc = PyObject_GetAttr(PyList_GET_ITEM(exs, PyList_GET_SIZE(exs) - 1), dir == 0 ? s_client_frames : s_server_frames);
+    if (sc == NULL) goto out;
+    if (Py_TYPE(sc) != (PyTypeObject *)f->scanner_type) { rc = 0; goto out; }
+    o = PyObject_GetAttr(sc, s_desynced);
+    if (o == NULL) goto out;
+    if (o != Py_False) { rc = 0; goto out; }
+    Py_CLEAR(o);
+    o = PyObject_GetAttr(sc, s_first_data_ts);
+    if (o == NULL) goto out;
+    if (o == Py_None) { rc = 0; goto out; }
+    Py_CLEAR(o);
+    o = PyObject_GetAttr(sc, s__cur_inflate);
+    if (o == NULL) goto out;
+    if (o != Py_False) { rc = 0; goto out; }
+    Py_CLEAR(o);
+    o = PyObject_GetAttr(sc, s__buf);
+    if (o == NULL) goto out;
+    Py_ssize_t nb = PyObject_Length(o);
+    if (nb != 0) { rc = nb < 0 ? -1 : 0; goto out; }
+    Py_CLEAR(o);
+    long long skip, nx, dl;
+    if (get_ll(sc, s__cur_want, &v) < 0) goto overflow;
+    if (v != 0) { rc = 0; goto out; }
+    if (get_ll(sc, s__skip, &skip) < 0) goto overflow;
+    if (!(skip > paylen)) { rc = 0; goto out; }
+    if (get_ll(half, s_next, &nx) < 0 || get_ll(half, s_delivered, &dl) < 0) goto overflow;
+    /* everything checked: the writes of the full path */
+    if (set_ll(conn, s_last_frame, no) < 0 || set_ll(conn, s_last_ts, ts) < 0) goto out;
+    PyObject *w = PyLong_FromUnsignedLong(win);
+    if (w == NULL || PyList_SetItem(window, dir, w) < 0) goto out;
+    if (set_ll(half, s_next, nx + paylen) < 0 || set_ll(half, s_delivered, dl + paylen) < 0
+        || set_ll(sc, s__skip, skip - paylen) < 0)
+        goto out;
+    rc = 1;
+    goto out;
+overflow:
+    if (PyErr_ExceptionMatches(PyExc_OverflowError)) { PyErr_Clear(); rc = 0; }
+out:
+    Py_XDECREF(keep); Py_XDECREF(events); Py_XDECREF(exs); Py_XDECREF(sc); Py_XDECREF(tcp); Py_XDECREF(window);
+    Py_XDECREF(o);
+    return rc;
+}
+
 /* Connection.fast_lane (flow/connection.py) for a Connection exactly: Session.skippable,
  * TcpFlow.advance (HalfStream.advance), Session.skipped, then the connection's last frame/time.
  * 1: accounted, 0: the full path is needed (nothing changed), 2: ask the Python method (a shape or
  * size this does not mirror; nothing changed), -1: error. */
 static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsigned sport, uint32_t seq,
-                       long long paylen, long long no, long long ts) {
+                       long long paylen, long long no, long long ts, unsigned win) {
+    int frames = 0;
     int rc = -1, dir = 1;
     PyObject *client = NULL, *session = NULL, *mode = NULL, *left = NULL, *tcp = NULL, *halves = NULL;
     PyObject *half = NULL, *ooo = NULL, *base = NULL;
@@ -212,6 +303,10 @@ static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsign
     mode = PyObject_GetAttr(session, s_mode);
     if (mode == NULL) goto out;
     if (!PyList_Check(mode) || PyList_GET_SIZE(mode) != 2) { rc = 2; goto out; }
+    if (f->frames_mode != NULL && PyList_GET_ITEM(mode, dir) == f->frames_mode) {
+        frames = 1;
+        goto stream;
+    }
     if (PyList_GET_ITEM(mode, dir) != f->body) { rc = 0; goto out; }
     left = PyObject_GetAttr(session, s_body_left);
     if (left == NULL) goto out;
@@ -220,6 +315,7 @@ static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsign
     long long bl = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(left, dir), &over);
     if (bl == -1 && PyErr_Occurred()) goto out;
     if (over < 0 || !(paylen > 0 && (over > 0 || paylen < bl))) { rc = 0; goto out; }
+stream:
     tcp = PyObject_GetAttr(conn, s_tcp);
     if (tcp == NULL) goto out;
     halves = PyObject_GetAttr(tcp, s_halves);
@@ -245,6 +341,10 @@ static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsign
         goto out;
     }
     if ((uint32_t)((long long)seq - base_v) != (uint32_t)next_v) { rc = 0; goto out; }
+    if (frames) {
+        rc = frames_lane_c(f, conn, session, half, dir, paylen, win, no, ts);
+        goto out;
+    }
     if (over) { rc = 2; goto out; }           /* a body over 2^63 bytes: Python's integers */
     /* everything checked: the same writes as advance() + skipped() + the frame/time */
     if (set_ll(half, s_next, next_v + paylen) < 0 || set_ll(half, s_delivered, deliv + paylen) < 0) goto out;
@@ -361,7 +461,7 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
             rc = 1;
             goto done;
         } else if (Py_TYPE(conn) == (PyTypeObject *)f->conn_type
-                   && (lane = fast_lane_c(f, conn, src, sport, seq, paylen, no, ts)) != 2) {
+                   && (lane = fast_lane_c(f, conn, src, sport, seq, paylen, no, ts, win)) != 2) {
             if (lane <= 0) { Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn); rc = lane < 0 ? -1 : 1; goto done; }
         } else {
             PyObject *pseq = PyLong_FromUnsignedLong(seq), *ppay = PyLong_FromLong(paylen);
@@ -592,6 +692,25 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     s_base = PyUnicode_InternFromString("base");
     s_next = PyUnicode_InternFromString("next");
     s_delivered = PyUnicode_InternFromString("delivered");
+    s_keep = PyUnicode_InternFromString("keep");
+    s_window = PyUnicode_InternFromString("window");
+    s_probe = PyUnicode_InternFromString("probe");
+    s_keep_recent = PyUnicode_InternFromString("keep_recent");
+    s_closed = PyUnicode_InternFromString("closed");
+    s_exchanges = PyUnicode_InternFromString("exchanges");
+    s_client_frames = PyUnicode_InternFromString("client_frames");
+    s_server_frames = PyUnicode_InternFromString("server_frames");
+    s_events = PyUnicode_InternFromString("events");
+    s_desynced = PyUnicode_InternFromString("desynced");
+    s_first_data_ts = PyUnicode_InternFromString("first_data_ts");
+    s__buf = PyUnicode_InternFromString("_buf");
+    s__skip = PyUnicode_InternFromString("_skip");
+    s__cur_inflate = PyUnicode_InternFromString("_cur_inflate");
+    s__cur_want = PyUnicode_InternFromString("_cur_want");
+    if (!s_keep || !s_window || !s_probe || !s_keep_recent || !s_closed || !s_exchanges || !s_client_frames
+        || !s_server_frames || !s_events || !s_desynced || !s_first_data_ts || !s__buf || !s__skip
+        || !s__cur_inflate || !s__cur_want)
+        return NULL;
     if (!s_client || !s_session || !s_mode || !s_body_left || !s_halves || !s_ooo || !s_base || !s_next
         || !s_delivered)
         return NULL;
@@ -601,7 +720,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     if (m == NULL) return NULL;
     /* API: bumped whenever the calls change, so a stale build (an editable install not rebuilt)
      * is ignored by pcapio.py rather than called wrongly. */
-    if (PyModule_AddIntConstant(m, "API", 4) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
+    if (PyModule_AddIntConstant(m, "API", 5) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
         || PyModule_AddIntConstant(m, "ST_SLOW", ST_SLOW) < 0 || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0) {
         Py_DECREF(m);
         return NULL;
