@@ -392,3 +392,31 @@ def test_damaged_captures_read_the_same_both_ways(tmp_path):
             assert _run_pipeline(data, True)[1] == _run_pipeline(data, False)[1], f"{name} case {cases}"
             cases += 1
     assert cases == 25 * len(sources)
+
+
+@needs_ext
+def test_frames_lane_accounts_bytes_inside_a_frame_payload(tmp_path):
+    """A 5,000-byte server frame in 500-byte segments after a 101: the first segment (frame header)
+    and the last (the frame ends in it) take the full path; the 9 between carry only payload the
+    scanner skips, and the compiled loop accounts them itself. Same document either way."""
+    from builders import Capture, ws_frame, ws_request, ws_response
+    cap = Capture()
+    c = cap.conn(("172.18.0.1", 50000), ("172.18.0.3", 5000)).open()
+    c.send(True, ws_request("/ws"))
+    c.send(False, ws_response())
+    big = ws_frame(b"x" * 5000)
+    assert len(big) == 5004
+    c.send(False, big, split=500)                        # 11 segments: 500 x 10 + 4
+    c.send(True, ws_frame(b"bye", opcode=8, mask=True))
+    c.fin(True)
+    c.fin(False)
+    cap.write(tmp_path / "t.pcap")
+    data = (tmp_path / "t.pcap").read_bytes()
+    fed_c, out_c = _run_pipeline(data, True)
+    fed_p, out_p = _run_pipeline(data, False)
+    assert out_c == out_p
+    assert len(fed_p) - len(fed_c) == 9
+    lane = {f[0] for f in fed_p} - {f[0] for f in fed_c}
+    seg1 = 3 + 1 + 1 + 1                  # after the 3-way handshake, request and response: frame 6
+    assert lane == set(range(seg1 + 1, seg1 + 10))       # segments 2..10 of the frame (frames 7-15)
+    assert '"length": 5000' in out_c[-1]                 # the frame itself is still in the document
