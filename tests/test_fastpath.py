@@ -420,3 +420,44 @@ def test_frames_lane_accounts_bytes_inside_a_frame_payload(tmp_path):
     seg1 = 3 + 1 + 1 + 1                  # after the 3-way handshake, request and response: frame 6
     assert lane == set(range(seg1 + 1, seg1 + 10))       # segments 2..10 of the frame (frames 7-15)
     assert '"length": 5000' in out_c[-1]                 # the frame itself is still in the document
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("chunk", [4097, 5000, 65536])
+def test_split_reads_give_the_same_frames_even_when_abandoned(fast, chunk):
+    """read_frames' readers complete a buffered record from the next chunk's head and read the
+    chunk in place (no copy onto the tail). Any chunking, and a consumer that stops after a few
+    frames of each feed (the rest stays buffered), give the frames of one whole read."""
+    if fast and not BUILT:
+        pytest.skip("wscap.wire._fastpath is not built")
+    recs = [(T0 + i, ether(ipv4_tcp(A, 1000 + i % 7, B, 80, b"p" * (i * 37 % 1400)))) for i in range(300)]
+    data = pcap(recs)
+    whole, r0 = read(data, None, fast=fast)
+    assert [f.no for f in whole] == list(range(1, 301))
+    saved = pcapio._fastpath
+    if not fast:
+        pcapio._fastpath = None
+    try:
+        for abandon in (None, 0, 2):                   # stop after the completed record, or later
+            r = CaptureReader(0, 0, None)
+            r.split_reads = True
+            got = []
+            for i in range(0, len(data), chunk):
+                it = r.feed_iter(data[i:i + chunk])
+                for k, f in enumerate(it):
+                    got.append(f)
+                    if k == abandon:
+                        break                      # the rest of this feed stays buffered
+                del it
+            got += r.feed(b"")                     # what was left buffered
+            while r.pending and not r.stopped:
+                n = len(got)
+                got += r.feed(b"")
+                if len(got) == n:
+                    break
+            r.finish()
+            assert [(f.no, f.ts_ns, f.data) for f in got] == [(f.no, f.ts_ns, f.data) for f in whole]
+            assert (r.no, r.nbytes, r.first_ts, r.last_ts, r.errors, r.pending) == \
+                   (r0.no, r0.nbytes, r0.first_ts, r0.last_ts, [], 0)
+    finally:
+        pcapio._fastpath = saved

@@ -143,6 +143,14 @@ class CaptureReader:
         self.errors: list[str] = []
         self.stopped = False              # damage: nothing more is read
         self._buf = b""
+        # pcap: a new chunk that completes the buffered record is not copied onto it. The record is
+        # completed alone (`_buf`) and the chunk is read in place from `_rest` = (chunk, offset);
+        # the logical buffer is `_buf + chunk[offset:]` (_whole() makes it one bytes again).
+        # Only for a reader whose state nobody reads while its frames are being taken (read_frames
+        # sets it; the live follower, which asks `pending` between feeds, does not).
+        self.split_reads = False
+        self._rest: tuple[bytes, int] | None = None
+        self._pos0 = 0                    # where the next pcap loop starts in `_buf`
         self._count0 = no
         # pcap
         self._rec: struct.Struct | None = None
@@ -170,11 +178,20 @@ class CaptureReader:
     @property
     def pending(self) -> int:
         """Bytes of an unfinished record (or header) still buffered."""
+        self._whole()
         return len(self._buf)
 
     def drop_pending(self) -> None:
         """Forget the unfinished record (its file was cut back to the last whole record)."""
         self._buf = b""
+        self._rest = None
+
+    def _whole(self) -> None:
+        """One buffer again (a split chunk whose reading was not finished)."""
+        if self._rest is not None:
+            data, off = self._rest
+            self._rest = None
+            self._buf = self._buf + data[off:]
 
     @property
     def error(self) -> str | None:
@@ -192,6 +209,7 @@ class CaptureReader:
     def clone(self) -> CaptureReader:
         """A copy in the same state (format, interfaces, pending bytes) that only counts: no record
         filter, no shedding. To read ahead (how many records are left) without asking anyone."""
+        self._whole()
         c = CaptureReader(self.no, self.source)
         for k, v in vars(self).items():
             setattr(c, k, list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
@@ -211,6 +229,14 @@ class CaptureReader:
         self.bytes += len(data)
         if self.stopped:
             return iter(())
+        self._whole()
+        if self.split_reads and self._buf and self.format == "pcap" and self._rec is not None and len(data) > 4096:
+            need = self._completes(data)
+            if need:
+                # Complete the buffered record from the chunk's head; read the rest in place.
+                self._buf = self._buf + data[:need]
+                self._rest = (data if isinstance(data, bytes) else bytes(data), need)
+                return self._pcap_split()
         buf = self._buf + data if self._buf else bytes(data)
         self._buf = buf
         if self.format == "unknown":
@@ -230,8 +256,32 @@ class CaptureReader:
             return self._pcap()
         return self._pcapng()
 
+    def _completes(self, data: bytes) -> int:
+        """Bytes of `data` that finish the one unfinished pcap record buffered; 0 when that is not
+        the case (more than one record buffered, a corrupt length, or the record needs more)."""
+        buf = self._buf
+        head = buf[:16] if len(buf) >= 16 else buf + data[:16 - len(buf)]
+        if len(head) < 16:
+            return 0
+        caplen = self._rec.unpack_from(head)[2]  # type: ignore[union-attr]
+        need = 16 + caplen - len(buf)
+        return need if caplen <= MAX_RECORD and 0 < need <= len(data) else 0
+
+    def _pcap_split(self) -> Iterator[RawFrame]:
+        yield from self._pcap()                  # the completed record, alone
+        if self._rest is None or self.stopped:   # (read further by someone else / damage)
+            return
+        if self._buf:                            # not consumed: should not happen; keep it exact
+            self._whole()
+            yield from self._pcap()
+            return
+        self._buf, self._pos0 = self._rest
+        self._rest = None
+        yield from self._pcap()
+
     def finish(self) -> None:
         """The input ended: say what was left unfinished (a record cut short, an empty input)."""
+        self._whole()
         if self.stopped:
             return
         buf = self._buf
@@ -280,7 +330,8 @@ class CaptureReader:
         scan = _fastpath.pcap_scan  # type: ignore[union-attr]
         big, ts_mult, lt, source = self._big, self._ts_mult, self.linktype or 0, self.source
         no, nbytes, first, last = self.no, self.nbytes, self.first_ts, self.last_ts
-        no0, empty, pos = no, 0, 0
+        no0, empty, pos = no, 0, self._pos0
+        self._pos0 = 0
         try:
             while True:
                 st, pos, no, nbytes, first, last, e, start, caplen, wirelen, ts = scan(
@@ -312,7 +363,8 @@ class CaptureReader:
         no, nbytes, first, last = self.no, self.nbytes, self.first_ts, self.last_ts
         no0, empty = no, 0
         blen = len(buf)
-        pos = 0
+        pos = self._pos0
+        self._pos0 = 0
         try:
             while blen - pos >= 16:
                 sec, frac, caplen, wirelen = unpack_from(buf, pos)
