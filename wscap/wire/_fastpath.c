@@ -25,7 +25,7 @@
 #define ST_FRAME 1  /* the record at `start` needs the full path: build a RawFrame */
 #define ST_SLOW 2   /* the block at `pos` is Python's (damage, other block types, odd interfaces) */
 
-static PyObject *s_now_ns, *s_packets, *s_tcp, *s_zw, *s_last_frame, *s_last_ts, *s_fast_lane, *s_get;
+static PyObject *s_now_ns, *s_packets, *s_tcp, *s_zw, *s_last_frame, *s_last_ts, *s_fast_lane;
 static PyObject *s_client, *s_session, *s_mode, *s_body_left, *s_halves, *s_ooo, *s_base, *s_next, *s_delivered;
 static PyObject *s_keep, *s_window, *s_probe, *s_keep_recent, *s_closed, *s_exchanges, *s_client_frames,
     *s_server_frames, *s_events, *s_desynced, *s_first_data_ts, *s__buf, *s__skip, *s__cur_inflate, *s__cur_want;
@@ -281,7 +281,8 @@ out:
  * size this does not mirror; nothing changed), -1: error. */
 static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsigned sport, uint32_t seq,
                        long long paylen, long long no, long long ts, unsigned win) {
-    int frames = 0;
+    int frames = 0, over = 0;
+    long long bl = 0;
     int rc = -1, dir = 1;
     PyObject *client = NULL, *session = NULL, *mode = NULL, *left = NULL, *tcp = NULL, *halves = NULL;
     PyObject *half = NULL, *ooo = NULL, *base = NULL;
@@ -311,8 +312,7 @@ static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsign
     left = PyObject_GetAttr(session, s_body_left);
     if (left == NULL) goto out;
     if (!PyList_Check(left) || PyList_GET_SIZE(left) != 2) { rc = 2; goto out; }
-    int over = 0;
-    long long bl = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(left, dir), &over);
+    bl = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(left, dir), &over);
     if (bl == -1 && PyErr_Occurred()) goto out;
     if (over < 0 || !(paylen > 0 && (over > 0 || paylen < bl))) { rc = 0; goto out; }
 stream:
@@ -682,7 +682,6 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     s_last_frame = PyUnicode_InternFromString("last_frame");
     s_last_ts = PyUnicode_InternFromString("last_ts");
     s_fast_lane = PyUnicode_InternFromString("fast_lane");
-    s_get = PyUnicode_InternFromString("get");
     s_client = PyUnicode_InternFromString("client");
     s_session = PyUnicode_InternFromString("session");
     s_mode = PyUnicode_InternFromString("mode");
@@ -714,7 +713,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     if (!s_client || !s_session || !s_mode || !s_body_left || !s_halves || !s_ooo || !s_base || !s_next
         || !s_delivered)
         return NULL;
-    if (!s_now_ns || !s_packets || !s_tcp || !s_zw || !s_last_frame || !s_last_ts || !s_fast_lane || !s_get)
+    if (!s_now_ns || !s_packets || !s_tcp || !s_zw || !s_last_frame || !s_last_ts || !s_fast_lane)
         return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (m == NULL) return NULL;
