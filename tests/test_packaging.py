@@ -40,7 +40,7 @@ def _can_build() -> str | None:
 def test_wheel_installs_and_runs(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__",
-                                                             ".hypothesis", ".benchmarks", "out", "node_modules"))
+                                                             ".hypothesis", ".benchmarks", "out", "node_modules", "*.so"))
     dist = tmp_path / "dist"
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                         "-w", str(dist), str(src)], capture_output=True, text=True, timeout=300)
@@ -49,6 +49,12 @@ def test_wheel_installs_and_runs(tmp_path):
     names = zipfile.ZipFile(whl).namelist()
     # What `wscap live` compiles on first use and the typing marker travel with the wheel.
     assert "wscap/capture/csrc/wscap_capture.c" in names and "wscap/py.typed" in names
+    # The compiled record loop is built into the wheel where a compiler and Python.h exist (optional
+    # otherwise: the wheel still builds and wscap runs its pure-Python loop).
+    import sysconfig
+    can_compile = shutil.which("cc") or shutil.which("gcc")
+    if can_compile and os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")):
+        assert [n for n in names if n.startswith("wscap/wire/_fastpath.") and n.endswith(".so")], names
     assert not [n for n in names if n.startswith("tests/")]
 
     venv = tmp_path / "venv"
@@ -63,6 +69,10 @@ def test_wheel_installs_and_runs(tmp_path):
     where = subprocess.run([str(py), "-c", "import wscap; print(wscap.__file__)"], capture_output=True,
                            text=True, cwd=work, env=env, timeout=60)
     assert where.stdout.strip().startswith(str(venv)), where.stdout + where.stderr
+    if [n for n in names if n.startswith("wscap/wire/_fastpath.")]:
+        fast = subprocess.run([str(py), "-c", "import wscap.wire.pcapio as p; print(p._fastpath.__file__)"],
+                              capture_output=True, text=True, cwd=work, env=env, timeout=60)
+        assert fast.stdout.strip().startswith(str(venv)), fast.stdout + fast.stderr
     version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, cwd=work, env=env, timeout=60)
     import re
     want = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)

@@ -53,6 +53,12 @@ PRESETS = {
     "large": {"packets": 5_000_000, "chains": 12_000, "duration": 1_800},
 }
 
+# Traffic mixes: where a filler connection's first draw lands -> bulk transfer, keep-alive HTTP,
+# API call through the proxy. "default" is the generator's original mix (~7% of packets on WebSocket
+# chains); "bulk" is a Docker bridge that mostly moves data (database, object store, outside TLS):
+# ~85% bulk filler, and the same WebSocket chains as a few % of the packets.
+MIXES = {"default": (0.50, 0.88), "bulk": (0.85, 0.96)}
+
 CAUSES = ("ok", "origin-rejected", "upstream-refused", "proxy-rejected",
           "bad-accept", "upgrade-header-stripped", "timeout")
 CAUSE_WEIGHTS = (0.55, 0.08, 0.07, 0.07, 0.07, 0.07, 0.09)
@@ -377,8 +383,10 @@ class Payload:
 
 class Gen:
     def __init__(self, preset: str, seed: int, packets: int | None = None,
-                 chains: int | None = None, duration: float | None = None):
+                 chains: int | None = None, duration: float | None = None, mix: str = "default"):
         p = dict(PRESETS[preset])
+        self.mix = mix
+        self.mix_cut = MIXES[mix]
         if packets:
             p["packets"] = packets
         if chains is not None:
@@ -507,6 +515,7 @@ class Gen:
         return {
             "generator": f"wscap-bench gen {GENERATOR_VERSION}",
             "preset": self.preset,
+            **({"mix": self.mix} if self.mix != "default" else {}),
             "seed": self.seed,
             "params": self.params,
             "pcap": os.path.basename(pcap_path),
@@ -570,9 +579,10 @@ class Gen:
     def filler(self, k: int):
         rng = self.rng
         r = rng.random()
-        if r < 0.50:
+        bulk, http = self.mix_cut
+        if r < bulk:
             yield from self.bulk()
-        elif r < 0.88:
+        elif r < http:
             yield from self.http_session()
         else:
             yield from self.api_via_proxy()
@@ -935,7 +945,8 @@ def generate(preset: str, out_dir: str, seed: int = 1, name: str | None = None, 
     """Write <out_dir>/<name>.pcap and <name>.truth.json; return the truth dict
     (with "pcap_path" and "truth_path" added)."""
     os.makedirs(out_dir, exist_ok=True)
-    name = name or f"{preset}-s{seed}"
+    mix = overrides.get("mix") or "default"
+    name = name or f"{preset}-s{seed}" + ("" if mix == "default" else f"-{mix}")
     pcap_path = os.path.join(out_dir, name + ".pcap")
     truth_path = os.path.join(out_dir, name + ".truth.json")
     g = Gen(preset, seed, **overrides)
@@ -956,9 +967,12 @@ def main(argv=None) -> int:
     ap.add_argument("--name", help="file stem (default PRESET-sSEED)")
     ap.add_argument("--packets", type=int, help="override the preset's packet target")
     ap.add_argument("--chains", type=int, help="override the preset's chain count")
+    ap.add_argument("--mix", choices=sorted(MIXES), default="default",
+                    help="traffic mix: default, or bulk (~85%% bulk transfers, like a busy Docker bridge)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    t = generate(args.preset, args.out, args.seed, args.name, packets=args.packets, chains=args.chains)
+    t = generate(args.preset, args.out, args.seed, args.name, packets=args.packets, chains=args.chains,
+                 mix=args.mix)
     dt = time.perf_counter() - t0
     s = t["summary"]
     print(f"{t['pcap_path']}: {t['packets']} packets, {t['bytes'] / 1e6:.1f} MB, "

@@ -219,6 +219,7 @@ def read_frames(path: str, result: ReadResult, source: int = 0,
         f = stream
     n_errors = len(result.errors)
     reader = CaptureReader(0, source, record_filter)
+    reader.split_reads = True         # nothing reads its state between frames: chunks are not copied
     gz_raw = getattr(f, "raw", None)
     work = None
     if isinstance(gz_raw, _Gunzip):

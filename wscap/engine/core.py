@@ -25,6 +25,8 @@ from wscap.model.events import C2S as _C2S, Closed, H2Stream, HeadSeen
 from wscap.wire.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Decoder, Segment
 from wscap.wire.linklayer import FIXED_HEADER
 from wscap.flow.dns import DOCKER_RESOLVER, DnsTracker
+from wscap.flow.session import BODY, FRAMES
+from wscap.wire.wsframe import FrameScanner
 from wscap.wire.http1 import looks_like_request, looks_like_response
 from wscap.wire.tls import looks_like_tls
 from wscap.model.anomaly import make
@@ -258,6 +260,13 @@ class Pipeline(Assembly):
             stats.packets += 1
             stats.tcp += 1
             return False
+        # The same question for the compiled record loop (wscap/wire/_fastpath.c decide()): it reads
+        # these, answers exactly as `want` does, and writes now_ns, the clock and the stats back.
+        # Connection.fast_lane runs there too, for a Connection exactly (reading the same fields),
+        # and, without stream mode, a frames lane: in-order bytes inside a WebSocket frame's payload
+        # that the full path would only count (see frames_lane_c).
+        want.fast = (eoff, l3, conns, source, self, stats, clock, Connection, BODY, want,  # type: ignore[attr-defined]
+                     FRAMES, FrameScanner, self.stream)
         return want
 
     # -- internals ---------------------------------------------------------------

@@ -27,10 +27,31 @@ short. Every size read from the file is bounded (MAX_RECORD, MAX_NAMES).
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
+from types import ModuleType
 from typing import Callable, Iterator
 
 from wscap.model.raw import RawFrame
+
+
+FASTPATH_API = 5             # the calls below; _fastpath.c's API constant must match
+
+
+def _load_fastpath() -> ModuleType | None:
+    """The compiled record loop (wscap/wire/_fastpath.c), unless WSCAP_PURE is set (to anything but
+    "" or "0") or it was not built (no compiler at install time): then the loops below run in Python,
+    with the same results."""
+    if os.environ.get("WSCAP_PURE", "") not in ("", "0"):
+        return None
+    try:
+        from wscap.wire import _fastpath
+    except ImportError:
+        return None
+    return _fastpath if getattr(_fastpath, "API", None) == FASTPATH_API else None   # a stale build: ignored
+
+
+_fastpath = _load_fastpath()
 
 MAX_RECORD = 1 << 18          # 256 KiB: larger records are corruption, not packets
 PCAP_MAGICS = {
@@ -122,10 +143,19 @@ class CaptureReader:
         self.errors: list[str] = []
         self.stopped = False              # damage: nothing more is read
         self._buf = b""
+        # pcap: a new chunk that completes the buffered record is not copied onto it. The record is
+        # completed alone (`_buf`) and the chunk is read in place from `_rest` = (chunk, offset);
+        # the logical buffer is `_buf + chunk[offset:]` (_whole() makes it one bytes again).
+        # Only for a reader whose state nobody reads while its frames are being taken (read_frames
+        # sets it; the live follower, which asks `pending` between feeds, does not).
+        self.split_reads = False
+        self._rest: tuple[bytes, int] | None = None
+        self._pos0 = 0                    # where the next pcap loop starts in `_buf`
         self._count0 = no
         # pcap
         self._rec: struct.Struct | None = None
         self._ts_mult = 1000
+        self._big = False
         self._want: Want | None = None
         # pcapng
         self._e = "<"
@@ -148,11 +178,20 @@ class CaptureReader:
     @property
     def pending(self) -> int:
         """Bytes of an unfinished record (or header) still buffered."""
+        self._whole()
         return len(self._buf)
 
     def drop_pending(self) -> None:
         """Forget the unfinished record (its file was cut back to the last whole record)."""
         self._buf = b""
+        self._rest = None
+
+    def _whole(self) -> None:
+        """One buffer again (a split chunk whose reading was not finished)."""
+        if self._rest is not None:
+            data, off = self._rest
+            self._rest = None
+            self._buf = self._buf + data[off:]
 
     @property
     def error(self) -> str | None:
@@ -170,6 +209,7 @@ class CaptureReader:
     def clone(self) -> CaptureReader:
         """A copy in the same state (format, interfaces, pending bytes) that only counts: no record
         filter, no shedding. To read ahead (how many records are left) without asking anyone."""
+        self._whole()
         c = CaptureReader(self.no, self.source)
         for k, v in vars(self).items():
             setattr(c, k, list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
@@ -189,6 +229,14 @@ class CaptureReader:
         self.bytes += len(data)
         if self.stopped:
             return iter(())
+        self._whole()
+        if self.split_reads and self._buf and self.format == "pcap" and self._rec is not None and len(data) > 4096:
+            need = self._completes(data)
+            if need:
+                # Complete the buffered record from the chunk's head; read the rest in place.
+                self._buf = self._buf + data[:need]
+                self._rest = (data if isinstance(data, bytes) else bytes(data), need)
+                return self._pcap_split()
         buf = self._buf + data if self._buf else bytes(data)
         self._buf = buf
         if self.format == "unknown":
@@ -208,8 +256,32 @@ class CaptureReader:
             return self._pcap()
         return self._pcapng()
 
+    def _completes(self, data: bytes) -> int:
+        """Bytes of `data` that finish the one unfinished pcap record buffered; 0 when that is not
+        the case (more than one record buffered, a corrupt length, or the record needs more)."""
+        buf = self._buf
+        head = buf[:16] if len(buf) >= 16 else buf + data[:16 - len(buf)]
+        if len(head) < 16:
+            return 0
+        caplen = self._rec.unpack_from(head)[2]  # type: ignore[union-attr]
+        need = 16 + caplen - len(buf)
+        return need if caplen <= MAX_RECORD and 0 < need <= len(data) else 0
+
+    def _pcap_split(self) -> Iterator[RawFrame]:
+        yield from self._pcap()                  # the completed record, alone
+        if self._rest is None or self.stopped:   # (read further by someone else / damage)
+            return
+        if self._buf:                            # not consumed: should not happen; keep it exact
+            self._whole()
+            yield from self._pcap()
+            return
+        self._buf, self._pos0 = self._rest
+        self._rest = None
+        yield from self._pcap()
+
     def finish(self) -> None:
         """The input ended: say what was left unfinished (a record cut short, an empty input)."""
+        self._whole()
         if self.stopped:
             return
         buf = self._buf
@@ -236,10 +308,50 @@ class CaptureReader:
         self.linktypes.append(linktype)
         self._want = self.record_filter(linktype) if self.record_filter is not None else None
         self._rec = struct.Struct(endian + "IIII")
+        self._big = endian == ">"
         self._buf = buf[24:]
         return True
 
     def _pcap(self) -> Iterator[RawFrame]:
+        want = self._want
+        fast = getattr(want, "fast", None)
+        if _fastpath is not None and (want is None or fast is not None) and not (self.shedding and self.worth):
+            return self._pcap_c(fast)
+        return self._pcap_py()
+
+    def _corrupt_pcap_record(self, no: int, caplen: int) -> None:
+        n = no - self._count0
+        self._stop(f"frame {n + 1}: corrupt record header (captured length {caplen}); "
+                   f"stopped reading, {n} frames analysed")
+
+    def _pcap_c(self, fast: tuple | None) -> Iterator[RawFrame]:
+        """_pcap_py's loop in C: it returns at each record that becomes a frame."""
+        buf = self._buf
+        scan = _fastpath.pcap_scan  # type: ignore[union-attr]
+        big, ts_mult, lt, source = self._big, self._ts_mult, self.linktype or 0, self.source
+        no, nbytes, first, last = self.no, self.nbytes, self.first_ts, self.last_ts
+        no0, empty, pos = no, 0, self._pos0
+        self._pos0 = 0
+        try:
+            while True:
+                st, pos, no, nbytes, first, last, e, start, caplen, wirelen, ts = scan(
+                    buf, pos, big, ts_mult, fast, no, nbytes, first, last)
+                empty += e
+                if st == 1:
+                    yield RawFrame(no, ts, lt, buf[start:start + caplen], wirelen, 0, source)
+                elif st == 0:
+                    break
+                else:
+                    self._corrupt_pcap_record(no, self._rec.unpack_from(buf, pos)[2])  # type: ignore[union-attr]
+                    break
+        finally:
+            self.blocks += no - no0
+            self.empty += empty
+            self.no, self.nbytes, self.first_ts, self.last_ts = no, nbytes, first, last
+            if pos:
+                self._buf = buf[pos:]
+
+    def _pcap_py(self) -> Iterator[RawFrame]:
         # The per-record hot loop of `analyze`: locals only, one unpack per record.
         buf = self._buf
         unpack_from = self._rec.unpack_from  # type: ignore[union-attr]
@@ -251,14 +363,13 @@ class CaptureReader:
         no, nbytes, first, last = self.no, self.nbytes, self.first_ts, self.last_ts
         no0, empty = no, 0
         blen = len(buf)
-        pos = 0
+        pos = self._pos0
+        self._pos0 = 0
         try:
             while blen - pos >= 16:
                 sec, frac, caplen, wirelen = unpack_from(buf, pos)
                 if caplen > MAX_RECORD:
-                    n = no - self._count0
-                    self._stop(f"frame {n + 1}: corrupt record header (captured length {caplen}); "
-                               f"stopped reading, {n} frames analysed")
+                    self._corrupt_pcap_record(no, caplen)
                     break
                 start = pos + 16
                 end = start + caplen
@@ -286,12 +397,43 @@ class CaptureReader:
                 self._buf = buf[pos:]
 
     # -- pcapng --------------------------------------------------------------------------------
+    def _iface_specs(self) -> tuple | None:
+        """The interfaces as _fastpath.pcapng_scan reads them: (linktype, mul, div, offset_ns, spec),
+        spec = the pipeline's fast spec, None (no filter) or False (a Python filter: its packets stay
+        here). None when no interface can be read in C."""
+        out = []
+        for i in self.ifaces:
+            fast = getattr(i.want, "fast", None)
+            out.append((i.linktype, i.mul, i.div, i.offset_ns, None if i.want is None else fast or False))
+        return tuple(out) if any(o[4] is not False for o in out) else None
+
     def _pcapng(self) -> Iterator[RawFrame]:
         buf = self._buf
         n = len(buf)
         pos = 0
+        scan = _fastpath.pcapng_scan if _fastpath is not None else None
+        seen: tuple | None = None     # (interface list, its length, filter) the specs were made from
+        specs = None
         try:
             while not self.stopped and n - pos >= 8:
+                if scan is not None and not (self.shedding and self.worth):
+                    # Enhanced Packet Blocks in C, up to the next frame or a block for the code below.
+                    if seen is None or seen[0] is not self.ifaces or seen[1] != len(self.ifaces) \
+                            or seen[2] is not self.record_filter:
+                        seen = (self.ifaces, len(self.ifaces), self.record_filter)
+                        specs = self._iface_specs()
+                    if specs is not None:
+                        st, pos, self.no, self.nbytes, self.first_ts, self.last_ts, e, b, start, caplen, wirelen, ts, \
+                            ifid = scan(buf, pos, self._e == ">", specs, self.no, self.nbytes, self.first_ts,
+                                        self.last_ts)
+                        self.empty += e
+                        self.blocks += b
+                        if st == 1:
+                            yield RawFrame(self.no, ts, self.ifaces[ifid].linktype, buf[start:start + caplen],
+                                           wirelen, ifid, self.source)
+                            continue
+                        if st == 0 or n - pos < 8:
+                            break
                 frame = self.packets + 1
                 if buf[pos:pos + 4] == PCAPNG_SHB:
                     if n - pos < 12:

@@ -1,0 +1,728 @@
+/* wscap.wire._fastpath: the capture reader's record loop in C (optional; pcapio.py is the fallback).
+ *
+ * Why: in Python the per-record loop plus the pipeline's record filter cost ~3.5 us per packet,
+ * more than everything else per skipped packet. This module walks pcap records / pcapng
+ * Enhanced Packet Blocks in the read buffer, decodes the fixed link header + IPv4 + TCP at fixed
+ * offsets, builds the flow key exactly as engine/core.py flow_key() does, looks it up in the
+ * pipeline's `conns` dict and answers the same question Pipeline.record_filter's `want` answers.
+ * It returns to Python at the first record that needs the full path (so feed(k) happens before
+ * the decision on k+1), at anything unusual (Python handles that block), or at the end of the
+ * buffer. Counters come back to the caller; the pipeline's own (now_ns, per-source clock,
+ * decoder stats) are read at the start of a call and written back at its end.
+ *
+ * The decision must stay identical to `want` in engine/core.py: tests/test_fastpath.py runs
+ * every capture both ways and compares the documents byte for byte.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_RECORD (1 << 18)
+
+/* status codes returned to pcapio.py */
+#define ST_MORE 0   /* end of the buffer (or an unfinished record): read more */
+#define ST_FRAME 1  /* the record at `start` needs the full path: build a RawFrame */
+#define ST_SLOW 2   /* the block at `pos` is Python's (damage, other block types, odd interfaces) */
+
+static PyObject *s_now_ns, *s_packets, *s_tcp, *s_zw, *s_last_frame, *s_last_ts, *s_fast_lane;
+static PyObject *s_client, *s_session, *s_mode, *s_body_left, *s_halves, *s_ooo, *s_base, *s_next, *s_delivered;
+static PyObject *s_keep, *s_window, *s_probe, *s_keep_recent, *s_closed, *s_exchanges, *s_client_frames,
+    *s_server_frames, *s_events, *s_desynced, *s_first_data_ts, *s__buf, *s__skip, *s__cur_inflate, *s__cur_want;
+
+static inline uint16_t be16(const unsigned char *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static inline uint32_t be32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static inline uint32_t rd32(const unsigned char *p, int big) {
+    if (big) return be32(p);
+    return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
+}
+static inline uint16_t rd16(const unsigned char *p, int big) {
+    if (big) return be16(p);
+    return (uint16_t)((p[1] << 8) | p[0]);
+}
+
+/* One pipeline's fast-path spec: Pipeline.record_filter(...).fast =
+ * (eoff, l3, conns, source, pipeline, stats, clock, Connection, Mode.BODY). */
+typedef struct {
+    PyObject *spec;        /* borrowed: identity of the spec loaded */
+    Py_ssize_t eoff, l3;
+    PyObject *conns;       /* borrowed from spec */
+    PyObject *source;      /* borrowed */
+    long long source_v;
+    PyObject *pipe, *stats, *clock;
+    PyObject *conn_type, *body;   /* flow/connection.py Connection, flow/session.py BODY */
+    PyObject *want;               /* the Python filter: asked when the pipeline's times exceed 64 bits */
+    PyObject *frames_mode;        /* flow/session.py FRAMES, or NULL: no frames lane (live: stream mode) */
+    PyObject *scanner_type;       /* wire/wsframe.py FrameScanner */
+    PyObject *bufobj;             /* the buffer being read (for `want`) */
+    int big;                      /* the pipeline's now_ns / clock do not fit 64 bits: ask `want` */
+    /* pipeline state, loaded once per call and written back at the end */
+    PyObject *state_pipe;  /* the pipeline whose state is loaded (borrowed), NULL if none */
+    PyObject *state_stats, *state_clock, *state_source;
+    long long now, clk, skipped;
+    int now_dirty, clk_dirty;
+} Fast;
+
+static int load_spec(Fast *f, PyObject *spec);
+
+static int flush_state(Fast *f) {
+    int rc = 0;
+    if (f->state_pipe == NULL) return 0;
+    if (f->now_dirty) {
+        PyObject *v = PyLong_FromLongLong(f->now);
+        if (v == NULL || PyObject_SetAttr(f->state_pipe, s_now_ns, v) < 0) rc = -1;
+        Py_XDECREF(v);
+    }
+    if (rc == 0 && f->clk_dirty) {
+        PyObject *v = PyLong_FromLongLong(f->clk);
+        if (v == NULL || PyDict_SetItem(f->state_clock, f->state_source, v) < 0) rc = -1;
+        Py_XDECREF(v);
+    }
+    if (rc == 0 && f->skipped) {
+        PyObject *names[2] = {s_packets, s_tcp};
+        for (int i = 0; i < 2 && rc == 0; i++) {
+            PyObject *old = PyObject_GetAttr(f->state_stats, names[i]);
+            if (old == NULL) { rc = -1; break; }
+            PyObject *add = PyLong_FromLongLong(f->skipped);
+            PyObject *nv = add ? PyNumber_Add(old, add) : NULL;
+            Py_DECREF(old);
+            Py_XDECREF(add);
+            if (nv == NULL || PyObject_SetAttr(f->state_stats, names[i], nv) < 0) rc = -1;
+            Py_XDECREF(nv);
+        }
+    }
+    f->state_pipe = NULL;
+    f->now_dirty = f->clk_dirty = 0;
+    f->skipped = 0;
+    return rc;
+}
+
+static int load_state(Fast *f) {
+    PyObject *v = PyObject_GetAttr(f->pipe, s_now_ns);
+    if (v == NULL) return -1;
+    f->now = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    f->big = 0;
+    if (f->now == -1 && PyErr_Occurred()) goto overflow;
+    v = PyDict_GetItemWithError(f->clock, f->source);
+    if (v == NULL && PyErr_Occurred()) return -1;
+    f->clk = 0;
+    if (v != NULL) {
+        f->clk = PyLong_AsLongLong(v);
+        if (f->clk == -1 && PyErr_Occurred()) goto overflow;
+    }
+    f->state_pipe = f->pipe;
+    f->state_stats = f->stats;
+    f->state_clock = f->clock;
+    f->state_source = f->source;
+    f->now_dirty = f->clk_dirty = 0;
+    f->skipped = 0;
+    return 0;
+overflow:
+    if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+    PyErr_Clear();
+    f->big = 1;                  /* times past 2^63 ns: Python's `want` decides, with its integers */
+    f->state_pipe = NULL;
+    return 0;
+}
+
+static int load_spec(Fast *f, PyObject *spec) {
+    if (f->spec == spec) return 0;
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 13) {
+        PyErr_SetString(PyExc_TypeError, "fast spec: a 13-tuple expected");
+        return -1;
+    }
+    Py_ssize_t eoff = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0));
+    Py_ssize_t l3 = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 1));
+    if (PyErr_Occurred()) return -1;
+    PyObject *conns = PyTuple_GET_ITEM(spec, 2);
+    PyObject *clock = PyTuple_GET_ITEM(spec, 6);
+    if (!PyDict_CheckExact(conns) || !PyDict_Check(clock) || eoff < 0 || l3 < eoff + 2) {
+        PyErr_SetString(PyExc_TypeError, "fast spec: bad fields");
+        return -1;
+    }
+    PyObject *pipe = PyTuple_GET_ITEM(spec, 4);
+    if (f->state_pipe != NULL && f->state_pipe != pipe && flush_state(f) < 0) return -1;
+    f->spec = spec;
+    f->eoff = eoff;
+    f->l3 = l3;
+    f->conns = conns;
+    f->source = PyTuple_GET_ITEM(spec, 3);
+    f->source_v = PyLong_AsLongLong(f->source);
+    if (f->source_v == -1 && PyErr_Occurred()) return -1;
+    f->pipe = pipe;
+    f->stats = PyTuple_GET_ITEM(spec, 5);
+    f->clock = clock;
+    f->conn_type = PyTuple_GET_ITEM(spec, 7);
+    f->body = PyTuple_GET_ITEM(spec, 8);
+    f->want = PyTuple_GET_ITEM(spec, 9);
+    f->frames_mode = PyObject_IsTrue(PyTuple_GET_ITEM(spec, 12)) ? NULL : PyTuple_GET_ITEM(spec, 10);
+    f->scanner_type = PyTuple_GET_ITEM(spec, 11);
+    if (f->state_pipe == NULL && !f->big && load_state(f) < 0) return -1;
+    return 0;
+}
+
+/* The Python filter for one record (the pipeline's state flushed first, reloaded after). */
+static int ask_want(Fast *f, Py_ssize_t off, Py_ssize_t caplen, long long no, long long ts) {
+    if (flush_state(f) < 0) return -1;
+    PyObject *r = PyObject_CallFunction(f->want, "OnnLL", f->bufobj, off, caplen, no, ts);
+    if (r == NULL) return -1;
+    int t = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (t < 0 || load_state(f) < 0) return -1;
+    return t;
+}
+
+static int set_ll(PyObject *o, PyObject *name, long long v) {
+    PyObject *x = PyLong_FromLongLong(v);
+    if (x == NULL) return -1;
+    int r = PyObject_SetAttr(o, name, x);
+    Py_DECREF(x);
+    return r;
+}
+
+static int get_ll(PyObject *o, PyObject *name, long long *v) {
+    PyObject *x = PyObject_GetAttr(o, name);
+    if (x == NULL) return -1;
+    *v = PyLong_AsLongLong(x);
+    Py_DECREF(x);
+    return (*v == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* The frames lane: an in-order segment of a WebSocket direction whose bytes all fall inside the
+ * payload of the frame being skipped (not kept, not inflated). The full path would do exactly
+ * this: TcpFlow.segment records the window and HalfStream._deliver advances next/delivered (no
+ * probe, nothing buffered, no retransmission memory), Connection.handle feeds the bytes to the
+ * session (FRAMES -> the exchange's FrameScanner.feed, which only counts them off `_skip`), and
+ * nothing else changes. Only without stream mode (analyze): live decides on every full-path frame.
+ * 1: accounted, 0: full path, -1: error. */
+static int frames_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *half, int dir, long long paylen,
+                         unsigned win, long long no, long long ts) {
+    int rc = -1;
+    PyObject *keep = NULL, *events = NULL, *exs = NULL, *sc = NULL, *tcp = NULL, *window = NULL, *o = NULL;
+    long long v;
+    keep = PyObject_GetAttr(conn, s_keep);
+    if (keep == NULL) goto out;
+    if (!PyList_Check(keep) || PyList_GET_SIZE(keep) != 2 || PyList_GET_ITEM(keep, dir) != Py_False) { rc = 0; goto out; }
+    /* the half stream: nothing held as a probe, no retransmission memory kept */
+    o = PyObject_GetAttr(half, s_probe);
+    if (o == NULL) goto out;
+    if (o != Py_None) { rc = 0; goto out; }
+    Py_CLEAR(o);
+    o = PyObject_GetAttr(half, s_keep_recent);
+    if (o == NULL) goto out;
+    if (o != Py_False) { rc = 0; goto out; }
+    Py_CLEAR(o);
+    tcp = PyObject_GetAttr(conn, s_tcp);
+    if (tcp == NULL) goto out;
+    o = PyObject_GetAttr(tcp, s_closed);
+    if (o == NULL) goto out;
+    if (o != Py_False) { rc = 0; goto out; }
+    Py_CLEAR(o);
+    window = PyObject_GetAttr(tcp, s_window);
+    if (window == NULL) goto out;
+    if (!PyList_Check(window) || PyList_GET_SIZE(window) != 2) { rc = 0; goto out; }
+    /* the session: no events waiting, the current exchange's scanner of this direction */
+    events = PyObject_GetAttr(session, s_events);
+    if (events == NULL) goto out;
+    Py_ssize_t ne = PyObject_Length(events);
+    if (ne != 0) { rc = ne < 0 ? -1 : 0; goto out; }
+    exs = PyObject_GetAttr(session, s_exchanges);
+    if (exs == NULL) goto out;
+    if (!PyList_Check(exs) || PyList_GET_SIZE(exs) == 0) { rc = 0; goto out; }
+    sc = PyObject_GetAttr(PyList_GET_ITEM(exs, PyList_GET_SIZE(exs) - 1), dir == 0 ? s_client_frames : s_server_frames);
+    if (sc == NULL) goto out;
+    if (Py_TYPE(sc) != (PyTypeObject *)f->scanner_type) { rc = 0; goto out; }
+    o = PyObject_GetAttr(sc, s_desynced);
+    if (o == NULL) goto out;
+    if (o != Py_False) { rc = 0; goto out; }
+    Py_CLEAR(o);
+    o = PyObject_GetAttr(sc, s_first_data_ts);
+    if (o == NULL) goto out;
+    if (o == Py_None) { rc = 0; goto out; }
+    Py_CLEAR(o);
+    o = PyObject_GetAttr(sc, s__cur_inflate);
+    if (o == NULL) goto out;
+    if (o != Py_False) { rc = 0; goto out; }
+    Py_CLEAR(o);
+    o = PyObject_GetAttr(sc, s__buf);
+    if (o == NULL) goto out;
+    Py_ssize_t nb = PyObject_Length(o);
+    if (nb != 0) { rc = nb < 0 ? -1 : 0; goto out; }
+    Py_CLEAR(o);
+    long long skip, nx, dl;
+    if (get_ll(sc, s__cur_want, &v) < 0) goto overflow;
+    if (v != 0) { rc = 0; goto out; }
+    if (get_ll(sc, s__skip, &skip) < 0) goto overflow;
+    if (!(skip > paylen)) { rc = 0; goto out; }
+    if (get_ll(half, s_next, &nx) < 0 || get_ll(half, s_delivered, &dl) < 0) goto overflow;
+    /* everything checked: the writes of the full path */
+    if (set_ll(conn, s_last_frame, no) < 0 || set_ll(conn, s_last_ts, ts) < 0) goto out;
+    PyObject *w = PyLong_FromUnsignedLong(win);
+    if (w == NULL || PyList_SetItem(window, dir, w) < 0) goto out;
+    if (set_ll(half, s_next, nx + paylen) < 0 || set_ll(half, s_delivered, dl + paylen) < 0
+        || set_ll(sc, s__skip, skip - paylen) < 0)
+        goto out;
+    rc = 1;
+    goto out;
+overflow:
+    if (PyErr_ExceptionMatches(PyExc_OverflowError)) { PyErr_Clear(); rc = 0; }
+out:
+    Py_XDECREF(keep); Py_XDECREF(events); Py_XDECREF(exs); Py_XDECREF(sc); Py_XDECREF(tcp); Py_XDECREF(window);
+    Py_XDECREF(o);
+    return rc;
+}
+
+/* Connection.fast_lane (flow/connection.py) for a Connection exactly: Session.skippable,
+ * TcpFlow.advance (HalfStream.advance), Session.skipped, then the connection's last frame/time.
+ * 1: accounted, 0: the full path is needed (nothing changed), 2: ask the Python method (a shape or
+ * size this does not mirror; nothing changed), -1: error. */
+static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsigned sport, uint32_t seq,
+                       long long paylen, long long no, long long ts, unsigned win) {
+    int frames = 0, over = 0;
+    long long bl = 0;
+    int rc = -1, dir = 1;
+    PyObject *client = NULL, *session = NULL, *mode = NULL, *left = NULL, *tcp = NULL, *halves = NULL;
+    PyObject *half = NULL, *ooo = NULL, *base = NULL;
+    client = PyObject_GetAttr(conn, s_client);
+    if (client == NULL) goto out;
+    if (PyTuple_Check(client) && PyTuple_GET_SIZE(client) == 2) {
+        PyObject *ip = PyTuple_GET_ITEM(client, 0);
+        if (PyBytes_Check(ip) && PyBytes_GET_SIZE(ip) == 4 && memcmp(PyBytes_AS_STRING(ip), src, 4) == 0) {
+            long p = PyLong_AsLong(PyTuple_GET_ITEM(client, 1));
+            if (p == -1 && PyErr_Occurred()) goto out;
+            if (p == (long)sport) dir = 0;
+        }
+    } else {
+        rc = 2;                               /* not the shape this mirrors: Python's fast_lane decides */
+        goto out;
+    }
+    session = PyObject_GetAttr(conn, s_session);
+    if (session == NULL) goto out;
+    mode = PyObject_GetAttr(session, s_mode);
+    if (mode == NULL) goto out;
+    if (!PyList_Check(mode) || PyList_GET_SIZE(mode) != 2) { rc = 2; goto out; }
+    if (f->frames_mode != NULL && PyList_GET_ITEM(mode, dir) == f->frames_mode) {
+        frames = 1;
+        goto stream;
+    }
+    if (PyList_GET_ITEM(mode, dir) != f->body) { rc = 0; goto out; }
+    left = PyObject_GetAttr(session, s_body_left);
+    if (left == NULL) goto out;
+    if (!PyList_Check(left) || PyList_GET_SIZE(left) != 2) { rc = 2; goto out; }
+    bl = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(left, dir), &over);
+    if (bl == -1 && PyErr_Occurred()) goto out;
+    if (over < 0 || !(paylen > 0 && (over > 0 || paylen < bl))) { rc = 0; goto out; }
+stream:
+    tcp = PyObject_GetAttr(conn, s_tcp);
+    if (tcp == NULL) goto out;
+    halves = PyObject_GetAttr(tcp, s_halves);
+    if (halves == NULL) goto out;
+    if (!PyTuple_Check(halves) || PyTuple_GET_SIZE(halves) != 2) { rc = 2; goto out; }
+    half = PyTuple_GET_ITEM(halves, dir);
+    Py_INCREF(half);
+    ooo = PyObject_GetAttr(half, s_ooo);
+    if (ooo == NULL) goto out;
+    int busy = PyObject_IsTrue(ooo);
+    if (busy < 0) goto out;
+    if (busy) { rc = 0; goto out; }
+    base = PyObject_GetAttr(half, s_base);
+    if (base == NULL) goto out;
+    if (base == Py_None) { rc = 0; goto out; }
+    long long base_v = PyLong_AsLongLong(base), next_v, deliv;
+    if (base_v == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) { PyErr_Clear(); rc = 2; }
+        goto out;
+    }
+    if (get_ll(half, s_next, &next_v) < 0 || get_ll(half, s_delivered, &deliv) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) { PyErr_Clear(); rc = 2; }
+        goto out;
+    }
+    if ((uint32_t)((long long)seq - base_v) != (uint32_t)next_v) { rc = 0; goto out; }
+    if (frames) {
+        rc = frames_lane_c(f, conn, session, half, dir, paylen, win, no, ts);
+        goto out;
+    }
+    if (over) { rc = 2; goto out; }           /* a body over 2^63 bytes: Python's integers */
+    /* everything checked: the same writes as advance() + skipped() + the frame/time */
+    if (set_ll(half, s_next, next_v + paylen) < 0 || set_ll(half, s_delivered, deliv + paylen) < 0) goto out;
+    PyObject *nl = PyLong_FromLongLong(bl - paylen);
+    if (nl == NULL) goto out;
+    if (PyList_SetItem(left, dir, nl) < 0) goto out;      /* steals nl */
+    if (set_ll(conn, s_last_frame, no) < 0 || set_ll(conn, s_last_ts, ts) < 0) goto out;
+    rc = 1;
+out:
+    Py_XDECREF(client); Py_XDECREF(session); Py_XDECREF(mode); Py_XDECREF(left); Py_XDECREF(tcp);
+    Py_XDECREF(halves); Py_XDECREF(half); Py_XDECREF(ooo); Py_XDECREF(base);
+    return rc;
+}
+
+/* Flow keys as engine/core.py flow_key() builds them: (lo ip, lo port, hi ip, hi port), wrapped as
+ * (source, key) for source != 0. A small direct-mapped cache of recent keys saves the objects'
+ * allocation and their bytes' hashing per packet; keys are plain values, so a cached one is
+ * equal to a fresh one whatever happened to the flow table since. */
+#define KC_SIZE 4096
+typedef struct {
+    unsigned char raw[12];
+    long long source;
+    PyObject *key;        /* strong reference, NULL while empty */
+} KeyEnt;
+static KeyEnt kcache[KC_SIZE];
+
+static PyObject *flow_key(const unsigned char *src, unsigned sport, const unsigned char *dst, unsigned dport,
+                          int fwd, PyObject *source, long long source_v) {
+    unsigned char raw[12];
+    const unsigned char *lo = fwd ? src : dst, *hi = fwd ? dst : src;
+    unsigned lp = fwd ? sport : dport, hp = fwd ? dport : sport;
+    memcpy(raw, lo, 4);
+    raw[4] = (unsigned char)(lp >> 8); raw[5] = (unsigned char)lp;
+    memcpy(raw + 6, hi, 4);
+    raw[10] = (unsigned char)(hp >> 8); raw[11] = (unsigned char)hp;
+    uint32_t h = 2166136261u;                     /* FNV-1a */
+    for (int i = 0; i < 12; i++) h = (h ^ raw[i]) * 16777619u;
+    h ^= (uint32_t)source_v * 2654435761u;
+    KeyEnt *e = &kcache[h & (KC_SIZE - 1)];
+    if (e->key != NULL && e->source == source_v && memcmp(e->raw, raw, 12) == 0) {
+        Py_INCREF(e->key);
+        return e->key;
+    }
+    PyObject *a = PyBytes_FromStringAndSize((const char *)lo, 4), *b = PyBytes_FromStringAndSize((const char *)hi, 4);
+    PyObject *pa = PyLong_FromUnsignedLong(lp), *pb = PyLong_FromUnsignedLong(hp);
+    PyObject *key = NULL;
+    if (a && b && pa && pb) {
+        key = PyTuple_Pack(4, a, pa, b, pb);
+        if (key != NULL && source_v) {
+            PyObject *outer = PyTuple_Pack(2, source, key);
+            Py_DECREF(key);
+            key = outer;
+        }
+    }
+    Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(pa); Py_XDECREF(pb);
+    if (key == NULL) return NULL;
+    Py_XDECREF(e->key);
+    Py_INCREF(key);
+    e->key = key;
+    e->source = source_v;
+    memcpy(e->raw, raw, 12);
+    return key;
+}
+
+/* The record filter. 0: accounted for (skip), 1: full path, -1: error. Mirrors core.py `want`. */
+static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long long no, long long ts) {
+    Py_ssize_t l3 = f->l3;
+    if (f->big) return ask_want(f, rec - (const unsigned char *)PyBytes_AS_STRING(f->bufobj), caplen, no, ts);
+    if (caplen < l3 + 40) return 1;
+    const unsigned char *ip = rec + l3, *tcp = ip + 20;
+    unsigned et = be16(rec + f->eoff);
+    unsigned vi = ip[0], totlen = be16(ip + 2), frag = be16(ip + 6), proto = ip[9];
+    unsigned flags = tcp[13], offx = tcp[12], win = be16(tcp + 14);
+    if (et != 0x0800 || vi != 0x45 || proto != 6 || (frag & 0x3FFF) || (flags & 7)) return 1;
+    const unsigned char *src = ip + 12, *dst = ip + 16;
+    unsigned sport = be16(tcp), dport = be16(tcp + 2);
+    uint32_t seq = be32(tcp + 4);
+    int c = memcmp(src, dst, 4);
+    int fwd = c < 0 || (c == 0 && sport < dport);
+    PyObject *key = flow_key(src, sport, dst, dport, fwd, f->source, f->source_v);
+    PyObject *bsrc = NULL, *psport = NULL;
+    int rc = -1;
+    if (key == NULL) goto done;
+    PyObject *conn = PyDict_GetItemWithError(f->conns, key);
+    if (conn == NULL) {
+        rc = PyErr_Occurred() ? -1 : 1;            /* unseen: the full path creates it */
+        goto done;
+    }
+    Py_INCREF(conn);
+    if (ts > f->now) { f->now = ts; f->now_dirty = 1; }
+    if (ts > f->clk) { f->clk = ts; f->clk_dirty = 1; }
+    if (conn != Py_None) {
+        if (totlen < 40) { rc = 1; Py_DECREF(conn); goto done; }
+        if (win == 0) { rc = 1; Py_DECREF(conn); goto done; }
+        PyObject *tcpflow = PyObject_GetAttr(conn, s_tcp);
+        if (tcpflow == NULL) { Py_DECREF(conn); goto done; }
+        PyObject *zw = PyObject_GetAttr(tcpflow, s_zw);
+        Py_DECREF(tcpflow);
+        if (zw == NULL) { Py_DECREF(conn); goto done; }
+        int zwt = PyObject_IsTrue(zw);
+        Py_DECREF(zw);
+        if (zwt) { rc = zwt < 0 ? -1 : 1; Py_DECREF(conn); goto done; }
+        long paylen = (long)totlen - 20 - (long)((offx >> 4) << 2);
+        int lane;
+        PyObject *pno = PyLong_FromLongLong(no), *pts = PyLong_FromLongLong(ts);
+        if (pno == NULL || pts == NULL) { Py_XDECREF(pno); Py_XDECREF(pts); Py_DECREF(conn); goto done; }
+        if (paylen <= 0) {
+            /* a pure ACK of a tracked connection: Connection.touch(no, ts) */
+            if (PyObject_SetAttr(conn, s_last_frame, pno) < 0 || PyObject_SetAttr(conn, s_last_ts, pts) < 0) {
+                Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn); goto done;
+            }
+        } else if (caplen < l3 + (Py_ssize_t)totlen) {
+            Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn);
+            rc = 1;
+            goto done;
+        } else if (Py_TYPE(conn) == (PyTypeObject *)f->conn_type
+                   && (lane = fast_lane_c(f, conn, src, sport, seq, paylen, no, ts, win)) != 2) {
+            if (lane <= 0) { Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn); rc = lane < 0 ? -1 : 1; goto done; }
+        } else {
+            PyObject *pseq = PyLong_FromUnsignedLong(seq), *ppay = PyLong_FromLong(paylen);
+            bsrc = PyBytes_FromStringAndSize((const char *)src, 4);
+            psport = PyLong_FromUnsignedLong(sport);
+            PyObject *r = (pseq && ppay && bsrc && psport) ? PyObject_CallMethodObjArgs(conn, s_fast_lane, bsrc, psport, pseq, ppay,
+                                                                     pno, pts, NULL) : NULL;
+            Py_XDECREF(pseq); Py_XDECREF(ppay);
+            if (r == NULL) { Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn); goto done; }
+            int ok = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            if (ok <= 0) { Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn); rc = ok < 0 ? -1 : 1; goto done; }
+        }
+        Py_DECREF(pno);
+        Py_DECREF(pts);
+    }
+    Py_DECREF(conn);
+    f->skipped++;
+    rc = 0;
+done:
+    Py_XDECREF(bsrc); Py_XDECREF(psport);
+    Py_XDECREF(key);
+    return rc;
+}
+
+/* first/last timestamps: the caller's objects (any int, or None) unless this call set them. */
+static PyObject *opt_ll(PyObject *orig, long long v, int set) {
+    if (!set) { Py_INCREF(orig); return orig; }
+    return PyLong_FromLongLong(v);
+}
+
+/* pcap_scan(buf, pos, big, ts_mult, spec, no, nbytes, first, last)
+ *   -> (status, pos, no, nbytes, first, last, empty, start, caplen, wirelen, ts)
+ * spec: the pipeline's fast spec, or None to hand every record with bytes back (no filter). */
+static PyObject *pcap_scan(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos;
+    int big;
+    long long ts_mult, no, nbytes;
+    PyObject *spec, *pfirst, *plast;
+    if (!PyArg_ParseTuple(args, "y*npLOLLOO", &view, &pos, &big, &ts_mult, &spec, &no, &nbytes, &pfirst, &plast))
+        return NULL;
+    long long first = 0, last = 0;
+    int has_first = pfirst != Py_None, set_first = 0, set_last = 0;
+    Fast f;
+    memset(&f, 0, sizeof f);
+    f.bufobj = view.obj;
+    if (!PyBytes_Check(view.obj)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "buf: bytes expected");
+        return NULL;
+    }
+    if (spec != Py_None && load_spec(&f, spec) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    Py_ssize_t blen = view.len;
+    long long empty = 0;
+    int status = ST_MORE;
+    Py_ssize_t start = 0, caplen = 0;
+    long long wirelen = 0, ts = 0;
+    int err = 0;
+    while (blen - pos >= 16) {
+        const unsigned char *h = buf + pos;
+        uint32_t sec = rd32(h, big), frac = rd32(h + 4, big), cl = rd32(h + 8, big), wl = rd32(h + 12, big);
+        if (cl > MAX_RECORD) { status = ST_SLOW; break; }
+        Py_ssize_t st = pos + 16, end = st + (Py_ssize_t)cl;
+        if (end > blen) break;
+        pos = end;
+        no++;
+        long long t = (long long)sec * 1000000000LL + (long long)frac * ts_mult;
+        if (!has_first) { first = t; has_first = set_first = 1; }
+        last = t; set_last = 1;
+        nbytes += cl;
+        if (!cl) { empty++; continue; }
+        if (spec != Py_None) {
+            int d = decide(&f, buf + st, (Py_ssize_t)cl, no, t);
+            if (d < 0) { err = 1; break; }
+            if (d == 0) continue;
+        }
+        status = ST_FRAME;
+        start = st; caplen = cl; wirelen = wl; ts = t;
+        break;
+    }
+    PyBuffer_Release(&view);
+    if (flush_state(&f) < 0) err = 1;
+    if (err) return NULL;
+    PyObject *pf = opt_ll(pfirst, first, set_first), *pl = opt_ll(plast, last, set_last);
+    if (!pf || !pl) { Py_XDECREF(pf); Py_XDECREF(pl); return NULL; }
+    return Py_BuildValue("(inLLNNLnnLL)", status, pos, no, nbytes, pf, pl, empty, start, caplen, wirelen, ts);
+}
+
+/* One pcapng interface as pcapio.py hands it over: (linktype, mul, div, offset_ns, spec) where spec
+ * is the fast spec, None (no filter: every packet is a frame) or False (a Python filter: slow). */
+typedef struct {
+    long long mul, div, offset;
+    int usable;           /* 0: every packet of it goes to Python */
+    PyObject *spec;       /* borrowed; Py_None for no filter */
+} IfaceC;
+
+/* pcapng_scan(buf, pos, big, ifaces, no, nbytes, first, last)
+ *   -> (status, pos, no, nbytes, first, last, empty, blocks, start, caplen, wirelen, ts, ifid)
+ * Reads Enhanced Packet Blocks only; anything else (a section or interface block, damage, an
+ * interface it cannot time) stops it with ST_SLOW at that block. */
+static PyObject *pcapng_scan(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos;
+    int big;
+    long long no, nbytes;
+    PyObject *ifaces, *pfirst, *plast;
+    if (!PyArg_ParseTuple(args, "y*npO!LLOO", &view, &pos, &big, &PyTuple_Type, &ifaces, &no, &nbytes, &pfirst, &plast))
+        return NULL;
+    long long first = 0, last = 0;
+    int has_first = pfirst != Py_None, set_first = 0, set_last = 0;
+    Fast f;
+    memset(&f, 0, sizeof f);
+    f.bufobj = view.obj;
+    if (!PyBytes_Check(view.obj)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "buf: bytes expected");
+        return NULL;
+    }
+    Py_ssize_t nif = PyTuple_GET_SIZE(ifaces);
+    IfaceC ifs_small[8];
+    IfaceC *ifs = nif <= 8 ? ifs_small : PyMem_Malloc(sizeof(IfaceC) * (size_t)nif);
+    if (ifs == NULL) { PyBuffer_Release(&view); return PyErr_NoMemory(); }
+    for (Py_ssize_t i = 0; i < nif; i++) {
+        PyObject *t = PyTuple_GET_ITEM(ifaces, i);
+        IfaceC *c = &ifs[i];
+        c->usable = 0;
+        c->spec = Py_None;
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 5) continue;
+        int o1, o2, o3;
+        c->mul = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(t, 1), &o1);
+        c->div = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(t, 2), &o2);
+        c->offset = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(t, 3), &o3);
+        if (PyErr_Occurred()) { PyErr_Clear(); continue; }
+        PyObject *sp = PyTuple_GET_ITEM(t, 4);
+        if (o1 || o2 || o3 || c->mul <= 0 || c->div <= 0 || sp == Py_False) continue;
+        c->spec = sp;
+        c->usable = 1;
+    }
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    Py_ssize_t n = view.len;
+    long long empty = 0, blocks = 0;
+    int status = ST_MORE, err = 0;
+    Py_ssize_t start = 0, caplen = 0;
+    long long wirelen = 0, ts = 0, ifid_out = 0;
+    while (n - pos >= 8) {
+        const unsigned char *h = buf + pos;
+        if (memcmp(h, "\x0a\x0d\x0d\x0a", 4) == 0) { status = ST_SLOW; break; }
+        uint32_t btype = rd32(h, big), bl = rd32(h + 4, big);
+        if (btype != 6 || bl < 32 || bl % 4 || bl > MAX_RECORD + 64) {
+            /* not an EPB, or one Python has to judge (damage, too short) */
+            if (btype != 6 && bl >= 12 && bl % 4 == 0 && bl <= MAX_RECORD + 64 && btype != 1 && btype != 2
+                && btype != 3 && btype != 4) {
+                /* statistics, custom blocks...: skipped, counted as blocks (pcapio.py does the same) */
+                if (n - pos < (Py_ssize_t)bl) break;
+                pos += bl;
+                blocks++;
+                continue;
+            }
+            status = ST_SLOW;
+            break;
+        }
+        if (n - pos < (Py_ssize_t)bl) break;
+        uint32_t ifid = rd32(h + 8, big), hi = rd32(h + 12, big), lo = rd32(h + 16, big);
+        uint32_t cl = rd32(h + 20, big), wl = rd32(h + 24, big);
+        if ((Py_ssize_t)ifid >= nif || !ifs[ifid].usable || cl > bl - 32) { status = ST_SLOW; break; }
+        IfaceC *c = &ifs[ifid];
+        unsigned __int128 raw = ((unsigned __int128)hi << 32) | lo;
+        __int128 tv = (__int128)(raw * (unsigned __int128)c->mul / (unsigned __int128)c->div) + c->offset;
+        if (tv > (__int128)INT64_MAX || tv < (__int128)INT64_MIN) { status = ST_SLOW; break; }
+        long long t = (long long)tv;
+        Py_ssize_t data = pos + 28;
+        pos += bl;
+        blocks++;
+        no++;
+        nbytes += cl;
+        if (!has_first) { first = t; has_first = set_first = 1; }
+        last = t; set_last = 1;
+        if (!cl) { empty++; continue; }
+        if (c->spec != Py_None) {
+            if (load_spec(&f, c->spec) < 0) { err = 1; break; }
+            int d = decide(&f, buf + data, (Py_ssize_t)cl, no, t);
+            if (d < 0) { err = 1; break; }
+            if (d == 0) continue;
+        }
+        status = ST_FRAME;
+        start = data; caplen = cl; wirelen = wl; ts = t; ifid_out = ifid;
+        break;
+    }
+    PyBuffer_Release(&view);
+    if (ifs != ifs_small) PyMem_Free(ifs);
+    if (flush_state(&f) < 0) err = 1;
+    if (err) return NULL;
+    PyObject *pf = opt_ll(pfirst, first, set_first), *pl = opt_ll(plast, last, set_last);
+    if (!pf || !pl) { Py_XDECREF(pf); Py_XDECREF(pl); return NULL; }
+    return Py_BuildValue("(inLLNNLLnnLLL)", status, pos, no, nbytes, pf, pl, empty, blocks, start, caplen, wirelen,
+                         ts, ifid_out);
+}
+
+static PyMethodDef methods[] = {
+    {"pcap_scan", pcap_scan, METH_VARARGS, "pcap records from the buffer until one needs the full path."},
+    {"pcapng_scan", pcapng_scan, METH_VARARGS, "pcapng Enhanced Packet Blocks until one needs Python."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "wscap.wire._fastpath",
+                                    "The capture reader's record loop and fast-path filter in C.", -1, methods};
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    s_now_ns = PyUnicode_InternFromString("now_ns");
+    s_packets = PyUnicode_InternFromString("packets");
+    s_tcp = PyUnicode_InternFromString("tcp");
+    s_zw = PyUnicode_InternFromString("zw");
+    s_last_frame = PyUnicode_InternFromString("last_frame");
+    s_last_ts = PyUnicode_InternFromString("last_ts");
+    s_fast_lane = PyUnicode_InternFromString("fast_lane");
+    s_client = PyUnicode_InternFromString("client");
+    s_session = PyUnicode_InternFromString("session");
+    s_mode = PyUnicode_InternFromString("mode");
+    s_body_left = PyUnicode_InternFromString("body_left");
+    s_halves = PyUnicode_InternFromString("halves");
+    s_ooo = PyUnicode_InternFromString("ooo");
+    s_base = PyUnicode_InternFromString("base");
+    s_next = PyUnicode_InternFromString("next");
+    s_delivered = PyUnicode_InternFromString("delivered");
+    s_keep = PyUnicode_InternFromString("keep");
+    s_window = PyUnicode_InternFromString("window");
+    s_probe = PyUnicode_InternFromString("probe");
+    s_keep_recent = PyUnicode_InternFromString("keep_recent");
+    s_closed = PyUnicode_InternFromString("closed");
+    s_exchanges = PyUnicode_InternFromString("exchanges");
+    s_client_frames = PyUnicode_InternFromString("client_frames");
+    s_server_frames = PyUnicode_InternFromString("server_frames");
+    s_events = PyUnicode_InternFromString("events");
+    s_desynced = PyUnicode_InternFromString("desynced");
+    s_first_data_ts = PyUnicode_InternFromString("first_data_ts");
+    s__buf = PyUnicode_InternFromString("_buf");
+    s__skip = PyUnicode_InternFromString("_skip");
+    s__cur_inflate = PyUnicode_InternFromString("_cur_inflate");
+    s__cur_want = PyUnicode_InternFromString("_cur_want");
+    if (!s_keep || !s_window || !s_probe || !s_keep_recent || !s_closed || !s_exchanges || !s_client_frames
+        || !s_server_frames || !s_events || !s_desynced || !s_first_data_ts || !s__buf || !s__skip
+        || !s__cur_inflate || !s__cur_want)
+        return NULL;
+    if (!s_client || !s_session || !s_mode || !s_body_left || !s_halves || !s_ooo || !s_base || !s_next
+        || !s_delivered)
+        return NULL;
+    if (!s_now_ns || !s_packets || !s_tcp || !s_zw || !s_last_frame || !s_last_ts || !s_fast_lane)
+        return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (m == NULL) return NULL;
+    /* API: bumped whenever the calls change, so a stale build (an editable install not rebuilt)
+     * is ignored by pcapio.py rather than called wrongly. */
+    if (PyModule_AddIntConstant(m, "API", 5) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
+        || PyModule_AddIntConstant(m, "ST_SLOW", ST_SLOW) < 0 || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

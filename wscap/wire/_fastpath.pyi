@@ -1,0 +1,15 @@
+# The compiled record loop (wscap/wire/_fastpath.c); see wscap/wire/pcapio.py for the callers.
+from typing import Any
+
+API: int
+ST_MORE: int
+ST_FRAME: int
+ST_SLOW: int
+MAX_RECORD: int
+
+def pcap_scan(buf: bytes, pos: int, big: bool, ts_mult: int, spec: tuple[Any, ...] | None, no: int, nbytes: int,
+              first: int | None, last: int | None
+              ) -> tuple[int, int, int, int, int | None, int | None, int, int, int, int, int]: ...
+def pcapng_scan(buf: bytes, pos: int, big: bool, ifaces: tuple[Any, ...], no: int, nbytes: int,
+                first: int | None, last: int | None
+                ) -> tuple[int, int, int, int, int | None, int | None, int, int, int, int, int, int, int]: ...
