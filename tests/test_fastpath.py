@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from wscap.engine.core import Options, Pipeline
-from wscap.wire import pcapio
+from wscap.wire import pcapbuild, pcapio
 from wscap.wire.pcapio import MAX_RECORD, CaptureReader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,16 +191,16 @@ def test_truncated_last_record_is_reported_like_python():
 
 
 def _ng_block(kind: int, body: bytes) -> bytes:
-    return pcapio.block(kind, body)
+    return pcapbuild.block(kind, body)
 
 
 def _ng_idb(linktype: int, tsresol: int | None = None, tsoffset: int | None = None) -> bytes:
     opts = b""
     if tsresol is not None:
-        opts += pcapio.option(9, bytes([tsresol]))
+        opts += pcapbuild.option(9, bytes([tsresol]))
     if tsoffset is not None:
-        opts += pcapio.option(14, struct.pack("<q", tsoffset))
-    return _ng_block(1, struct.pack("<HHI", linktype, 0, 65535) + opts + pcapio.option(0, b""))
+        opts += pcapbuild.option(14, struct.pack("<q", tsoffset))
+    return _ng_block(1, struct.pack("<HHI", linktype, 0, 65535) + opts + pcapbuild.option(0, b""))
 
 
 @needs_ext
@@ -210,16 +210,16 @@ def test_pcapng_interfaces_with_their_own_link_types_and_resolutions():
     new = ether(ipv4_tcp(A, 7, C, 80))
     raw_us, raw_ns, raw_bin = 1_733_300_000_123_456, 1_733_300_000_987_654_321, 5 << 20
     data = b"".join([
-        pcapio.pcapng_shb("test"),
+        pcapbuild.pcapng_shb("test"),
         _ng_idb(1),                                   # 0: Ethernet, µs (the default)
         _ng_idb(276, tsresol=9),                      # 1: SLL2, ns
         _ng_idb(1, tsresol=0x80 | 20, tsoffset=100),  # 2: Ethernet, 2^-20 s units, +100 s
-        pcapio.pcapng_epb(0, raw_us, skip_e, len(skip_e)),          # 1 skipped
-        pcapio.pcapng_epb(1, raw_ns, skip_c, len(skip_c)),          # 2 skipped
-        pcapio.pcapng_epb(2, raw_bin, new, len(new)),               # 3 frame
+        pcapbuild.pcapng_epb(0, raw_us, skip_e, len(skip_e)),          # 1 skipped
+        pcapbuild.pcapng_epb(1, raw_ns, skip_c, len(skip_c)),          # 2 skipped
+        pcapbuild.pcapng_epb(2, raw_bin, new, len(new)),               # 3 frame
         _ng_block(5, b"\0" * 8),                                    # an Interface Statistics Block
-        pcapio.pcapng_epb(1, raw_ns + 1, b"", 0),                   # 4 empty
-        pcapio.pcapng_epb(0, raw_us + 1, new, len(new)),            # 5 frame
+        pcapbuild.pcapng_epb(1, raw_ns + 1, b"", 0),                   # 4 empty
+        pcapbuild.pcapng_epb(0, raw_us + 1, new, len(new)),            # 5 frame
     ])
     frames, nos, st = both(data)
     assert nos == [3, 5]
@@ -236,9 +236,9 @@ def test_pcapng_interfaces_with_their_own_link_types_and_resolutions():
 @needs_ext
 def test_pcapng_new_section_and_undescribed_interface_go_through_python():
     pkt = ether(ipv4_tcp(A, 1111, B, 5432))
-    sec = pcapio.pcapng_shb("t") + _ng_idb(1, tsresol=9)
-    data = (sec + pcapio.pcapng_epb(0, T0 + 1, pkt, len(pkt)) + pcapio.pcapng_epb(3, T0 + 2, pkt, len(pkt))
-            + sec + pcapio.pcapng_epb(0, T0 + 3, pkt, len(pkt)))
+    sec = pcapbuild.pcapng_shb("t") + _ng_idb(1, tsresol=9)
+    data = (sec + pcapbuild.pcapng_epb(0, T0 + 1, pkt, len(pkt)) + pcapbuild.pcapng_epb(3, T0 + 2, pkt, len(pkt))
+            + sec + pcapbuild.pcapng_epb(0, T0 + 3, pkt, len(pkt)))
     _, nos, st = both(data)
     assert nos == [] and st[0] == 3 and st[10] == 2
     assert st[6] == ["frame 2: packet names interface 3, which was never described"]
@@ -318,9 +318,9 @@ def test_pcapng_times_beyond_64_bits_stay_exact():
     """An interface whose offset puts times past 2^63 ns is read by Python (exact integers), and a
     later interface in C does not disturb the first timestamp Python set."""
     pkt = ether(ipv4_tcp(A, 1111, B, 5432))
-    data = (pcapio.pcapng_shb("t") + _ng_idb(1, tsresol=9, tsoffset=1 << 40) + _ng_idb(1, tsresol=9)
-            + pcapio.pcapng_epb(0, 5, pkt, len(pkt)) + pcapio.pcapng_epb(1, 7, pkt, len(pkt))
-            + pcapio.pcapng_epb(0, 9, pkt, len(pkt)))
+    data = (pcapbuild.pcapng_shb("t") + _ng_idb(1, tsresol=9, tsoffset=1 << 40) + _ng_idb(1, tsresol=9)
+            + pcapbuild.pcapng_epb(0, 5, pkt, len(pkt)) + pcapbuild.pcapng_epb(1, 7, pkt, len(pkt))
+            + pcapbuild.pcapng_epb(0, 9, pkt, len(pkt)))
     frames, nos, st = both(data)
     assert nos == [] and st[0] == 3
     assert (st[2], st[3]) == ((1 << 40) * 10**9 + 5, (1 << 40) * 10**9 + 9)
@@ -358,8 +358,8 @@ def test_damaged_captures_read_the_same_both_ways(tmp_path):
     import random
     sample = (ROOT / "pcaps" / "sample-proxy.pcap").read_bytes()
     frames, _ = read(sample, None)
-    as_pcapng = pcapio.pcapng_shb("t") + _ng_idb(1, tsresol=9) + _ng_idb(1) + b"".join(
-        pcapio.pcapng_epb(f.no % 2, f.ts_ns if f.no % 2 == 0 else f.ts_ns // 1000, f.data, f.wirelen) for f in frames)
+    as_pcapng = pcapbuild.pcapng_shb("t") + _ng_idb(1, tsresol=9) + _ng_idb(1) + b"".join(
+        pcapbuild.pcapng_epb(f.no % 2, f.ts_ns if f.no % 2 == 0 else f.ts_ns // 1000, f.data, f.wirelen) for f in frames)
     sources = [("sample-proxy.pcap", sample), ("sample-proxy as pcapng, two interfaces", as_pcapng),
                ("tso-length-0.pcap", (ROOT / "pcaps" / "hostile" / "tso-length-0.pcap").read_bytes())]
     sys.path.insert(0, str(ROOT / "scripts" / "bench"))

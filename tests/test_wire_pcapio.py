@@ -14,7 +14,7 @@ import struct
 import pytest
 
 from wscap.model.raw import RawFrame
-from wscap.wire import pcapio
+from wscap.wire import pcapbuild, pcapio
 from wscap.wire.pcapio import CaptureReader
 
 T0 = 1_733_300_000_123_456_789          # ns: a present-day epoch value with every digit used
@@ -32,10 +32,10 @@ def packets(n: int, seed: int = 1) -> list[tuple[int, bytes, int]]:
 
 def pcap_bytes(pkts: list[tuple[int, bytes, int]], nano: bool, endian: str = "<", linktype: int = 1) -> bytes:
     if endian == "<":
-        out = [pcapio.pcap_header(linktype, 65535, nano)]
+        out = [pcapbuild.pcap_header(linktype, 65535, nano)]
         for ts, data, wl in pkts:
             sec, ns = divmod(ts, 10**9)
-            out.append(pcapio.pcap_record(sec, ns if nano else ns // 1000, data, wl))
+            out.append(pcapbuild.pcap_record(sec, ns if nano else ns // 1000, data, wl))
         return b"".join(out)
     # big-endian, built by hand: the writer only writes little-endian
     out = [struct.pack(">IHHiIII", 0xA1B23C4D if nano else 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)]
@@ -89,9 +89,9 @@ def pcapng_capture() -> tuple[bytes, list[tuple[int, int, int, bytes, int]], dic
     pkts = packets(30, seed=2)
     names = {"10.0.0.1": "web", "fd00::2": "api"}
     tsoff = struct.pack("<HHq", 14, 8, 100)
-    idb2 = struct.pack("<HHI", 101, 0, 0) + pcapio.option(9, bytes([0x80 | 20])) + tsoff + pcapio.option(0, b"")
-    out = [pcapio.pcapng_shb("test"), pcapio.pcapng_idb(1, 65535, "eth0"), pcapio.pcapng_idb(276, 65535, None, 9),
-           pcapio.block(1, idb2), pcapio.pcapng_nrb(names)]
+    idb2 = struct.pack("<HHI", 101, 0, 0) + pcapbuild.option(9, bytes([0x80 | 20])) + tsoff + pcapbuild.option(0, b"")
+    out = [pcapbuild.pcapng_shb("test"), pcapbuild.pcapng_idb(1, 65535, "eth0"), pcapbuild.pcapng_idb(276, 65535, None, 9),
+           pcapbuild.block(1, idb2), pcapbuild.pcapng_nrb(names)]
     expect = []
     for i, (ts, data, wl) in enumerate(pkts):
         ifid = i % 3
@@ -102,13 +102,13 @@ def pcapng_capture() -> tuple[bytes, list[tuple[int, int, int, bytes, int]], dic
         else:
             raw = (ts * 2**20) // 10**9
             got_ts, lt = raw * 10**9 // 2**20 + 100 * 10**9, 101
-        out.append(pcapio.pcapng_epb(ifid, raw, data, wl))
+        out.append(pcapbuild.pcapng_epb(ifid, raw, data, wl))
         expect.append((ifid, lt, got_ts, data, wl))
     # Simple Packet Block: interface 0, the last timestamp, caplen bounded by the snap length (65535)
     spb = b"\x45" * 21
-    out.append(pcapio.block(3, struct.pack("<I", 21) + pcapio.pad4(spb)))
+    out.append(pcapbuild.block(3, struct.pack("<I", 21) + pcapbuild.pad4(spb)))
     expect.append((0, 1, expect[-1][2], spb, 21))
-    out.append(pcapio.block(0x40000BAD, b"custom!!"))          # skipped, not counted
+    out.append(pcapbuild.block(0x40000BAD, b"custom!!"))          # skipped, not counted
     # A big-endian section: interfaces start again
     body = struct.pack(">IHHq", 0x1A2B3C4D, 1, 0, -1)
     out.append(struct.pack(">II", 0x0A0D0D0A, 12 + len(body)) + body + struct.pack(">I", 12 + len(body)))
@@ -186,14 +186,14 @@ def test_damage_stops_reading_and_keeps_what_came_before():
     assert frames == [] and r.error == "not a pcap or pcapng capture (starts with 47455420)"
     assert read_all(b"")[1].errors == ["empty file"]
     assert read_all(b"\xd4\xc3")[1].errors == ["not a pcap or pcapng capture (starts with d4c3)"]
-    ng = pcapio.pcapng_shb("t") + pcapio.pcapng_idb(1, 0) + struct.pack("<II", 6, 14) + b"\0" * 8
+    ng = pcapbuild.pcapng_shb("t") + pcapbuild.pcapng_idb(1, 0) + struct.pack("<II", 6, 14) + b"\0" * 8
     frames, r = read_all(ng)
     assert r.error == "frame 1: corrupt block (type 0x6, length 14); stopped reading, 0 frames analysed"
 
 
 def test_packet_of_an_undescribed_interface_is_counted_and_said():
-    ng = (pcapio.pcapng_shb("t") + pcapio.pcapng_idb(1, 0) + pcapio.pcapng_epb(3, 5, b"abc", 3)
-          + pcapio.pcapng_epb(0, 7, b"defg", 4))
+    ng = (pcapbuild.pcapng_shb("t") + pcapbuild.pcapng_idb(1, 0) + pcapbuild.pcapng_epb(3, 5, b"abc", 3)
+          + pcapbuild.pcapng_epb(0, 7, b"defg", 4))
     frames, r = read_all(ng)
     assert [(f.no, f.data, f.ts_ns) for f in frames] == [(2, b"defg", 7000)]
     assert r.errors == ["frame 1: packet names interface 3, which was never described"] and not r.stopped
@@ -211,8 +211,8 @@ def test_record_filter_sees_the_record_in_the_buffer():
             return no % 2 == 1                       # odd frames become RawFrames
         return want
 
-    for data in (pcap_bytes(pkts, True), pcapio.pcapng_shb("t") + pcapio.pcapng_idb(1, 0, None, 9)
-                 + b"".join(pcapio.pcapng_epb(0, ts, d, wl) for ts, d, wl in pkts)):
+    for data in (pcap_bytes(pkts, True), pcapbuild.pcapng_shb("t") + pcapbuild.pcapng_idb(1, 0, None, 9)
+                 + b"".join(pcapbuild.pcapng_epb(0, ts, d, wl) for ts, d, wl in pkts)):
         seen.clear()
         frames, r = read_all(data, 50, no=100, record_filter=record_filter)
         assert seen == [(101 + i, d, ts) for i, (ts, d, _) in enumerate(pkts)]
@@ -223,8 +223,8 @@ def test_record_filter_changed_mid_capture_applies_to_the_next_records():
     """Live turns the fast path on after the reader started, and off for the drain."""
     pkts = packets(30)
     skip_all = lambda lt: (lambda *a: False)     # noqa: E731 - the filter accounts for every record
-    for data in (pcap_bytes(pkts, False), pcapio.pcapng_shb("t") + pcapio.pcapng_idb(1, 0, None, 6)
-                 + b"".join(pcapio.pcapng_epb(0, ts, d, wl) for ts, d, wl in pkts)):
+    for data in (pcap_bytes(pkts, False), pcapbuild.pcapng_shb("t") + pcapbuild.pcapng_idb(1, 0, None, 6)
+                 + b"".join(pcapbuild.pcapng_epb(0, ts, d, wl) for ts, d, wl in pkts)):
         r = CaptureReader()
         # feed the first 10 records with no filter, then 10 with one that skips all, then none again
         cuts = [_record_end(data, k) for k in (10, 20)]
@@ -257,8 +257,8 @@ def test_shedding_skips_what_worth_rejects_and_counts_it():
 
 def test_clone_counts_without_asking_the_filter():
     pkts = packets(6)
-    data = pcapio.pcapng_shb("t") + pcapio.pcapng_idb(1, 0) + b"".join(
-        pcapio.pcapng_epb(0, ts // 1000, d, wl) for ts, d, wl in pkts)
+    data = pcapbuild.pcapng_shb("t") + pcapbuild.pcapng_idb(1, 0) + b"".join(
+        pcapbuild.pcapng_epb(0, ts // 1000, d, wl) for ts, d, wl in pkts)
     calls = []
     r = CaptureReader(record_filter=lambda lt: (lambda *a: calls.append(a) or False))
     half = len(data) // 2
@@ -283,24 +283,24 @@ def test_dpkt_reads_what_the_writer_writes():
         for (ts, _), (want, _, _) in zip(got, pkts):
             units = want // (10**9 // unit)
             assert (int(ts * unit) if nano else round(ts * unit)) == units
-    ng = pcapio.pcapng_shb("t") + pcapio.pcapng_idb(1, 65535, "eth0") + b"".join(
-        pcapio.pcapng_epb(0, ts // 1000, d, wl) for ts, d, wl in pkts)
+    ng = pcapbuild.pcapng_shb("t") + pcapbuild.pcapng_idb(1, 65535, "eth0") + b"".join(
+        pcapbuild.pcapng_epb(0, ts // 1000, d, wl) for ts, d, wl in pkts)
     got_ng = [bytes(buf) for _, buf in dpkt.pcapng.Reader(io.BytesIO(ng))]
     assert got_ng == [d for _, d, _ in pkts]
 
 
 def test_nrb_split_and_bounded():
     names = {f"10.{i // 250}.{i % 250}.1": f"host-{i}" for i in range(5000)}
-    blob = pcapio.pcapng_nrb(names)
+    blob = pcapbuild.pcapng_nrb(names)
     blocks = 0
     i = 0
     while i < len(blob):
         kind, ln = struct.unpack_from("<II", blob, i)
-        assert kind == 4 and ln <= pcapio.NRB_MAX_BLOCK + 16
+        assert kind == 4 and ln <= pcapbuild.NRB_MAX_BLOCK + 16
         i += ln
         blocks += 1
     assert blocks > 1
-    _, r = read_all(pcapio.pcapng_shb("t") + pcapio.pcapng_idb(1, 0) + blob)
+    _, r = read_all(pcapbuild.pcapng_shb("t") + pcapbuild.pcapng_idb(1, 0) + blob)
     assert r.names == names and r.errors == []
 
 

@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, Callable, Iterable, Iterator, cast
 
-from wscap.wire import pcapio
+from wscap.wire import pcapbuild, pcapio
 from wscap.wire.linklayer import ip_version, locate
 from wscap.model.endpoint import split_endpoint
 
@@ -150,15 +150,15 @@ def output_format(out_path: str, input_format: str) -> str:
 def _write_pcapng(out: IO[Any], picked: Iterable[_Pkt], linktypes: list[int]) -> int:
     """SHB, one IDB per link type (nanosecond resolution: timestamps kept exactly), EPBs.
     `picked` is streamed (the second pass of slice_capture): nothing is held."""
-    out.write(pcapio.pcapng_shb("wscap slice"))
+    out.write(pcapbuild.pcapng_shb("wscap slice"))
     ifaces: dict[int, int] = {}
     for lt in linktypes:
         ifaces[lt] = len(ifaces)
-        out.write(pcapio.pcapng_idb(lt, 262144, tsresol=9))     # if_tsresol = 10^-9
+        out.write(pcapbuild.pcapng_idb(lt, 262144, tsresol=9))     # if_tsresol = 10^-9
     n = 0
     for p in picked:
         ts = max(p.ts_ns, 0) & 0xFFFFFFFFFFFFFFFF
-        out.write(pcapio.pcapng_epb(ifaces[p.linktype], ts, p.data, min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)))
+        out.write(pcapbuild.pcapng_epb(ifaces[p.linktype], ts, p.data, min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)))
         n += 1
     return n
 
@@ -244,7 +244,7 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
             res.packets_written = _write_pcapng(
                 out, (p for p in (_packets(in_path, again) if matched else ()) if match(p)), lts)
             return res
-        out.write(pcapio.pcap_header(linktype, 262144, nano))
+        out.write(pcapbuild.pcap_header(linktype, 262144, nano))
         again = SliceResult()          # the second pass meets the same errors: said once
         match = matcher()
         for p in (_packets(in_path, again) if matched else ()):
@@ -256,7 +256,7 @@ def slice_capture(in_path: str, out_path: "str | BinaryIO", legs: Iterable[tuple
                 res.errors.append(f"{in_path}: a timestamp outside pcap's range was clamped in the slice")
                 sec, frac = min(max(sec, 0), 0xFFFFFFFF), 0
             sub = frac if nano else frac // 1000
-            out.write(pcapio.pcap_record(sec, sub, p.data, min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)))
+            out.write(pcapbuild.pcap_record(sec, sub, p.data, min(max(p.wirelen, len(p.data)), 0xFFFFFFFF)))
             res.packets_written += 1
     finally:
         if own:

@@ -21,8 +21,8 @@ import os
 from typing import Callable
 
 from wscap.model.raw import RawFrame
-from wscap.wire import pcapio
-from wscap.wire.pcapio import DEFAULT_SNAPLEN, NRB_MAX_BLOCK, PCAP_MAGIC_US, pcapng_nrb  # noqa: F401 (re-exported)
+from wscap.wire import pcapbuild, pcapio
+from wscap.wire.pcapbuild import DEFAULT_SNAPLEN, NRB_MAX_BLOCK, PCAP_MAGIC_US, pcapng_nrb  # noqa: F401 (re-exported)
 
 FLUSH_BYTES = 256 * 1024
 
@@ -36,26 +36,26 @@ def format_for(path: str) -> str:
 # The records themselves come from wire/pcapio.py (the one codec); these wrappers fix the live
 # capture's choices: microsecond timestamps in both formats, the default if_tsresol.
 def pcap_header(linktype: int, snaplen: int = DEFAULT_SNAPLEN) -> bytes:
-    return pcapio.pcap_header(linktype, snaplen)
+    return pcapbuild.pcap_header(linktype, snaplen)
 
 
 def pcap_record(f: RawFrame) -> bytes:
     sec, ns = divmod(f.ts_ns, 1_000_000_000)
-    return pcapio.pcap_record(sec, ns // 1000, f.data, f.wirelen)
+    return pcapbuild.pcap_record(sec, ns // 1000, f.data, f.wirelen)
 
 
 def pcapng_shb(app: str = "wscap live") -> bytes:
-    return pcapio.pcapng_shb(app)
+    return pcapbuild.pcapng_shb(app)
 
 
 def pcapng_idb(linktype: int, snaplen: int, name: str | None) -> bytes:
     # No if_tsresol: the default (µs) is what every reader handles exactly, and live
     # frames carry µs timestamps anyway (see LiveLoop) so nothing is lost.
-    return pcapio.pcapng_idb(linktype, snaplen, name)
+    return pcapbuild.pcapng_idb(linktype, snaplen, name)
 
 
 def pcapng_epb(f: RawFrame, iface_id: int = 0) -> bytes:
-    return pcapio.pcapng_epb(iface_id, f.ts_ns // 1000, f.data, f.wirelen)
+    return pcapbuild.pcapng_epb(iface_id, f.ts_ns // 1000, f.data, f.wirelen)
 
 
 class PcapWriter:
