@@ -339,11 +339,17 @@ class CaptureReader:
                     self._corrupt_pcap_record(no, self._rec.unpack_from(buf, pos)[2])  # type: ignore[union-attr]
                     break
         finally:
-            self.blocks += no - no0
-            self.empty += empty
-            self.no, self.nbytes, self.first_ts, self.last_ts = no, nbytes, first, last
-            if pos:
-                self._buf = buf[pos:]
+            self._pcap_done(buf, pos, no - no0, empty, no, nbytes, first, last)
+
+    def _pcap_done(self, buf: bytes, pos: int, records: int, empty: int, no: int, nbytes: int,
+                   first: int | None, last: int | None) -> None:
+        """Where either pcap loop stopped (finished, damaged, or its consumer stopped iterating):
+        its counters back on the reader, the unread tail kept."""
+        self.blocks += records
+        self.empty += empty
+        self.no, self.nbytes, self.first_ts, self.last_ts = no, nbytes, first, last
+        if pos:
+            self._buf = buf[pos:]
 
     def _pcap_py(self) -> Iterator[RawFrame]:
         # The per-record hot loop of `analyze`: locals only, one unpack per record.
@@ -384,11 +390,7 @@ class CaptureReader:
                         continue
                     yield RawFrame(no, ts, lt, buf[start:end], wirelen, 0, source)
         finally:
-            self.blocks += no - no0
-            self.empty += empty
-            self.no, self.nbytes, self.first_ts, self.last_ts = no, nbytes, first, last
-            if pos:
-                self._buf = buf[pos:]
+            self._pcap_done(buf, pos, no - no0, empty, no, nbytes, first, last)
 
     # -- pcapng --------------------------------------------------------------------------------
     def _iface_specs(self) -> tuple | None:
