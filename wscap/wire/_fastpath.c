@@ -183,6 +183,24 @@ static int set_ll(PyObject *o, PyObject *name, long long v) {
     return r;
 }
 
+/* 1: o.name is `want` (identity), 0: it is something else, -1: error. */
+static int attr_is(PyObject *o, PyObject *name, PyObject *want) {
+    PyObject *x = PyObject_GetAttr(o, name);
+    if (x == NULL) return -1;
+    int r = x == want;
+    Py_DECREF(x);
+    return r;
+}
+
+/* 1: len(o.name) == 0, 0: not empty, -1: error. */
+static int attr_empty(PyObject *o, PyObject *name) {
+    PyObject *x = PyObject_GetAttr(o, name);
+    if (x == NULL) return -1;
+    Py_ssize_t n = PyObject_Length(x);
+    Py_DECREF(x);
+    return n < 0 ? -1 : n == 0;
+}
+
 static int get_ll(PyObject *o, PyObject *name, long long *v) {
     PyObject *x = PyObject_GetAttr(o, name);
     if (x == NULL) return -1;
@@ -200,58 +218,35 @@ static int get_ll(PyObject *o, PyObject *name, long long *v) {
  * 1: accounted, 0: full path, -1: error. */
 static int frames_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *half, int dir, long long paylen,
                          unsigned win, long long no, long long ts) {
-    int rc = -1;
-    PyObject *keep = NULL, *events = NULL, *exs = NULL, *sc = NULL, *tcp = NULL, *window = NULL, *o = NULL;
+    int rc = -1, t;
+    PyObject *keep = NULL, *exs = NULL, *sc = NULL, *tcp = NULL, *window = NULL;
     long long v;
     keep = PyObject_GetAttr(conn, s_keep);
     if (keep == NULL) goto out;
     if (!PyList_Check(keep) || PyList_GET_SIZE(keep) != 2 || PyList_GET_ITEM(keep, dir) != Py_False) { rc = 0; goto out; }
     /* the half stream: nothing held as a probe, no retransmission memory kept */
-    o = PyObject_GetAttr(half, s_probe);
-    if (o == NULL) goto out;
-    if (o != Py_None) { rc = 0; goto out; }
-    Py_CLEAR(o);
-    o = PyObject_GetAttr(half, s_keep_recent);
-    if (o == NULL) goto out;
-    if (o != Py_False) { rc = 0; goto out; }
-    Py_CLEAR(o);
+    if ((t = attr_is(half, s_probe, Py_None)) <= 0 || (t = attr_is(half, s_keep_recent, Py_False)) <= 0) {
+        rc = t; goto out;
+    }
     tcp = PyObject_GetAttr(conn, s_tcp);
     if (tcp == NULL) goto out;
-    o = PyObject_GetAttr(tcp, s_closed);
-    if (o == NULL) goto out;
-    if (o != Py_False) { rc = 0; goto out; }
-    Py_CLEAR(o);
+    if ((t = attr_is(tcp, s_closed, Py_False)) <= 0) { rc = t; goto out; }
     window = PyObject_GetAttr(tcp, s_window);
     if (window == NULL) goto out;
     if (!PyList_Check(window) || PyList_GET_SIZE(window) != 2) { rc = 0; goto out; }
     /* the session: no events waiting, the current exchange's scanner of this direction */
-    events = PyObject_GetAttr(session, s_events);
-    if (events == NULL) goto out;
-    Py_ssize_t ne = PyObject_Length(events);
-    if (ne != 0) { rc = ne < 0 ? -1 : 0; goto out; }
+    if ((t = attr_empty(session, s_events)) <= 0) { rc = t; goto out; }
     exs = PyObject_GetAttr(session, s_exchanges);
     if (exs == NULL) goto out;
     if (!PyList_Check(exs) || PyList_GET_SIZE(exs) == 0) { rc = 0; goto out; }
     sc = PyObject_GetAttr(PyList_GET_ITEM(exs, PyList_GET_SIZE(exs) - 1), dir == 0 ? s_client_frames : s_server_frames);
     if (sc == NULL) goto out;
     if (Py_TYPE(sc) != (PyTypeObject *)f->scanner_type) { rc = 0; goto out; }
-    o = PyObject_GetAttr(sc, s_desynced);
-    if (o == NULL) goto out;
-    if (o != Py_False) { rc = 0; goto out; }
-    Py_CLEAR(o);
-    o = PyObject_GetAttr(sc, s_first_data_ts);
-    if (o == NULL) goto out;
-    if (o == Py_None) { rc = 0; goto out; }
-    Py_CLEAR(o);
-    o = PyObject_GetAttr(sc, s__cur_inflate);
-    if (o == NULL) goto out;
-    if (o != Py_False) { rc = 0; goto out; }
-    Py_CLEAR(o);
-    o = PyObject_GetAttr(sc, s__buf);
-    if (o == NULL) goto out;
-    Py_ssize_t nb = PyObject_Length(o);
-    if (nb != 0) { rc = nb < 0 ? -1 : 0; goto out; }
-    Py_CLEAR(o);
+    if ((t = attr_is(sc, s_desynced, Py_False)) <= 0) { rc = t; goto out; }
+    if ((t = attr_is(sc, s_first_data_ts, Py_None)) != 0) { rc = t < 0 ? -1 : 0; goto out; }
+    if ((t = attr_is(sc, s__cur_inflate, Py_False)) <= 0 || (t = attr_empty(sc, s__buf)) <= 0) {
+        rc = t; goto out;
+    }
     long long skip, nx, dl;
     if (get_ll(sc, s__cur_want, &v) < 0) goto overflow;
     if (v != 0) { rc = 0; goto out; }
@@ -270,8 +265,7 @@ static int frames_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *h
 overflow:
     if (PyErr_ExceptionMatches(PyExc_OverflowError)) { PyErr_Clear(); rc = 0; }
 out:
-    Py_XDECREF(keep); Py_XDECREF(events); Py_XDECREF(exs); Py_XDECREF(sc); Py_XDECREF(tcp); Py_XDECREF(window);
-    Py_XDECREF(o);
+    Py_XDECREF(keep); Py_XDECREF(exs); Py_XDECREF(sc); Py_XDECREF(tcp); Py_XDECREF(window);
     return rc;
 }
 

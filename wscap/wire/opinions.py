@@ -66,15 +66,7 @@ def _llhttp_error(e: Exception) -> ParserOpinion:
 def h11_request(raw: bytes) -> ParserOpinion:
     if h11 is None:
         return ParserOpinion(None, "h11 not installed")
-    conn = h11.Connection(our_role=h11.SERVER)
-    try:
-        conn.receive_data(raw)
-        ev = conn.next_event()
-        if ev is h11.NEED_DATA:
-            return ParserOpinion(False, "incomplete head")
-    except h11.RemoteProtocolError as e:
-        return ParserOpinion(False, str(e))
-    return ParserOpinion(True, None)
+    return _h11_reads(h11.Connection(our_role=h11.SERVER), raw)
 
 
 def h11_response(raw: bytes) -> ParserOpinion:
@@ -84,10 +76,14 @@ def h11_response(raw: bytes) -> ParserOpinion:
     conn.send(h11.Request(method="GET", target="/", headers=[
         ("Host", "x"), ("Connection", "Upgrade"), ("Upgrade", "websocket")]))
     conn.send(h11.EndOfMessage())
+    return _h11_reads(conn, raw)
+
+
+def _h11_reads(conn: Any, raw: bytes) -> ParserOpinion:
+    """What h11 says when `conn` receives the head `raw`."""
     try:
         conn.receive_data(raw)
-        ev = conn.next_event()
-        if ev is h11.NEED_DATA:
+        if conn.next_event() is h11.NEED_DATA:
             return ParserOpinion(False, "incomplete head")
     except h11.RemoteProtocolError as e:
         return ParserOpinion(False, str(e))
