@@ -148,10 +148,31 @@ def test_pcap_known_flow_skipped_everything_unusual_is_a_frame(big):
 
 
 @needs_ext
+def test_bare_ack_of_an_untracked_flow_is_counted_not_decoded():
+    """The last ACK after both FINs retired a flow starts nothing (Pipeline._new_connection): both
+    loops count it without a frame; anything else about an untracked flow is still a frame."""
+    dns = bytes([127, 0, 0, 11])
+    recs = [
+        (T0 + 1, ether(ipv4_tcp(A, 4000, C, 80))),                          # 1 bare ACK: counted
+        (T0 + 2, ether(ipv4_tcp(C, 80, A, 4001, b"x"))),                    # 2 a byte of payload: frame
+        (T0 + 3, ether(ipv4_tcp(A, 4002, C, 80, flags=0x02))),              # 3 a SYN: frame
+        (T0 + 4, ether(ipv4_tcp(A, 4003, C, 53))),                          # 4 DNS over TCP: frame
+        (T0 + 5, ether(ipv4_tcp(A, 4004, dns, 8080))),                      # 5 Docker's resolver: frame
+        (T0 + 6, ether(ipv4_tcp(C, 80, A, 4005, flags=0x12))),              # 6 a SYN-ACK nobody knows: frame
+        (T0 + 7, ether(ipv4_tcp(C, 80, A, 4006) + b"\0" * 6)),             # 7 Ethernet padding: counted
+    ]
+    frames, nos, st = both(pcap(recs))
+    assert nos == [2, 3, 4, 5, 6]
+    packets, tcp = st[-2:]
+    assert (packets, tcp) == (2, 2)
+    assert st[8] == T0 + 7       # the clock moved with the counted ones
+
+
+@needs_ext
 @pytest.mark.parametrize("chunk", [0, 1, 7, 61])
 def test_any_chunking_gives_the_same_frames_and_counters(chunk):
     recs = [(T0 + i, ether(ipv4_tcp(A, 1111, B, 5432, b"y" * (i % 5))) if i % 3 else
-             ether(ipv4_tcp(A, 2000 + i, C, 80))) for i in range(40)]
+             ether(ipv4_tcp(A, 2000 + i, C, 80, b"GET / HTTP/1.1\r\n"))) for i in range(40)]
     whole = both(pcap(recs))
     assert both(pcap(recs), chunk=chunk) == whole
     assert whole[1] == [i + 1 for i in range(40) if i % 3 == 0]
@@ -159,7 +180,7 @@ def test_any_chunking_gives_the_same_frames_and_counters(chunk):
 
 @needs_ext
 def test_second_source_keys_carry_the_source():
-    recs = [(T0 + 1, ether(ipv4_tcp(A, 1111, B, 5432))), (T0 + 2, ether(ipv4_tcp(A, 1, B, 2)))]
+    recs = [(T0 + 1, ether(ipv4_tcp(A, 1111, B, 5432))), (T0 + 2, ether(ipv4_tcp(A, 1, B, 2, b"?")))]
     _, nos, st = both(pcap(recs), source=3)
     assert nos == [2] and st[-2] == 1 and st[9] == {3: T0 + 1}
 
@@ -167,14 +188,14 @@ def test_second_source_keys_carry_the_source():
 @needs_ext
 @pytest.mark.parametrize("linktype,wrap", [(113, sll), (276, sll2)])
 def test_linux_cooked_headers(linktype, wrap):
-    recs = [(T0 + 1, wrap(ipv4_tcp(A, 1111, B, 5432, b"z"))), (T0 + 2, wrap(ipv4_tcp(B, 9, A, 8)))]
+    recs = [(T0 + 1, wrap(ipv4_tcp(A, 1111, B, 5432, b"z"))), (T0 + 2, wrap(ipv4_tcp(B, 9, A, 8, b"?")))]
     frames, nos, st = both(pcap(recs, linktype))
     assert nos == [2] and frames[0].linktype == linktype and st[-1] == 1
 
 
 @needs_ext
 def test_corrupt_record_length_stops_with_the_python_message():
-    good = ether(ipv4_tcp(A, 1, B, 2))
+    good = ether(ipv4_tcp(A, 1, B, 2, b"?"))
     data = pcap([(T0 + 1, good), (T0 + 2, good)])
     bad = data[:-len(good) - 16] + struct.pack("<IIII", 0, 0, MAX_RECORD + 1, 60) + b"\0" * 64
     frames, nos, st = both(bad)
@@ -185,7 +206,7 @@ def test_corrupt_record_length_stops_with_the_python_message():
 
 @needs_ext
 def test_truncated_last_record_is_reported_like_python():
-    data = pcap([(T0 + 1, ether(ipv4_tcp(A, 1, B, 2))), (T0 + 2, ether(ipv4_tcp(A, 1, B, 2)))])[:-5]
+    data = pcap([(T0 + 1, ether(ipv4_tcp(A, 1, B, 2, b"?"))), (T0 + 2, ether(ipv4_tcp(A, 1, B, 2, b"?")))])[:-5]
     _, nos, st = both(data)
     assert nos == [1] and "frame 2: record truncated" in st[6][0]
 
@@ -207,7 +228,7 @@ def _ng_idb(linktype: int, tsresol: int | None = None, tsoffset: int | None = No
 def test_pcapng_interfaces_with_their_own_link_types_and_resolutions():
     skip_e = ether(ipv4_tcp(A, 1111, B, 5432, b"q"))
     skip_c = sll2(ipv4_tcp(B, 5432, A, 1111))
-    new = ether(ipv4_tcp(A, 7, C, 80))
+    new = ether(ipv4_tcp(A, 7, C, 80, b"?"))
     raw_us, raw_ns, raw_bin = 1_733_300_000_123_456, 1_733_300_000_987_654_321, 5 << 20
     data = b"".join([
         pcapbuild.pcapng_shb("test"),
@@ -247,7 +268,7 @@ def test_pcapng_new_section_and_undescribed_interface_go_through_python():
 @needs_ext
 def test_a_python_filter_is_still_asked():
     """A record filter without the pipeline's spec (tests, read_names) keeps the Python loop's semantics."""
-    data = pcap([(T0 + i, ether(ipv4_tcp(A, 1, B, 2))) for i in range(5)])
+    data = pcap([(T0 + i, ether(ipv4_tcp(A, 1, B, 2, b"?"))) for i in range(5)])
     asked = []
     r = CaptureReader(0, 0, lambda lt: (lambda buf, off, caplen, no, ts: asked.append(no) or no % 2 == 0))
     frames = r.feed(data)
@@ -395,30 +416,32 @@ def test_damaged_captures_read_the_same_both_ways(tmp_path):
 
 
 @needs_ext
-def test_frames_lane_accounts_bytes_inside_a_frame_payload(tmp_path):
-    """A 5,000-byte server frame in 500-byte segments after a 101: the first segment (frame header)
-    and the last (the frame ends in it) take the full path; the 9 between carry only payload the
-    scanner skips, and the compiled loop accounts them itself. Same document either way."""
+def test_frames_and_synack_lanes_take_in_order_frames_and_the_synack(tmp_path):
+    """A 5,000-byte server frame in 500-byte segments after a 101, then the client's close. The
+    compiled loop hands every in-order server segment after the 101 (frame header, payload, the
+    frame's end) straight to the frame scanner, and accounts the server's SYN-ACK itself. The
+    client's close is its first segment after the 101, while its direction still keeps
+    retransmission memory from reading the request head: that one takes the full path (which then
+    stops keeping it). Same document either way."""
     from builders import Capture, ws_frame, ws_request, ws_response
     cap = Capture()
-    c = cap.conn(("172.18.0.1", 50000), ("172.18.0.3", 5000)).open()
-    c.send(True, ws_request("/ws"))
-    c.send(False, ws_response())
+    c = cap.conn(("172.18.0.1", 50000), ("172.18.0.3", 5000)).open()   # frames 1-3: SYN, SYN-ACK, ACK
+    c.send(True, ws_request("/ws"))                                      # 4
+    c.send(False, ws_response())                                         # 5
     big = ws_frame(b"x" * 5000)
     assert len(big) == 5004
-    c.send(False, big, split=500)                        # 11 segments: 500 x 10 + 4
-    c.send(True, ws_frame(b"bye", opcode=8, mask=True))
-    c.fin(True)
-    c.fin(False)
+    c.send(False, big, split=500)                        # 11 segments: 500 x 10 + 4 (frames 6-16)
+    c.send(True, ws_frame(b"bye", opcode=8, mask=True))  # 17
+    c.fin(True)                                          # 18
+    c.fin(False)                                         # 19
     cap.write(tmp_path / "t.pcap")
     data = (tmp_path / "t.pcap").read_bytes()
     fed_c, out_c = _run_pipeline(data, True)
     fed_p, out_p = _run_pipeline(data, False)
     assert out_c == out_p
-    assert len(fed_p) - len(fed_c) == 9
     lane = {f[0] for f in fed_p} - {f[0] for f in fed_c}
-    seg1 = 3 + 1 + 1 + 1                  # after the 3-way handshake, request and response: frame 6
-    assert lane == set(range(seg1 + 1, seg1 + 10))       # segments 2..10 of the frame (frames 7-15)
+    assert lane == {2} | set(range(6, 17))
+    assert {f[0] for f in fed_c} == {1, 4, 5, 17, 18, 19}
     assert '"length": 5000' in out_c[-1]                 # the frame itself is still in the document
 
 

@@ -241,12 +241,17 @@ class Pipeline(Assembly):
                 key = (dst, dport, src, sport)
             conn = conns.get(key if not source else (source, key), unseen)
             if conn is unseen:
-                return True
+                # A bare ACK of an untracked flow (the last ACK after both FINs retired it):
+                # _new_connection starts nothing without a SYN or payload. DNS over TCP is evidence.
+                hl = (offx >> 4) << 2
+                if (hl < 20 or totlen != 20 + hl or caplen < l3 + totlen or sport == 53 or dport == 53
+                        or src == DOCKER_RESOLVER or dst == DOCKER_RESOLVER):
+                    return True
             if ts > self.now_ns:
                 self.now_ns = ts
             if ts > clock.get(source, 0):
                 clock[source] = ts
-            if conn is not None:
+            if conn is not None and conn is not unseen:
                 if totlen < 40:
                     return True   # IPv4 length 0 (TSO/GSO on the sending host) or bogus: general path
                 if win == 0 or conn.tcp.zw:
@@ -263,8 +268,9 @@ class Pipeline(Assembly):
         # The same question for the compiled record loop (wscap/wire/_fastpath.c decide()): it reads
         # these, answers exactly as `want` does, and writes now_ns, the clock and the stats back.
         # Connection.fast_lane runs there too, for a Connection exactly (reading the same fields),
-        # and, without stream mode, a frames lane: in-order bytes inside a WebSocket frame's payload
-        # that the full path would only count (see frames_lane_c).
+        # and, without stream mode, two lanes of its own that do what the full path would: a
+        # WebSocket direction's in-order bytes go to its frame scanner, and a server's SYN-ACK
+        # sets the server's sequence base (see frames_lane_c, synack_lane_c).
         want.fast = (eoff, l3, conns, source, self, stats, clock, Connection, BODY, want,  # type: ignore[attr-defined]
                      FRAMES, FrameScanner, self.stream)
         return want

@@ -25,10 +25,13 @@
 #define ST_FRAME 1  /* the record at `start` needs the full path: build a RawFrame */
 #define ST_SLOW 2   /* the block at `pos` is Python's (damage, other block types, odd interfaces) */
 
+static const unsigned char RESOLVER[4] = {127, 0, 0, 11};   /* flow/dns.py DOCKER_RESOLVER */
+
 static PyObject *s_now_ns, *s_packets, *s_tcp, *s_zw, *s_last_frame, *s_last_ts, *s_fast_lane;
 static PyObject *s_client, *s_session, *s_mode, *s_body_left, *s_halves, *s_ooo, *s_base, *s_next, *s_delivered;
 static PyObject *s_keep, *s_window, *s_probe, *s_keep_recent, *s_closed, *s_exchanges, *s_client_frames,
-    *s_server_frames, *s_events, *s_desynced, *s_first_data_ts, *s__buf, *s__skip, *s__cur_inflate, *s__cur_want;
+    *s_server_frames, *s_events;
+static PyObject *s_feed, *s_server, *s_ignored, *s_synack_frame;
 
 static inline uint16_t be16(const unsigned char *p) { return (uint16_t)((p[0] << 8) | p[1]); }
 static inline uint32_t be32(const unsigned char *p) {
@@ -209,18 +212,19 @@ static int get_ll(PyObject *o, PyObject *name, long long *v) {
     return (*v == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* The frames lane: an in-order segment of a WebSocket direction whose bytes all fall inside the
- * payload of the frame being skipped (not kept, not inflated). The full path would do exactly
- * this: TcpFlow.segment records the window and HalfStream._deliver advances next/delivered (no
- * probe, nothing buffered, no retransmission memory), Connection.handle feeds the bytes to the
- * session (FRAMES -> the exchange's FrameScanner.feed, which only counts them off `_skip`), and
- * nothing else changes. Only without stream mode (analyze): live decides on every full-path frame.
- * 1: accounted, 0: full path, -1: error. */
-static int frames_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *half, int dir, long long paylen,
-                         unsigned win, long long no, long long ts) {
+/* The frames lane: an in-order segment of a WebSocket direction (mode FRAMES). The full path
+ * would do exactly this: TcpFlow.segment records the window and HalfStream._deliver advances
+ * next/delivered (no probe, nothing buffered, no retransmission memory), Connection.handle feeds
+ * the bytes to the session (FRAMES -> the current exchange's FrameScanner.feed) and nothing else
+ * changes: no session event, no mode a `keep` toggle would follow. So the C does the TCP side and
+ * calls the scanner's own feed with the payload: the frame headers, summaries and checks stay in
+ * one place (wire/wsframe.py). Only without stream mode (analyze): live decides on every
+ * full-path frame. 1: accounted, 0: full path (nothing changed), -1: error. */
+static int frames_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *half, int dir,
+                         const unsigned char *payload, long long paylen, unsigned win, long long no, long long ts) {
     int rc = -1, t;
-    PyObject *keep = NULL, *exs = NULL, *sc = NULL, *tcp = NULL, *window = NULL;
-    long long v;
+    PyObject *keep = NULL, *exs = NULL, *sc = NULL, *tcp = NULL, *window = NULL, *data = NULL, *r = NULL;
+    long long nx, dl;
     keep = PyObject_GetAttr(conn, s_keep);
     if (keep == NULL) goto out;
     if (!PyList_Check(keep) || PyList_GET_SIZE(keep) != 2 || PyList_GET_ITEM(keep, dir) != Py_False) { rc = 0; goto out; }
@@ -234,38 +238,87 @@ static int frames_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *h
     window = PyObject_GetAttr(tcp, s_window);
     if (window == NULL) goto out;
     if (!PyList_Check(window) || PyList_GET_SIZE(window) != 2) { rc = 0; goto out; }
-    /* the session: no events waiting, the current exchange's scanner of this direction */
+    /* the session: no events waiting, the current exchange's scanner of this direction (or none:
+     * then the full path feeds nobody either) */
     if ((t = attr_empty(session, s_events)) <= 0) { rc = t; goto out; }
     exs = PyObject_GetAttr(session, s_exchanges);
     if (exs == NULL) goto out;
     if (!PyList_Check(exs) || PyList_GET_SIZE(exs) == 0) { rc = 0; goto out; }
     sc = PyObject_GetAttr(PyList_GET_ITEM(exs, PyList_GET_SIZE(exs) - 1), dir == 0 ? s_client_frames : s_server_frames);
     if (sc == NULL) goto out;
-    if (Py_TYPE(sc) != (PyTypeObject *)f->scanner_type) { rc = 0; goto out; }
-    if ((t = attr_is(sc, s_desynced, Py_False)) <= 0) { rc = t; goto out; }
-    if ((t = attr_is(sc, s_first_data_ts, Py_None)) != 0) { rc = t < 0 ? -1 : 0; goto out; }
-    if ((t = attr_is(sc, s__cur_inflate, Py_False)) <= 0 || (t = attr_empty(sc, s__buf)) <= 0) {
-        rc = t; goto out;
+    if (sc != Py_None && Py_TYPE(sc) != (PyTypeObject *)f->scanner_type) { rc = 0; goto out; }
+    if (get_ll(half, s_next, &nx) < 0 || get_ll(half, s_delivered, &dl) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) { PyErr_Clear(); rc = 0; }
+        goto out;
     }
-    long long skip, nx, dl;
-    if (get_ll(sc, s__cur_want, &v) < 0) goto overflow;
-    if (v != 0) { rc = 0; goto out; }
-    if (get_ll(sc, s__skip, &skip) < 0) goto overflow;
-    if (!(skip > paylen)) { rc = 0; goto out; }
-    if (get_ll(half, s_next, &nx) < 0 || get_ll(half, s_delivered, &dl) < 0) goto overflow;
-    /* everything checked: the writes of the full path */
+    data = PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)paylen);
+    if (data == NULL) goto out;
+    /* everything checked: the writes of the full path, in its order */
     if (set_ll(conn, s_last_frame, no) < 0 || set_ll(conn, s_last_ts, ts) < 0) goto out;
     PyObject *w = PyLong_FromUnsignedLong(win);
     if (w == NULL || PyList_SetItem(window, dir, w) < 0) goto out;
-    if (set_ll(half, s_next, nx + paylen) < 0 || set_ll(half, s_delivered, dl + paylen) < 0
-        || set_ll(sc, s__skip, skip - paylen) < 0)
-        goto out;
+    if (set_ll(half, s_next, nx + paylen) < 0 || set_ll(half, s_delivered, dl + paylen) < 0) goto out;
+    if (sc != Py_None) {
+        PyObject *pno = PyLong_FromLongLong(no), *pts = PyLong_FromLongLong(ts);
+        if (pno != NULL && pts != NULL) r = PyObject_CallMethodObjArgs(sc, s_feed, data, pno, pts, NULL);
+        Py_XDECREF(pno); Py_XDECREF(pts);
+        if (r == NULL) goto out;
+    }
     rc = 1;
-    goto out;
-overflow:
-    if (PyErr_ExceptionMatches(PyExc_OverflowError)) { PyErr_Clear(); rc = 0; }
 out:
     Py_XDECREF(keep); Py_XDECREF(exs); Py_XDECREF(sc); Py_XDECREF(tcp); Py_XDECREF(window);
+    Py_XDECREF(data); Py_XDECREF(r);
+    return rc;
+}
+
+/* The SYN-ACK of a tracked connection, from its server: TcpFlow.segment sets the server's initial
+ * sequence number (when unset) and, the first time, synack_frame with an Opened event, which
+ * neither Connection.handle nor Pipeline.feed acts on (only a Closed is). No window is recorded
+ * for a SYN. Conditions: no payload, no session event waiting, the connection neither closed nor
+ * ignored (Pipeline.feed would retire or forget it). Only without stream mode, like the frames
+ * lane. 1: accounted, 0: full path (nothing changed), -1: error. */
+static int synack_lane_c(PyObject *conn, const unsigned char *src, unsigned sport, uint32_t seq,
+                         long long no, long long ts) {
+    int rc = -1, t;
+    PyObject *server = NULL, *tcp = NULL, *session = NULL, *halves = NULL, *ign = NULL, *base = NULL, *sf = NULL;
+    server = PyObject_GetAttr(conn, s_server);
+    if (server == NULL) goto out;
+    if (!PyTuple_Check(server) || PyTuple_GET_SIZE(server) != 2) { rc = 0; goto out; }
+    PyObject *ip = PyTuple_GET_ITEM(server, 0);
+    if (!PyBytes_Check(ip) || PyBytes_GET_SIZE(ip) != 4 || memcmp(PyBytes_AS_STRING(ip), src, 4) != 0) { rc = 0; goto out; }
+    long p = PyLong_AsLong(PyTuple_GET_ITEM(server, 1));
+    if (p == -1 && PyErr_Occurred()) goto out;
+    if (p != (long)sport) { rc = 0; goto out; }
+    /* the client is the other end (a connection to itself is Python's) */
+    PyObject *client = PyObject_GetAttr(conn, s_client);
+    if (client == NULL) goto out;
+    int same = PyObject_RichCompareBool(client, server, Py_EQ);
+    Py_DECREF(client);
+    if (same != 0) { rc = same < 0 ? -1 : 0; goto out; }
+    session = PyObject_GetAttr(conn, s_session);
+    if (session == NULL) goto out;
+    if ((t = attr_empty(session, s_events)) <= 0) { rc = t; goto out; }
+    ign = PyObject_GetAttr(session, s_ignored);
+    if (ign == NULL) goto out;
+    if (ign != Py_False) { rc = 0; goto out; }
+    tcp = PyObject_GetAttr(conn, s_tcp);
+    if (tcp == NULL) goto out;
+    if ((t = attr_is(tcp, s_closed, Py_False)) <= 0) { rc = t; goto out; }
+    halves = PyObject_GetAttr(tcp, s_halves);
+    if (halves == NULL) goto out;
+    if (!PyTuple_Check(halves) || PyTuple_GET_SIZE(halves) != 2) { rc = 0; goto out; }
+    PyObject *half = PyTuple_GET_ITEM(halves, 1);
+    base = PyObject_GetAttr(half, s_base);
+    sf = base ? PyObject_GetAttr(tcp, s_synack_frame) : NULL;
+    if (sf == NULL) goto out;
+    /* everything checked: Connection.segment's frame/time, then TcpFlow.segment's SYN-ACK writes */
+    if (set_ll(conn, s_last_frame, no) < 0 || set_ll(conn, s_last_ts, ts) < 0) goto out;
+    if (base == Py_None && set_ll(half, s_base, (long long)((seq + 1u) & 0xFFFFFFFFu)) < 0) goto out;
+    if (sf == Py_None && set_ll(tcp, s_synack_frame, no) < 0) goto out;
+    rc = 1;
+out:
+    Py_XDECREF(server); Py_XDECREF(tcp); Py_XDECREF(session); Py_XDECREF(halves); Py_XDECREF(ign);
+    Py_XDECREF(base); Py_XDECREF(sf);
     return rc;
 }
 
@@ -274,7 +327,7 @@ out:
  * 1: accounted, 0: the full path is needed (nothing changed), 2: ask the Python method (a shape or
  * size this does not mirror; nothing changed), -1: error. */
 static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsigned sport, uint32_t seq,
-                       long long paylen, long long no, long long ts, unsigned win) {
+                       const unsigned char *payload, long long paylen, long long no, long long ts, unsigned win) {
     int frames = 0, over = 0;
     long long bl = 0;
     int rc = -1, dir = 1;
@@ -336,7 +389,7 @@ stream:
     }
     if ((uint32_t)((long long)seq - base_v) != (uint32_t)next_v) { rc = 0; goto out; }
     if (frames) {
-        rc = frames_lane_c(f, conn, session, half, dir, paylen, win, no, ts);
+        rc = frames_lane_c(f, conn, session, half, dir, payload, paylen, win, no, ts);
         goto out;
     }
     if (over) { rc = 2; goto out; }           /* a body over 2^63 bytes: Python's integers */
@@ -412,7 +465,9 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
     unsigned et = be16(rec + f->eoff);
     unsigned vi = ip[0], totlen = be16(ip + 2), frag = be16(ip + 6), proto = ip[9];
     unsigned flags = tcp[13], offx = tcp[12], win = be16(tcp + 14);
-    if (et != 0x0800 || vi != 0x45 || proto != 6 || (frag & 0x3FFF) || (flags & 7)) return 1;
+    /* a SYN-ACK may take its own lane below; every other SYN, FIN or RST is the full path's */
+    int synack = (flags & 7) == 2 && (flags & 0x10) && f->frames_mode != NULL;
+    if (et != 0x0800 || vi != 0x45 || proto != 6 || (frag & 0x3FFF) || ((flags & 7) && !synack)) return 1;
     const unsigned char *src = ip + 12, *dst = ip + 16;
     unsigned sport = be16(tcp), dport = be16(tcp + 2);
     uint32_t seq = be32(tcp + 4);
@@ -424,7 +479,20 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
     if (key == NULL) goto done;
     PyObject *conn = PyDict_GetItemWithError(f->conns, key);
     if (conn == NULL) {
-        rc = PyErr_Occurred() ? -1 : 1;            /* unseen: the full path creates it */
+        if (PyErr_Occurred()) goto done;
+        /* unseen: the full path creates it, except for a bare ACK (the last ACK after both FINs
+         * retired the flow): Pipeline._new_connection starts nothing for a segment without SYN
+         * and without payload. DNS over TCP (port 53, Docker's resolver) is evidence: full path. */
+        unsigned hl = (offx >> 4) << 2;
+        if (synack || hl < 20 || totlen != 20 + hl || caplen < l3 + (Py_ssize_t)totlen || sport == 53 || dport == 53
+            || memcmp(src, RESOLVER, 4) == 0 || memcmp(dst, RESOLVER, 4) == 0) {
+            rc = 1;
+            goto done;
+        }
+        if (ts > f->now) { f->now = ts; f->now_dirty = 1; }
+        if (ts > f->clk) { f->clk = ts; f->clk_dirty = 1; }
+        f->skipped++;
+        rc = 0;
         goto done;
     }
     Py_INCREF(conn);
@@ -442,7 +510,17 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
         Py_DECREF(zw);
         if (zwt) { rc = zwt < 0 ? -1 : 1; Py_DECREF(conn); goto done; }
         long paylen = (long)totlen - 20 - (long)((offx >> 4) << 2);
+        const unsigned char *payload = tcp + ((offx >> 4) << 2);
         int lane;
+        if (synack) {
+            lane = paylen == 0 && Py_TYPE(conn) == (PyTypeObject *)f->conn_type
+                ? synack_lane_c(conn, src, sport, seq, no, ts) : 0;
+            Py_DECREF(conn);
+            if (lane <= 0) { rc = lane < 0 ? -1 : 1; goto done; }
+            f->skipped++;
+            rc = 0;
+            goto done;
+        }
         PyObject *pno = PyLong_FromLongLong(no), *pts = PyLong_FromLongLong(ts);
         if (pno == NULL || pts == NULL) { Py_XDECREF(pno); Py_XDECREF(pts); Py_DECREF(conn); goto done; }
         if (paylen <= 0) {
@@ -455,7 +533,7 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
             rc = 1;
             goto done;
         } else if (Py_TYPE(conn) == (PyTypeObject *)f->conn_type
-                   && (lane = fast_lane_c(f, conn, src, sport, seq, paylen, no, ts, win)) != 2) {
+                   && (lane = fast_lane_c(f, conn, src, sport, seq, payload, paylen, no, ts, win)) != 2) {
             if (lane <= 0) { Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn); rc = lane < 0 ? -1 : 1; goto done; }
         } else {
             PyObject *pseq = PyLong_FromUnsignedLong(seq), *ppay = PyLong_FromLong(paylen);
@@ -694,15 +772,14 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     s_client_frames = PyUnicode_InternFromString("client_frames");
     s_server_frames = PyUnicode_InternFromString("server_frames");
     s_events = PyUnicode_InternFromString("events");
-    s_desynced = PyUnicode_InternFromString("desynced");
-    s_first_data_ts = PyUnicode_InternFromString("first_data_ts");
-    s__buf = PyUnicode_InternFromString("_buf");
-    s__skip = PyUnicode_InternFromString("_skip");
-    s__cur_inflate = PyUnicode_InternFromString("_cur_inflate");
-    s__cur_want = PyUnicode_InternFromString("_cur_want");
+    s_feed = PyUnicode_InternFromString("feed");
+    s_server = PyUnicode_InternFromString("server");
+    s_ignored = PyUnicode_InternFromString("ignored");
+    s_synack_frame = PyUnicode_InternFromString("synack_frame");
+    if (!s_feed || !s_server || !s_ignored || !s_synack_frame)
+        return NULL;
     if (!s_keep || !s_window || !s_probe || !s_keep_recent || !s_closed || !s_exchanges || !s_client_frames
-        || !s_server_frames || !s_events || !s_desynced || !s_first_data_ts || !s__buf || !s__skip
-        || !s__cur_inflate || !s__cur_want)
+        || !s_server_frames || !s_events)
         return NULL;
     if (!s_client || !s_session || !s_mode || !s_body_left || !s_halves || !s_ooo || !s_base || !s_next
         || !s_delivered)
