@@ -351,8 +351,9 @@ def test_pcapng_times_beyond_64_bits_stay_exact():
 def _run_pipeline(data: bytes, fast: bool) -> tuple:
     """Read `data` in 4 KiB chunks into a real pipeline (frames fed as they come, so flows become known
     and the filter's answers change) -> everything the reader and the pipeline counted, and the
-    document. (Which frames reach feed() differs by design: the compiled loop also accounts for
-    bytes inside a WebSocket frame's payload, which the Python filter leaves to the full path.)"""
+    document. (Which frames reach feed() differs by design: the compiled loop also hands a
+    WebSocket direction's in-order bytes to its frame scanner and accounts a server's SYN-ACK,
+    which the Python filter leaves to the full path.)"""
     saved = pcapio._fastpath
     if not fast:
         pcapio._fastpath = None
@@ -443,6 +444,39 @@ def test_frames_and_synack_lanes_take_in_order_frames_and_the_synack(tmp_path):
     assert lane == {2} | set(range(6, 17))
     assert {f[0] for f in fed_c} == {1, 4, 5, 17, 18, 19}
     assert '"length": 5000' in out_c[-1]                 # the frame itself is still in the document
+
+
+@needs_ext
+def test_synack_lane_sets_the_base_once_and_leaves_the_rest_to_the_full_path():
+    """SYN (seq 100), SYN-ACK (seq 500), the same SYN-ACK again, an unrelated SYN-ACK with a byte
+    of payload, then an upgrade request at 101 and its 101 at 501 (out of order). The server's first SYN-ACK sets
+    the base its 101 is read from, and synack_frame stays the first one's. The compiled loop
+    accounts both plain SYN-ACKs itself; the one with payload is the full path's."""
+    req = (b"GET /ws HTTP/1.1\r\nHost: c\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    resp = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+    recs = [
+        (T0 + 1, ether(ipv4_tcp(A, 4000, C, 80, flags=0x02, seq=100))),
+        (T0 + 2, ether(ipv4_tcp(C, 80, A, 4000, flags=0x12, seq=500))),
+        (T0 + 3, ether(ipv4_tcp(C, 80, A, 4000, flags=0x12, seq=500))),
+        (T0 + 4, ether(ipv4_tcp(A, 4001, C, 80, flags=0x02, seq=7))),
+        (T0 + 5, ether(ipv4_tcp(C, 80, A, 4001, b"!", flags=0x12, seq=9))),
+        (T0 + 6, ether(ipv4_tcp(A, 4000, C, 80, req, flags=0x18, seq=101))),
+        # the 101 in two segments, the second first: only a base from the SYN-ACK (501) puts
+        # them in order (without one, the first to arrive would become offset 0)
+        (T0 + 7, ether(ipv4_tcp(C, 80, A, 4000, resp[20:], flags=0x18, seq=521))),
+        (T0 + 8, ether(ipv4_tcp(C, 80, A, 4000, resp[:20], flags=0x18, seq=501))),
+    ]
+    data = pcap(recs)
+    fed_c, out_c = _run_pipeline(data, True)
+    fed_p, out_p = _run_pipeline(data, False)
+    assert out_c == out_p
+    assert {f[0] for f in fed_p} - {f[0] for f in fed_c} == {2, 3}
+    doc = json.loads(out_c[-1])
+    (hs,) = [h for h in doc["handshakes"] if h["client"].endswith(":4000")]
+    assert hs["tcp"]["synack_frame"] == 2
+    assert hs["response"]["status"] == 101 and hs["outcome"] == "upgraded"
 
 
 @pytest.mark.parametrize("fast", [True, False])
