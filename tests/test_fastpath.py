@@ -479,6 +479,56 @@ def test_synack_lane_sets_the_base_once_and_leaves_the_rest_to_the_full_path():
     assert hs["response"]["status"] == 101 and hs["outcome"] == "upgraded"
 
 
+@needs_ext
+def test_compiled_frame_scan_matches_the_scanner_on_every_split(tmp_path):
+    """Server and client frames after a 101, cut at every kind of place: inside a header, inside
+    a payload kept for the preview, after it, a frame left open across segments, 20 frames past
+    the 16 kept, pings and pongs, an empty frame, 16- and 64-bit lengths, then frames the compiled
+    scan hands to FrameScanner._scan in the middle of a segment (RSV bits, a reserved opcode, an
+    unmasked client frame, a fragmented ping) and a close open across segments. Same document both
+    ways; the counts are the construction's."""
+    from builders import Capture, ws_frame, ws_request, ws_response
+    server = [ws_frame(b"hello"), ws_frame(b""), ws_frame(b"p", opcode=9), ws_frame(b"x" * 300),
+              ws_frame(b"\xff\xfe bin", opcode=2), ws_frame(b"y" * 70_000)]
+    server += [ws_frame(f"m{i}".encode()) for i in range(20)]
+    odd = [ws_frame(b"r", rsv1=True), ws_frame(b"z", opcode=3), ws_frame(b"after")]
+    close = ws_frame((1000).to_bytes(2, "big") + b"bye", opcode=8)
+    client = [ws_frame(b"hi", mask=True), ws_frame(b"q", opcode=10, mask=True), ws_frame(b"plain"),
+              ws_frame(b"ping", opcode=9, fin=False, mask=True), ws_frame(b"last", mask=True)]
+    s_bytes = b"".join(server)
+    cuts = [1, 3, 7, 9, 40, 200, 333, 1000, 60_000, len(s_bytes) - 5]
+    cap = Capture()
+    c = cap.conn(("172.18.0.1", 50001), ("172.18.0.3", 5000)).open()
+    c.send(True, ws_request("/ws"))
+    c.send(False, ws_response())
+    c.send(False, s_bytes, split=cuts)
+    c.send(False, b"".join(odd) + close, split=[4, 7, len(b"".join(odd)) + 3])
+    c.send(True, client[0])                    # the client's first bytes after the 101: full path
+    c.send(True, b"".join(client[1:]), split=[1, 12])
+    c.fin(True)
+    c.fin(False)
+    cap.write(tmp_path / "f.pcap")
+    data = (tmp_path / "f.pcap").read_bytes()
+    fed_c, out_c = _run_pipeline(data, True)
+    fed_p, out_p = _run_pipeline(data, False)
+    assert out_c == out_p
+    assert len(fed_p) - len(fed_c) >= len(cuts) + 1        # the server's frame segments took the lane
+    doc = json.loads(out_c[-1])
+    (hs,) = doc["handshakes"]
+    frames = hs["frames"]
+    srv = [f for f in frames if f["dir"] == "server"]
+    # 16 kept plus the close (kept past the bound); 26 + 3 + 1 server frames counted
+    assert len(srv) == 17 and srv[-1]["opcode"] == 8 and srv[-1]["close_code"] == 1000
+    assert [f["preview"] for f in srv[:3]] == ["hello", "", "p"]
+    assert srv[5]["length"] == 70_000 and srv[3]["preview"] == "x" * 64
+    assert srv[4]["preview"] == "0x" + b"\xff\xfe bin".hex()
+    codes = {a["code"] for a in hs["anomalies"]}
+    assert {"rsv1-without-extension", "reserved-opcode", "client-frame-unmasked",
+            "control-frame-fragmented"} <= codes
+    cli = [f for f in frames if f["dir"] == "client"]
+    assert [f["preview"] for f in cli] == ["hi", "q", "plain", "ping", "last"]
+
+
 @pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("chunk", [4097, 5000, 65536])
 def test_split_reads_give_the_same_frames_even_when_abandoned(fast, chunk):

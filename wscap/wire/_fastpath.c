@@ -212,14 +212,264 @@ static int get_ll(PyObject *o, PyObject *name, long long *v) {
     return (*v == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* wire/wsframe.py FrameScanner._scan for the common frames, in C. A frame is common when none of
+ * FrameScanner._check's anomalies can fire for it (no RSV bit, a known data or ping/pong opcode,
+ * masked exactly when the client sent it, a control frame short and final) and it is not a close
+ * (whose payload is read for its code). The scanner must not inflate (no permessage-deflate) and
+ * must have read its first bytes (feed's checks of a stream's start stay Python's). At the first
+ * frame that is not common, the state so far is written back and the rest of the segment, from
+ * that frame boundary, goes to FrameScanner._scan: the result is the same as one Python call.
+ * Summaries are made (FrameSummary, with the same preview()) for the frames the scanner keeps,
+ * and for a frame still open at the end of the segment (a later call may keep it). */
+static PyObject *ws_summary_type, *ws_preview;   /* wire/wsframe.py FrameSummary, preview */
+static PyObject *s_count, *s_counter, *s_dropped, *s_frames, *s_preview_bytes, *s_deflate, *s_dir, *s_opcode,
+    *s_order, *s_preview, *s__cur, *s__cur_mask, *s__cur_payload, *s__cur_off, *s__cur_want, *s__msg_opcode,
+    *s__msg_out, *s__msg_total, *s__msg_compressed, *s__cur_inflate, *s__skip, *s__buf, *s__scan, *s_desynced,
+    *s_first_data_ts, *s_client_str;
+
+typedef struct {
+    long long count, counter0, dropped, skip, want, keep, pbytes, kept;
+    int client, masked, opcode, started, msg_reset, msg_opcode;
+    unsigned char mask[4];
+    PyObject *cur;            /* strong: the open frame's summary, or NULL (none, or one not kept) */
+    PyObject *payload;        /* strong bytearray: the open frame's payload kept for its preview */
+    PyObject *frames;         /* strong: the scanner's list */
+} Scan;
+
+static int ba_append(PyObject *ba, const unsigned char *p, Py_ssize_t k) {
+    Py_ssize_t old = PyByteArray_GET_SIZE(ba);
+    if (PyByteArray_Resize(ba, old + k) < 0) return -1;
+    memcpy(PyByteArray_AS_STRING(ba) + old, p, (size_t)k);
+    return 0;
+}
+
+/* _end_frame for a common frame: its preview from the kept payload (unmasked), kept or counted. */
+static int scan_end(Scan *st) {
+    PyObject *f = st->cur;
+    st->cur = NULL;
+    if (f == NULL) { st->dropped++; return 0; }
+    Py_ssize_t n = PyByteArray_GET_SIZE(st->payload);
+    if (n > st->pbytes) n = (Py_ssize_t)st->pbytes;
+    /* a fresh object (NULL contents: never one of CPython's shared 1-byte bytes), unmasked in place */
+    PyObject *pl = PyBytes_FromStringAndSize(NULL, n);
+    if (pl == NULL) { Py_DECREF(f); return -1; }
+    unsigned char *b = (unsigned char *)PyBytes_AS_STRING(pl);
+    const unsigned char *src = (const unsigned char *)PyByteArray_AS_STRING(st->payload);
+    for (Py_ssize_t i = 0; i < n; i++) b[i] = st->masked ? src[i] ^ st->mask[i & 3] : src[i];
+    PyObject *pv = PyObject_CallFunction(ws_preview, "Ni", pl, st->opcode);
+    int rc = -1;
+    if (pv != NULL && PyObject_SetAttr(f, s_preview, pv) == 0) {
+        if (PyList_GET_SIZE(st->frames) < st->keep) rc = PyList_Append(st->frames, f);
+        else { st->dropped++; rc = 0; }
+    }
+    Py_XDECREF(pv);
+    Py_DECREF(f);
+    return rc;
+}
+
+static int set_obj(PyObject *o, PyObject *name, PyObject *v) {
+    if (v == NULL) return -1;
+    int r = PyObject_SetAttr(o, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* Write the C state back to the scanner (what the Python methods would have left). */
+static int scan_store(PyObject *sc, Scan *st) {
+    if (set_ll(sc, s_count, st->count) < 0 || set_ll(sc, s_dropped, st->dropped) < 0
+        || set_ll(sc, s__skip, st->skip) < 0)
+        return -1;
+    PyObject *counter = PyObject_GetAttr(sc, s_counter);
+    if (counter == NULL) return -1;
+    int r = PyList_Check(counter) && PyList_GET_SIZE(counter) >= 1
+        ? PyList_SetItem(counter, 0, PyLong_FromLongLong(st->counter0)) : -1;
+    Py_DECREF(counter);
+    if (r < 0) { if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "FrameScanner.counter"); return -1; }
+    /* the open frame (None once it ended: _skip is 0 exactly then) and what it still wants kept */
+    if (PyObject_SetAttr(sc, s__cur, st->cur ? st->cur : Py_None) < 0 || set_ll(sc, s__cur_want, st->want) < 0)
+        return -1;
+    if (!st->started) return 0;     /* no frame began here: its other fields are as they were */
+    if (set_obj(sc, s__cur_mask, PyBytes_FromStringAndSize(st->masked ? (const char *)st->mask : "", st->masked ? 4 : 0)) < 0
+        || PyObject_SetAttr(sc, s__cur_payload, st->payload) < 0
+        || set_ll(sc, s__cur_off, 0) < 0 || PyObject_SetAttr(sc, s__cur_inflate, Py_False) < 0)
+        return -1;
+    if (st->msg_reset) {
+        if (set_ll(sc, s__msg_opcode, st->msg_opcode) < 0 || PyObject_SetAttr(sc, s__msg_compressed, Py_False) < 0
+            || set_obj(sc, s__msg_out, PyByteArray_FromStringAndSize(NULL, 0)) < 0 || set_ll(sc, s__msg_total, 0) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* 0: done (the scanner read the whole segment), 1: not the common case at all (nothing changed:
+ * the caller calls FrameScanner.feed), -1: error. */
+static int scan_frames_c(PyObject *sc, const unsigned char *data, Py_ssize_t n, long long no, long long ts) {
+    Scan st;
+    memset(&st, 0, sizeof st);
+    int rc = -1, t;
+    PyObject *buf = NULL, *dir = NULL, *counter = NULL, *pno = NULL, *pts = NULL, *work = NULL;
+    if (ws_summary_type == NULL) {
+        PyObject *m = PyImport_ImportModule("wscap.wire.wsframe");
+        if (m == NULL) return -1;
+        ws_summary_type = PyObject_GetAttrString(m, "FrameSummary");
+        ws_preview = PyObject_GetAttrString(m, "preview");
+        Py_DECREF(m);
+        if (ws_summary_type == NULL || ws_preview == NULL) return -1;
+    }
+    if ((t = attr_is(sc, s_desynced, Py_False)) <= 0 || (t = attr_is(sc, s_deflate, Py_False)) <= 0
+        || (t = attr_is(sc, s__cur_inflate, Py_False)) <= 0) return t < 0 ? -1 : 1;
+    if ((t = attr_is(sc, s_first_data_ts, Py_None)) != 0) return t < 0 ? -1 : 1;
+    buf = PyObject_GetAttr(sc, s__buf);
+    if (buf == NULL) goto out;
+    if (!PyByteArray_CheckExact(buf)) { rc = 1; goto out; }
+    Py_ssize_t held = PyByteArray_GET_SIZE(buf);      /* an unfinished header from the last call */
+    dir = PyObject_GetAttr(sc, s_dir);
+    if (dir == NULL) goto out;
+    if (!PyUnicode_Check(dir)) { rc = 1; goto out; }
+    st.client = PyUnicode_Compare(dir, s_client_str) == 0;
+    if (PyErr_Occurred()) goto out;
+    if (get_ll(sc, s__skip, &st.skip) < 0 || get_ll(sc, s_keep, &st.keep) < 0
+        || get_ll(sc, s_preview_bytes, &st.pbytes) < 0 || get_ll(sc, s_count, &st.count) < 0
+        || get_ll(sc, s_dropped, &st.dropped) < 0 || get_ll(sc, s__cur_want, &st.want) < 0)
+        goto overflow;
+    /* a client's segment starting at a frame boundary with a capital: maybe a request line */
+    if (st.client && st.skip == 0 && held == 0 && n > 0 && data[0] >= 'A' && data[0] <= 'Z') { rc = 1; goto out; }
+    counter = PyObject_GetAttr(sc, s_counter);
+    if (counter == NULL) goto out;
+    if (!PyList_Check(counter) || PyList_GET_SIZE(counter) < 1) { rc = 1; goto out; }
+    st.counter0 = PyLong_AsLongLong(PyList_GET_ITEM(counter, 0));
+    if (st.counter0 == -1 && PyErr_Occurred()) goto overflow;
+    st.frames = PyObject_GetAttr(sc, s_frames);
+    if (st.frames == NULL) goto out;
+    if (!PyList_Check(st.frames)) { rc = 1; goto out; }
+    if (st.skip > 0) {
+        /* a frame begun earlier: common only if it is not a close */
+        st.cur = PyObject_GetAttr(sc, s__cur);
+        if (st.cur == NULL) goto out;
+        if (Py_TYPE(st.cur) != (PyTypeObject *)ws_summary_type) { rc = 1; goto out; }
+        long long op;
+        if (get_ll(st.cur, s_opcode, &op) < 0) goto overflow;
+        if (op == 8) { rc = 1; goto out; }
+        st.opcode = (int)op;
+        st.payload = PyObject_GetAttr(sc, s__cur_payload);
+        if (st.payload == NULL) goto out;
+        if (!PyByteArray_CheckExact(st.payload)) { rc = 1; goto out; }
+        PyObject *m = PyObject_GetAttr(sc, s__cur_mask);
+        if (m == NULL) goto out;
+        int ok = PyBytes_Check(m) && (PyBytes_GET_SIZE(m) == 0 || PyBytes_GET_SIZE(m) == 4);
+        if (ok && PyBytes_GET_SIZE(m) == 4) { st.masked = 1; memcpy(st.mask, PyBytes_AS_STRING(m), 4); }
+        Py_DECREF(m);
+        if (!ok) { rc = 1; goto out; }
+    }
+    /* from here on the scanner is ours: every path writes the state back */
+    if (held) {
+        /* _scan's `work`: the held header bytes, then the segment's */
+        work = PyBytes_FromStringAndSize(NULL, held + n);
+        if (work == NULL) goto fail;
+        memcpy(PyBytes_AS_STRING(work), PyByteArray_AS_STRING(buf), (size_t)held);
+        memcpy(PyBytes_AS_STRING(work) + held, data, (size_t)n);
+        if (PyByteArray_Resize(buf, 0) < 0) goto fail;
+        data = (const unsigned char *)PyBytes_AS_STRING(work);
+        n += held;
+    }
+    Py_ssize_t pos = 0;
+    while (pos < n) {
+        if (st.skip) {
+            Py_ssize_t take = st.skip < (long long)(n - pos) ? (Py_ssize_t)st.skip : n - pos;
+            if (st.want) {
+                Py_ssize_t k = take < st.want ? take : (Py_ssize_t)st.want;
+                if (ba_append(st.payload, data + pos, k) < 0) goto store_fail;
+                st.want -= k;
+            }
+            pos += take;
+            st.skip -= take;
+            if (!st.skip && scan_end(&st) < 0) goto store_fail;
+            continue;
+        }
+        /* a frame header (wsframe._parse_header) */
+        Py_ssize_t left = n - pos, h = 2;
+        if (left < 2) break;
+        unsigned b0 = data[pos], b1 = data[pos + 1];
+        unsigned long long ln = b1 & 0x7F;
+        if (ln == 126) {
+            if (left < 4) break;
+            ln = be16(data + pos + 2);
+            h = 4;
+        } else if (ln == 127) {
+            if (left < 10) break;
+            ln = ((unsigned long long)be32(data + pos + 2) << 32 | be32(data + pos + 6)) & 0x7FFFFFFFFFFFFFFFULL;
+            h = 10;
+        }
+        int masked = (b1 & 0x80) != 0;
+        if (masked) {
+            if (left < h + 4) break;
+            h += 4;
+        }
+        int opcode = b0 & 0x0F, control = opcode >= 8, fin = (b0 & 0x80) != 0;
+        if ((b0 & 0x70) || !(opcode <= 2 || opcode == 9 || opcode == 10) || masked != st.client
+            || (control && (ln > 125 || !fin))) {
+            /* not common: Python reads on from this frame boundary */
+            if (scan_store(sc, &st) < 0) goto fail;
+            PyObject *rest = PyBytes_FromStringAndSize((const char *)data + pos, n - pos);
+            pno = PyLong_FromLongLong(no);
+            pts = PyLong_FromLongLong(ts);
+            PyObject *r = rest && pno && pts ? PyObject_CallMethodObjArgs(sc, s__scan, rest, pno, pts, NULL) : NULL;
+            Py_XDECREF(rest);
+            if (r == NULL) goto fail;
+            Py_DECREF(r);
+            rc = 0;
+            goto out;
+        }
+        /* _start_frame */
+        st.count++;
+        st.counter0++;
+        st.started = 1;
+        st.opcode = opcode;
+        st.masked = masked;
+        if (masked) memcpy(st.mask, data + pos + h - 4, 4);
+        if (opcode == 1 || opcode == 2) { st.msg_reset = 1; st.msg_opcode = opcode; }
+        long long want = control ? 125 : st.pbytes;
+        st.want = (long long)ln < want ? (long long)ln : want;
+        st.skip = (long long)ln;
+        Py_XDECREF(st.payload);
+        st.payload = PyByteArray_FromStringAndSize(NULL, 0);
+        if (st.payload == NULL) goto store_fail;
+        pos += h;
+        /* a summary for a frame that will be kept, or that stays open past this segment */
+        if (PyList_GET_SIZE(st.frames) < st.keep || ln > (unsigned long long)(n - pos)) {
+            st.cur = PyObject_CallFunction(ws_summary_type, "OLLOOOOiOL", dir, no, ts, fin ? Py_True : Py_False,
+                                           Py_False, Py_False, Py_False, opcode, masked ? Py_True : Py_False,
+                                           (long long)ln);
+            if (st.cur == NULL || set_ll(st.cur, s_order, st.counter0) < 0) goto store_fail;
+        }
+        if (ln == 0 && scan_end(&st) < 0) goto store_fail;
+    }
+    if (pos < n && ba_append(buf, data + pos, n - pos) < 0) goto store_fail;   /* an unfinished header */
+    if (scan_store(sc, &st) < 0) goto fail;
+    rc = 0;
+    goto out;
+overflow:
+    if (PyErr_ExceptionMatches(PyExc_OverflowError)) { PyErr_Clear(); rc = 1; }
+    goto out;
+store_fail:
+    /* an error half way (out of memory, a failing preview): the exception ends the analysis */
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "frame scan failed");
+fail:
+    rc = -1;
+out:
+    Py_XDECREF(buf); Py_XDECREF(dir); Py_XDECREF(counter); Py_XDECREF(pno); Py_XDECREF(pts); Py_XDECREF(work);
+    Py_XDECREF(st.cur); Py_XDECREF(st.payload); Py_XDECREF(st.frames);
+    return rc;
+}
+
 /* The frames lane: an in-order segment of a WebSocket direction (mode FRAMES). The full path
  * would do exactly this: TcpFlow.segment records the window and HalfStream._deliver advances
  * next/delivered (no probe, nothing buffered, no retransmission memory), Connection.handle feeds
  * the bytes to the session (FRAMES -> the current exchange's FrameScanner.feed) and nothing else
  * changes: no session event, no mode a `keep` toggle would follow. So the C does the TCP side and
- * calls the scanner's own feed with the payload: the frame headers, summaries and checks stay in
- * one place (wire/wsframe.py). Only without stream mode (analyze): live decides on every
- * full-path frame. 1: accounted, 0: full path (nothing changed), -1: error. */
+ * hands the payload to the scanner: scan_frames_c for the common frames, the scanner's own feed
+ * for anything else. Only without stream mode (analyze): live decides on every full-path frame.
+ * 1: accounted, 0: full path (nothing changed), -1: error. */
 static int frames_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *half, int dir,
                          const unsigned char *payload, long long paylen, unsigned win, long long no, long long ts) {
     int rc = -1, t;
@@ -251,18 +501,22 @@ static int frames_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *h
         if (PyErr_ExceptionMatches(PyExc_OverflowError)) { PyErr_Clear(); rc = 0; }
         goto out;
     }
-    data = PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)paylen);
-    if (data == NULL) goto out;
     /* everything checked: the writes of the full path, in its order */
     if (set_ll(conn, s_last_frame, no) < 0 || set_ll(conn, s_last_ts, ts) < 0) goto out;
     PyObject *w = PyLong_FromUnsignedLong(win);
     if (w == NULL || PyList_SetItem(window, dir, w) < 0) goto out;
     if (set_ll(half, s_next, nx + paylen) < 0 || set_ll(half, s_delivered, dl + paylen) < 0) goto out;
-    if (sc != Py_None) {
-        PyObject *pno = PyLong_FromLongLong(no), *pts = PyLong_FromLongLong(ts);
-        if (pno != NULL && pts != NULL) r = PyObject_CallMethodObjArgs(sc, s_feed, data, pno, pts, NULL);
-        Py_XDECREF(pno); Py_XDECREF(pts);
-        if (r == NULL) goto out;
+    if (sc != Py_None && paylen > 0) {
+        int done = scan_frames_c(sc, payload, (Py_ssize_t)paylen, no, ts);
+        if (done < 0) goto out;
+        if (done == 1) {
+            PyObject *pno = PyLong_FromLongLong(no), *pts = PyLong_FromLongLong(ts);
+            data = PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)paylen);
+            if (pno != NULL && pts != NULL && data != NULL)
+                r = PyObject_CallMethodObjArgs(sc, s_feed, data, pno, pts, NULL);
+            Py_XDECREF(pno); Py_XDECREF(pts);
+            if (r == NULL) goto out;
+        }
     }
     rc = 1;
 out:
@@ -772,6 +1026,34 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     s_client_frames = PyUnicode_InternFromString("client_frames");
     s_server_frames = PyUnicode_InternFromString("server_frames");
     s_events = PyUnicode_InternFromString("events");
+    s_count = PyUnicode_InternFromString("count");
+    s_counter = PyUnicode_InternFromString("counter");
+    s_dropped = PyUnicode_InternFromString("dropped");
+    s_frames = PyUnicode_InternFromString("frames");
+    s_preview_bytes = PyUnicode_InternFromString("preview_bytes");
+    s_deflate = PyUnicode_InternFromString("deflate");
+    s_dir = PyUnicode_InternFromString("dir");
+    s_opcode = PyUnicode_InternFromString("opcode");
+    s_order = PyUnicode_InternFromString("order");
+    s_preview = PyUnicode_InternFromString("preview");
+    s__cur = PyUnicode_InternFromString("_cur");
+    s__cur_mask = PyUnicode_InternFromString("_cur_mask");
+    s__cur_payload = PyUnicode_InternFromString("_cur_payload");
+    s__cur_off = PyUnicode_InternFromString("_cur_off");
+    s__cur_want = PyUnicode_InternFromString("_cur_want");
+    s__msg_opcode = PyUnicode_InternFromString("_msg_opcode");
+    s__msg_out = PyUnicode_InternFromString("_msg_out");
+    s__msg_total = PyUnicode_InternFromString("_msg_total");
+    s__msg_compressed = PyUnicode_InternFromString("_msg_compressed");
+    s__cur_inflate = PyUnicode_InternFromString("_cur_inflate");
+    s__skip = PyUnicode_InternFromString("_skip");
+    s__buf = PyUnicode_InternFromString("_buf");
+    s__scan = PyUnicode_InternFromString("_scan");
+    s_desynced = PyUnicode_InternFromString("desynced");
+    s_first_data_ts = PyUnicode_InternFromString("first_data_ts");
+    s_client_str = PyUnicode_InternFromString("client");
+    if (!s_count || !s_counter || !s_dropped || !s_frames || !s_preview_bytes || !s_deflate || !s_dir || !s_opcode || !s_order || !s_preview || !s__cur || !s__cur_mask || !s__cur_payload || !s__cur_off || !s__cur_want || !s__msg_opcode || !s__msg_out || !s__msg_total || !s__msg_compressed || !s__cur_inflate || !s__skip || !s__buf || !s__scan || !s_desynced || !s_first_data_ts || !s_client_str)
+        return NULL;
     s_feed = PyUnicode_InternFromString("feed");
     s_server = PyUnicode_InternFromString("server");
     s_ignored = PyUnicode_InternFromString("ignored");

@@ -116,6 +116,12 @@ class FrameScanner:
                                        f"should be", frame))
             self.desynced = True
             return
+        self._scan(data, frame, ts_ns)
+
+    def _scan(self, data: bytes, frame: int, ts_ns: int) -> None:
+        """The frames in `data` (after feed's checks of what a stream's first bytes are). The
+        compiled loop (wire/_fastpath.c scan_frames_c) does this itself for the common frames and
+        hands the rest of a segment here at a frame boundary."""
         # Only an incomplete frame header (< 14 bytes) is ever carried between calls.
         work = bytes(self._buf) + data if self._buf else data
         self._buf.clear()
