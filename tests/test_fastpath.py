@@ -529,6 +529,53 @@ def test_compiled_frame_scan_matches_the_scanner_on_every_split(tmp_path):
     assert [f["preview"] for f in cli] == ["hi", "q", "plain", "ping", "last"]
 
 
+@needs_ext
+def test_compiled_frame_scan_with_permessage_deflate(tmp_path):
+    """permessage-deflate negotiated: uncompressed messages are the compiled scan's, compressed
+    ones (RSV1 on their first frame, and their continuations, even with a ping between) go to the
+    scanner's inflater. Segments start exactly where the compiled scan must step aside: at a
+    continuation of a compressed message, inside a compressed frame after the context was lost
+    (a message that does not inflate). Same document both ways; previews as sent."""
+    import zlib
+    from builders import Capture, ws_frame, ws_request, ws_response
+
+    def deflate(text: bytes) -> bytes:
+        c = zlib.compressobj(wbits=-15)              # one context per message (no takeover needed)
+        out = c.compress(text) + c.flush(zlib.Z_SYNC_FLUSH)
+        assert out.endswith(b"\x00\x00\xff\xff")
+        return out[:-4]
+    ext = [("Sec-WebSocket-Extensions", "permessage-deflate; server_no_context_takeover")]
+    frags = deflate(b"fragmented message")
+    segments = [
+        [ws_frame(b"plain"), ws_frame(deflate(b"hello hello hello"), rsv1=True)],
+        [ws_frame(frags[:5], rsv1=True, fin=False), ws_frame(b"!", opcode=9)],
+        [ws_frame(frags[5:], opcode=0), ws_frame(b"ab", fin=False), ws_frame(b"cd", opcode=0)],
+        [ws_frame(b"\xff\xff\xff\xff", rsv1=True)],          # does not inflate: context lost
+    ]
+    late = ws_frame(deflate(b"late late late late"), rsv1=True)
+    tail = ws_frame(b"tail")
+    cap = Capture()
+    c = cap.conn(("172.18.0.1", 50002), ("172.18.0.3", 5000)).open()
+    c.send(True, ws_request("/ws", extra=[("Sec-WebSocket-Extensions", "permessage-deflate")]))
+    c.send(False, ws_response(extra=ext))
+    for seg in segments:
+        c.send(False, b"".join(seg))
+    c.send(False, late + tail, split=[5])            # a compressed frame open across segments
+    c.fin(True)
+    c.fin(False)
+    cap.write(tmp_path / "d.pcap")
+    data = (tmp_path / "d.pcap").read_bytes()
+    fed_c, out_c = _run_pipeline(data, True)
+    fed_p, out_p = _run_pipeline(data, False)
+    assert out_c == out_p
+    assert len(fed_p) - len(fed_c) >= 4
+    (hs,) = json.loads(out_c[-1])["handshakes"]
+    previews = [f["preview"] for f in hs["frames"] if f["dir"] == "server"]
+    assert previews == ["plain", "hello hello hello", None, "!", "fragmented message", "ab", "cd", None, None,
+                        "tail"]
+    assert "inflate-failed" in {a["code"] for a in hs["anomalies"]}
+
+
 @pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("chunk", [4097, 5000, 65536])
 def test_split_reads_give_the_same_frames_even_when_abandoned(fast, chunk):

@@ -215,21 +215,22 @@ static int get_ll(PyObject *o, PyObject *name, long long *v) {
 /* wire/wsframe.py FrameScanner._scan for the common frames, in C. A frame is common when none of
  * FrameScanner._check's anomalies can fire for it (no RSV bit, a known data or ping/pong opcode,
  * masked exactly when the client sent it, a control frame short and final) and it is not a close
- * (whose payload is read for its code). The scanner must not inflate (no permessage-deflate) and
- * must have read its first bytes (feed's checks of a stream's start stay Python's). At the first
+ * (whose payload is read for its code), nor part of a compressed message (RSV1 set on its first
+ * frame: permessage-deflate's inflater is Python's). The scanner must have read its first bytes
+ * (feed's checks of a stream's start stay Python's). At the first
  * frame that is not common, the state so far is written back and the rest of the segment, from
  * that frame boundary, goes to FrameScanner._scan: the result is the same as one Python call.
  * Summaries are made (FrameSummary, with the same preview()) for the frames the scanner keeps,
  * and for a frame still open at the end of the segment (a later call may keep it). */
 static PyObject *ws_summary_type, *ws_preview;   /* wire/wsframe.py FrameSummary, preview */
-static PyObject *s_count, *s_counter, *s_dropped, *s_frames, *s_preview_bytes, *s_deflate, *s_dir, *s_opcode,
+static PyObject *s_count, *s_counter, *s_dropped, *s_frames, *s_preview_bytes, *s_dir, *s_opcode,
     *s_order, *s_preview, *s__cur, *s__cur_mask, *s__cur_payload, *s__cur_off, *s__cur_want, *s__msg_opcode,
     *s__msg_out, *s__msg_total, *s__msg_compressed, *s__cur_inflate, *s__skip, *s__buf, *s__scan, *s_desynced,
     *s_first_data_ts, *s_client_str;
 
 typedef struct {
     long long count, counter0, dropped, skip, want, keep, pbytes, kept;
-    int client, masked, opcode, started, msg_reset, msg_opcode;
+    int client, masked, opcode, started, msg_reset, msg_opcode, msg_compressed;
     unsigned char mask[4];
     PyObject *cur;            /* strong: the open frame's summary, or NULL (none, or one not kept) */
     PyObject *payload;        /* strong bytearray: the open frame's payload kept for its preview */
@@ -316,8 +317,11 @@ static int scan_frames_c(PyObject *sc, const unsigned char *data, Py_ssize_t n, 
         Py_DECREF(m);
         if (ws_summary_type == NULL || ws_preview == NULL) return -1;
     }
-    if ((t = attr_is(sc, s_desynced, Py_False)) <= 0 || (t = attr_is(sc, s_deflate, Py_False)) <= 0
-        || (t = attr_is(sc, s__cur_inflate, Py_False)) <= 0) return t < 0 ? -1 : 1;
+    if ((t = attr_is(sc, s_desynced, Py_False)) <= 0 || (t = attr_is(sc, s__cur_inflate, Py_False)) <= 0)
+        return t < 0 ? -1 : 1;
+    /* with permessage-deflate, a continuation of a compressed message is the inflater's (Python) */
+    if ((t = attr_is(sc, s__msg_compressed, Py_False)) < 0) return -1;
+    st.msg_compressed = !t;
     if ((t = attr_is(sc, s_first_data_ts, Py_None)) != 0) return t < 0 ? -1 : 1;
     buf = PyObject_GetAttr(sc, s__buf);
     if (buf == NULL) goto out;
@@ -349,7 +353,7 @@ static int scan_frames_c(PyObject *sc, const unsigned char *data, Py_ssize_t n, 
         if (Py_TYPE(st.cur) != (PyTypeObject *)ws_summary_type) { rc = 1; goto out; }
         long long op;
         if (get_ll(st.cur, s_opcode, &op) < 0) goto overflow;
-        if (op == 8) { rc = 1; goto out; }
+        if (op == 8 || (op <= 2 && st.msg_compressed)) { rc = 1; goto out; }   /* a close, or compressed */
         st.opcode = (int)op;
         st.payload = PyObject_GetAttr(sc, s__cur_payload);
         if (st.payload == NULL) goto out;
@@ -407,7 +411,7 @@ static int scan_frames_c(PyObject *sc, const unsigned char *data, Py_ssize_t n, 
         }
         int opcode = b0 & 0x0F, control = opcode >= 8, fin = (b0 & 0x80) != 0;
         if ((b0 & 0x70) || !(opcode <= 2 || opcode == 9 || opcode == 10) || masked != st.client
-            || (control && (ln > 125 || !fin))) {
+            || (control && (ln > 125 || !fin)) || (opcode == 0 && st.msg_compressed)) {
             /* not common: Python reads on from this frame boundary */
             if (scan_store(sc, &st) < 0) goto fail;
             PyObject *rest = PyBytes_FromStringAndSize((const char *)data + pos, n - pos);
@@ -427,7 +431,7 @@ static int scan_frames_c(PyObject *sc, const unsigned char *data, Py_ssize_t n, 
         st.opcode = opcode;
         st.masked = masked;
         if (masked) memcpy(st.mask, data + pos + h - 4, 4);
-        if (opcode == 1 || opcode == 2) { st.msg_reset = 1; st.msg_opcode = opcode; }
+        if (opcode == 1 || opcode == 2) { st.msg_reset = 1; st.msg_opcode = opcode; st.msg_compressed = 0; }
         long long want = control ? 125 : st.pbytes;
         st.want = (long long)ln < want ? (long long)ln : want;
         st.skip = (long long)ln;
@@ -1031,7 +1035,6 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     s_dropped = PyUnicode_InternFromString("dropped");
     s_frames = PyUnicode_InternFromString("frames");
     s_preview_bytes = PyUnicode_InternFromString("preview_bytes");
-    s_deflate = PyUnicode_InternFromString("deflate");
     s_dir = PyUnicode_InternFromString("dir");
     s_opcode = PyUnicode_InternFromString("opcode");
     s_order = PyUnicode_InternFromString("order");
@@ -1052,7 +1055,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     s_desynced = PyUnicode_InternFromString("desynced");
     s_first_data_ts = PyUnicode_InternFromString("first_data_ts");
     s_client_str = PyUnicode_InternFromString("client");
-    if (!s_count || !s_counter || !s_dropped || !s_frames || !s_preview_bytes || !s_deflate || !s_dir || !s_opcode || !s_order || !s_preview || !s__cur || !s__cur_mask || !s__cur_payload || !s__cur_off || !s__cur_want || !s__msg_opcode || !s__msg_out || !s__msg_total || !s__msg_compressed || !s__cur_inflate || !s__skip || !s__buf || !s__scan || !s_desynced || !s_first_data_ts || !s_client_str)
+    if (!s_count || !s_counter || !s_dropped || !s_frames || !s_preview_bytes || !s_dir || !s_opcode || !s_order || !s_preview || !s__cur || !s__cur_mask || !s__cur_payload || !s__cur_off || !s__cur_want || !s__msg_opcode || !s__msg_out || !s__msg_total || !s__msg_compressed || !s__cur_inflate || !s__skip || !s__buf || !s__scan || !s_desynced || !s_first_data_ts || !s_client_str)
         return NULL;
     s_feed = PyUnicode_InternFromString("feed");
     s_server = PyUnicode_InternFromString("server");
