@@ -130,12 +130,12 @@ def test_pcap_known_flow_skipped_everything_unusual_is_a_frame(big):
         (T0 + 5, skip[:40]),                                                # 5 cut short (< 54 bytes): frame
         (T0 + 6, b""),                                                      # 6 no bytes: counted, empty
         (T0 + 7, ether(ipv4_tcp(A, 1111, C, 80, b"GET / HTTP/1.1\r\n"))),   # 7 unseen flow: frame
-        (T0 + 8, ether(ipv4_tcp(A, 1111, B, 5432, flags=0x11))),            # 8 FIN: frame
+        (T0 + 8, ether(ipv4_tcp(A, 1111, B, 5432, flags=0x11))),            # 8 FIN: counted, flow forgotten
         (T0 + 9, ether(ipv4_tcp(A, 1111, B, 5432, frag=0x2000))),           # 9 a fragment: frame
-        (T0 + 10, skip),                                                    # 10 skipped
+        (T0 + 10, skip),                                                    # 10 unseen again: frame
     ]
     frames, nos, st = both(pcap(recs, big=big))
-    assert nos == [3, 4, 5, 7, 8, 9]
+    assert nos == [3, 4, 5, 7, 9, 10]
     assert [f.ts_ns for f in frames] == [T0 + n for n in nos]
     assert frames[2].data == skip[:40]
     no, nbytes, first, last, empty, blocks, errors, stopped, now, clock, packets, tcp = st
@@ -144,7 +144,7 @@ def test_pcap_known_flow_skipped_everything_unusual_is_a_frame(big):
     assert (first, last) == (T0 + 1, T0 + 10)
     # the three skipped records were accounted by the filter: stats and the clock moved with them
     assert (packets, tcp) == (3, 3)
-    assert now == T0 + 10 and clock == {0: T0 + 10}
+    assert now == T0 + 8 and clock == {0: T0 + 8}     # frames 9 and 10 are feed()'s to count
 
 
 @needs_ext
@@ -417,13 +417,14 @@ def test_damaged_captures_read_the_same_both_ways(tmp_path):
 
 
 @needs_ext
-def test_frames_and_synack_lanes_take_in_order_frames_and_the_synack(tmp_path):
+def test_frames_synack_and_fin_lanes(tmp_path):
     """A 5,000-byte server frame in 500-byte segments after a 101, then the client's close. The
     compiled loop hands every in-order server segment after the 101 (frame header, payload, the
     frame's end) straight to the frame scanner, and accounts the server's SYN-ACK itself. The
     client's close is its first segment after the 101, while its direction still keeps
     retransmission memory from reading the request head: that one takes the full path (which then
-    stops keeping it). Same document either way."""
+    stops keeping it). The client's FIN is the connection's first: accounted in C too; the
+    server's, which closes it, is the full path's. Same document either way."""
     from builders import Capture, ws_frame, ws_request, ws_response
     cap = Capture()
     c = cap.conn(("172.18.0.1", 50000), ("172.18.0.3", 5000)).open()   # frames 1-3: SYN, SYN-ACK, ACK
@@ -441,8 +442,8 @@ def test_frames_and_synack_lanes_take_in_order_frames_and_the_synack(tmp_path):
     fed_p, out_p = _run_pipeline(data, False)
     assert out_c == out_p
     lane = {f[0] for f in fed_p} - {f[0] for f in fed_c}
-    assert lane == {2} | set(range(6, 17))
-    assert {f[0] for f in fed_c} == {1, 4, 5, 17, 18, 19}
+    assert lane == {2} | set(range(6, 17)) | {18}        # SYN-ACK, the server's frames, the first FIN
+    assert {f[0] for f in fed_c} == {1, 4, 5, 17, 19}
     assert '"length": 5000' in out_c[-1]                 # the frame itself is still in the document
 
 

@@ -233,16 +233,17 @@ class Pipeline(Assembly):
             if caplen < minlen:
                 return True
             et, vi, totlen, frag, proto, src, dst, sport, dport, seq, offx, flags, win = unpack(buf, off + eoff)
-            if et != 0x0800 or vi != 0x45 or proto != 6 or frag & 0x3FFF or flags & 7:
-                return True
+            if et != 0x0800 or vi != 0x45 or proto != 6 or frag & 0x3FFF or flags & TH_SYN:
+                return True       # a SYN may start or revive a connection; FIN/RST are decided per flow
             if src < dst or src == dst and sport < dport:
                 key = (src, sport, dst, dport)
             else:
                 key = (dst, dport, src, sport)
-            conn = conns.get(key if not source else (source, key), unseen)
+            k = key if not source else (source, key)
+            conn = conns.get(k, unseen)
             if conn is unseen:
-                # A bare ACK of an untracked flow (the last ACK after both FINs retired it):
-                # _new_connection starts nothing without a SYN or payload. DNS over TCP is evidence.
+                # A segment of an untracked flow without SYN and payload (the last ACK, FIN or RST
+                # after both FINs retired it): _new_connection starts nothing. DNS over TCP is evidence.
                 hl = (offx >> 4) << 2
                 if (hl < 20 or totlen != 20 + hl or caplen < l3 + totlen or sport == 53 or dport == 53
                         or src == DOCKER_RESOLVER or dst == DOCKER_RESOLVER):
@@ -251,7 +252,12 @@ class Pipeline(Assembly):
                 self.now_ns = ts
             if ts > clock.get(source, 0):
                 clock[source] = ts
-            if conn is not None and conn is not unseen:
+            if conn is None:
+                if flags & (TH_FIN | TH_RST):
+                    del conns[k]          # a known-uninteresting flow ends: its key is forgotten (feed)
+            elif conn is not unseen:
+                if flags & (TH_FIN | TH_RST):
+                    return True
                 if totlen < 40:
                     return True   # IPv4 length 0 (TSO/GSO on the sending host) or bogus: general path
                 if win == 0 or conn.tcp.zw:

@@ -31,7 +31,7 @@ static PyObject *s_now_ns, *s_packets, *s_tcp, *s_zw, *s_last_frame, *s_last_ts,
 static PyObject *s_client, *s_session, *s_mode, *s_body_left, *s_halves, *s_ooo, *s_base, *s_next, *s_delivered;
 static PyObject *s_keep, *s_window, *s_probe, *s_keep_recent, *s_closed, *s_exchanges, *s_client_frames,
     *s_server_frames, *s_events;
-static PyObject *s_feed, *s_server, *s_ignored, *s_synack_frame;
+static PyObject *s_feed, *s_server, *s_ignored, *s_synack_frame, *s_end, *s_fins;
 
 static inline uint16_t be16(const unsigned char *p) { return (uint16_t)((p[0] << 8) | p[1]); }
 static inline uint32_t be32(const unsigned char *p) {
@@ -226,7 +226,7 @@ static PyObject *ws_summary_type, *ws_preview;   /* wire/wsframe.py FrameSummary
 static PyObject *s_count, *s_counter, *s_dropped, *s_frames, *s_preview_bytes, *s_dir, *s_opcode,
     *s_order, *s_preview, *s__cur, *s__cur_mask, *s__cur_payload, *s__cur_off, *s__cur_want, *s__msg_opcode,
     *s__msg_out, *s__msg_total, *s__msg_compressed, *s__cur_inflate, *s__skip, *s__buf, *s__scan, *s_desynced,
-    *s_first_data_ts, *s_client_str;
+    *s_first_data_ts;
 
 typedef struct {
     long long count, counter0, dropped, skip, want, keep, pbytes, kept;
@@ -330,7 +330,7 @@ static int scan_frames_c(PyObject *sc, const unsigned char *data, Py_ssize_t n, 
     dir = PyObject_GetAttr(sc, s_dir);
     if (dir == NULL) goto out;
     if (!PyUnicode_Check(dir)) { rc = 1; goto out; }
-    st.client = PyUnicode_Compare(dir, s_client_str) == 0;
+    st.client = PyUnicode_Compare(dir, s_client) == 0;
     if (PyErr_Occurred()) goto out;
     if (get_ll(sc, s__skip, &st.skip) < 0 || get_ll(sc, s_keep, &st.keep) < 0
         || get_ll(sc, s_preview_bytes, &st.pbytes) < 0 || get_ll(sc, s_count, &st.count) < 0
@@ -714,6 +714,60 @@ static PyObject *flow_key(const unsigned char *src, unsigned sport, const unsign
     return key;
 }
 
+/* A connection's first FIN, without payload: TcpFlow.segment records the window, then note_end
+ * makes a TcpEnd("fin", by, frame, ts) that becomes the connection's end and its first entry in
+ * `fins`; with no other FIN or RST seen the connection is neither closed nor does a Closed event
+ * come, so neither Connection.handle nor Pipeline.feed acts (Pipeline.feed would forget an
+ * ignored session: that stays the full path's). 1: accounted, 0: full path (nothing changed), -1. */
+static PyObject *tcp_end_type;        /* flow/tcp.py TcpEnd */
+static int fin_lane_c(PyObject *conn, const unsigned char *src, unsigned sport, unsigned win, long long no,
+                      long long ts) {
+    int rc = -1, t, dir = 1;
+    PyObject *client = NULL, *tcp = NULL, *session = NULL, *fins = NULL, *window = NULL, *ign = NULL, *end = NULL;
+    if (tcp_end_type == NULL) {
+        PyObject *m = PyImport_ImportModule("wscap.flow.tcp");
+        if (m == NULL) return -1;
+        tcp_end_type = PyObject_GetAttrString(m, "TcpEnd");
+        Py_DECREF(m);
+        if (tcp_end_type == NULL) return -1;
+    }
+    client = PyObject_GetAttr(conn, s_client);
+    if (client == NULL) goto out;
+    if (!PyTuple_Check(client) || PyTuple_GET_SIZE(client) != 2) { rc = 0; goto out; }
+    PyObject *ip = PyTuple_GET_ITEM(client, 0);
+    if (PyBytes_Check(ip) && PyBytes_GET_SIZE(ip) == 4 && memcmp(PyBytes_AS_STRING(ip), src, 4) == 0) {
+        long p = PyLong_AsLong(PyTuple_GET_ITEM(client, 1));
+        if (p == -1 && PyErr_Occurred()) goto out;
+        if (p == (long)sport) dir = 0;
+    }
+    tcp = PyObject_GetAttr(conn, s_tcp);
+    if (tcp == NULL) goto out;
+    if ((t = attr_is(tcp, s_closed, Py_False)) <= 0 || (t = attr_is(tcp, s_end, Py_None)) <= 0) { rc = t; goto out; }
+    fins = PyObject_GetAttr(tcp, s_fins);
+    if (fins == NULL) goto out;
+    if (!PyList_CheckExact(fins) || PyList_GET_SIZE(fins) != 0) { rc = 0; goto out; }
+    window = PyObject_GetAttr(tcp, s_window);
+    if (window == NULL) goto out;
+    if (!PyList_Check(window) || PyList_GET_SIZE(window) != 2) { rc = 0; goto out; }
+    session = PyObject_GetAttr(conn, s_session);
+    if (session == NULL) goto out;
+    ign = PyObject_GetAttr(session, s_ignored);
+    if (ign == NULL) goto out;
+    if (ign != Py_False) { rc = 0; goto out; }
+    end = PyObject_CallFunction(tcp_end_type, "sOLL", "fin", dir == 0 ? s_client : s_server, no, ts);
+    if (end == NULL) goto out;
+    /* everything checked: Connection.segment's frame/time, the window, then note_end's writes */
+    if (set_ll(conn, s_last_frame, no) < 0 || set_ll(conn, s_last_ts, ts) < 0) goto out;
+    PyObject *w = PyLong_FromUnsignedLong(win);
+    if (w == NULL || PyList_SetItem(window, dir, w) < 0) goto out;
+    if (PyObject_SetAttr(tcp, s_end, end) < 0 || PyList_Append(fins, end) < 0) goto out;
+    rc = 1;
+out:
+    Py_XDECREF(client); Py_XDECREF(tcp); Py_XDECREF(session); Py_XDECREF(fins); Py_XDECREF(window);
+    Py_XDECREF(ign); Py_XDECREF(end);
+    return rc;
+}
+
 /* The record filter. 0: accounted for (skip), 1: full path, -1: error. Mirrors core.py `want`. */
 static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long long no, long long ts) {
     Py_ssize_t l3 = f->l3;
@@ -723,9 +777,11 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
     unsigned et = be16(rec + f->eoff);
     unsigned vi = ip[0], totlen = be16(ip + 2), frag = be16(ip + 6), proto = ip[9];
     unsigned flags = tcp[13], offx = tcp[12], win = be16(tcp + 14);
-    /* a SYN-ACK may take its own lane below; every other SYN, FIN or RST is the full path's */
-    int synack = (flags & 7) == 2 && (flags & 0x10) && f->frames_mode != NULL;
-    if (et != 0x0800 || vi != 0x45 || proto != 6 || (frag & 0x3FFF) || ((flags & 7) && !synack)) return 1;
+    /* FIN 1, SYN 2, RST 4. A SYN may start or revive a connection: the full path's, except a
+     * SYN-ACK, which may take its own lane below (analyze only). FIN and RST are decided per flow. */
+    unsigned special = flags & 7;
+    int synack = special == 2 && (flags & 0x10) && f->frames_mode != NULL;
+    if (et != 0x0800 || vi != 0x45 || proto != 6 || (frag & 0x3FFF) || ((special & 2) && !synack)) return 1;
     const unsigned char *src = ip + 12, *dst = ip + 16;
     unsigned sport = be16(tcp), dport = be16(tcp + 2);
     uint32_t seq = be32(tcp + 4);
@@ -738,9 +794,9 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
     PyObject *conn = PyDict_GetItemWithError(f->conns, key);
     if (conn == NULL) {
         if (PyErr_Occurred()) goto done;
-        /* unseen: the full path creates it, except for a bare ACK (the last ACK after both FINs
-         * retired the flow): Pipeline._new_connection starts nothing for a segment without SYN
-         * and without payload. DNS over TCP (port 53, Docker's resolver) is evidence: full path. */
+        /* unseen: the full path creates it, except for a segment without SYN and without payload
+         * (the last ACK, FIN or RST after both FINs retired the flow): Pipeline._new_connection
+         * starts nothing for it. DNS over TCP (port 53, Docker's resolver) is evidence: full path. */
         unsigned hl = (offx >> 4) << 2;
         if (synack || hl < 20 || totlen != 20 + hl || caplen < l3 + (Py_ssize_t)totlen || sport == 53 || dport == 53
             || memcmp(src, RESOLVER, 4) == 0 || memcmp(dst, RESOLVER, 4) == 0) {
@@ -756,6 +812,11 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
     Py_INCREF(conn);
     if (ts > f->now) { f->now = ts; f->now_dirty = 1; }
     if (ts > f->clk) { f->clk = ts; f->clk_dirty = 1; }
+    if (conn == Py_None && (special & 5)) {
+        /* a FIN or RST of a known-uninteresting flow ends it: Pipeline.feed forgets the key (a
+         * later flow on the same 4-tuple is judged afresh) */
+        if (PyDict_DelItem(f->conns, key) < 0) { Py_DECREF(conn); goto done; }
+    }
     if (conn != Py_None) {
         if (totlen < 40) { rc = 1; Py_DECREF(conn); goto done; }
         if (win == 0) { rc = 1; Py_DECREF(conn); goto done; }
@@ -770,9 +831,13 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
         long paylen = (long)totlen - 20 - (long)((offx >> 4) << 2);
         const unsigned char *payload = tcp + ((offx >> 4) << 2);
         int lane;
-        if (synack) {
-            lane = paylen == 0 && Py_TYPE(conn) == (PyTypeObject *)f->conn_type
-                ? synack_lane_c(conn, src, sport, seq, no, ts) : 0;
+        if (special) {
+            /* a SYN-ACK, or a first FIN (analyze only); any other FIN or RST: full path */
+            lane = 0;
+            if (paylen == 0 && Py_TYPE(conn) == (PyTypeObject *)f->conn_type && f->frames_mode != NULL) {
+                if (synack) lane = synack_lane_c(conn, src, sport, seq, no, ts);
+                else if (special == 1) lane = fin_lane_c(conn, src, sport, win, no, ts);
+            }
             Py_DECREF(conn);
             if (lane <= 0) { rc = lane < 0 ? -1 : 1; goto done; }
             f->skipped++;
@@ -1054,14 +1119,15 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     s__scan = PyUnicode_InternFromString("_scan");
     s_desynced = PyUnicode_InternFromString("desynced");
     s_first_data_ts = PyUnicode_InternFromString("first_data_ts");
-    s_client_str = PyUnicode_InternFromString("client");
-    if (!s_count || !s_counter || !s_dropped || !s_frames || !s_preview_bytes || !s_dir || !s_opcode || !s_order || !s_preview || !s__cur || !s__cur_mask || !s__cur_payload || !s__cur_off || !s__cur_want || !s__msg_opcode || !s__msg_out || !s__msg_total || !s__msg_compressed || !s__cur_inflate || !s__skip || !s__buf || !s__scan || !s_desynced || !s_first_data_ts || !s_client_str)
+    if (!s_count || !s_counter || !s_dropped || !s_frames || !s_preview_bytes || !s_dir || !s_opcode || !s_order || !s_preview || !s__cur || !s__cur_mask || !s__cur_payload || !s__cur_off || !s__cur_want || !s__msg_opcode || !s__msg_out || !s__msg_total || !s__msg_compressed || !s__cur_inflate || !s__skip || !s__buf || !s__scan || !s_desynced || !s_first_data_ts)
         return NULL;
     s_feed = PyUnicode_InternFromString("feed");
     s_server = PyUnicode_InternFromString("server");
     s_ignored = PyUnicode_InternFromString("ignored");
     s_synack_frame = PyUnicode_InternFromString("synack_frame");
-    if (!s_feed || !s_server || !s_ignored || !s_synack_frame)
+    s_end = PyUnicode_InternFromString("end");
+    s_fins = PyUnicode_InternFromString("fins");
+    if (!s_feed || !s_server || !s_ignored || !s_synack_frame || !s_end || !s_fins)
         return NULL;
     if (!s_keep || !s_window || !s_probe || !s_keep_recent || !s_closed || !s_exchanges || !s_client_frames
         || !s_server_frames || !s_events)
