@@ -461,3 +461,260 @@ def test_split_reads_give_the_same_frames_even_when_abandoned(fast, chunk):
                    (r0.no, r0.nbytes, r0.first_ts, r0.last_ts, [], 0)
     finally:
         pcapio._fastpath = saved
+
+
+# -- the heads lane: plain keep-alive HTTP/1 in C (issue #19) ----------------------------------
+def _slots(o) -> dict:
+    out = {}
+    for cls in type(o).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            if hasattr(o, name):
+                out[name] = getattr(o, name)
+    return out
+
+
+def _conn_state(pipe: Pipeline) -> list:
+    """Every tracked connection's state, as far as reading more bytes depends on it: the
+    connection's, its TCP flow's and half streams', and its session's (pending as the None/request
+    pattern, exchanges by their requests)."""
+    from wscap.flow.connection import Connection
+    out = []
+    for key, conn in sorted(pipe.conns.items(), key=repr):
+        if not isinstance(conn, Connection):
+            out.append((key, conn))
+            continue
+        c = {k: v for k, v in _slots(conn).items() if k not in ("tcp", "session", "attempt")}
+        tcp = {k: v for k, v in _slots(conn.tcp).items() if k != "halves"}
+        halves = [{k: (bytes(v) if isinstance(v, bytearray) else v) for k, v in _slots(h).items()}
+                  for h in conn.tcp.halves]
+        s = conn.session
+        sess = {k: v for k, v in _slots(s).items() if k not in ("limits", "exchanges", "pending", "events", "buf",
+                                                                 "held", "anomalies", "h2", "h2_streams")}
+        sess.update(pending=[p is None for p in s.pending], buf=[bytes(b) for b in s.buf], events=len(s.events),
+                    exchanges=[bytes(ex.request.raw) if ex.request else None for ex in s.exchanges],
+                    anomalies=[str(a) for a in s.anomalies], held=bytes(s.held))
+        out.append((key, repr(c), repr(tcp), repr(halves), repr(sess)))
+    return out
+
+
+def _records(data: bytes) -> list[int]:
+    """The offsets where each pcap record ends (the file header first)."""
+    pos, out = 24, []
+    while pos + 16 <= len(data):
+        pos += 16 + struct.unpack_from("<I", data, pos + 8)[0]
+        out.append(pos)
+    return out
+
+
+def _lane_run(data: bytes, fast: bool) -> tuple[list[int], list]:
+    """The frames that reached feed(), and the connections' state (see _conn_state)."""
+    saved = pcapio._fastpath
+    if not fast:
+        pcapio._fastpath = None
+    try:
+        pipe = Pipeline(Options(stream=False))
+        r = CaptureReader(0, 0, lambda lt: pipe.record_filter(lt, 0))
+        fed = []
+        for f in r.feed_iter(data):
+            fed.append(f.no)
+            pipe.feed(f)
+        return fed, _conn_state(pipe)
+    finally:
+        pcapio._fastpath = saved
+
+
+def _lane_check(cap, tmp_path, lane: set[int]) -> str:
+    """Compiled vs pure on every prefix of the capture (one record more each time): the same
+    connection state after each record, the same document at the end; `lane` is the set of frames
+    the heads lane (or an older lane) accounts in C. -> the document (JSON)."""
+    path = tmp_path / "lane.pcap"
+    cap.write(path)
+    data = path.read_bytes()
+    ends = _records(data)
+    for n, end in enumerate(ends, 1):
+        fed_c, st_c = _lane_run(data[:end], True)
+        fed_p, st_p = _lane_run(data[:end], False)
+        assert st_c == st_p, f"state after record {n}"
+    assert set(fed_p) - set(fed_c) == lane
+    assert set(fed_c) <= set(fed_p)
+    _, out_c = _run_pipeline(data, True)
+    _, out_p = _run_pipeline(data, False)
+    assert out_c == out_p
+    return out_c[-1]
+
+
+def _get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: localhost:5173\r\n{extra}\r\n".encode()
+
+
+def _ok(body: bytes, status: str = "200 OK", extra: str = "") -> bytes:
+    return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+def _lane_conn(cap, port: int = 40001):
+    return cap.conn(("172.18.0.1", port), ("172.18.0.3", 5173)).open()
+
+
+def test_fastpath_recent_matches_tcp():
+    from wscap.flow.tcp import RECENT
+    if not BUILT:
+        pytest.skip("wscap.wire._fastpath is not built")
+    assert pcapio._fastpath.RECENT == RECENT
+
+
+@needs_ext
+def test_heads_lane_pipelined_heads_and_bodies(tmp_path):
+    """Keep-alive requests and responses, one or several per segment, bodies inside the segment:
+    every data segment after the first request is the lane's (frames 4.. of a connection opened
+    in 3; the first request also, since its first bytes cannot start an HTTP/2 preface)."""
+    from builders import Capture
+    cap = Capture()
+    c = _lane_conn(cap)
+    c.send(True, _get("/src/a.js"))                                    # 4
+    c.send(False, _ok(b"x" * 50))                                      # 5
+    c.send(True, _get("/src/b.js") + _get("/src/c.js") + _get("/src/d.js"))   # 6: three
+    c.send(False, _ok(b"b") + _ok(b"", "304 Not Modified") + _ok(b"dd"))   # 7: three answers
+    c.send(True, b"POST /api HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello" + _get("/e"))   # 8: a body, a head
+    c.send(False, _ok(b"") + _ok(b"e" * 10))                           # 9
+    _lane_check(cap, tmp_path, {4, 5, 6, 7, 8, 9})
+
+
+@needs_ext
+def test_heads_lane_split_heads_take_the_full_path(tmp_path):
+    """A head split over segments leaves bytes buffered: both its segments take the full path,
+    the next whole head is the lane's again."""
+    from builders import Capture
+    cap = Capture()
+    c = _lane_conn(cap)
+    c.send(True, _get("/a"))                                           # 4 lane
+    c.send(False, _ok(b"1"))                                           # 5 lane
+    c.send(True, _get("/split"), split=[20])                           # 6, 7: full path
+    c.send(False, _ok(b"22"), split=[30])                              # 8, 9: full path
+    c.send(True, _get("/b") + _get("/c")[:7])                          # 10: ends in a partial head: full
+    c.send(True, _get("/c")[7:])                                       # 11: full
+    c.send(False, _ok(b"3") + _ok(b"4"))                               # 12 lane
+    _lane_check(cap, tmp_path, {4, 5, 12})
+
+
+@needs_ext
+def test_heads_lane_body_ending_inside_a_segment_then_a_head(tmp_path):
+    """A 3,000-byte body: its head and first 900 bytes (lane: -> BODY), 1,000 (the body lane),
+    the last 1,100 and a 304 (lane: the body ends, a head follows), then a body ending exactly at
+    a segment's end (lane)."""
+    from builders import Capture
+    cap = Capture()
+    c = _lane_conn(cap)
+    c.send(True, _get("/big") + _get("/big2"))                          # 4
+    head = _ok(b"")[:-0 or None].replace(b"Length: 0", b"Length: 3000")
+    body = bytes(range(256)) * 11 + b"z" * (3000 - 256 * 11)
+    c.send(False, head + body[:900])                                   # 5
+    c.send(False, body[900:1900])                                      # 6 (the BODY lane, both loops)
+    c.send(False, body[1900:] + b"HTTP/1.1 304 Not Modified\r\n\r\n")  # 7
+    c.send(True, _get("/small"))                                       # 8
+    c.send(False, _ok(b"y" * 700)[:-300])                              # 9: -> BODY, 300 left
+    c.send(False, b"y" * 300)                                          # 10: ends exactly here
+    c.send(True, _get("/last"))                                        # 11
+    c.send(False, _ok(b"!"))                                           # 12
+    _lane_check(cap, tmp_path, {4, 5, 7, 8, 9, 10, 11, 12})
+
+
+@needs_ext
+def test_heads_lane_then_an_upgrade_and_a_conflict(tmp_path):
+    """Plain requests (lane), a retransmission of one with different bytes (the full path compares
+    it with the retransmission memory the lane kept: a conflict naming both frames), then an
+    upgrade (full path) whose document carries the count of plain requests and the conflict."""
+    from builders import Capture, ws_request, ws_response
+    cap = Capture()
+    c = _lane_conn(cap)
+    first = _get("/a.js")
+    c.send(True, first)                                                # 4 lane
+    c.send(False, _ok(b"a"))                                           # 5 lane
+    c.send(True, _get("/b.js"))                                        # 6 lane
+    c.send(False, _ok(b"b"))                                           # 7 lane
+    c.cseq -= len(_get("/b.js"))
+    c.send(True, _get("/B.js"))                                        # 8: retransmission, differs
+    c.send(True, ws_request("/ws"))                                    # 9: upgrade, full path
+    c.send(False, ws_response())                                       # 10 full path
+    doc = json.loads(_lane_check(cap, tmp_path, {4, 5, 6, 7}))
+    hs = doc["handshakes"]
+    assert len(hs) == 1
+    text = json.dumps(hs[0])
+    off = len(first) + len("GET /")                                  # where /b.js and /B.js differ
+    assert f"client bytes at stream offset {off} differ between frame 6 and frame 8" in text
+    assert "2 plain request(s) preceded the upgrade" in text
+
+
+@needs_ext
+def test_heads_lane_interim_and_bodiless_responses(tmp_path):
+    """100 Continue does not answer a request; 204 and 304 have no body whatever their headers
+    say; a 101 without an upgrade hint is an interim answer too (the Python fast path's rule)."""
+    from builders import Capture
+    cap = Capture()
+    c = _lane_conn(cap)
+    c.send(True, _get("/1") + _get("/2") + _get("/3"))                 # 4
+    c.send(False, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nContent-Length: 40\r\n\r\n")   # 5
+    c.send(False, b"HTTP/1.1 304 Not Modified\r\nContent-Length: 999\r\n\r\n")   # 6
+    c.send(False, b"HTTP/1.1 101 Switching\r\n\r\n" + _ok(b"3"))           # 7
+    c.send(True, _get("/4"))                                           # 8
+    c.send(False, _ok(b"4"))                                           # 9
+    _lane_check(cap, tmp_path, {4, 5, 6, 7, 8, 9})
+
+
+@needs_ext
+def test_heads_lane_huge_or_chunked_lengths_take_the_full_path(tmp_path):
+    from builders import Capture
+    cap = Capture()
+    c = _lane_conn(cap)
+    c.send(True, _get("/1"))                                           # 4 lane
+    c.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 0000000000000000000000000007\r\n\r\n1234567")   # 5 lane
+    c.send(True, _get("/2"))                                           # 6 lane
+    c.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nabc")   # 7 huge: full
+    d = _lane_conn(cap, 40002)                                         # 8-10
+    d.send(True, _get("/3"))                                           # 11 lane
+    d.send(False, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n")   # 12 chunked: full
+    d.send(True, _get("/4", "Content-Length: 3\r\ntransfer-encoding : x-Chunked\r\n") + b"abc")   # 13 full
+    e = _lane_conn(cap, 40003)                                         # 14-16
+    e.send(True, _get("/5"))                                           # 17 lane
+    e.send(False, b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n")               # 18 no length: until close, full
+    _lane_check(cap, tmp_path, {4, 5, 6, 11, 17})
+
+
+@needs_ext
+def test_heads_lane_odd_but_plain_heads(tmp_path):
+    """Bare LF ends, CRLFs before a request line, a multi-line Content-Length search, an
+    upgrade hint in any case, a lower-case method (not a request: full path), an HTTP/2 preface
+    as the first bytes (full path)."""
+    from builders import Capture
+    cap = Capture()
+    c = _lane_conn(cap)
+    c.send(True, b"\r\n\r\nGET /lf HTTP/1.1\nHost: x\n\n")            # 4: leading CRLFs, a bare-LF head
+    c.send(False, b"HTTP/1.1 200 OK\nX-Content-Length: 5\ncontent-length\t:\t 3 \r\n\r\nabc")   # 5 lane
+    c.send(True, _get("/2", "X-Note: UPGRADE later\r\n"))                # 6: the hint: full path
+    c.send(False, _ok(b"2"))                                           # 7 lane
+    c.send(True, b"get /lower HTTP/1.1\r\n\r\n")                        # 8: not a request line: full
+    d = _lane_conn(cap, 40002)
+    d.send(True, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")                   # 12: preface: full
+    e = _lane_conn(cap, 40003)
+    e.send(True, b"PR")                                                 # 16: could be a preface: full
+    _lane_check(cap, tmp_path, {4, 5, 7})
+
+
+@needs_ext
+def test_heads_lane_long_segments_use_the_counting_pass(tmp_path):
+    """Segments over 1,024 bytes after a first request: framing.plain_requests / plain_responses
+    count the heads (head_first_frame left alone), the general loop reads the rest (here a head
+    whose body runs into the next segment)."""
+    from builders import Capture
+    cap = Capture()
+    c = _lane_conn(cap)
+    c.send(True, _get("/first"))                                       # 4 lane
+    c.send(False, _ok(b"f"))                                           # 5 lane
+    many = b"".join(_get(f"/m{i}") for i in range(40))
+    c.send(True, many + b"POST /p HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b"q" * 40)   # 6 lane
+    c.send(True, b"q" * 60 + _get("/last"))                            # 7 lane: the body ends, a head
+    answers = b"".join(_ok(bytes([65 + i % 26]) * (i % 7)) for i in range(40))
+    c.send(False, answers + _ok(b"w" * 500)[:-200])                   # 8 lane: the last runs on
+    c.send(False, b"w" * 200 + _ok(b"z" * 2000))                      # 9 lane
+    c.send(True, b"".join(_get(f"/n{i}") for i in range(30)))          # 10 lane: all counted in one pass
+    c.send(False, b"".join(_ok(b"n") for i in range(30)))              # 11 lane: likewise
+    _lane_check(cap, tmp_path, {4, 5, 6, 7, 8, 9, 10, 11})
