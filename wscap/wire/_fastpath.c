@@ -329,8 +329,10 @@ static int h_request(const unsigned char *p, Py_ssize_t n) {
     return r <= 15 && (j == n || (j + 1 == n && p[j] == ' '));                             /* ...{0,15}(?: )?\Z */
 }
 
-/* _RESPONSE_START on data[:16]: (?:\r?\n)*HTTP/\d */
+/* wire/http1.py looks_like_response: _RESPONSE_START on data[:16] ((?:\r?\n)*HTTP/\d), or under 6 bytes
+ * that start "HTTP/" */
 static int h_response(const unsigned char *p, Py_ssize_t n) {
+    if (n < 6 && memcmp(p, "HTTP/", (size_t)n) == 0) return 1;
     if (n > 16) n = 16;
     Py_ssize_t i = h_nl(p, n);
     return n - i >= 6 && memcmp(p + i, "HTTP/", 5) == 0 && h_dig(p[i + 5]);
@@ -471,6 +473,7 @@ static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *ha
     PyObject *keep = NULL, *tcp = NULL, *window = NULL, *bufs = NULL, *left = NULL, *exs = NULL, *pending = NULL;
     PyObject *lim = NULL, *hff = NULL, *hlast = NULL, *recent = NULL, *rframes = NULL;
     long long pr, hb, nx, dl, rs = 0;
+    unsigned char *wbuf = NULL;
     if (pay == NULL) return 0;
     keep = h_pair(conn, s_keep, &rc);
     if (keep == NULL) goto out;
@@ -489,7 +492,9 @@ static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *ha
         goto out;
     rc = -1;
     PyObject *b = PyList_GET_ITEM(bufs, dir);
-    if (!PyByteArray_CheckExact(b) || PyByteArray_GET_SIZE(b) != 0) { rc = 0; goto out; }
+    if (!PyByteArray_CheckExact(b)) { rc = 0; goto out; }
+    Py_ssize_t lb = PyByteArray_GET_SIZE(b);       /* a head's first bytes, buffered from earlier segments */
+    if (lb && bl >= 0) { rc = 0; goto out; }
     if ((t = attr_empty(session, s_events)) <= 0) { rc = t; goto out; }
     if (h_modes(f) < 0) goto out;
     exs = PyObject_GetAttr(session, s_exchanges);
@@ -514,20 +519,28 @@ static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *ha
         if (!PyByteArray_CheckExact(recent) || !PyList_CheckExact(rframes)) { rc = 0; goto out; }
         if (get_ll(half, s_recent_start, &rs) < 0) goto overflow;
     }
-    if (pr < 0 || pr > (1LL << 60) || nx > (1LL << 62) || dl > (1LL << 62)) { rc = 0; goto out; }
+    if (pr < 0 || pr > (1LL << 60) || nx > (1LL << 62) || dl > (1LL << 62) || lb > hb) { rc = 0; goto out; }
+    /* the bytes as the session reads them: the buffered head's start, then the segment's */
+    const unsigned char *w = pay;
+    if (lb) {
+        if ((wbuf = PyMem_Malloc((size_t)(lb + paylen))) == NULL) { PyErr_NoMemory(); goto out; }
+        memcpy(wbuf, PyByteArray_AS_STRING(b), (size_t)lb);
+        memcpy(wbuf + lb, pay, (size_t)paylen);
+        w = wbuf;
+    }
 
     /* -- what the session would make of the bytes (no writes yet) -- */
-    Py_ssize_t n = (Py_ssize_t)paylen, pos = bl >= 0 ? (Py_ssize_t)bl : 0;
+    Py_ssize_t n = (Py_ssize_t)paylen + lb, pos = bl >= 0 ? (Py_ssize_t)bl : 0, part = -1;
     long long skip_cnt = 0, gen_cnt = 0, new_left = -1;
     Py_ssize_t pops = 0;
-    int skipped = 0;
-    if (pos < n && dir == 0) {
-        if (n - pos > 1024 && (pr || n_ex)) {                   /* _skip_plain_heads: framing.plain_requests */
+    int skipped = 0, first_frame = 0;
+    if (pos < n && !lb && n - pos > 1024) {
+        if (dir == 0 && (pr || n_ex)) {                         /* _skip_plain_heads: framing.plain_requests */
             Py_ssize_t off = pos;
             while (off < n) {
-                Py_ssize_t e = h_end(pay, off, n);
+                Py_ssize_t e = h_end(w, off, n);
                 if (e < 0 || e - off > hb) break;
-                const unsigned char *raw = pay + off;
+                const unsigned char *raw = w + off;
                 if (!h_request(raw, e - off) || h_upgrade(raw, e - off)) break;
                 long long ql = h_quick(raw, e - off, -1);
                 if (ql < 0 || ql > n - e) break;
@@ -535,28 +548,13 @@ static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *ha
                 off = e + (Py_ssize_t)ql;
             }
             if (off > pos) { skipped = 1; pos = off; }
-        }
-        while (pos < n) {                                       /* _client_heads' loop */
-            const unsigned char *p = pay + pos;
-            Py_ssize_t rem = n - pos;
-            if (!n_ex && !(pr + skip_cnt + gen_cnt) && memcmp(p, H2_PREFACE, rem < 24 ? rem : 24) == 0) { rc = 0; goto out; }
-            if (!h_request(p, rem)) { rc = 0; goto out; }
-            Py_ssize_t e = h_end(pay, pos, n);
-            if (e < 0 || e - pos > hb || h_upgrade(p, e - pos)) { rc = 0; goto out; }
-            long long ql = h_quick(p, e - pos, -1);
-            if (ql < 0) { rc = 0; goto out; }
-            gen_cnt++;
-            if (ql > n - e) { new_left = ql - (n - e); pos = n; break; }
-            pos = e + (Py_ssize_t)ql;
-        }
-    } else if (pos < n) {
-        if (n - pos > 1024 && (t = h_pending_none(pending, np, 0)) != 0) {   /* _skip_plain_responses */
+        } else if (dir == 1 && (t = h_pending_none(pending, np, 0)) != 0) {   /* _skip_plain_responses */
             if (t < 0) goto out;
             Py_ssize_t off = pos;
             while (off < n && (t = h_pending_none(pending, np, pops)) > 0) {
-                Py_ssize_t e = h_end(pay, off, n);
+                Py_ssize_t e = h_end(w, off, n);
                 if (e < 0 || e - off > hb) break;
-                const unsigned char *raw = pay + off;
+                const unsigned char *raw = w + off;
                 int st = h_status(raw, e - off);
                 if (st < 0 || h_upgrade(raw, e - off)) break;
                 long long ql = h_quick(raw, e - off, st);
@@ -567,21 +565,40 @@ static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *ha
             if (t < 0) goto out;
             if (off > pos) { skipped = 1; pos = off; }
         }
-        while (pos < n) {                                       /* _server_data's loop */
-            const unsigned char *p = pay + pos;
-            if (!h_response(p, n - pos)) { rc = 0; goto out; }
-            Py_ssize_t e = h_end(pay, pos, n);
-            if (e < 0 || e - pos > hb) { rc = 0; goto out; }
+    }
+    /* _client_heads' / _server_data's loop: `held` bytes of the head were buffered before (the first only) */
+    for (Py_ssize_t held = lb; pos < n; held = 0) {
+        const unsigned char *p = w + pos;
+        Py_ssize_t rem = n - pos;
+        if (dir == 0) {
+            if (held < 24 && !n_ex && !(pr + skip_cnt + gen_cnt) && memcmp(p, H2_PREFACE, rem < 24 ? rem : 24) == 0) {
+                rc = 0; goto out;                               /* could be HTTP/2's preface */
+            }
+            if (held < 24 && !h_request(p, rem)) { rc = 0; goto out; }
+        } else if (held < 16 && !h_response(p, rem)) { rc = 0; goto out; }
+        /* _next_head */
+        if (!held) first_frame = 1;
+        Py_ssize_t e = h_end(w, pos + (held > 3 ? held - 3 : 0), n);
+        if (e < 0) {
+            if (rem > hb) { rc = 0; goto out; }                 /* the head_bytes cut: full path */
+            part = pos;                                         /* buffered until its end arrives */
+            break;
+        }
+        if (e - pos > hb || h_upgrade(p, e - pos)) { rc = 0; goto out; }
+        long long ql;
+        if (dir == 0) {
+            ql = h_quick(p, e - pos, -1);
+        } else {
             if ((t = h_pending_none(pending, np, pops)) <= 0) { rc = t; goto out; }
             int st = h_status(p, e - pos);
-            if (st < 0 || h_upgrade(p, e - pos)) { rc = 0; goto out; }
-            long long ql = h_quick(p, e - pos, st);
-            if (ql < 0) { rc = 0; goto out; }
+            if (st < 0) { rc = 0; goto out; }
+            ql = h_quick(p, e - pos, st);
             if (!(st >= 100 && st < 200)) pops++;
-            gen_cnt++;
-            if (ql > n - e) { new_left = ql - (n - e); pos = n; break; }
-            pos = e + (Py_ssize_t)ql;
         }
+        if (ql < 0) { rc = 0; goto out; }
+        gen_cnt++;
+        if (ql > n - e) { new_left = ql - (n - e); pos = n; break; }
+        pos = e + (Py_ssize_t)ql;
     }
 
     /* -- everything checked: the full path's writes -- */
@@ -592,10 +609,10 @@ static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *ha
         Py_DECREF(x);
         if (PyList_GET_SIZE(rframes) > 64 && PyList_SetSlice(rframes, 0, 32, NULL) < 0) goto out;
         Py_ssize_t old = PyByteArray_GET_SIZE(recent);
-        if (PyByteArray_Resize(recent, old + n) < 0) goto out;
-        memcpy(PyByteArray_AS_STRING(recent) + old, pay, (size_t)n);
-        if (old + n > RECENT) {
-            Py_ssize_t drop = old + n - RECENT;
+        if (PyByteArray_Resize(recent, old + (Py_ssize_t)paylen) < 0) goto out;
+        memcpy(PyByteArray_AS_STRING(recent) + old, pay, (size_t)paylen);
+        if (old + (Py_ssize_t)paylen > RECENT) {
+            Py_ssize_t drop = old + (Py_ssize_t)paylen - RECENT;
             if (PySequence_DelSlice(recent, 0, drop) < 0 || set_ll(half, s_recent_start, rs + drop) < 0) goto out;
         }
     }
@@ -607,11 +624,16 @@ static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *ha
         Py_INCREF(g_head);
         PyList_SetItem(mode, dir, g_head);
     }
-    if (skipped || gen_cnt) {
+    if (skipped || gen_cnt || part >= 0) {
         x = Py_BuildValue("(LL)", no, ts);
         if (x == NULL || PyList_SetItem(hlast, dir, x) < 0) goto out;
     }
-    if (gen_cnt) {
+    if (lb || part >= 0) {                                      /* what stays buffered: the last head's start */
+        Py_ssize_t keep_n = part >= 0 ? n - part : 0;
+        if (PyByteArray_Resize(b, keep_n) < 0) goto out;
+        if (keep_n) memcpy(PyByteArray_AS_STRING(b), w + part, (size_t)keep_n);
+    }
+    if (first_frame) {
         if ((x = PyLong_FromLongLong(no)) == NULL || PyList_SetItem(hff, dir, x) < 0) goto out;
     }
     if (dir == 0 && skip_cnt + gen_cnt) {
@@ -646,6 +668,7 @@ overflow:
 out:
     Py_XDECREF(keep); Py_XDECREF(tcp); Py_XDECREF(window); Py_XDECREF(bufs); Py_XDECREF(left); Py_XDECREF(exs);
     Py_XDECREF(pending); Py_XDECREF(lim); Py_XDECREF(hff); Py_XDECREF(hlast); Py_XDECREF(recent); Py_XDECREF(rframes);
+    PyMem_Free(wbuf);
     return rc;
 }
 
