@@ -731,3 +731,160 @@ def test_heads_lane_long_segments_use_the_counting_pass(tmp_path):
     c.send(True, b"".join(_get(f"/n{i}") for i in range(30)))          # 10 lane: all counted in one pass
     c.send(False, b"".join(_ok(b"n") for i in range(30)))              # 11 lane: likewise
     _lane_check(cap, tmp_path, {4, 5, 6, 7, 8, 9, 10, 11})
+
+
+def _lockstep(data: bytes) -> tuple[int, int]:
+    """Read `data` one record at a time with the compiled loop and the Python one side by side,
+    each into its own pipeline: after every record the connections' state must be equal, and the
+    documents at the end. -> how many frames reached feed() (compiled, Python)."""
+    ends = _records(data)
+    ext = pcapio._fastpath
+    pipes = [Pipeline(Options(stream=False)) for _ in range(2)]
+    readers = [CaptureReader(0, 0, lambda lt, p=p: p.record_filter(lt, 0)) for p in pipes]
+    fed = [0, 0]
+    try:
+        for n, (a, b) in enumerate(zip([0] + ends, ends), 1):
+            for i in (0, 1):
+                pcapio._fastpath = ext if i == 0 else None
+                for f in readers[i].feed(data[a:b]):
+                    fed[i] += 1
+                    pipes[i].feed(f)
+            assert _conn_state(pipes[0]) == _conn_state(pipes[1]), f"state after record {n}"
+        docs = []
+        for i in (0, 1):
+            pcapio._fastpath = ext if i == 0 else None
+            readers[i].finish()
+            pipes[i].finish()
+            docs.append(json.dumps(pipes[i].document(), sort_keys=True, default=str))
+    finally:
+        pcapio._fastpath = ext
+    assert docs[0] == docs[1]
+    return fed[0], fed[1]
+
+
+def _plain_conversation(rng, port: int) -> list[tuple[int, bytes]]:
+    """One connection of plain keep-alive HTTP/1 (and the odd thing the heads lane must leave to
+    Python), cut into random segments, with retransmissions, reordering and conflicts now and then."""
+    cl_forms = ["Content-Length: {n}", "content-length:{n}", "Content-Length :\t{n} ", "CONTENT-LENGTH: 000{n}",
+                "X-Content-Length: 9\r\nContent-Length: {n}"]
+    odd = ["Upgrade-Insecure-Requests: 1", "X-Sec-WebSocket-Note: no", "Transfer-Encoding: chunked",
+           "Content-Length: 123456789012345678901234", "Content-Length: 5, 5", "Transfer-Encoding: gzip"]
+
+    def head(first: str, body: bytes, request: bool) -> bytes:
+        eol = "\n" if rng.random() < 0.1 else "\r\n"
+        lines = [first, "Host: localhost:5173"]
+        if body or rng.random() < 0.3:
+            lines.append(rng.choice(cl_forms).format(n=len(body)))
+        if rng.random() < 0.03:
+            lines.append(rng.choice(odd))
+        lead = "\r\n" if request and rng.random() < 0.05 else ""
+        return (lead + eol.join(lines) + eol + eol).encode() + body
+
+    cbytes, sbytes = b"", b""
+    for _ in range(rng.randrange(2, 9)):
+        k = rng.randrange(1, 4)
+        for _ in range(k):
+            method = rng.choice(["GET"] * 30 + ["POST"] * 10 + ["HEAD", "M-SEARCH", "get", "PRI"])
+            body = bytes(rng.randrange(97, 123) for _ in range(rng.choice([0, 0, 3, 50, 1500]))) if method == "POST" else b""
+            cbytes += head(f"{method} /src/{rng.randrange(1000)}.js HTTP/1.1", body, True)
+        for _ in range(k):
+            status = rng.choice([200, 200, 200, 304, 204, 404, 100, 101, 500])
+            body = b"" if status in (204, 304) or status < 200 else bytes(
+                rng.randrange(65, 91) for _ in range(rng.choice([0, 2, 700, 3000])))
+            if status < 200:
+                sbytes += head(f"HTTP/1.1 {status} Interim", b"", False)
+                status = 200
+            sbytes += head(f"HTTP/1.{rng.randrange(2)} {status} X", body, False)
+    # segments: random cuts (1 byte to a few KB), client and server interleaved roughly in order
+    def cut(data: bytes) -> list[tuple[int, bytes]]:
+        out, off = [], 0
+        while off < len(data):
+            n = rng.choice([1, 3, 40, 200, 536, 1400, 1460, 4000])
+            out.append((off, data[off:off + n]))
+            off += n
+        return out
+    C, S = (bytes([10, 1, 0, port % 200 + 1]), port), (bytes([10, 1, 1, 1]), 80)
+    cisn, sisn = rng.randrange(1 << 32), rng.randrange(1 << 32)
+    pkts = [ipv4_tcp(C[0], C[1], S[0], S[1], flags=0x02, seq=cisn), ipv4_tcp(S[0], S[1], C[0], C[1], flags=0x12, seq=sisn),
+            ipv4_tcp(C[0], C[1], S[0], S[1], flags=0x10, seq=cisn + 1)]
+    cs, ss = [(True, o, d) for o, d in cut(cbytes)], [(False, o, d) for o, d in cut(sbytes)]
+    segs = []
+    while cs or ss:                # each direction in order, the two merged roughly request-then-answer
+        if cs and (not ss or cs[0][1] <= ss[0][1] + 300 + rng.randrange(-200, 200)):
+            segs.append(cs.pop(0))
+        else:
+            segs.append(ss.pop(0))
+    out = []
+    for i, (client, off, d) in enumerate(segs):
+        r = rng.random()
+        if r < 0.03 and i + 1 < len(segs):
+            segs[i + 1], (client, off, d) = (client, off, d), segs[i + 1]        # reordered
+        elif r < 0.06:
+            out.append((client, off, d))                                          # sent twice
+        elif r < 0.08 and len(d) > 4:
+            out.append((client, off, d[:2] + bytes([d[2] ^ 1]) + d[3:]))          # a retransmission that differs
+            out.append((client, off, d))
+            continue
+        out.append((client, off, d))
+    for client, off, d in out:
+        if client:
+            pkts.append(ipv4_tcp(C[0], C[1], S[0], S[1], d, flags=0x18, seq=(cisn + 1 + off) & 0xFFFFFFFF))
+        else:
+            pkts.append(ipv4_tcp(S[0], S[1], C[0], C[1], d, flags=0x18, seq=(sisn + 1 + off) & 0xFFFFFFFF))
+    return pkts
+
+
+@needs_ext
+def test_heads_lane_random_conversations_lockstep():
+    """Random plain keep-alive conversations (odd spellings, interim answers, bodies inside and
+    across segments, upgrade hints, chunked and huge lengths, 1-byte to 4 KB segments, reordering,
+    duplicates, conflicting retransmissions), three connections per capture, 40 captures: compiled
+    and pure readers agree after every record, and the compiled loop takes over much of the work."""
+    import random
+    fed_c = fed_p = 0
+    for seed in range(40):
+        rng = random.Random(seed)
+        recs = []
+        flows = [_plain_conversation(rng, 40000 + seed * 10 + k) for k in range(3)]
+        t = T0
+        while any(flows):
+            f = rng.choice([f for f in flows if f])
+            t += 1000
+            recs.append((t, ether(f.pop(0))))
+        c, p = _lockstep(pcap(recs))
+        fed_c, fed_p = fed_c + c, fed_p + p
+    print(fed_c, fed_p)
+    assert fed_c < 0.8 * fed_p, (fed_c, fed_p)
+
+
+@needs_ext
+def test_heads_lane_edges(tmp_path):
+    """Edges of the mirrored rules: a head in 1-byte segments (the retransmission memory's frame
+    list passes 64 entries and is trimmed by 32), a first request in a segment over 1,024 bytes
+    (no counting pass before the first request: head_first_frame is set), methods of 16 letters
+    (a request) and 17 (not one: the client is ignored from there), buffered bytes that the next
+    segment shows are no request line, a server body ending after the client was ignored (the
+    full path forgets the connection then)."""
+    from builders import Capture
+    cap = Capture()
+    c = _lane_conn(cap)
+    c.send(True, b"POST /first HTTP/1.1\r\nContent-Length: 2000\r\n\r\n" + b"p" * 2000)   # 4
+    c.send(False, _ok(b"ok"))                                          # 5
+    slow = _get("/" + "s" * 40)
+    assert len(slow) == 80
+    c.send(True, slow, split=1)                                        # 6-85: 80 one-byte segments
+    c.send(False, _ok(b"s"))                                           # 86
+    c.send(True, b"ABCDEFGHIJKLMNOP /16 HTTP/1.1\r\n\r\n")              # 87: a 16-letter method
+    c.send(False, _ok(b"16"))                                          # 88
+    c.send(True, b"ABCDEFGHIJKLMNOPQ /17 HTTP/1.1\r\n\r\n")             # 89: 17 letters: full path
+    d = _lane_conn(cap, 40002)                                         # 90-92
+    d.send(True, b"\r\n\r\n\r\nABCDEFGHIJKLMNOP ")                       # 93: a head of empty lines ("\r\n\r\n"),
+    d.send(True, b" /x HTTP/1.1\r\n\r\n")                              # then 19 bytes that may start a request
+    # line; 94: with its bytes the first 24 say it is not one: full path
+    e = _lane_conn(cap, 40003)                                         # 95-97
+    e.send(True, _get("/big"))                                         # 98
+    e.send(False, _ok(b"b" * 3000)[:-1000])                            # 99: the body runs on (BODY)
+    e.send(True, b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")   # 100: client ignored: full
+    e.send(False, b"b" * 1000)                                         # 101: the body ends, the connection is
+    e.send(False, _ok(b"late"))                                        # then forgotten: full path, then skipped
+    _lane_check(cap, tmp_path, set(range(4, 89)) | {93, 98, 99})
