@@ -853,7 +853,6 @@ def test_heads_lane_random_conversations_lockstep():
             recs.append((t, ether(f.pop(0))))
         c, p = _lockstep(pcap(recs))
         fed_c, fed_p = fed_c + c, fed_p + p
-    print(fed_c, fed_p)
     assert fed_c < 0.8 * fed_p, (fed_c, fed_p)
 
 

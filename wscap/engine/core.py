@@ -264,7 +264,9 @@ class Pipeline(Assembly):
         # these, answers exactly as `want` does, and writes now_ns, the clock and the stats back.
         # Connection.fast_lane runs there too, for a Connection exactly (reading the same fields),
         # and, without stream mode, a frames lane: in-order bytes inside a WebSocket frame's payload
-        # that the full path would only count (see frames_lane_c).
+        # that the full path would only count (see frames_lane_c), and a heads lane: in-order plain
+        # HTTP/1 heads and the bodies around them, as Session's plain fast paths read them (see
+        # heads_lane_c; it reads Mode.HEAD / Mode.IGNORE off BODY's class).
         want.fast = (eoff, l3, conns, source, self, stats, clock, Connection, BODY, want,  # type: ignore[attr-defined]
                      FRAMES, FrameScanner, self.stream)
         return want
