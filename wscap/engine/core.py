@@ -274,9 +274,11 @@ class Pipeline(Assembly):
         # The same question for the compiled record loop (wscap/wire/_fastpath.c decide()): it reads
         # these, answers exactly as `want` does, and writes now_ns, the clock and the stats back.
         # Connection.fast_lane runs there too, for a Connection exactly (reading the same fields),
-        # and, without stream mode, two lanes of its own that do what the full path would: a
-        # WebSocket direction's in-order bytes go to its frame scanner, and a server's SYN-ACK
-        # sets the server's sequence base (see frames_lane_c, synack_lane_c).
+        # and, without stream mode, lanes of its own that do what the full path would: a WebSocket
+        # direction's in-order bytes go to its frame scanner (see frames_lane_c), plain HTTP/1 heads
+        # and the bodies around them are read as Session's plain fast paths read them (heads_lane_c;
+        # it reads Mode.HEAD / Mode.IGNORE off BODY's class), and a server's SYN-ACK and a first FIN
+        # are recorded as TcpFlow records them (synack_lane_c, fin_lane_c).
         want.fast = (eoff, l3, conns, source, self, stats, clock, Connection, BODY, want,  # type: ignore[attr-defined]
                      FRAMES, FrameScanner, self.stream)
         return want

@@ -66,6 +66,9 @@ typedef struct {
     PyObject *state_stats, *state_clock, *state_source;
     long long now, clk, skipped;
     int now_dirty, clk_dirty;
+    /* the record being decided (the heads lane reads its payload): wire length, payload or NULL */
+    long long wirelen;
+    const unsigned char *pay;
 } Fast;
 
 static int load_spec(Fast *f, PyObject *spec);
@@ -580,13 +583,413 @@ out:
     return rc;
 }
 
+/* ---- The heads lane (issue #19) -------------------------------------------------------------
+ * Plain keep-alive HTTP/1: an in-order segment of a direction reading heads (HEAD), or one in which
+ * the body being skipped ends (BODY, paylen >= body_left), whose bytes the Session's plain fast
+ * paths consume entirely: complete heads without an upgrade hint (client: looks_like_request;
+ * server: STATUS answering a plain request, pending[0] None), each followed by its body by
+ * quick_length; the last body may run past the segment (-> BODY). The full path would deliver the
+ * bytes (HalfStream._deliver: next, delivered, the retransmission memory while it is kept), count
+ * the heads (Session._client_heads / _server_data and framing.plain_requests / plain_responses,
+ * including the > 1024-byte pass, which leaves head_first_frame alone), move the mode and toggle
+ * keep_recent (Connection.handle). No session event, no anomaly, no limit: so Pipeline.feed does
+ * nothing more without stream mode (the lane is off in live/stream mode). Everything is checked
+ * before the first write; anything else (a partial head left over, an upgrade hint, chunked or
+ * unknown length, a huge Content-Length, the first bytes of a connection that could be an HTTP/2
+ * preface...) returns "full path" with nothing changed. The byte tests mirror the regexes of
+ * flow/framing.py and wire/http1.py exactly (bytes patterns: ASCII classes, ASCII case folding). */
+
+#define RECENT 4096   /* flow/tcp.py RECENT (tests/test_fastpath.py checks they agree) */
+static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";   /* wire/http2.py PREFACE, 24 bytes */
+static PyObject *s_buf, *s_pending, *s_plain_requests, *s_limits, *s_head_bytes, *s_head_first_frame, *s_head_last,
+    *s_recent, *s_recent_frames, *s_recent_start, *s_append, *s_popleft, *s_HEAD, *s_IGNORE;
+static PyObject *g_body, *g_head, *g_ignore;   /* Mode.BODY seen last, and its Mode.HEAD / Mode.IGNORE (strong) */
+
+static inline int h_up(unsigned char c) { return c >= 'A' && c <= 'Z'; }
+static inline unsigned char h_lc(unsigned char c) { return h_up(c) ? (unsigned char)(c | 0x20) : c; }
+static inline int h_dig(unsigned char c) { return c >= '0' && c <= '9'; }
+static inline int h_space(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13); }   /* bytes \s */
+
+/* p[0:len(lit)] == lit, ASCII case-insensitively (lit is lower case) */
+static int h_ieq(const unsigned char *p, const char *lit, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (h_lc(p[i]) != (unsigned char)lit[i]) return 0;
+    return 1;
+}
+
+/* the leading (?:\r?\n)* (greedy is exact: what follows never matches \r or \n) */
+static Py_ssize_t h_nl(const unsigned char *p, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (;;) {
+        if (i < n && p[i] == '\n') i++;
+        else if (i + 1 < n && p[i] == '\r' && p[i + 1] == '\n') i += 2;
+        else return i;
+    }
+}
+
+/* wire/http1.py looks_like_request on data[:24]: _REQUEST_START or _REQUEST_PREFIX */
+static int h_request(const unsigned char *p, Py_ssize_t n) {
+    if (n > 24) n = 24;
+    Py_ssize_t i = h_nl(p, n);
+    if (i >= n || !h_up(p[i])) return 0;
+    i++;
+    Py_ssize_t r = 0;      /* the maximal [A-Z-] run: shorter ones are followed by [A-Z-], never ' ' or the end */
+    while (i + r < n && (h_up(p[i + r]) || p[i + r] == '-')) r++;
+    Py_ssize_t j = i + r;
+    if (r >= 1 && r <= 15 && j + 1 < n && p[j] == ' ' && !h_space(p[j + 1])) return 1;   /* [A-Z][A-Z-]{1,15} \S */
+    return r <= 15 && (j == n || (j + 1 == n && p[j] == ' '));                             /* ...{0,15}(?: )?\Z */
+}
+
+/* wire/http1.py looks_like_response: _RESPONSE_START on data[:16] ((?:\r?\n)*HTTP/\d), or under 6 bytes
+ * that start "HTTP/" */
+static int h_response(const unsigned char *p, Py_ssize_t n) {
+    if (n < 6 && memcmp(p, "HTTP/", (size_t)n) == 0) return 1;
+    if (n > 16) n = 16;
+    Py_ssize_t i = h_nl(p, n);
+    return n - i >= 6 && memcmp(p + i, "HTTP/", 5) == 0 && h_dig(p[i + 5]);
+}
+
+/* framing.STATUS.match(raw): (?:\r?\n)*HTTP/\d\.\d (\d{3}) -> the status, or -1 */
+static int h_status(const unsigned char *p, Py_ssize_t n) {
+    Py_ssize_t i = h_nl(p, n);
+    if (n - i < 12 || memcmp(p + i, "HTTP/", 5) != 0 || !h_dig(p[i + 5]) || p[i + 6] != '.' || !h_dig(p[i + 7])
+        || p[i + 8] != ' ' || !h_dig(p[i + 9]) || !h_dig(p[i + 10]) || !h_dig(p[i + 11]))
+        return -1;
+    return (p[i + 9] - '0') * 100 + (p[i + 10] - '0') * 10 + (p[i + 11] - '0');
+}
+
+/* find_head_end(buf, start) within p[:n]: just past the leftmost \n\r?\n, or -1 */
+static Py_ssize_t h_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n) {
+    while (i < n) {
+        const unsigned char *q = memchr(p + i, '\n', (size_t)(n - i));
+        if (q == NULL) return -1;
+        i = q - p;
+        if (i + 1 < n && p[i + 1] == '\n') return i + 2;
+        if (i + 2 < n && p[i + 1] == '\r' && p[i + 2] == '\n') return i + 3;
+        i++;
+    }
+    return -1;
+}
+
+/* UPGRADE_HINT.search: (?i)upgrade|sec-websocket anywhere */
+static int h_upgrade(const unsigned char *p, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = h_lc(p[i]);
+        if (c == 'u' && n - i >= 7 && h_ieq(p + i, "upgrade", 7)) return 1;
+        if (c == 's' && n - i >= 13 && h_ieq(p + i, "sec-websocket", 13)) return 1;
+    }
+    return 0;
+}
+
+static Py_ssize_t h_line_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n) {
+    const unsigned char *q = i < n ? memchr(p + i, '\n', (size_t)(n - i)) : NULL;
+    return q == NULL ? n : q - p;
+}
+
+static Py_ssize_t h_blanks(const unsigned char *p, Py_ssize_t i, Py_ssize_t le) {
+    while (i < le && (p[i] == ' ' || p[i] == '\t')) i++;
+    return i;
+}
+
+/* _TE_CHUNKED.search: (?im)^transfer-encoding[ \t]*:[^\n]*chunked */
+static int h_chunked(const unsigned char *p, Py_ssize_t n) {
+    for (Py_ssize_t ls = 0; ls <= n;) {
+        Py_ssize_t le = h_line_end(p, ls, n);
+        if (le - ls >= 17 && h_ieq(p + ls, "transfer-encoding", 17)) {
+            Py_ssize_t i = h_blanks(p, ls + 17, le);
+            if (i < le && p[i] == ':')
+                for (Py_ssize_t k = i + 1; k + 7 <= le; k++)
+                    if (h_ieq(p + k, "chunked", 7)) return 1;
+        }
+        ls = le + 1;
+    }
+    return 0;
+}
+
+/* _CL.search: (?im)^content-length[ \t]*:[ \t]*(\d+)[ \t]*\r?$ (the first line that matches).
+ * 1: found (*v), 0: none, -1: more than 18 significant digits (full path). */
+static int h_length(const unsigned char *p, Py_ssize_t n, long long *v) {
+    for (Py_ssize_t ls = 0; ls <= n;) {
+        Py_ssize_t le = h_line_end(p, ls, n);
+        if (le - ls >= 14 && h_ieq(p + ls, "content-length", 14)) {
+            Py_ssize_t i = h_blanks(p, ls + 14, le);
+            if (i < le && p[i] == ':') {
+                Py_ssize_t d0 = h_blanks(p, i + 1, le), d1 = d0;
+                while (d1 < le && h_dig(p[d1])) d1++;
+                Py_ssize_t j = h_blanks(p, d1, le);
+                if (j < le && p[j] == '\r') j++;
+                if (d1 > d0 && j == le) {          /* $: the end of the raw head or before its '\n' */
+                    while (d0 < d1 - 1 && p[d0] == '0') d0++;
+                    if (d1 - d0 > 18) return -1;
+                    long long x = 0;
+                    for (; d0 < d1; d0++) x = x * 10 + (p[d0] - '0');
+                    *v = x;
+                    return 1;
+                }
+            }
+        }
+        ls = le + 1;
+    }
+    return 0;
+}
+
+/* framing.quick_length(raw, status) (status -1: None) -> the length, -1: None, -2: full path */
+static long long h_quick(const unsigned char *p, Py_ssize_t n, int status) {
+    if (status >= 0 && (status < 200 || status == 204 || status == 304)) return 0;
+    if (h_chunked(p, n)) return -1;
+    long long v;
+    int r = h_length(p, n, &v);
+    if (r < 0) return -2;
+    if (r) return v;
+    return status < 0 ? 0 : -1;
+}
+
+/* 1: pending[i] is None, 0: it is not (or there is none), -1: error */
+static int h_pending_none(PyObject *pending, Py_ssize_t np, Py_ssize_t i) {
+    if (i >= np) return 0;
+    PyObject *x = PySequence_GetItem(pending, i);
+    if (x == NULL) return -1;
+    int r = x == Py_None;
+    Py_DECREF(x);
+    return r;
+}
+
+/* a list of 2 (borrowed items), or NULL with *rc set (0: another shape, -1: error) */
+static PyObject *h_pair(PyObject *o, PyObject *name, int *rc) {
+    PyObject *x = PyObject_GetAttr(o, name);
+    if (x == NULL) { *rc = -1; return NULL; }
+    if (!PyList_CheckExact(x) || PyList_GET_SIZE(x) != 2) { Py_DECREF(x); *rc = 0; return NULL; }
+    return x;
+}
+
+static int h_modes(Fast *f) {
+    if (g_body == f->body) return 0;
+    PyObject *h = PyObject_GetAttr((PyObject *)Py_TYPE(f->body), s_HEAD);
+    PyObject *ig = h ? PyObject_GetAttr((PyObject *)Py_TYPE(f->body), s_IGNORE) : NULL;
+    if (ig == NULL) { Py_XDECREF(h); return -1; }
+    Py_XDECREF(g_head); Py_XDECREF(g_ignore); Py_XDECREF(g_body);
+    g_head = h; g_ignore = ig;
+    Py_INCREF(f->body);
+    g_body = f->body;
+    return 0;
+}
+
+/* The heads lane for `half` (direction `dir`, in order: checked by the caller); `bl` is the body
+ * left (0 < bl <= paylen) when the direction is in BODY, -1 in HEAD. The payload is f->pay.
+ * 1: accounted, 0: full path (nothing changed), -1: error. */
+static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *half, PyObject *mode, int dir,
+                        long long bl, long long paylen, unsigned win, long long no, long long ts) {
+    const unsigned char *pay = f->pay;
+    int rc = -1, t, kr;
+    PyObject *keep = NULL, *tcp = NULL, *window = NULL, *bufs = NULL, *left = NULL, *exs = NULL, *pending = NULL;
+    PyObject *lim = NULL, *hff = NULL, *hlast = NULL, *recent = NULL, *rframes = NULL;
+    long long pr, hb, nx, dl, rs = 0;
+    unsigned char *wbuf = NULL;
+    if (pay == NULL) return 0;
+    keep = h_pair(conn, s_keep, &rc);
+    if (keep == NULL) goto out;
+    rc = -1;
+    PyObject *kd = PyList_GET_ITEM(keep, dir);
+    if (kd != Py_True && kd != Py_False) { rc = 0; goto out; }
+    if ((t = attr_is(half, s_probe, Py_None)) <= 0) { rc = t; goto out; }
+    if ((kr = attr_is(half, s_keep_recent, Py_True)) < 0) goto out;
+    if (!kr && (t = attr_is(half, s_keep_recent, Py_False)) <= 0) { rc = t; goto out; }
+    tcp = PyObject_GetAttr(conn, s_tcp);
+    if (tcp == NULL) goto out;
+    if ((t = attr_is(tcp, s_closed, Py_False)) <= 0) { rc = t; goto out; }
+    if ((window = h_pair(tcp, s_window, &rc)) == NULL) goto out;
+    if ((bufs = h_pair(session, s_buf, &rc)) == NULL || (left = h_pair(session, s_body_left, &rc)) == NULL
+        || (hff = h_pair(session, s_head_first_frame, &rc)) == NULL || (hlast = h_pair(session, s_head_last, &rc)) == NULL)
+        goto out;
+    rc = -1;
+    PyObject *b = PyList_GET_ITEM(bufs, dir);
+    if (!PyByteArray_CheckExact(b)) { rc = 0; goto out; }
+    Py_ssize_t lb = PyByteArray_GET_SIZE(b);       /* a head's first bytes, buffered from earlier segments */
+    if (lb && bl >= 0) { rc = 0; goto out; }
+    if ((t = attr_empty(session, s_events)) <= 0) { rc = t; goto out; }
+    if (h_modes(f) < 0) goto out;
+    exs = PyObject_GetAttr(session, s_exchanges);
+    if (exs == NULL) goto out;
+    if (!PyList_CheckExact(exs)) { rc = 0; goto out; }
+    Py_ssize_t n_ex = PyList_GET_SIZE(exs);
+    /* Pipeline.feed would forget a connection this segment leaves `ignored` (client IGNORE, no exchange) */
+    if (dir == 1 && n_ex == 0 && PyList_GET_ITEM(mode, 0) == g_ignore) { rc = 0; goto out; }
+    pending = PyObject_GetAttr(session, s_pending);
+    if (pending == NULL) goto out;
+    if (strcmp(Py_TYPE(pending)->tp_name, "collections.deque") != 0) { rc = 0; goto out; }
+    Py_ssize_t np = PySequence_Size(pending);
+    if (np < 0) goto out;
+    if ((lim = PyObject_GetAttr(session, s_limits)) == NULL) goto out;
+    if (get_ll(session, s_plain_requests, &pr) < 0 || get_ll(lim, s_head_bytes, &hb) < 0
+        || get_ll(half, s_next, &nx) < 0 || get_ll(half, s_delivered, &dl) < 0)
+        goto overflow;
+    if (kr) {
+        recent = PyObject_GetAttr(half, s_recent);
+        rframes = recent ? PyObject_GetAttr(half, s_recent_frames) : NULL;
+        if (rframes == NULL) goto out;
+        if (!PyByteArray_CheckExact(recent) || !PyList_CheckExact(rframes)) { rc = 0; goto out; }
+        if (get_ll(half, s_recent_start, &rs) < 0) goto overflow;
+    }
+    if (pr < 0 || pr > (1LL << 60) || nx > (1LL << 62) || dl > (1LL << 62) || lb > hb) { rc = 0; goto out; }
+    /* the bytes as the session reads them: the buffered head's start, then the segment's */
+    const unsigned char *w = pay;
+    if (lb) {
+        if ((wbuf = PyMem_Malloc((size_t)(lb + paylen))) == NULL) { PyErr_NoMemory(); goto out; }
+        memcpy(wbuf, PyByteArray_AS_STRING(b), (size_t)lb);
+        memcpy(wbuf + lb, pay, (size_t)paylen);
+        w = wbuf;
+    }
+
+    /* -- what the session would make of the bytes (no writes yet) -- */
+    Py_ssize_t n = (Py_ssize_t)paylen + lb, pos = bl >= 0 ? (Py_ssize_t)bl : 0, part = -1;
+    long long skip_cnt = 0, gen_cnt = 0, new_left = -1;
+    Py_ssize_t pops = 0;
+    int skipped = 0, first_frame = 0;
+    if (pos < n && !lb && n - pos > 1024) {
+        if (dir == 0 && (pr || n_ex)) {                         /* _skip_plain_heads: framing.plain_requests */
+            Py_ssize_t off = pos;
+            while (off < n) {
+                Py_ssize_t e = h_end(w, off, n);
+                if (e < 0 || e - off > hb) break;
+                const unsigned char *raw = w + off;
+                if (!h_request(raw, e - off) || h_upgrade(raw, e - off)) break;
+                long long ql = h_quick(raw, e - off, -1);
+                if (ql < 0 || ql > n - e) break;
+                skip_cnt++;
+                off = e + (Py_ssize_t)ql;
+            }
+            if (off > pos) { skipped = 1; pos = off; }
+        } else if (dir == 1 && (t = h_pending_none(pending, np, 0)) != 0) {   /* _skip_plain_responses */
+            if (t < 0) goto out;
+            Py_ssize_t off = pos;
+            while (off < n && (t = h_pending_none(pending, np, pops)) > 0) {
+                Py_ssize_t e = h_end(w, off, n);
+                if (e < 0 || e - off > hb) break;
+                const unsigned char *raw = w + off;
+                int st = h_status(raw, e - off);
+                if (st < 0 || h_upgrade(raw, e - off)) break;
+                long long ql = h_quick(raw, e - off, st);
+                if (ql < 0 || ql > n - e) break;
+                if (!(st >= 100 && st < 200)) pops++;
+                off = e + (Py_ssize_t)ql;
+            }
+            if (t < 0) goto out;
+            if (off > pos) { skipped = 1; pos = off; }
+        }
+    }
+    /* _client_heads' / _server_data's loop: `held` bytes of the head were buffered before (the first only) */
+    for (Py_ssize_t held = lb; pos < n; held = 0) {
+        const unsigned char *p = w + pos;
+        Py_ssize_t rem = n - pos;
+        if (dir == 0) {
+            if (held < 24 && !n_ex && !(pr + skip_cnt + gen_cnt) && memcmp(p, H2_PREFACE, rem < 24 ? rem : 24) == 0) {
+                rc = 0; goto out;                               /* could be HTTP/2's preface */
+            }
+            if (held < 24 && !h_request(p, rem)) { rc = 0; goto out; }
+        } else if (held < 16 && !h_response(p, rem)) { rc = 0; goto out; }
+        /* _next_head */
+        if (!held) first_frame = 1;
+        Py_ssize_t e = h_end(w, pos + (held > 3 ? held - 3 : 0), n);
+        if (e < 0) {
+            if (rem > hb) { rc = 0; goto out; }                 /* the head_bytes cut: full path */
+            part = pos;                                         /* buffered until its end arrives */
+            break;
+        }
+        if (e - pos > hb || h_upgrade(p, e - pos)) { rc = 0; goto out; }
+        long long ql;
+        if (dir == 0) {
+            ql = h_quick(p, e - pos, -1);
+        } else {
+            if ((t = h_pending_none(pending, np, pops)) <= 0) { rc = t; goto out; }
+            int st = h_status(p, e - pos);
+            if (st < 0) { rc = 0; goto out; }
+            ql = h_quick(p, e - pos, st);
+            if (!(st >= 100 && st < 200)) pops++;
+        }
+        if (ql < 0) { rc = 0; goto out; }
+        gen_cnt++;
+        if (ql > n - e) { new_left = ql - (n - e); pos = n; break; }
+        pos = e + (Py_ssize_t)ql;
+    }
+
+    /* -- everything checked: the full path's writes -- */
+    PyObject *x;
+    if (kr) {                                                   /* HalfStream._deliver's memory */
+        x = Py_BuildValue("(LL)", nx, no);
+        if (x == NULL || PyList_Append(rframes, x) < 0) { Py_XDECREF(x); goto out; }
+        Py_DECREF(x);
+        if (PyList_GET_SIZE(rframes) > 64 && PyList_SetSlice(rframes, 0, 32, NULL) < 0) goto out;
+        Py_ssize_t old = PyByteArray_GET_SIZE(recent);
+        if (PyByteArray_Resize(recent, old + (Py_ssize_t)paylen) < 0) goto out;
+        memcpy(PyByteArray_AS_STRING(recent) + old, pay, (size_t)paylen);
+        if (old + (Py_ssize_t)paylen > RECENT) {
+            Py_ssize_t drop = old + (Py_ssize_t)paylen - RECENT;
+            if (PySequence_DelSlice(recent, 0, drop) < 0 || set_ll(half, s_recent_start, rs + drop) < 0) goto out;
+        }
+    }
+    if (set_ll(half, s_next, nx + paylen) < 0 || set_ll(half, s_delivered, dl + paylen) < 0) goto out;
+    if ((x = PyLong_FromUnsignedLong(win)) == NULL || PyList_SetItem(window, dir, x) < 0) goto out;
+    if (set_ll(conn, s_last_frame, no) < 0 || set_ll(conn, s_last_ts, ts) < 0) goto out;
+    if (bl >= 0) {                                              /* _body_bytes: the body ended here */
+        if ((x = PyLong_FromLong(0)) == NULL || PyList_SetItem(left, dir, x) < 0) goto out;
+        Py_INCREF(g_head);
+        PyList_SetItem(mode, dir, g_head);
+    }
+    if (skipped || gen_cnt || part >= 0) {
+        x = Py_BuildValue("(LL)", no, ts);
+        if (x == NULL || PyList_SetItem(hlast, dir, x) < 0) goto out;
+    }
+    if (lb || part >= 0) {                                      /* what stays buffered: the last head's start */
+        Py_ssize_t keep_n = part >= 0 ? n - part : 0;
+        if (PyByteArray_Resize(b, keep_n) < 0) goto out;
+        if (keep_n) memcpy(PyByteArray_AS_STRING(b), w + part, (size_t)keep_n);
+    }
+    if (first_frame) {
+        if ((x = PyLong_FromLongLong(no)) == NULL || PyList_SetItem(hff, dir, x) < 0) goto out;
+    }
+    if (dir == 0 && skip_cnt + gen_cnt) {
+        if (set_ll(session, s_plain_requests, pr + skip_cnt + gen_cnt) < 0) goto out;
+        for (long long i = 0; i < skip_cnt + gen_cnt; i++) {
+            x = PyObject_CallMethodOneArg(pending, s_append, Py_None);
+            if (x == NULL) goto out;
+            Py_DECREF(x);
+        }
+    }
+    for (Py_ssize_t i = 0; i < pops; i++) {
+        x = PyObject_CallMethodNoArgs(pending, s_popleft);
+        if (x == NULL) goto out;
+        Py_DECREF(x);
+    }
+    if (new_left >= 0) {                                        /* _skip_body: the last body runs on */
+        if ((x = PyLong_FromLongLong(new_left)) == NULL || PyList_SetItem(left, dir, x) < 0) goto out;
+        Py_INCREF(f->body);
+        PyList_SetItem(mode, dir, f->body);
+    }
+    /* Connection.handle: retransmission memory only while heads are read */
+    PyObject *want_keep = new_left >= 0 ? Py_False : Py_True;
+    if (kd != want_keep) {
+        Py_INCREF(want_keep);
+        PyList_SetItem(keep, dir, want_keep);
+        if (PyObject_SetAttr(half, s_keep_recent, want_keep) < 0) goto out;
+    }
+    rc = 1;
+    goto out;
+overflow:
+    if (PyErr_ExceptionMatches(PyExc_OverflowError)) { PyErr_Clear(); rc = 0; }
+out:
+    Py_XDECREF(keep); Py_XDECREF(tcp); Py_XDECREF(window); Py_XDECREF(bufs); Py_XDECREF(left); Py_XDECREF(exs);
+    Py_XDECREF(pending); Py_XDECREF(lim); Py_XDECREF(hff); Py_XDECREF(hlast); Py_XDECREF(recent); Py_XDECREF(rframes);
+    PyMem_Free(wbuf);
+    return rc;
+}
+
 /* Connection.fast_lane (flow/connection.py) for a Connection exactly: Session.skippable,
  * TcpFlow.advance (HalfStream.advance), Session.skipped, then the connection's last frame/time.
  * 1: accounted, 0: the full path is needed (nothing changed), 2: ask the Python method (a shape or
  * size this does not mirror; nothing changed), -1: error. */
 static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsigned sport, uint32_t seq,
-                       const unsigned char *payload, long long paylen, long long no, long long ts, unsigned win) {
-    int frames = 0, over = 0;
+                       long long paylen, long long no, long long ts, unsigned win) {
+    int frames = 0, over = 0, heads = 0, heads_ok;
     long long bl = 0;
     int rc = -1, dir = 1;
     PyObject *client = NULL, *session = NULL, *mode = NULL, *left = NULL, *tcp = NULL, *halves = NULL;
@@ -609,9 +1012,14 @@ static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsign
     mode = PyObject_GetAttr(session, s_mode);
     if (mode == NULL) goto out;
     if (!PyList_Check(mode) || PyList_GET_SIZE(mode) != 2) { rc = 2; goto out; }
-    if (f->frames_mode != NULL && PyList_GET_ITEM(mode, dir) == f->frames_mode) {
+    if (f->frames_mode != NULL && f->pay != NULL && PyList_GET_ITEM(mode, dir) == f->frames_mode) {
         frames = 1;
         goto stream;
+    }
+    heads_ok = f->frames_mode != NULL && f->pay != NULL;    /* the heads lane: not in stream mode */
+    if (heads_ok) {
+        if (h_modes(f) < 0) goto out;
+        if (PyList_GET_ITEM(mode, dir) == g_head) { heads = 1; bl = -1; goto stream; }
     }
     if (PyList_GET_ITEM(mode, dir) != f->body) { rc = 0; goto out; }
     left = PyObject_GetAttr(session, s_body_left);
@@ -619,7 +1027,10 @@ static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsign
     if (!PyList_Check(left) || PyList_GET_SIZE(left) != 2) { rc = 2; goto out; }
     bl = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(left, dir), &over);
     if (bl == -1 && PyErr_Occurred()) goto out;
-    if (over < 0 || !(paylen > 0 && (over > 0 || paylen < bl))) { rc = 0; goto out; }
+    if (over < 0 || !(paylen > 0 && (over > 0 || paylen < bl))) {
+        if (!(heads_ok && over == 0 && bl > 0 && paylen >= bl)) { rc = 0; goto out; }
+        heads = 1;                            /* the body ends in this segment: the heads lane */
+    }
 stream:
     tcp = PyObject_GetAttr(conn, s_tcp);
     if (tcp == NULL) goto out;
@@ -647,7 +1058,11 @@ stream:
     }
     if ((uint32_t)((long long)seq - base_v) != (uint32_t)next_v) { rc = 0; goto out; }
     if (frames) {
-        rc = frames_lane_c(f, conn, session, half, dir, payload, paylen, win, no, ts);
+        rc = frames_lane_c(f, conn, session, half, dir, f->pay, paylen, win, no, ts);
+        goto out;
+    }
+    if (heads) {
+        rc = heads_lane_c(f, conn, session, half, mode, dir, bl, paylen, win, no, ts);
         goto out;
     }
     if (over) { rc = 2; goto out; }           /* a body over 2^63 bytes: Python's integers */
@@ -829,12 +1244,15 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
         Py_DECREF(zw);
         if (zwt) { rc = zwt < 0 ? -1 : 1; Py_DECREF(conn); goto done; }
         long paylen = (long)totlen - 20 - (long)((offx >> 4) << 2);
-        const unsigned char *payload = tcp + ((offx >> 4) << 2);
+        /* the payload as the decoder finds it (a data offset under 5 words, or an IP length past the
+         * wire length, is the decoder's business: no payload for the lanes that read or judge it) */
+        f->pay = (offx >> 4) >= 5 && (long long)totlen <= f->wirelen - l3 ? tcp + ((offx >> 4) << 2) : NULL;
         int lane;
         if (special) {
             /* a SYN-ACK, or a first FIN (analyze only); any other FIN or RST: full path */
             lane = 0;
-            if (paylen == 0 && Py_TYPE(conn) == (PyTypeObject *)f->conn_type && f->frames_mode != NULL) {
+            if (paylen == 0 && f->pay != NULL && Py_TYPE(conn) == (PyTypeObject *)f->conn_type
+                && f->frames_mode != NULL) {
                 if (synack) lane = synack_lane_c(conn, src, sport, seq, no, ts);
                 else if (special == 1) lane = fin_lane_c(conn, src, sport, win, no, ts);
             }
@@ -856,7 +1274,7 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
             rc = 1;
             goto done;
         } else if (Py_TYPE(conn) == (PyTypeObject *)f->conn_type
-                   && (lane = fast_lane_c(f, conn, src, sport, seq, payload, paylen, no, ts, win)) != 2) {
+                   && (lane = fast_lane_c(f, conn, src, sport, seq, paylen, no, ts, win)) != 2) {
             if (lane <= 0) { Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn); rc = lane < 0 ? -1 : 1; goto done; }
         } else {
             PyObject *pseq = PyLong_FromUnsignedLong(seq), *ppay = PyLong_FromLong(paylen);
@@ -934,6 +1352,7 @@ static PyObject *pcap_scan(PyObject *self, PyObject *args) {
         nbytes += cl;
         if (!cl) { empty++; continue; }
         if (spec != Py_None) {
+            f.wirelen = wl;
             int d = decide(&f, buf + st, (Py_ssize_t)cl, no, t);
             if (d < 0) { err = 1; break; }
             if (d == 0) continue;
@@ -1042,6 +1461,7 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *args) {
         if (!cl) { empty++; continue; }
         if (c->spec != Py_None) {
             if (load_spec(&f, c->spec) < 0) { err = 1; break; }
+            f.wirelen = wl;
             int d = decide(&f, buf + data, (Py_ssize_t)cl, no, t);
             if (d < 0) { err = 1; break; }
             if (d == 0) continue;
@@ -1129,6 +1549,23 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     s_fins = PyUnicode_InternFromString("fins");
     if (!s_feed || !s_server || !s_ignored || !s_synack_frame || !s_end || !s_fins)
         return NULL;
+    s_buf = PyUnicode_InternFromString("buf");
+    s_pending = PyUnicode_InternFromString("pending");
+    s_plain_requests = PyUnicode_InternFromString("plain_requests");
+    s_limits = PyUnicode_InternFromString("limits");
+    s_head_bytes = PyUnicode_InternFromString("head_bytes");
+    s_head_first_frame = PyUnicode_InternFromString("head_first_frame");
+    s_head_last = PyUnicode_InternFromString("head_last");
+    s_recent = PyUnicode_InternFromString("recent");
+    s_recent_frames = PyUnicode_InternFromString("recent_frames");
+    s_recent_start = PyUnicode_InternFromString("recent_start");
+    s_append = PyUnicode_InternFromString("append");
+    s_popleft = PyUnicode_InternFromString("popleft");
+    s_HEAD = PyUnicode_InternFromString("HEAD");
+    s_IGNORE = PyUnicode_InternFromString("IGNORE");
+    if (!s_buf || !s_pending || !s_plain_requests || !s_limits || !s_head_bytes || !s_head_first_frame || !s_head_last
+        || !s_recent || !s_recent_frames || !s_recent_start || !s_append || !s_popleft || !s_HEAD || !s_IGNORE)
+        return NULL;
     if (!s_keep || !s_window || !s_probe || !s_keep_recent || !s_closed || !s_exchanges || !s_client_frames
         || !s_server_frames || !s_events)
         return NULL;
@@ -1142,7 +1579,8 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     /* API: bumped whenever the calls change, so a stale build (an editable install not rebuilt)
      * is ignored by pcapio.py rather than called wrongly. */
     if (PyModule_AddIntConstant(m, "API", 5) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
-        || PyModule_AddIntConstant(m, "ST_SLOW", ST_SLOW) < 0 || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0) {
+        || PyModule_AddIntConstant(m, "ST_SLOW", ST_SLOW) < 0 || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0
+        || PyModule_AddIntConstant(m, "RECENT", RECENT) < 0) {
         Py_DECREF(m);
         return NULL;
     }

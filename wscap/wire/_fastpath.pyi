@@ -6,6 +6,7 @@ ST_MORE: int
 ST_FRAME: int
 ST_SLOW: int
 MAX_RECORD: int
+RECENT: int          # flow/tcp.py RECENT, mirrored by the heads lane
 
 def pcap_scan(buf: bytes, pos: int, big: bool, ts_mult: int, spec: tuple[Any, ...] | None, no: int, nbytes: int,
               first: int | None, last: int | None
