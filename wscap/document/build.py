@@ -496,29 +496,39 @@ class Assembly:
         return doc
 
     def _judged(self, linkage: Linkage, chains: list[HopChain], ids: list[int | None],
-                names: dict[str, str]) -> Iterable[HopChain]:
-        """Each chain judged from its legs' full handshakes, one chain's legs in memory at a time."""
+                names: dict[str, str], keep: Callable[[int, Doc], None] | None = None) -> Iterable[HopChain]:
+        """Each chain judged from its legs' full handshakes, one chain's legs in memory at a time;
+        `keep(i, doc)` sees leg i's document (with its final id) as it is read."""
         encrypted = EncryptedLegs(self.tls_docs)
         for c, linked in zip(chains, linkage.chains):
-            hops = [decode_handshake(self._full_doc(i, ids)) for i in linked.legs]
+            hops = []
+            for i in linked.legs:
+                doc = self._full_doc(i, ids)
+                if keep is not None:
+                    keep(i, doc)
+                hops.append(decode_handshake(doc))
             yield judge(c, hops, linkage.proxies, names, self.dns, self.options.timeout_s, encrypted)
 
     def _legs_with_ids(self, shown: list[int], ids: list[int | None]) -> list[tuple[int | None, Handshake]]:
         return [(ids[i], self._leg(i)) for i in shown]
 
-    def _spooled_parts(self) -> tuple[Doc, list[int], list[int | None], Spool, list[Any], Doc]:
+    def _spooled_parts(self, keep: Callable[[int, Doc], None] | None = None,
+                       encode: Callable[[Doc], str] | None = None
+                       ) -> tuple[Doc, list[int], list[int | None], Spool, list[Any], Doc]:
         """Link, judge each chain into a spool of its own, count: -> (head fields, the legs shown
-        in document order, their ids, the chain spool, its locations, tail fields)."""
+        in document order, their ids, the chain spool, its locations, tail fields). With `encode`,
+        the chain spool holds each chain as `encode` made it (text), else its document."""
         linkage, chains, ids = self._linked()
         shown = self._shown(linkage, ids)
         chain_spool = Spool()
         chain_locs = []
         light: list[HopChain] = []
         names = self.names()
-        for c in self._judged(linkage, chains, ids, names):
+        for c in self._judged(linkage, chains, ids, names, keep):
             # judged chains wait in chain_spool; only their verdicts stay in memory
             light.append(HopChain(c.id, c.hops, (), None, c.verdict))
-            chain_locs.append(chain_spool.put(encode_chain(c)))
+            doc = encode_chain(c)
+            chain_locs.append(chain_spool.put(doc) if encode is None else chain_spool.put_text(encode(doc)))
         n = len(self.views)
         counts = counts_of((self.view_locs[i] if i < n else self.attempt_locs[i - n])[2] for i in shown)
         eps = endpoints(self._legs_with_ids(shown, ids), ((c.hops, _cause(c)) for c in light), names)
@@ -529,11 +539,22 @@ class Assembly:
         return head, shown, ids, chain_spool, chain_locs, tail
 
     def write_json(self, fp: IO[str]) -> Doc:
-        """Stream the document to `fp` with memory bounded by one chain's legs; -> its summary."""
-        from wscap.render.json import write_document_streamed
-        head, shown, ids, chain_spool, chain_locs, tail = self._spooled_parts()
-        write_document_streamed(fp, head, (self._full_doc(i, ids) for i in shown),
-                                (chain_spool.get(loc) for loc in chain_locs), tail)
+        """Stream the document to `fp` with memory bounded by one chain's legs; -> its summary.
+
+        Each handshake is read from the spool once: encoded as it is read for judging (into the
+        chain spool, beside the chains' text), then copied out in document order."""
+        from wscap.render.json import encode_item, write_document_encoded
+        texts = Spool()
+        where: dict[int, tuple[int, int]] = {}
+
+        def keep(i: int, doc: Doc) -> None:
+            if i not in where:
+                where[i] = texts.put_text(encode_item(doc))
+        head, shown, ids, chain_spool, chain_locs, tail = self._spooled_parts(keep, encode_item)
+        handshakes = (texts.get_text(where[i]) if i in where else encode_item(self._full_doc(i, ids))
+                      for i in shown)
+        write_document_encoded(fp, head, handshakes, (chain_spool.get_text(loc) for loc in chain_locs), tail)
+        texts.close()
         chain_spool.close()
         return dict(tail["summary"])
 
@@ -556,9 +577,10 @@ class Assembly:
         """The whole document in memory (renderers, the Python API); `write_json` streams it."""
         linkage, chains, ids = self._linked()
         names = self.names()
-        judged = list(self._judged(linkage, chains, ids, names))
+        read: dict[int, Doc] = {}             # the legs as read for judging: all kept here anyway
+        judged = list(self._judged(linkage, chains, ids, names, read.setdefault))
         shown = self._shown(linkage, ids)
-        all_hs = [self._full_doc(i, ids) for i in shown]
+        all_hs = [read.pop(i) if i in read else self._full_doc(i, ids) for i in shown]
         return {
             "version": SCHEMA_VERSION,
             "tool": f"wscap {__version__}",

@@ -66,6 +66,19 @@ class Spool:
             return marshal.loads(memoryview(data)[1:])
         return json.loads(data[1:])
 
+    def put_text(self, text: str) -> tuple[int, int]:
+        """Text kept as it is (UTF-8): an element of the JSON output, already encoded."""
+        data = text.encode("utf-8")
+        self._f.seek(self._end)
+        self._f.write(data)
+        loc = (self._end, len(data))
+        self._end += len(data)
+        return loc
+
+    def get_text(self, loc: tuple[int, int]) -> str:
+        self._f.seek(loc[0])
+        return self._f.read(loc[1]).decode("utf-8")
+
     def close(self) -> None:
         self._f.close()
 

@@ -6,6 +6,11 @@ thousands of handshakes that was more memory than the analysis itself. Here
 each handshake, chain and endpoint is encoded by the C encoder on its own line
 inside an otherwise indented document, so output memory stays bounded by one
 element and the result is still one valid JSON object.
+
+`encode_item` is the one encoding of a list element: the pipeline encodes each
+handshake when it reads it back for judging (and each chain when judged), so the
+final write only copies text (`write_document_encoded`) instead of reading every
+handshake back a second time and encoding it then.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from typing import IO, Any, Iterable
 from wscap.document.spool import SpooledList
 
 _LISTS = ("handshakes", "chains", "tls", "endpoints", "source")
+_ENC = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+encode_item = _ENC.encode          # one handshake/chain/endpoint, as it stands on its own line
 
 
 def write_document(doc: dict, fp: IO[str]) -> None:
@@ -40,17 +47,23 @@ def write_document(doc: dict, fp: IO[str]) -> None:
 def write_document_streamed(fp: IO[str], head: dict, handshakes: Iterable[dict], chains: Iterable[dict],
                             tail: dict) -> None:
     """The same layout as `write_document`, with handshakes and chains taken from iterators."""
-    enc = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+    write_document_encoded(fp, head, map(encode_item, handshakes), map(encode_item, chains), tail)
+
+
+def write_document_encoded(fp: IO[str], head: dict, handshakes: Iterable[str], chains: Iterable[str],
+                           tail: dict) -> None:
+    """As `write_document_streamed`, with handshakes and chains already encoded by `encode_item`."""
+    enc = _ENC
     fp.write("{\n")
     for key, value in head.items():
         _field(fp, enc, key, value)
     for key, items in (("handshakes", handshakes), ("chains", chains)):
         fp.write(f'  "{key}": [')
-        first = True
-        for item in items:
-            fp.write(("\n" if first else ",\n") + "    " + enc.encode(item))
-            first = False
-        fp.write("\n  ],\n" if not first else "],\n")
+        sep = "\n    "
+        for text in items:
+            fp.write(sep + text)
+            sep = ",\n    "
+        fp.write("\n  ],\n" if sep != "\n    " else "],\n")
     keys = list(tail)
     for i, key in enumerate(keys):
         _field(fp, enc, key, tail[key], last=i == len(keys) - 1)
