@@ -25,6 +25,9 @@ ADDED_BY_PROXIES = {"x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", 
                     "x-forwarded-server", "x-real-ip", "forwarded", "via", "x-request-id"}
 
 
+_CASE_WHY = "proxies re-serialise headers (node http-proxy lower-cases names)"
+
+
 def _group(headers: Headers) -> dict[str, list[tuple[str, str]]]:
     g: dict[str, list[tuple[str, str]]] = {}
     for name, value in headers:
@@ -51,7 +54,7 @@ def _tokens(values: list[str] | None) -> set[str]:
 def classify(direction: str, kind: str, name: str, before: list[str] | None, after: list[str] | None) -> tuple[str, str]:
     """(class, why) for one change; the rule table of what proxies may and may not do."""
     if kind in ("case-changed", "reordered"):
-        return "expected", "proxies re-serialise headers (node http-proxy lower-cases names)"
+        return "expected", _CASE_WHY
     if kind == "duplicated":
         return "expected", "repeated header lines merged or split; same values"
     if direction == "request":
@@ -99,6 +102,8 @@ def classify(direction: str, kind: str, name: str, before: list[str] | None, aft
 
 
 def diff_headers(direction: str, before: Headers, after: Headers) -> list[Change]:
+    """Every difference between two header lists, in the order of `before`'s names, then the names
+    only `after` has, then a reordering of the names both have."""
     gb, ga = _group(before), _group(after)
     changes: list[Change] = []
 
@@ -108,24 +113,27 @@ def diff_headers(direction: str, before: Headers, after: Headers) -> list[Change
         changes.append(Change(kind, name, raw_b if raw_b is not None else (", ".join(b) if b is not None else None),
                               raw_a if raw_a is not None else (", ".join(a) if a is not None else None), cls, why))
 
-    for name in list(gb) + [n for n in ga if n not in gb]:
-        b = [v for _, v in gb[name]] if name in gb else None
-        a = [v for _, v in ga[name]] if name in ga else None
-        if a is None:
+    for name, pairs_b in gb.items():
+        b = [v for _, v in pairs_b]
+        pairs_a = ga.get(name)
+        if pairs_a is None:
             add("removed", name, b, None)
-        elif b is None:
-            add("added", name, None, a)
-        elif _norm(name, b) != _norm(name, a):
+            continue
+        a = [v for _, v in pairs_a]
+        # Equal value lists normalise equally; most headers a proxy relays are unchanged.
+        if a != b and _norm(name, b) != _norm(name, a):
             add("changed", name, b, a)
-        else:
-            if len(b) != len(a):
-                add("duplicated", name, b, a, f"{len(b)} line(s)", f"{len(a)} line(s)")
-            rb = [n for n, _ in gb[name]]
-            ra = [n for n, _ in ga[name]]
-            if rb[:1] != ra[:1]:
-                add("case-changed", name, b, a, rb[0], ra[0])
-    common_b = [n for n in dict.fromkeys(h[0].lower() for h in before) if n in ga]
-    common_a = [n for n in dict.fromkeys(h[0].lower() for h in after) if n in gb]
+            continue
+        if len(b) != len(a):
+            add("duplicated", name, b, a, f"{len(b)} line(s)", f"{len(a)} line(s)")
+        if pairs_b[0][0] != pairs_a[0][0]:
+            changes.append(Change("case-changed", name, pairs_b[0][0], pairs_a[0][0], "expected", _CASE_WHY))
+    for name, pairs_a in ga.items():
+        if name not in gb:
+            add("added", name, None, [v for _, v in pairs_a])
+    # The names both lists carry, each in its first position (the groups keep first-seen order).
+    common_b = [n for n in gb if n in ga]
+    common_a = [n for n in ga if n in gb]
     if common_b != common_a:
         add("reordered", "*", None, None, ", ".join(common_b[:8]), ", ".join(common_a[:8]))
     return changes
