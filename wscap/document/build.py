@@ -513,7 +513,7 @@ class Assembly:
         return [(ids[i], self._leg(i)) for i in shown]
 
     def _spooled_parts(self, keep: Callable[[int, Doc], None] | None = None,
-                       encode: Callable[[Doc], str] | None = None
+                       encode: Callable[[HopChain], str] | None = None
                        ) -> tuple[Doc, list[int], list[int | None], Spool, list[Any], Doc]:
         """Link, judge each chain into a spool of its own, count: -> (head fields, the legs shown
         in document order, their ids, the chain spool, its locations, tail fields). With `encode`,
@@ -527,8 +527,7 @@ class Assembly:
         for c in self._judged(linkage, chains, ids, names, keep):
             # judged chains wait in chain_spool; only their verdicts stay in memory
             light.append(HopChain(c.id, c.hops, (), None, c.verdict))
-            doc = encode_chain(c)
-            chain_locs.append(chain_spool.put(doc) if encode is None else chain_spool.put_text(encode(doc)))
+            chain_locs.append(chain_spool.put(encode_chain(c)) if encode is None else chain_spool.put_text(encode(c)))
         n = len(self.views)
         counts = counts_of((self.view_locs[i] if i < n else self.attempt_locs[i - n])[2] for i in shown)
         eps = endpoints(self._legs_with_ids(shown, ids), ((c.hops, _cause(c)) for c in light), names)
@@ -543,14 +542,14 @@ class Assembly:
 
         Each handshake is read from the spool once: encoded as it is read for judging (into the
         chain spool, beside the chains' text), then copied out in document order."""
-        from wscap.render.json import encode_item, write_document_encoded
+        from wscap.render.json import ChainEncoder, encode_item, write_document_encoded
         texts = Spool()
         where: dict[int, tuple[int, int]] = {}
 
         def keep(i: int, doc: Doc) -> None:
             if i not in where:
                 where[i] = texts.put_text(encode_item(doc))
-        head, shown, ids, chain_spool, chain_locs, tail = self._spooled_parts(keep, encode_item)
+        head, shown, ids, chain_spool, chain_locs, tail = self._spooled_parts(keep, ChainEncoder())
         handshakes = (texts.get_text(where[i]) if i in where else encode_item(self._full_doc(i, ids))
                       for i in shown)
         write_document_encoded(fp, head, handshakes, (chain_spool.get_text(loc) for loc in chain_locs), tail)

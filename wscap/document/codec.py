@@ -7,7 +7,7 @@ decimals, so `s_to_ns` is exact (µs) and `ns_to_s` gives back the same float.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from wscap.model.anomaly import Anomaly, Severity
 from wscap.model.chain import (Cause, Change, Evidence, HeaderDiff, HopChain, Link, LinkBy, StatusChange,
@@ -203,10 +203,11 @@ def encode_link(link: Link) -> Doc:
     return {"from": link.from_id, "to": link.to_id, "by": link.by.value, "delay": ns_to_s(link.delay_ns)}
 
 
-def encode_chain(c: HopChain) -> Doc:
+def encode_chain(c: HopChain, diff: Callable[[HeaderDiff], Any] = encode_diff) -> Doc:
+    """`diff`: how each header diff is written (render/json.ChainEncoder passes its JSON text)."""
     out: Doc = {"id": c.id, "hops": list(c.hops), "links": [encode_link(x) for x in c.links]}
     if c.diffs is not None:
-        out["diffs"] = [encode_diff(d) for d in c.diffs]
+        out["diffs"] = [diff(d) for d in c.diffs]
     if c.verdict is not None:
         out["verdict"] = encode_verdict(c.verdict)
     if c.has_encrypted_before:

@@ -17,11 +17,37 @@ from __future__ import annotations
 import json
 from typing import IO, Any, Iterable
 
+from wscap.document.codec import encode_chain, encode_diff
 from wscap.document.spool import SpooledList
+from wscap.model.chain import HeaderDiff, HopChain
 
 _LISTS = ("handshakes", "chains", "tls", "endpoints", "source")
 _ENC = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
 encode_item = _ENC.encode          # one handshake/chain/endpoint, as it stands on its own line
+
+
+class ChainEncoder:
+    """A judged chain as `encode_item(encode_chain(c))` writes it, byte for byte (a dict is
+    written as its keys' and values' texts joined by ", ", a list as its items' texts)."""
+
+    MAX_DIFFS = 4096            # distinct diff texts remembered; past that, new ones are encoded each time
+
+    def __init__(self) -> None:
+        self._diffs: dict[HeaderDiff, str] = {}
+
+    def __call__(self, chain: HopChain) -> str:
+        enc = _ENC.encode
+        doc = encode_chain(chain, self._diff)
+        return "{" + ", ".join(enc(k) + ": " + ("[" + ", ".join(v) + "]" if k == "diffs" else enc(v))
+                               for k, v in doc.items()) + "}"
+
+    def _diff(self, d: HeaderDiff) -> str:
+        text = self._diffs.get(d)
+        if text is None:
+            text = _ENC.encode(encode_diff(d))
+            if len(self._diffs) < self.MAX_DIFFS:
+                self._diffs[d] = text
+        return text
 
 
 def write_document(doc: dict, fp: IO[str]) -> None:
