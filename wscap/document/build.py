@@ -496,7 +496,7 @@ class Assembly:
         return doc
 
     def _judged(self, linkage: Linkage, chains: list[HopChain], ids: list[int | None],
-                names: dict[str, str], keep: Callable[[int, Doc], None] | None = None) -> Iterable[HopChain]:
+                names: dict[str, str], keep: Callable[[int, Doc], object] | None = None) -> Iterable[HopChain]:
         """Each chain judged from its legs' full handshakes, one chain's legs in memory at a time;
         `keep(i, doc)` sees leg i's document (with its final id) as it is read."""
         encrypted = EncryptedLegs(self.tls_docs)
@@ -512,7 +512,7 @@ class Assembly:
     def _legs_with_ids(self, shown: list[int], ids: list[int | None]) -> list[tuple[int | None, Handshake]]:
         return [(ids[i], self._leg(i)) for i in shown]
 
-    def _spooled_parts(self, keep: Callable[[int, Doc], None] | None = None,
+    def _spooled_parts(self, keep: Callable[[int, Doc], object] | None = None,
                        encode: Callable[[HopChain], str] | None = None
                        ) -> tuple[Doc, list[int], list[int | None], Spool, list[Any], Doc]:
         """Link, judge each chain into a spool of its own, count: -> (head fields, the legs shown
