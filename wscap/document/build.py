@@ -440,14 +440,15 @@ class Assembly:
     def _legs_with_ids(self, shown: list[int], ids: list[int | None]) -> list[tuple[int | None, Handshake]]:
         return [(ids[i], self._leg(i)) for i in shown]
 
-    def _spooled_parts(self, keep: Callable[[int, Doc], object] | None = None,
-                       encode: Callable[[HopChain], str] | None = None
-                       ) -> tuple[Doc, list[int], list[int | None], Spool, list[Any], Doc]:
-        """Link, judge each chain into a spool of its own, count: -> (head fields, the legs shown
-        in document order, their ids, the chain spool, its locations, tail fields). With `encode`,
-        the chain spool holds each chain as `encode` made it (text), else its document."""
-        linkage, chains, ids = self._linked()
-        shown = self._shown(linkage, ids)
+    def _head(self) -> Doc:
+        return {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}
+
+    def _judge_all(self, linkage: Linkage, chains: list[HopChain], ids: list[int | None], shown: list[int],
+                   encode: Callable[[HopChain], str] | None = None, keep: Callable[[int, Doc], object] | None = None,
+                   after: Callable[[], object] | None = None) -> tuple[Spool, list[Any], Doc]:
+        """Judge each chain into a spool of its own (as `encode` writes it, else its document;
+        `keep` sees each leg read, `after()` runs after each chain), count: -> (the chain spool,
+        its locations, the tail fields)."""
         chain_spool = Spool()
         chain_locs = []
         light: list[HopChain] = []
@@ -456,40 +457,43 @@ class Assembly:
             # judged chains wait in chain_spool; only their verdicts stay in memory
             light.append(HopChain(c.id, c.hops, (), None, c.verdict))
             chain_locs.append(chain_spool.put(encode_chain(c)) if encode is None else chain_spool.put_text(encode(c)))
+            if after is not None:
+                after()
         n = len(self.views)
         counts = counts_of((self.view_locs[i] if i < n else self.attempt_locs[i - n])[2] for i in shown)
         eps = endpoints(self._legs_with_ids(shown, ids), ((c.hops, _cause(c)) for c in light), names)
         summ = summary(counts, light, self.tls_docs)
-        head = {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}
         tail = {"tls": self.tls_list(), "dns": self.dns.to_json(), "endpoints": eps, "stats": self.stats,
                 "summary": summ}
-        return head, shown, ids, chain_spool, chain_locs, tail
+        return chain_spool, chain_locs, tail
 
     def write_json(self, fp: IO[str]) -> Doc:
         """Stream the document to `fp` with memory bounded by one chain's legs; -> its summary.
 
-        Each handshake is read from the spool once: encoded as it is read for judging (into the
-        chain spool, beside the chains' text), then copied out in document order."""
-        from wscap.render.json import ChainEncoder, encode_item, write_document_encoded
-        texts = Spool()
-        where: dict[int, tuple[int, int]] = {}
-
-        def keep(i: int, doc: Doc) -> None:
-            if i not in where:
-                where[i] = texts.put_text(encode_item(doc))
-        head, shown, ids, chain_spool, chain_locs, tail = self._spooled_parts(keep, ChainEncoder())
-        handshakes = (texts.get_text(where[i]) if i in where else encode_item(self._full_doc(i, ids))
-                      for i in shown)
-        write_document_encoded(fp, head, handshakes, (chain_spool.get_text(loc) for loc in chain_locs), tail)
-        texts.close()
+        Each handshake is read from the spool once, to judge its chain, and written as soon as
+        every handshake before it in document order has been (see InOrder)."""
+        from wscap.render.json import ChainEncoder, StreamedDocument, encode_item
+        linkage, chains, ids = self._linked()
+        shown = self._shown(linkage, ids)
+        out = StreamedDocument(fp, self._head())
+        order = InOrder(shown, encode_item, out.item)
+        chain_spool, chain_locs, tail = self._judge_all(linkage, chains, ids, shown, ChainEncoder(), order.offer,
+                                                        order.flush)
+        order.finish(lambda i: encode_item(self._full_doc(i, ids)))
+        out.chains()
+        for loc in chain_locs:
+            out.item(chain_spool.get_text(loc))
         chain_spool.close()
+        out.finish(tail)
         return dict(tail["summary"])
 
     def lazy_document(self) -> Doc:
         """The document with "handshakes" and "chains" as SpooledLists: read back from disk as a
         renderer walks them, so memory does not grow with the number of handshakes. The same
         content as `document()` (which the Python API keeps: plain lists)."""
-        head, shown, ids, chain_spool, chain_locs, tail = self._spooled_parts()
+        linkage, chains, ids = self._linked()
+        shown = self._shown(linkage, ids)
+        chain_spool, chain_locs, tail = self._judge_all(linkage, chains, ids, shown)
         n = len(self.views)
         handles = [(*(self.view_locs[i] if i < n else self.attempt_locs[i - n])[:2], ids[i]) for i in shown]
 
@@ -497,7 +501,7 @@ class Assembly:
             doc = h[0].get(h[1])
             doc["id"] = h[2]
             return doc
-        return {**head, "handshakes": SpooledList(handles, load),
+        return {**self._head(), "handshakes": SpooledList(handles, load),
                 "chains": SpooledList(chain_locs, chain_spool.get), **tail}
 
     def document(self) -> Doc:
@@ -523,3 +527,48 @@ class Assembly:
 
     def tls_list(self) -> list[Doc]:
         return sorted(self.tls_docs, key=lambda t: (t["source"], t["first_frame"]))
+
+
+class InOrder:
+    """Handshakes written in document order while chains are judged in theirs.
+
+    Chains come in the order of their first requests and a chain's upstream legs follow its
+    client leg closely in the capture, so a handshake read for judging is usually next or nearly
+    next in document order: it waits here, encoded, until it is (the bench capture: at most 3
+    wait). At most LIMIT wait besides the next one; one that finds no room is read again at its
+    turn (`finish`), as is one in no chain."""
+
+    LIMIT = 256
+
+    def __init__(self, shown: list[int], encode: Callable[[Doc], str], write: Callable[[str], object]) -> None:
+        self._shown = shown
+        self._pos = {leg: k for k, leg in enumerate(shown)}
+        self._encode = encode
+        self._write = write
+        self._ready: dict[int, str] = {}
+        self.next = 0                  # position of the next handshake to write
+        self.late = 0                  # handshakes read at their turn (no room earlier, or in no chain)
+
+    def offer(self, leg: int, doc: Doc) -> None:
+        """`doc` (leg `leg`'s document) was read: keep it encoded if it is next or there is room."""
+        k = self._pos.get(leg)
+        if k is None or k < self.next or k in self._ready:
+            return
+        if k == self.next or len(self._ready) < self.LIMIT:
+            self._ready[k] = self._encode(doc)
+
+    def flush(self) -> None:
+        ready = self._ready
+        while self.next in ready:
+            self._write(ready.pop(self.next))
+            self.next += 1
+
+    def finish(self, read: Callable[[int], str]) -> None:
+        """Write the rest: waiting ones from here, the others as `read(leg)` gives them."""
+        for k in range(self.next, len(self._shown)):
+            text = self._ready.pop(k, None)
+            if text is None:
+                self.late += 1
+                text = read(self._shown[k])
+            self._write(text)
+        self.next = len(self._shown)

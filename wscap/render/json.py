@@ -7,10 +7,13 @@ each handshake, chain and endpoint is encoded by the C encoder on its own line
 inside an otherwise indented document, so output memory stays bounded by one
 element and the result is still one valid JSON object.
 
-`encode_item` is the one encoding of a list element: the pipeline encodes each
-handshake when it reads it back for judging (and each chain when judged), so the
-final write only copies text (`write_document_encoded`) instead of reading every
-handshake back a second time and encoding it then.
+`encode_item` is the one encoding of a list element. The pipeline writes through
+`StreamedDocument`: each handshake as soon as it has been read back for judging
+and every handshake before it has been written (document/build.py), each chain as
+`ChainEncoder` made it when judged. `ChainEncoder` writes a chain's bytes as the
+plain encoding would, remembering the text of each header diff: proxies relay
+the same headers the same way, so a capture's thousands of chains hold a few
+dozen distinct diffs, and they were most of the chains' cost.
 """
 from __future__ import annotations
 
@@ -79,21 +82,47 @@ def write_document_streamed(fp: IO[str], head: dict, handshakes: Iterable[dict],
 def write_document_encoded(fp: IO[str], head: dict, handshakes: Iterable[str], chains: Iterable[str],
                            tail: dict) -> None:
     """As `write_document_streamed`, with handshakes and chains already encoded by `encode_item`."""
-    enc = _ENC
-    fp.write("{\n")
-    for key, value in head.items():
-        _field(fp, enc, key, value)
-    for key, items in (("handshakes", handshakes), ("chains", chains)):
-        fp.write(f'  "{key}": [')
-        sep = "\n    "
-        for text in items:
-            fp.write(sep + text)
-            sep = ",\n    "
-        fp.write("\n  ],\n" if sep != "\n    " else "],\n")
-    keys = list(tail)
-    for i, key in enumerate(keys):
-        _field(fp, enc, key, tail[key], last=i == len(keys) - 1)
-    fp.write("}\n")
+    out = StreamedDocument(fp, head)
+    for text in handshakes:
+        out.item(text)
+    out.chains()
+    for text in chains:
+        out.item(text)
+    out.finish(tail)
+
+
+class StreamedDocument:
+    """`write_document`'s layout written a piece at a time: the head's fields, then each handshake
+    (encoded) as it comes, `chains()`, each chain, then `finish(tail)`."""
+
+    def __init__(self, fp: IO[str], head: dict) -> None:
+        self._fp = fp
+        fp.write("{\n")
+        for key, value in head.items():
+            _field(fp, _ENC, key, value)
+        self._open("handshakes")
+
+    def _open(self, key: str) -> None:
+        self._fp.write(f'  "{key}": [')
+        self._sep = "\n    "
+
+    def _close(self) -> None:
+        self._fp.write("],\n" if self._sep == "\n    " else "\n  ],\n")
+
+    def item(self, text: str) -> None:
+        self._fp.write(self._sep + text)
+        self._sep = ",\n    "
+
+    def chains(self) -> None:
+        self._close()
+        self._open("chains")
+
+    def finish(self, tail: dict) -> None:
+        self._close()
+        keys = list(tail)
+        for i, key in enumerate(keys):
+            _field(self._fp, _ENC, key, tail[key], last=i == len(keys) - 1)
+        self._fp.write("}\n")
 
 
 def _field(fp: IO[str], enc: json.JSONEncoder, key: str, value: Any, last: bool = False) -> None:
