@@ -28,11 +28,20 @@ ADDED_BY_PROXIES = {"x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", 
 _CASE_WHY = "proxies re-serialise headers (node http-proxy lower-cases names)"
 
 
-def _group(headers: Headers) -> dict[str, list[tuple[str, str]]]:
-    g: dict[str, list[tuple[str, str]]] = {}
+def _group(headers: Headers) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """-> (lower-cased name -> its values in order, lower-cased name -> the name as first written);
+    names in first-seen order."""
+    values: dict[str, list[str]] = {}
+    first: dict[str, str] = {}
     for name, value in headers:
-        g.setdefault(name.lower(), []).append((name, value))
-    return g
+        key = name.lower()
+        got = values.get(key)
+        if got is None:
+            values[key] = [value]
+            first[key] = name
+        else:
+            got.append(value)
+    return values, first
 
 
 def _norm(name: str, values: list[str]) -> object:
@@ -104,7 +113,8 @@ def classify(direction: str, kind: str, name: str, before: list[str] | None, aft
 def diff_headers(direction: str, before: Headers, after: Headers) -> list[Change]:
     """Every difference between two header lists, in the order of `before`'s names, then the names
     only `after` has, then a reordering of the names both have."""
-    gb, ga = _group(before), _group(after)
+    gb, first_b = _group(before)
+    ga, first_a = _group(after)
     changes: list[Change] = []
 
     def add(kind: str, name: str, b: list[str] | None, a: list[str] | None, raw_b: str | None = None,
@@ -113,24 +123,22 @@ def diff_headers(direction: str, before: Headers, after: Headers) -> list[Change
         changes.append(Change(kind, name, raw_b if raw_b is not None else (", ".join(b) if b is not None else None),
                               raw_a if raw_a is not None else (", ".join(a) if a is not None else None), cls, why))
 
-    for name, pairs_b in gb.items():
-        b = [v for _, v in pairs_b]
-        pairs_a = ga.get(name)
-        if pairs_a is None:
+    for name, b in gb.items():
+        a = ga.get(name)
+        if a is None:
             add("removed", name, b, None)
             continue
-        a = [v for _, v in pairs_a]
         # Equal value lists normalise equally; most headers a proxy relays are unchanged.
         if a != b and _norm(name, b) != _norm(name, a):
             add("changed", name, b, a)
             continue
         if len(b) != len(a):
             add("duplicated", name, b, a, f"{len(b)} line(s)", f"{len(a)} line(s)")
-        if pairs_b[0][0] != pairs_a[0][0]:
-            changes.append(Change("case-changed", name, pairs_b[0][0], pairs_a[0][0], "expected", _CASE_WHY))
-    for name, pairs_a in ga.items():
+        if first_b[name] != first_a[name]:
+            changes.append(Change("case-changed", name, first_b[name], first_a[name], "expected", _CASE_WHY))
+    for name, a in ga.items():
         if name not in gb:
-            add("added", name, None, [v for _, v in pairs_a])
+            add("added", name, None, a)
     # The names both lists carry, each in its first position (the groups keep first-seen order).
     common_b = [n for n in gb if n in ga]
     common_a = [n for n in ga if n in gb]
