@@ -122,7 +122,9 @@ def decode_link_view(d: Doc) -> Handshake:
     key = None
     if req:
         for n, v in req["headers"]:
-            if n.lower() == "sec-websocket-key":
+            # lower() never shortens a string, and lengthens one only by adding a combining mark:
+            # a name that is not 17 characters long cannot lower to this one
+            if len(n) == 17 and n.lower() == "sec-websocket-key":
                 key = v.strip()
                 break
     e = d["tcp"].get("end")
