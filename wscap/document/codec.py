@@ -1,7 +1,7 @@
 """Document codec: contract v1 dicts <-> typed values. Dicts live here and in the renderers only.
 
-The spool keeps handshake documents as JSON (they are what the JSON writer prints, byte for byte);
-the judge reads them through `decode_handshake`, and the chains it builds are written back by
+The spool keeps handshake documents as the dicts the JSON writer prints, byte for byte; the
+judge reads them through `decode_handshake`, and the chains it builds are written back by
 `encode_chain` into exactly the dicts of contract v1. Times: the document's seconds carry 6
 decimals, so `s_to_ns` is exact (µs) and `ns_to_s` gives back the same float.
 """

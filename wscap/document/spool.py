@@ -4,8 +4,9 @@ A busy bridge yields thousands of handshakes; their full documents (heads,
 frames, parser opinions) are what made memory grow with the capture. Once a
 connection is over, its handshakes are serialised into an anonymous temporary
 file and only a small link view stays in memory. Chains are judged one at a
-time by reading their legs back; the JSON writer streams handshakes out of the
-spool in document order.
+time by reading their legs back; the JSON writer prints each handshake as it
+is read for judging (document/build.py, InOrder), the other renderers walk the
+spool in document order (SpooledList).
 
 The records are `marshal` data, not JSON: about 3x cheaper to write and 2x to
 read, and the file is private to this interpreter (unlinked at once; `persist`
