@@ -25,7 +25,9 @@ from wscap.document.spool import SpooledList
 from wscap.model.chain import HeaderDiff, HopChain
 
 _LISTS = ("handshakes", "chains", "tls", "endpoints", "source")
-_ENC = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+# check_circular only adds a check: documents are trees (dicts of lists of dicts, built by to_json),
+# and the same bytes come out without it, a little sooner.
+_ENC = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), check_circular=False)
 encode_item = _ENC.encode          # one handshake/chain/endpoint, as it stands on its own line
 
 
