@@ -91,3 +91,17 @@ def test_frame_scanner_anomalies_say_who_sent_the_frames():
     assert [(a.code, a.side, a.frame) for a in client.anomalies] == [("client-frame-unmasked", "client", 5)]
     assert [(a.code, a.side, a.frame) for a in server.anomalies] == [("server-frame-masked", "server", 6)]
     assert codec.encode_anomaly(client.anomalies[0])["side"] == "client"
+
+
+@pytest.mark.parametrize("name, found", [
+    ("Sec-WebSocket-Key", True), ("SEC-WEBSOCKET-KEY", True), ("sec-websocket-key", True),
+    ("Sec-WebSocket-\u212aey", True),        # KELVIN SIGN lower-cases to "k": str.lower() says it matches
+    ("Sec-WebSocket-Ke\u0130", False),       # lower-cases to "i" + a combining dot (18 characters)
+    ("Sec-WebSocket-Keys", False), ("Sec-WebSocket-Ke", False),
+])
+def test_the_link_views_key_is_found_by_its_lower_cased_name(name, found):
+    doc = {"id": 1, "source": 0, "client": "10.0.0.1:5000", "server": "10.0.0.2:80", "first_frame": 1,
+           "first_ts": 1.5, "outcome": "no-response", "response": None, "tcp": {"syn_frame": 1, "end": None},
+           "request": {"headers": [["Host", "x"], [name, " k3y== "]], "frame": 2, "ts": 1.5, "target": "/"}}
+    view = codec.decode_link_view(doc)
+    assert view.request.headers == ((("Sec-WebSocket-Key", "k3y=="),) if found else ())

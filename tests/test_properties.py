@@ -102,3 +102,51 @@ def test_heads_wscap_calls_clean_are_accepted_by_h11(case):
     if _clean_for_h11(head):
         o = (h11_request if kind == "request" else h11_response)(raw)
         assert o.accepts, (raw, o.error)
+
+
+# Content-Length lines as h11 reads them: digits, commas and OWS, sometimes something else.
+_CL_VALUES = st.text(alphabet="0123456789, \t+-x", min_size=0, max_size=24)
+
+
+@st.composite
+def heads_with_lengths(draw):
+    kind = draw(st.sampled_from(["request", "response"]))
+    start = "GET /x HTTP/1.1" if kind == "request" else f"HTTP/1.1 {draw(st.integers(100, 599))} R"
+    lines = [start] + (["Host: h"] if kind == "request" else [])
+    lines += [f"{draw(st.sampled_from(['Content-Length', 'content-length']))}: {v}"
+              for v in draw(st.lists(_CL_VALUES, min_size=1, max_size=3))]
+    return kind, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@settings(max_examples=500, deadline=None)
+@given(heads_with_lengths())
+def test_a_content_length_wscap_calls_clean_is_one_h11_accepts(case):
+    """The shortcut may only say "accepts" where h11 itself does; elsewhere h11 is run."""
+    from wscap.flow.connection import _clean_for_h11
+    from wscap.wire.opinions import h11_request, h11_response
+    kind, raw = case
+    head = parse_head(raw, kind)
+    if _clean_for_h11(head):
+        o = (h11_request if kind == "request" else h11_response)(raw)
+        assert o.accepts, (raw, o.error)
+
+
+def test_content_lengths_h11_frames_skip_h11_and_the_others_do_not():
+    """Each value below is built to pass or fail one of h11's Content-Length rules."""
+    from wscap.flow.connection import _clean_for_h11, parser_opinion
+    from wscap.wire.opinions import h11_response
+    cases = {
+        ("12",): True, ("0",): True, ("12, 12",): True, ("7", "7"): True, ("9" * 20,): True,
+        ("1, 2",): False,            # conflicting values on one line
+        ("7", "8"): False,           # conflicting lines
+        ("+5",): False, ("5x",): False, ("",): False, ("1,",): False,   # not 1*DIGIT after the split
+        ("9" * 21,): False,          # more digits than h11 allows
+    }
+    for values, accepted in cases.items():
+        raw = ("HTTP/1.1 403 Forbidden\r\n" + "".join(f"Content-Length: {v}\r\n" for v in values)
+               + "\r\n").encode()
+        head = parse_head(raw, "response")
+        assert _clean_for_h11(head) is accepted, values
+        real = h11_response(raw)
+        assert real.accepts is accepted, (values, real)
+        assert parser_opinion(head, "h11") == real, values

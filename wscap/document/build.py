@@ -1,4 +1,4 @@
-"""The one document assembly: ids, linking and judging, endpoints, summary, the -j merge.
+"""The one document assembly: ids, linking and judging, the -j merge (endpoints and summary: summary.py).
 
 Both engines end here. The core `Pipeline` inherits `Assembly` (its handshake documents wait in
 the spool; only their link views stay in memory); the tshark engine, which builds handshake
@@ -16,9 +16,10 @@ from typing import IO, TYPE_CHECKING, Any
 from wscap import __version__
 from wscap.document.codec import SCHEMA_VERSION, Doc, decode_handshake, decode_link_view, encode_chain
 from wscap.document.spool import Spool, SpooledList
+from wscap.document.summary import count_flags, counts_of, endpoints, handshake_counts, summary
 from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, Linkage, hop_chain, judge_chain, link_chains
-from wscap.model.chain import Cause, HopChain, Proxies
-from wscap.model.handshake import Handshake, Outcome
+from wscap.model.chain import HopChain, Proxies
+from wscap.model.handshake import Handshake
 
 if TYPE_CHECKING:
     from wscap.engine.core import Options
@@ -44,79 +45,6 @@ def judge(chain: HopChain, hops: Sequence[Handshake], proxies: Proxies, names: d
           timeout_s: float, encrypted: EncryptedLegs | None) -> HopChain:
     return judge_chain(chain, hops, proxies, names, dns, timeout_s,
                        encrypted.before(hops[0]) if encrypted is not None else None)
-
-
-# -- endpoints and summary ---------------------------------------------------------------------
-def endpoints(legs: Sequence[tuple[int | None, Handshake]], chains: Iterable[tuple[Sequence[int], str]],
-              names: dict[str, str]) -> list[Doc]:
-    """Every address with its role and server ports. `legs`: (final id, leg); `chains`:
-    (hop ids, verdict cause)."""
-    by_id = dict(legs)
-    roles: dict[str, set[str]] = {}
-    ports: dict[str, set[int]] = {}
-    for _id, h in legs:
-        roles.setdefault(h.client.ip, set())
-        roles.setdefault(h.server.ip, set())
-        ports.setdefault(h.server.ip, set()).add(h.server.port)
-    for hop_ids, cause in chains:
-        hops = [by_id[i] for i in hop_ids if i in by_id]
-        for i, h in enumerate(hops):
-            roles[h.client.ip].add("client" if i == 0 else "proxy")
-            role = _last_server_role(cause, hops) if i == len(hops) - 1 else "proxy"
-            if role:
-                roles[h.server.ip].add(role)
-    out = []
-    for ip in sorted(roles):
-        r = roles[ip]
-        role = "proxy" if "proxy" in r else "client" if r == {"client"} else "backend" if r == {"backend"} else (
-            "client" if "client" in r else "unknown")
-        out.append({"ip": ip, "name": names.get(ip), "role": role, "ports": sorted(ports.get(ip, ()))})
-    return out
-
-
-def _last_server_role(cause: str, hops: Sequence[Handshake]) -> str | None:
-    """Role of the deepest leg's server, from the chain rather than a guess: a proxy when the
-    verdict says it answered or gave up without going upstream; the backend only when the chain
-    reached it (its request arrived, or its host answered the SYN with RST); else unknown —
-    a server that never answered may be a proxy waiting on its own upstream."""
-    last = hops[-1]
-    if cause in (Cause.NO_UPSTREAM_CONNECTION.value, Cause.PROXY_REJECTED.value):
-        return "proxy"
-    if len(hops) > 1:
-        return "backend" if last.request is not None or last.outcome is Outcome.REFUSED else None
-    return "backend" if last.response is not None else None
-
-
-def count_flags(h: Doc) -> int:
-    """What the summary counts of one handshake document, as bits (kept beside its spool location,
-    so the summary needs no second read of every document)."""
-    return ((h["request"] is not None) | bool(h["websocket"]) << 1 | (h["outcome"] == "upgraded") << 2
-            | any(a["severity"] == "error" and a["code"] != "not-websocket-upgrade" for a in h["anomalies"]) << 3)
-
-
-def counts_of(flags: Iterable[int]) -> dict[str, int]:
-    n = {"handshakes": 0, "websocket": 0, "upgraded": 0, "with_errors": 0}
-    for f in flags:
-        n["handshakes"] += f & 1
-        n["websocket"] += f >> 1 & 1
-        n["upgraded"] += f >> 2 & 1
-        n["with_errors"] += f >> 3 & 1
-    return n
-
-
-def handshake_counts(handshakes: Iterable[Doc]) -> dict[str, int]:
-    return counts_of(count_flags(h) for h in handshakes)
-
-
-def summary(counts: dict[str, int], chains: Sequence[HopChain], tls: Sequence[Doc] = ()) -> Doc:
-    by_cause: dict[str, int] = {}
-    for c in chains:
-        assert c.verdict is not None
-        by_cause[c.verdict.cause.value] = by_cause.get(c.verdict.cause.value, 0) + 1
-    return {**counts, "chains": len(chains),
-            "broken": sum(1 for c in chains if c.verdict is not None and c.verdict.broken),
-            "by_cause": dict(sorted(by_cause.items())),
-            "tls": {"connections": len(tls), "decrypted": sum(1 for t in tls if t["decrypted"])}}
 
 
 # -- the tshark engine's documents --------------------------------------------------------------
@@ -496,52 +424,76 @@ class Assembly:
         return doc
 
     def _judged(self, linkage: Linkage, chains: list[HopChain], ids: list[int | None],
-                names: dict[str, str]) -> Iterable[HopChain]:
-        """Each chain judged from its legs' full handshakes, one chain's legs in memory at a time."""
+                names: dict[str, str], keep: Callable[[int, Doc], object] | None = None) -> Iterable[HopChain]:
+        """Each chain judged from its legs' full handshakes, one chain's legs in memory at a time;
+        `keep(i, doc)` sees leg i's document (with its final id) as it is read."""
         encrypted = EncryptedLegs(self.tls_docs)
         for c, linked in zip(chains, linkage.chains):
-            hops = [decode_handshake(self._full_doc(i, ids)) for i in linked.legs]
+            hops = []
+            for i in linked.legs:
+                doc = self._full_doc(i, ids)
+                if keep is not None:
+                    keep(i, doc)
+                hops.append(decode_handshake(doc))
             yield judge(c, hops, linkage.proxies, names, self.dns, self.options.timeout_s, encrypted)
 
     def _legs_with_ids(self, shown: list[int], ids: list[int | None]) -> list[tuple[int | None, Handshake]]:
         return [(ids[i], self._leg(i)) for i in shown]
 
-    def _spooled_parts(self) -> tuple[Doc, list[int], list[int | None], Spool, list[Any], Doc]:
-        """Link, judge each chain into a spool of its own, count: -> (head fields, the legs shown
-        in document order, their ids, the chain spool, its locations, tail fields)."""
-        linkage, chains, ids = self._linked()
-        shown = self._shown(linkage, ids)
+    def _head(self) -> Doc:
+        return {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}
+
+    def _judge_all(self, linkage: Linkage, chains: list[HopChain], ids: list[int | None], shown: list[int],
+                   encode: Callable[[HopChain], str] | None = None, keep: Callable[[int, Doc], object] | None = None,
+                   after: Callable[[], object] | None = None) -> tuple[Spool, list[Any], Doc]:
+        """Judge each chain into a spool of its own (as `encode` writes it, else its document;
+        `keep` sees each leg read, `after()` runs after each chain), count: -> (the chain spool,
+        its locations, the tail fields)."""
         chain_spool = Spool()
         chain_locs = []
         light: list[HopChain] = []
         names = self.names()
-        for c in self._judged(linkage, chains, ids, names):
+        for c in self._judged(linkage, chains, ids, names, keep):
             # judged chains wait in chain_spool; only their verdicts stay in memory
             light.append(HopChain(c.id, c.hops, (), None, c.verdict))
-            chain_locs.append(chain_spool.put(encode_chain(c)))
+            chain_locs.append(chain_spool.put(encode_chain(c)) if encode is None else chain_spool.put_text(encode(c)))
+            if after is not None:
+                after()
         n = len(self.views)
         counts = counts_of((self.view_locs[i] if i < n else self.attempt_locs[i - n])[2] for i in shown)
         eps = endpoints(self._legs_with_ids(shown, ids), ((c.hops, _cause(c)) for c in light), names)
         summ = summary(counts, light, self.tls_docs)
-        head = {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}
         tail = {"tls": self.tls_list(), "dns": self.dns.to_json(), "endpoints": eps, "stats": self.stats,
                 "summary": summ}
-        return head, shown, ids, chain_spool, chain_locs, tail
+        return chain_spool, chain_locs, tail
 
     def write_json(self, fp: IO[str]) -> Doc:
-        """Stream the document to `fp` with memory bounded by one chain's legs; -> its summary."""
-        from wscap.render.json import write_document_streamed
-        head, shown, ids, chain_spool, chain_locs, tail = self._spooled_parts()
-        write_document_streamed(fp, head, (self._full_doc(i, ids) for i in shown),
-                                (chain_spool.get(loc) for loc in chain_locs), tail)
+        """Stream the document to `fp` with memory bounded by one chain's legs; -> its summary.
+
+        Each handshake is read from the spool once, to judge its chain, and written as soon as
+        every handshake before it in document order has been (see InOrder)."""
+        from wscap.render.json import ChainEncoder, StreamedDocument, encode_item
+        linkage, chains, ids = self._linked()
+        shown = self._shown(linkage, ids)
+        out = StreamedDocument(fp, self._head())
+        order = InOrder(shown, encode_item, out.item)
+        chain_spool, chain_locs, tail = self._judge_all(linkage, chains, ids, shown, ChainEncoder(), order.offer,
+                                                        order.flush)
+        order.finish(lambda i: encode_item(self._full_doc(i, ids)))
+        out.chains()
+        for loc in chain_locs:
+            out.item(chain_spool.get_text(loc))
         chain_spool.close()
+        out.finish(tail)
         return dict(tail["summary"])
 
     def lazy_document(self) -> Doc:
         """The document with "handshakes" and "chains" as SpooledLists: read back from disk as a
         renderer walks them, so memory does not grow with the number of handshakes. The same
         content as `document()` (which the Python API keeps: plain lists)."""
-        head, shown, ids, chain_spool, chain_locs, tail = self._spooled_parts()
+        linkage, chains, ids = self._linked()
+        shown = self._shown(linkage, ids)
+        chain_spool, chain_locs, tail = self._judge_all(linkage, chains, ids, shown)
         n = len(self.views)
         handles = [(*(self.view_locs[i] if i < n else self.attempt_locs[i - n])[:2], ids[i]) for i in shown]
 
@@ -549,16 +501,17 @@ class Assembly:
             doc = h[0].get(h[1])
             doc["id"] = h[2]
             return doc
-        return {**head, "handshakes": SpooledList(handles, load),
+        return {**self._head(), "handshakes": SpooledList(handles, load),
                 "chains": SpooledList(chain_locs, chain_spool.get), **tail}
 
     def document(self) -> Doc:
         """The whole document in memory (renderers, the Python API); `write_json` streams it."""
         linkage, chains, ids = self._linked()
         names = self.names()
-        judged = list(self._judged(linkage, chains, ids, names))
+        read: dict[int, Doc] = {}             # the legs as read for judging: all kept here anyway
+        judged = list(self._judged(linkage, chains, ids, names, read.setdefault))
         shown = self._shown(linkage, ids)
-        all_hs = [self._full_doc(i, ids) for i in shown]
+        all_hs = [read.pop(i) if i in read else self._full_doc(i, ids) for i in shown]
         return {
             "version": SCHEMA_VERSION,
             "tool": f"wscap {__version__}",
@@ -574,3 +527,48 @@ class Assembly:
 
     def tls_list(self) -> list[Doc]:
         return sorted(self.tls_docs, key=lambda t: (t["source"], t["first_frame"]))
+
+
+class InOrder:
+    """Handshakes written in document order while chains are judged in theirs.
+
+    Chains come in the order of their first requests and a chain's upstream legs follow its
+    client leg closely in the capture, so a handshake read for judging is usually next or nearly
+    next in document order: it waits here, encoded, until it is (the bench capture: at most 3
+    wait). At most LIMIT wait besides the next one; one that finds no room is read again at its
+    turn (`finish`), as is one in no chain."""
+
+    LIMIT = 256
+
+    def __init__(self, shown: list[int], encode: Callable[[Doc], str], write: Callable[[str], object]) -> None:
+        self._shown = shown
+        self._pos = {leg: k for k, leg in enumerate(shown)}
+        self._encode = encode
+        self._write = write
+        self._ready: dict[int, str] = {}
+        self.next = 0                  # position of the next handshake to write
+        self.late = 0                  # handshakes read at their turn (no room earlier, or in no chain)
+
+    def offer(self, leg: int, doc: Doc) -> None:
+        """`doc` (leg `leg`'s document) was read: keep it encoded if it is next or there is room."""
+        k = self._pos.get(leg)
+        if k is None or k < self.next or k in self._ready:
+            return
+        if k == self.next or len(self._ready) < self.LIMIT:
+            self._ready[k] = self._encode(doc)
+
+    def flush(self) -> None:
+        ready = self._ready
+        while self.next in ready:
+            self._write(ready.pop(self.next))
+            self.next += 1
+
+    def finish(self, read: Callable[[int], str]) -> None:
+        """Write the rest: waiting ones from here, the others as `read(leg)` gives them."""
+        for k in range(self.next, len(self._shown)):
+            text = self._ready.pop(k, None)
+            if text is None:
+                self.late += 1
+                text = read(self._shown[k])
+            self._write(text)
+        self.next = len(self._shown)

@@ -1,13 +1,13 @@
 """Document codec: contract v1 dicts <-> typed values. Dicts live here and in the renderers only.
 
-The spool keeps handshake documents as JSON (they are what the JSON writer prints, byte for byte);
-the judge reads them through `decode_handshake`, and the chains it builds are written back by
+The spool keeps handshake documents as the dicts the JSON writer prints, byte for byte; the
+judge reads them through `decode_handshake`, and the chains it builds are written back by
 `encode_chain` into exactly the dicts of contract v1. Times: the document's seconds carry 6
 decimals, so `s_to_ns` is exact (µs) and `ns_to_s` gives back the same float.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from wscap.model.anomaly import Anomaly, Severity
 from wscap.model.chain import (Cause, Change, Evidence, HeaderDiff, HopChain, Link, LinkBy, StatusChange,
@@ -122,7 +122,9 @@ def decode_link_view(d: Doc) -> Handshake:
     key = None
     if req:
         for n, v in req["headers"]:
-            if n.lower() == "sec-websocket-key":
+            # lower() never shortens a string, and lengthens one only by adding a combining mark:
+            # a name that is not 17 characters long cannot lower to this one
+            if len(n) == 17 and n.lower() == "sec-websocket-key":
                 key = v.strip()
                 break
     e = d["tcp"].get("end")
@@ -203,10 +205,11 @@ def encode_link(link: Link) -> Doc:
     return {"from": link.from_id, "to": link.to_id, "by": link.by.value, "delay": ns_to_s(link.delay_ns)}
 
 
-def encode_chain(c: HopChain) -> Doc:
+def encode_chain(c: HopChain, diff: Callable[[HeaderDiff], Any] = encode_diff) -> Doc:
+    """`diff`: how each header diff is written (render/json.ChainEncoder passes its JSON text)."""
     out: Doc = {"id": c.id, "hops": list(c.hops), "links": [encode_link(x) for x in c.links]}
     if c.diffs is not None:
-        out["diffs"] = [encode_diff(d) for d in c.diffs]
+        out["diffs"] = [diff(d) for d in c.diffs]
     if c.verdict is not None:
         out["verdict"] = encode_verdict(c.verdict)
     if c.has_encrypted_before:

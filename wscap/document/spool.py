@@ -2,14 +2,24 @@
 
 A busy bridge yields thousands of handshakes; their full documents (heads,
 frames, parser opinions) are what made memory grow with the capture. Once a
-connection is over, its handshakes are serialised (compact JSON, one line each)
-into an anonymous temporary file and only a small link view stays in memory.
-Chains are judged one at a time by reading their legs back; the JSON writer
-streams handshakes out of the spool in document order.
+connection is over, its handshakes are serialised into an anonymous temporary
+file and only a small link view stays in memory. Chains are judged one at a
+time by reading their legs back; the JSON writer prints each handshake as it
+is read for judging (document/build.py, InOrder), the other renderers walk the
+spool in document order (SpooledList).
+
+The records are `marshal` data, not JSON: about 3x cheaper to write and 2x to
+read, and the file is private to this interpreter (unlinked at once; `persist`
+hands it only to -j workers running the same Python). A document marshal cannot
+hold (a str/int subclass such as an Enum) is written as JSON instead; the first
+byte of each record says which. Documents are JSON-shaped (dicts with str keys,
+lists, no tuples): tests/test_spool.py holds every sample capture's documents to
+reading back exactly as a JSON round trip would give them.
 """
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import shutil
 import tempfile
@@ -39,7 +49,10 @@ class Spool:
         return cls(f)
 
     def put(self, doc: dict[str, Any]) -> tuple[int, int]:
-        data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        try:
+            data = b"M" + marshal.dumps(doc)
+        except ValueError:          # a subclass of str/int/float (an Enum): JSON writes its value
+            data = b"J" + json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self._f.seek(self._end)
         self._f.write(data)
         loc = (self._end, len(data))
@@ -49,7 +62,23 @@ class Spool:
 
     def get(self, loc: tuple[int, int]) -> dict[str, Any]:
         self._f.seek(loc[0])
-        return json.loads(self._f.read(loc[1]))
+        data = self._f.read(loc[1])
+        if data[:1] == b"M":
+            return marshal.loads(memoryview(data)[1:])
+        return json.loads(data[1:])
+
+    def put_text(self, text: str) -> tuple[int, int]:
+        """Text kept as it is (UTF-8): an element of the JSON output, already encoded."""
+        data = text.encode("utf-8")
+        self._f.seek(self._end)
+        self._f.write(data)
+        loc = (self._end, len(data))
+        self._end += len(data)
+        return loc
+
+    def get_text(self, loc: tuple[int, int]) -> str:
+        self._f.seek(loc[0])
+        return self._f.read(loc[1]).decode("utf-8")
 
     def close(self) -> None:
         self._f.close()

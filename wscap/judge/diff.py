@@ -25,11 +25,23 @@ ADDED_BY_PROXIES = {"x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", 
                     "x-forwarded-server", "x-real-ip", "forwarded", "via", "x-request-id"}
 
 
-def _group(headers: Headers) -> dict[str, list[tuple[str, str]]]:
-    g: dict[str, list[tuple[str, str]]] = {}
+_CASE_WHY = "proxies re-serialise headers (node http-proxy lower-cases names)"
+
+
+def _group(headers: Headers) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """-> (lower-cased name -> its values in order, lower-cased name -> the name as first written);
+    names in first-seen order."""
+    values: dict[str, list[str]] = {}
+    first: dict[str, str] = {}
     for name, value in headers:
-        g.setdefault(name.lower(), []).append((name, value))
-    return g
+        key = name.lower()
+        got = values.get(key)
+        if got is None:
+            values[key] = [value]
+            first[key] = name
+        else:
+            got.append(value)
+    return values, first
 
 
 def _norm(name: str, values: list[str]) -> object:
@@ -51,7 +63,7 @@ def _tokens(values: list[str] | None) -> set[str]:
 def classify(direction: str, kind: str, name: str, before: list[str] | None, after: list[str] | None) -> tuple[str, str]:
     """(class, why) for one change; the rule table of what proxies may and may not do."""
     if kind in ("case-changed", "reordered"):
-        return "expected", "proxies re-serialise headers (node http-proxy lower-cases names)"
+        return "expected", _CASE_WHY
     if kind == "duplicated":
         return "expected", "repeated header lines merged or split; same values"
     if direction == "request":
@@ -99,7 +111,10 @@ def classify(direction: str, kind: str, name: str, before: list[str] | None, aft
 
 
 def diff_headers(direction: str, before: Headers, after: Headers) -> list[Change]:
-    gb, ga = _group(before), _group(after)
+    """Every difference between two header lists, in the order of `before`'s names, then the names
+    only `after` has, then a reordering of the names both have."""
+    gb, first_b = _group(before)
+    ga, first_a = _group(after)
     changes: list[Change] = []
 
     def add(kind: str, name: str, b: list[str] | None, a: list[str] | None, raw_b: str | None = None,
@@ -108,24 +123,25 @@ def diff_headers(direction: str, before: Headers, after: Headers) -> list[Change
         changes.append(Change(kind, name, raw_b if raw_b is not None else (", ".join(b) if b is not None else None),
                               raw_a if raw_a is not None else (", ".join(a) if a is not None else None), cls, why))
 
-    for name in list(gb) + [n for n in ga if n not in gb]:
-        b = [v for _, v in gb[name]] if name in gb else None
-        a = [v for _, v in ga[name]] if name in ga else None
+    for name, b in gb.items():
+        a = ga.get(name)
         if a is None:
             add("removed", name, b, None)
-        elif b is None:
-            add("added", name, None, a)
-        elif _norm(name, b) != _norm(name, a):
+            continue
+        # Equal value lists normalise equally; most headers a proxy relays are unchanged.
+        if a != b and _norm(name, b) != _norm(name, a):
             add("changed", name, b, a)
-        else:
-            if len(b) != len(a):
-                add("duplicated", name, b, a, f"{len(b)} line(s)", f"{len(a)} line(s)")
-            rb = [n for n, _ in gb[name]]
-            ra = [n for n, _ in ga[name]]
-            if rb[:1] != ra[:1]:
-                add("case-changed", name, b, a, rb[0], ra[0])
-    common_b = [n for n in dict.fromkeys(h[0].lower() for h in before) if n in ga]
-    common_a = [n for n in dict.fromkeys(h[0].lower() for h in after) if n in gb]
+            continue
+        if len(b) != len(a):
+            add("duplicated", name, b, a, f"{len(b)} line(s)", f"{len(a)} line(s)")
+        if first_b[name] != first_a[name]:
+            changes.append(Change("case-changed", name, first_b[name], first_a[name], "expected", _CASE_WHY))
+    for name, a in ga.items():
+        if name not in gb:
+            add("added", name, None, a)
+    # The names both lists carry, each in its first position (the groups keep first-seen order).
+    common_b = [n for n in gb if n in ga]
+    common_a = [n for n in ga if n in gb]
     if common_b != common_a:
         add("reordered", "*", None, None, ", ".join(common_b[:8]), ", ".join(common_a[:8]))
     return changes

@@ -71,16 +71,16 @@ def decide(hops: Hops, diffs: Sequence[HeaderDiff], proxies: Proxies, timeout_s:
             summary += " " + benign_note
             benign = True
     sw: list[str] = []
-    for i, h in enumerate(hops):
-        for side, name in software(h).items():
+    ends = [software(h) for h in hops]       # read once per leg: the sentence below reads them again
+    for i, names in enumerate(ends):
+        for side, name in names.items():
             sw.append(f"hop {i} {side}: {name}")
     if broken and hop is not None:
         # The failing leg's two ends, plus the proxy's own upstream client (same process as the
         # failing leg's server): several of these failures are runtime bugs (oven-sh/bun#24127).
-        legs = software(hops[hop])
-        at = [f"{name} ({side})" for side, name in legs.items()]
-        if hop + 1 < len(hops) and "client" in software(hops[hop + 1]):
-            at.append(f"{software(hops[hop + 1])['client']} (the proxy's upstream client)")
+        at = [f"{name} ({side})" for side, name in ends[hop].items()]
+        if hop + 1 < len(hops) and "client" in ends[hop + 1]:
+            at.append(f"{ends[hop + 1]['client']} (the proxy's upstream client)")
         if at:
             summary += " Software on that leg: " + ", ".join(at) + "."
     return Verdict(cause, hop, summary, tuple(evidence), broken, benign, tuple(sw), ADVICE[cause.value])

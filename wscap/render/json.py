@@ -6,15 +6,53 @@ thousands of handshakes that was more memory than the analysis itself. Here
 each handshake, chain and endpoint is encoded by the C encoder on its own line
 inside an otherwise indented document, so output memory stays bounded by one
 element and the result is still one valid JSON object.
+
+`encode_item` is the one encoding of a list element. The pipeline writes through
+`StreamedDocument`: each handshake as soon as it has been read back for judging
+and every handshake before it has been written (document/build.py), each chain as
+`ChainEncoder` made it when judged. `ChainEncoder` writes a chain's bytes as the
+plain encoding would, remembering the text of each header diff: proxies relay
+the same headers the same way, so a capture's thousands of chains hold a few
+dozen distinct diffs, and they were most of the chains' cost.
 """
 from __future__ import annotations
 
 import json
 from typing import IO, Any, Iterable
 
+from wscap.document.codec import encode_chain, encode_diff
 from wscap.document.spool import SpooledList
+from wscap.model.chain import HeaderDiff, HopChain
 
 _LISTS = ("handshakes", "chains", "tls", "endpoints", "source")
+# check_circular only adds a check: documents are trees (dicts of lists of dicts, built by to_json),
+# and the same bytes come out without it, a little sooner.
+_ENC = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), check_circular=False)
+encode_item = _ENC.encode          # one handshake/chain/endpoint, as it stands on its own line
+
+
+class ChainEncoder:
+    """A judged chain as `encode_item(encode_chain(c))` writes it, byte for byte (a dict is
+    written as its keys' and values' texts joined by ", ", a list as its items' texts)."""
+
+    MAX_DIFFS = 4096            # distinct diff texts remembered; past that, new ones are encoded each time
+
+    def __init__(self) -> None:
+        self._diffs: dict[HeaderDiff, str] = {}
+
+    def __call__(self, chain: HopChain) -> str:
+        enc = _ENC.encode
+        doc = encode_chain(chain, self._diff)
+        return "{" + ", ".join(enc(k) + ": " + ("[" + ", ".join(v) + "]" if k == "diffs" else enc(v))
+                               for k, v in doc.items()) + "}"
+
+    def _diff(self, d: HeaderDiff) -> str:
+        text = self._diffs.get(d)
+        if text is None:
+            text = _ENC.encode(encode_diff(d))
+            if len(self._diffs) < self.MAX_DIFFS:
+                self._diffs[d] = text
+        return text
 
 
 def write_document(doc: dict, fp: IO[str]) -> None:
@@ -40,21 +78,53 @@ def write_document(doc: dict, fp: IO[str]) -> None:
 def write_document_streamed(fp: IO[str], head: dict, handshakes: Iterable[dict], chains: Iterable[dict],
                             tail: dict) -> None:
     """The same layout as `write_document`, with handshakes and chains taken from iterators."""
-    enc = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
-    fp.write("{\n")
-    for key, value in head.items():
-        _field(fp, enc, key, value)
-    for key, items in (("handshakes", handshakes), ("chains", chains)):
-        fp.write(f'  "{key}": [')
-        first = True
-        for item in items:
-            fp.write(("\n" if first else ",\n") + "    " + enc.encode(item))
-            first = False
-        fp.write("\n  ],\n" if not first else "],\n")
-    keys = list(tail)
-    for i, key in enumerate(keys):
-        _field(fp, enc, key, tail[key], last=i == len(keys) - 1)
-    fp.write("}\n")
+    write_document_encoded(fp, head, map(encode_item, handshakes), map(encode_item, chains), tail)
+
+
+def write_document_encoded(fp: IO[str], head: dict, handshakes: Iterable[str], chains: Iterable[str],
+                           tail: dict) -> None:
+    """As `write_document_streamed`, with handshakes and chains already encoded by `encode_item`."""
+    out = StreamedDocument(fp, head)
+    for text in handshakes:
+        out.item(text)
+    out.chains()
+    for text in chains:
+        out.item(text)
+    out.finish(tail)
+
+
+class StreamedDocument:
+    """`write_document`'s layout written a piece at a time: the head's fields, then each handshake
+    (encoded) as it comes, `chains()`, each chain, then `finish(tail)`."""
+
+    def __init__(self, fp: IO[str], head: dict) -> None:
+        self._fp = fp
+        fp.write("{\n")
+        for key, value in head.items():
+            _field(fp, _ENC, key, value)
+        self._open("handshakes")
+
+    def _open(self, key: str) -> None:
+        self._fp.write(f'  "{key}": [')
+        self._sep = "\n    "
+
+    def _close(self) -> None:
+        self._fp.write("],\n" if self._sep == "\n    " else "\n  ],\n")
+
+    def item(self, text: str) -> None:
+        self._fp.write(self._sep + text)
+        self._sep = ",\n    "
+
+    def chains(self) -> None:
+        self._close()
+        self._open("chains")
+
+    def finish(self, tail: dict) -> None:
+        self._close()
+        keys = list(tail)
+        for i, key in enumerate(keys):
+            _field(self._fp, _ENC, key, tail[key], last=i == len(keys) - 1)
+        self._fp.write("}\n")
 
 
 def _field(fp: IO[str], enc: json.JSONEncoder, key: str, value: Any, last: bool = False) -> None:
