@@ -277,15 +277,17 @@ out:
  * the body being skipped ends (BODY, paylen >= body_left), whose bytes the Session's plain fast
  * paths consume entirely: complete heads without an upgrade hint (client: looks_like_request;
  * server: STATUS answering a plain request, pending[0] None), each followed by its body by
- * quick_length; the last body may run past the segment (-> BODY). The full path would deliver the
- * bytes (HalfStream._deliver: next, delivered, the retransmission memory while it is kept), count
- * the heads (Session._client_heads / _server_data and framing.plain_requests / plain_responses,
- * including the > 1024-byte pass, which leaves head_first_frame alone), move the mode and toggle
- * keep_recent (Connection.handle). No session event, no anomaly, no limit: so Pipeline.feed does
- * nothing more without stream mode (the lane is off in live/stream mode). Everything is checked
- * before the first write; anything else (a partial head left over, an upgrade hint, chunked or
- * unknown length, a huge Content-Length, the first bytes of a connection that could be an HTTP/2
- * preface...) returns "full path" with nothing changed. The byte tests mirror the regexes of
+ * quick_length; the last body may run past the segment (-> BODY), and the last head may not end in
+ * it (its bytes stay buffered, as a head already buffered may end in it). The full path would
+ * deliver the bytes (HalfStream._deliver: next, delivered, the retransmission memory while it is
+ * kept), count the heads (Session._client_heads / _server_data and framing.plain_requests /
+ * plain_responses, including the > 1024-byte pass, which leaves head_first_frame alone), move the
+ * mode and toggle keep_recent (Connection.handle). No session event, no anomaly, no limit: so
+ * Pipeline.feed does nothing more without stream mode (the lane is off in live/stream mode, where
+ * feed decides handshakes by time), except forget a connection left `ignored` (checked). Everything
+ * is checked before the first write; anything else (an upgrade hint, chunked or unknown length, a
+ * huge Content-Length, a head reaching head_bytes, the first bytes of a connection that could be
+ * an HTTP/2 preface, no request/status line...) returns "full path" with nothing changed. The byte tests mirror the regexes of
  * flow/framing.py and wire/http1.py exactly (bytes patterns: ASCII classes, ASCII case folding). */
 
 #define RECENT 4096   /* flow/tcp.py RECENT (tests/test_fastpath.py checks they agree) */
