@@ -588,15 +588,17 @@ out:
  * the body being skipped ends (BODY, paylen >= body_left), whose bytes the Session's plain fast
  * paths consume entirely: complete heads without an upgrade hint (client: looks_like_request;
  * server: STATUS answering a plain request, pending[0] None), each followed by its body by
- * quick_length; the last body may run past the segment (-> BODY). The full path would deliver the
- * bytes (HalfStream._deliver: next, delivered, the retransmission memory while it is kept), count
- * the heads (Session._client_heads / _server_data and framing.plain_requests / plain_responses,
- * including the > 1024-byte pass, which leaves head_first_frame alone), move the mode and toggle
- * keep_recent (Connection.handle). No session event, no anomaly, no limit: so Pipeline.feed does
- * nothing more without stream mode (the lane is off in live/stream mode). Everything is checked
- * before the first write; anything else (a partial head left over, an upgrade hint, chunked or
- * unknown length, a huge Content-Length, the first bytes of a connection that could be an HTTP/2
- * preface...) returns "full path" with nothing changed. The byte tests mirror the regexes of
+ * quick_length; the last body may run past the segment (-> BODY), and the last head may not end in
+ * it (its bytes stay buffered, as a head already buffered may end in it). The full path would
+ * deliver the bytes (HalfStream._deliver: next, delivered, the retransmission memory while it is
+ * kept), count the heads (Session._client_heads / _server_data and framing.plain_requests /
+ * plain_responses, including the > 1024-byte pass, which leaves head_first_frame alone), move the
+ * mode and toggle keep_recent (Connection.handle). No session event, no anomaly, no limit: so
+ * Pipeline.feed does nothing more without stream mode (the lane is off in live/stream mode, where
+ * feed decides handshakes by time), except forget a connection left `ignored` (checked). Everything
+ * is checked before the first write; anything else (an upgrade hint, chunked or unknown length, a
+ * huge Content-Length, a head reaching head_bytes, the first bytes of a connection that could be
+ * an HTTP/2 preface, no request/status line...) returns "full path" with nothing changed. The byte tests mirror the regexes of
  * flow/framing.py and wire/http1.py exactly (bytes patterns: ASCII classes, ASCII case folding). */
 
 #define RECENT 4096   /* flow/tcp.py RECENT (tests/test_fastpath.py checks they agree) */
@@ -831,17 +833,40 @@ static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *ha
         if (get_ll(half, s_recent_start, &rs) < 0) goto overflow;
     }
     if (pr < 0 || pr > (1LL << 60) || nx > (1LL << 62) || dl > (1LL << 62) || lb > hb) { rc = 0; goto out; }
-    /* the bytes as the session reads them: the buffered head's start, then the segment's */
+    /* the bytes as the session reads them: the buffered head's start, then the segment's. Joined
+     * only when the buffered head ends in this segment (once per head): a head arriving a byte at a
+     * time is appended, as Python's `buf += data`, not copied whole per segment. */
     const unsigned char *w = pay;
+    int append = 0;
     if (lb) {
-        if ((wbuf = PyMem_Malloc((size_t)(lb + paylen))) == NULL) { PyErr_NoMemory(); goto out; }
-        memcpy(wbuf, PyByteArray_AS_STRING(b), (size_t)lb);
-        memcpy(wbuf + lb, pay, (size_t)paylen);
-        w = wbuf;
+        const unsigned char *bb = (const unsigned char *)PyByteArray_AS_STRING(b);
+        unsigned char jb[6], pre[24];
+        Py_ssize_t j = lb > 3 ? lb - 3 : 0, jn = lb - j, k = paylen < 3 ? (Py_ssize_t)paylen : 3;
+        memcpy(jb, bb + j, (size_t)jn);                  /* a terminator straddling the two, from lb - 3 */
+        memcpy(jb + jn, pay, (size_t)k);
+        if (h_end(jb, 0, jn + k) < 0 && h_end(pay, 0, (Py_ssize_t)paylen) < 0) {
+            /* still no end: _client_heads / _server_data's first checks on the head's first bytes, then
+             * _next_head buffers the segment (within head_bytes) */
+            Py_ssize_t m = lb < 24 ? lb : 24, m2 = 24 - m < paylen ? 24 - m : (Py_ssize_t)paylen;
+            memcpy(pre, bb, (size_t)m);
+            memcpy(pre + m, pay, (size_t)m2);
+            m += m2;
+            if (dir == 0) {
+                if (lb < 24 && !n_ex && !pr && memcmp(pre, H2_PREFACE, (size_t)m) == 0) { rc = 0; goto out; }
+                if (lb < 24 && !h_request(pre, m)) { rc = 0; goto out; }
+            } else if (lb < 16 && !h_response(pre, m)) { rc = 0; goto out; }
+            if (lb + paylen > hb) { rc = 0; goto out; }
+            append = 1;
+        } else {
+            if ((wbuf = PyMem_Malloc((size_t)(lb + paylen))) == NULL) { PyErr_NoMemory(); goto out; }
+            memcpy(wbuf, bb, (size_t)lb);
+            memcpy(wbuf + lb, pay, (size_t)paylen);
+            w = wbuf;
+        }
     }
 
     /* -- what the session would make of the bytes (no writes yet) -- */
-    Py_ssize_t n = (Py_ssize_t)paylen + lb, pos = bl >= 0 ? (Py_ssize_t)bl : 0, part = -1;
+    Py_ssize_t n = (Py_ssize_t)paylen + lb, pos = append ? n : bl >= 0 ? (Py_ssize_t)bl : 0, part = -1;
     long long skip_cnt = 0, gen_cnt = 0, new_left = -1;
     Py_ssize_t pops = 0;
     int skipped = 0, first_frame = 0;
@@ -935,11 +960,14 @@ static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *ha
         Py_INCREF(g_head);
         PyList_SetItem(mode, dir, g_head);
     }
-    if (skipped || gen_cnt || part >= 0) {
+    if (skipped || gen_cnt || part >= 0 || append) {
         x = Py_BuildValue("(LL)", no, ts);
         if (x == NULL || PyList_SetItem(hlast, dir, x) < 0) goto out;
     }
-    if (lb || part >= 0) {                                      /* what stays buffered: the last head's start */
+    if (append) {                                               /* the buffered head grows */
+        if (PyByteArray_Resize(b, lb + (Py_ssize_t)paylen) < 0) goto out;
+        memcpy(PyByteArray_AS_STRING(b) + lb, pay, (size_t)paylen);
+    } else if (lb || part >= 0) {                               /* what stays buffered: the last head's start */
         Py_ssize_t keep_n = part >= 0 ? n - part : 0;
         if (PyByteArray_Resize(b, keep_n) < 0) goto out;
         if (keep_n) memcpy(PyByteArray_AS_STRING(b), w + part, (size_t)keep_n);
