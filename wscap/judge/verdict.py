@@ -140,9 +140,8 @@ def _request_changes(hops: Hops, diffs: Sequence[HeaderDiff]) -> Rule | None:
         if d.direction != "request":
             continue
         # Upgrade lost explains Connection being rewritten (http-proxy forces 'close' then), not vice versa.
-        for c in sorted(d.changes, key=lambda c: _PRIORITY.get(c.name, 9)):
-            if c.klass != "breaking":
-                continue
+        # Only breaking changes are read: filtered before the (stable) sort, the same order.
+        for c in sorted((c for c in d.changes if c.klass == "breaking"), key=lambda c: _PRIORITY.get(c.name, 9)):
             down, up = hops[d.from_hop], hops[d.to_hop]
             assert down.request is not None and up.request is not None     # a request diff has both
             name = c.name
