@@ -453,3 +453,39 @@ def test_loop_duration(tmp_path):
     t = time.monotonic()
     r = LiveLoop(b, duration=0.5).run()
     assert r.reason == "--duration 0.5s elapsed" and 0.45 < time.monotonic() - t < 2
+
+
+def test_an_idle_stretch_before_new_packets_is_not_lag():
+    """The analysis follows the file a writer without flush reports writes (tcpdump). It was at
+    the file's end through an idle stretch (a quiet bridge, a bridge bouncing); the first bytes
+    after it are unread for a moment: that is not 3.8 s of lag (which would start shedding past
+    --shed-after 2), only what came since the analysis last caught up. Real lag still grows."""
+    from wscap.capture.evidence import FollowBackend
+
+    class Writer:                                       # a writer that wrote nothing new yet
+        linktypes = [1]
+        files: list = []
+        flushes: list = []
+        errors: list = []
+        ended = False
+        end_reason = None
+        flush = None                                    # tcpdump reports no flushes
+        packets = 0
+        stats: dict = {}
+
+        def poll(self) -> None:
+            pass
+
+    class Follower:
+        at_end = True
+
+    s = 10**9
+    b = FollowBackend(Writer(), "tcpdump", slack_ns=s // 5)
+    b.follower = Follower()  # type: ignore[assignment]
+    b.last_frame_ns = 1000 * s                         # the last packet read
+    assert b.lag_s(1000 * s + s // 2) == 0.0           # at the end of the file
+    assert b.lag_s(1003 * s + 9 * s // 10) == 0.0      # still, 3.9 s later: idle, caught up
+    Follower.at_end = False                            # new bytes written, not read yet
+    assert b.lag_s(1004 * s) == 0.0                    # 0.1 s since caught up, within the slack
+    b.last_frame_ns = 1004 * s + s // 10               # reading slowly from here on
+    assert abs(b.lag_s(1010 * s) - (1010 - 1004.1 - 0.2)) < 1e-6

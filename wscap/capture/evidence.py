@@ -52,6 +52,7 @@ class FollowBackend:
         self.latest_flush_ns = 0
         self.reached_flush_ns = 0
         self.last_frame_ns = 0
+        self.caught_up_ns = 0            # wall time the follower was last seen at the file's end
         self.frames_read = 0
         self._writer_ended = False
         self._stopping = False
@@ -182,8 +183,12 @@ class FollowBackend:
         if self.latest_flush_ns:
             return max(0.0, (self.latest_flush_ns - max(self.reached_flush_ns, self.last_frame_ns)) / 1e9)
         if self.follower.at_end or not self.last_frame_ns:
+            self.caught_up_ns = now_wall_ns
             return 0.0
-        return max(0.0, (now_wall_ns - self.last_frame_ns - self.slack_ns) / 1e9)
+        # What is unread was written after the analysis last caught up with the file: an idle
+        # stretch before it (a quiet bridge, a bridge bouncing) is not lag, and must not start
+        # shedding when the first packets after it arrive.
+        return max(0.0, (now_wall_ns - max(self.last_frame_ns, self.caught_up_ns) - self.slack_ns) / 1e9)
 
     def stats(self) -> dict[str, int]:
         st = self.writer.stats
