@@ -12,12 +12,14 @@ Skipped, with the reason, where the extension was not built (no compiler at inst
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -69,13 +71,22 @@ def pcap(records: list[tuple[int, bytes]], linktype: int = 1, big: bool = False)
     return b"".join(out)
 
 
-def read(data: bytes, pipe: Pipeline | None, source: int = 0, fast: bool = True, chunk: int = 0):
-    """All frames of `data` through a CaptureReader asking `pipe`'s record filter, with the
-    compiled loop (fast) or the Python one."""
+@contextlib.contextmanager
+def loop(fast: bool) -> Iterator[None]:
+    """The compiled record loop (fast), or the pure-Python one, for what runs inside."""
     saved = pcapio._fastpath
     if not fast:
         pcapio._fastpath = None
     try:
+        yield
+    finally:
+        pcapio._fastpath = saved
+
+
+def read(data: bytes, pipe: Pipeline | None, source: int = 0, fast: bool = True, chunk: int = 0):
+    """All frames of `data` through a CaptureReader asking `pipe`'s record filter, with the
+    compiled loop (fast) or the Python one."""
+    with loop(fast):
         rf = (lambda lt: pipe.record_filter(lt, source)) if pipe is not None else None
         r = CaptureReader(0, source, rf)
         frames = []
@@ -83,8 +94,6 @@ def read(data: bytes, pipe: Pipeline | None, source: int = 0, fast: bool = True,
         for i in range(0, len(data), step):
             frames += r.feed(data[i:i + step])
         r.finish()
-    finally:
-        pcapio._fastpath = saved
     return frames, r
 
 
@@ -354,10 +363,7 @@ def _run_pipeline(data: bytes, fast: bool) -> tuple:
     document. (Which frames reach feed() differs by design: the compiled loop also hands a
     WebSocket direction's in-order bytes to its frame scanner and accounts a server's SYN-ACK,
     which the Python filter leaves to the full path.)"""
-    saved = pcapio._fastpath
-    if not fast:
-        pcapio._fastpath = None
-    try:
+    with loop(fast):
         pipe = Pipeline(Options(stream=False))
         r = CaptureReader(0, 0, lambda lt: pipe.record_filter(lt, 0))
         fed = []
@@ -369,8 +375,6 @@ def _run_pipeline(data: bytes, fast: bool) -> tuple:
         pipe.finish()
         doc = json.dumps(pipe.document(), sort_keys=True, default=str)
         return fed, (state(pipe, r), pipe.flows_seen, sorted(pipe.limits_hit.items()), len(pipe.views), doc)
-    finally:
-        pcapio._fastpath = saved
 
 
 @needs_ext
@@ -587,10 +591,7 @@ def test_split_reads_give_the_same_frames_even_when_abandoned(fast, chunk):
     data = pcap(recs)
     whole, r0 = read(data, None, fast=fast)
     assert [f.no for f in whole] == list(range(1, 301))
-    saved = pcapio._fastpath
-    if not fast:
-        pcapio._fastpath = None
-    try:
+    with loop(fast):
         for abandon in (None, 0, 2):                   # stop after the completed record, or later
             r = CaptureReader(0, 0, None)
             r.split_reads = True
@@ -612,8 +613,6 @@ def test_split_reads_give_the_same_frames_even_when_abandoned(fast, chunk):
             assert [(f.no, f.ts_ns, f.data) for f in got] == [(f.no, f.ts_ns, f.data) for f in whole]
             assert (r.no, r.nbytes, r.first_ts, r.last_ts, r.errors, r.pending) == \
                    (r0.no, r0.nbytes, r0.first_ts, r0.last_ts, [], 0)
-    finally:
-        pcapio._fastpath = saved
 
 
 # -- the heads lane: plain keep-alive HTTP/1 in C (issue #19) ----------------------------------
@@ -661,10 +660,7 @@ def _records(data: bytes) -> list[int]:
 
 def _lane_run(data: bytes, fast: bool) -> tuple[list[int], list]:
     """The frames that reached feed(), and the connections' state (see _conn_state)."""
-    saved = pcapio._fastpath
-    if not fast:
-        pcapio._fastpath = None
-    try:
+    with loop(fast):
         pipe = Pipeline(Options(stream=False))
         r = CaptureReader(0, 0, lambda lt: pipe.record_filter(lt, 0))
         fed = []
@@ -672,8 +668,6 @@ def _lane_run(data: bytes, fast: bool) -> tuple[list[int], list]:
             fed.append(f.no)
             pipe.feed(f)
         return fed, _conn_state(pipe)
-    finally:
-        pcapio._fastpath = saved
 
 
 def _lane_check(cap, tmp_path, lane: set[int]) -> str:

@@ -215,6 +215,24 @@ static int get_ll(PyObject *o, PyObject *name, long long *v) {
     return (*v == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* Is conn.<name> (an (ip bytes, port) endpoint, as flow/connection.py keeps them) src:sport?
+ * 1: yes, 0: no, 2: not that shape (a caller may leave the decision to Python), -1: error. */
+static int endpoint_is(PyObject *conn, PyObject *name, const unsigned char *src, unsigned sport) {
+    PyObject *ep = PyObject_GetAttr(conn, name);
+    if (ep == NULL) return -1;
+    int r = 2;
+    if (PyTuple_Check(ep) && PyTuple_GET_SIZE(ep) == 2) {
+        PyObject *ip = PyTuple_GET_ITEM(ep, 0);
+        r = 0;
+        if (PyBytes_Check(ip) && PyBytes_GET_SIZE(ip) == 4 && memcmp(PyBytes_AS_STRING(ip), src, 4) == 0) {
+            long p = PyLong_AsLong(PyTuple_GET_ITEM(ep, 1));
+            r = p == -1 && PyErr_Occurred() ? -1 : p == (long)sport;
+        }
+    }
+    Py_DECREF(ep);
+    return r;
+}
+
 /* wire/wsframe.py FrameScanner._scan for the common frames, in C. A frame is common when none of
  * FrameScanner._check's anomalies can fire for it (no RSV bit, a known data or ping/pong opcode,
  * masked exactly when the client sent it, a control frame short and final) and it is not a close
@@ -232,7 +250,7 @@ static PyObject *s_count, *s_counter, *s_dropped, *s_frames, *s_preview_bytes, *
     *s_first_data_ts;
 
 typedef struct {
-    long long count, counter0, dropped, skip, want, keep, pbytes, kept;
+    long long count, counter0, dropped, skip, want, keep, pbytes;
     int client, masked, opcode, started, msg_reset, msg_opcode, msg_compressed;
     unsigned char mask[4];
     PyObject *cur;            /* strong: the open frame's summary, or NULL (none, or one not kept) */
@@ -541,21 +559,10 @@ out:
 static int synack_lane_c(PyObject *conn, const unsigned char *src, unsigned sport, uint32_t seq,
                          long long no, long long ts) {
     int rc = -1, t;
-    PyObject *server = NULL, *tcp = NULL, *session = NULL, *halves = NULL, *ign = NULL, *base = NULL, *sf = NULL;
-    server = PyObject_GetAttr(conn, s_server);
-    if (server == NULL) goto out;
-    if (!PyTuple_Check(server) || PyTuple_GET_SIZE(server) != 2) { rc = 0; goto out; }
-    PyObject *ip = PyTuple_GET_ITEM(server, 0);
-    if (!PyBytes_Check(ip) || PyBytes_GET_SIZE(ip) != 4 || memcmp(PyBytes_AS_STRING(ip), src, 4) != 0) { rc = 0; goto out; }
-    long p = PyLong_AsLong(PyTuple_GET_ITEM(server, 1));
-    if (p == -1 && PyErr_Occurred()) goto out;
-    if (p != (long)sport) { rc = 0; goto out; }
-    /* the client is the other end (a connection to itself is Python's) */
-    PyObject *client = PyObject_GetAttr(conn, s_client);
-    if (client == NULL) goto out;
-    int same = PyObject_RichCompareBool(client, server, Py_EQ);
-    Py_DECREF(client);
-    if (same != 0) { rc = same < 0 ? -1 : 0; goto out; }
+    PyObject *tcp = NULL, *session = NULL, *halves = NULL, *ign = NULL, *base = NULL, *sf = NULL;
+    /* from the server, and the client is the other end (a connection to itself is Python's) */
+    if ((t = endpoint_is(conn, s_server, src, sport)) != 1) return t < 0 ? -1 : 0;
+    if ((t = endpoint_is(conn, s_client, src, sport)) != 0) return t < 0 ? -1 : 0;
     session = PyObject_GetAttr(conn, s_session);
     if (session == NULL) goto out;
     if ((t = attr_empty(session, s_events)) <= 0) { rc = t; goto out; }
@@ -578,7 +585,7 @@ static int synack_lane_c(PyObject *conn, const unsigned char *src, unsigned spor
     if (sf == Py_None && set_ll(tcp, s_synack_frame, no) < 0) goto out;
     rc = 1;
 out:
-    Py_XDECREF(server); Py_XDECREF(tcp); Py_XDECREF(session); Py_XDECREF(halves); Py_XDECREF(ign);
+    Py_XDECREF(tcp); Py_XDECREF(session); Py_XDECREF(halves); Py_XDECREF(ign);
     Py_XDECREF(base); Py_XDECREF(sf);
     return rc;
 }
@@ -1020,21 +1027,12 @@ static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsign
     int frames = 0, over = 0, heads = 0, heads_ok;
     long long bl = 0;
     int rc = -1, dir = 1;
-    PyObject *client = NULL, *session = NULL, *mode = NULL, *left = NULL, *tcp = NULL, *halves = NULL;
+    PyObject *session = NULL, *mode = NULL, *left = NULL, *tcp = NULL, *halves = NULL;
     PyObject *half = NULL, *ooo = NULL, *base = NULL;
-    client = PyObject_GetAttr(conn, s_client);
-    if (client == NULL) goto out;
-    if (PyTuple_Check(client) && PyTuple_GET_SIZE(client) == 2) {
-        PyObject *ip = PyTuple_GET_ITEM(client, 0);
-        if (PyBytes_Check(ip) && PyBytes_GET_SIZE(ip) == 4 && memcmp(PyBytes_AS_STRING(ip), src, 4) == 0) {
-            long p = PyLong_AsLong(PyTuple_GET_ITEM(client, 1));
-            if (p == -1 && PyErr_Occurred()) goto out;
-            if (p == (long)sport) dir = 0;
-        }
-    } else {
-        rc = 2;                               /* not the shape this mirrors: Python's fast_lane decides */
-        goto out;
-    }
+    int side = endpoint_is(conn, s_client, src, sport);
+    if (side < 0) goto out;
+    if (side == 2) { rc = 2; goto out; }     /* not the shape this mirrors: Python's fast_lane decides */
+    if (side) dir = 0;
     session = PyObject_GetAttr(conn, s_session);
     if (session == NULL) goto out;
     mode = PyObject_GetAttr(session, s_mode);
@@ -1102,7 +1100,7 @@ stream:
     if (set_ll(conn, s_last_frame, no) < 0 || set_ll(conn, s_last_ts, ts) < 0) goto out;
     rc = 1;
 out:
-    Py_XDECREF(client); Py_XDECREF(session); Py_XDECREF(mode); Py_XDECREF(left); Py_XDECREF(tcp);
+    Py_XDECREF(session); Py_XDECREF(mode); Py_XDECREF(left); Py_XDECREF(tcp);
     Py_XDECREF(halves); Py_XDECREF(half); Py_XDECREF(ooo); Py_XDECREF(base);
     return rc;
 }
@@ -1165,8 +1163,8 @@ static PyObject *flow_key(const unsigned char *src, unsigned sport, const unsign
 static PyObject *tcp_end_type;        /* flow/tcp.py TcpEnd */
 static int fin_lane_c(PyObject *conn, const unsigned char *src, unsigned sport, unsigned win, long long no,
                       long long ts) {
-    int rc = -1, t, dir = 1;
-    PyObject *client = NULL, *tcp = NULL, *session = NULL, *fins = NULL, *window = NULL, *ign = NULL, *end = NULL;
+    int rc = -1, t, dir;
+    PyObject *tcp = NULL, *session = NULL, *fins = NULL, *window = NULL, *ign = NULL, *end = NULL;
     if (tcp_end_type == NULL) {
         PyObject *m = PyImport_ImportModule("wscap.flow.tcp");
         if (m == NULL) return -1;
@@ -1174,15 +1172,8 @@ static int fin_lane_c(PyObject *conn, const unsigned char *src, unsigned sport, 
         Py_DECREF(m);
         if (tcp_end_type == NULL) return -1;
     }
-    client = PyObject_GetAttr(conn, s_client);
-    if (client == NULL) goto out;
-    if (!PyTuple_Check(client) || PyTuple_GET_SIZE(client) != 2) { rc = 0; goto out; }
-    PyObject *ip = PyTuple_GET_ITEM(client, 0);
-    if (PyBytes_Check(ip) && PyBytes_GET_SIZE(ip) == 4 && memcmp(PyBytes_AS_STRING(ip), src, 4) == 0) {
-        long p = PyLong_AsLong(PyTuple_GET_ITEM(client, 1));
-        if (p == -1 && PyErr_Occurred()) goto out;
-        if (p == (long)sport) dir = 0;
-    }
+    if ((t = endpoint_is(conn, s_client, src, sport)) < 0 || t == 2) return t < 0 ? -1 : 0;
+    dir = t ? 0 : 1;
     tcp = PyObject_GetAttr(conn, s_tcp);
     if (tcp == NULL) goto out;
     if ((t = attr_is(tcp, s_closed, Py_False)) <= 0 || (t = attr_is(tcp, s_end, Py_None)) <= 0) { rc = t; goto out; }
@@ -1206,7 +1197,7 @@ static int fin_lane_c(PyObject *conn, const unsigned char *src, unsigned sport, 
     if (PyObject_SetAttr(tcp, s_end, end) < 0 || PyList_Append(fins, end) < 0) goto out;
     rc = 1;
 out:
-    Py_XDECREF(client); Py_XDECREF(tcp); Py_XDECREF(session); Py_XDECREF(fins); Py_XDECREF(window);
+    Py_XDECREF(tcp); Py_XDECREF(session); Py_XDECREF(fins); Py_XDECREF(window);
     Py_XDECREF(ign); Py_XDECREF(end);
     return rc;
 }
@@ -1334,6 +1325,44 @@ static PyObject *opt_ll(PyObject *orig, long long v, int set) {
     return PyLong_FromLongLong(v);
 }
 
+/* What both scans share: a Fast over the call's buffer (bytes only: `want` slices it), the first
+ * and last record times, and the end of a call (the buffer released, the pipeline's state written
+ * back, the times as the caller's objects unless this call set them). */
+typedef struct {
+    long long first, last;
+    int has_first, set_first, set_last;
+} Times;
+
+static inline void times_note(Times *tm, long long t) {
+    if (!tm->has_first) { tm->first = t; tm->has_first = tm->set_first = 1; }
+    tm->last = t;
+    tm->set_last = 1;
+}
+
+static int scan_begin(Fast *f, Py_buffer *view, Times *tm, PyObject *pfirst) {
+    memset(f, 0, sizeof *f);
+    memset(tm, 0, sizeof *tm);
+    tm->has_first = pfirst != Py_None;
+    f->bufobj = view->obj;
+    if (!PyBytes_Check(view->obj)) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "buf: bytes expected");
+        return -1;
+    }
+    return 0;
+}
+
+/* 0 with *pf, *pl set (new references), or -1. */
+static int scan_finish(Fast *f, Py_buffer *view, int err, Times *tm, PyObject *pfirst, PyObject *plast,
+                       PyObject **pf, PyObject **pl) {
+    PyBuffer_Release(view);
+    if (flush_state(f) < 0 || err) return -1;
+    *pf = opt_ll(pfirst, tm->first, tm->set_first);
+    *pl = opt_ll(plast, tm->last, tm->set_last);
+    if (*pf == NULL || *pl == NULL) { Py_XDECREF(*pf); Py_XDECREF(*pl); return -1; }
+    return 0;
+}
+
 /* pcap_scan(buf, pos, big, ts_mult, spec, no, nbytes, first, last)
  *   -> (status, pos, no, nbytes, first, last, empty, start, caplen, wirelen, ts)
  * spec: the pipeline's fast spec, or None to hand every record with bytes back (no filter). */
@@ -1345,16 +1374,9 @@ static PyObject *pcap_scan(PyObject *self, PyObject *args) {
     PyObject *spec, *pfirst, *plast;
     if (!PyArg_ParseTuple(args, "y*npLOLLOO", &view, &pos, &big, &ts_mult, &spec, &no, &nbytes, &pfirst, &plast))
         return NULL;
-    long long first = 0, last = 0;
-    int has_first = pfirst != Py_None, set_first = 0, set_last = 0;
     Fast f;
-    memset(&f, 0, sizeof f);
-    f.bufobj = view.obj;
-    if (!PyBytes_Check(view.obj)) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_TypeError, "buf: bytes expected");
-        return NULL;
-    }
+    Times tm;
+    if (scan_begin(&f, &view, &tm, pfirst) < 0) return NULL;
     if (spec != Py_None && load_spec(&f, spec) < 0) {
         PyBuffer_Release(&view);
         return NULL;
@@ -1375,8 +1397,7 @@ static PyObject *pcap_scan(PyObject *self, PyObject *args) {
         pos = end;
         no++;
         long long t = (long long)sec * 1000000000LL + (long long)frac * ts_mult;
-        if (!has_first) { first = t; has_first = set_first = 1; }
-        last = t; set_last = 1;
+        times_note(&tm, t);
         nbytes += cl;
         if (!cl) { empty++; continue; }
         if (spec != Py_None) {
@@ -1389,11 +1410,8 @@ static PyObject *pcap_scan(PyObject *self, PyObject *args) {
         start = st; caplen = cl; wirelen = wl; ts = t;
         break;
     }
-    PyBuffer_Release(&view);
-    if (flush_state(&f) < 0) err = 1;
-    if (err) return NULL;
-    PyObject *pf = opt_ll(pfirst, first, set_first), *pl = opt_ll(plast, last, set_last);
-    if (!pf || !pl) { Py_XDECREF(pf); Py_XDECREF(pl); return NULL; }
+    PyObject *pf, *pl;
+    if (scan_finish(&f, &view, err, &tm, pfirst, plast, &pf, &pl) < 0) return NULL;
     return Py_BuildValue("(inLLNNLnnLL)", status, pos, no, nbytes, pf, pl, empty, start, caplen, wirelen, ts);
 }
 
@@ -1417,16 +1435,9 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *args) {
     PyObject *ifaces, *pfirst, *plast;
     if (!PyArg_ParseTuple(args, "y*npO!LLOO", &view, &pos, &big, &PyTuple_Type, &ifaces, &no, &nbytes, &pfirst, &plast))
         return NULL;
-    long long first = 0, last = 0;
-    int has_first = pfirst != Py_None, set_first = 0, set_last = 0;
     Fast f;
-    memset(&f, 0, sizeof f);
-    f.bufobj = view.obj;
-    if (!PyBytes_Check(view.obj)) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_TypeError, "buf: bytes expected");
-        return NULL;
-    }
+    Times tm;
+    if (scan_begin(&f, &view, &tm, pfirst) < 0) return NULL;
     Py_ssize_t nif = PyTuple_GET_SIZE(ifaces);
     IfaceC ifs_small[8];
     IfaceC *ifs = nif <= 8 ? ifs_small : PyMem_Malloc(sizeof(IfaceC) * (size_t)nif);
@@ -1484,8 +1495,7 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *args) {
         blocks++;
         no++;
         nbytes += cl;
-        if (!has_first) { first = t; has_first = set_first = 1; }
-        last = t; set_last = 1;
+        times_note(&tm, t);
         if (!cl) { empty++; continue; }
         if (c->spec != Py_None) {
             if (load_spec(&f, c->spec) < 0) { err = 1; break; }
@@ -1498,12 +1508,9 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *args) {
         start = data; caplen = cl; wirelen = wl; ts = t; ifid_out = ifid;
         break;
     }
-    PyBuffer_Release(&view);
     if (ifs != ifs_small) PyMem_Free(ifs);
-    if (flush_state(&f) < 0) err = 1;
-    if (err) return NULL;
-    PyObject *pf = opt_ll(pfirst, first, set_first), *pl = opt_ll(plast, last, set_last);
-    if (!pf || !pl) { Py_XDECREF(pf); Py_XDECREF(pl); return NULL; }
+    PyObject *pf, *pl;
+    if (scan_finish(&f, &view, err, &tm, pfirst, plast, &pf, &pl) < 0) return NULL;
     return Py_BuildValue("(inLLNNLLnnLLL)", status, pos, no, nbytes, pf, pl, empty, blocks, start, caplen, wirelen,
                          ts, ifid_out);
 }
