@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import wscap
 from builders import Capture, ws_frame, ws_request, ws_response
-from wscap.wire.http1 import parse_head
+from wscap.wire.http1 import _parse_clean, _parse_general, parse_head
 from wscap.wire.wsframe import FrameScanner
 
 KEY = "x3JJHMbDL1EzLkh9GBhXDw=="
@@ -59,6 +59,40 @@ def test_any_segmentation_and_order_gives_the_same_heads(req_segs, resp_segs):
 def test_head_parser_never_raises(data, kind):
     h = parse_head(data, kind)
     assert h.kind == kind
+
+
+# Header lines drawn from the bytes the checks care about: token characters, the colon, space
+# and tab (obs-fold, whitespace before the colon), CR and LF (bare LF, stray CR), controls, DEL
+# and non-ASCII; most lines are clean so the fast path is taken often.
+_LINE = st.one_of(
+    st.tuples(st.from_regex(rb"\A[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}\Z"), st.sampled_from([b": ", b":", b":\t"]),
+              st.from_regex(rb"\A[\x20-\x7e\t]{0,20}\Z")).map(b"".join),
+    st.binary(max_size=24).map(lambda b: bytes(c for c in b if c != 10)),
+    st.text(alphabet=" \t:\r\x00\x7f\x80\u00e9ab-", max_size=16).map(lambda t: t.encode("utf-8")))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([b"GET /ws HTTP/1.1", b"HTTP/1.1 101 Switching Protocols", b"HTTP/1.1 200", b"GET  / HTTP/1.1",
+                        b"\r\nGET / HTTP/1.0"]),
+       st.lists(st.tuples(_LINE, st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r\r\n"])), max_size=8),
+       st.sampled_from([b"\r\n", b"\n", b""]), st.binary(max_size=8), st.sampled_from(["request", "response"]))
+def test_clean_head_fast_path_reads_what_the_general_parser_reads(start, lines, blank, after, kind):
+    raw = start + b"\r\n" + b"".join(line + end for line, end in lines) + blank + after
+    fast, general = parse_head(raw, kind, 9), _parse_general(raw, kind, 9)
+    assert fast == general          # every field: start line parts, Field list, anomalies, raw
+    # The fast path is taken exactly for the heads built clean: CRLF everywhere, no blank-line
+    # surprises, every line token ":" printable.
+    ends = raw.find(b"\r\n\r\n")
+    if raw[:1] not in (b"\r", b"\n") and ends > 0 and general.anomalies == [] \
+            and all(end == b"\r\n" for _line, end in lines[:len(general.fields)]) and b"\n" not in raw[:ends].replace(b"\r\n", b""):
+        assert _parse_clean(raw, ends + 2, kind, 9) is not None
+
+
+def test_a_real_upgrade_request_takes_the_fast_path():
+    assert _parse_clean(REQ, REQ.find(b"\r\n\r\n") + 2, "request", 1) is not None
+    assert _parse_clean(RESP, RESP.find(b"\r\n\r\n") + 2, "response", 1) is not None
+    folded = REQ.replace(b"\r\nUser-Agent", b"\r\n User-Agent")
+    assert _parse_clean(folded, folded.find(b"\r\n\r\n") + 2, "request", 1) is None
 
 
 @settings(max_examples=300, deadline=None)
