@@ -27,8 +27,17 @@ def ns_to_s(ns: int) -> float:
     return round(ns / 1e9, 6)
 
 
+_ENDPOINTS: dict[str, Endpoint] = {}       # text -> value: every leg is decoded twice (link view, judging)
+
+
 def endpoint(text: str) -> Endpoint:
-    return Endpoint.parse(text)
+    """`Endpoint.parse`, remembered (Endpoint is immutable; at most 4096 texts are kept)."""
+    ep = _ENDPOINTS.get(text)
+    if ep is None:
+        if len(_ENDPOINTS) >= 4096:
+            _ENDPOINTS.clear()
+        ep = _ENDPOINTS[text] = Endpoint.parse(text)
+    return ep
 
 
 # -- anomalies ------------------------------------------------------------------------------
@@ -104,7 +113,7 @@ def decode_handshake(d: Doc) -> Handshake:
     """A handshake document (spooled, or built by the tshark engine) as a typed value."""
     waited = d.get("waited")
     return Handshake(
-        id=d.get("id"), source=d["source"], client=Endpoint.parse(d["client"]), server=Endpoint.parse(d["server"]),
+        id=d.get("id"), source=d["source"], client=endpoint(d["client"]), server=endpoint(d["server"]),
         first_frame=d["first_frame"], last_frame=d["last_frame"],
         first_ts_ns=s_to_ns(d["first_ts"]), last_ts_ns=s_to_ns(d["last_ts"]),
         websocket=bool(d.get("websocket")), request=_head(d.get("request")), response=_head(d.get("response")),
@@ -129,7 +138,7 @@ def decode_link_view(d: Doc) -> Handshake:
                 break
     e = d["tcp"].get("end")
     return Handshake(
-        id=d.get("id"), source=d["source"], client=Endpoint.parse(d["client"]), server=Endpoint.parse(d["server"]),
+        id=d.get("id"), source=d["source"], client=endpoint(d["client"]), server=endpoint(d["server"]),
         first_frame=d["first_frame"], last_frame=d["first_frame"], first_ts_ns=s_to_ns(d["first_ts"]),
         last_ts_ns=0, websocket=False,
         request=None if not req else Head(version="", headers=(("Sec-WebSocket-Key", key),) if key else (),

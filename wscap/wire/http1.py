@@ -77,6 +77,7 @@ class HttpHead:
     # lowercased name -> values in order; built at the first lookup (the checks look up a dozen
     # names per head). `fields` is only changed while the head is parsed, before any lookup.
     _index: dict[bytes, list[bytes]] | None = field(default=None, repr=False, compare=False)
+    _tokens: dict[bytes, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     def _values(self) -> dict[bytes, list[bytes]]:
         index = self._index
@@ -99,13 +100,17 @@ class HttpHead:
 
     def tokens(self, name: bytes) -> list[str]:
         """Comma-separated tokens across repeated headers, lowercased (RFC 9110 §5.6.1)."""
-        out = []
-        for v in self.get_all(name):
-            for t in v.split(b","):
-                t = t.strip(b" \t")
-                if t:
-                    out.append(t.decode("latin-1").lower())
-        return out
+        name = name.lower()
+        out = self._tokens.get(name)
+        if out is None:
+            out = []
+            for v in self._values().get(name, ()):
+                for t in v.split(b","):
+                    t = t.strip(b" \t")
+                    if t:
+                        out.append(t.decode("latin-1").lower())
+            self._tokens[name] = out
+        return list(out)
 
     @property
     def is_http10(self) -> bool:
