@@ -17,7 +17,7 @@ from wscap.model.limits import Limits
 
 
 def build_options(max_head_bytes: int, max_flow_buffer: int, max_flows: int, max_frames: int,
-                  timeout_s: float, names: dict[str, str] | None = None, jobs: int = 1,
+                  timeout_s: float, names: dict[str, str] | None = None, jobs: int | None = None,
                   max_tunnel_depth: int = Limits().tunnel_depth,
                   keylog: tuple[str, ...] | str | None = None, engine: str = "wscap",
                   max_dns: int = Limits().max_dns, names_fallback: dict[str, str] | None = None,
@@ -33,7 +33,8 @@ def build_options(max_head_bytes: int, max_flow_buffer: int, max_flows: int, max
     return Options(timeout_s=timeout_s, limits=lim, names=tuple(sorted((names or {}).items())),
                    names_fallback=tuple(sorted((names_fallback or {}).items())),
                    keylog=one_keylog(keylog),
-                   keylog_sources=tuple(keylog) if isinstance(keylog, tuple) and len(keylog) > 1 else ())
+                   keylog_sources=tuple(keylog) if isinstance(keylog, tuple) and len(keylog) > 1 else (),
+                   judge_processes=0 if jobs is None else min(jobs, 2))
 
 
 def one_keylog(keylog: tuple[str, ...] | str | None) -> str | None:
@@ -99,7 +100,7 @@ def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict[str, 
     options = build_options(names=names, names_fallback=docker_names(), **lim)
     need_tshark(options.keylog, lim.get("engine", "wscap"))
     tshark = lim.get("engine") == "tshark"
-    inputs = Inputs(files, need_file or tshark or bool(options.keylog) or lim.get("jobs", 1) > 1)
+    inputs = Inputs(files, need_file or tshark or bool(options.keylog) or (lim.get("jobs") or 1) > 1)
     try:
         with Progress(inputs.paths, sys.stderr.isatty()):
             if tshark:
@@ -109,7 +110,7 @@ def run_analysis(files: tuple[str, ...], names_file: str | None, lim: dict[str, 
                     from wscap.render.json import write_document
                     write_document(doc, stream_json)
                 return doc
-            pipe = run_pipeline(inputs.paths, options, None, jobs=lim.get("jobs", 1),
+            pipe = run_pipeline(inputs.paths, options, None, jobs=lim.get("jobs") or 1,
                                 notify=lambda line: click.echo(f"wscap: {line}", err=True))
             pipe.sources = inputs.fix({"source": pipe.sources})["source"]
         if stream_json is not None:

@@ -424,11 +424,12 @@ class Assembly:
         return doc
 
     def _judged(self, linkage: Linkage, chains: list[HopChain], ids: list[int | None],
-                names: dict[str, str], keep: Callable[[int, Doc], object] | None = None) -> Iterable[HopChain]:
-        """Each chain judged from its legs' full handshakes, one chain's legs in memory at a time;
-        `keep(i, doc)` sees leg i's document (with its final id) as it is read."""
+                names: dict[str, str], keep: Callable[[int, Doc], object] | None = None,
+                lo: int = 0, hi: int | None = None) -> Iterable[HopChain]:
+        """Each chain (of chains[lo:hi]) judged from its legs' full handshakes, one chain's legs in
+        memory at a time; `keep(i, doc)` sees leg i's document (with its final id) as it is read."""
         encrypted = EncryptedLegs(self.tls_docs)
-        for c, linked in zip(chains, linkage.chains):
+        for c, linked in zip(chains[lo:hi], linkage.chains[lo:hi]):
             hops = []
             for i in linked.legs:
                 doc = self._full_doc(i, ids)
@@ -443,47 +444,69 @@ class Assembly:
     def _head(self) -> Doc:
         return {"version": SCHEMA_VERSION, "tool": f"wscap {__version__}", "source": self.sources}
 
-    def _judge_all(self, linkage: Linkage, chains: list[HopChain], ids: list[int | None], shown: list[int],
-                   encode: Callable[[HopChain], str] | None = None, keep: Callable[[int, Doc], object] | None = None,
-                   after: Callable[[], object] | None = None) -> tuple[Spool, list[Any], Doc]:
-        """Judge each chain into a spool of its own (as `encode` writes it, else its document;
-        `keep` sees each leg read, `after()` runs after each chain), count: -> (the chain spool,
-        its locations, the tail fields)."""
-        chain_spool = Spool()
-        chain_locs = []
-        light: list[HopChain] = []
-        names = self.names()
-        for c in self._judged(linkage, chains, ids, names, keep):
-            # judged chains wait in chain_spool; only their verdicts stay in memory
+    def _judge_range(self, linkage: Linkage, chains: list[HopChain], ids: list[int | None], lo: int, hi: int,
+                     chain_spool: Spool, encode: Callable[[HopChain], str] | None = None,
+                     keep: Callable[[int, Doc], object] | None = None,
+                     after: Callable[[], object] | None = None) -> tuple[list[Any], list[HopChain]]:
+        """Judge chains[lo:hi] into `chain_spool` (as `encode` writes each, else its document; `keep`
+        sees each leg read, `after()` runs after each chain) -> (their locations, their light forms:
+        only the verdict stays in memory)."""
+        locs, light = [], []
+        for c in self._judged(linkage, chains, ids, self.names(), keep, lo, hi):
             light.append(HopChain(c.id, c.hops, (), None, c.verdict))
-            chain_locs.append(chain_spool.put(encode_chain(c)) if encode is None else chain_spool.put_text(encode(c)))
+            locs.append(chain_spool.put(encode_chain(c)) if encode is None else chain_spool.put_text(encode(c)))
             if after is not None:
                 after()
+        return locs, light
+
+    def _tail(self, light: list[HopChain], ids: list[int | None], shown: list[int]) -> Doc:
+        """The fields after the chains: TLS, DNS, endpoints, stats and summary (counted from the
+        legs' flags and the chains' verdicts)."""
         n = len(self.views)
+        names = self.names()
         counts = counts_of((self.view_locs[i] if i < n else self.attempt_locs[i - n])[2] for i in shown)
         eps = endpoints(self._legs_with_ids(shown, ids), ((c.hops, _cause(c)) for c in light), names)
         summ = summary(counts, light, self.tls_docs)
-        tail = {"tls": self.tls_list(), "dns": self.dns.to_json(), "endpoints": eps, "stats": self.stats,
+        return {"tls": self.tls_list(), "dns": self.dns.to_json(), "endpoints": eps, "stats": self.stats,
                 "summary": summ}
-        return chain_spool, chain_locs, tail
 
     def write_json(self, fp: IO[str]) -> Doc:
         """Stream the document to `fp` with memory bounded by one chain's legs; -> its summary.
 
         Each handshake is read from the spool once, to judge its chain, and written as soon as
-        every handshake before it in document order has been (see InOrder)."""
+        every handshake before it in document order has been (see InOrder). With a second CPU,
+        a forked process judges the later chains meanwhile (document/split.py); the bytes are
+        the same either way."""
+        from wscap.document.split import SplitJudging
         from wscap.render.json import ChainEncoder, StreamedDocument, encode_item
         linkage, chains, ids = self._linked()
         shown = self._shown(linkage, ids)
         out = StreamedDocument(fp, self._head())
         order = InOrder(shown, encode_item, out.item)
-        chain_spool, chain_locs, tail = self._judge_all(linkage, chains, ids, shown, ChainEncoder(), order.offer,
-                                                        order.flush)
-        order.finish(lambda i: encode_item(self._full_doc(i, ids)))
-        out.chains()
-        for loc in chain_locs:
-            out.item(chain_spool.get_text(loc))
-        chain_spool.close()
+        chain_spool = Spool()
+        helper = SplitJudging.start(self, linkage, chains, ids)
+        try:
+            mine = len(chains) if helper is None else helper.first
+            locs, light = self._judge_range(linkage, chains, ids, 0, mine, chain_spool, ChainEncoder(),
+                                            order.offer, order.flush)
+            theirs = helper.result() if helper is not None else None
+            if theirs is None:          # no helper, or it failed: the rest judged here
+                more, light_more = self._judge_range(linkage, chains, ids, mine, len(chains), chain_spool,
+                                                     ChainEncoder(), order.offer, order.flush)
+                locs, light = locs + more, light + light_more
+            order.finish(lambda i: (theirs and theirs.handshake(i)) or encode_item(self._full_doc(i, ids)))
+            out.chains()
+            for loc in locs:
+                out.item(chain_spool.get_text(loc))
+            if theirs is not None:
+                for text in theirs.chains():
+                    out.item(text)
+                light += theirs.light
+        finally:
+            if helper is not None:
+                helper.close()
+            chain_spool.close()
+        tail = self._tail(light, ids, shown)
         out.finish(tail)
         return dict(tail["summary"])
 
@@ -493,7 +516,9 @@ class Assembly:
         content as `document()` (which the Python API keeps: plain lists)."""
         linkage, chains, ids = self._linked()
         shown = self._shown(linkage, ids)
-        chain_spool, chain_locs, tail = self._judge_all(linkage, chains, ids, shown)
+        chain_spool = Spool()
+        chain_locs, light = self._judge_range(linkage, chains, ids, 0, len(chains), chain_spool)
+        tail = self._tail(light, ids, shown)
         n = len(self.views)
         handles = [(*(self.view_locs[i] if i < n else self.attempt_locs[i - n])[:2], ids[i]) for i in shown]
 

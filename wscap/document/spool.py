@@ -33,6 +33,14 @@ class Spool:
         self._f: IO[bytes] = f if f is not None else tempfile.TemporaryFile()   # unlinked at once: nothing left behind
         self._end = 0
         self.count = 0
+        # Reads are positional (pread): they move no shared file offset, so a forked judging
+        # process (document/split.py) reads the same file beside this one. Writes are buffered;
+        # the first read after one flushes them.
+        self._dirty = False
+        try:
+            self._fd: int | None = self._f.fileno()
+        except (AttributeError, OSError, ValueError):     # an in-memory stream: seek and read
+            self._fd = None
 
     def persist(self) -> str:
         """Copy to a named file another process can open (for -j); the caller's `open` deletes it."""
@@ -53,32 +61,45 @@ class Spool:
             data = b"M" + marshal.dumps(doc)
         except ValueError:          # a subclass of str/int/float (an Enum): JSON writes its value
             data = b"J" + json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self._f.seek(self._end)
-        self._f.write(data)
-        loc = (self._end, len(data))
-        self._end += len(data)
+        loc = self._write(data)
         self.count += 1
         return loc
 
+    def _write(self, data: bytes) -> tuple[int, int]:
+        self._f.seek(self._end)
+        self._f.write(data)
+        self._dirty = True
+        loc = (self._end, len(data))
+        self._end += len(data)
+        return loc
+
+    def read(self, loc: tuple[int, int]) -> bytes:
+        """The bytes at `loc`, as written."""
+        if self._fd is None:
+            self._f.seek(loc[0])
+            return self._f.read(loc[1])
+        if self._dirty:
+            self._f.flush()
+            self._dirty = False
+        return os.pread(self._fd, loc[1], loc[0])
+
+    def flush(self) -> None:
+        """Written records reach the file (before another process reads it)."""
+        self._f.flush()
+        self._dirty = False
+
     def get(self, loc: tuple[int, int]) -> dict[str, Any]:
-        self._f.seek(loc[0])
-        data = self._f.read(loc[1])
+        data = self.read(loc)
         if data[:1] == b"M":
             return marshal.loads(memoryview(data)[1:])
         return json.loads(data[1:])
 
     def put_text(self, text: str) -> tuple[int, int]:
         """Text kept as it is (UTF-8): an element of the JSON output, already encoded."""
-        data = text.encode("utf-8")
-        self._f.seek(self._end)
-        self._f.write(data)
-        loc = (self._end, len(data))
-        self._end += len(data)
-        return loc
+        return self._write(text.encode("utf-8"))
 
     def get_text(self, loc: tuple[int, int]) -> str:
-        self._f.seek(loc[0])
-        return self._f.read(loc[1]).decode("utf-8")
+        return self.read(loc).decode("utf-8")
 
     def close(self) -> None:
         self._f.close()

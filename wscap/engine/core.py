@@ -44,6 +44,7 @@ class Options:
     stream: bool = True               # emit Decided events (live); analyze only wants document()
     keylog: str | None = None         # SSLKEYLOGFILE: decrypt TLS connections with tshark (wscap.engine.decrypt)
     keylog_sources: tuple[str, ...] = ()   # the user's key log files when several were merged into `keylog`
+    judge_processes: int = 0          # JSON output: chains judged in 2 processes (0: when 2 CPUs are usable; 1: never)
 
 
 # The fast path's fields after the link layer's ethertype: version/IHL, total length, fragment bits,

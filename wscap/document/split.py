@@ -1,0 +1,197 @@
+"""Judging a capture's chains in two processes: the later ones in a forked helper.
+
+Writing the JSON document reads every handshake back from the spool, judges every chain and
+encodes both: most of `analyze`'s time after the last packet, and all of it on one core. The
+chains are independent once linked (their ids, legs and the names are fixed before judging), so
+a child forked after linking judges chains[first:] while this process judges chains[:first]. The
+child writes each handshake and chain exactly as `encode_item` / `ChainEncoder` would here, into
+a file of its own, and its chains' light forms (what endpoints and summary count) after them.
+This process then writes those texts in their places. The bytes are the ones one process gives
+(scripts/golden and tests/test_document_split.py hold them to it).
+
+By default (`Options.judge_processes` 0) it is used with two usable CPUs and at least MIN_CHAINS
+chains; `-j 2` asks for it whenever there are two chains, `-j 1` never. Never while another thread
+runs: fork copies only this one, and a lock it held would stay held in the child. When the child
+fails (killed, out of memory, any exception), this process judges its chains itself: the result
+is the same, only later.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import tempfile
+import threading
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wscap.document.build import Assembly
+    from wscap.judge.chains import Linkage
+    from wscap.model.chain import HopChain
+
+_TRAILER = struct.Struct("<Q")
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class SplitJudging:
+    """The forked helper's side of `Assembly.write_json`: start it, take its result, close it."""
+
+    MIN_CHAINS = 64         # below this, the fork costs more than half the judging saves
+
+    def __init__(self, pid: int, out: IO[bytes], first: int) -> None:
+        self.pid = pid
+        self.first = first          # the helper judges chains[first:]
+        self._out = out
+        self._reaped = False
+
+    @classmethod
+    def start(cls, asm: "Assembly", linkage: "Linkage", chains: list["HopChain"],
+              ids: list[int | None]) -> "SplitJudging | None":
+        wanted = getattr(asm.options, "judge_processes", 0)
+        if wanted == 1 or len(chains) < 2 or not hasattr(os, "fork"):
+            return None
+        if wanted == 0 and (len(chains) < cls.MIN_CHAINS or usable_cpus() < 2):
+            return None             # asked for (-j 2): split whatever the size, as the tests do
+        if threading.active_count() != 1:
+            return None
+        first = _halfway(linkage)
+        for spool in {loc[0] for loc in asm.view_locs + asm.attempt_locs}:
+            spool.flush()           # the child reads what was written so far
+        out = tempfile.TemporaryFile()
+        try:
+            pid = os.fork()
+        except OSError:
+            out.close()
+            return None
+        if pid == 0:                # the helper: never returns into the caller's code
+            code = 1
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _judge_rest(asm, linkage, chains, ids, first, out)
+                code = 0
+            finally:
+                os._exit(code)      # no atexit handlers, no flush of the parent's stdout buffer
+        return cls(pid, out, first)
+
+    def result(self) -> "Judged | None":
+        """Wait for the helper; its chains' texts and light forms, or None if it failed."""
+        status = self._reap()
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            return None
+        try:
+            return Judged.read(self._out)
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError, struct.error):
+            return None
+
+    def _reap(self, kill: bool = False) -> int:
+        if self._reaped:
+            return 0
+        if kill:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while True:
+            try:
+                _pid, status = os.waitpid(self.pid, 0)
+                break
+            except InterruptedError:
+                continue
+        self._reaped = True
+        return status
+
+    def close(self) -> None:
+        """Kill the helper if this process stopped before taking its result, and drop its file."""
+        if not self._reaped:
+            self._reap(kill=True)
+        self._out.close()
+
+
+# The share of the legs (reads, decodes, encodings) judged here. The helper's share costs it more
+# per leg (it touches copy-on-write pages first and encodes chains as well), measured on the bench
+# captures: both sides finish together at about this split.
+HERE = 0.55
+
+
+def _halfway(linkage: "Linkage") -> int:
+    """The first chain of the helper's share: HERE of the legs go before it."""
+    total = sum(len(c.legs) for c in linkage.chains)
+    seen = 0
+    for k, c in enumerate(linkage.chains):
+        if seen >= HERE * total:
+            return k
+        seen += len(c.legs)
+    return len(linkage.chains)
+
+
+def _judge_rest(asm: "Assembly", linkage: "Linkage", chains: list["HopChain"], ids: list[int | None],
+                first: int, out: IO[bytes]) -> None:
+    """In the helper: judge chains[first:], writing each text to `out`, then the index."""
+    from wscap.model.chain import HopChain
+    from wscap.render.json import ChainEncoder, encode_item
+    pos = 0
+    handshakes: dict[int, tuple[int, int]] = {}
+
+    def put(text: str) -> tuple[int, int]:
+        nonlocal pos
+        data = text.encode("utf-8")
+        out.write(data)
+        loc = (pos, len(data))
+        pos += len(data)
+        return loc
+
+    def keep(i: int, doc: dict) -> None:
+        if i not in handshakes:
+            handshakes[i] = put(encode_item(doc))
+
+    encode = ChainEncoder()
+    chain_locs, light = [], []
+    for c in asm._judged(linkage, chains, ids, asm.names(), keep, first):
+        chain_locs.append(put(encode(c)))
+        light.append(HopChain(c.id, c.hops, (), None, c.verdict))
+    index = pickle.dumps((handshakes, chain_locs, light), pickle.HIGHEST_PROTOCOL)
+    out.write(index)
+    out.write(_TRAILER.pack(len(index)))
+    out.flush()
+
+
+class Judged:
+    """What the helper wrote: handshake texts by leg, chain texts in order, the light chains."""
+
+    def __init__(self, out: IO[bytes], handshakes: dict[int, tuple[int, int]], chain_locs: list[tuple[int, int]],
+                 light: list[Any]) -> None:
+        self._fd = out.fileno()
+        self._handshakes = handshakes
+        self._chain_locs = chain_locs
+        self.light = light
+
+    @classmethod
+    def read(cls, out: IO[bytes]) -> "Judged":
+        fd = out.fileno()
+        size = os.fstat(fd).st_size
+        if size < _TRAILER.size:
+            raise ValueError("helper output cut short")
+        (n,) = _TRAILER.unpack(os.pread(fd, _TRAILER.size, size - _TRAILER.size))
+        if n > size - _TRAILER.size:
+            raise ValueError("helper index cut short")
+        handshakes, chain_locs, light = pickle.loads(os.pread(fd, n, size - _TRAILER.size - n))
+        return cls(out, handshakes, chain_locs, light)
+
+    def _text(self, loc: tuple[int, int]) -> str:
+        return os.pread(self._fd, loc[1], loc[0]).decode("utf-8")
+
+    def handshake(self, leg: int) -> str | None:
+        """Leg `leg`'s text as the helper encoded it, or None (a leg of none of its chains)."""
+        loc = self._handshakes.get(leg)
+        return None if loc is None else self._text(loc)
+
+    def chains(self) -> Any:
+        for loc in self._chain_locs:
+            yield self._text(loc)
