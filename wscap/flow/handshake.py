@@ -199,7 +199,7 @@ class Exchange:
                 frames += sc.frames
         frames.sort(key=lambda f: f.order)
         resp = self.response
-        return {
+        doc = {
             "id": self.id, "source": c.source,
             "client": c.client, "server": c.server,
             "first_frame": c.first_frame, "last_frame": c.last_frame,
@@ -219,6 +219,11 @@ class Exchange:
             "tls": c.tls,
             "tunnel": c.tunnel,
         }
+        for head in (self.request, resp):     # its checks are memoised here now: the lookups can go
+            drop = getattr(head, "drop_lookups", None)
+            if drop is not None:
+                drop()
+        return doc
 
 
     def link_json(self, source: int, client: str, server: str, first_frame: int, first_ts: int,

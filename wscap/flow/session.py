@@ -316,6 +316,7 @@ class Session(H2Mixin):
             early, self.early_response = self.early_response, None
             self._to(S2C, HEAD)
             self._response_done(*early)
+        head.drop_lookups()          # until its answer is checked
         return True
 
 
@@ -509,6 +510,16 @@ class Session(H2Mixin):
             return self._skip_body(S2C, content_length(head), rest) or b""
         ex.response = head
         self.events.append(HeadSeen(S2C, ex))
+        try:
+            return self._answered(ex, head, status, rest, frame, ts_ns)
+        finally:
+            # the session's checks of both heads are done (the document's are memoised on `ex`)
+            head.drop_lookups()
+            if ex.request is not None:
+                ex.request.drop_lookups()
+
+    def _answered(self, ex: Exchange, head: HttpHead, status: int, rest: bytes, frame: int, ts_ns: int) -> bytes:
+        """`head` answers `ex`: start what follows it (frames, HTTP/2, another protocol, a body)."""
         if status == 101 and not ex.websocket and ex.request is not None and "h2c" in ex.request.tokens(b"upgrade"):
             # RFC 7540 §3.2: after this 101 both sides speak HTTP/2; WebSockets may follow as streams.
             held, self.held = bytes(self.held), bytearray()

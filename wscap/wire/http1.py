@@ -74,10 +74,15 @@ class HttpHead:
     ts_ns: int = 0
     complete: bool = True
     opinions: dict = field(default_factory=dict)   # parser name -> ParserOpinion, computed once
-    # lowercased name -> values in order; built at the first lookup (the checks look up a dozen
-    # names per head). `fields` is only changed while the head is parsed, before any lookup.
+    # lowercased name -> values in order, and name -> tokens: built at the first lookup (the checks
+    # look up a dozen names per head); `fields` is only changed while the head is parsed, before any
+    # lookup. `drop_lookups` frees them once the handshake's checks are done (a WebSocket can stay
+    # open, its heads with it, for the whole capture).
     _index: dict[bytes, list[bytes]] | None = field(default=None, repr=False, compare=False)
-    _tokens: dict[bytes, list[str]] = field(default_factory=dict, repr=False, compare=False)
+    _tokens: dict[bytes, list[str]] | None = field(default=None, repr=False, compare=False)
+
+    def drop_lookups(self) -> None:
+        self._index = self._tokens = None
 
     def _values(self) -> dict[bytes, list[bytes]]:
         index = self._index
@@ -101,7 +106,10 @@ class HttpHead:
     def tokens(self, name: bytes) -> list[str]:
         """Comma-separated tokens across repeated headers, lowercased (RFC 9110 §5.6.1)."""
         name = name.lower()
-        out = self._tokens.get(name)
+        memo = self._tokens
+        if memo is None:
+            memo = self._tokens = {}
+        out = memo.get(name)
         if out is None:
             out = []
             for v in self._values().get(name, ()):
@@ -109,7 +117,7 @@ class HttpHead:
                     t = t.strip(b" \t")
                     if t:
                         out.append(t.decode("latin-1").lower())
-            self._tokens[name] = out
+            memo[name] = out
         return list(out)
 
     @property
