@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,7 +68,7 @@ def test_the_helper_judges_the_later_chains_and_the_bytes_do_not_change(capture,
     assert summary == serial[1]
 
 
-def test_a_failed_helper_is_replaced_by_judging_here(capture, serial, helpers, monkeypatch):
+def test_a_failed_helper_is_replaced_by_judging_here(capture, serial, helpers, monkeypatch, capsys):
     def broken(*a, **k):
         raise RuntimeError("helper fails")
     monkeypatch.setattr(split, "_judge_rest", broken)
@@ -82,6 +83,18 @@ def test_a_failed_helper_is_replaced_by_judging_here(capture, serial, helpers, m
     text, summary = written(capture, 2)
     assert helpers[0] is not None and results == [None]       # it ran, failed, and was not used
     assert text == serial[0] and summary == serial[1]
+    # not silent: one line says so (the helper exits 1 after the exception)
+    err = capsys.readouterr().err
+    assert "chain-judging helper process exited with status 1" in err and err.count("\n") == 1
+
+
+def test_a_killed_helper_is_replaced_by_judging_here(capture, serial, helpers, monkeypatch, capsys):
+    # as the kernel's OOM killer would end it: no exception, no output, a signal
+    monkeypatch.setattr(split, "_judge_rest", lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL))
+    text, summary = written(capture, 2)
+    assert helpers[0] is not None
+    assert text == serial[0] and summary == serial[1]
+    assert f"killed by signal {int(signal.SIGKILL)}" in capsys.readouterr().err
 
 
 def test_the_helper_does_not_outlive_a_failure_here(capture, helpers, monkeypatch):

@@ -21,6 +21,7 @@ import os
 import pickle
 import signal
 import struct
+import sys
 import tempfile
 import threading
 from typing import IO, TYPE_CHECKING, Any
@@ -81,14 +82,25 @@ class SplitJudging:
         return cls(pid, out, first)
 
     def result(self) -> "Judged | None":
-        """Wait for the helper; its chains' texts and light forms, or None if it failed."""
+        """Wait for the helper; its chains' texts and light forms, or None if it failed (said on
+        stderr in one line: the document is the same, but a failing helper is a bug to report)."""
         status = self._reap()
         if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                   else f"exited with status {os.WEXITSTATUS(status)}")
+            self._failed(how)
             return None
         try:
             return Judged.read(self._out)
-        except (OSError, ValueError, EOFError, pickle.UnpicklingError, struct.error):
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError, struct.error) as e:
+            self._failed(f"left unreadable output ({e})")
             return None
+
+    def _failed(self, how: str) -> None:
+        sys.stderr.write(f"wscap: the chain-judging helper process {how}; its chains were judged in the main "
+                         f"process instead (same result)\n")
+        sys.stderr.flush()
+        return None
 
     def _reap(self, kill: bool = False) -> int:
         if self._reaped:
