@@ -100,7 +100,6 @@ class SplitJudging:
         sys.stderr.write(f"wscap: the chain-judging helper process {how}; its chains were judged in the main "
                          f"process instead (same result)\n")
         sys.stderr.flush()
-        return None
 
     def _reap(self, kill: bool = False) -> int:
         if self._reaped:
@@ -126,9 +125,9 @@ class SplitJudging:
         self._out.close()
 
 
-# The share of the legs (reads, decodes, encodings) judged here. The helper's share costs it more
-# per leg (it touches copy-on-write pages first and encodes chains as well), measured on the bench
-# captures: both sides finish together at about this split.
+# The share of the legs (reads, decodes, encodings) judged here. The helper's legs cost it more
+# (every page it writes is copied first) and this process copies its texts once more, so the
+# split is not half: measured on the bench captures, both sides finish together at about this.
 HERE = 0.55
 
 
