@@ -995,16 +995,19 @@ def test_heads_lane_random_conversations_lockstep():
     fed_c = fed_p = 0
     for seed in range(40):
         rng = random.Random(seed)
-        recs = []
-        flows = [_plain_conversation(rng, 40000 + seed * 10 + k) for k in range(3)]
-        t = T0
-        while any(flows):
-            f = rng.choice([f for f in flows if f])
-            t += 1000
-            recs.append((t, ether(f.pop(0))))
-        c, p = _lockstep(pcap(recs))
+        c, p = _lockstep(_interleaved(rng, [_plain_conversation(rng, 40000 + seed * 10 + k) for k in range(3)]))
         fed_c, fed_p = fed_c + c, fed_p + p
     assert fed_c < 0.8 * fed_p, (fed_c, fed_p)
+
+
+def _interleaved(rng, flows: list[list]) -> bytes:
+    """One capture of the flows' packets, each flow in its order, the flows shuffled together."""
+    recs, t = [], T0
+    while any(flows):
+        f = rng.choice([f for f in flows if f])
+        t += 1000
+        recs.append((t, ether(f.pop(0))))
+    return pcap(recs)
 
 
 @needs_ext
@@ -1089,12 +1092,6 @@ def test_heads_lane_token_soup_lockstep():
     fed_c = fed_p = 0
     for seed in range(300):
         rng = random.Random(seed)
-        flows = [_soup_conversation(rng, 40000 + seed * 3 + k) for k in range(3)]
-        recs, t = [], T0
-        while any(flows):
-            f = rng.choice([f for f in flows if f])
-            t += 1000
-            recs.append((t, ether(f.pop(0))))
-        c, p = _lockstep(pcap(recs))
+        c, p = _lockstep(_interleaved(rng, [_soup_conversation(rng, 40000 + seed * 3 + k) for k in range(3)]))
         fed_c, fed_p = fed_c + c, fed_p + p
     assert fed_c < 0.95 * fed_p, (fed_c, fed_p)
