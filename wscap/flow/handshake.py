@@ -359,20 +359,13 @@ def _clean_for_h11(head: HttpHead) -> bool:
     """
     if head.anomalies or not head.complete or head.version != b"HTTP/1.1":
         return False
-    lengths: list[bytes] = []
-    hosts = 0
-    for f in head.fields:                  # one pass for the three names h11 frames and routes by
-        name = f.name
-        if name == b"transfer-encoding":
-            return False
-        if name == b"content-length":
-            lengths.append(f.value)
-        elif name == b"host":
-            hosts += 1
+    if head.has(b"transfer-encoding"):
+        return False
+    lengths = head.get_all(b"content-length")
     if lengths and not _h11_content_length_ok(lengths):
         return False
     if head.kind == "request":
-        return hosts == 1 and bool(_TARGET.match(head.target))
+        return len(head.get_all(b"host")) == 1 and bool(_TARGET.match(head.target))
     return head.status is not None and 100 <= head.status <= 999
 
 
