@@ -340,7 +340,9 @@ class Assembly:
                 "unlinked_attempts": self.unlinked_attempts,
                 "tunnelled_packets": d.tunnelled,
                 "unsupported_encapsulation": dict(sorted(d.unsupported.items())),
-                "limits_hit": {**self.limits_hit, **({"tunnel_depth": d.too_deep} if d.too_deep else {})}}
+                # sorted: which limit was met first is no part of the contract (nor known to two processes)
+                "limits_hit": dict(sorted({**self.limits_hit, **({"tunnel_depth": d.too_deep} if d.too_deep else {})
+                                           }.items()))}
 
     # -- parallel analysis (-j) -------------------------------------------------------------------
     def export(self) -> Doc:
@@ -398,6 +400,7 @@ class Assembly:
     # -- the final document ---------------------------------------------------------------------
     def _linked(self) -> tuple[Linkage, list[HopChain], list[int | None]]:
         """Link every finished handshake (from the in-memory views); give used attempts their ids."""
+        self._canonical_order()
         def attempt_id(j: int) -> int:
             ex = self.attempt_live[j]
             if ex is not None and ex.id is not None:
@@ -405,6 +408,18 @@ class Assembly:
             self.next_id += 1
             return self.next_id - 1
         return link(self.views, self.attempt_views, self.options.timeout_s, attempt_id)
+
+    def _canonical_order(self) -> None:
+        """Legs in an order that does not depend on when their connections ended (linking breaks
+        timestamp ties by position): requests by id, attempts by their first frame. Processes that
+        each saw part of the flows (engine/shards.py) then link exactly as one process."""
+        p = sorted(range(len(self.views)), key=lambda i: self.views[i].id)      # type: ignore[arg-type,return-value]
+        self.views, self.view_locs = [self.views[i] for i in p], [self.view_locs[i] for i in p]
+        a = self.attempt_views
+        p = sorted(range(len(a)), key=lambda i: (a[i].source, a[i].first_frame))
+        self.attempt_views = [a[i] for i in p]
+        self.attempt_locs = [self.attempt_locs[i] for i in p]
+        self.attempt_live = [self.attempt_live[i] for i in p]
 
     def _shown(self, linkage: Linkage, ids: list[int | None]) -> list[int]:
         """The legs the document lists (requests and used attempts), in document order."""

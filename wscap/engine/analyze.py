@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any, Callable, Iterable
 
 from wscap.capture.files import ReadResult, read_frames
+from wscap.engine import shards
 from wscap.engine.core import Options, Pipeline
 
 
@@ -30,15 +31,24 @@ def run_pipeline(paths: Iterable[str], options: Options | None = None,
     paths = list(paths)
     if jobs > 1 and len(paths) > 1:
         return _run_parallel(paths, options, jobs, notify is not None)
+    if shards.wanted(paths, options or Options()):
+        pipe = shards.run(paths[0], options or Options(), partial(_feed_half, notify=notify), progress)
+        if pipe is not None:
+            return pipe
     return _run(paths, options, progress, notify)
 
 
-def _one_file(args: tuple) -> dict:
-    """Worker: analyse file number i on its own, as source i; hand back views and the spool."""
-    i, path, options, notices = args
-    pipe = Pipeline(dataclasses.replace(options or Options(), stream=False))
-    res = ReadResult(path=path, notify=_stderr_notice if notices else None)
-    keylog = _attach_keylog(pipe, i, path, options)
+def _feed_half(pipe: Pipeline, path: str, progress: Callable[[int, int], None] | None,
+               poll: Callable[[], None] | None, notify: Callable[[str], None] | None = None) -> dict:
+    """engine/shards.py: feed the one capture to a pipeline that keeps half of its flows."""
+    res = ReadResult(path=path, notify=notify)
+    _feed_file(pipe, 0, path, res, progress, poll)
+    return _source_json(res, None)
+
+
+def _feed_file(pipe: Pipeline, i: int, path: str, res: ReadResult,
+               progress: Callable[[int, int], None] | None = None, poll: Callable[[], None] | None = None) -> None:
+    """Every frame of capture file number i into the pipeline, as source i."""
     space = AddressSpace()
     n = 0
     for frame in read_frames(path, res, source=i, record_filter=partial(_filter_of, pipe, i),
@@ -47,9 +57,22 @@ def _one_file(args: tuple) -> dict:
         n += 1
         if not n & 0x3FF:
             space.check()
+            if poll is not None:
+                poll()
+            if progress is not None and not n & 0xFFFF:
+                progress(i, n)
     _reader_limits(pipe, res)
-    pipe.finish()
     _take_names(pipe, res)
+
+
+def _one_file(args: tuple) -> dict:
+    """Worker: analyse file number i on its own, as source i; hand back views and the spool."""
+    i, path, options, notices = args
+    pipe = Pipeline(dataclasses.replace(options or Options(), stream=False))
+    res = ReadResult(path=path, notify=_stderr_notice if notices else None)
+    keylog = _attach_keylog(pipe, i, path, options)
+    _feed_file(pipe, i, path, res)
+    pipe.finish()
     pipe.sources = [_source_json(res, keylog)]
     return pipe.export()
 
@@ -119,23 +142,11 @@ def _run(paths: Iterable[str], options: Options | None,
     pipe = Pipeline(dataclasses.replace(options or Options(), stream=False))
     results: list[ReadResult] = []
     keylogs: list[dict | None] = []
-    space = AddressSpace()
     for i, path in enumerate(paths):
         res = ReadResult(path=path, notify=notify)
         results.append(res)
         keylogs.append(_attach_keylog(pipe, i, path, options))
-        n = 0
-        for frame in read_frames(path, res, source=i,
-                                 record_filter=partial(_filter_of, pipe, i),
-                                 gzip_records_per_kib=pipe.limits.gzip_records_per_kib):
-            pipe.feed(frame._replace(source=i) if frame.source != i else frame)
-            n += 1
-            if not n & 0x3FF:
-                space.check()
-                if progress is not None and not n & 0xFFFF:
-                    progress(i, n)
-        _reader_limits(pipe, res)
-        _take_names(pipe, res)
+        _feed_file(pipe, i, path, res, progress)
     pipe.finish()
     pipe.sources = [_source_json(r, k) for r, k in zip(results, keylogs)]
     return pipe

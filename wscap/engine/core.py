@@ -32,6 +32,7 @@ from wscap.wire.tls import looks_like_tls
 from wscap.model.anomaly import make
 from wscap.model.limits import Limits
 from wscap.model.raw import RawFrame
+from wscap.engine.shards import ShardLog
 
 
 
@@ -98,6 +99,11 @@ class Pipeline(Assembly):
         self.unlinked_attempts = 0
         self._extra_spools: list[Spool] = []      # spools of files analysed by worker processes (-j)
         self.next_id = 1
+        # engine/shards.py: which half of the flows this process keeps (None: all of them), and
+        # what it saw that the halves' merge needs (requests and bare attempts, by record).
+        self.shard: int | None = None
+        self.shard_log: ShardLog | None = None
+        self._no = 0                               # the record being fed (kept in shard mode only)
         self.now_ns = 0
         self.flows_seen = 0
         self.evicted = 0
@@ -134,6 +140,10 @@ class Pipeline(Assembly):
         if seg.sport == 53 or seg.dport == 53 or seg.dst == DOCKER_RESOLVER or seg.src == DOCKER_RESOLVER:
             self.dns.tcp(seg)                    # DNS over TCP: evidence, never an HTTP connection
             return []
+        if self.shard is not None:
+            if (seg.sport ^ seg.dport) & 1 != self.shard:
+                return []                        # the other process's flow (engine/shards.py)
+            self._no = seg.frame
         src = (seg.src, seg.sport)
         key = flow_key(seg.src, seg.sport, seg.dst, seg.dport, seg.source)
         flags = seg.flags
@@ -200,6 +210,7 @@ class Pipeline(Assembly):
         return self._collect(self.now_ns, chains=True)
 
     def finish(self) -> list[Decided]:
+        self._no = ShardLog.END
         for key, conn in list(self.conns.items()):
             if conn is not None:
                 conn.handle(conn.tcp.flush())
@@ -229,12 +240,29 @@ class Pipeline(Assembly):
         stats = self.decoder.stats
         clock = self._clock
         unseen = UNSEEN
+        shard = self.shard
 
         def want(buf: bytes, off: int, caplen: int, no: int, ts: int) -> bool:
             if caplen < minlen:
                 return True
             et, vi, totlen, frag, proto, src, dst, sport, dport, seq, offx, flags, win = unpack(buf, off + eoff)
-            if et != 0x0800 or vi != 0x45 or proto != 6 or frag & 0x3FFF or flags & TH_SYN:
+            if et != 0x0800 or vi != 0x45 or proto != 6 or frag & 0x3FFF:
+                return True
+            if shard is not None and (sport ^ dport) & 1 != shard:
+                # The other process's flow (engine/shards.py): counted and timed as the decoder
+                # would; anything it could say more of, and DNS (read by both), takes the full path.
+                hl = (offx >> 4) << 2
+                if (hl < 20 or totlen < 20 + hl or caplen < l3 + totlen or sport == 53 or dport == 53
+                        or src == DOCKER_RESOLVER or dst == DOCKER_RESOLVER):
+                    return True
+                if ts > self.now_ns:
+                    self.now_ns = ts
+                if ts > clock.get(source, 0):
+                    clock[source] = ts
+                stats.packets += 1
+                stats.tcp += 1
+                return False
+            if flags & TH_SYN:
                 return True       # a SYN may start or revive a connection; FIN/RST are decided per flow
             if src < dst or src == dst and sport < dport:
                 key = (src, sport, dst, dport)
@@ -281,7 +309,7 @@ class Pipeline(Assembly):
         # it reads Mode.HEAD / Mode.IGNORE off BODY's class), and a server's SYN-ACK and a first FIN
         # are recorded as TcpFlow records them (synack_lane_c, fin_lane_c).
         want.fast = (eoff, l3, conns, source, self, stats, clock, Connection, BODY, want,  # type: ignore[attr-defined]
-                     FRAMES, FrameScanner, self.stream)
+                     FRAMES, FrameScanner, self.stream, -1 if shard is None else shard)
         return want
 
     # -- internals ---------------------------------------------------------------
@@ -323,6 +351,8 @@ class Pipeline(Assembly):
 
     def _admit(self, key: FlowKey) -> None:
         """Make room under --max-flows for a new flow; the one evicted is retired like a closed one."""
+        if self.shard_log is not None:
+            self.shard_log.admitting(len(self.conns), self.limits.max_flows)
         gone = self.flows.admit(key)
         if gone is not None:
             self.evicted += 1
@@ -347,6 +377,8 @@ class Pipeline(Assembly):
             return
         doc = conn.list_tls(self.tls_docs, self.limits_hit,
                             [ex.id for ex in conn.exchanges if ex.id is not None and ex.id > 0])
+        if self.shard_log is not None:
+            self.shard_log.listed_tls(self.limits_hit)
         if doc is not None and self.stream:
             self._tls_events.append(Decided("tls", doc))
 
@@ -361,7 +393,12 @@ class Pipeline(Assembly):
             if ex.id is not None and ex.id > 0:
                 self._put(conn.document(ex, end))
         if conn.attempt is not None:
-            if self._could_be_a_hop(conn):
+            if self.shard_log is not None:
+                # Whether it could be a hop depends on requests the other process may hold: the
+                # merge decides, in record order (ShardLog.attempt).
+                self.shard_log.attempt(self._no, conn.source, conn.client[0], conn.first_ts)
+                self._put(conn.document(conn.attempt, end))
+            elif self._could_be_a_hop(conn):
                 self._put(conn.document(conn.attempt, end), conn.attempt if self.stream else None)
             else:
                 self.unlinked_attempts += 1      # a scan, a health check: no request it could serve
@@ -391,6 +428,9 @@ class Pipeline(Assembly):
             self._open.append((conn, conn.attempt))
 
     def _register(self, conn: Connection, ex: Exchange) -> None:
+        if self.shard_log is not None:
+            self.shard_log.request(self._no, conn.source, conn.server[0], ex.ts_ns,
+                                   self.registered, self.limits.max_handshakes)
         if self.registered >= self.limits.max_handshakes:
             self.limits_hit["max_handshakes"] = self.limits_hit.get("max_handshakes", 0) + 1
             ex.id = -1

@@ -47,7 +47,8 @@ static inline uint16_t rd16(const unsigned char *p, int big) {
 }
 
 /* One pipeline's fast-path spec: Pipeline.record_filter(...).fast =
- * (eoff, l3, conns, source, pipeline, stats, clock, Connection, Mode.BODY). */
+ * (eoff, l3, conns, source, pipeline, stats, clock, Connection, Mode.BODY, want, FRAMES,
+ *  FrameScanner, stream, shard). */
 typedef struct {
     PyObject *spec;        /* borrowed: identity of the spec loaded */
     Py_ssize_t eoff, l3;
@@ -61,6 +62,7 @@ typedef struct {
     PyObject *scanner_type;       /* wire/wsframe.py FrameScanner */
     PyObject *bufobj;             /* the buffer being read (for `want`) */
     int big;                      /* the pipeline's now_ns / clock do not fit 64 bits: ask `want` */
+    int shard;                    /* engine/shards.py: the half of the flows this process keeps, or -1 */
     /* pipeline state, loaded once per call and written back at the end */
     PyObject *state_pipe;  /* the pipeline whose state is loaded (borrowed), NULL if none */
     PyObject *state_stats, *state_clock, *state_source;
@@ -136,8 +138,8 @@ overflow:
 
 static int load_spec(Fast *f, PyObject *spec) {
     if (f->spec == spec) return 0;
-    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 13) {
-        PyErr_SetString(PyExc_TypeError, "fast spec: a 13-tuple expected");
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 14) {
+        PyErr_SetString(PyExc_TypeError, "fast spec: a 14-tuple expected");
         return -1;
     }
     Py_ssize_t eoff = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0));
@@ -166,6 +168,9 @@ static int load_spec(Fast *f, PyObject *spec) {
     f->want = PyTuple_GET_ITEM(spec, 9);
     f->frames_mode = PyObject_IsTrue(PyTuple_GET_ITEM(spec, 12)) ? NULL : PyTuple_GET_ITEM(spec, 10);
     f->scanner_type = PyTuple_GET_ITEM(spec, 11);
+    long shard = PyLong_AsLong(PyTuple_GET_ITEM(spec, 13));
+    if (shard == -1 && PyErr_Occurred()) return -1;
+    f->shard = shard == 0 || shard == 1 ? (int)shard : -1;
     if (f->state_pipe == NULL && !f->big && load_state(f) < 0) return -1;
     return 0;
 }
@@ -1215,9 +1220,24 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
      * SYN-ACK, which may take its own lane below (analyze only). FIN and RST are decided per flow. */
     unsigned special = flags & 7;
     int synack = special == 2 && (flags & 0x10) && f->frames_mode != NULL;
-    if (et != 0x0800 || vi != 0x45 || proto != 6 || (frag & 0x3FFF) || ((special & 2) && !synack)) return 1;
+    if (et != 0x0800 || vi != 0x45 || proto != 6 || (frag & 0x3FFF)) return 1;
     const unsigned char *src = ip + 12, *dst = ip + 16;
     unsigned sport = be16(tcp), dport = be16(tcp + 2);
+    if (f->shard >= 0 && (int)((sport ^ dport) & 1) != f->shard) {
+        /* the other process's flow (engine/shards.py): counted and timed as the decoder would
+         * (a whole IPv4/TCP packet: one packet, one TCP packet), then left to it. Anything the
+         * decoder could say more of (truncated, odd lengths), and DNS, which both read: full path,
+         * where Pipeline.feed asks the same question after decoding. */
+        unsigned hl = (offx >> 4) << 2;
+        if (hl < 20 || totlen < 20 + hl || caplen < l3 + (Py_ssize_t)totlen || sport == 53 || dport == 53
+            || memcmp(src, RESOLVER, 4) == 0 || memcmp(dst, RESOLVER, 4) == 0)
+            return 1;
+        if (ts > f->now) { f->now = ts; f->now_dirty = 1; }
+        if (ts > f->clk) { f->clk = ts; f->clk_dirty = 1; }
+        f->skipped++;
+        return 0;
+    }
+    if ((special & 2) && !synack) return 1;
     uint32_t seq = be32(tcp + 4);
     int c = memcmp(src, dst, 4);
     int fwd = c < 0 || (c == 0 && sport < dport);
