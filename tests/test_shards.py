@@ -48,7 +48,7 @@ def analysed(path: str, processes: int, limits: Limits | None = None) -> tuple[s
 def runs(monkeypatch) -> list:
     """What each sharded run did: ("merged", legs of half 0, legs of half 1) or ("alone",)."""
     seen: list = []
-    run, merge = shards.run, shards.merge
+    run, merge = shards.run, shards.merge_half
 
     def spy_merge(pipe, part, spool):
         seen.append(("merged", len(pipe.views) + len(pipe.attempt_views), len(part["views"]) + len(part["attempts"])))
@@ -59,7 +59,7 @@ def runs(monkeypatch) -> list:
         if pipe is None:
             seen.append(("alone",))
         return pipe
-    monkeypatch.setattr(shards, "merge", spy_merge)
+    monkeypatch.setattr(shards, "merge_half", spy_merge)
     monkeypatch.setattr(shards, "run", spy_run)
     return seen
 
@@ -198,7 +198,7 @@ def test_a_failed_child_means_one_process_and_one_line(bench_capture, runs, monk
         if how == "sigkill":
             os.kill(os.getpid(), signal.SIGKILL)      # as the OOM killer would
         raise RuntimeError("the child fails")
-    monkeypatch.setattr(shards, "_export", broken)
+    monkeypatch.setattr(shards, "export_half", broken)
     capsys.readouterr()
     two, _ = analysed(bench_capture, 2)
     assert runs == [("alone",)]

@@ -344,59 +344,6 @@ class Assembly:
                 "limits_hit": dict(sorted({**self.limits_hit, **({"tunnel_depth": d.too_deep} if d.too_deep else {})
                                            }.items()))}
 
-    # -- parallel analysis (-j) -------------------------------------------------------------------
-    def export(self) -> Doc:
-        """What a worker process hands back after analysing one file (views, counts, its spool)."""
-        path = self.spool.persist()
-        return {"views": [(v, loc[1], loc[2]) for v, loc in zip(self.views, self.view_locs)],
-                "attempts": [(v, loc[1], loc[2]) for v, loc in zip(self.attempt_views, self.attempt_locs)],
-                "spool": path, "registered": self.registered, "sources": self.sources,
-                "decoder": (self.decoder.stats.packets, self.decoder.stats.tcp, self.decoder.stats.truncated,
-                            self.decoder.frags.dropped, self.decoder.stats.tunnelled,
-                            dict(self.decoder.stats.unsupported), self.decoder.stats.too_deep),
-                "flows": self.flows_seen, "evicted": self.evicted, "unlinked": self.unlinked_attempts,
-                "limits_hit": self.limits_hit, "now": self.now_ns, "tls": self.tls_docs,
-                "dns": self.dns.export(), "capture_names": self.capture_names}
-
-    def absorb(self, part: Doc) -> None:
-        """Merge a worker's file into this pipeline exactly as if it had been fed here, in order:
-        handshake ids continue from the previous files'."""
-        spool = Spool.open(part["spool"])
-        self._extra_spools.append(spool)
-        offset = self.registered
-        for v, loc, flags in part["views"]:
-            self.views.append(replace(v, id=v.id + offset))
-            self.view_locs.append((spool, loc, flags))
-        for v, loc, flags in part["attempts"]:
-            self.attempt_views.append(v)
-            self.attempt_locs.append((spool, loc, flags))
-            self.attempt_live.append(None)
-        for t in part["tls"]:
-            t["handshakes"] = [i + offset for i in t["handshakes"]]
-            self.tls_docs.append(t)
-        self.registered += part["registered"]
-        self.next_id = self.registered + 1
-        self.sources += part["sources"]
-        st = self.decoder.stats
-        packets, tcp, truncated, frags, tunnelled, unsupported, too_deep = part["decoder"]
-        st.packets += packets
-        st.tcp += tcp
-        st.truncated += truncated
-        st.tunnelled += tunnelled
-        st.too_deep += too_deep
-        for k, n in unsupported.items():
-            st.unsupported[k] = st.unsupported.get(k, 0) + n
-        self.decoder.frags.dropped += frags
-        self.flows_seen += part["flows"]
-        self.evicted += part["evicted"]
-        self.unlinked_attempts += part["unlinked"]
-        for k, n in part["limits_hit"].items():
-            self.limits_hit[k] = self.limits_hit.get(k, 0) + n
-        self.now_ns = max(self.now_ns, part["now"])
-        self.dns.absorb(part["dns"])
-        for ip, name in part["capture_names"].items():
-            self.capture_names.setdefault(ip, name)
-
     # -- the final document ---------------------------------------------------------------------
     def _linked(self) -> tuple[Linkage, list[HopChain], list[int | None]]:
         """Link every finished handshake (from the in-memory views); give used attempts their ids."""
@@ -443,7 +390,7 @@ class Assembly:
                 lo: int = 0, hi: int | None = None) -> Iterable[HopChain]:
         """Each chain (of chains[lo:hi]) judged from its legs' full handshakes, one chain's legs in
         memory at a time; `keep(i, doc)` sees leg i's document (with its final id) as it is read."""
-        encrypted = EncryptedLegs(self.tls_docs)
+        encrypted = EncryptedLegs(self.tls_list())      # by first frame: not by when each ended
         for c, linked in zip(chains[lo:hi], linkage.chains[lo:hi]):
             hops = []
             for i in linked.legs:

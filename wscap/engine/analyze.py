@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable
 from wscap.capture.files import ReadResult, read_frames
 from wscap.engine import shards
 from wscap.engine.core import Options, Pipeline
+from wscap.engine.merge import absorb_file, export_file
 
 
 def analyze_paths(paths: Iterable[str], options: Options | None = None,
@@ -74,7 +75,7 @@ def _one_file(args: tuple) -> dict:
     _feed_file(pipe, i, path, res)
     pipe.finish()
     pipe.sources = [_source_json(res, keylog)]
-    return pipe.export()
+    return export_file(pipe)
 
 
 def _stderr_notice(line: str) -> None:
@@ -97,7 +98,7 @@ def _run_parallel(paths: list[str], options: Options | None, jobs: int, notices:
     with multiprocessing.get_context("fork").Pool(min(jobs, len(paths))) as pool:
         parts = pool.map(_one_file, [(i, p, options, notices) for i, p in enumerate(paths)], chunksize=1)
     for part in parts:
-        pipe.absorb(part)
+        absorb_file(pipe, part)
     return pipe
 
 

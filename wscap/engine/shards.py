@@ -20,7 +20,6 @@ tests/test_shards.py hold the result to one process's, byte for byte.
 """
 from __future__ import annotations
 
-import heapq
 import os
 import pickle
 import signal
@@ -28,20 +27,16 @@ import stat
 import sys
 import tempfile
 import threading
-from collections import deque
 from dataclasses import replace
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 from wscap.document.spool import Spool
+from wscap.engine.merge import Abandoned, export_half, merge_half
 
 if TYPE_CHECKING:
     from wscap.engine.core import Options, Pipeline
 
 MIN_BYTES = 32 << 20        # smaller captures: a second reader costs more than it saves
-
-
-class Abandoned(Exception):
-    """A bound counted over both halves came near: one process must analyse the capture."""
 
 
 class ShardLog:
@@ -142,7 +137,7 @@ def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> 
             os.dup2(devnull, 2)     # the parent reads the same records and says what there is to say
             try:
                 pipe, _source = half(1, their_spool)
-                pickle.dump(_export(pipe), out, pickle.HIGHEST_PROTOCOL)
+                pickle.dump(export_half(pipe), out, pickle.HIGHEST_PROTOCOL)
                 out.flush()
                 their_spool.flush()
                 code = 0
@@ -170,7 +165,7 @@ def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> 
             child.failed(f"left unreadable output ({e})")
             return None
         try:
-            merge(pipe, part, their_spool)
+            merge_half(pipe, part, their_spool)
         except Abandoned:
             return None
         pipe.sources = [source]
@@ -225,81 +220,3 @@ class _Child:
             except ProcessLookupError:
                 pass
             self.wait()
-
-
-# -- the merge -----------------------------------------------------------------------------------
-def _export(pipe: "Pipeline") -> dict:
-    """What the child hands back: its legs (documents in its spool), its log, its counts."""
-    assert pipe.shard_log is not None
-    return {"views": list(zip(pipe.views, [loc[1:] for loc in pipe.view_locs])),
-            "attempts": list(zip(pipe.attempt_views, [loc[1:] for loc in pipe.attempt_locs])),
-            "events": pipe.shard_log.events, "registered": pipe.registered, "tls": pipe.tls_docs,
-            "flows": pipe.flows_seen, "limits_hit": pipe.limits_hit}
-
-
-def _ordered(events: list[list[tuple]]) -> Iterator[tuple[int, tuple]]:
-    """Both halves' events in record order: (half, event). A record belongs to one half, so only
-    the end of the capture has events of both, and there only attempts, which change nothing."""
-    def keyed(h: int) -> Iterator[tuple[int, int, int, tuple]]:
-        return ((e[0], h, k, e) for k, e in enumerate(events[h]))
-    for _no, h, _k, e in heapq.merge(keyed(0), keyed(1)):
-        yield h, e
-
-
-def merge(pipe: "Pipeline", part: dict, spool: Spool) -> None:
-    """Make `pipe` (half 0, finished) what one process would have after `finish()`."""
-    assert pipe.shard_log is not None
-    mine = pipe.shard_log.events
-    if pipe.registered + part["registered"] > pipe.limits.max_handshakes:
-        raise Abandoned("max_handshakes")
-    if len(pipe.tls_docs) + len(part["tls"]) > _max_tls():
-        raise Abandoned("tls_listed")
-    ids: list[dict[int, int]] = [{}, {}]           # per half: its id -> the id one process gives
-    local = [0, 0]
-    attempts: list[tuple[int, int]] = []           # (half, its attempt index) of those kept
-    seen_at = [0, 0]
-    requests_to: dict[tuple, deque] = {}
-    window = pipe.link_window_ns
-    unlinked = 0
-    for h, (_no, kind, source, addr, t) in _ordered([mine, part["events"]]):
-        if kind == 0:               # Pipeline._register
-            local[h] += 1
-            ids[h][local[h]] = len(ids[0]) + len(ids[1]) + 1
-            seen = requests_to.setdefault((source, addr), deque())
-            seen.append(t)
-            while seen and seen[0] < t - 2 * window:
-                seen.popleft()
-            if len(seen) > 4096:
-                seen.popleft()
-        else:                       # Pipeline._could_be_a_hop, when the attempt ended
-            got = requests_to.get((source, addr))
-            if got and any(t - window <= s <= t + 1_000_000 for s in got):
-                attempts.append((h, seen_at[h]))
-            else:
-                unlinked += 1
-            seen_at[h] += 1
-    views = [replace(v, id=ids[0][v.id]) for v in pipe.views]                 # type: ignore[index]
-    views += [replace(v, id=ids[1][v.id]) for v, _loc in part["views"]]      # (requests: ids > 0)
-    locs = pipe.view_locs + [(spool, *loc) for _v, loc in part["views"]]
-    theirs = part["attempts"]
-    pipe.attempt_views = [pipe.attempt_views[k] if h == 0 else theirs[k][0] for h, k in attempts]
-    pipe.attempt_locs = [pipe.attempt_locs[k] if h == 0 else (spool, *theirs[k][1]) for h, k in attempts]
-    pipe.attempt_live = [None] * len(attempts)
-    pipe.views, pipe.view_locs = views, locs
-    for h, docs in ((0, pipe.tls_docs), (1, part["tls"])):
-        for t in docs:
-            t["handshakes"] = [ids[h][i] for i in t["handshakes"]]
-    pipe.tls_docs += part["tls"]
-    pipe.registered += part["registered"]
-    pipe.next_id = pipe.registered + 1
-    pipe.unlinked_attempts = unlinked
-    pipe.flows_seen += part["flows"]
-    for k, n in part["limits_hit"].items():
-        pipe.limits_hit[k] = pipe.limits_hit.get(k, 0) + n
-    pipe._extra_spools.append(spool)
-    pipe.shard, pipe.shard_log = None, None
-
-
-def _max_tls() -> int:
-    from wscap.flow.connection import MAX_TLS_LISTED
-    return MAX_TLS_LISTED
