@@ -102,9 +102,10 @@ TIMEOUT_HELP = "Seconds a leg waits for a response before it is decided."
 def limits_options(f: F) -> F:
     """The bounds plus --timeout and -j, as analyze/report/slice take them."""
     f = click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
-                     help="Processes to use: several files are analysed in parallel, and with JSON output "
-                          "one capture's chains are judged in two. Default: files one at a time, chains in "
-                          "two processes when two CPUs are usable. Results are identical to -j 1.")(f)
+                     help="Processes to use: several files are analysed in parallel; one capture's flows "
+                          "are split across two, and with JSON output its chains are judged in two. Default: "
+                          "files one at a time, a capture of 8 MiB or more and its chains in two processes "
+                          "when two CPUs are usable. Results are identical to -j 1.")(f)
     f = click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=86400),
                      default=3.0, show_default=True, help=TIMEOUT_HELP)(f)
     return bounds_options(bounds_options(f, FILE_BOUNDS))
