@@ -248,3 +248,27 @@ def test_when_two_halves_are_used(bench_capture, tmp_path):
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_file_still_growing_is_read_to_the_same_length_by_both(tmp_path, bench_capture):
+    """tcpdump may still be writing the file: both halves read the length it had when the
+    analysis began, so the document is one process's on that much of it."""
+    from functools import partial
+
+    from wscap.engine import analyze
+    path = tmp_path / "growing.pcap"
+    data = Path(bench_capture).read_bytes()
+    path.write_bytes(data)
+    one, _ = analysed(str(path), 1)
+    more = data[24:]                                         # the same records again, later in the file
+
+    def feed(pipe, p, size, progress, poll):
+        if pipe.shard == 0:
+            with open(p, "ab") as f:                         # written while the halves read
+                f.write(more)
+        return analyze._feed_half(pipe, p, size, progress, poll)
+    pipe = shards.run(str(path), Options(judge_processes=2), feed, None)
+    assert pipe is not None and os.path.getsize(path) == 2 * len(data) - 24
+    out = io.StringIO()
+    pipe.write_json(out)
+    assert out.getvalue() == one

@@ -193,7 +193,7 @@ def open_capture(path: str) -> BinaryIO:
 
 def read_frames(path: str, result: ReadResult, source: int = 0,
                 stream: BinaryIO | None = None, record_filter: RecordFilter | None = None,
-                gzip_records_per_kib: int | None = None) -> Iterator[RawFrame]:
+                gzip_records_per_kib: int | None = None, max_bytes: int | None = None) -> Iterator[RawFrame]:
     """Yield every frame of a pcap/pcapng file (or an already open stream, e.g. a pipe).
 
     A gzip input that gives more than `gzip_records_per_kib` records per KiB of compressed
@@ -204,6 +204,8 @@ def read_frames(path: str, result: ReadResult, source: int = 0,
     `record_filter(linktype) -> want(buf, offset, caplen, frame_no, ts_ns) -> bool`, when
     given, lets the consumer account for a record straight from the read buffer; records
     it answers False for are counted but never turned into a RawFrame (the fast path).
+    `max_bytes`: read no further (engine/shards.py: two processes read a file that may still grow
+    to the same length).
     """
     own = stream is None
     if stream is None:
@@ -229,8 +231,17 @@ def read_frames(path: str, result: ReadResult, source: int = 0,
         if gzip_records_per_kib:
             work = _GzipWork(gz_raw, gzip_records_per_kib, path, result)
     try:
+        left = -1 if max_bytes is None else max_bytes
+
+        def read() -> bytes:
+            nonlocal left
+            if left < 0:
+                return f.read(CHUNK)
+            data = f.read(min(CHUNK, left))
+            left -= len(data)
+            return data
         try:
-            first = f.read(CHUNK)
+            first = read()
         except (OSError, EOFError) as e:
             result.errors.append(f"{path}: cannot read: {e}")
             return
@@ -244,7 +255,7 @@ def read_frames(path: str, result: ReadResult, source: int = 0,
                 yield from reader.feed_iter(chunk)
                 if work is not None and work.over(reader.blocks, reader.packets):
                     break
-                chunk = f.read(CHUNK)
+                chunk = read()
         finally:
             _account(result, reader, path)
     except (gzip.BadGzipFile, zlib.error) as e:

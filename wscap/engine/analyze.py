@@ -39,21 +39,22 @@ def run_pipeline(paths: Iterable[str], options: Options | None = None,
     return _run(paths, options, progress, notify)
 
 
-def _feed_half(pipe: Pipeline, path: str, progress: Callable[[int, int], None] | None,
+def _feed_half(pipe: Pipeline, path: str, size: int, progress: Callable[[int, int], None] | None,
                poll: Callable[[], None] | None, notify: Callable[[str], None] | None = None) -> dict:
-    """engine/shards.py: feed the one capture to a pipeline that keeps half of its flows."""
+    """engine/shards.py: feed the capture's first `size` bytes to a pipeline that keeps half of its flows."""
     res = ReadResult(path=path, notify=notify)
-    _feed_file(pipe, 0, path, res, progress, poll)
+    _feed_file(pipe, 0, path, res, progress, poll, size)
     return _source_json(res, None)
 
 
 def _feed_file(pipe: Pipeline, i: int, path: str, res: ReadResult,
-               progress: Callable[[int, int], None] | None = None, poll: Callable[[], None] | None = None) -> None:
-    """Every frame of capture file number i into the pipeline, as source i."""
+               progress: Callable[[int, int], None] | None = None, poll: Callable[[], None] | None = None,
+               max_bytes: int | None = None) -> None:
+    """Every frame of capture file number i (up to `max_bytes`) into the pipeline, as source i."""
     space = AddressSpace()
     n = 0
     for frame in read_frames(path, res, source=i, record_filter=partial(_filter_of, pipe, i),
-                             gzip_records_per_kib=pipe.limits.gzip_records_per_kib):
+                             gzip_records_per_kib=pipe.limits.gzip_records_per_kib, max_bytes=max_bytes):
         pipe.feed(frame._replace(source=i) if frame.source != i else frame)
         n += 1
         if not n & 0x3FF:

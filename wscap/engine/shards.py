@@ -104,7 +104,7 @@ def wanted(paths: list[str], options: "Options") -> bool:
     return asked == 2 or (st.st_size >= MIN_BYTES and usable_cpus() >= 2)
 
 
-HalfFeeder = Callable[["Pipeline", str, Any, Callable[[], None] | None], dict]
+HalfFeeder = Callable[["Pipeline", str, int, Any, Callable[[], None] | None], dict]
 
 
 def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> "Pipeline | None":
@@ -117,10 +117,14 @@ def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> 
         pipe.shard, pipe.shard_log = shard, ShardLog()
         if spool is not None:
             pipe.spool = spool
-        source = feed_file(pipe, path, progress if shard == 0 else None, child.poll if shard == 0 else None)
+        source = feed_file(pipe, path, size, progress if shard == 0 else None, child.poll if shard == 0 else None)
         pipe.finish()
         return pipe, source
 
+    try:
+        size = os.stat(path).st_size       # both read this much, should the file still be growing
+    except OSError:
+        return None
     their_spool = Spool()
     out = tempfile.TemporaryFile()
     try:
