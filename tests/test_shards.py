@@ -206,6 +206,7 @@ def test_a_failed_child_means_one_process_and_one_line(bench_capture, runs, monk
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "analysed again in one process (same result)" in err[0]
     assert ("signal 9" in err[0]) == (how == "sigkill")
+    assert ("RuntimeError: the child fails" in err[0]) == (how == "exception")
 
 
 def test_a_failure_here_leaves_no_child(bench_capture, monkeypatch):

@@ -63,7 +63,8 @@ def _feed_file(pipe: Pipeline, i: int, path: str, res: ReadResult,
                 poll()
             if progress is not None and not n & 0xFFFF:
                 progress(i, n)
-    _reader_limits(pipe, res)
+    if pipe.shard != 1:            # the other half's reader saw the same file: counted once
+        _reader_limits(pipe, res)
     _take_names(pipe, res)
 
 

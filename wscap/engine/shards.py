@@ -147,6 +147,11 @@ def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> 
                 code = 0
             except Abandoned:
                 code = _Child.ABANDONED
+            except Exception as e:  # its one line, for the parent's message (stderr goes nowhere)
+                out.seek(0)
+                out.truncate()
+                out.write(f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:400])
+                out.flush()
         finally:
             os._exit(code)          # no atexit handlers, no flush of the parent's buffers
     child = _Child(pid)
@@ -160,7 +165,9 @@ def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> 
         status = child.wait()
         if status != 0:
             if status != _Child.ABANDONED:
-                child.failed()
+                out.seek(0)
+                said = out.read(400).decode("utf-8", "replace") if status == 1 else ""
+                child.failed(f"failed ({said})" if said else None)
             return None
         out.seek(0)
         try:
