@@ -248,34 +248,26 @@ class Pipeline(Assembly):
             et, vi, totlen, frag, proto, src, dst, sport, dport, seq, offx, flags, win = unpack(buf, off + eoff)
             if et != 0x0800 or vi != 0x45 or proto != 6 or frag & 0x3FFF:
                 return True
-            if shard is not None and (sport ^ dport) & 1 != shard:
-                # The other process's flow (engine/shards.py): counted and timed as the decoder
-                # would; anything it could say more of, and DNS (read by both), takes the full path.
-                hl = (offx >> 4) << 2
-                if (hl < 20 or totlen < 20 + hl or caplen < l3 + totlen or sport == 53 or dport == 53
-                        or src == DOCKER_RESOLVER or dst == DOCKER_RESOLVER):
-                    return True
-                if ts > self.now_ns:
-                    self.now_ns = ts
-                if ts > clock.get(source, 0):
-                    clock[source] = ts
-                stats.packets += 1
-                stats.tcp += 1
-                return False
-            if flags & TH_SYN:
-                return True       # a SYN may start or revive a connection; FIN/RST are decided per flow
-            if src < dst or src == dst and sport < dport:
-                key = (src, sport, dst, dport)
+            # The other process's flow (engine/shards.py): only counted and timed, as the decoder
+            # would count it; anything it could say more of, and DNS (read by both): full path.
+            other = shard is not None and (sport ^ dport) & 1 != shard
+            if other:
+                conn = unseen
             else:
-                key = (dst, dport, src, sport)
-            k = key if not source else (source, key)
-            conn = conns.get(k, unseen)
+                if flags & TH_SYN:
+                    return True   # a SYN may start or revive a connection; FIN/RST are decided per flow
+                if src < dst or src == dst and sport < dport:
+                    key = (src, sport, dst, dport)
+                else:
+                    key = (dst, dport, src, sport)
+                k = key if not source else (source, key)
+                conn = conns.get(k, unseen)
             if conn is unseen:
                 # A segment of an untracked flow without SYN and payload (the last ACK, FIN or RST
                 # after both FINs retired it): _new_connection starts nothing. DNS over TCP is evidence.
                 hl = (offx >> 4) << 2
-                if (hl < 20 or totlen != 20 + hl or caplen < l3 + totlen or sport == 53 or dport == 53
-                        or src == DOCKER_RESOLVER or dst == DOCKER_RESOLVER):
+                if (hl < 20 or (totlen < 20 + hl if other else totlen != 20 + hl) or caplen < l3 + totlen
+                        or sport == 53 or dport == 53 or src == DOCKER_RESOLVER or dst == DOCKER_RESOLVER):
                     return True
             if ts > self.now_ns:
                 self.now_ns = ts

@@ -31,6 +31,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from wscap.document.spool import Spool
+from wscap.document.split import usable_cpus
 from wscap.engine.merge import Abandoned, export_half, merge_half
 
 if TYPE_CHECKING:
@@ -72,13 +73,6 @@ class ShardLog:
     def listed_tls(hits: dict[str, int]) -> None:
         if hits.get("tls_listed"):
             raise Abandoned("tls_listed")
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def wanted(paths: list[str], options: "Options") -> bool:
