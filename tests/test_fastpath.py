@@ -1095,3 +1095,39 @@ def test_heads_lane_token_soup_lockstep():
         c, p = _lockstep(_interleaved(rng, [_soup_conversation(rng, 40000 + seed * 3 + k) for k in range(3)]))
         fed_c, fed_p = fed_c + c, fed_p + p
     assert fed_c < 0.95 * fed_p, (fed_c, fed_p)
+
+
+@needs_ext
+def test_the_other_halfs_records_are_counted_and_timed_both_ways():
+    """engine/shards.py: a pipeline keeping half 0 of the flows (ports' sum even) skips a whole
+    IPv4/TCP packet of the other half, counting it as the decoder would and moving the clock;
+    anything the decoder could say more of is a frame, as is the pipeline's own half."""
+    def tso(l3: bytes) -> bytes:              # IPv4 total length 0, as TSO leaves it
+        return l3[:2] + b"\0\0" + l3[4:]
+
+    def short_offset(l3: bytes) -> bytes:     # TCP data offset 4 words (< 20 bytes)
+        return l3[:32] + bytes([4 << 4]) + l3[33:]
+    recs = [
+        (T0 + 1, ether(ipv4_tcp(A, 1111, C, 80, b"GET / HTTP/1.1\r\n"))),   # 1 other half: counted
+        (T0 + 2, ether(ipv4_tcp(A, 1113, C, 80, flags=0x02))),               # 2 other half's SYN: counted
+        (T0 + 3, ether(ipv4_tcp(A, 1115, C, 80, b"x" * 40))[:60]),           # 3 other half, cut short: frame
+        (T0 + 4, ether(ipv4_tcp(A, 1117, C, 52, b"?"))),                     # 4 other half: counted
+        (T0 + 5, ether(ipv4_tcp(A, 1119, C, 53, b"?"))),                     # 5 DNS (both halves read it): frame
+        (T0 + 6, ether(tso(ipv4_tcp(A, 1121, C, 80, b"y" * 10)))),           # 6 IPv4 length 0: frame
+        (T0 + 7, ether(short_offset(ipv4_tcp(A, 1123, C, 80)))),             # 7 data offset < 5: frame
+        (T0 + 8, ether(ipv4_tcp(A, 1125, C, 80, ihl=6))),                    # 8 IPv4 options: frame
+        (T0 + 9, ether(ipv4_tcp(A, 1112, C, 80, b"GET / HTTP/1.1\r\n"))),   # 9 this half, unseen: frame
+        (T0 + 10, ether(ipv4_tcp(A, 1127, C, 82, b"!"))),                    # 10 other half: counted
+    ]
+    assert all((s ^ d) & 1 for s, d in [(1111, 80), (1113, 80), (1117, 52), (1127, 82)])
+    out = []
+    for fast in (True, False):
+        p = Pipeline(Options(stream=False))
+        p.shard = 0
+        frames, r = read(pcap(recs), p, 0, fast)
+        out.append(([f.no for f in frames], state(p, r)))
+    assert out[0] == out[1]
+    nos, st = out[0]
+    assert nos == [3, 5, 6, 7, 8, 9]
+    assert st[-2:] == (4, 4)                  # packets, tcp: the four counted here
+    assert st[8] == T0 + 10 and st[9] == {0: T0 + 10}
