@@ -273,3 +273,28 @@ def test_a_file_still_growing_is_read_to_the_same_length_by_both(tmp_path, bench
     out = io.StringIO()
     pipe.write_json(out)
     assert out.getvalue() == one
+
+
+def test_the_progress_bar_thread_does_not_stop_the_halves(bench_capture, runs):
+    """On a terminal, wscap's progress bar runs in a thread of its own; it pauses around fork
+    (cli/termui.py), so the halves and the judging helper still run. Any other thread: no fork."""
+    import threading
+
+    from wscap.cli.termui import Progress
+    from wscap.document import split
+    one, _ = analysed(bench_capture, 1)
+    with Progress([bench_capture], enabled=True) as bar:
+        assert bar._thread is not None and bar._thread.is_alive()
+        assert split.may_fork()
+        two, _ = analysed(bench_capture, 2)
+    assert runs and runs[0][0] == "merged"
+    assert two == one
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not split.may_fork()
+        assert not shards.wanted([bench_capture], Options(judge_processes=2))
+    finally:
+        stop.set()
+        other.join()

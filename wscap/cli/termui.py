@@ -159,6 +159,15 @@ def _is_stream(path: str) -> bool:
 
 # ---- progress --------------------------------------------------------------------------
 
+# Held while the bar's thread works (reads /proc, writes stderr). analyze forks (engine/shards.py,
+# document/split.py) while it runs: the fork waits for the lock, so the thread holds no lock of
+# stderr's or of a file's at that instant, and the child (which has no such thread) never waits.
+_WORKING = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_WORKING.acquire, after_in_parent=_WORKING.release,
+                        after_in_child=_WORKING.release)
+
+
 class Progress:
     """A bar on stderr by bytes read of the inputs' total size, for long work on a terminal.
 
@@ -185,11 +194,15 @@ class Progress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._bar: Any = None        # click's ProgressBar, once shown
+        self._last = 0               # bytes the bar shows
+        self._shown_pass = 0
 
     def __enter__(self) -> "Progress":
         if self.enabled:
+            from wscap.document.split import fork_safe
             self._thread = threading.Thread(target=self._run, name="wscap-progress", daemon=True)
             self._thread.start()
+            fork_safe(self._thread)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -244,20 +257,23 @@ class Progress:
 
     def _run(self) -> None:
         start = time.monotonic()
-        last = 0
-        shown_pass = 0
+        self._last, self._shown_pass = 0, 0
         while not self._stop.wait(0.25):
             if time.monotonic() - start < self.DELAY:
                 continue
-            done = self.sample()
-            if self._bar is None or shown_pass != self.passes:
-                if self._bar is not None:
-                    click.echo("\r\033[K", err=True, nl=False)
-                label = "reading" if not self.passes else f"reading, pass {self.passes + 1}"
-                self._bar = click.progressbar(length=self.total, file=sys.stderr, label=label,
-                                              show_eta=True, show_percent=True, width=30)
-                self._bar.render_progress()
-                shown_pass, last = self.passes, 0
-            if done > last:
-                self._bar.update(done - last)
-                last = done
+            with _WORKING:
+                self._step()
+
+    def _step(self) -> None:
+        done = self.sample()
+        if self._bar is None or self._shown_pass != self.passes:
+            if self._bar is not None:
+                click.echo("\r\033[K", err=True, nl=False)
+            label = "reading" if not self.passes else f"reading, pass {self.passes + 1}"
+            self._bar = click.progressbar(length=self.total, file=sys.stderr, label=label,
+                                          show_eta=True, show_percent=True, width=30)
+            self._bar.render_progress()
+            self._shown_pass, self._last = self.passes, 0
+        if done > self._last:
+            self._bar.update(done - self._last)
+            self._last = done

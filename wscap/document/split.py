@@ -11,7 +11,8 @@ This process then writes those texts in their places. The bytes are the ones one
 
 By default (`Options.judge_processes` 0) it is used with two usable CPUs and at least MIN_CHAINS
 chains; `-j 2` asks for it whenever there are two chains, `-j 1` never. Never while another thread
-runs: fork copies only this one, and a lock it held would stay held in the child. When the child
+runs (but cli/termui.py's progress bar, which pauses around fork): fork copies only this one, and
+a lock it held would stay held in the child. When the child
 fails (killed, out of memory, any exception), this process judges its chains itself: the result
 is the same, only later.
 """
@@ -24,6 +25,7 @@ import struct
 import sys
 import tempfile
 import threading
+import weakref
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,6 +34,22 @@ if TYPE_CHECKING:
     from wscap.model.chain import HopChain
 
 _TRAILER = struct.Struct("<Q")
+
+
+_FORK_SAFE: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()   # (by object: idents are reused)
+
+
+def fork_safe(thread: threading.Thread) -> None:
+    """`thread` takes no lock a forked child could need, or pauses around fork
+    (`os.register_at_fork`): cli/termui.py's progress bar."""
+    _FORK_SAFE.add(thread)
+
+
+def may_fork() -> bool:
+    """fork copies only the calling thread: a lock another thread held stays held in the child.
+    So only with no other thread, or only threads that said they are safe to leave behind."""
+    me = threading.current_thread()
+    return all(t is me or t in _FORK_SAFE for t in threading.enumerate())
 
 
 def usable_cpus() -> int:
@@ -60,7 +78,7 @@ class SplitJudging:
             return None
         if wanted == 0 and (len(chains) < cls.MIN_CHAINS or usable_cpus() < 2):
             return None             # asked for (-j 2): split whatever the size, as the tests do
-        if threading.active_count() != 1:
+        if not may_fork():
             return None
         first = _halfway(linkage)
         for spool in {loc[0] for loc in asm.view_locs + asm.attempt_locs}:

@@ -26,12 +26,11 @@ import signal
 import stat
 import sys
 import tempfile
-import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from wscap.document.spool import Spool
-from wscap.document.split import usable_cpus
+from wscap.document.split import may_fork, usable_cpus
 from wscap.engine.merge import Abandoned, export_half, merge_half
 
 if TYPE_CHECKING:
@@ -81,7 +80,7 @@ def wanted(paths: list[str], options: "Options") -> bool:
     asked = options.judge_processes
     if len(paths) != 1 or asked == 1 or options.keylog or not hasattr(os, "fork"):
         return False
-    if threading.active_count() != 1:
+    if not may_fork():
         return False                # fork copies only this thread
     try:
         st = os.stat(paths[0])
