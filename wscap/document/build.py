@@ -110,6 +110,8 @@ def document(handshakes: list[Doc], attempts: list[Doc], sources: list[Doc], sta
     stats["unlinked_attempts"] = unlinked
     if dropped:
         stats.setdefault("limits_hit", {})["max_handshakes"] = dropped
+    if "limits_hit" in stats:
+        stats["limits_hit"] = dict(sorted(stats["limits_hit"].items()))    # as Assembly.stats: by name
     tls_list = []
     for t in sorted(tls or [], key=lambda t: (t["source"], t["first_frame"])):
         tls_list.append({**t, "handshakes": [h["id"] for h in t["handshakes"] if h.get("id") is not None]})
