@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 from functools import partial
 from typing import Any, Callable, Iterable
@@ -36,6 +37,9 @@ def run_pipeline(paths: Iterable[str], options: Options | None = None,
         pipe = shards.run(paths[0], options or Options(), partial(_feed_half, notify=notify), progress)
         if pipe is not None:
             return pipe
+        # One process instead: what the abandoned half built is cyclic (connections and their
+        # sessions) and the CLI's GC thresholds are high; free it now, not beside the new one.
+        gc.collect()
     return _run(paths, options, progress, notify)
 
 
