@@ -243,3 +243,20 @@ def pcapng_bytes(ifaces: list[int], packets: list[tuple[int, float, bytes]], tsr
 
 def frames_of(cap: Capture) -> list[tuple[float, bytes]]:
     return [(float(p.time), bytes(p)) for p in cap.packets]
+
+
+# -- the bench generator's captures ---------------------------------------------------------------
+def bench_capture(out_dir: str, preset: str = "tiny", seed: int = 7) -> str:
+    """A capture from scripts/bench/gen.py (bulk, HTTP and proxied chains with a truth file) -> its path."""
+    import importlib.util
+    import sys
+    name = "wscap_bench_gen"
+    gen = sys.modules.get(name)
+    if gen is None:
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "bench", "gen.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        gen = importlib.util.module_from_spec(spec)
+        sys.modules[name] = gen           # the generator's dataclasses look their module up
+        spec.loader.exec_module(gen)
+    return gen.generate(preset, out_dir, seed=seed)["pcap_path"]

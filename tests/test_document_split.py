@@ -5,31 +5,26 @@ every other test holds to the truth; the capture is the bench generator's tiny p
 of one to three legs, bulk and HTTP around them)."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
+from builders import bench_capture
 
 from wscap.document import build, split
 from wscap.engine.analyze import run_pipeline
 from wscap.engine.core import Options
 
-BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench"
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
 
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory) -> str:
-    spec = importlib.util.spec_from_file_location("wscap_bench_gen_split", BENCH / "gen.py")
-    gen = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = gen
-    spec.loader.exec_module(gen)
-    return gen.generate("tiny", str(tmp_path_factory.mktemp("split")), seed=7)["pcap_path"]
+    return bench_capture(str(tmp_path_factory.mktemp("split")), seed=7)
 
 
 def written(path: str, processes: int) -> tuple[str, dict]:

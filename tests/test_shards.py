@@ -10,17 +10,16 @@ its parity, so the tests choose ports to put legs in the half they need.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
 from builders import Capture, new_key, ws_request, ws_response
+from builders import bench_capture as generated_capture
 from wscap.engine import shards
 from wscap.engine.analyze import run_pipeline
 from wscap.engine.core import Options, Pipeline
@@ -28,7 +27,6 @@ from wscap.model.limits import Limits
 from wscap.wire import pcapio
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "scripts" / "bench"
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
 
 
@@ -66,11 +64,7 @@ def runs(monkeypatch) -> list:
 
 @pytest.fixture(scope="module")
 def bench_capture(tmp_path_factory) -> str:
-    spec = importlib.util.spec_from_file_location("wscap_bench_gen_shards", BENCH / "gen.py")
-    gen = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = gen
-    spec.loader.exec_module(gen)
-    return gen.generate("tiny", str(tmp_path_factory.mktemp("shards")), seed=11)["pcap_path"]
+    return generated_capture(str(tmp_path_factory.mktemp("shards")), seed=11)
 
 
 def test_bench_capture_in_two_halves_gives_one_process_bytes(bench_capture, runs):
@@ -210,19 +204,20 @@ def test_a_failed_child_means_one_process_and_one_line(bench_capture, runs, monk
 
 
 def test_a_failure_here_leaves_no_child(bench_capture, monkeypatch):
+    from wscap.document import forking
     children: list = []
-    init = shards._Child.__init__
+    init = forking.Child.__init__
 
-    def spy(self, pid):
+    def spy(self, pid, what):
         children.append(pid)
-        init(self, pid)
+        init(self, pid, what)
     finish = Pipeline.finish
 
     def broken(self):
         if self.shard == 0:
             raise RuntimeError("this process fails")
         return finish(self)
-    monkeypatch.setattr(shards._Child, "__init__", spy)
+    monkeypatch.setattr(forking.Child, "__init__", spy)
     monkeypatch.setattr(Pipeline, "finish", broken)
     with pytest.raises(RuntimeError, match="this process fails"):
         analysed(bench_capture, 2)
@@ -254,8 +249,6 @@ def test_when_two_halves_are_used(bench_capture, tmp_path):
 def test_a_file_still_growing_is_read_to_the_same_length_by_both(tmp_path, bench_capture):
     """tcpdump may still be writing the file: both halves read the length it had when the
     analysis began, so the document is one process's on that much of it."""
-    from functools import partial
-
     from wscap.engine import analyze
     path = tmp_path / "growing.pcap"
     data = Path(bench_capture).read_bytes()

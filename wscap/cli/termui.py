@@ -199,7 +199,7 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         if self.enabled:
-            from wscap.document.split import fork_safe
+            from wscap.document.forking import fork_safe
             self._thread = threading.Thread(target=self._run, name="wscap-progress", daemon=True)
             self._thread.start()
             fork_safe(self._thread)

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import struct
-import sys
 import tempfile
-import threading
-import weakref
 from typing import IO, TYPE_CHECKING, Any
+
+from wscap.document.forking import Child, may_fork, usable_cpus
 
 if TYPE_CHECKING:
     from wscap.document.build import Assembly
@@ -36,39 +34,17 @@ if TYPE_CHECKING:
 _TRAILER = struct.Struct("<Q")
 
 
-_FORK_SAFE: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()   # (by object: idents are reused)
-
-
-def fork_safe(thread: threading.Thread) -> None:
-    """`thread` takes no lock a forked child could need, or pauses around fork
-    (`os.register_at_fork`): cli/termui.py's progress bar."""
-    _FORK_SAFE.add(thread)
-
-
-def may_fork() -> bool:
-    """fork copies only the calling thread: a lock another thread held stays held in the child.
-    So only with no other thread, or only threads that said they are safe to leave behind."""
-    me = threading.current_thread()
-    return all(t is me or t in _FORK_SAFE for t in threading.enumerate())
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 class SplitJudging:
     """The forked helper's side of `Assembly.write_json`: start it, take its result, close it."""
 
     MIN_CHAINS = 64         # below this, the fork costs more than half the judging saves
+    INSTEAD = "its chains were judged in the main process instead (same result)"
 
-    def __init__(self, pid: int, out: IO[bytes], first: int) -> None:
-        self.pid = pid
+    def __init__(self, child: Child, out: IO[bytes], first: int) -> None:
+        self.child = child
+        self.pid = child.pid
         self.first = first          # the helper judges chains[first:]
         self._out = out
-        self._reaped = False
 
     @classmethod
     def start(cls, asm: "Assembly", linkage: "Linkage", chains: list["HopChain"],
@@ -84,62 +60,31 @@ class SplitJudging:
         for spool in {loc[0] for loc in asm.view_locs + asm.attempt_locs}:
             spool.flush()           # the child reads what was written so far
         out = tempfile.TemporaryFile()
-        try:
-            pid = os.fork()
-        except OSError:
+
+        def work() -> int:
+            _judge_rest(asm, linkage, chains, ids, first, out)
+            return 0
+        child = Child.start("the chain-judging helper process", work)
+        if child is None:
             out.close()
             return None
-        if pid == 0:                # the helper: never returns into the caller's code
-            code = 1
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _judge_rest(asm, linkage, chains, ids, first, out)
-                code = 0
-            finally:
-                os._exit(code)      # no atexit handlers, no flush of the parent's stdout buffer
-        return cls(pid, out, first)
+        return cls(child, out, first)
 
     def result(self) -> "Judged | None":
         """Wait for the helper; its chains' texts and light forms, or None if it failed (said on
         stderr in one line: the document is the same, but a failing helper is a bug to report)."""
-        status = self._reap()
-        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-            how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-                   else f"exited with status {os.WEXITSTATUS(status)}")
-            self._failed(how)
+        if self.child.wait() != 0:
+            self.child.failed(self.INSTEAD)
             return None
         try:
             return Judged.read(self._out)
         except (OSError, ValueError, EOFError, pickle.UnpicklingError, struct.error) as e:
-            self._failed(f"left unreadable output ({e})")
+            self.child.failed(self.INSTEAD, f"left unreadable output ({e})")
             return None
-
-    def _failed(self, how: str) -> None:
-        sys.stderr.write(f"wscap: the chain-judging helper process {how}; its chains were judged in the main "
-                         f"process instead (same result)\n")
-        sys.stderr.flush()
-
-    def _reap(self, kill: bool = False) -> int:
-        if self._reaped:
-            return 0
-        if kill:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        while True:
-            try:
-                _pid, status = os.waitpid(self.pid, 0)
-                break
-            except InterruptedError:
-                continue
-        self._reaped = True
-        return status
 
     def close(self) -> None:
         """Kill the helper if this process stopped before taking its result, and drop its file."""
-        if not self._reaped:
-            self._reap(kill=True)
+        self.child.close()
         self._out.close()
 
 

@@ -15,22 +15,21 @@ decided at the merge, in record order, exactly as `Pipeline` would have:
 Linking does not depend on the order in which connections ended (`Assembly._canonical_order`).
 Bounds counted over all flows (--max-flows, --max-handshakes, the TLS listing) cannot be split
 exactly: when a half comes near one, both stop and the capture is analysed in one process
-(`Abandoned`), as when the child fails. scripts/golden (`-j 2` forces this on every capture) and
-tests/test_shards.py hold the result to one process's, byte for byte.
+(`Abandoned`), as when the child fails (document/forking.py: start, wait, kill, its one line).
+scripts/golden (`-j 2` forces this on every capture) and tests/test_shards.py hold the result to
+one process's, byte for byte.
 """
 from __future__ import annotations
 
 import os
 import pickle
-import signal
 import stat
-import sys
 import tempfile
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from wscap.document.spool import Spool
-from wscap.document.split import may_fork, usable_cpus
+from wscap.document.forking import Child, may_fork, usable_cpus
 from wscap.engine.merge import Abandoned, export_half, merge_half
 
 if TYPE_CHECKING:
@@ -100,19 +99,47 @@ def wanted(paths: list[str], options: "Options") -> bool:
 HalfFeeder = Callable[["Pipeline", str, int, Any, Callable[[], None] | None], dict]
 
 
+ABANDONED = 3               # the child's exit status when a bound came near
+INSTEAD = "the capture was analysed again in one process (same result)"
+
+
 def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> "Pipeline | None":
     """Analyse `path` in two halves and merge them; None when one process must do it instead
     (a bound came near, or the child failed: said on stderr)."""
     from wscap.engine.core import Pipeline
 
-    def half(shard: int, spool: Spool | None) -> tuple[Pipeline, dict]:
+    def half(shard: int, spool: Spool | None, poll: Callable[[], None] | None) -> tuple[Pipeline, dict]:
         pipe = Pipeline(replace(options, stream=False))
         pipe.shard, pipe.shard_log = shard, ShardLog()
         if spool is not None:
             pipe.spool = spool
-        source = feed_file(pipe, path, size, progress if shard == 0 else None, child.poll if shard == 0 else None)
+        source = feed_file(pipe, path, size, progress if shard == 0 else None, poll)
         pipe.finish()
         return pipe, source
+
+    def other_half() -> int:
+        """In the child: half 1, its legs and log pickled to `out`, its documents in `their_spool`."""
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)         # the parent reads the same records and says what there is to say
+        try:
+            pipe, _source = half(1, their_spool, None)
+            pickle.dump(export_half(pipe), out, pickle.HIGHEST_PROTOCOL)
+            out.flush()
+            their_spool.flush()
+            return 0
+        except Abandoned:
+            return ABANDONED
+        except Exception as e:      # its one line, for the parent's message (stderr goes nowhere)
+            out.seek(0)
+            out.truncate()
+            out.write(f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:400])
+            out.flush()
+            return 1
+
+    def poll() -> None:
+        """Between records: stop early if the child has already given up (or died)."""
+        if child is not None and child.poll() not in (None, 0):
+            raise Abandoned("the other half stopped")
 
     try:
         size = os.stat(path).st_size       # both read this much, should the file still be growing
@@ -120,53 +147,30 @@ def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> 
         return None
     their_spool = Spool()
     out = tempfile.TemporaryFile()
-    try:
-        pid = os.fork()
-    except OSError:
+    child = Child.start("the process analysing half of the flows", other_half)
+    if child is None:
         out.close()
         their_spool.close()
         return None
-    if pid == 0:                    # the child: never returns into the caller's code
-        code = 1
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)     # the parent reads the same records and says what there is to say
-            try:
-                pipe, _source = half(1, their_spool)
-                pickle.dump(export_half(pipe), out, pickle.HIGHEST_PROTOCOL)
-                out.flush()
-                their_spool.flush()
-                code = 0
-            except Abandoned:
-                code = _Child.ABANDONED
-            except Exception as e:  # its one line, for the parent's message (stderr goes nowhere)
-                out.seek(0)
-                out.truncate()
-                out.write(f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:400])
-                out.flush()
-        finally:
-            os._exit(code)          # no atexit handlers, no flush of the parent's buffers
-    child = _Child(pid)
     try:
         try:
-            pipe, source = half(0, None)
+            pipe, source = half(0, None, poll)
         except Abandoned:
-            if child.status not in (None, 0, _Child.ABANDONED):
-                child.failed()
+            if child.status not in (None, 0, ABANDONED):
+                child.failed(INSTEAD)
             return None
         status = child.wait()
         if status != 0:
-            if status != _Child.ABANDONED:
+            if status != ABANDONED:
                 out.seek(0)
                 said = out.read(400).decode("utf-8", "replace") if status == 1 else ""
-                child.failed(f"failed ({said})" if said else None)
+                child.failed(INSTEAD, f"failed ({said})" if said else None)
             return None
         out.seek(0)
         try:
             part = pickle.load(out)
         except (OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
-            child.failed(f"left unreadable output ({e})")
+            child.failed(INSTEAD, f"left unreadable output ({e})")
             return None
         try:
             merge_half(pipe, part, their_spool)
@@ -180,47 +184,3 @@ def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> 
         out.close()
         if their_spool is not None:
             their_spool.close()
-
-
-class _Child:
-    ABANDONED = 3           # its exit status when a bound came near
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.status: int | None = None        # its exit status once reaped; -signal if killed
-
-    def poll(self) -> None:
-        """Between records: stop early if the child has already given up (or died)."""
-        if self.status is not None:
-            return
-        pid, st = os.waitpid(self.pid, os.WNOHANG)
-        if pid == self.pid and self._set(st) != 0:
-            raise Abandoned("the other half stopped")
-
-    def _set(self, st: int) -> int:
-        self.status = os.waitstatus_to_exitcode(st)
-        return self.status
-
-    def wait(self) -> int:
-        if self.status is None:
-            while True:
-                try:
-                    return self._set(os.waitpid(self.pid, 0)[1])
-                except InterruptedError:
-                    continue
-        return self.status
-
-    def failed(self, how: str | None = None) -> None:
-        st = self.status or 0
-        how = how or (f"was killed by signal {-st}" if st < 0 else f"exited with status {st}")
-        sys.stderr.write(f"wscap: the process analysing half of the flows {how}; the capture was analysed "
-                         f"again in one process (same result)\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.pid and self.status is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.wait()
