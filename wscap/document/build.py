@@ -98,7 +98,7 @@ def document(handshakes: list[Doc], attempts: list[Doc], sources: list[Doc], sta
         return kept[j]["id"]
 
     linkage, chains, ids = link(views, kept_views, options.timeout_s, attempt_id)
-    legs = [replace(v, id=ids[i]) for i, v in enumerate(views + kept_views)]
+    legs = [v.with_id(ids[i]) for i, v in enumerate(views + kept_views)]
     encrypted = EncryptedLegs(tls or [])
     # As Pipeline.names(): --names > the captures' Name Resolution Blocks > the Docker API.
     names = {**dict(options.names_fallback), **(capture_names or {}), **dict(options.names)}

@@ -29,9 +29,14 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 
 class Spool:
+    BUFFER = 1 << 20
+
     def __init__(self, f: IO[bytes] | None = None) -> None:
-        self._f: IO[bytes] = f if f is not None else tempfile.TemporaryFile()   # unlinked at once: nothing left behind
+        # unlinked at once: nothing left behind. A large buffer: a document is a few kB, and the
+        # default 8 kB buffer made most puts a write() of their own.
+        self._f: IO[bytes] = f if f is not None else tempfile.TemporaryFile(buffering=self.BUFFER)
         self._end = 0
+        self._at_end = f is None    # the file's position is _end: a write needs no seek (which flushes)
         self.count = 0
         # Reads are positional (pread): they move no shared file offset, so a forked judging
         # process (document/split.py) reads the same file beside this one. Writes are buffered;
@@ -47,6 +52,7 @@ class Spool:
         fd, path = tempfile.mkstemp(prefix="wscap-spool-")
         with os.fdopen(fd, "wb") as out:
             self._f.seek(0)
+            self._at_end = False
             shutil.copyfileobj(self._f, out)
         return path
 
@@ -66,7 +72,9 @@ class Spool:
         return loc
 
     def _write(self, data: bytes) -> tuple[int, int]:
-        self._f.seek(self._end)
+        if not self._at_end:
+            self._f.seek(self._end)
+            self._at_end = True
         self._f.write(data)
         self._dirty = True
         loc = (self._end, len(data))
@@ -77,6 +85,7 @@ class Spool:
         """The bytes at `loc`, as written."""
         if self._fd is None:
             self._f.seek(loc[0])
+            self._at_end = False
             return self._f.read(loc[1])
         if self._dirty:
             self._f.flush()

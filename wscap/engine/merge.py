@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import replace
 from typing import TYPE_CHECKING, Iterator
 
 from wscap.document.spool import Spool
@@ -42,7 +41,7 @@ def absorb_file(pipe: "Pipeline", part: dict) -> None:
     pipe._extra_spools.append(spool)
     offset = pipe.registered
     for v, loc, flags in part["views"]:
-        pipe.views.append(replace(v, id=v.id + offset))
+        pipe.views.append(v.with_id(v.id + offset))
         pipe.view_locs.append((spool, loc, flags))
     for v, loc, flags in part["attempts"]:
         pipe.attempt_views.append(v)
@@ -126,8 +125,8 @@ def merge_half(pipe: "Pipeline", part: dict, spool: Spool) -> None:
             else:
                 unlinked += 1
             seen_at[h] += 1
-    views = [replace(v, id=ids[0][v.id]) for v in pipe.views]                 # type: ignore[index]
-    views += [replace(v, id=ids[1][v.id]) for v, _loc in part["views"]]      # (requests: ids > 0)
+    views = [v.with_id(ids[0][v.id]) for v in pipe.views]                 # type: ignore[index]
+    views += [v.with_id(ids[1][v.id]) for v, _loc in part["views"]]      # (requests: ids > 0)
     locs = pipe.view_locs + [(spool, *loc) for _v, loc in part["views"]]
     theirs = part["attempts"]
     pipe.attempt_views = [pipe.attempt_views[k] if h == 0 else theirs[k][0] for h, k in attempts]

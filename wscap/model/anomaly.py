@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from wscap.model.value import pickled_by_fields
+
 
 class Severity(str, Enum):  # StrEnum needs 3.11; wscap supports 3.10
     INFO = "info"
@@ -16,6 +18,7 @@ class Severity(str, Enum):  # StrEnum needs 3.11; wscap supports 3.10
     ERROR = "error"
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Anomaly:
     code: str

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from wscap.model.value import pickled_by_fields
+
 
 class Cause(str, Enum):
     OK = "ok"
@@ -44,6 +46,7 @@ class LinkBy(str, Enum):
     ATTEMPT = "attempt"      # a connection attempt from the proxy that never carried a request
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Proxies:
     """What linking learnt about addresses: `addresses` went upstream for a client (proxies);
@@ -59,6 +62,7 @@ class Proxies:
         return ip in self.addresses or ip in self.dialers
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Link:
     from_id: int
@@ -67,6 +71,7 @@ class Link:
     delay_ns: int
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Change:
     kind: str                # added | removed | changed | duplicated | case-changed | reordered
@@ -77,12 +82,14 @@ class Change:
     why: str
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class StatusChange:
     before: str | None
     after: str | None
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class HeaderDiff:
     boundary: int
@@ -93,6 +100,7 @@ class HeaderDiff:
     changes: tuple[Change, ...]
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Evidence:
     hop_id: int | None
@@ -101,6 +109,7 @@ class Evidence:
     what: str
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Verdict:
     cause: Cause
@@ -114,6 +123,7 @@ class Verdict:
     dns: Any = None          # the DNS evidence (flow/dns.py), when a lookup explains the chain
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class HopChain:
     id: int

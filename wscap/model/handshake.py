@@ -8,12 +8,14 @@ the codec can write the document back unchanged.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from wscap.model.anomaly import Anomaly
 from wscap.model.endpoint import Endpoint
+from wscap.model.value import pickled_by_fields
 
 
 class Outcome(str, Enum):  # StrEnum needs 3.11; values are the JSON strings
@@ -52,6 +54,7 @@ class Head(NamedTuple):
         return (self.target or "").split("?", 1)[0]
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class TcpEnd:
     kind: str            # "fin" | "rst"
@@ -60,6 +63,7 @@ class TcpEnd:
     ts_ns: int
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Tcp:
     syn_frame: int | None
@@ -89,6 +93,7 @@ class Frame(NamedTuple):
     preview: Any
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Handshake:
     id: int | None
@@ -140,3 +145,11 @@ class Handshake:
         for a in self.anomalies:
             out.setdefault(a.code, a)
         return out
+
+    def with_id(self, id: int | None) -> "Handshake":
+        """This leg under another id (legs merged from other processes): `replace(self, id=id)`
+        without its Python loop over the fields, for every leg of a capture."""
+        return Handshake(id, *_AFTER_ID(self))
+
+
+_AFTER_ID = attrgetter(*[f.name for f in fields(Handshake)][1:])

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wscap.model.value import pickled_by_fields
 
+
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Limits:
     head_bytes: int = 64 * 1024          # bytes of one HTTP header block
