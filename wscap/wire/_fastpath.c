@@ -15,6 +15,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>       /* PyMemberDef, T_OBJECT_EX, READONLY */
 #include <stdint.h>
 #include <string.h>
 
@@ -26,6 +27,72 @@
 #define ST_SLOW 2   /* the block at `pos` is Python's (damage, other block types, odd interfaces) */
 
 static const unsigned char RESOLVER[4] = {127, 0, 0, 11};   /* flow/dns.py DOCKER_RESOLVER */
+
+/* Attributes of the flow objects (Connection, Session, TcpFlow, its halves, FrameScanner: all
+ * __slots__ classes) read and written at their slots. PyObject_GetAttr finds the same slot through
+ * the type's member descriptor each time; the lanes touch a dozen attributes per packet, and that
+ * search was most of their cost. The slot's offset is remembered per (type, name) while the type's
+ * version tag is unchanged (any change to the class or its bases drops the tag). Anything that is
+ * not a plain writable object slot of a class with the generic get/setattr (a property, a class
+ * with __getattr__ or __setattr__, a module, a type) takes PyObject_GetAttr/SetAttr as before. */
+typedef struct {
+    PyTypeObject *tp;
+    unsigned int tag;
+    PyObject *name;
+    Py_ssize_t off;               /* -1: not a plain slot */
+} SlotEnt;
+#define SLOT_CACHE 256
+static SlotEnt slot_cache[SLOT_CACHE];
+
+static Py_ssize_t slot_of(PyTypeObject *tp, PyObject *name) {
+    uintptr_t h = ((uintptr_t)tp >> 4) ^ ((uintptr_t)name >> 3);
+    SlotEnt *e = &slot_cache[(h ^ (h >> 8)) & (SLOT_CACHE - 1)];
+    if (e->tp == tp && e->name == name && e->tag != 0 && e->tag == tp->tp_version_tag
+        && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        return e->off;
+    Py_ssize_t off = -1;
+    if (tp->tp_getattro == PyObject_GenericGetAttr && tp->tp_setattro == PyObject_GenericSetAttr) {
+        PyObject *d = _PyType_Lookup(tp, name);      /* borrowed; gives the type a version tag */
+        if (d != NULL && Py_TYPE(d) == &PyMemberDescr_Type) {
+            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+            if (m->type == T_OBJECT_EX && !(m->flags & READONLY)) off = m->offset;
+        }
+    }
+    if (tp->tp_version_tag != 0 && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        e->tp = tp;                 /* not owned: a type freed and another at its address has another tag */
+        e->tag = tp->tp_version_tag;
+        e->name = name;             /* the module's interned names (static), compared by identity */
+        e->off = off;
+    }
+    return off;
+}
+
+/* PyObject_GetAttr(o, name), read at the slot when it is one (new reference, NULL + error). */
+static PyObject *get_attr(PyObject *o, PyObject *name) {
+    Py_ssize_t off = slot_of(Py_TYPE(o), name);
+    if (off >= 0) {
+        PyObject *v = *(PyObject **)((char *)o + off);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }                           /* an empty slot: PyObject_GetAttr raises the AttributeError */
+    }
+    return PyObject_GetAttr(o, name);
+}
+
+/* PyObject_SetAttr(o, name, v), written at the slot when it is one. */
+static int set_attr(PyObject *o, PyObject *name, PyObject *v) {
+    Py_ssize_t off = slot_of(Py_TYPE(o), name);
+    if (off >= 0 && v != NULL) {
+        PyObject **slot = (PyObject **)((char *)o + off);
+        PyObject *old = *slot;
+        Py_INCREF(v);
+        *slot = v;
+        Py_XDECREF(old);
+        return 0;
+    }
+    return PyObject_SetAttr(o, name, v);
+}
 
 static PyObject *s_now_ns, *s_packets, *s_tcp, *s_zw, *s_last_frame, *s_last_ts, *s_fast_lane;
 static PyObject *s_client, *s_session, *s_mode, *s_body_left, *s_halves, *s_ooo, *s_base, *s_next, *s_delivered;
@@ -80,7 +147,7 @@ static int flush_state(Fast *f) {
     if (f->state_pipe == NULL) return 0;
     if (f->now_dirty) {
         PyObject *v = PyLong_FromLongLong(f->now);
-        if (v == NULL || PyObject_SetAttr(f->state_pipe, s_now_ns, v) < 0) rc = -1;
+        if (v == NULL || set_attr(f->state_pipe, s_now_ns, v) < 0) rc = -1;
         Py_XDECREF(v);
     }
     if (rc == 0 && f->clk_dirty) {
@@ -91,13 +158,13 @@ static int flush_state(Fast *f) {
     if (rc == 0 && f->skipped) {
         PyObject *names[2] = {s_packets, s_tcp};
         for (int i = 0; i < 2 && rc == 0; i++) {
-            PyObject *old = PyObject_GetAttr(f->state_stats, names[i]);
+            PyObject *old = get_attr(f->state_stats, names[i]);
             if (old == NULL) { rc = -1; break; }
             PyObject *add = PyLong_FromLongLong(f->skipped);
             PyObject *nv = add ? PyNumber_Add(old, add) : NULL;
             Py_DECREF(old);
             Py_XDECREF(add);
-            if (nv == NULL || PyObject_SetAttr(f->state_stats, names[i], nv) < 0) rc = -1;
+            if (nv == NULL || set_attr(f->state_stats, names[i], nv) < 0) rc = -1;
             Py_XDECREF(nv);
         }
     }
@@ -108,7 +175,7 @@ static int flush_state(Fast *f) {
 }
 
 static int load_state(Fast *f) {
-    PyObject *v = PyObject_GetAttr(f->pipe, s_now_ns);
+    PyObject *v = get_attr(f->pipe, s_now_ns);
     if (v == NULL) return -1;
     f->now = PyLong_AsLongLong(v);
     Py_DECREF(v);
@@ -189,14 +256,14 @@ static int ask_want(Fast *f, Py_ssize_t off, Py_ssize_t caplen, long long no, lo
 static int set_ll(PyObject *o, PyObject *name, long long v) {
     PyObject *x = PyLong_FromLongLong(v);
     if (x == NULL) return -1;
-    int r = PyObject_SetAttr(o, name, x);
+    int r = set_attr(o, name, x);
     Py_DECREF(x);
     return r;
 }
 
 /* 1: o.name is `want` (identity), 0: it is something else, -1: error. */
 static int attr_is(PyObject *o, PyObject *name, PyObject *want) {
-    PyObject *x = PyObject_GetAttr(o, name);
+    PyObject *x = get_attr(o, name);
     if (x == NULL) return -1;
     int r = x == want;
     Py_DECREF(x);
@@ -205,7 +272,7 @@ static int attr_is(PyObject *o, PyObject *name, PyObject *want) {
 
 /* 1: len(o.name) == 0, 0: not empty, -1: error. */
 static int attr_empty(PyObject *o, PyObject *name) {
-    PyObject *x = PyObject_GetAttr(o, name);
+    PyObject *x = get_attr(o, name);
     if (x == NULL) return -1;
     Py_ssize_t n = PyObject_Length(x);
     Py_DECREF(x);
@@ -213,7 +280,7 @@ static int attr_empty(PyObject *o, PyObject *name) {
 }
 
 static int get_ll(PyObject *o, PyObject *name, long long *v) {
-    PyObject *x = PyObject_GetAttr(o, name);
+    PyObject *x = get_attr(o, name);
     if (x == NULL) return -1;
     *v = PyLong_AsLongLong(x);
     Py_DECREF(x);
@@ -223,7 +290,7 @@ static int get_ll(PyObject *o, PyObject *name, long long *v) {
 /* Is conn.<name> (an (ip bytes, port) endpoint, as flow/connection.py keeps them) src:sport?
  * 1: yes, 0: no, 2: not that shape (a caller may leave the decision to Python), -1: error. */
 static int endpoint_is(PyObject *conn, PyObject *name, const unsigned char *src, unsigned sport) {
-    PyObject *ep = PyObject_GetAttr(conn, name);
+    PyObject *ep = get_attr(conn, name);
     if (ep == NULL) return -1;
     int r = 2;
     if (PyTuple_Check(ep) && PyTuple_GET_SIZE(ep) == 2) {
@@ -285,7 +352,7 @@ static int scan_end(Scan *st) {
     for (Py_ssize_t i = 0; i < n; i++) b[i] = st->masked ? src[i] ^ st->mask[i & 3] : src[i];
     PyObject *pv = PyObject_CallFunction(ws_preview, "Ni", pl, st->opcode);
     int rc = -1;
-    if (pv != NULL && PyObject_SetAttr(f, s_preview, pv) == 0) {
+    if (pv != NULL && set_attr(f, s_preview, pv) == 0) {
         if (PyList_GET_SIZE(st->frames) < st->keep) rc = PyList_Append(st->frames, f);
         else { st->dropped++; rc = 0; }
     }
@@ -296,7 +363,7 @@ static int scan_end(Scan *st) {
 
 static int set_obj(PyObject *o, PyObject *name, PyObject *v) {
     if (v == NULL) return -1;
-    int r = PyObject_SetAttr(o, name, v);
+    int r = set_attr(o, name, v);
     Py_DECREF(v);
     return r;
 }
@@ -306,22 +373,22 @@ static int scan_store(PyObject *sc, Scan *st) {
     if (set_ll(sc, s_count, st->count) < 0 || set_ll(sc, s_dropped, st->dropped) < 0
         || set_ll(sc, s__skip, st->skip) < 0)
         return -1;
-    PyObject *counter = PyObject_GetAttr(sc, s_counter);
+    PyObject *counter = get_attr(sc, s_counter);
     if (counter == NULL) return -1;
     int r = PyList_Check(counter) && PyList_GET_SIZE(counter) >= 1
         ? PyList_SetItem(counter, 0, PyLong_FromLongLong(st->counter0)) : -1;
     Py_DECREF(counter);
     if (r < 0) { if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "FrameScanner.counter"); return -1; }
     /* the open frame (None once it ended: _skip is 0 exactly then) and what it still wants kept */
-    if (PyObject_SetAttr(sc, s__cur, st->cur ? st->cur : Py_None) < 0 || set_ll(sc, s__cur_want, st->want) < 0)
+    if (set_attr(sc, s__cur, st->cur ? st->cur : Py_None) < 0 || set_ll(sc, s__cur_want, st->want) < 0)
         return -1;
     if (!st->started) return 0;     /* no frame began here: its other fields are as they were */
     if (set_obj(sc, s__cur_mask, PyBytes_FromStringAndSize(st->masked ? (const char *)st->mask : "", st->masked ? 4 : 0)) < 0
-        || PyObject_SetAttr(sc, s__cur_payload, st->payload) < 0
-        || set_ll(sc, s__cur_off, 0) < 0 || PyObject_SetAttr(sc, s__cur_inflate, Py_False) < 0)
+        || set_attr(sc, s__cur_payload, st->payload) < 0
+        || set_ll(sc, s__cur_off, 0) < 0 || set_attr(sc, s__cur_inflate, Py_False) < 0)
         return -1;
     if (st->msg_reset) {
-        if (set_ll(sc, s__msg_opcode, st->msg_opcode) < 0 || PyObject_SetAttr(sc, s__msg_compressed, Py_False) < 0
+        if (set_ll(sc, s__msg_opcode, st->msg_opcode) < 0 || set_attr(sc, s__msg_compressed, Py_False) < 0
             || set_obj(sc, s__msg_out, PyByteArray_FromStringAndSize(NULL, 0)) < 0 || set_ll(sc, s__msg_total, 0) < 0)
             return -1;
     }
@@ -349,11 +416,11 @@ static int scan_frames_c(PyObject *sc, const unsigned char *data, Py_ssize_t n, 
     if ((t = attr_is(sc, s__msg_compressed, Py_False)) < 0) return -1;
     st.msg_compressed = !t;
     if ((t = attr_is(sc, s_first_data_ts, Py_None)) != 0) return t < 0 ? -1 : 1;
-    buf = PyObject_GetAttr(sc, s__buf);
+    buf = get_attr(sc, s__buf);
     if (buf == NULL) goto out;
     if (!PyByteArray_CheckExact(buf)) { rc = 1; goto out; }
     Py_ssize_t held = PyByteArray_GET_SIZE(buf);      /* an unfinished header from the last call */
-    dir = PyObject_GetAttr(sc, s_dir);
+    dir = get_attr(sc, s_dir);
     if (dir == NULL) goto out;
     if (!PyUnicode_Check(dir)) { rc = 1; goto out; }
     st.client = PyUnicode_Compare(dir, s_client) == 0;
@@ -364,27 +431,27 @@ static int scan_frames_c(PyObject *sc, const unsigned char *data, Py_ssize_t n, 
         goto overflow;
     /* a client's segment starting at a frame boundary with a capital: maybe a request line */
     if (st.client && st.skip == 0 && held == 0 && n > 0 && data[0] >= 'A' && data[0] <= 'Z') { rc = 1; goto out; }
-    counter = PyObject_GetAttr(sc, s_counter);
+    counter = get_attr(sc, s_counter);
     if (counter == NULL) goto out;
     if (!PyList_Check(counter) || PyList_GET_SIZE(counter) < 1) { rc = 1; goto out; }
     st.counter0 = PyLong_AsLongLong(PyList_GET_ITEM(counter, 0));
     if (st.counter0 == -1 && PyErr_Occurred()) goto overflow;
-    st.frames = PyObject_GetAttr(sc, s_frames);
+    st.frames = get_attr(sc, s_frames);
     if (st.frames == NULL) goto out;
     if (!PyList_Check(st.frames)) { rc = 1; goto out; }
     if (st.skip > 0) {
         /* a frame begun earlier: common only if it is not a close */
-        st.cur = PyObject_GetAttr(sc, s__cur);
+        st.cur = get_attr(sc, s__cur);
         if (st.cur == NULL) goto out;
         if (Py_TYPE(st.cur) != (PyTypeObject *)ws_summary_type) { rc = 1; goto out; }
         long long op;
         if (get_ll(st.cur, s_opcode, &op) < 0) goto overflow;
         if (op == 8 || (op <= 2 && st.msg_compressed)) { rc = 1; goto out; }   /* a close, or compressed */
         st.opcode = (int)op;
-        st.payload = PyObject_GetAttr(sc, s__cur_payload);
+        st.payload = get_attr(sc, s__cur_payload);
         if (st.payload == NULL) goto out;
         if (!PyByteArray_CheckExact(st.payload)) { rc = 1; goto out; }
-        PyObject *m = PyObject_GetAttr(sc, s__cur_mask);
+        PyObject *m = get_attr(sc, s__cur_mask);
         if (m == NULL) goto out;
         int ok = PyBytes_Check(m) && (PyBytes_GET_SIZE(m) == 0 || PyBytes_GET_SIZE(m) == 4);
         if (ok && PyBytes_GET_SIZE(m) == 4) { st.masked = 1; memcpy(st.mask, PyBytes_AS_STRING(m), 4); }
@@ -505,26 +572,26 @@ static int frames_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *h
     int rc = -1, t;
     PyObject *keep = NULL, *exs = NULL, *sc = NULL, *tcp = NULL, *window = NULL, *data = NULL, *r = NULL;
     long long nx, dl;
-    keep = PyObject_GetAttr(conn, s_keep);
+    keep = get_attr(conn, s_keep);
     if (keep == NULL) goto out;
     if (!PyList_Check(keep) || PyList_GET_SIZE(keep) != 2 || PyList_GET_ITEM(keep, dir) != Py_False) { rc = 0; goto out; }
     /* the half stream: nothing held as a probe, no retransmission memory kept */
     if ((t = attr_is(half, s_probe, Py_None)) <= 0 || (t = attr_is(half, s_keep_recent, Py_False)) <= 0) {
         rc = t; goto out;
     }
-    tcp = PyObject_GetAttr(conn, s_tcp);
+    tcp = get_attr(conn, s_tcp);
     if (tcp == NULL) goto out;
     if ((t = attr_is(tcp, s_closed, Py_False)) <= 0) { rc = t; goto out; }
-    window = PyObject_GetAttr(tcp, s_window);
+    window = get_attr(tcp, s_window);
     if (window == NULL) goto out;
     if (!PyList_Check(window) || PyList_GET_SIZE(window) != 2) { rc = 0; goto out; }
     /* the session: no events waiting, the current exchange's scanner of this direction (or none:
      * then the full path feeds nobody either) */
     if ((t = attr_empty(session, s_events)) <= 0) { rc = t; goto out; }
-    exs = PyObject_GetAttr(session, s_exchanges);
+    exs = get_attr(session, s_exchanges);
     if (exs == NULL) goto out;
     if (!PyList_Check(exs) || PyList_GET_SIZE(exs) == 0) { rc = 0; goto out; }
-    sc = PyObject_GetAttr(PyList_GET_ITEM(exs, PyList_GET_SIZE(exs) - 1), dir == 0 ? s_client_frames : s_server_frames);
+    sc = get_attr(PyList_GET_ITEM(exs, PyList_GET_SIZE(exs) - 1), dir == 0 ? s_client_frames : s_server_frames);
     if (sc == NULL) goto out;
     if (sc != Py_None && Py_TYPE(sc) != (PyTypeObject *)f->scanner_type) { rc = 0; goto out; }
     if (get_ll(half, s_next, &nx) < 0 || get_ll(half, s_delivered, &dl) < 0) {
@@ -568,21 +635,21 @@ static int synack_lane_c(PyObject *conn, const unsigned char *src, unsigned spor
     /* from the server, and the client is the other end (a connection to itself is Python's) */
     if ((t = endpoint_is(conn, s_server, src, sport)) != 1) return t < 0 ? -1 : 0;
     if ((t = endpoint_is(conn, s_client, src, sport)) != 0) return t < 0 ? -1 : 0;
-    session = PyObject_GetAttr(conn, s_session);
+    session = get_attr(conn, s_session);
     if (session == NULL) goto out;
     if ((t = attr_empty(session, s_events)) <= 0) { rc = t; goto out; }
-    ign = PyObject_GetAttr(session, s_ignored);
+    ign = get_attr(session, s_ignored);
     if (ign == NULL) goto out;
     if (ign != Py_False) { rc = 0; goto out; }
-    tcp = PyObject_GetAttr(conn, s_tcp);
+    tcp = get_attr(conn, s_tcp);
     if (tcp == NULL) goto out;
     if ((t = attr_is(tcp, s_closed, Py_False)) <= 0) { rc = t; goto out; }
-    halves = PyObject_GetAttr(tcp, s_halves);
+    halves = get_attr(tcp, s_halves);
     if (halves == NULL) goto out;
     if (!PyTuple_Check(halves) || PyTuple_GET_SIZE(halves) != 2) { rc = 0; goto out; }
     PyObject *half = PyTuple_GET_ITEM(halves, 1);
-    base = PyObject_GetAttr(half, s_base);
-    sf = base ? PyObject_GetAttr(tcp, s_synack_frame) : NULL;
+    base = get_attr(half, s_base);
+    sf = base ? get_attr(tcp, s_synack_frame) : NULL;
     if (sf == NULL) goto out;
     /* everything checked: Connection.segment's frame/time, then TcpFlow.segment's SYN-ACK writes */
     if (set_ll(conn, s_last_frame, no) < 0 || set_ll(conn, s_last_ts, ts) < 0) goto out;
@@ -770,7 +837,7 @@ static int h_pending_none(PyObject *pending, Py_ssize_t np, Py_ssize_t i) {
 
 /* a list of 2 (borrowed items), or NULL with *rc set (0: another shape, -1: error) */
 static PyObject *h_pair(PyObject *o, PyObject *name, int *rc) {
-    PyObject *x = PyObject_GetAttr(o, name);
+    PyObject *x = get_attr(o, name);
     if (x == NULL) { *rc = -1; return NULL; }
     if (!PyList_CheckExact(x) || PyList_GET_SIZE(x) != 2) { Py_DECREF(x); *rc = 0; return NULL; }
     return x;
@@ -778,8 +845,8 @@ static PyObject *h_pair(PyObject *o, PyObject *name, int *rc) {
 
 static int h_modes(Fast *f) {
     if (g_body == f->body) return 0;
-    PyObject *h = PyObject_GetAttr((PyObject *)Py_TYPE(f->body), s_HEAD);
-    PyObject *ig = h ? PyObject_GetAttr((PyObject *)Py_TYPE(f->body), s_IGNORE) : NULL;
+    PyObject *h = get_attr((PyObject *)Py_TYPE(f->body), s_HEAD);
+    PyObject *ig = h ? get_attr((PyObject *)Py_TYPE(f->body), s_IGNORE) : NULL;
     if (ig == NULL) { Py_XDECREF(h); return -1; }
     Py_XDECREF(g_head); Py_XDECREF(g_ignore); Py_XDECREF(g_body);
     g_head = h; g_ignore = ig;
@@ -808,7 +875,7 @@ static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *ha
     if ((t = attr_is(half, s_probe, Py_None)) <= 0) { rc = t; goto out; }
     if ((kr = attr_is(half, s_keep_recent, Py_True)) < 0) goto out;
     if (!kr && (t = attr_is(half, s_keep_recent, Py_False)) <= 0) { rc = t; goto out; }
-    tcp = PyObject_GetAttr(conn, s_tcp);
+    tcp = get_attr(conn, s_tcp);
     if (tcp == NULL) goto out;
     if ((t = attr_is(tcp, s_closed, Py_False)) <= 0) { rc = t; goto out; }
     if ((window = h_pair(tcp, s_window, &rc)) == NULL) goto out;
@@ -822,24 +889,24 @@ static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *ha
     if (lb && bl >= 0) { rc = 0; goto out; }
     if ((t = attr_empty(session, s_events)) <= 0) { rc = t; goto out; }
     if (h_modes(f) < 0) goto out;
-    exs = PyObject_GetAttr(session, s_exchanges);
+    exs = get_attr(session, s_exchanges);
     if (exs == NULL) goto out;
     if (!PyList_CheckExact(exs)) { rc = 0; goto out; }
     Py_ssize_t n_ex = PyList_GET_SIZE(exs);
     /* Pipeline.feed would forget a connection this segment leaves `ignored` (client IGNORE, no exchange) */
     if (dir == 1 && n_ex == 0 && PyList_GET_ITEM(mode, 0) == g_ignore) { rc = 0; goto out; }
-    pending = PyObject_GetAttr(session, s_pending);
+    pending = get_attr(session, s_pending);
     if (pending == NULL) goto out;
     if (strcmp(Py_TYPE(pending)->tp_name, "collections.deque") != 0) { rc = 0; goto out; }
     Py_ssize_t np = PySequence_Size(pending);
     if (np < 0) goto out;
-    if ((lim = PyObject_GetAttr(session, s_limits)) == NULL) goto out;
+    if ((lim = get_attr(session, s_limits)) == NULL) goto out;
     if (get_ll(session, s_plain_requests, &pr) < 0 || get_ll(lim, s_head_bytes, &hb) < 0
         || get_ll(half, s_next, &nx) < 0 || get_ll(half, s_delivered, &dl) < 0)
         goto overflow;
     if (kr) {
-        recent = PyObject_GetAttr(half, s_recent);
-        rframes = recent ? PyObject_GetAttr(half, s_recent_frames) : NULL;
+        recent = get_attr(half, s_recent);
+        rframes = recent ? get_attr(half, s_recent_frames) : NULL;
         if (rframes == NULL) goto out;
         if (!PyByteArray_CheckExact(recent) || !PyList_CheckExact(rframes)) { rc = 0; goto out; }
         if (get_ll(half, s_recent_start, &rs) < 0) goto overflow;
@@ -1010,7 +1077,7 @@ static int heads_lane_c(Fast *f, PyObject *conn, PyObject *session, PyObject *ha
     if (kd != want_keep) {
         Py_INCREF(want_keep);
         PyList_SetItem(keep, dir, want_keep);
-        if (PyObject_SetAttr(half, s_keep_recent, want_keep) < 0) goto out;
+        if (set_attr(half, s_keep_recent, want_keep) < 0) goto out;
     }
     rc = 1;
     goto out;
@@ -1038,9 +1105,9 @@ static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsign
     if (side < 0) goto out;
     if (side == 2) { rc = 2; goto out; }     /* not the shape this mirrors: Python's fast_lane decides */
     if (side) dir = 0;
-    session = PyObject_GetAttr(conn, s_session);
+    session = get_attr(conn, s_session);
     if (session == NULL) goto out;
-    mode = PyObject_GetAttr(session, s_mode);
+    mode = get_attr(session, s_mode);
     if (mode == NULL) goto out;
     if (!PyList_Check(mode) || PyList_GET_SIZE(mode) != 2) { rc = 2; goto out; }
     if (f->frames_mode != NULL && f->pay != NULL && PyList_GET_ITEM(mode, dir) == f->frames_mode) {
@@ -1053,7 +1120,7 @@ static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsign
         if (PyList_GET_ITEM(mode, dir) == g_head) { heads = 1; bl = -1; goto stream; }
     }
     if (PyList_GET_ITEM(mode, dir) != f->body) { rc = 0; goto out; }
-    left = PyObject_GetAttr(session, s_body_left);
+    left = get_attr(session, s_body_left);
     if (left == NULL) goto out;
     if (!PyList_Check(left) || PyList_GET_SIZE(left) != 2) { rc = 2; goto out; }
     bl = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(left, dir), &over);
@@ -1063,19 +1130,19 @@ static int fast_lane_c(Fast *f, PyObject *conn, const unsigned char *src, unsign
         heads = 1;                            /* the body ends in this segment: the heads lane */
     }
 stream:
-    tcp = PyObject_GetAttr(conn, s_tcp);
+    tcp = get_attr(conn, s_tcp);
     if (tcp == NULL) goto out;
-    halves = PyObject_GetAttr(tcp, s_halves);
+    halves = get_attr(tcp, s_halves);
     if (halves == NULL) goto out;
     if (!PyTuple_Check(halves) || PyTuple_GET_SIZE(halves) != 2) { rc = 2; goto out; }
     half = PyTuple_GET_ITEM(halves, dir);
     Py_INCREF(half);
-    ooo = PyObject_GetAttr(half, s_ooo);
+    ooo = get_attr(half, s_ooo);
     if (ooo == NULL) goto out;
     int busy = PyObject_IsTrue(ooo);
     if (busy < 0) goto out;
     if (busy) { rc = 0; goto out; }
-    base = PyObject_GetAttr(half, s_base);
+    base = get_attr(half, s_base);
     if (base == NULL) goto out;
     if (base == Py_None) { rc = 0; goto out; }
     long long base_v = PyLong_AsLongLong(base), next_v, deliv;
@@ -1179,18 +1246,18 @@ static int fin_lane_c(PyObject *conn, const unsigned char *src, unsigned sport, 
     }
     if ((t = endpoint_is(conn, s_client, src, sport)) < 0 || t == 2) return t < 0 ? -1 : 0;
     dir = t ? 0 : 1;
-    tcp = PyObject_GetAttr(conn, s_tcp);
+    tcp = get_attr(conn, s_tcp);
     if (tcp == NULL) goto out;
     if ((t = attr_is(tcp, s_closed, Py_False)) <= 0 || (t = attr_is(tcp, s_end, Py_None)) <= 0) { rc = t; goto out; }
-    fins = PyObject_GetAttr(tcp, s_fins);
+    fins = get_attr(tcp, s_fins);
     if (fins == NULL) goto out;
     if (!PyList_CheckExact(fins) || PyList_GET_SIZE(fins) != 0) { rc = 0; goto out; }
-    window = PyObject_GetAttr(tcp, s_window);
+    window = get_attr(tcp, s_window);
     if (window == NULL) goto out;
     if (!PyList_Check(window) || PyList_GET_SIZE(window) != 2) { rc = 0; goto out; }
-    session = PyObject_GetAttr(conn, s_session);
+    session = get_attr(conn, s_session);
     if (session == NULL) goto out;
-    ign = PyObject_GetAttr(session, s_ignored);
+    ign = get_attr(session, s_ignored);
     if (ign == NULL) goto out;
     if (ign != Py_False) { rc = 0; goto out; }
     end = PyObject_CallFunction(tcp_end_type, "sOLL", "fin", dir == 0 ? s_client : s_server, no, ts);
@@ -1199,7 +1266,7 @@ static int fin_lane_c(PyObject *conn, const unsigned char *src, unsigned sport, 
     if (set_ll(conn, s_last_frame, no) < 0 || set_ll(conn, s_last_ts, ts) < 0) goto out;
     PyObject *w = PyLong_FromUnsignedLong(win);
     if (w == NULL || PyList_SetItem(window, dir, w) < 0) goto out;
-    if (PyObject_SetAttr(tcp, s_end, end) < 0 || PyList_Append(fins, end) < 0) goto out;
+    if (set_attr(tcp, s_end, end) < 0 || PyList_Append(fins, end) < 0) goto out;
     rc = 1;
 out:
     Py_XDECREF(tcp); Py_XDECREF(session); Py_XDECREF(fins); Py_XDECREF(window);
@@ -1274,9 +1341,9 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
     if (conn != Py_None) {
         if (totlen < 40) { rc = 1; Py_DECREF(conn); goto done; }
         if (win == 0) { rc = 1; Py_DECREF(conn); goto done; }
-        PyObject *tcpflow = PyObject_GetAttr(conn, s_tcp);
+        PyObject *tcpflow = get_attr(conn, s_tcp);
         if (tcpflow == NULL) { Py_DECREF(conn); goto done; }
-        PyObject *zw = PyObject_GetAttr(tcpflow, s_zw);
+        PyObject *zw = get_attr(tcpflow, s_zw);
         Py_DECREF(tcpflow);
         if (zw == NULL) { Py_DECREF(conn); goto done; }
         int zwt = PyObject_IsTrue(zw);
@@ -1305,7 +1372,7 @@ static int decide(Fast *f, const unsigned char *rec, Py_ssize_t caplen, long lon
         if (pno == NULL || pts == NULL) { Py_XDECREF(pno); Py_XDECREF(pts); Py_DECREF(conn); goto done; }
         if (paylen <= 0) {
             /* a pure ACK of a tracked connection: Connection.touch(no, ts) */
-            if (PyObject_SetAttr(conn, s_last_frame, pno) < 0 || PyObject_SetAttr(conn, s_last_ts, pts) < 0) {
+            if (set_attr(conn, s_last_frame, pno) < 0 || set_attr(conn, s_last_ts, pts) < 0) {
                 Py_DECREF(pno); Py_DECREF(pts); Py_DECREF(conn); goto done;
             }
         } else if (caplen < l3 + (Py_ssize_t)totlen) {
