@@ -15,10 +15,8 @@ try:
     import httptools
 except ImportError:  # pragma: no cover - optional at runtime, required by the tests
     httptools = None
-try:
-    import h11
-except ImportError:  # pragma: no cover
-    h11 = None
+h11 = None                  # imported at its first use (`_load_h11`): most heads never need it
+_h11_tried = False          # (flow/handshake.py _clean_for_h11), and importing it is ~6 ms of every start
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +61,26 @@ def _llhttp_error(e: Exception) -> ParserOpinion:
     return ParserOpinion(False, msg)
 
 
+def _load_h11() -> Any:
+    global h11, _h11_tried
+    if not _h11_tried:
+        _h11_tried = True
+        try:
+            import h11 as module
+            h11 = module
+        except ImportError:  # pragma: no cover
+            pass
+    return h11
+
+
 def h11_request(raw: bytes) -> ParserOpinion:
-    if h11 is None:
+    if _load_h11() is None:
         return ParserOpinion(None, "h11 not installed")
     return _h11_reads(h11.Connection(our_role=h11.SERVER), raw)
 
 
 def h11_response(raw: bytes) -> ParserOpinion:
-    if h11 is None:
+    if _load_h11() is None:
         return ParserOpinion(None, "h11 not installed")
     conn = h11.Connection(our_role=h11.CLIENT)
     conn.send(h11.Request(method="GET", target="/", headers=[
