@@ -91,7 +91,7 @@ class SplitJudging:
 # The share of the legs (reads, decodes, encodings) judged here. The helper's legs cost it more
 # (every page it writes is copied first) and this process copies its texts once more, so the
 # split is not half: measured on the bench captures, both sides finish together at about this.
-HERE = 0.6
+HERE = 0.54
 
 
 def _halfway(linkage: "Linkage") -> int:

@@ -39,13 +39,16 @@ def endpoints(legs: Sequence[tuple[int | None, Handshake]], chains: Iterable[tup
     return out
 
 
+_PROXY_ANSWERED = frozenset({Cause.NO_UPSTREAM_CONNECTION.value, Cause.PROXY_REJECTED.value})
+
+
 def _last_server_role(cause: str, hops: Sequence[Handshake]) -> str | None:
     """Role of the deepest leg's server, from the chain rather than a guess: a proxy when the
     verdict says it answered or gave up without going upstream; the backend only when the chain
     reached it (its request arrived, or its host answered the SYN with RST); else unknown —
     a server that never answered may be a proxy waiting on its own upstream."""
     last = hops[-1]
-    if cause in (Cause.NO_UPSTREAM_CONNECTION.value, Cause.PROXY_REJECTED.value):
+    if cause in _PROXY_ANSWERED:
         return "proxy"
     if len(hops) > 1:
         return "backend" if last.request is not None or last.outcome is Outcome.REFUSED else None
