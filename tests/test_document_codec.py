@@ -105,3 +105,21 @@ def test_the_link_views_key_is_found_by_its_lower_cased_name(name, found):
            "request": {"headers": [["Host", "x"], [name, " k3y== "]], "frame": 2, "ts": 1.5, "target": "/"}}
     view = codec.decode_link_view(doc)
     assert view.request.headers == ((("Sec-WebSocket-Key", "k3y=="),) if found else ())
+
+
+@pytest.mark.parametrize("path", PCAPS + HOSTILE, ids=lambda p: Path(p).name)
+def test_handshakes_as_plain_values_come_back_equal(path):
+    """engine/shards.py: the other half's legs cross by marshal as `handshake_values`; every
+    handshake of every capture (its full form and its link view) must come back equal, and
+    renumbered only where asked."""
+    import marshal
+    keys = Path(path).with_suffix(".keys")
+    doc = wscap.analyze_paths([path], Options(keylog=str(keys)) if keys.exists() else None)
+    for h in doc["handshakes"]:
+        for typed in (codec.decode_handshake(h), codec.decode_link_view(h)):
+            back = codec.handshake_from_values(marshal.loads(marshal.dumps(codec.handshake_values(typed))))
+            assert back == typed
+            assert [type(a.severity) for a in back.anomalies] == [type(a.severity) for a in typed.anomalies]
+            assert back.outcome is typed.outcome
+            assert codec.handshake_from_values(codec.handshake_values(typed), 99).id == 99
+            assert codec.handshake_from_values(codec.handshake_values(typed), None).id is None

@@ -151,6 +151,40 @@ def decode_link_view(d: Doc) -> Handshake:
         waited_ns=None, http_version="")
 
 
+def handshake_values(h: Handshake) -> tuple:
+    """`h` as nested tuples of plain values (str, int, bool, None, and the document values it
+    carries as they are), for `marshal`: a forked half hands its legs back this way, about twice
+    as fast both ways as pickling the objects. `handshake_from_values` gives back an equal one."""
+    t, end = h.tcp, h.tcp.end
+    return (h.id, h.source, h.client.ip, h.client.port, h.server.ip, h.server.port, h.first_frame, h.last_frame,
+            h.first_ts_ns, h.last_ts_ns, h.websocket,
+            None if h.request is None else tuple(h.request), None if h.response is None else tuple(h.response),
+            h.outcome.value, h.status,
+            tuple((a.code, a.severity.value, a.message, a.frame, a.side, a.head) for a in h.anomalies),
+            tuple(tuple(f) for f in h.frames),
+            (t.syn_frame, t.synack_frame, None if end is None else (end.kind, end.by, end.frame, end.ts_ns), t.gaps,
+             t.client_bytes, t.server_bytes),
+            h.waited_ns, h.http_version, h.parsers, h.h2, h.tls, h.tunnel)
+
+
+_SAME: Any = object()
+
+
+def handshake_from_values(v: tuple, id: int | None = _SAME) -> Handshake:
+    """The Handshake `handshake_values` made `v` from; with `id`, under that id instead."""
+    (id_, source, cip, cport, sip, sport, first_frame, last_frame, first_ts, last_ts, websocket, req, resp, outcome,
+     status, anomalies, frames, tcp, waited, http_version, parsers, h2, tls, tunnel) = v
+    syn, synack, end, gaps, client_bytes, server_bytes = tcp
+    return Handshake(
+        id_ if id is _SAME else id, source, Endpoint(cip, cport), Endpoint(sip, sport), first_frame, last_frame,
+        first_ts, last_ts, websocket, None if req is None else Head(*req), None if resp is None else Head(*resp),
+        _OUTCOME.get(outcome) or Outcome(outcome), status,
+        tuple(Anomaly(c, _SEVERITY.get(sev) or Severity(sev), m, f, side, head) for c, sev, m, f, side, head in anomalies),
+        tuple(Frame(*f) for f in frames),
+        Tcp(syn, synack, None if end is None else TcpEnd(*end), gaps, client_bytes, server_bytes),
+        waited, http_version, parsers, h2, tls, tunnel)
+
+
 def _light_response(d: Doc | None) -> Head | None:
     return None if not d else Head(version="", headers=(), frame=d.get("frame"), ts_ns=s_to_ns(d["ts"]), raw="",
                                    complete=True)

@@ -7,9 +7,12 @@ the order of the requests, bare attempts are decided from both halves' logs).
 from __future__ import annotations
 
 import heapq
+import marshal
+import pickle
 from collections import deque
-from typing import TYPE_CHECKING, Iterator
+from typing import IO, TYPE_CHECKING, Iterator
 
+from wscap.document.codec import handshake_from_values, handshake_values
 from wscap.document.spool import Spool
 
 if TYPE_CHECKING:
@@ -76,12 +79,32 @@ def absorb_file(pipe: "Pipeline", part: dict) -> None:
 
 # -- the other half of one capture's flows --------------------------------------------------
 def export_half(pipe: "Pipeline") -> dict:
-    """What the child hands back: its legs (documents in its spool), its log, its counts."""
+    """What the child hands back: its legs (link views as plain values, documents in its spool),
+    its log, its counts (all of it what `marshal` can write, unless a document value is odd)."""
     assert pipe.shard_log is not None
-    return {"views": list(zip(pipe.views, [loc[1:] for loc in pipe.view_locs])),
-            "attempts": list(zip(pipe.attempt_views, [loc[1:] for loc in pipe.attempt_locs])),
+    return {"views": [(handshake_values(v), loc[1:]) for v, loc in zip(pipe.views, pipe.view_locs)],
+            "attempts": [(handshake_values(v), loc[1:]) for v, loc in zip(pipe.attempt_views, pipe.attempt_locs)],
             "events": pipe.shard_log.events, "registered": pipe.registered, "tls": pipe.tls_docs,
             "flows": pipe.flows_seen, "limits_hit": pipe.limits_hit}
+
+
+def write_half(part: dict, out: IO[bytes]) -> None:
+    """The child's part to `out`: by `marshal` (its values are plain), else by pickle (a document
+    value marshal cannot write, such as a str subclass); the first byte says which."""
+    try:
+        data = b"M" + marshal.dumps(part)
+    except ValueError:
+        data = b"P" + pickle.dumps(part, pickle.HIGHEST_PROTOCOL)
+    out.write(data)
+
+
+def read_half(data: bytes) -> dict:
+    """What `write_half` wrote (ValueError, EOFError, TypeError or pickle's errors when it is not)."""
+    kind, body = data[:1], memoryview(data)[1:]
+    part = marshal.loads(body) if kind == b"M" else pickle.loads(body) if kind == b"P" else None
+    if not isinstance(part, dict):
+        raise ValueError("not a half's output")
+    return part
 
 
 def _ordered(events: list[list[tuple]]) -> Iterator[tuple[int, tuple]]:
@@ -126,10 +149,10 @@ def merge_half(pipe: "Pipeline", part: dict, spool: Spool) -> None:
                 unlinked += 1
             seen_at[h] += 1
     views = [v.with_id(ids[0][v.id]) for v in pipe.views]                 # type: ignore[index]
-    views += [v.with_id(ids[1][v.id]) for v, _loc in part["views"]]      # (requests: ids > 0)
+    views += [handshake_from_values(v, ids[1][v[0]]) for v, _loc in part["views"]]   # (requests: ids > 0)
     locs = pipe.view_locs + [(spool, *loc) for _v, loc in part["views"]]
     theirs = part["attempts"]
-    pipe.attempt_views = [pipe.attempt_views[k] if h == 0 else theirs[k][0] for h, k in attempts]
+    pipe.attempt_views = [pipe.attempt_views[k] if h == 0 else handshake_from_values(theirs[k][0]) for h, k in attempts]
     pipe.attempt_locs = [pipe.attempt_locs[k] if h == 0 else (spool, *theirs[k][1]) for h, k in attempts]
     pipe.attempt_live = [None] * len(attempts)
     pipe.views, pipe.view_locs = views, locs

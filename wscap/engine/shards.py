@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from wscap.document.spool import Spool
 from wscap.document.forking import Child, may_fork, usable_cpus
-from wscap.engine.merge import Abandoned, export_half, merge_half
+from wscap.engine.merge import Abandoned, export_half, merge_half, read_half, write_half
 
 if TYPE_CHECKING:
     from wscap.engine.core import Options, Pipeline
@@ -118,12 +118,12 @@ def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> 
         return pipe, source
 
     def other_half() -> int:
-        """In the child: half 1, its legs and log pickled to `out`, its documents in `their_spool`."""
+        """In the child: half 1, its legs and log written to `out`, its documents in `their_spool`."""
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)         # the parent reads the same records and says what there is to say
         try:
             pipe, _source = half(1, their_spool, None)
-            pickle.dump(export_half(pipe), out, pickle.HIGHEST_PROTOCOL)
+            write_half(export_half(pipe), out)
             out.flush()
             their_spool.flush()
             return 0
@@ -168,8 +168,8 @@ def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> 
             return None
         out.seek(0)
         try:
-            part = pickle.load(out)
-        except (OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
+            part = read_half(out.read())
+        except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as e:
             child.failed(INSTEAD, f"left unreadable output ({e})")
             return None
         try:
