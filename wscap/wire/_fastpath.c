@@ -395,6 +395,61 @@ static int scan_store(PyObject *sc, Scan *st) {
     return 0;
 }
 
+/* A FrameSummary for a frame header just read: what FrameSummary(dir, no, ts, fin, False, False,
+ * False, opcode, masked, length) then `.order = order` make, built at its slots. The dataclass's
+ * __init__ only stores its arguments (and the defaults of the rest); calling it was a Python frame
+ * per frame. Used when FrameSummary's fields are these, in this order, each a plain slot, with no
+ * __post_init__ (checked once, in summary_plain): otherwise through the call. */
+static const char *FS_FIELDS[14] = {"dir", "frame", "ts_ns", "fin", "rsv1", "rsv2", "rsv3", "opcode", "masked",
+                                    "length", "close_code", "close_reason", "preview", "order"};
+static PyObject *fs_names[14];
+static int fs_plain = -1;            /* unknown yet */
+
+static int summary_plain(void) {
+    if (fs_plain >= 0) return fs_plain;
+    PyTypeObject *tp = (PyTypeObject *)ws_summary_type;
+    int ok = PyType_Check(ws_summary_type) && tp->tp_alloc != NULL;
+    PyObject *names = ok ? PyObject_GetAttrString(ws_summary_type, "__match_args__") : NULL;
+    if (names == NULL) PyErr_Clear();
+    ok = ok && names != NULL && PyTuple_Check(names) && PyTuple_GET_SIZE(names) == 14
+         && PyDict_GetItemString(tp->tp_dict, "__post_init__") == NULL;
+    for (int i = 0; ok && i < 14; i++) {
+        if (fs_names[i] == NULL && (fs_names[i] = PyUnicode_InternFromString(FS_FIELDS[i])) == NULL) {
+            Py_XDECREF(names);
+            return -1;
+        }
+        ok = PyUnicode_Check(PyTuple_GET_ITEM(names, i))
+             && PyUnicode_Compare(PyTuple_GET_ITEM(names, i), fs_names[i]) == 0 && slot_of(tp, fs_names[i]) >= 0;
+    }
+    Py_XDECREF(names);
+    fs_plain = ok;
+    return ok;
+}
+
+static PyObject *new_summary(PyObject *dir, long long no, long long ts, int fin, int opcode, int masked,
+                             long long len, long long order) {
+    int plain = summary_plain();
+    if (plain < 0) return NULL;
+    if (!plain) {
+        PyObject *o = PyObject_CallFunction(ws_summary_type, "OLLOOOOiOL", dir, no, ts, fin ? Py_True : Py_False,
+                                            Py_False, Py_False, Py_False, opcode, masked ? Py_True : Py_False, len);
+        if (o != NULL && set_ll(o, s_order, order) < 0) Py_CLEAR(o);
+        return o;
+    }
+    PyTypeObject *tp = (PyTypeObject *)ws_summary_type;
+    PyObject *vals[14] = {dir, PyLong_FromLongLong(no), PyLong_FromLongLong(ts), fin ? Py_True : Py_False, Py_False,
+                          Py_False, Py_False, PyLong_FromLong(opcode), masked ? Py_True : Py_False,
+                          PyLong_FromLongLong(len), Py_None, Py_None, Py_None, PyLong_FromLongLong(order)};
+    static const int owned[4] = {1, 2, 7, 9};
+    PyObject *o = NULL;
+    if (vals[1] && vals[2] && vals[7] && vals[9] && vals[13]) o = tp->tp_alloc(tp, 0);
+    for (int i = 0; o != NULL && i < 14; i++)
+        if (set_attr(o, fs_names[i], vals[i]) < 0) Py_CLEAR(o);
+    for (int i = 0; i < 4; i++) Py_XDECREF(vals[owned[i]]);
+    Py_XDECREF(vals[13]);
+    return o;
+}
+
 /* 0: done (the scanner read the whole segment), 1: not the common case at all (nothing changed:
  * the caller calls FrameScanner.feed), -1: error. */
 static int scan_frames_c(PyObject *sc, const unsigned char *data, Py_ssize_t n, long long no, long long ts) {
@@ -534,10 +589,8 @@ static int scan_frames_c(PyObject *sc, const unsigned char *data, Py_ssize_t n, 
         pos += h;
         /* a summary for a frame that will be kept, or that stays open past this segment */
         if (PyList_GET_SIZE(st.frames) < st.keep || ln > (unsigned long long)(n - pos)) {
-            st.cur = PyObject_CallFunction(ws_summary_type, "OLLOOOOiOL", dir, no, ts, fin ? Py_True : Py_False,
-                                           Py_False, Py_False, Py_False, opcode, masked ? Py_True : Py_False,
-                                           (long long)ln);
-            if (st.cur == NULL || set_ll(st.cur, s_order, st.counter0) < 0) goto store_fail;
+            st.cur = new_summary(dir, no, ts, fin, opcode, masked, (long long)ln, st.counter0);
+            if (st.cur == NULL) goto store_fail;
         }
         if (ln == 0 && scan_end(&st) < 0) goto store_fail;
     }
