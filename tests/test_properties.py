@@ -88,6 +88,34 @@ def test_clean_head_fast_path_reads_what_the_general_parser_reads(start, lines, 
         assert _parse_clean(raw, ends + 2, kind, 9) is not None
 
 
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from([b"GET /ws HTTP/1.1", b"HTTP/1.1 101 Switching Protocols", b"GET\n/ HTTP/1.1", b""]),
+       st.lists(st.tuples(_LINE, st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r\r\n"])), max_size=8),
+       st.sampled_from([b"\r\n", b"\n", b""]), st.binary(max_size=8))
+def test_the_compiled_header_lines_are_the_python_ones(start, lines, blank, after):
+    """_fastpath.clean_fields (C) and _parse_clean's regex reading say the same: which heads are
+    clean, and their Field list."""
+    import pytest
+    from wscap.wire.http1 import _CLEAN_FIELDS, Field
+    from wscap.wire.pcapio import _fastpath
+    if _fastpath is None:
+        pytest.skip("the compiled fast path is not built (or WSCAP_PURE is set)")
+    raw = start + b"\r\n" + b"".join(line + end for line, end in lines) + blank + after
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return
+    end += 2
+    first = raw.find(b"\r\n")
+    clean = raw.count(b"\n", 0, end) == raw.count(b"\r\n", 0, end) and _CLEAN_FIELDS.fullmatch(raw, first + 2, end)
+    got = _fastpath.clean_fields(raw, first, end, Field)
+    assert (got is not None) == bool(clean)
+    if got is not None:
+        want = [] if first + 2 == end else [Field(name, name.lower(), value.strip(b" \t"), n) for n, line in
+                                            enumerate(raw[first + 2:end - 2].split(b"\r\n"), start=2)
+                                            for name, _colon, value in [line.partition(b":")]]
+        assert got == want and all(type(f) is Field for f in got)
+
+
 def test_a_real_upgrade_request_takes_the_fast_path():
     assert _parse_clean(REQ, REQ.find(b"\r\n\r\n") + 2, "request", 1) is not None
     assert _parse_clean(RESP, RESP.find(b"\r\n\r\n") + 2, "response", 1) is not None

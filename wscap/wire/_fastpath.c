@@ -395,59 +395,147 @@ static int scan_store(PyObject *sc, Scan *st) {
     return 0;
 }
 
-/* A FrameSummary for a frame header just read: what FrameSummary(dir, no, ts, fin, False, False,
- * False, opcode, masked, length) then `.order = order` make, built at its slots. The dataclass's
- * __init__ only stores its arguments (and the defaults of the rest); calling it was a Python frame
- * per frame. Used when FrameSummary's fields are these, in this order, each a plain slot, with no
- * __post_init__ (checked once, in summary_plain): otherwise through the call. */
-static const char *FS_FIELDS[14] = {"dir", "frame", "ts_ns", "fin", "rsv1", "rsv2", "rsv3", "opcode", "masked",
-                                    "length", "close_code", "close_reason", "preview", "order"};
-static PyObject *fs_names[14];
-static int fs_plain = -1;            /* unknown yet */
+/* Instances of plain slotted dataclasses (FrameSummary, http1.Field) built at their slots: the
+ * dataclass's __init__ only stores its arguments, and calling it was a Python frame per object.
+ * Used when the class's __init__ arguments (its __match_args__) are the names given here, in this
+ * order, each a plain slot, and it has no __post_init__ (checked once per class object): else
+ * through the call, with the same arguments. */
+typedef struct {
+    const char *names[16];
+    int n;
+    PyObject *type;               /* the class checked (borrowed: the caller keeps it alive) */
+    PyObject *interned[16];
+    int plain;                    /* -1: not checked yet for `type` */
+} PlainType;
 
-static int summary_plain(void) {
-    if (fs_plain >= 0) return fs_plain;
-    PyTypeObject *tp = (PyTypeObject *)ws_summary_type;
-    int ok = PyType_Check(ws_summary_type) && tp->tp_alloc != NULL;
-    PyObject *names = ok ? PyObject_GetAttrString(ws_summary_type, "__match_args__") : NULL;
-    if (names == NULL) PyErr_Clear();
-    ok = ok && names != NULL && PyTuple_Check(names) && PyTuple_GET_SIZE(names) == 14
-         && PyDict_GetItemString(tp->tp_dict, "__post_init__") == NULL;
-    for (int i = 0; ok && i < 14; i++) {
-        if (fs_names[i] == NULL && (fs_names[i] = PyUnicode_InternFromString(FS_FIELDS[i])) == NULL) {
-            Py_XDECREF(names);
-            return -1;
-        }
-        ok = PyUnicode_Check(PyTuple_GET_ITEM(names, i))
-             && PyUnicode_Compare(PyTuple_GET_ITEM(names, i), fs_names[i]) == 0 && slot_of(tp, fs_names[i]) >= 0;
+static int plain_check(PlainType *pt, PyObject *type) {
+    if (pt->type == type && pt->plain >= 0) return pt->plain;
+    pt->type = type;
+    pt->plain = 0;
+    for (int i = 0; i < pt->n; i++)
+        if (pt->interned[i] == NULL && (pt->interned[i] = PyUnicode_InternFromString(pt->names[i])) == NULL) return -1;
+    if (!PyType_Check(type)) return 0;
+    PyTypeObject *tp = (PyTypeObject *)type;
+    PyObject *args = PyObject_GetAttrString(type, "__match_args__");
+    if (args == NULL) { PyErr_Clear(); return 0; }
+    int ok = PyTuple_Check(args) && PyTuple_GET_SIZE(args) == pt->n && tp->tp_alloc != NULL
+             && PyDict_GetItemString(tp->tp_dict, "__post_init__") == NULL;
+    for (int i = 0; ok && i < pt->n; i++) {
+        PyObject *a = PyTuple_GET_ITEM(args, i);
+        ok = PyUnicode_Check(a) && PyUnicode_Compare(a, pt->interned[i]) == 0 && slot_of(tp, pt->interned[i]) >= 0;
     }
-    Py_XDECREF(names);
-    fs_plain = ok;
+    Py_DECREF(args);
+    if (PyErr_Occurred()) return -1;
+    pt->plain = ok;
     return ok;
 }
 
-static PyObject *new_summary(PyObject *dir, long long no, long long ts, int fin, int opcode, int masked,
-                             long long len, long long order) {
-    int plain = summary_plain();
+/* type(*vals) (vals borrowed), at the slots when `type` passed plain_check. */
+static PyObject *plain_new(PlainType *pt, PyObject *type, PyObject **vals) {
+    int plain = plain_check(pt, type);
     if (plain < 0) return NULL;
     if (!plain) {
-        PyObject *o = PyObject_CallFunction(ws_summary_type, "OLLOOOOiOL", dir, no, ts, fin ? Py_True : Py_False,
-                                            Py_False, Py_False, Py_False, opcode, masked ? Py_True : Py_False, len);
-        if (o != NULL && set_ll(o, s_order, order) < 0) Py_CLEAR(o);
+        PyObject *args = PyTuple_New(pt->n);
+        if (args == NULL) return NULL;
+        for (int i = 0; i < pt->n; i++) {
+            Py_INCREF(vals[i]);
+            PyTuple_SET_ITEM(args, i, vals[i]);
+        }
+        PyObject *o = PyObject_Call(type, args, NULL);
+        Py_DECREF(args);
         return o;
     }
-    PyTypeObject *tp = (PyTypeObject *)ws_summary_type;
+    PyTypeObject *tp = (PyTypeObject *)type;
+    PyObject *o = tp->tp_alloc(tp, 0);
+    for (int i = 0; o != NULL && i < pt->n; i++)
+        if (set_attr(o, pt->interned[i], vals[i]) < 0) Py_CLEAR(o);
+    return o;
+}
+
+static PlainType fs_plain = {{"dir", "frame", "ts_ns", "fin", "rsv1", "rsv2", "rsv3", "opcode", "masked", "length",
+                              "close_code", "close_reason", "preview", "order"}, 14, NULL, {NULL}, -1};
+
+/* A FrameSummary for a frame header just read: FrameSummary(dir, no, ts, fin, False, False, False,
+ * opcode, masked, length) with `.order = order`. */
+static PyObject *new_summary(PyObject *dir, long long no, long long ts, int fin, int opcode, int masked,
+                             long long len, long long order) {
     PyObject *vals[14] = {dir, PyLong_FromLongLong(no), PyLong_FromLongLong(ts), fin ? Py_True : Py_False, Py_False,
                           Py_False, Py_False, PyLong_FromLong(opcode), masked ? Py_True : Py_False,
                           PyLong_FromLongLong(len), Py_None, Py_None, Py_None, PyLong_FromLongLong(order)};
-    static const int owned[4] = {1, 2, 7, 9};
+    static const int owned[5] = {1, 2, 7, 9, 13};
     PyObject *o = NULL;
-    if (vals[1] && vals[2] && vals[7] && vals[9] && vals[13]) o = tp->tp_alloc(tp, 0);
-    for (int i = 0; o != NULL && i < 14; i++)
-        if (set_attr(o, fs_names[i], vals[i]) < 0) Py_CLEAR(o);
-    for (int i = 0; i < 4; i++) Py_XDECREF(vals[owned[i]]);
-    Py_XDECREF(vals[13]);
+    if (vals[1] && vals[2] && vals[7] && vals[9] && vals[13]) o = plain_new(&fs_plain, ws_summary_type, vals);
+    for (int i = 0; i < 5; i++) Py_XDECREF(vals[owned[i]]);
     return o;
+}
+
+/* wire/http1.py _parse_clean's header lines. clean_fields(raw, first, end, Field): None when the
+ * head is not one `_parse_clean` reads (a bare LF before `end`, or a line of raw[first+2:end] that
+ * is not token ":" [\t\x20-\x7e]* CRLF, as _CLEAN_FIELDS), else its fields: for each line n
+ * (from 2), Field(name, name.lower(), value.strip(b" \t"), n), name what precedes the first colon. */
+static PlainType field_plain = {{"raw_name", "name", "value", "line"}, 4, NULL, {NULL}, -1};
+
+static int is_tchar(unsigned char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static PyObject *clean_fields(PyObject *self, PyObject *args) {
+    const char *raw;
+    Py_ssize_t rlen, first, end;
+    PyObject *ftype;
+    if (!PyArg_ParseTuple(args, "y#nnO", &raw, &rlen, &first, &end, &ftype)) return NULL;
+    if (first < 0 || end > rlen || first + 2 > end) Py_RETURN_NONE;
+    const unsigned char *r = (const unsigned char *)raw;
+    for (Py_ssize_t i = 0; i < end; i++)
+        if (r[i] == '\n' && (i == 0 || r[i - 1] != '\r')) Py_RETURN_NONE;      /* a bare LF */
+    /* the lines: token ':' [\t\x20-\x7e]* CRLF, up to end exactly */
+    Py_ssize_t i = first + 2;
+    while (i < end) {
+        Py_ssize_t j = i;
+        while (j < end && is_tchar(r[j])) j++;
+        if (j == i || j >= end || r[j] != ':') Py_RETURN_NONE;
+        j++;
+        while (j < end && (r[j] == '\t' || (r[j] >= 0x20 && r[j] <= 0x7e))) j++;
+        if (j + 2 > end || r[j] != '\r' || r[j + 1] != '\n') Py_RETURN_NONE;
+        i = j + 2;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    i = first + 2;
+    long n = 2;
+    while (i < end) {
+        Py_ssize_t colon = i;
+        while (r[colon] != ':') colon++;
+        Py_ssize_t eol = colon;
+        while (r[eol] != '\r') eol++;
+        Py_ssize_t vs = colon + 1, ve = eol;
+        while (vs < ve && (r[vs] == ' ' || r[vs] == '\t')) vs++;
+        while (ve > vs && (r[ve - 1] == ' ' || r[ve - 1] == '\t')) ve--;
+        PyObject *name = PyBytes_FromStringAndSize(raw + i, colon - i);
+        PyObject *lower = name ? PyBytes_FromStringAndSize(NULL, colon - i) : NULL;
+        PyObject *value = lower ? PyBytes_FromStringAndSize(raw + vs, ve - vs) : NULL;
+        PyObject *line = value ? PyLong_FromLong(n) : NULL;
+        PyObject *f = NULL;
+        if (line != NULL) {
+            unsigned char *lo = (unsigned char *)PyBytes_AS_STRING(lower);
+            for (Py_ssize_t k = 0; k < colon - i; k++) {
+                unsigned char c = r[i + k];
+                lo[k] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c | 0x20) : c;
+            }
+            PyObject *vals[4] = {name, lower, value, line};
+            f = plain_new(&field_plain, ftype, vals);
+        }
+        Py_XDECREF(name); Py_XDECREF(lower); Py_XDECREF(value); Py_XDECREF(line);
+        if (f == NULL || PyList_Append(out, f) < 0) {
+            Py_XDECREF(f);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(f);
+        i = eol + 2;
+        n++;
+    }
+    return out;
 }
 
 /* 0: done (the scanner read the whole segment), 1: not the common case at all (nothing changed:
@@ -1658,6 +1746,7 @@ static PyObject *pcapng_scan(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"pcap_scan", pcap_scan, METH_VARARGS, "pcap records from the buffer until one needs the full path."},
     {"pcapng_scan", pcapng_scan, METH_VARARGS, "pcapng Enhanced Packet Blocks until one needs Python."},
+    {"clean_fields", clean_fields, METH_VARARGS, "http1._parse_clean's header lines, or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1753,7 +1842,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     if (m == NULL) return NULL;
     /* API: bumped whenever the calls change, so a stale build (an editable install not rebuilt)
      * is ignored by pcapio.py rather than called wrongly. */
-    if (PyModule_AddIntConstant(m, "API", 5) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
+    if (PyModule_AddIntConstant(m, "API", 6) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
         || PyModule_AddIntConstant(m, "ST_SLOW", ST_SLOW) < 0 || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0
         || PyModule_AddIntConstant(m, "RECENT", RECENT) < 0) {
         Py_DECREF(m);

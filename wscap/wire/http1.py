@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from wscap.model.anomaly import Anomaly, make
+from wscap.wire.pcapio import _fastpath
 
 # RFC 9110 §5.6.2 tchar
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -157,14 +158,21 @@ def _parse_clean(raw: bytes, end: int, kind: str, frame: int | None) -> HttpHead
     """`parse_head` of a head whose lines, up to `end` (past the last header line's CRLF), pass
     `_CLEAN_FIELDS` and hold no bare LF; None for any other head."""
     first = raw.find(b"\r\n")
-    if raw.count(b"\n", 0, end) != raw.count(b"\r\n", 0, end) or _CLEAN_FIELDS.fullmatch(raw, first + 2, end) is None:
+    fast = _fastpath is not None and type(raw) is bytes
+    if fast:
+        lines = _fastpath.clean_fields(raw, first, end, Field)     # type: ignore[union-attr]
+        if lines is None:
+            return None
+    elif raw.count(b"\n", 0, end) != raw.count(b"\r\n", 0, end) or _CLEAN_FIELDS.fullmatch(raw, first + 2, end) is None:
         return None
     start = raw[:first]
     anomalies: list[Anomaly] = []
     head = HttpHead(kind=kind, start_line=start, raw=raw, frame=frame)
     _parse_start_line(head, start, anomalies, frame)
-    fields = head.fields
-    if first + 2 < end:
+    if fast:
+        head.fields = lines
+    elif first + 2 < end:
+        fields = head.fields
         for n, line in enumerate(raw[first + 2:end - 2].split(b"\r\n"), start=2):
             name, _colon, value = line.partition(b":")
             fields.append(Field(name, name.lower(), value.strip(b" \t"), n))
