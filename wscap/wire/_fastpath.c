@@ -1591,16 +1591,65 @@ static int scan_finish(Fast *f, Py_buffer *view, int err, Times *tm, PyObject *p
     return 0;
 }
 
-/* pcap_scan(buf, pos, big, ts_mult, spec, no, nbytes, first, last)
- *   -> (status, pos, no, nbytes, first, last, empty, start, caplen, wirelen, ts)
+/* pcap_scan(buf, pos, big, ts_mult, spec, no, nbytes, first, last, linktype, source)
+ *   -> (status, pos, no, nbytes, first, last, empty, frame): frame the RawFrame of the record at
+ *   which it stopped (ST_FRAME), else None
  * spec: the pipeline's fast spec, or None to hand every record with bytes back (no filter). */
+/* The RawFrame (wscap/model/raw.py) of a record that needs the full path, made here: a tuple of
+ * its 7 fields, as RawFrame(no, ts, linktype, data, wirelen, 0, source) makes it (checked once:
+ * a tuple subclass with those fields), else by that call. */
+static PyObject *raw_frame_type;
+static int raw_frame_plain = -1;
+
+static PyObject *new_raw_frame(long long no, long long ts, PyObject *linktype, const unsigned char *data,
+                               Py_ssize_t caplen, long long wirelen, PyObject *source) {
+    if (raw_frame_type == NULL) {
+        PyObject *m = PyImport_ImportModule("wscap.model.raw");
+        if (m == NULL) return NULL;
+        raw_frame_type = PyObject_GetAttrString(m, "RawFrame");
+        Py_DECREF(m);
+        if (raw_frame_type == NULL) return NULL;
+    }
+    if (raw_frame_plain < 0) {
+        PyObject *fields = PyObject_GetAttrString(raw_frame_type, "_fields");
+        PyObject *want = Py_BuildValue("(sssssss)", "no", "ts_ns", "linktype", "data", "wirelen", "iface", "source");
+        int eq = fields != NULL && want != NULL ? PyObject_RichCompareBool(fields, want, Py_EQ) : -1;
+        Py_XDECREF(fields);
+        Py_XDECREF(want);
+        if (eq < 0) PyErr_Clear();
+        raw_frame_plain = eq > 0 && PyType_Check(raw_frame_type)
+                          && PyType_IsSubtype((PyTypeObject *)raw_frame_type, &PyTuple_Type);
+    }
+    PyObject *vals[7] = {PyLong_FromLongLong(no), PyLong_FromLongLong(ts), linktype,
+                         PyBytes_FromStringAndSize((const char *)data, caplen), PyLong_FromLongLong(wirelen),
+                         NULL, source};
+    vals[5] = PyLong_FromLong(0);
+    PyObject *o = NULL;
+    if (vals[0] && vals[1] && vals[3] && vals[4] && vals[5]) {
+        if (raw_frame_plain) {
+            PyTypeObject *tp = (PyTypeObject *)raw_frame_type;
+            o = tp->tp_alloc(tp, 7);
+            for (int i = 0; o != NULL && i < 7; i++) {
+                Py_INCREF(vals[i]);
+                PyTuple_SET_ITEM(o, i, vals[i]);
+            }
+        } else {
+            o = PyObject_CallFunctionObjArgs(raw_frame_type, vals[0], vals[1], vals[2], vals[3], vals[4], vals[5],
+                                             vals[6], NULL);
+        }
+    }
+    Py_XDECREF(vals[0]); Py_XDECREF(vals[1]); Py_XDECREF(vals[3]); Py_XDECREF(vals[4]); Py_XDECREF(vals[5]);
+    return o;
+}
+
 static PyObject *pcap_scan(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t pos;
     int big;
     long long ts_mult, no, nbytes;
-    PyObject *spec, *pfirst, *plast;
-    if (!PyArg_ParseTuple(args, "y*npLOLLOO", &view, &pos, &big, &ts_mult, &spec, &no, &nbytes, &pfirst, &plast))
+    PyObject *spec, *pfirst, *plast, *linktype, *source;
+    if (!PyArg_ParseTuple(args, "y*npLOLLOOOO", &view, &pos, &big, &ts_mult, &spec, &no, &nbytes, &pfirst, &plast,
+                          &linktype, &source))
         return NULL;
     Fast f;
     Times tm;
@@ -1638,9 +1687,32 @@ static PyObject *pcap_scan(PyObject *self, PyObject *args) {
         start = st; caplen = cl; wirelen = wl; ts = t;
         break;
     }
+    PyObject *frame = NULL;
+    if (status == ST_FRAME && !err) {
+        /* made while the buffer is held; on failure the state still goes back, then the error */
+        frame = new_raw_frame(no, ts, linktype, buf + start, caplen, wirelen, source);
+        if (frame == NULL) {
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            PyObject *pf, *pl;
+            if (scan_finish(&f, &view, 0, &tm, pfirst, plast, &pf, &pl) == 0) {
+                Py_DECREF(pf);
+                Py_DECREF(pl);
+            }
+            PyErr_Restore(et, ev, tb);
+            return NULL;
+        }
+    }
     PyObject *pf, *pl;
-    if (scan_finish(&f, &view, err, &tm, pfirst, plast, &pf, &pl) < 0) return NULL;
-    return Py_BuildValue("(inLLNNLnnLL)", status, pos, no, nbytes, pf, pl, empty, start, caplen, wirelen, ts);
+    if (scan_finish(&f, &view, err, &tm, pfirst, plast, &pf, &pl) < 0) {
+        Py_XDECREF(frame);
+        return NULL;
+    }
+    if (frame == NULL) {
+        Py_INCREF(Py_None);
+        frame = Py_None;
+    }
+    return Py_BuildValue("(inLLNNLN)", status, pos, no, nbytes, pf, pl, empty, frame);
 }
 
 /* One pcapng interface as pcapio.py hands it over: (linktype, mul, div, offset_ns, spec) where spec
@@ -1842,7 +1914,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     if (m == NULL) return NULL;
     /* API: bumped whenever the calls change, so a stale build (an editable install not rebuilt)
      * is ignored by pcapio.py rather than called wrongly. */
-    if (PyModule_AddIntConstant(m, "API", 6) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
+    if (PyModule_AddIntConstant(m, "API", 7) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
         || PyModule_AddIntConstant(m, "ST_SLOW", ST_SLOW) < 0 || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0
         || PyModule_AddIntConstant(m, "RECENT", RECENT) < 0) {
         Py_DECREF(m);

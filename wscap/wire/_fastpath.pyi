@@ -9,8 +9,8 @@ MAX_RECORD: int
 RECENT: int          # flow/tcp.py RECENT, mirrored by the heads lane
 
 def pcap_scan(buf: bytes, pos: int, big: bool, ts_mult: int, spec: tuple[Any, ...] | None, no: int, nbytes: int,
-              first: int | None, last: int | None
-              ) -> tuple[int, int, int, int, int | None, int | None, int, int, int, int, int]: ...
+              first: int | None, last: int | None, linktype: int, source: int
+              ) -> tuple[int, int, int, int, int | None, int | None, int, Any]: ...
 def pcapng_scan(buf: bytes, pos: int, big: bool, ifaces: tuple[Any, ...], no: int, nbytes: int,
                 first: int | None, last: int | None
                 ) -> tuple[int, int, int, int, int | None, int | None, int, int, int, int, int, int, int]: ...

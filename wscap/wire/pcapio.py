@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 from wscap.model.raw import RawFrame
 
 
-FASTPATH_API = 6             # the calls below; _fastpath.c's API constant must match
+FASTPATH_API = 7             # the calls below; _fastpath.c's API constant must match
 
 
 def _load_fastpath() -> ModuleType | None:
@@ -328,11 +328,11 @@ class CaptureReader:
         self._pos0 = 0
         try:
             while True:
-                st, pos, no, nbytes, first, last, e, start, caplen, wirelen, ts = scan(
-                    buf, pos, big, ts_mult, fast, no, nbytes, first, last)
+                st, pos, no, nbytes, first, last, e, frame = scan(
+                    buf, pos, big, ts_mult, fast, no, nbytes, first, last, lt, source)
                 empty += e
                 if st == 1:
-                    yield RawFrame(no, ts, lt, buf[start:start + caplen], wirelen, 0, source)
+                    yield frame             # RawFrame(no, ts, lt, the record's bytes, wirelen, 0, source)
                 elif st == 0:
                     break
                 else:
