@@ -212,3 +212,53 @@ def test_content_lengths_h11_frames_skip_h11_and_the_others_do_not():
         real = h11_response(raw)
         assert real.accepts is accepted, (values, real)
         assert parser_opinion(head, "h11") == real, values
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.binary(min_size=0, max_size=90), st.integers(0, 0xFFFF), st.sampled_from([0x45, 0x46, 0x44, 0x55, 0x65]),
+       st.sampled_from([6, 6, 6, 17, 4]), st.sampled_from([0, 0, 0x4000, 0x2000, 0x0001]),
+       st.sampled_from([0x50, 0x80, 0x40, 0xF0, 0x00]), st.integers(-40, 40), st.sampled_from([1, 1, 1, 113]))
+def test_the_compiled_decoder_reads_what_decode_reads(tail, total, vi, proto, frag, offx, wire_delta, linktype):
+    """_fastpath.decode_tcp4 (C) against Decoder.decode in Python: the same Segment (or none made
+    in C) and the same counts, on Ethernet/IPv4/TCP frames with odd lengths, options, fragments,
+    cut payloads and TSO lengths."""
+    import struct as _struct
+    import pytest
+    from wscap.model.raw import RawFrame
+    from wscap.wire import decode as dec
+    if dec._decode_tcp4 is None:
+        pytest.skip("the compiled fast path is not built (or WSCAP_PURE is set)")
+    ip = bytes([vi, 0]) + _struct.pack("!HHH", total, 7, frag) + bytes([64, proto, 0, 0]) + bytes([10, 0, 0, 1, 10, 0, 0, 2])
+    ip += b"\x00" * (((vi & 0x0F) * 4) - 20 if (vi & 0x0F) * 4 > 20 else 0)
+    tcp = _struct.pack("!HHIIBBH", 40000, 5000, 0xFFFFFFF0, 12345, offx, 0x18, 512) + b"\x00\x00\x00\x00"
+    data = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp + tail
+    frame = RawFrame(3, 1_700_000_000_123_456_000, linktype, data, max(0, len(data) + wire_delta), 0, 2)
+    c, py = dec.Decoder(), dec.Decoder()
+    made = dec._decode_tcp4(frame, c.stats, dec.Segment)
+    dec_c = made if made is not None else c.decode(frame)
+    saved, dec._decode_tcp4 = dec._decode_tcp4, None
+    try:
+        dec_py = py.decode(frame)
+    finally:
+        dec._decode_tcp4 = saved
+    assert dec_c == dec_py and type(dec_c) is type(dec_py)
+    for k in ("packets", "tcp", "truncated", "tunnelled", "unsupported", "too_deep"):
+        assert getattr(c.stats, k) == getattr(py.stats, k), k
+    if made is not None:
+        assert type(made) is dec.Segment and made.tunnel is None
+
+
+def test_the_compiled_decoder_takes_a_plain_segment():
+    import struct as _struct
+    import pytest
+    from wscap.model.raw import RawFrame
+    from wscap.wire import decode as dec
+    if dec._decode_tcp4 is None:
+        pytest.skip("the compiled fast path is not built (or WSCAP_PURE is set)")
+    ip = bytes([0x45, 0]) + _struct.pack("!HHH", 20 + 20 + 5, 7, 0x4000) + bytes([64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2])
+    tcp = _struct.pack("!HHIIBBH", 40000, 5000, 1, 2, 0x50, 0x18, 512) + b"\x00" * 4
+    data = b"\x02" * 12 + b"\x08\x00" + ip + tcp + b"hello"
+    d = dec.Decoder()
+    seg = dec._decode_tcp4(RawFrame(1, 5, 1, data, len(data), 0, 0), d.stats, dec.Segment)
+    assert seg == dec.Segment(1, 5, bytes([10, 0, 0, 1]), 40000, bytes([10, 0, 0, 2]), 5000, 1, 2, 0x18, b"hello", 5, 0, 512)
+    assert (d.stats.packets, d.stats.tcp, d.stats.truncated) == (1, 1, 0)

@@ -1642,6 +1642,93 @@ static PyObject *new_raw_frame(long long no, long long ts, PyObject *linktype, c
     return o;
 }
 
+/* wire/decode.py Decoder.decode for its commonest frame, in C: untagged Ethernet, IPv4 (not a
+ * fragment, header length >= 20) carrying a TCP header of 20 bytes or more, all captured.
+ * decode_tcp4(frame, stats, Segment) -> the Segment Decoder.decode returns, with stats.packets,
+ * stats.tcp (and stats.truncated for a payload cut by the snap length) counted as it counts them;
+ * None for any other frame, with nothing counted: Decoder.decode reads it. */
+static PyObject *segment_type_seen;
+static int segment_plain = -1;
+static PyObject *s_truncated;
+
+static int bump(PyObject *o, PyObject *name) {
+    PyObject *v = get_attr(o, name);
+    if (v == NULL) return -1;
+    PyObject *one = PyLong_FromLong(1);
+    PyObject *nv = one ? PyNumber_Add(v, one) : NULL;
+    Py_DECREF(v);
+    Py_XDECREF(one);
+    if (nv == NULL) return -1;
+    int r = set_attr(o, name, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+static PyObject *decode_tcp4(PyObject *self, PyObject *args) {
+    PyObject *frame, *stats, *segtype;
+    if (!PyArg_ParseTuple(args, "OOO", &frame, &stats, &segtype)) return NULL;
+    if (segment_type_seen != segtype || segment_plain < 0) {
+        PyObject *fields = PyObject_GetAttrString(segtype, "_fields");
+        PyObject *want = Py_BuildValue("(ssssssssssssss)", "frame", "ts_ns", "src", "sport", "dst", "dport", "seq",
+                                       "ack", "flags", "payload", "paylen", "source", "window", "tunnel");
+        int eq = fields != NULL && want != NULL ? PyObject_RichCompareBool(fields, want, Py_EQ) : -1;
+        Py_XDECREF(fields);
+        Py_XDECREF(want);
+        if (eq < 0) PyErr_Clear();
+        segment_type_seen = segtype;
+        segment_plain = eq > 0 && PyType_Check(segtype) && PyType_IsSubtype((PyTypeObject *)segtype, &PyTuple_Type);
+    }
+    if (!segment_plain || !PyTuple_Check(frame) || PyTuple_GET_SIZE(frame) != 7) Py_RETURN_NONE;
+    PyObject *lt = PyTuple_GET_ITEM(frame, 2), *data = PyTuple_GET_ITEM(frame, 3);
+    if (!PyLong_Check(lt) || PyLong_AsLong(lt) != 1 || !PyBytes_CheckExact(data)) {
+        if (PyErr_Occurred()) PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    if (n < 34 || be16(d + 12) != 0x0800 || (d[14] >> 4) != 4) Py_RETURN_NONE;
+    const unsigned char *ip = d + 14;
+    Py_ssize_t ihl = (ip[0] & 0x0F) * 4;
+    unsigned total = be16(ip + 2), frag = be16(ip + 6), proto = ip[9];
+    if (ihl < 20 || proto != 6 || (frag & 0x3FFF)) Py_RETURN_NONE;
+    long long wirelen = PyLong_AsLongLong(PyTuple_GET_ITEM(frame, 4));
+    if (wirelen == -1 && PyErr_Occurred()) { PyErr_Clear(); Py_RETURN_NONE; }
+    long long tot = total;
+    if (tot == 0 || tot > wirelen - 14) tot = wirelen - 14;     /* TSO/GSO: the frame's length is the truth */
+    Py_ssize_t p = 14 + ihl;
+    if (n < p + 20) Py_RETURN_NONE;                             /* truncated: Python counts it */
+    const unsigned char *t = d + p;
+    Py_ssize_t hl = (t[12] >> 4) * 4;
+    if (hl < 20) Py_RETURN_NONE;
+    long long end = 14 + tot, start = p + hl;
+    long long paylen = end - start > 0 ? end - start : 0;
+    /* data[start:end], as Python slices it */
+    Py_ssize_t a = start < n ? (Py_ssize_t)start : n, b = end < 0 ? 0 : (end < n ? (Py_ssize_t)end : n);
+    if (b < a) b = a;
+    PyObject *vals[14] = {PyTuple_GET_ITEM(frame, 0), PyTuple_GET_ITEM(frame, 1),
+                          PyBytes_FromStringAndSize((const char *)ip + 12, 4), PyLong_FromLong(be16(t)),
+                          PyBytes_FromStringAndSize((const char *)ip + 16, 4), PyLong_FromLong(be16(t + 2)),
+                          PyLong_FromUnsignedLong(be32(t + 4)), PyLong_FromUnsignedLong(be32(t + 8)),
+                          PyLong_FromLong(t[13]), PyBytes_FromStringAndSize((const char *)d + a, b - a),
+                          PyLong_FromLongLong(paylen), PyTuple_GET_ITEM(frame, 6), PyLong_FromLong(be16(t + 14)),
+                          Py_None};
+    PyObject *seg = NULL;
+    int ok = 1;
+    for (int i = 2; i < 13; i++) if (vals[i] == NULL) ok = 0;
+    if (ok && bump(stats, s_packets) == 0 && bump(stats, s_tcp) == 0
+        && ((long long)(b - a) >= paylen || bump(stats, s_truncated) == 0)) {
+        PyTypeObject *tp = (PyTypeObject *)segtype;
+        seg = tp->tp_alloc(tp, 14);
+        for (int i = 0; seg != NULL && i < 14; i++) {
+            Py_INCREF(vals[i]);
+            PyTuple_SET_ITEM(seg, i, vals[i]);
+        }
+    }
+    for (int i = 2; i < 11; i++) Py_XDECREF(vals[i]);
+    Py_XDECREF(vals[12]);
+    return seg;
+}
+
 static PyObject *pcap_scan(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t pos;
@@ -1819,6 +1906,7 @@ static PyMethodDef methods[] = {
     {"pcap_scan", pcap_scan, METH_VARARGS, "pcap records from the buffer until one needs the full path."},
     {"pcapng_scan", pcapng_scan, METH_VARARGS, "pcapng Enhanced Packet Blocks until one needs Python."},
     {"clean_fields", clean_fields, METH_VARARGS, "http1._parse_clean's header lines, or None."},
+    {"decode_tcp4", decode_tcp4, METH_VARARGS, "Decoder.decode of an Ethernet/IPv4/TCP frame, or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1827,6 +1915,8 @@ static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "wscap.wire._fastpath
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
     s_now_ns = PyUnicode_InternFromString("now_ns");
+    s_truncated = PyUnicode_InternFromString("truncated");
+    if (s_truncated == NULL) return NULL;
     s_packets = PyUnicode_InternFromString("packets");
     s_tcp = PyUnicode_InternFromString("tcp");
     s_zw = PyUnicode_InternFromString("zw");
@@ -1914,7 +2004,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     if (m == NULL) return NULL;
     /* API: bumped whenever the calls change, so a stale build (an editable install not rebuilt)
      * is ignored by pcapio.py rather than called wrongly. */
-    if (PyModule_AddIntConstant(m, "API", 7) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
+    if (PyModule_AddIntConstant(m, "API", 8) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
         || PyModule_AddIntConstant(m, "ST_SLOW", ST_SLOW) < 0 || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0
         || PyModule_AddIntConstant(m, "RECENT", RECENT) < 0) {
         Py_DECREF(m);

@@ -25,11 +25,13 @@ from typing import NamedTuple
 
 from wscap.model.raw import LINKTYPE_ETHERNET, RawFrame
 from wscap.wire.ipfrag import FragmentCache
+from wscap.wire.pcapio import _fastpath
 from wscap.wire.linklayer import ETH_IP4 as _ETH_IP4, ETH_IP6 as _ETH_IP6, ether as _ether, locate
 
 TH_FIN, TH_SYN, TH_RST, TH_PSH, TH_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 _IP6_EXT = (0, 43, 60, 51, 135, 139, 140)   # extension headers that we walk past
+_decode_tcp4 = _fastpath.decode_tcp4 if _fastpath is not None else None
 _u16 = struct.Struct("!H").unpack_from
 _tcp = struct.Struct("!HHIIBBH").unpack_from
 _DOCKER_DNS = bytes([127, 0, 0, 11])      # Docker's embedded resolver (random ports behind DNAT)
@@ -118,6 +120,12 @@ class Decoder:
         self.max_depth = max_depth
 
     def decode(self, frame: RawFrame) -> Segment | None:
+        if _decode_tcp4 is not None:
+            # Untagged Ethernet + IPv4 + TCP, whole: the same Segment and counts, made in C
+            # (wire/_fastpath.c decode_tcp4); None for anything else, which is read below.
+            seg = _decode_tcp4(frame, self.stats, Segment)
+            if seg is not None:
+                return seg
         self.stats.packets += 1
         data = frame.data
         if frame.linktype == LINKTYPE_ETHERNET and len(data) >= 34:
