@@ -339,7 +339,7 @@ def parser_opinion(head: HttpHead, parser: str) -> opinions.ParserOpinion:
     o = head.opinions.get(parser)
     if o is None:
         if parser == "h11" and _clean_for_h11(head):
-            o = opinions.ParserOpinion(True, None)
+            o = opinions.ACCEPTS
         else:
             o = _PARSERS[(parser, head.kind)](head.raw)
         head.opinions[parser] = o

@@ -28,6 +28,9 @@ class ParserOpinion:
         return {"accepts": self.accepts, "error": self.error}
 
 
+ACCEPTS = ParserOpinion(True, None)     # the common opinion: one shared (frozen) value
+
+
 class _Sink:
     """httptools callback object; the head is all we feed, so nothing to collect."""
 
@@ -47,17 +50,17 @@ def _llhttp(parser: str, raw: bytes) -> ParserOpinion:
     try:
         p.feed_data(raw)
     except httptools.HttpParserUpgrade:
-        return ParserOpinion(True, None)
+        return ACCEPTS
     except httptools.HttpParserError as e:
         return _llhttp_error(e)
-    return ParserOpinion(True, None)
+    return ACCEPTS
 
 
 def _llhttp_error(e: Exception) -> ParserOpinion:
     msg = str(e) or type(e).__name__
     # HPE_PAUSED_UPGRADE: llhttp stops at a valid upgrade head and hands the socket over.
     if "Pause on CONNECT/Upgrade" in msg:
-        return ParserOpinion(True, None)
+        return ACCEPTS
     return ParserOpinion(False, msg)
 
 
@@ -97,4 +100,4 @@ def _h11_reads(conn: Any, raw: bytes) -> ParserOpinion:
             return ParserOpinion(False, "incomplete head")
     except h11.RemoteProtocolError as e:
         return ParserOpinion(False, str(e))
-    return ParserOpinion(True, None)
+    return ACCEPTS
