@@ -31,10 +31,12 @@ def _program(*args: str, code: str = "from wscap.cli.main import run; run()") ->
 
 def test_the_output_is_whole_and_the_code_is_the_commands(tmp_path):
     ok, bad = _captures(tmp_path)
-    for path, want in ((ok, 0), (bad, 1)):
-        in_process = CliRunner().invoke(main, ["analyze", "--format", "json", path])
+    # -j 2: the judging helper's texts are written as the bytes it wrote (a real standard output);
+    # in process (CliRunner's output is no standard output) everything goes through text
+    for path, want, jobs in ((ok, 0, "1"), (ok, 0, "2"), (bad, 1, "2")):
+        in_process = CliRunner().invoke(main, ["analyze", "-j", jobs, "--format", "json", path])
         assert in_process.exit_code == want
-        done = _program("analyze", "--format", "json", path)
+        done = _program("analyze", "-j", jobs, "--format", "json", path)
         assert done.returncode == want, done.stderr
         assert done.stdout.decode() == in_process.output        # flushed, every byte
         assert done.stdout.endswith(b"}\n")

@@ -458,10 +458,11 @@ class Assembly:
                 more, light_more = self._judge_range(linkage, chains, ids, mine, len(chains), chain_spool,
                                                      ChainEncoder(), order.offer, order.flush)
                 locs, light = locs + more, light + light_more
+            out.to_bytes()              # the rest is mostly text already encoded: written as it is
             order.finish(lambda i: (theirs and theirs.handshake(i)) or encode_item(self._full_doc(i, ids)))
             out.chains()
             for loc in locs:
-                out.item(chain_spool.get_text(loc))
+                out.item(chain_spool.read(loc))
             if theirs is not None:
                 for text in theirs.chains():
                     out.item(text)
@@ -529,7 +530,7 @@ class InOrder:
 
     LIMIT = 256
 
-    def __init__(self, shown: list[int], encode: Callable[[Doc], str], write: Callable[[str], object]) -> None:
+    def __init__(self, shown: list[int], encode: Callable[[Doc], str], write: Callable[[str | bytes], object]) -> None:
         self._shown = shown
         self._pos = {leg: k for k, leg in enumerate(shown)}
         self._encode = encode
@@ -552,10 +553,10 @@ class InOrder:
             self._write(ready.pop(self.next))
             self.next += 1
 
-    def finish(self, read: Callable[[int], str]) -> None:
+    def finish(self, read: Callable[[int], str | bytes]) -> None:
         """Write the rest: waiting ones from here, the others as `read(leg)` gives them."""
         for k in range(self.next, len(self._shown)):
-            text = self._ready.pop(k, None)
+            text: str | bytes | None = self._ready.pop(k, None)
             if text is None:
                 self.late += 1
                 text = read(self._shown[k])

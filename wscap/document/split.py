@@ -158,14 +158,15 @@ class Judged:
         handshakes, chain_locs, light = pickle.loads(os.pread(fd, n, size - _TRAILER.size - n))
         return cls(out, handshakes, chain_locs, light)
 
-    def _text(self, loc: tuple[int, int]) -> str:
-        return os.pread(self._fd, loc[1], loc[0]).decode("utf-8")
+    def _text(self, loc: tuple[int, int]) -> bytes:
+        return os.pread(self._fd, loc[1], loc[0])
 
-    def handshake(self, leg: int) -> str | None:
-        """Leg `leg`'s text as the helper encoded it, or None (a leg of none of its chains)."""
+    def handshake(self, leg: int) -> bytes | None:
+        """Leg `leg`'s text as the helper encoded it (UTF-8), or None (a leg of none of its chains)."""
         loc = self._handshakes.get(leg)
         return None if loc is None else self._text(loc)
 
     def chains(self) -> Any:
+        """Its chains' texts (UTF-8), in order."""
         for loc in self._chain_locs:
             yield self._text(loc)

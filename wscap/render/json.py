@@ -17,7 +17,10 @@ dozen distinct diffs, and they were most of the chains' cost.
 """
 from __future__ import annotations
 
+import codecs
 import json
+import os
+import sys
 from typing import IO, Any, Iterable
 
 from wscap.document.codec import encode_chain, encode_diff
@@ -98,11 +101,32 @@ class StreamedDocument:
     (encoded) as it comes, `chains()`, each chain, then `finish(tail)`."""
 
     def __init__(self, fp: IO[str], head: dict) -> None:
-        self._fp = fp
+        self._fp: Any = fp
+        self._bin: Any = None           # the byte stream written to directly, after to_bytes()
         fp.write("{\n")
         for key, value in head.items():
             _field(fp, _ENC, key, value)
         self._open("handshakes")
+
+    def to_bytes(self) -> bool:
+        """From here on, write UTF-8 straight to the standard output's byte stream (flushed first),
+        so items given already encoded (`item(bytes)`: what a spool or the judging helper holds)
+        are not decoded and encoded again. Only for the process's own standard output as Python
+        opened it on POSIX (UTF-8, strict, no newline translation); False and nothing changed else."""
+        if self._fp is not sys.stdout or sys.stdout is not sys.__stdout__ or os.linesep != "\n":
+            return False
+        fp: Any = self._fp
+        try:
+            ok = codecs.lookup(fp.encoding).name == "utf-8" and fp.errors == "strict"
+            buf = fp.buffer
+        except (AttributeError, LookupError, TypeError, ValueError):
+            return False
+        if not ok:
+            return False
+        fp.flush()
+        self._bin = buf
+        self._fp = _Utf8(buf)
+        return True
 
     def _open(self, key: str) -> None:
         self._fp.write(f'  "{key}": [')
@@ -111,8 +135,13 @@ class StreamedDocument:
     def _close(self) -> None:
         self._fp.write("],\n" if self._sep == "\n    " else "\n  ],\n")
 
-    def item(self, text: str) -> None:
-        self._fp.write(self._sep + text)
+    def item(self, text: str | bytes) -> None:
+        """One element, encoded by `encode_item` (as str, or as its UTF-8 bytes)."""
+        if self._bin is not None:
+            self._bin.write(self._sep.encode())
+            self._bin.write(text if isinstance(text, bytes) else text.encode("utf-8"))
+        else:
+            self._fp.write(self._sep + (text if isinstance(text, str) else text.decode("utf-8")))
         self._sep = ",\n    "
 
     def chains(self) -> None:
@@ -125,6 +154,16 @@ class StreamedDocument:
         for i, key in enumerate(keys):
             _field(self._fp, _ENC, key, tail[key], last=i == len(keys) - 1)
         self._fp.write("}\n")
+
+
+class _Utf8:
+    """str writes as UTF-8 to a byte stream (the rest of a document after `to_bytes`)."""
+
+    def __init__(self, buf: IO[bytes]) -> None:
+        self._buf = buf
+
+    def write(self, text: str) -> None:
+        self._buf.write(text.encode("utf-8"))
 
 
 def _field(fp: IO[str], enc: json.JSONEncoder, key: str, value: Any, last: bool = False) -> None:
