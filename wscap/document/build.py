@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 from wscap import __version__
 from wscap.document.codec import SCHEMA_VERSION, Doc, decode_handshake, decode_link_view, encode_chain
 from wscap.document.spool import Spool, SpooledList
-from wscap.document.summary import count_flags, counts_of, endpoints, handshake_counts, summary
+from wscap.document.summary import Addresses, count_flags, counts_of, endpoints, handshake_counts, summary
 from wscap.judge.chains import LINK_WINDOW_S, EncryptedLegs, Linkage, hop_chain, judge_chain, link_chains
 from wscap.model.chain import HopChain, Proxies
 from wscap.model.handshake import Handshake
@@ -423,13 +423,19 @@ class Assembly:
                 after()
         return locs, light
 
-    def _tail(self, light: list[HopChain], ids: list[int | None], shown: list[int]) -> Doc:
-        """The fields after the chains: TLS, DNS, endpoints, stats and summary (counted from the
-        legs' flags and the chains' verdicts)."""
+    def _tail_legs(self, ids: list[int | None], shown: list[int]) -> tuple[dict[str, int], Addresses]:
+        """What the tail reads of the legs alone: their summary counts and addresses."""
         n = len(self.views)
-        names = self.names()
         counts = counts_of((self.view_locs[i] if i < n else self.attempt_locs[i - n])[2] for i in shown)
-        eps = endpoints(self._legs_with_ids(shown, ids), ((c.hops, _cause(c)) for c in light), names)
+        return counts, Addresses(self._legs_with_ids(shown, ids))
+
+    def _tail(self, light: list[HopChain], ids: list[int | None], shown: list[int],
+              legs: tuple[dict[str, int], Addresses] | None = None) -> Doc:
+        """The fields after the chains: TLS, DNS, endpoints, stats and summary (counted from the
+        legs' flags and the chains' verdicts); `legs`: what `_tail_legs` gave, if taken already."""
+        counts, addresses = legs if legs is not None else self._tail_legs(ids, shown)
+        names = self.names()
+        eps = endpoints(addresses, ((c.hops, _cause(c)) for c in light), names)
         summ = summary(counts, light, self.tls_docs)
         return {"tls": self.tls_list(), "dns": self.dns.to_json(), "endpoints": eps, "stats": self.stats,
                 "summary": summ}
@@ -453,6 +459,7 @@ class Assembly:
             mine = len(chains) if helper is None else helper.first
             locs, light = self._judge_range(linkage, chains, ids, 0, mine, chain_spool, ChainEncoder(),
                                             order.offer, order.flush)
+            legs_part = self._tail_legs(ids, shown)     # (while the helper may still be judging)
             theirs = helper.result() if helper is not None else None
             if theirs is None:          # no helper, or it failed: the rest judged here
                 more, light_more = self._judge_range(linkage, chains, ids, mine, len(chains), chain_spool,
@@ -471,7 +478,7 @@ class Assembly:
             if helper is not None:
                 helper.close()
             chain_spool.close()
-        tail = self._tail(light, ids, shown)
+        tail = self._tail(light, ids, shown, legs_part)
         out.finish(tail)
         return dict(tail["summary"])
 

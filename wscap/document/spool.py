@@ -30,6 +30,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 class Spool:
     BUFFER = 1 << 20
+    WINDOW = 256 << 10              # bytes read ahead by `read`
 
     def __init__(self, f: IO[bytes] | None = None) -> None:
         # unlinked at once: nothing left behind. A large buffer: a document is a few kB, and the
@@ -38,6 +39,8 @@ class Spool:
         self._end = 0
         self._at_end = f is None    # the file's position is _end: a write needs no seek (which flushes)
         self.count = 0
+        self._win = b""             # the last bytes read ahead, from _win_at
+        self._win_at = 0
         # Reads are positional (pread): they move no shared file offset, so a forked judging
         # process (document/split.py) reads the same file beside this one. Writes are buffered;
         # the first read after one flushes them.
@@ -87,10 +90,20 @@ class Spool:
             self._f.seek(loc[0])
             self._at_end = False
             return self._f.read(loc[1])
+        start, n = loc
+        off = start - self._win_at
+        if 0 <= off and off + n <= len(self._win):
+            return self._win[off:off + n]
         if self._dirty:
             self._f.flush()
             self._dirty = False
-        return os.pread(self._fd, loc[1], loc[0])
+        if n >= self.WINDOW:
+            return os.pread(self._fd, n, start)
+        # Records are read back about in the order they were written (a chain's legs, the chains
+        # in order): one read of the next WINDOW bytes serves the next ones. The file only grows,
+        # so bytes once read stay what they are.
+        self._win, self._win_at = os.pread(self._fd, self.WINDOW, start), start
+        return self._win[:n]
 
     def flush(self) -> None:
         """Written records reach the file (before another process reads it)."""

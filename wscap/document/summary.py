@@ -12,17 +12,27 @@ from wscap.model.chain import Cause, HopChain
 from wscap.model.handshake import Handshake, Outcome
 
 
-def endpoints(legs: Sequence[tuple[int | None, Handshake]], chains: Iterable[tuple[Sequence[int], str]],
+class Addresses:
+    """What `endpoints` reads of the legs alone (every address, the server ports, the legs by id):
+    taken before the chains are judged, while the judging helper may still be at work."""
+
+    def __init__(self, legs: Sequence[tuple[int | None, Handshake]]) -> None:
+        self.by_id = dict(legs)
+        self.roles: dict[str, set[str]] = {}
+        self.ports: dict[str, set[int]] = {}
+        roles, ports = self.roles, self.ports
+        for _id, h in legs:
+            roles.setdefault(h.client.ip, set())
+            roles.setdefault(h.server.ip, set())
+            ports.setdefault(h.server.ip, set()).add(h.server.port)
+
+
+def endpoints(legs: Sequence[tuple[int | None, Handshake]] | Addresses, chains: Iterable[tuple[Sequence[int], str]],
               names: dict[str, str]) -> list[Doc]:
-    """Every address with its role and server ports. `legs`: (final id, leg); `chains`:
-    (hop ids, verdict cause)."""
-    by_id = dict(legs)
-    roles: dict[str, set[str]] = {}
-    ports: dict[str, set[int]] = {}
-    for _id, h in legs:
-        roles.setdefault(h.client.ip, set())
-        roles.setdefault(h.server.ip, set())
-        ports.setdefault(h.server.ip, set()).add(h.server.port)
+    """Every address with its role and server ports. `legs`: (final id, leg), or their Addresses;
+    `chains`: (hop ids, verdict cause)."""
+    seen = legs if isinstance(legs, Addresses) else Addresses(legs)
+    by_id, roles, ports = seen.by_id, seen.roles, seen.ports
     for hop_ids, cause in chains:
         hops = [by_id[i] for i in hop_ids if i in by_id]
         for i, h in enumerate(hops):
