@@ -93,3 +93,40 @@ def test_a_subclass_keeps_its_own_fields():
     Base.__qualname__, More.__qualname__ = "Base", "More"
     back = pickle.loads(pickle.dumps(More(1, 2)))
     assert back == More(1, 2) and type(back) is More
+
+
+@pytest.mark.parametrize("v", _values(), ids=lambda v: type(v).__name__)
+def test_the_compiled_constructor_makes_the_same_value(v):
+    """wire/_fastpath.c make(cls, *fields), which the codec uses to decode legs: the value cls(*fields)
+    makes, of that class; a wrong number of fields goes to the class, which says so."""
+    from wscap.wire.pcapio import _fastpath
+    if _fastpath is None:
+        pytest.skip("the compiled fast path is not built (or WSCAP_PURE is set)")
+    fields = tuple(getattr(v, f.name) for f in dataclasses.fields(v))
+    made = _fastpath.make(type(v), *fields)
+    assert made == v and type(made) is type(v)
+    try:
+        want = hash(v)
+    except TypeError:             # a value holding a dict (Verdict.dns): unhashable either way
+        want = None
+    if want is not None:
+        assert hash(made) == want
+    with pytest.raises(TypeError):
+        _fastpath.make(type(v), *fields, "one too many")
+
+
+def test_the_compiled_constructor_calls_a_class_it_cannot_fill():
+    from wscap.wire.pcapio import _fastpath
+    if _fastpath is None:
+        pytest.skip("the compiled fast path is not built (or WSCAP_PURE is set)")
+    seen = []
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        a: int
+
+        def __post_init__(self) -> None:
+            seen.append(self.a)
+
+    assert _fastpath.make(Checked, 5) == Checked(5) and seen == [5, 5]     # __post_init__ ran both times
+    assert _fastpath.make(Anomaly, "c", Severity.INFO, "m") == Anomaly("c", Severity.INFO, "m")   # defaults: a call

@@ -14,8 +14,19 @@ from wscap.model.chain import (Cause, Change, Evidence, HeaderDiff, HopChain, Li
                                Verdict)
 from wscap.model.endpoint import Endpoint
 from wscap.model.handshake import Frame, Handshake, Head, Outcome, Tcp, TcpEnd
+from wscap.wire.pcapio import _fastpath
 
 Doc = dict[str, Any]
+
+
+def _call(cls: Any, *fields: Any) -> Any:
+    return cls(*fields)
+
+
+# cls(*fields) for the model's values: at their slots in C (wire/_fastpath.c make: a frozen
+# dataclass's __init__ sets each field through object.__setattr__, and every leg is decoded at
+# least twice), else the call. Fields are given in order, all of them.
+_make: Callable[..., Any] = _fastpath.make if _fastpath is not None else _call
 SCHEMA_VERSION = 1         # the document's "version": fields are only ever added within one version
 
 
@@ -49,7 +60,7 @@ _OUTCOME = {o.value: o for o in Outcome}
 
 def decode_anomaly(d: Doc) -> Anomaly:
     sev = _SEVERITY.get(d["severity"]) or Severity(d["severity"])
-    return Anomaly(d["code"], sev, d["message"], d.get("frame"), d.get("side"), d.get("head"))
+    return _make(Anomaly, d["code"], sev, d["message"], d.get("frame"), d.get("side"), d.get("head"))
 
 
 def encode_anomaly(a: Anomaly) -> Doc:
@@ -97,9 +108,9 @@ def _encode_frame(f: Frame) -> Doc:
 
 def _tcp(d: Doc) -> Tcp:
     e = d.get("end")
-    end = None if not e else TcpEnd(kind=e["kind"], by=e["by"], frame=e.get("frame"), ts_ns=s_to_ns(e["ts"]))
-    return Tcp(syn_frame=d.get("syn_frame"), synack_frame=d.get("synack_frame"), end=end,
-               gaps=d.get("gaps", 0), client_bytes=d.get("client_bytes", 0), server_bytes=d.get("server_bytes", 0))
+    end = None if not e else _make(TcpEnd, e["kind"], e["by"], e.get("frame"), s_to_ns(e["ts"]))
+    return _make(Tcp, d.get("syn_frame"), d.get("synack_frame"), end, d.get("gaps", 0), d.get("client_bytes", 0),
+                 d.get("server_bytes", 0))
 
 
 def _encode_tcp(t: Tcp) -> Doc:
@@ -112,16 +123,15 @@ def _encode_tcp(t: Tcp) -> Doc:
 def decode_handshake(d: Doc) -> Handshake:
     """A handshake document (spooled, or built by the tshark engine) as a typed value."""
     waited = d.get("waited")
-    return Handshake(
-        id=d.get("id"), source=d["source"], client=endpoint(d["client"]), server=endpoint(d["server"]),
-        first_frame=d["first_frame"], last_frame=d["last_frame"],
-        first_ts_ns=s_to_ns(d["first_ts"]), last_ts_ns=s_to_ns(d["last_ts"]),
-        websocket=bool(d.get("websocket")), request=_head(d.get("request")), response=_head(d.get("response")),
-        outcome=_OUTCOME.get(d["outcome"]) or Outcome(d["outcome"]), status=d.get("status"),
-        anomalies=tuple(decode_anomaly(a) for a in d.get("anomalies", ())),
-        frames=tuple(_frame(f) for f in d.get("frames") or ()), tcp=_tcp(d.get("tcp") or {}),
-        waited_ns=None if waited is None else s_to_ns(waited), http_version=d.get("http_version", "1.1"),
-        parsers=d.get("parsers"), h2=d.get("h2"), tls=d.get("tls"), tunnel=d.get("tunnel"))
+    return _make(      # Handshake(id, source, client, server, first_frame, last_frame, first_ts_ns, last_ts_ns,
+        Handshake,     #   websocket, request, response, outcome, status, anomalies, frames, tcp, waited_ns,
+                       #   http_version, parsers, h2, tls, tunnel)
+        d.get("id"), d["source"], endpoint(d["client"]), endpoint(d["server"]), d["first_frame"], d["last_frame"],
+        s_to_ns(d["first_ts"]), s_to_ns(d["last_ts"]), bool(d.get("websocket")), _head(d.get("request")),
+        _head(d.get("response")), _OUTCOME.get(d["outcome"]) or Outcome(d["outcome"]), d.get("status"),
+        tuple(decode_anomaly(a) for a in d.get("anomalies", ())), tuple(_frame(f) for f in d.get("frames") or ()),
+        _tcp(d.get("tcp") or {}), None if waited is None else s_to_ns(waited), d.get("http_version", "1.1"),
+        d.get("parsers"), d.get("h2"), d.get("tls"), d.get("tunnel"))
 
 
 def decode_link_view(d: Doc) -> Handshake:
@@ -137,18 +147,16 @@ def decode_link_view(d: Doc) -> Handshake:
                 key = v.strip()
                 break
     e = d["tcp"].get("end")
-    return Handshake(
-        id=d.get("id"), source=d["source"], client=endpoint(d["client"]), server=endpoint(d["server"]),
-        first_frame=d["first_frame"], last_frame=d["first_frame"], first_ts_ns=s_to_ns(d["first_ts"]),
-        last_ts_ns=0, websocket=False,
-        request=None if not req else Head(version="", headers=(("Sec-WebSocket-Key", key),) if key else (),
-                                          frame=req.get("frame"), ts_ns=s_to_ns(req["ts"]), raw="", complete=True,
-                                          method="", target=req["target"]),
-        response=_light_response(d.get("response")), outcome=_OUTCOME.get(d["outcome"]) or Outcome(d["outcome"]), status=None, anomalies=(),
-        frames=(), tcp=Tcp(syn_frame=d["tcp"].get("syn_frame"), synack_frame=None,
-                           end=None if not e else TcpEnd(e["kind"], e["by"], e.get("frame"), s_to_ns(e["ts"])),
-                           gaps=0, client_bytes=0, server_bytes=0),
-        waited_ns=None, http_version="")
+    return _make(
+        Handshake, d.get("id"), d["source"], endpoint(d["client"]), endpoint(d["server"]), d["first_frame"],
+        d["first_frame"], s_to_ns(d["first_ts"]), 0, False,
+        None if not req else Head(version="", headers=(("Sec-WebSocket-Key", key),) if key else (),
+                                  frame=req.get("frame"), ts_ns=s_to_ns(req["ts"]), raw="", complete=True,
+                                  method="", target=req["target"]),
+        _light_response(d.get("response")), _OUTCOME.get(d["outcome"]) or Outcome(d["outcome"]), None, (), (),
+        _make(Tcp, d["tcp"].get("syn_frame"), None,
+              None if not e else _make(TcpEnd, e["kind"], e["by"], e.get("frame"), s_to_ns(e["ts"])), 0, 0, 0),
+        None, "", None, None, None, None)
 
 
 def handshake_values(h: Handshake) -> tuple:
@@ -175,13 +183,14 @@ def handshake_from_values(v: tuple, id: int | None = _SAME) -> Handshake:
     (id_, source, cip, cport, sip, sport, first_frame, last_frame, first_ts, last_ts, websocket, req, resp, outcome,
      status, anomalies, frames, tcp, waited, http_version, parsers, h2, tls, tunnel) = v
     syn, synack, end, gaps, client_bytes, server_bytes = tcp
-    return Handshake(
-        id_ if id is _SAME else id, source, Endpoint(cip, cport), Endpoint(sip, sport), first_frame, last_frame,
-        first_ts, last_ts, websocket, None if req is None else Head(*req), None if resp is None else Head(*resp),
-        _OUTCOME.get(outcome) or Outcome(outcome), status,
-        tuple(Anomaly(c, _SEVERITY.get(sev) or Severity(sev), m, f, side, head) for c, sev, m, f, side, head in anomalies),
+    return _make(
+        Handshake, id_ if id is _SAME else id, source, _make(Endpoint, cip, cport), _make(Endpoint, sip, sport),
+        first_frame, last_frame, first_ts, last_ts, websocket, None if req is None else Head(*req),
+        None if resp is None else Head(*resp), _OUTCOME.get(outcome) or Outcome(outcome), status,
+        tuple(_make(Anomaly, c, _SEVERITY.get(sev) or Severity(sev), m, f, side, head)
+              for c, sev, m, f, side, head in anomalies),
         tuple(Frame(*f) for f in frames),
-        Tcp(syn, synack, None if end is None else TcpEnd(*end), gaps, client_bytes, server_bytes),
+        _make(Tcp, syn, synack, None if end is None else _make(TcpEnd, *end), gaps, client_bytes, server_bytes),
         waited, http_version, parsers, h2, tls, tunnel)
 
 

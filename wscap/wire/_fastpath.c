@@ -1729,6 +1729,73 @@ static PyObject *decode_tcp4(PyObject *self, PyObject *args) {
     return seg;
 }
 
+/* make(cls, *fields): cls(*fields) for the model's frozen values (wscap/model/value.py
+ * pickled_by_fields: every field an __init__ argument, no __post_init__), written at their slots:
+ * a frozen dataclass's __init__ sets each field through object.__setattr__, and the codec makes
+ * several per leg. Used when every name of cls.__match_args__ is a plain object slot, cls has the
+ * default __new__ and no __post_init__, and all the fields are given (checked once per class);
+ * anything else is a call of cls. */
+#define MAKE_CLASSES 32
+#define MAKE_FIELDS 32
+typedef struct {
+    PyObject *cls;                /* strong */
+    unsigned int tag;
+    Py_ssize_t n;                 /* -1: not plain */
+    Py_ssize_t off[MAKE_FIELDS];
+} MakeEnt;
+static MakeEnt make_ents[MAKE_CLASSES];
+
+static MakeEnt *make_ent(PyObject *cls) {
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    for (int i = 0; i < MAKE_CLASSES; i++) {
+        MakeEnt *e = &make_ents[i];
+        if (e->cls == cls && e->tag == tp->tp_version_tag && e->tag != 0) return e;
+    }
+    MakeEnt *e = NULL;
+    for (int i = 0; i < MAKE_CLASSES && e == NULL; i++)
+        if (make_ents[i].cls == NULL || make_ents[i].cls == cls) e = &make_ents[i];
+    if (e == NULL) return NULL;   /* table full: calls */
+    Py_ssize_t n = -1;
+    PyObject *args = PyObject_GetAttrString(cls, "__match_args__");
+    if (args == NULL) PyErr_Clear();
+    int post = PyObject_HasAttrString(cls, "__post_init__");
+    if (args != NULL && PyTuple_Check(args) && PyTuple_GET_SIZE(args) <= MAKE_FIELDS && !post
+        && tp->tp_new == PyBaseObject_Type.tp_new && tp->tp_alloc != NULL) {
+        n = PyTuple_GET_SIZE(args);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *d = _PyType_Lookup(tp, PyTuple_GET_ITEM(args, i));
+            if (d == NULL || Py_TYPE(d) != &PyMemberDescr_Type
+                || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) { n = -1; break; }
+            e->off[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        }
+    }
+    Py_XDECREF(args);
+    if (!(tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) || tp->tp_version_tag == 0) return NULL;
+    Py_INCREF(cls);
+    Py_XSETREF(e->cls, cls);
+    e->tag = tp->tp_version_tag;
+    e->n = n;
+    return e;
+}
+
+static PyObject *make(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || !PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "make(cls, *fields)");
+        return NULL;
+    }
+    PyObject *cls = args[0];
+    MakeEnt *e = make_ent(cls);
+    if (e == NULL || e->n != nargs - 1) return PyObject_Vectorcall(cls, args + 1, (size_t)(nargs - 1), NULL);
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    PyObject *o = tp->tp_alloc(tp, 0);
+    if (o == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < e->n; i++) {
+        Py_INCREF(args[i + 1]);
+        *(PyObject **)((char *)o + e->off[i]) = args[i + 1];
+    }
+    return o;
+}
+
 static PyObject *pcap_scan(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t pos;
@@ -1907,6 +1974,7 @@ static PyMethodDef methods[] = {
     {"pcapng_scan", pcapng_scan, METH_VARARGS, "pcapng Enhanced Packet Blocks until one needs Python."},
     {"clean_fields", clean_fields, METH_VARARGS, "http1._parse_clean's header lines, or None."},
     {"decode_tcp4", decode_tcp4, METH_VARARGS, "Decoder.decode of an Ethernet/IPv4/TCP frame, or None."},
+    {"make", (PyCFunction)(void (*)(void))make, METH_FASTCALL, "cls(*fields) for a model value, at its slots."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2004,7 +2072,7 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     if (m == NULL) return NULL;
     /* API: bumped whenever the calls change, so a stale build (an editable install not rebuilt)
      * is ignored by pcapio.py rather than called wrongly. */
-    if (PyModule_AddIntConstant(m, "API", 8) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
+    if (PyModule_AddIntConstant(m, "API", 9) < 0 || PyModule_AddIntConstant(m, "ST_MORE", ST_MORE) < 0 || PyModule_AddIntConstant(m, "ST_FRAME", ST_FRAME) < 0
         || PyModule_AddIntConstant(m, "ST_SLOW", ST_SLOW) < 0 || PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0
         || PyModule_AddIntConstant(m, "RECENT", RECENT) < 0) {
         Py_DECREF(m);

@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 from wscap.model.raw import RawFrame
 
 
-FASTPATH_API = 8             # the calls below; _fastpath.c's API constant must match
+FASTPATH_API = 9             # the calls below; _fastpath.c's API constant must match
 
 
 def _load_fastpath() -> ModuleType | None:
