@@ -100,6 +100,7 @@ HalfFeeder = Callable[["Pipeline", str, int, Any, Callable[[], None] | None], di
 
 
 ABANDONED = 3               # the child's exit status when a bound came near
+OUT_OF_MEMORY = 4           # ... when its half did not fit (one process then tries, and says so if it fails)
 INSTEAD = "the capture was analysed again in one process (same result)"
 
 
@@ -129,6 +130,8 @@ def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> 
             return 0
         except Abandoned:
             return ABANDONED
+        except MemoryError:         # a resource bound too: not a failure to report (see OUT_OF_MEMORY)
+            return OUT_OF_MEMORY
         except Exception as e:      # its one line, for the parent's message (stderr goes nowhere)
             out.seek(0)
             out.truncate()
@@ -156,12 +159,12 @@ def run(path: str, options: "Options", feed_file: HalfFeeder, progress: Any) -> 
         try:
             pipe, source = half(0, None, poll)
         except Abandoned:
-            if child.status not in (None, 0, ABANDONED):
+            if child.status not in (None, 0, ABANDONED, OUT_OF_MEMORY):
                 child.failed(INSTEAD)
             return None
         status = child.wait()
         if status != 0:
-            if status != ABANDONED:
+            if status not in (ABANDONED, OUT_OF_MEMORY):
                 out.seek(0)
                 said = out.read(400).decode("utf-8", "replace") if status == 1 else ""
                 child.failed(INSTEAD, f"failed ({said})" if said else None)
