@@ -203,6 +203,21 @@ def test_a_failed_child_means_one_process_and_one_line(bench_capture, runs, monk
     assert ("RuntimeError: the child fails" in err[0]) == (how == "exception")
 
 
+def test_a_half_out_of_memory_means_one_process_and_no_line(bench_capture, runs, monkeypatch, capsys):
+    """Running out of memory is a bound met, like the others: one process analyses the capture, and
+    only says something if it runs out of memory too (then its own one line, exit 2)."""
+    one, _ = analysed(bench_capture, 1)
+
+    def too_big(pipe):
+        raise MemoryError
+    monkeypatch.setattr(shards, "export_half", too_big)
+    capsys.readouterr()
+    two, _ = analysed(bench_capture, 2)
+    assert runs == [("alone",)]
+    assert two == one
+    assert capsys.readouterr().err.strip() == ""
+
+
 def test_a_failure_here_leaves_no_child(bench_capture, monkeypatch):
     from wscap.document import forking
     children: list = []
