@@ -25,6 +25,7 @@ import tempfile
 from typing import IO, TYPE_CHECKING, Any
 
 from wscap.document.forking import Child, may_fork, usable_cpus
+from wscap.document.spool import Spool
 
 if TYPE_CHECKING:
     from wscap.document.build import Assembly
@@ -141,12 +142,10 @@ class Judged:
 
     def __init__(self, out: IO[bytes], handshakes: dict[int, tuple[int, int]], chain_locs: list[tuple[int, int]],
                  light: list[Any]) -> None:
-        self._fd = out.fileno()
+        self._texts = Spool(out)    # read only: positional reads with its read-ahead window
         self._handshakes = handshakes
         self._chain_locs = chain_locs
         self.light = light
-        self._window = b""          # the last WINDOW bytes read, from _at: texts are asked for
-        self._at = 0                # nearly in the order they were written
 
     @classmethod
     def read(cls, out: IO[bytes]) -> "Judged":
@@ -160,17 +159,8 @@ class Judged:
         handshakes, chain_locs, light = pickle.loads(os.pread(fd, n, size - _TRAILER.size - n))
         return cls(out, handshakes, chain_locs, light)
 
-    WINDOW = 1 << 20
-
     def _text(self, loc: tuple[int, int]) -> bytes:
-        start, n = loc
-        off = start - self._at
-        if 0 <= off and off + n <= len(self._window):
-            return self._window[off:off + n]
-        if n >= self.WINDOW:
-            return os.pread(self._fd, n, start)
-        self._window, self._at = os.pread(self._fd, self.WINDOW, start), start
-        return self._window[:n]
+        return self._texts.read(loc)
 
     def handshake(self, leg: int) -> bytes | None:
         """Leg `leg`'s text as the helper encoded it (UTF-8), or None (a leg of none of its chains)."""

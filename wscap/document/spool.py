@@ -120,9 +120,6 @@ class Spool:
         """Text kept as it is (UTF-8): an element of the JSON output, already encoded."""
         return self._write(text.encode("utf-8"))
 
-    def get_text(self, loc: tuple[int, int]) -> str:
-        return self.read(loc).decode("utf-8")
-
     def close(self) -> None:
         self._f.close()
 
